@@ -1,0 +1,232 @@
+//! Message types, attribute ids, client types and error codes of protocol
+//! v1. docs/protocol.md is the specification; these numbers must match it.
+
+/// Message type numbers. Requests are below 128, events from 128 up.
+pub mod msg_type {
+    pub const REQUEST_REGISTER_CLIENT: u16 = 1;
+    pub const REQUEST_PING: u16 = 2;
+    pub const REQUEST_SUBMIT: u16 = 16;
+    pub const REQUEST_GET_INTERACTION_PROPERTIES: u16 = 17;
+    pub const REQUEST_CHANGE_PROPERTIES: u16 = 18;
+    pub const REQUEST_PLACE_IN_QUEUE: u16 = 19;
+    pub const REQUEST_STOP_PROCESSING: u16 = 20;
+
+    pub const EVENT_ACK: u16 = 128;
+    pub const EVENT_ERROR: u16 = 129;
+    pub const EVENT_INTERACTION_PROPERTIES: u16 = 144;
+
+    /// Name of a message type, for logs and the CLI.
+    pub fn name(t: u16) -> &'static str {
+        match t {
+            REQUEST_REGISTER_CLIENT => "RequestRegisterClient",
+            REQUEST_PING => "RequestPing",
+            REQUEST_SUBMIT => "RequestSubmit",
+            REQUEST_GET_INTERACTION_PROPERTIES => "RequestGetInteractionProperties",
+            REQUEST_CHANGE_PROPERTIES => "RequestChangeProperties",
+            REQUEST_PLACE_IN_QUEUE => "RequestPlaceInQueue",
+            REQUEST_STOP_PROCESSING => "RequestStopProcessing",
+            EVENT_ACK => "EventAck",
+            EVENT_ERROR => "EventError",
+            EVENT_INTERACTION_PROPERTIES => "EventInteractionProperties",
+            _ => "Unknown",
+        }
+    }
+}
+
+/// Attribute ids and the value type each must have.
+pub mod attr {
+    /// int: a [`super::ClientType`] number.
+    pub const CLIENT_TYPE: u16 = 1;
+    /// string: the client's application name.
+    pub const CLIENT_NAME: u16 = 2;
+    /// string: the client's password.
+    pub const CREDENTIAL: u16 = 3;
+    /// int: an [`super::ErrorCode`] number.
+    pub const ERROR_CODE: u16 = 4;
+    /// string: what went wrong, for people.
+    pub const ERROR_TEXT: u16 = 5;
+    /// string: the server's application name.
+    pub const SERVER_NAME: u16 = 6;
+    /// int: the node id of the server (0-255).
+    pub const NODE_ID: u16 = 7;
+    /// int: protocol version the server speaks.
+    pub const PROTOCOL_VERSION: u16 = 8;
+    /// int: number of shards (executors) the server runs.
+    pub const SHARD_COUNT: u16 = 9;
+
+    /// string: interaction id.
+    pub const INTERACTION_ID: u16 = 16;
+    /// string: tenant name.
+    pub const TENANT: u16 = 17;
+    /// string: media type name.
+    pub const MEDIA_TYPE: u16 = 18;
+    /// string: interaction type (Inbound, Outbound, Internal...).
+    pub const INTERACTION_TYPE: u16 = 19;
+    /// string: interaction subtype (InboundNew, OutboundReply...).
+    pub const INTERACTION_SUBTYPE: u16 = 20;
+    /// string: queue name.
+    pub const QUEUE: u16 = 21;
+    /// int: priority; larger is more urgent.
+    pub const PRIORITY: u16 = 22;
+    /// list: properties (on submit, get) or properties to add or change.
+    pub const PROPERTIES: u16 = 23;
+    /// list: keys to delete (values ignored).
+    pub const DELETED_KEYS: u16 = 24;
+    /// string: why (for example why processing stopped).
+    pub const REASON: u16 = 25;
+    /// string: name of the client that submitted.
+    pub const SUBMITTED_BY: u16 = 27;
+    /// int: milliseconds since the Unix epoch.
+    pub const RECEIVED_AT: u16 = 28;
+    pub const SUBMITTED_AT: u16 = 29;
+    pub const PLACED_IN_QUEUE_AT: u16 = 30;
+    pub const MOVED_TO_QUEUE_AT: u16 = 31;
+    pub const DELIVERED_AT: u16 = 32;
+    pub const ASSIGNED_AT: u16 = 33;
+    pub const HELD_AT: u16 = 34;
+    pub const COMPLETED_AT: u16 = 35;
+    /// int: time on the server, milliseconds since the Unix epoch.
+    pub const SERVER_TIME: u16 = 36;
+    /// string: business process that owns the queue.
+    pub const BUSINESS_PROCESS: u16 = 37;
+    /// int: number of changes made to the interaction since submission.
+    pub const VERSION: u16 = 38;
+}
+
+/// What kind of application a client is; decides what it may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientType {
+    MediaServer = 1,
+    AgentDesktop = 2,
+    RoutingEngine = 3,
+    ReportingEngine = 4,
+    Proxy = 5,
+    /// Operator tools such as ixnctl: may do everything.
+    Operator = 6,
+}
+
+impl ClientType {
+    pub fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            1 => ClientType::MediaServer,
+            2 => ClientType::AgentDesktop,
+            3 => ClientType::RoutingEngine,
+            4 => ClientType::ReportingEngine,
+            5 => ClientType::Proxy,
+            6 => ClientType::Operator,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientType::MediaServer => "media-server",
+            ClientType::AgentDesktop => "agent-desktop",
+            ClientType::RoutingEngine => "routing-engine",
+            ClientType::ReportingEngine => "reporting-engine",
+            ClientType::Proxy => "proxy",
+            ClientType::Operator => "operator",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            ClientType::MediaServer,
+            ClientType::AgentDesktop,
+            ClientType::RoutingEngine,
+            ClientType::ReportingEngine,
+            ClientType::Proxy,
+            ClientType::Operator,
+        ]
+        .into_iter()
+        .find(|t| t.name() == name)
+    }
+
+    /// Whether this kind of client may create interactions.
+    pub fn may_submit(self) -> bool {
+        matches!(self, ClientType::MediaServer | ClientType::Proxy | ClientType::Operator)
+    }
+}
+
+/// Error codes carried by EventError (attribute ERROR_CODE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The byte stream is not a frame (bad length); the connection closes.
+    InvalidFrame = 1,
+    /// The frame is longer than the limit; the connection closes.
+    FrameTooLarge = 2,
+    /// The header names a protocol version the server does not speak; closes.
+    UnsupportedVersion = 3,
+    /// The body of a frame does not parse.
+    MalformedBody = 10,
+    /// The message type is not known, or not a request.
+    UnknownMessage = 11,
+    /// A required attribute is absent.
+    MissingAttribute = 12,
+    /// An attribute has the wrong value type.
+    WrongAttributeType = 13,
+    /// An attribute has a value outside what is allowed.
+    InvalidValue = 14,
+    /// A request other than RequestRegisterClient or RequestPing came first.
+    NotRegistered = 20,
+    /// RequestRegisterClient on a connection already registered.
+    AlreadyRegistered = 21,
+    /// Unknown client name or wrong credential.
+    AuthenticationFailed = 22,
+    /// This client type may not make this request.
+    NotPermitted = 23,
+    UnknownTenant = 30,
+    UnknownMediaType = 31,
+    MediaTypeDisabled = 32,
+    UnknownQueue = 33,
+    UnknownInteraction = 34,
+    DuplicateInteractionId = 35,
+    InvalidInteractionId = 36,
+    /// This node does not take submissions (`enable-submit = false`).
+    SubmitDisabled = 37,
+    /// The change could not be committed to the database; it is not acknowledged.
+    StorageFailure = 50,
+    /// The server is shutting down and takes no new requests.
+    ShuttingDown = 51,
+    /// Too many requests in flight on this connection.
+    Overloaded = 52,
+    /// An invariant of the server failed; this is a bug, reported, not hidden.
+    Internal = 99,
+}
+
+impl ErrorCode {
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    pub fn from_code(code: i64) -> Option<Self> {
+        use ErrorCode::*;
+        Some(match code {
+            1 => InvalidFrame,
+            2 => FrameTooLarge,
+            3 => UnsupportedVersion,
+            10 => MalformedBody,
+            11 => UnknownMessage,
+            12 => MissingAttribute,
+            13 => WrongAttributeType,
+            14 => InvalidValue,
+            20 => NotRegistered,
+            21 => AlreadyRegistered,
+            22 => AuthenticationFailed,
+            23 => NotPermitted,
+            30 => UnknownTenant,
+            31 => UnknownMediaType,
+            32 => MediaTypeDisabled,
+            33 => UnknownQueue,
+            34 => UnknownInteraction,
+            35 => DuplicateInteractionId,
+            36 => InvalidInteractionId,
+            37 => SubmitDisabled,
+            50 => StorageFailure,
+            51 => ShuttingDown,
+            52 => Overloaded,
+            99 => Internal,
+            _ => return None,
+        })
+    }
+}

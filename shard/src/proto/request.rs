@@ -1,0 +1,299 @@
+//! Typed requests decoded from frames, and builders for the events the
+//! server sends. Validation of attribute presence and types happens here, so
+//! the state machine only ever sees well-typed requests.
+
+use super::frame::Frame;
+use super::msg::{attr, msg_type, ClientType, ErrorCode};
+use crate::value::{type_name, KvList, Value, TAG_INT, TAG_LIST, TAG_STR};
+
+/// A request error: the code and the text sent back in EventError.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtoError {
+    pub code: ErrorCode,
+    pub text: String,
+}
+
+impl ProtoError {
+    pub fn new(code: ErrorCode, text: impl Into<String>) -> Self {
+        ProtoError { code, text: text.into() }
+    }
+}
+
+impl std::fmt::Display for ProtoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "error {} ({:?}): {}", self.code.code(), self.code, self.text)
+    }
+}
+
+/// RequestSubmit, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submit {
+    pub tenant: String,
+    pub media_type: String,
+    pub interaction_type: String,
+    pub interaction_subtype: String,
+    pub queue: String,
+    pub priority: i64,
+    pub properties: KvList,
+    /// Client-given id; `None` lets the server generate one.
+    pub id: Option<String>,
+    /// When the media server received the contact, if it says so.
+    pub received_at_ms: Option<i64>,
+}
+
+/// Every request of protocol v1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    RegisterClient { client_type: ClientType, name: String, credential: Option<String> },
+    Ping,
+    Submit(Box<Submit>),
+    GetInteractionProperties { id: String },
+    ChangeProperties { id: String, changed: KvList, deleted: Vec<String> },
+    PlaceInQueue { id: String, queue: String },
+    StopProcessing { id: String, reason: Option<String> },
+}
+
+impl Request {
+    /// The interaction this request is about, if any: decides which shard
+    /// owns the request.
+    pub fn interaction_id(&self) -> Option<&str> {
+        match self {
+            Request::GetInteractionProperties { id }
+            | Request::ChangeProperties { id, .. }
+            | Request::PlaceInQueue { id, .. }
+            | Request::StopProcessing { id, .. } => Some(id),
+            Request::Submit(s) => s.id.as_deref(),
+            Request::RegisterClient { .. } | Request::Ping => None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::RegisterClient { .. } => "RequestRegisterClient",
+            Request::Ping => "RequestPing",
+            Request::Submit(_) => "RequestSubmit",
+            Request::GetInteractionProperties { .. } => "RequestGetInteractionProperties",
+            Request::ChangeProperties { .. } => "RequestChangeProperties",
+            Request::PlaceInQueue { .. } => "RequestPlaceInQueue",
+            Request::StopProcessing { .. } => "RequestStopProcessing",
+        }
+    }
+
+    /// Decodes a frame into a request.
+    pub fn decode(f: &Frame) -> Result<Request, ProtoError> {
+        use msg_type::*;
+        Ok(match f.msg_type {
+            REQUEST_REGISTER_CLIENT => {
+                let code = req_int(f, attr::CLIENT_TYPE, "ClientType")?;
+                let client_type = ClientType::from_code(code).ok_or_else(|| {
+                    ProtoError::new(ErrorCode::InvalidValue, format!("ClientType {code} is not a known client type"))
+                })?;
+                Request::RegisterClient {
+                    client_type,
+                    name: req_str(f, attr::CLIENT_NAME, "ClientName")?,
+                    credential: opt_str(f, attr::CREDENTIAL, "Credential")?,
+                }
+            }
+            REQUEST_PING => Request::Ping,
+            REQUEST_SUBMIT => Request::Submit(Box::new(Submit {
+                tenant: opt_str(f, attr::TENANT, "Tenant")?.unwrap_or_else(|| "default".into()),
+                media_type: req_str(f, attr::MEDIA_TYPE, "MediaType")?,
+                interaction_type: opt_str(f, attr::INTERACTION_TYPE, "InteractionType")?
+                    .unwrap_or_else(|| "Inbound".into()),
+                interaction_subtype: opt_str(f, attr::INTERACTION_SUBTYPE, "InteractionSubtype")?
+                    .unwrap_or_else(|| "InboundNew".into()),
+                queue: req_str(f, attr::QUEUE, "Queue")?,
+                priority: opt_int(f, attr::PRIORITY, "Priority")?.unwrap_or(0),
+                properties: opt_list(f, attr::PROPERTIES, "Properties")?.unwrap_or_default(),
+                id: opt_str(f, attr::INTERACTION_ID, "InteractionId")?,
+                received_at_ms: opt_int(f, attr::RECEIVED_AT, "ReceivedAt")?,
+            })),
+            REQUEST_GET_INTERACTION_PROPERTIES => {
+                Request::GetInteractionProperties { id: req_str(f, attr::INTERACTION_ID, "InteractionId")? }
+            }
+            REQUEST_CHANGE_PROPERTIES => {
+                let changed = opt_list(f, attr::PROPERTIES, "Properties")?.unwrap_or_default();
+                let deleted: Vec<String> = opt_list(f, attr::DELETED_KEYS, "DeletedKeys")?
+                    .map(|l| l.iter().map(|(k, _)| k.to_string()).collect())
+                    .unwrap_or_default();
+                Request::ChangeProperties { id: req_str(f, attr::INTERACTION_ID, "InteractionId")?, changed, deleted }
+            }
+            REQUEST_PLACE_IN_QUEUE => Request::PlaceInQueue {
+                id: req_str(f, attr::INTERACTION_ID, "InteractionId")?,
+                queue: req_str(f, attr::QUEUE, "Queue")?,
+            },
+            REQUEST_STOP_PROCESSING => Request::StopProcessing {
+                id: req_str(f, attr::INTERACTION_ID, "InteractionId")?,
+                reason: opt_str(f, attr::REASON, "Reason")?,
+            },
+            other => {
+                return Err(ProtoError::new(
+                    ErrorCode::UnknownMessage,
+                    format!("message type {other} is not a request this server knows"),
+                ))
+            }
+        })
+    }
+
+    /// Encodes the request as a frame (clients use this).
+    pub fn encode(&self, ref_id: u32) -> Frame {
+        use msg_type::*;
+        match self {
+            Request::RegisterClient { client_type, name, credential } => {
+                let mut f = Frame::new(REQUEST_REGISTER_CLIENT, ref_id)
+                    .with(attr::CLIENT_TYPE, *client_type as i64)
+                    .with(attr::CLIENT_NAME, name.as_str());
+                if let Some(c) = credential {
+                    f.push(attr::CREDENTIAL, c.as_str());
+                }
+                f
+            }
+            Request::Ping => Frame::new(REQUEST_PING, ref_id),
+            Request::Submit(s) => {
+                let mut f = Frame::new(REQUEST_SUBMIT, ref_id)
+                    .with(attr::TENANT, s.tenant.as_str())
+                    .with(attr::MEDIA_TYPE, s.media_type.as_str())
+                    .with(attr::INTERACTION_TYPE, s.interaction_type.as_str())
+                    .with(attr::INTERACTION_SUBTYPE, s.interaction_subtype.as_str())
+                    .with(attr::QUEUE, s.queue.as_str())
+                    .with(attr::PRIORITY, s.priority);
+                if !s.properties.is_empty() {
+                    f.push(attr::PROPERTIES, s.properties.clone());
+                }
+                if let Some(id) = &s.id {
+                    f.push(attr::INTERACTION_ID, id.as_str());
+                }
+                if let Some(t) = s.received_at_ms {
+                    f.push(attr::RECEIVED_AT, t);
+                }
+                f
+            }
+            Request::GetInteractionProperties { id } => {
+                Frame::new(REQUEST_GET_INTERACTION_PROPERTIES, ref_id).with(attr::INTERACTION_ID, id.as_str())
+            }
+            Request::ChangeProperties { id, changed, deleted } => {
+                let mut f = Frame::new(REQUEST_CHANGE_PROPERTIES, ref_id).with(attr::INTERACTION_ID, id.as_str());
+                if !changed.is_empty() {
+                    f.push(attr::PROPERTIES, changed.clone());
+                }
+                if !deleted.is_empty() {
+                    let mut l = KvList::new();
+                    for k in deleted {
+                        l.push(k.as_str(), Value::Int(0));
+                    }
+                    f.push(attr::DELETED_KEYS, l);
+                }
+                f
+            }
+            Request::PlaceInQueue { id, queue } => Frame::new(REQUEST_PLACE_IN_QUEUE, ref_id)
+                .with(attr::INTERACTION_ID, id.as_str())
+                .with(attr::QUEUE, queue.as_str()),
+            Request::StopProcessing { id, reason } => {
+                let mut f = Frame::new(REQUEST_STOP_PROCESSING, ref_id).with(attr::INTERACTION_ID, id.as_str());
+                if let Some(r) = reason {
+                    f.push(attr::REASON, r.as_str());
+                }
+                f
+            }
+        }
+    }
+}
+
+/// EventError for a request.
+pub fn event_error(ref_id: u32, err: &ProtoError) -> Frame {
+    Frame::new(msg_type::EVENT_ERROR, ref_id)
+        .with(attr::ERROR_CODE, err.code.code())
+        .with(attr::ERROR_TEXT, err.text.as_str())
+}
+
+/// A plain EventAck.
+pub fn event_ack(ref_id: u32) -> Frame {
+    Frame::new(msg_type::EVENT_ACK, ref_id)
+}
+
+/// Reads an EventError back into a [`ProtoError`] (clients).
+pub fn error_of(f: &Frame) -> Option<ProtoError> {
+    if f.msg_type != msg_type::EVENT_ERROR {
+        return None;
+    }
+    let code = f.get_int(attr::ERROR_CODE).and_then(ErrorCode::from_code).unwrap_or(ErrorCode::Internal);
+    let text = f.get_str(attr::ERROR_TEXT).unwrap_or("").to_string();
+    Some(ProtoError { code, text })
+}
+
+fn find<'a>(f: &'a Frame, id: u16, name: &str, tag: u8) -> Result<Option<&'a Value>, ProtoError> {
+    match f.get(id) {
+        None => Ok(None),
+        Some(v) if v.tag() == tag => Ok(Some(v)),
+        Some(v) => Err(ProtoError::new(
+            ErrorCode::WrongAttributeType,
+            format!("attribute {name} ({id}) must be {}, got {}", type_name(tag), v.type_name()),
+        )),
+    }
+}
+
+fn missing(id: u16, name: &str) -> ProtoError {
+    ProtoError::new(ErrorCode::MissingAttribute, format!("attribute {name} ({id}) is required"))
+}
+
+fn opt_str(f: &Frame, id: u16, name: &str) -> Result<Option<String>, ProtoError> {
+    Ok(find(f, id, name, TAG_STR)?.and_then(Value::as_str).map(str::to_owned))
+}
+
+fn req_str(f: &Frame, id: u16, name: &str) -> Result<String, ProtoError> {
+    opt_str(f, id, name)?.ok_or_else(|| missing(id, name))
+}
+
+fn opt_int(f: &Frame, id: u16, name: &str) -> Result<Option<i64>, ProtoError> {
+    Ok(find(f, id, name, TAG_INT)?.and_then(Value::as_int))
+}
+
+fn req_int(f: &Frame, id: u16, name: &str) -> Result<i64, ProtoError> {
+    opt_int(f, id, name)?.ok_or_else(|| missing(id, name))
+}
+
+fn opt_list(f: &Frame, id: u16, name: &str) -> Result<Option<KvList>, ProtoError> {
+    Ok(find(f, id, name, TAG_LIST)?.and_then(Value::as_list).cloned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv;
+
+    #[test]
+    fn requests_round_trip_through_frames() {
+        let reqs = vec![
+            Request::RegisterClient { client_type: ClientType::MediaServer, name: "chat1".into(), credential: None },
+            Request::Ping,
+            Request::Submit(Box::new(Submit {
+                tenant: "default".into(),
+                media_type: "chat".into(),
+                interaction_type: "Inbound".into(),
+                interaction_subtype: "InboundNew".into(),
+                queue: "inbound".into(),
+                priority: 3,
+                properties: kv![("lang", "en")],
+                id: Some("X1".into()),
+                received_at_ms: Some(5),
+            })),
+            Request::ChangeProperties { id: "a".into(), changed: kv![("k", 1)], deleted: vec!["z".into()] },
+            Request::PlaceInQueue { id: "a".into(), queue: "done".into() },
+            Request::StopProcessing { id: "a".into(), reason: Some("done".into()) },
+            Request::GetInteractionProperties { id: "a".into() },
+        ];
+        for r in reqs {
+            assert_eq!(Request::decode(&r.encode(9)).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn wrong_type_and_missing_attributes_are_reported() {
+        let f = Frame::new(msg_type::REQUEST_SUBMIT, 1).with(attr::MEDIA_TYPE, 5i64).with(attr::QUEUE, "q");
+        assert_eq!(Request::decode(&f).unwrap_err().code, ErrorCode::WrongAttributeType);
+        let f = Frame::new(msg_type::REQUEST_SUBMIT, 1).with(attr::MEDIA_TYPE, "chat");
+        assert_eq!(Request::decode(&f).unwrap_err().code, ErrorCode::MissingAttribute);
+        let f = Frame::new(999, 1);
+        assert_eq!(Request::decode(&f).unwrap_err().code, ErrorCode::UnknownMessage);
+    }
+}
