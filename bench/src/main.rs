@@ -1,1 +1,229 @@
-fn main(){}
+//! `ixn-bench`: the load harness. Each scenario writes one JSON object
+//! (brief section 4) with `--json FILE` and prints a summary.
+//!
+//! Scenarios:
+//! - `submit`: media-server connections submit with a window of outstanding
+//!   requests; reports acknowledged submissions per second and ack latency,
+//!   then reads every acknowledged id back and counts the missing (`lost`).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use ixn::client::{submit_request, Client};
+use ixn_shard::proto::request::error_of;
+use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Request};
+use ixn_shard::{KvList, Value};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(name = "ixn-bench", version, about = "ixn load harness")]
+struct Args {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// Durable submissions: rate, ack latency, and a read-back of every acknowledged id.
+    Submit(SubmitArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct SubmitArgs {
+    #[arg(long, default_value = "127.0.0.1:7120")]
+    server: String,
+    /// Media-server connections, one thread each.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Outstanding requests per connection.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// Total submissions per second to aim for; 0 = as fast as acks come.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    #[arg(long, default_value = "default")]
+    tenant: String,
+    #[arg(long, default_value = "inbound")]
+    queue: String,
+    #[arg(long, default_value = "chat")]
+    media: String,
+    /// String properties per interaction.
+    #[arg(long, default_value_t = 5)]
+    props: usize,
+    /// Credential, when the server lists clients (the bench registers as
+    /// media-server `bench`).
+    #[arg(long)]
+    credential: Option<String>,
+    /// Skip the read-back of acknowledged ids.
+    #[arg(long)]
+    no_verify: bool,
+    /// Write the result object here.
+    #[arg(long)]
+    json: Option<String>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let result = match args.scenario {
+        Scenario::Submit(a) => submit(a),
+    };
+    if let Err(e) = result {
+        eprintln!("ixn-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+struct ClientResult {
+    hist: Histogram<u64>,
+    ids: Vec<String>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+fn submit(a: SubmitArgs) -> Result<(), String> {
+    let mut probe = Client::connect_as(a.server.as_str(), ClientType::MediaServer, "bench", a.credential.as_deref())
+        .map_err(|e| format!("cannot register at {}: {e}", a.server))?;
+    probe.ping().map_err(|e| format!("ping failed: {e}"))?;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(a.duration);
+    let threads: Vec<_> = (0..a.clients)
+        .map(|i| {
+            let a = a.clone();
+            std::thread::spawn(move || submit_client(i, &a, deadline))
+        })
+        .collect();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut ids = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in threads {
+        let r = t.join().map_err(|_| "a client thread panicked".to_string())??;
+        hist.add(&r.hist).expect("same bounds");
+        ids.extend(r.ids);
+        errors += r.errors;
+        first_error = first_error.or(r.first_error);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let acked = ids.len() as u64;
+    let lost = if a.no_verify { None } else { Some(read_back(&mut probe, &ids)?) };
+    let ops = acked as f64 / elapsed;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let out = json!({
+        "scenario": "submit",
+        "target": a.server,
+        "duration_s": elapsed,
+        "clients": a.clients,
+        "window": a.window,
+        "rate_target": a.rate,
+        "acked": acked,
+        "ops_per_sec": ops,
+        "p50_us": hist.value_at_quantile(0.50),
+        "p99_us": hist.value_at_quantile(0.99),
+        "p999_us": hist.value_at_quantile(0.999),
+        "max_us": hist.max(),
+        "errors": errors,
+        "lost": lost,
+        "cores": cores,
+    });
+    println!(
+        "submit: {acked} acked in {elapsed:.1} s = {ops:.0}/s; ack latency p50 {} us, p99 {} us, p99.9 {} us, max {} us; errors {errors}; lost {}",
+        hist.value_at_quantile(0.5),
+        hist.value_at_quantile(0.99),
+        hist.value_at_quantile(0.999),
+        hist.max(),
+        lost.map(|l| l.to_string()).unwrap_or_else(|| "not checked".into())
+    );
+    if let Some(e) = first_error {
+        println!("first error: {e}");
+    }
+    if let Some(path) = &a.json {
+        std::fs::write(path, format!("{out}\n")).map_err(|e| format!("cannot write {path}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn properties(n: usize, seq: u64) -> KvList {
+    let mut l = KvList::new();
+    for i in 0..n {
+        l.set(format!("key{i}"), Value::Str(format!("value-{seq}-{i}")));
+    }
+    l
+}
+
+fn submit_client(i: usize, a: &SubmitArgs, deadline: Instant) -> Result<ClientResult, String> {
+    let name = "bench";
+    let mut c = Client::connect_as(a.server.as_str(), ClientType::MediaServer, name, a.credential.as_deref())
+        .map_err(|e| format!("client {i}: {e}"))?;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut inflight: HashMap<u32, Instant> = HashMap::with_capacity(a.window * 2);
+    let mut ids = Vec::new();
+    let (mut errors, mut first_error) = (0u64, None);
+    let interval = (a.rate > 0).then(|| Duration::from_secs_f64(a.clients as f64 / a.rate as f64));
+    let mut next_send = Instant::now();
+    let mut seq = 0u64;
+    loop {
+        let now = Instant::now();
+        let sending = now < deadline;
+        if sending {
+            while inflight.len() < a.window && interval.is_none_or(|_| Instant::now() >= next_send) {
+                let s = submit_request(&a.tenant, &a.queue, &a.media, (seq % 10) as i64, properties(a.props, seq));
+                seq += 1;
+                let r = c.queue(&Request::Submit(Box::new(s)));
+                inflight.insert(r, Instant::now());
+                if let Some(iv) = interval {
+                    next_send += iv;
+                }
+            }
+            c.flush().map_err(|e| format!("client {i}: {e}"))?;
+        }
+        if inflight.is_empty() {
+            if !sending {
+                break;
+            }
+            std::thread::sleep(next_send.saturating_duration_since(Instant::now()));
+            continue;
+        }
+        let f = c.recv().map_err(|e| format!("client {i}: {e}"))?;
+        let Some(sent) = inflight.remove(&f.ref_id) else {
+            return Err(format!("client {i}: answer for unknown reference id {}", f.ref_id));
+        };
+        hist.record(sent.elapsed().as_micros().max(1) as u64).ok();
+        match (f.msg_type, error_of(&f)) {
+            (msg_type::EVENT_ACK, _) => match f.get_str(attr::INTERACTION_ID) {
+                Some(id) => ids.push(id.to_string()),
+                None => return Err(format!("client {i}: EventAck without InteractionId")),
+            },
+            (_, Some(e)) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+            (t, None) => return Err(format!("client {i}: unexpected {}", msg_type::name(t))),
+        }
+    }
+    Ok(ClientResult { hist, ids, errors, first_error })
+}
+
+/// Reads every acknowledged id back (pipelined); returns how many are gone.
+fn read_back(c: &mut Client, ids: &[String]) -> Result<u64, String> {
+    let mut lost = 0;
+    for chunk in ids.chunks(256) {
+        for id in chunk {
+            c.queue(&Request::GetInteractionProperties { id: id.clone() });
+        }
+        c.flush().map_err(|e| e.to_string())?;
+        for _ in chunk {
+            let f = c.recv().map_err(|e| e.to_string())?;
+            match error_of(&f) {
+                None => {}
+                Some(e) if e.code == ErrorCode::UnknownInteraction => lost += 1,
+                Some(e) => return Err(format!("read-back failed: {e}")),
+            }
+        }
+    }
+    Ok(lost)
+}

@@ -1,0 +1,454 @@
+//! Server configuration: one TOML file, option names after the vendor's
+//! (`[settings]`, `[cluster-settings]`, the DAP's `connection-string`).
+//! docs/configuration.md lists every option with its default.
+//!
+//! Unknown options and bad values stop the start with the file, line and
+//! reason: serde reports syntax and type errors with their position, and the
+//! checks made after parsing use spans kept on the values they look at.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ixn_shard::catalog::{Catalog, Tenant};
+use ixn_shard::proto::frame::{ABSOLUTE_MAX_FRAME, DEFAULT_MAX_FRAME, HEADER_LEN};
+use ixn_shard::proto::ClientType;
+use serde::Deserialize;
+use toml::Spanned;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7120";
+pub const DEFAULT_DATA_DIR: &str = "ixn-data";
+
+/// The whole configuration, after defaults and validation.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where it came from, for messages ("embedded default" or a path).
+    pub source: String,
+    pub server: ServerSection,
+    pub settings: Settings,
+    pub cluster: ClusterSettings,
+    pub clients: Vec<ClientEntry>,
+    pub catalog: Catalog,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ServerSection {
+    /// Application name sent to clients at registration.
+    pub application_name: String,
+    /// Address every executor listens on (SO_REUSEPORT).
+    #[serde(deserialize_with = "de_addr")]
+    pub listen: SocketAddr,
+    /// Cores to run one executor on each: "all", or a list such as "0-3,6".
+    #[serde(deserialize_with = "de_cores")]
+    pub cores: CoreList,
+    /// Directory for the embedded SQLite database.
+    pub data_dir: PathBuf,
+    /// Node id inside interaction ids, unique within a cluster (0-255).
+    pub node_id: u8,
+    /// Largest frame a client may send, header included.
+    pub max_frame_size: usize,
+    /// Unanswered requests per connection before the server stops reading it.
+    pub max_pending_requests: usize,
+    /// Unsent bytes per connection before the client is disconnected.
+    pub max_output_buffer: usize,
+    /// Bytes of io_uring registered memory per executor (needs memlock).
+    pub io_memory: usize,
+    /// Seconds to wait for writes to drain on SIGTERM/SIGINT.
+    pub shutdown_timeout: u64,
+    /// TCP listen backlog of each executor's socket.
+    pub listen_backlog: i32,
+    /// Most client connections the node accepts (split evenly over shards).
+    pub max_connections: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            application_name: "ixn".into(),
+            listen: DEFAULT_LISTEN.parse().expect("valid"),
+            cores: CoreList::All,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            node_id: 1,
+            max_frame_size: DEFAULT_MAX_FRAME,
+            max_pending_requests: 1024,
+            max_output_buffer: 8 << 20,
+            io_memory: 1 << 20,
+            shutdown_timeout: 10,
+            listen_backlog: 4096,
+            max_connections: 20000,
+        }
+    }
+}
+
+/// Which cores run executors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoreList {
+    /// Every core the process may run on.
+    All,
+    List(Vec<usize>),
+}
+
+impl CoreList {
+    pub fn parse(s: &str) -> Result<CoreList, String> {
+        let s = s.trim();
+        if s == "all" {
+            return Ok(CoreList::All);
+        }
+        let mut cores = Vec::new();
+        for part in s.split(',').map(str::trim) {
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (part, part),
+            };
+            let a: usize = a.parse().map_err(|_| format!("'{part}' is not a core number or range"))?;
+            let b: usize = b.parse().map_err(|_| format!("'{part}' is not a core number or range"))?;
+            if a > b {
+                return Err(format!("range '{part}' runs backwards"));
+            }
+            for c in a..=b {
+                if cores.contains(&c) {
+                    return Err(format!("core {c} is listed twice"));
+                }
+                cores.push(c);
+            }
+        }
+        if cores.is_empty() || cores.len() > 1024 {
+            return Err("the core list must name 1 to 1024 cores".into());
+        }
+        Ok(CoreList::List(cores))
+    }
+
+    /// The cores, with "all" resolved against what the process may use.
+    pub fn resolve(&self) -> Result<Vec<usize>, String> {
+        let allowed = allowed_cores();
+        match self {
+            CoreList::All => Ok(allowed),
+            CoreList::List(l) => {
+                if let Some(c) = l.iter().find(|c| !allowed.contains(c)) {
+                    return Err(format!("core {c} is not available to this process (available: {allowed:?})"));
+                }
+                Ok(l.clone())
+            }
+        }
+    }
+}
+
+/// Cores in this process's affinity mask.
+fn allowed_cores() -> Vec<usize> {
+    // SAFETY: sched_getaffinity writes into the set we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}
+
+/// `[settings]`: the vendor's Interaction Server and DAP options.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Settings {
+    /// Only "odbc" is supported.
+    pub dbprotocol: Spanned<String>,
+    /// ODBC connection string; absent: embedded SQLite in the data dir.
+    pub connection_string: Option<String>,
+    /// Writer threads, one ODBC connection each (SQLite uses one).
+    pub number_of_database_connections: Spanned<usize>,
+    /// Most changes committed in one transaction.
+    pub database_batch_size: Spanned<usize>,
+    /// "array" or "multirow"; absent: the engine's measured default.
+    pub insert_strategy: Option<Spanned<String>>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            dbprotocol: Spanned::new(0..0, "odbc".into()),
+            connection_string: None,
+            number_of_database_connections: Spanned::new(0..0, 5),
+            database_batch_size: Spanned::new(0..0, 1000),
+            insert_strategy: None,
+        }
+    }
+}
+
+/// `[cluster-settings]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ClusterSettings {
+    /// Media types this node serves, for proxies; absent: all.
+    pub media_types: Option<Vec<String>>,
+    /// Whether this node accepts RequestSubmit.
+    pub enable_submit: bool,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings { media_types: None, enable_submit: true }
+    }
+}
+
+/// `[[client]]`: an application allowed to register.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClientEntry {
+    pub name: String,
+    #[serde(rename = "type", deserialize_with = "de_client_type")]
+    pub client_type: ClientType,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct TenantEntry {
+    name: Spanned<String>,
+    /// Media type name to enabled flag.
+    #[serde(default)]
+    media_types: std::collections::BTreeMap<String, bool>,
+    #[serde(default)]
+    business_process: Vec<ProcessEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ProcessEntry {
+    name: Spanned<String>,
+    #[serde(default)]
+    queue: Vec<QueueEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct QueueEntry {
+    name: Spanned<String>,
+    next: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+struct FileConfig {
+    server: ServerSection,
+    settings: Settings,
+    cluster_settings: ClusterSettings,
+    client: Vec<ClientEntry>,
+    tenant: Vec<TenantEntry>,
+}
+
+fn de_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| serde::de::Error::custom(format!("'{s}' is not an address such as 0.0.0.0:7120")))
+}
+
+fn de_cores<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CoreList, D::Error> {
+    let s = String::deserialize(d)?;
+    CoreList::parse(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_client_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ClientType, D::Error> {
+    let s = String::deserialize(d)?;
+    ClientType::from_name(&s).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "'{s}' is not a client type (media-server, agent-desktop, routing-engine, reporting-engine, proxy, operator)"
+        ))
+    })
+}
+
+/// A configuration error: where and why.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Config {
+    /// The embedded default: no file. See README, "Quick start".
+    pub fn embedded_default() -> Config {
+        Config {
+            source: "embedded default".into(),
+            server: ServerSection::default(),
+            settings: Settings::default(),
+            cluster: ClusterSettings::default(),
+            clients: Vec::new(),
+            catalog: Catalog::embedded_default(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read the configuration: {e}", path.display())))?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses configuration text; `source` names it in errors.
+    pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            ConfigError(format!("{source}:{line}: {}", e.message()))
+        })?;
+        let at = |span: std::ops::Range<usize>, msg: String| ConfigError(format!("{source}:{}: {msg}", line_of(text, span.start)));
+        let s = &file.settings;
+        if s.dbprotocol.get_ref() != "odbc" {
+            return Err(at(s.dbprotocol.span(), format!("dbprotocol '{}' is not supported: use \"odbc\"", s.dbprotocol.get_ref())));
+        }
+        if !(1..=64).contains(s.number_of_database_connections.get_ref()) {
+            return Err(at(s.number_of_database_connections.span(), "number-of-database-connections must be 1 to 64".into()));
+        }
+        if !(1..=100_000).contains(s.database_batch_size.get_ref()) {
+            return Err(at(s.database_batch_size.span(), "database-batch-size must be 1 to 100000".into()));
+        }
+        if let Some(st) = &s.insert_strategy {
+            if !matches!(st.get_ref().as_str(), "array" | "multirow") {
+                return Err(at(st.span(), format!("insert-strategy '{}' must be \"array\" or \"multirow\"", st.get_ref())));
+            }
+        }
+        let sv = &file.server;
+        let frame_range = HEADER_LEN..=ABSOLUTE_MAX_FRAME;
+        if !frame_range.contains(&sv.max_frame_size) {
+            return Err(ConfigError(format!(
+                "{source}: [server] max-frame-size must be {HEADER_LEN} to {ABSOLUTE_MAX_FRAME}"
+            )));
+        }
+        if sv.max_pending_requests == 0 || sv.max_output_buffer < sv.max_frame_size {
+            return Err(ConfigError(format!(
+                "{source}: [server] max-pending-requests must be at least 1 and max-output-buffer at least max-frame-size"
+            )));
+        }
+        let catalog = if file.tenant.is_empty() {
+            Catalog::embedded_default()
+        } else {
+            build_catalog(&file.tenant, file.cluster_settings.enable_submit).map_err(|(span, msg)| at(span, msg))?
+        };
+        let mut catalog = catalog;
+        catalog.enable_submit = file.cluster_settings.enable_submit;
+        for (i, c) in file.client.iter().enumerate() {
+            if file.client[..i].iter().any(|o| o.name == c.name) {
+                return Err(ConfigError(format!("{source}: client '{}' is listed twice", c.name)));
+            }
+        }
+        Ok(Config {
+            source: source.to_string(),
+            server: file.server,
+            settings: file.settings,
+            cluster: file.cluster_settings,
+            clients: file.client,
+            catalog,
+        })
+    }
+
+    /// The ODBC connection string to use, and whether it is the embedded
+    /// SQLite default (whose schema the server creates).
+    pub fn connection_string(&self) -> (String, bool) {
+        match &self.settings.connection_string {
+            Some(s) => (s.clone(), false),
+            None => (ixn_storage::sqlite_connection_string(&self.sqlite_path()), true),
+        }
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.server.data_dir.join("ixn.db")
+    }
+}
+
+type SpannedError = (std::ops::Range<usize>, String);
+
+fn build_catalog(tenants: &[TenantEntry], enable_submit: bool) -> Result<Catalog, SpannedError> {
+    let mut built = Vec::new();
+    for te in tenants {
+        let mut t = Tenant::new(te.name.get_ref().as_str());
+        if te.media_types.is_empty() {
+            return Err((te.name.span(), format!("tenant '{}' has no media-types", te.name.get_ref())));
+        }
+        for (m, enabled) in &te.media_types {
+            t.add_media(m, *enabled).map_err(|e| (te.name.span(), e))?;
+        }
+        for p in &te.business_process {
+            let names: Vec<&str> = p.queue.iter().map(|q| q.name.get_ref().as_str()).collect();
+            t.add_process(p.name.get_ref(), &names).map_err(|e| (p.name.span(), e))?;
+        }
+        for p in &te.business_process {
+            for q in &p.queue {
+                if let Some(next) = &q.next {
+                    t.link_next(q.name.get_ref(), next.get_ref()).map_err(|e| (next.span(), e))?;
+                }
+            }
+        }
+        if t.queues.is_empty() {
+            return Err((te.name.span(), format!("tenant '{}' has no queue", te.name.get_ref())));
+        }
+        built.push(t);
+    }
+    let names: Vec<_> = tenants.iter().map(|t| t.name.clone()).collect();
+    Catalog::new(built, enable_submit).map_err(|e| {
+        let span = names.last().map(|n| n.span()).unwrap_or(0..0);
+        (span, e)
+    })
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_embedded_default() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(*c.settings.number_of_database_connections.get_ref(), 5);
+        assert!(c.catalog.tenant("default").is_some());
+    }
+
+    #[test]
+    fn unknown_option_names_file_and_line() {
+        let e = Config::parse("[server]\nnode-id = 2\nlisten-port = 5\n", "x.toml").unwrap_err();
+        assert!(e.0.starts_with("x.toml:3:"), "{}", e.0);
+        assert!(e.0.contains("listen-port"), "{}", e.0);
+    }
+
+    #[test]
+    fn bad_values_name_their_line() {
+        let e = Config::parse("[server]\n\ncores = \"3-1\"\n", "x.toml").unwrap_err();
+        assert!(e.0.starts_with("x.toml:3:") && e.0.contains("backwards"), "{}", e.0);
+        let e = Config::parse("[settings]\ndbprotocol = \"db-server\"\n", "x.toml").unwrap_err();
+        assert!(e.0.starts_with("x.toml:2:"), "{}", e.0);
+        let e = Config::parse("[settings]\nnumber-of-database-connections = 0\n", "x.toml").unwrap_err();
+        assert!(e.0.starts_with("x.toml:2:"), "{}", e.0);
+    }
+
+    #[test]
+    fn tenants_queues_and_next_links_are_checked() {
+        let ok = r#"
+[[tenant]]
+name = "acme"
+media-types = { chat = true, voice = false }
+[[tenant.business-process]]
+name = "bp"
+[[tenant.business-process.queue]]
+name = "in"
+next = "out"
+[[tenant.business-process.queue]]
+name = "out"
+"#;
+        let c = Config::parse(ok, "t.toml").unwrap();
+        let t = c.catalog.tenant_at(c.catalog.tenant("acme").unwrap());
+        assert_eq!(t.queues[t.queue("in").unwrap() as usize].next, t.queue("out"));
+        let bad = ok.replace("next = \"out\"", "next = \"nowhere\"");
+        let e = Config::parse(&bad, "t.toml").unwrap_err();
+        assert!(e.0.starts_with("t.toml:9:") && e.0.contains("nowhere"), "{}", e.0);
+    }
+
+    #[test]
+    fn core_lists_parse() {
+        assert_eq!(CoreList::parse("0-2,5").unwrap(), CoreList::List(vec![0, 1, 2, 5]));
+        assert_eq!(CoreList::parse("all").unwrap(), CoreList::All);
+        assert!(CoreList::parse("1,1").is_err());
+        assert!(CoreList::parse("x").is_err());
+    }
+}

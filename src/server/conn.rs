@@ -1,0 +1,327 @@
+//! One client connection: a reader task that frames, decodes and routes
+//! requests, and a writer task that sends answers. Both run on the shard
+//! that accepted the connection, for the connection's whole life.
+//!
+//! Bounds (invariant 6): the reader stops reading while the connection has
+//! `max-pending-requests` unanswered requests, and a client whose unsent
+//! answers pass `max-output-buffer` bytes is disconnected with a logged
+//! reason, so a slow or stuck client never holds a shard's memory.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::net::TcpStream;
+use ixn_shard::machine::{Caller, Origin};
+use ixn_shard::proto::frame::{decode_body, split_frame, FatalFrameError, Header, HEADER_LEN, PROTOCOL_VERSION};
+use ixn_shard::proto::request::{event_ack, event_error, ProtoError};
+use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame, Request};
+
+use super::executor::{now_ms, Runtime};
+use super::msgid;
+use super::notify::LocalNotify;
+use crate::config::Config;
+
+pub struct Conn {
+    pub id: u64,
+    pub peer: Option<SocketAddr>,
+    out: RefCell<Vec<u8>>,
+    /// Bytes taken from `out` and being written now.
+    writing: Cell<bool>,
+    out_notify: LocalNotify,
+    unanswered: Cell<usize>,
+    read_resume: LocalNotify,
+    closing: Cell<bool>,
+    dead: Cell<bool>,
+    client: RefCell<Option<(ClientType, Arc<str>)>>,
+    max_pending: usize,
+    max_output: usize,
+    max_frame: usize,
+}
+
+impl Conn {
+    pub fn new(id: u64, peer: Option<SocketAddr>, config: &Config) -> Rc<Conn> {
+        Rc::new(Conn {
+            id,
+            peer,
+            out: RefCell::new(Vec::with_capacity(4096)),
+            writing: Cell::new(false),
+            out_notify: LocalNotify::default(),
+            unanswered: Cell::new(0),
+            read_resume: LocalNotify::default(),
+            closing: Cell::new(false),
+            dead: Cell::new(false),
+            client: RefCell::new(None),
+            max_pending: config.server.max_pending_requests,
+            max_output: config.server.max_output_buffer,
+            max_frame: config.server.max_frame_size,
+        })
+    }
+
+    /// Queues the answer to one request.
+    pub fn answer(&self, frame: &Frame) {
+        if self.dead.get() {
+            return;
+        }
+        if frame.msg_type == msg_type::EVENT_ERROR {
+            tracing::info!(
+                msg_id = msgid::REQUEST_REFUSED,
+                conn = self.id,
+                peer = ?self.peer,
+                ref_id = frame.ref_id,
+                code = frame.get_int(attr::ERROR_CODE),
+                text = frame.get_str(attr::ERROR_TEXT),
+                "request refused"
+            );
+        }
+        debug_assert!(self.unanswered.get() > 0, "an answer without a request");
+        self.unanswered.set(self.unanswered.get().saturating_sub(1));
+        let len = {
+            let mut out = self.out.borrow_mut();
+            frame.encode_into(&mut out);
+            out.len()
+        };
+        if len > self.max_output {
+            tracing::warn!(
+                msg_id = msgid::SLOW_CLIENT,
+                conn = self.id,
+                peer = ?self.peer,
+                unsent_bytes = len,
+                limit = self.max_output,
+                "client disconnected: it does not read its answers (max-output-buffer exceeded)"
+            );
+            self.kill();
+            return;
+        }
+        self.out_notify.notify();
+        if self.unanswered.get() < self.max_pending {
+            self.read_resume.notify();
+        }
+    }
+
+    fn error(&self, ref_id: u32, code: ErrorCode, text: impl Into<String>) {
+        self.answer(&event_error(ref_id, &ProtoError::new(code, text)));
+    }
+
+    /// Whether answers are still waiting to go out.
+    pub fn has_output(&self) -> bool {
+        !self.dead.get() && (self.writing.get() || !self.out.borrow().is_empty())
+    }
+
+    /// Stop reading; close once every queued answer is written.
+    pub fn close_after_flush(&self) {
+        self.closing.set(true);
+        self.out_notify.notify();
+        self.read_resume.notify();
+    }
+
+    /// Drop the connection now.
+    fn kill(&self) {
+        self.dead.set(true);
+        self.out.borrow_mut().clear();
+        self.out_notify.notify();
+        self.read_resume.notify();
+    }
+}
+
+/// glommio's stream has separate read and write readiness sources, so one
+/// reader task and one writer task can share it; each poll borrows briefly.
+struct Shared(Rc<RefCell<TcpStream>>);
+
+impl AsyncRead for &Shared {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for &Shared {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}
+
+/// Starts the reader and writer tasks of a new connection.
+pub fn spawn(rt: Rc<Runtime>, conn: Rc<Conn>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    tracing::debug!(msg_id = msgid::CLIENT_CONNECTED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, "client connected");
+    let stream = Rc::new(Shared(Rc::new(RefCell::new(stream))));
+    let queue = rt.queue;
+    {
+        let (conn, stream) = (conn.clone(), stream.clone());
+        glommio::spawn_local_into(async move { write_loop(&conn, &stream).await }, queue).expect("spawn").detach();
+    }
+    glommio::spawn_local_into(async move { read_loop(&rt, &conn, &stream).await }, queue).expect("spawn").detach();
+}
+
+async fn write_loop(conn: &Conn, stream: &Shared) {
+    let mut spare = Vec::with_capacity(4096);
+    loop {
+        if conn.dead.get() {
+            break;
+        }
+        if conn.out.borrow().is_empty() {
+            if conn.closing.get() {
+                break;
+            }
+            conn.out_notify.wait().await;
+            continue;
+        }
+        std::mem::swap(&mut *conn.out.borrow_mut(), &mut spare);
+        conn.writing.set(true);
+        let mut w = stream;
+        let res = w.write_all(&spare).await;
+        conn.writing.set(false);
+        spare.clear();
+        if res.is_err() {
+            conn.kill();
+            break;
+        }
+        // Keep memory bounded after a burst.
+        if spare.capacity() > (1 << 20) {
+            spare = Vec::with_capacity(4096);
+        }
+    }
+    let _ = stream.0.borrow().shutdown(std::net::Shutdown::Both).await;
+}
+
+async fn read_loop(rt: &Runtime, conn: &Conn, stream: &Shared) {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut filled = 0;
+    let reason = 'conn: loop {
+        while conn.unanswered.get() >= conn.max_pending && !conn.dead.get() && !conn.closing.get() {
+            conn.read_resume.wait().await;
+        }
+        if conn.dead.get() || conn.closing.get() {
+            break 'conn "closed by server";
+        }
+        let mut r = stream;
+        let n = match r.read(&mut buf[filled..]).await {
+            Ok(0) => break 'conn "closed by client",
+            Ok(n) => n,
+            Err(_) => break 'conn "read error",
+        };
+        filled += n;
+        let mut pos = 0;
+        loop {
+            match split_frame(&buf[pos..filled], conn.max_frame) {
+                Err(e) => {
+                    fatal_frame(conn, &e);
+                    break 'conn "framing error";
+                }
+                Ok(None) => break,
+                Ok(Some((header, body, total))) => {
+                    handle_frame(rt, conn, &header, body);
+                    pos += total;
+                }
+            }
+        }
+        buf.copy_within(pos..filled, 0);
+        filled -= pos;
+        // Make room for the frame in progress (its length is already checked
+        // against the limit by split_frame).
+        let need = if filled >= 4 { u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize } else { HEADER_LEN };
+        if need > buf.len() {
+            buf.resize(need, 0);
+        } else if filled == 0 && buf.len() > (1 << 20) {
+            buf = vec![0u8; 64 << 10];
+        }
+    };
+    conn.close_after_flush();
+    rt.remove_conn(conn.id);
+    let client = conn.client.borrow().as_ref().map(|(_, n)| n.to_string());
+    tracing::info!(msg_id = msgid::CLIENT_DISCONNECTED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, ?client, reason, "client disconnected");
+}
+
+fn fatal_frame(conn: &Conn, e: &FatalFrameError) {
+    let code = match e {
+        FatalFrameError::LengthTooSmall(_) => ErrorCode::InvalidFrame,
+        FatalFrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+        FatalFrameError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+    };
+    tracing::warn!(msg_id = msgid::FATAL_FRAME, conn = conn.id, peer = ?conn.peer, error = %e, "bad frame; closing the connection");
+    // Counted as a request so the answer bookkeeping stays balanced.
+    conn.unanswered.set(conn.unanswered.get() + 1);
+    conn.error(0, code, format!("{e}; closing the connection"));
+}
+
+fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
+    debug_assert_eq!(header.version, PROTOCOL_VERSION);
+    let ref_id = header.ref_id();
+    conn.unanswered.set(conn.unanswered.get() + 1);
+    let frame = match decode_body(body) {
+        Ok(attrs) => Frame { msg_type: header.msg_type(), ref_id, attrs },
+        Err(e) => return conn.error(ref_id, ErrorCode::MalformedBody, format!("malformed body: {e}")),
+    };
+    let request = match Request::decode(&frame) {
+        Ok(r) => r,
+        Err(e) => return conn.answer(&event_error(ref_id, &e)),
+    };
+    let client = conn.client.borrow().clone();
+    match (request, client) {
+        (Request::RegisterClient { .. }, Some(_)) => {
+            conn.error(ref_id, ErrorCode::AlreadyRegistered, "this connection is already registered")
+        }
+        (Request::RegisterClient { client_type, name, credential }, None) => {
+            match authenticate(&rt.config, conn.peer, client_type, &name, credential.as_deref()) {
+                Ok(()) => {
+                    tracing::info!(msg_id = msgid::CLIENT_REGISTERED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, client = %name, client_type = client_type.name(), "client registered");
+                    *conn.client.borrow_mut() = Some((client_type, name.into()));
+                    let ack = event_ack(ref_id)
+                        .with(attr::SERVER_NAME, rt.config.server.application_name.as_str())
+                        .with(attr::NODE_ID, rt.config.server.node_id as i64)
+                        .with(attr::PROTOCOL_VERSION, PROTOCOL_VERSION as i64)
+                        .with(attr::SHARD_COUNT, rt.shards as i64);
+                    conn.answer(&ack);
+                }
+                Err(text) => {
+                    tracing::warn!(msg_id = msgid::AUTH_FAILED, conn = conn.id, peer = ?conn.peer, client = %name, reason = %text, "registration refused");
+                    conn.error(ref_id, ErrorCode::AuthenticationFailed, text)
+                }
+            }
+        }
+        (r, None) => conn.error(ref_id, ErrorCode::NotRegistered, format!("{} before RequestRegisterClient", r.name())),
+        (Request::Ping, Some(_)) => conn.answer(&event_ack(ref_id).with(attr::SERVER_TIME, now_ms())),
+        (_, Some(_)) if rt.stopping.get() => conn.error(ref_id, ErrorCode::ShuttingDown, "the server is shutting down"),
+        (request, Some((client_type, client_name))) => {
+            let caller = Caller { origin: Origin { shard: rt.shard, conn: conn.id }, ref_id, client_type, client_name };
+            rt.route(caller, request);
+        }
+    }
+}
+
+/// Checks a registration against `[[client]]`, or protected mode when no
+/// client is configured: then only loopback peers may register.
+fn authenticate(config: &Config, peer: Option<SocketAddr>, client_type: ClientType, name: &str, credential: Option<&str>) -> Result<(), String> {
+    if config.clients.is_empty() {
+        return match peer {
+            Some(p) if p.ip().is_loopback() => Ok(()),
+            _ => Err("no clients are configured, so only loopback connections may register (protected mode); \
+                      list the client under [[client]] in the configuration"
+                .into()),
+        };
+    }
+    let Some(entry) = config.clients.iter().find(|c| c.name == name) else {
+        return Err(format!("client '{name}' is not configured"));
+    };
+    if entry.client_type != client_type {
+        return Err(format!("client '{name}' is configured as {}, not {}", entry.client_type.name(), client_type.name()));
+    }
+    if !constant_time_eq(entry.password.as_bytes(), credential.unwrap_or("").as_bytes()) {
+        return Err(format!("wrong credential for client '{name}'"));
+    }
+    Ok(())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

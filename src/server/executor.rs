@@ -1,0 +1,303 @@
+//! One shard's runtime on its pinned glommio executor: the state machine,
+//! the connections accepted here, the channels to the other shards, and the
+//! storage completions. Everything here runs on one thread; cross-thread
+//! traffic goes only through the channel mesh (shards) and the writer
+//! channels and completion inbox (storage).
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::{FromRawFd, OwnedFd, IntoRawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ahash::AHashMap;
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::net::TcpListener;
+use glommio::{Latency, Shares, TaskQueueHandle};
+use ixn_shard::catalog::Catalog;
+use ixn_shard::interaction::InteractionRecord;
+use ixn_shard::machine::{Caller, Input, Output, Shard, ShardParams};
+use ixn_shard::proto::{Frame, Request};
+use ixn_storage::{WriteRequest, WriterHandle};
+
+use super::conn::{self, Conn};
+use super::msgid;
+use super::notify::CompletionInbox;
+use crate::config::Config;
+
+/// What one shard sends another.
+pub enum ShardMsg {
+    /// A request about an interaction the receiver owns.
+    Request { caller: Caller, request: Request },
+    /// The answer to a forwarded request, for a connection of the receiver.
+    Reply { conn: u64, frame: Frame },
+}
+
+/// Everything a shard needs, handed to its executor thread at start.
+pub struct ShardContext {
+    pub shard: u16,
+    pub shards: u16,
+    pub config: Arc<Config>,
+    pub catalog: Arc<Catalog>,
+    pub listener: OwnedFd,
+    pub mesh: Option<MeshBuilder<ShardMsg, Full>>,
+    pub writer: WriterHandle,
+    pub inbox: Arc<CompletionInbox>,
+    pub records: Vec<InteractionRecord>,
+    pub stop: Arc<AtomicBool>,
+    pub drained: Arc<AtomicUsize>,
+    /// Mesh peer id of each shard, filled in as shards join the mesh (the
+    /// mesh numbers peers by executor id, not by shard number).
+    pub mesh_ids: Arc<Vec<AtomicUsize>>,
+}
+
+pub struct Runtime {
+    pub shard: u16,
+    pub shards: u16,
+    pub config: Arc<Config>,
+    machine: RefCell<Shard>,
+    conns: RefCell<AHashMap<u64, Rc<Conn>>>,
+    next_conn: Cell<u64>,
+    peers: Vec<Option<LocalSender<ShardMsg>>>,
+    writer: WriterHandle,
+    pub stopping: Cell<bool>,
+    pub queue: TaskQueueHandle,
+    max_conns: usize,
+}
+
+/// Milliseconds since the Unix epoch: the only clock the shard sees.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Runtime {
+    /// Sends a request to the shard that owns it: here, or across the mesh.
+    pub fn route(&self, caller: Caller, request: Request) {
+        let target = match request.interaction_id() {
+            Some(id) => ixn_shard::id::owner_of(id, self.shards),
+            None => self.shard,
+        };
+        if target == self.shard {
+            self.run_machine(Input::Request { caller, request });
+        } else {
+            self.send_peer(target, ShardMsg::Request { caller, request });
+        }
+    }
+
+    fn send_peer(&self, shard: u16, msg: ShardMsg) {
+        let tx = self.peers[shard as usize].as_ref().expect("a peer channel for every other shard");
+        if tx.try_send(msg).is_err() {
+            // The pump is unbounded and lives as long as the executor.
+            tracing::error!(msg_id = msgid::INTERNAL, shard, "channel to shard closed; message dropped");
+        }
+    }
+
+    fn run_machine(&self, input: Input) {
+        let mut out = Vec::new();
+        self.machine.borrow_mut().handle(now_ms(), input, &mut out);
+        self.dispatch(out);
+    }
+
+    fn dispatch(&self, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::Reply { origin, frame } => {
+                    if origin.shard == self.shard {
+                        self.deliver(origin.conn, frame);
+                    } else {
+                        self.send_peer(origin.shard, ShardMsg::Reply { conn: origin.conn, frame });
+                    }
+                }
+                Output::Store { token, op } => self.writer.submit(WriteRequest { shard: self.shard, token, op }),
+            }
+        }
+    }
+
+    /// Hands an answer to a connection of this shard (dropped if it closed).
+    pub fn deliver(&self, conn: u64, frame: Frame) {
+        let c = self.conns.borrow().get(&conn).cloned();
+        match c {
+            Some(c) => c.answer(&frame),
+            None => tracing::debug!(conn, ref_id = frame.ref_id, "answer for a closed connection dropped"),
+        }
+    }
+
+    pub fn remove_conn(&self, id: u64) {
+        self.conns.borrow_mut().remove(&id);
+    }
+
+    fn handle_peer(&self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Request { caller, request } => self.run_machine(Input::Request { caller, request }),
+            ShardMsg::Reply { conn, frame } => self.deliver(conn, frame),
+        }
+    }
+
+    pub fn pending_writes(&self) -> usize {
+        self.machine.borrow().pending_writes()
+    }
+}
+
+/// The executor's main future: runs the shard until a stop is asked and
+/// every write has drained.
+pub async fn shard_main(ctx: ShardContext) {
+    let queue = glommio::executor().create_task_queue(Shares::default(), Latency::Matters(Duration::from_millis(2)), "ixn");
+    let params = ShardParams { node: ctx.config.server.node_id, shard: ctx.shard, shards: ctx.shards };
+    let mut machine = Shard::new(params, ctx.catalog.clone());
+    let loaded = ctx.records.len();
+    for r in ctx.records {
+        if let Err(e) = machine.load(r) {
+            // Checked before the executors start; reaching this is a bug.
+            panic!("shard {}: {e}", ctx.shard);
+        }
+    }
+    tracing::info!(msg_id = msgid::SHARD_STARTED, shard = ctx.shard, interactions = loaded, "shard started");
+
+    let mut peers: Vec<Option<LocalSender<ShardMsg>>> = (0..ctx.shards).map(|_| None).collect();
+    let mut peer_rx = Vec::new();
+    for p in 0..ctx.shards {
+        if p != ctx.shard {
+            let (tx, rx) = local_channel::new_unbounded();
+            peers[p as usize] = Some(tx);
+            peer_rx.push((p, rx));
+        }
+    }
+    let max_conns = ctx.config.server.max_connections.div_ceil(ctx.shards as usize);
+    let rt = Rc::new(Runtime {
+        shard: ctx.shard,
+        shards: ctx.shards,
+        config: ctx.config.clone(),
+        machine: RefCell::new(machine),
+        conns: RefCell::new(AHashMap::new()),
+        next_conn: Cell::new(1),
+        peers,
+        writer: ctx.writer,
+        stopping: Cell::new(false),
+        queue,
+        max_conns,
+    });
+
+    let mut tasks = Vec::new();
+    if let Some(mesh) = ctx.mesh {
+        let (senders, mut receivers) = mesh.join().await.expect("joining the shard mesh");
+        ctx.mesh_ids[ctx.shard as usize].store(senders.peer_id(), Ordering::SeqCst);
+        while ctx.mesh_ids.iter().any(|m| m.load(Ordering::SeqCst) == usize::MAX) {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        let senders = Rc::new(senders);
+        // Our local channels -> the mesh, one pump per peer.
+        for (peer, rx) in peer_rx {
+            let senders = senders.clone();
+            let idx = ctx.mesh_ids[peer as usize].load(Ordering::SeqCst);
+            tasks.push(glommio::spawn_local_into(
+                async move {
+                    while let Some(msg) = rx.recv().await {
+                        if senders.send_to(idx, msg).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+                queue,
+            ).expect("spawn"));
+        }
+        for (_, rx) in receivers.streams() {
+            let rt = rt.clone();
+            tasks.push(glommio::spawn_local_into(
+                async move {
+                    while let Some(msg) = rx.recv().await {
+                        rt.handle_peer(msg);
+                    }
+                },
+                queue,
+            ).expect("spawn"));
+        }
+    }
+
+    // Storage completions.
+    {
+        let rt = rt.clone();
+        let inbox = ctx.inbox.clone();
+        tasks.push(glommio::spawn_local_into(
+            async move {
+                let mut done = Vec::new();
+                loop {
+                    inbox.take(&mut done).await;
+                    for (token, ok) in done.drain(..) {
+                        rt.run_machine(Input::StorageDone { token, ok });
+                    }
+                }
+            },
+            queue,
+        ).expect("spawn"));
+    }
+
+    // SAFETY: the fd is a listening socket created for this shard by the
+    // main thread and handed over; nothing else owns it.
+    let listener = unsafe { TcpListener::from_raw_fd(ctx.listener.into_raw_fd()) };
+    let accept = {
+        let rt = rt.clone();
+        glommio::spawn_local_into(async move { accept_loop(rt, listener).await }, queue).expect("spawn")
+    };
+
+    while !ctx.stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    accept.cancel().await;
+    drain(&rt, &ctx.drained).await;
+    drop(tasks);
+}
+
+async fn accept_loop(rt: Rc<Runtime>, listener: TcpListener) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(msg_id = msgid::ACCEPT_FAILED, shard = rt.shard, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if rt.stopping.get() {
+            continue;
+        }
+        let peer = stream.peer_addr().ok();
+        if rt.conns.borrow().len() >= rt.max_conns {
+            tracing::warn!(msg_id = msgid::CONNECTION_LIMIT, shard = rt.shard, ?peer, limit = rt.max_conns, "connection refused: limit reached");
+            continue;
+        }
+        let id = rt.next_conn.get();
+        rt.next_conn.set(id + 1);
+        let conn = Conn::new(id, peer, &rt.config);
+        rt.conns.borrow_mut().insert(id, conn.clone());
+        conn::spawn(rt.clone(), conn, stream);
+    }
+}
+
+/// Stop: refuse new requests, wait for every write to commit and be
+/// answered, flush answers, then wait for the other shards (which may still
+/// forward requests here) before the executor ends.
+async fn drain(rt: &Rc<Runtime>, drained: &AtomicUsize) {
+    rt.stopping.set(true);
+    let deadline = Instant::now() + Duration::from_secs(rt.config.server.shutdown_timeout);
+    while rt.pending_writes() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    let left = rt.pending_writes();
+    if left > 0 {
+        tracing::warn!(msg_id = msgid::SHUTDOWN_TIMEOUT, shard = rt.shard, writes = left, "shutdown timeout: writes still pending");
+    }
+    let conns: Vec<Rc<Conn>> = rt.conns.borrow().values().cloned().collect();
+    for c in &conns {
+        c.close_after_flush();
+    }
+    while conns.iter().any(|c| c.has_output()) && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    drained.fetch_add(1, Ordering::SeqCst);
+    while drained.load(Ordering::SeqCst) < rt.shards as usize && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    tracing::info!(msg_id = msgid::SHARD_STOPPED, shard = rt.shard, "shard stopped");
+}

@@ -1,0 +1,188 @@
+//! `ixn-server`: start-up, the executors, and shutdown.
+//!
+//! Start: resolve cores, open storage (validate or create the schema), load
+//! every live interaction, start the writer threads, bind one SO_REUSEPORT
+//! listener per shard, then start one pinned glommio executor per core.
+//! Stop (SIGTERM or SIGINT): each shard stops taking requests, waits for its
+//! writes to commit and its answers to go out, then ends; the writers drain
+//! and close last.
+
+pub mod conn;
+pub mod executor;
+pub mod msgid;
+pub mod notify;
+
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+use ixn_shard::id::owner_of;
+use ixn_shard::interaction::{Interaction, InteractionRecord};
+use ixn_storage::{CompletionSink, InsertStrategy, Storage, StorageConfig};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use executor::{shard_main, ShardContext};
+
+/// Glommio refuses to start an executor with less locked memory than this.
+const GLOMMIO_MIN_MEMLOCK: u64 = 512 << 10;
+
+/// Runs the server until SIGTERM or SIGINT. Errors are start-up errors,
+/// worded for an operator.
+pub fn run(config: Config) -> Result<(), String> {
+    let cores = config.server.cores.resolve()?;
+    let shards = cores.len() as u16;
+    check_memlock(config.server.io_memory as u64 * shards as u64)?;
+    let (connection_string, embedded) = config.connection_string();
+    if embedded {
+        std::fs::create_dir_all(&config.server.data_dir)
+            .map_err(|e| format!("cannot create data directory {}: {e}", config.server.data_dir.display()))?;
+    }
+    tracing::info!(msg_id = msgid::SERVER_STARTING, config = %config.source, shards, ?cores, "ixn-server starting");
+
+    let storage = Storage::open(StorageConfig {
+        connection_string: connection_string.clone(),
+        writers: *config.settings.number_of_database_connections.get_ref(),
+        batch_max: *config.settings.database_batch_size.get_ref(),
+        create_schema: embedded,
+        insert_strategy: config.settings.insert_strategy.as_ref().map(|s| match s.get_ref().as_str() {
+            "multirow" => InsertStrategy::MultiRow,
+            _ => InsertStrategy::Array,
+        }),
+    })
+    .map_err(|e| e.to_string())?;
+    let records = storage.load_live().map_err(|e| e.to_string())?;
+    let per_shard = split_by_shard(&config, records, shards)?;
+    let loaded: usize = per_shard.iter().map(Vec::len).sum();
+    tracing::info!(msg_id = msgid::INTERACTIONS_LOADED, interactions = loaded, "live interactions loaded");
+
+    let inboxes: Vec<_> = (0..shards).map(|_| notify::inbox()).collect();
+    let sinks: Vec<Arc<dyn CompletionSink>> = inboxes.iter().map(|i| i.clone() as Arc<dyn CompletionSink>).collect();
+    let writers = storage.start(sinks).map_err(|e| e.to_string())?;
+
+    let (listeners, addr) = bind_listeners(config.server.listen, shards as usize, config.server.listen_backlog)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal while draining ends the process at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone()).map_err(|e| e.to_string())?;
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
+    }
+
+    let config = Arc::new(config);
+    let catalog = Arc::new(config.catalog.clone());
+    let mesh = (shards > 1).then(|| MeshBuilder::full(shards as usize, 4096));
+    let drained = Arc::new(AtomicUsize::new(0));
+    let mesh_ids = Arc::new((0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect::<Vec<_>>());
+    let mut handles = Vec::new();
+    for (((shard, core), listener), records) in cores.iter().enumerate().zip(listeners).zip(per_shard) {
+        let ctx = ShardContext {
+            shard: shard as u16,
+            shards,
+            config: config.clone(),
+            catalog: catalog.clone(),
+            listener,
+            mesh: mesh.clone(),
+            writer: writers.handle(),
+            inbox: inboxes[shard].clone(),
+            records,
+            stop: stop.clone(),
+            drained: drained.clone(),
+            mesh_ids: mesh_ids.clone(),
+        };
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(*core))
+            .name(&format!("ixn-shard-{shard}"))
+            .io_memory(config.server.io_memory)
+            .spawn(move || shard_main(ctx))
+            .map_err(|e| format!("cannot start the executor for shard {shard} on core {core}: {e}"))?;
+        handles.push(handle);
+    }
+    drop(mesh);
+
+    let data = if embedded { format!("SQLite database {}", config.sqlite_path().display()) } else { "database from connection-string".to_string() };
+    tracing::info!(msg_id = msgid::LISTENING, %addr, shards, "listening");
+    println!("ixn-server ready: listening on {addr}; {shards} shard(s) on cores {cores:?}; data: {data}; {loaded} live interaction(s) loaded");
+    if config.clients.is_empty() {
+        tracing::warn!(msg_id = msgid::PROTECTED_MODE, "no [[client]] configured: only loopback clients may register (protected mode)");
+        println!("ixn-server: no clients configured, so only loopback connections may register (protected mode)");
+    }
+
+    let mut failed = None;
+    for (i, h) in handles.into_iter().enumerate() {
+        if let Err(e) = h.join() {
+            failed = Some(format!("shard {i} failed: {e}"));
+        }
+    }
+    tracing::info!(msg_id = msgid::SHUTDOWN_REQUESTED, "shards stopped; draining storage writers");
+    writers.shutdown();
+    tracing::info!(msg_id = msgid::SERVER_STOPPED, "ixn-server stopped");
+    failed.map_or(Ok(()), Err)
+}
+
+/// Groups stored interactions by owning shard, refusing to start if one
+/// names a tenant, media type or queue the configuration lacks.
+fn split_by_shard(config: &Config, records: Vec<InteractionRecord>, shards: u16) -> Result<Vec<Vec<InteractionRecord>>, String> {
+    let mut per_shard: Vec<Vec<InteractionRecord>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut bad = Vec::new();
+    for r in records {
+        if let Err(e) = Interaction::from_record(r.clone(), &config.catalog) {
+            bad.push(format!("{}: {e}", r.id));
+            continue;
+        }
+        per_shard[owner_of(&r.id, shards) as usize].push(r);
+    }
+    if !bad.is_empty() {
+        return Err(format!(
+            "{} stored interaction(s) refer to objects the configuration does not have (first: {}); \
+             restore those objects in the configuration so nothing is lost",
+            bad.len(),
+            bad[0]
+        ));
+    }
+    Ok(per_shard)
+}
+
+/// One listening socket per shard on the same address (SO_REUSEPORT lets
+/// the kernel spread connections). Port 0 picks a free port for all.
+fn bind_listeners(addr: SocketAddr, n: usize, backlog: i32) -> Result<(Vec<OwnedFd>, SocketAddr), String> {
+    let mut bound = addr;
+    let mut fds = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = Socket::new(Domain::for_address(bound), Type::STREAM, Some(Protocol::TCP)).map_err(|e| e.to_string())?;
+        s.set_reuse_address(true).map_err(|e| e.to_string())?;
+        s.set_reuse_port(true).map_err(|e| e.to_string())?;
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        s.bind(&bound.into()).map_err(|e| format!("cannot listen on {bound}: {e}"))?;
+        s.listen(backlog).map_err(|e| format!("cannot listen on {bound}: {e}"))?;
+        bound = s.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(bound);
+        // SAFETY: into_raw_fd hands over ownership of a valid socket.
+        fds.push(unsafe { OwnedFd::from_raw_fd(s.into_raw_fd()) });
+    }
+    Ok((fds, bound))
+}
+
+/// io_uring registers `io-memory` per executor as locked memory.
+fn check_memlock(needed: u64) -> Result<(), String> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit fills the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return Ok(());
+    }
+    if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < GLOMMIO_MIN_MEMLOCK {
+        return Err(format!(
+            "RLIMIT_MEMLOCK is {} KiB; io_uring needs at least 512 KiB: raise it (ulimit -l, LimitMEMLOCK= in systemd); see tuning.md",
+            lim.rlim_cur / 1024
+        ));
+    }
+    if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < needed {
+        tracing::warn!(
+            msg_id = msgid::MEMLOCK_LOW,
+            memlock_kib = lim.rlim_cur / 1024,
+            needed_kib = needed / 1024,
+            "RLIMIT_MEMLOCK is below io-memory x shards: I/O buffers will come from the plain allocator; see tuning.md"
+        );
+    }
+    Ok(())
+}

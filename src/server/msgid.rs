@@ -1,0 +1,24 @@
+//! Stable numeric ids of operator log messages (the `msg_id` field). They
+//! never change meaning; docs/operations.md lists them. Storage messages
+//! (27xxx) are defined by the storage crate.
+
+pub const SERVER_STARTING: u32 = 1001;
+pub const LISTENING: u32 = 1002;
+pub const PROTECTED_MODE: u32 = 1003;
+pub const SHUTDOWN_REQUESTED: u32 = 1004;
+pub const SERVER_STOPPED: u32 = 1005;
+pub const MEMLOCK_LOW: u32 = 1006;
+pub const INTERACTIONS_LOADED: u32 = 1007;
+pub const SHARD_STARTED: u32 = 1010;
+pub const SHARD_STOPPED: u32 = 1011;
+pub const SHUTDOWN_TIMEOUT: u32 = 1012;
+pub const CLIENT_CONNECTED: u32 = 1020;
+pub const CLIENT_REGISTERED: u32 = 1021;
+pub const CLIENT_DISCONNECTED: u32 = 1022;
+pub const AUTH_FAILED: u32 = 1023;
+pub const SLOW_CLIENT: u32 = 1024;
+pub const FATAL_FRAME: u32 = 1025;
+pub const REQUEST_REFUSED: u32 = 1026;
+pub const CONNECTION_LIMIT: u32 = 1027;
+pub const ACCEPT_FAILED: u32 = 1028;
+pub const INTERNAL: u32 = 1099;

@@ -1,0 +1,83 @@
+//! Wake-ups: a one-thread notifier for tasks of one executor, and the inbox
+//! through which storage writer threads hand completions to a shard.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+
+use atomic_waker::AtomicWaker;
+use crossbeam_queue::SegQueue;
+use ixn_storage::CompletionSink;
+
+/// Wakes one waiting task of the same executor. `notify` before `wait`
+/// is remembered, so no wake-up is lost.
+#[derive(Default)]
+pub struct LocalNotify {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl LocalNotify {
+    pub fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    pub async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.set.replace(false) {
+                return Poll::Ready(());
+            }
+            *self.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Storage completions for one shard: writer threads push, the shard's
+/// completion task drains. Lock-free (a segmented queue and an atomic
+/// waker); a waker fired from a writer thread wakes a parked executor.
+#[derive(Default)]
+pub struct CompletionInbox {
+    queue: SegQueue<(u64, bool)>,
+    waker: AtomicWaker,
+}
+
+impl CompletionInbox {
+    /// Waits until at least one completion is queued, then takes them all.
+    pub async fn take(&self, into: &mut Vec<(u64, bool)>) {
+        poll_fn(|cx| {
+            if self.queue.is_empty() {
+                self.waker.register(cx.waker());
+                // Re-check: a push between the check and the register would
+                // otherwise be missed.
+                if self.queue.is_empty() {
+                    return Poll::Pending;
+                }
+            }
+            while let Some(c) = self.queue.pop() {
+                into.push(c);
+            }
+            Poll::Ready(())
+        })
+        .await
+    }
+}
+
+impl CompletionSink for CompletionInbox {
+    fn complete(&self, done: &mut Vec<(u64, bool)>) {
+        for c in done.drain(..) {
+            self.queue.push(c);
+        }
+        self.waker.wake();
+    }
+}
+
+/// Shared handle, as the storage crate wants it.
+pub fn inbox() -> Arc<CompletionInbox> {
+    Arc::new(CompletionInbox::default())
+}
