@@ -1,1 +1,325 @@
+//! ixn's durable cache of live interactions.
+//!
+//! The in-memory shards are authoritative while the server runs; this crate
+//! keeps the database copy that a restart loads back. Writes go to batched
+//! writer threads (plain std threads, one ODBC connection each) that
+//! coalesce the ops of a batch by interaction id, group-commit the batch in
+//! one transaction using array parameters, then tell each shard which of
+//! its writes are durable. ODBC never runs on an executor thread.
+//!
+//! ```text
+//! executor threads ──submit──▶ crossbeam channel per writer (by id hash)
+//!                                   │
+//!                      ixn-db-writer-N: take ≤ batch_max, coalesce,
+//!                      DELETE array, INSERT array, COMMIT
+//!                                   │
+//!                 CompletionSink (per shard) ◀── (token, ok) for every op
+//! ```
+//!
+//! See docs/storage.md for the schema, the log message ids, the measured
+//! figures behind the defaults and the driver facts they rest on.
 
+mod coalesce_impl;
+mod conn;
+mod load;
+mod records;
+mod schema;
+mod statements;
+mod writer;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use ixn_shard::interaction::InteractionRecord;
+pub use ixn_shard::machine::StoreOp;
+
+pub use writer::{WriterHandle, Writers};
+
+/// The coalescing rules of a writer batch, exposed for tests and tools.
+pub mod coalesce {
+    pub use crate::coalesce_impl::{Coalescer, Plan};
+}
+
+/// Stable numeric ids of the operator log messages this crate writes (the
+/// `msg_id` field). docs/storage.md lists them with their meaning.
+pub mod msg_id {
+    /// New database connection opened (connection ID: N).
+    pub const CONNECTION_OPENED: u32 = 27126;
+    /// Checking database integrity (connection ID: N).
+    pub const CHECKING_INTEGRITY: u32 = 27113;
+    /// Database integrity checked: schema version and columns are as expected.
+    pub const INTEGRITY_OK: u32 = 27114;
+    /// Database schema created from the embedded script.
+    pub const SCHEMA_CREATED: u32 = 27140;
+    /// SQLite allows one writer: number-of-database-connections forced to 1.
+    pub const SQLITE_ONE_WRITER: u32 = 27141;
+    /// Database writer started.
+    pub const WRITER_STARTED: u32 = 27142;
+    /// Database writer stopped.
+    pub const WRITER_STOPPED: u32 = 27143;
+    /// A batch failed; it is rolled back and retried on a new connection.
+    pub const BATCH_FAILED: u32 = 27144;
+    /// A batch failed on every retry; its writes are reported as failed.
+    pub const BATCH_ABANDONED: u32 = 27145;
+    /// A batch committed after an earlier attempt had failed.
+    pub const BATCH_RECOVERED: u32 = 27146;
+    /// Opening a database connection failed.
+    pub const CONNECTION_FAILED: u32 = 27147;
+    /// A write was refused before reaching the database (a field too long).
+    pub const WRITE_REFUSED: u32 = 27148;
+    /// Live interactions loaded from the database.
+    pub const LOADED: u32 = 27149;
+    /// A database connection was closed.
+    pub const CONNECTION_CLOSED: u32 = 27150;
+}
+
+/// Storage settings (the DAP's `connection-string` and the server's
+/// `number-of-database-connections`).
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    /// Any ODBC connection string (`DSN=...` or `Driver=...;...`).
+    pub connection_string: String,
+    /// Writer threads, one connection each (vendor default 5). SQLite takes
+    /// one writer at a time, so it forces 1 and logs that.
+    pub writers: usize,
+    /// Most ops per transaction (default 1000).
+    pub batch_max: usize,
+    /// Create the tables from storage/sql/<engine>/isdb.sql when the
+    /// database has none (the embedded SQLite default; SQLite and
+    /// PostgreSQL only).
+    pub create_schema: bool,
+    /// `None`: the engine's measured default (see [`Engine::default_strategy`]).
+    pub insert_strategy: Option<InsertStrategy>,
+}
+
+impl StorageConfig {
+    /// Defaults for a connection string: 5 writers, 1000 ops per batch, no
+    /// schema creation, the engine's insert strategy.
+    pub fn new(connection_string: impl Into<String>) -> Self {
+        StorageConfig {
+            connection_string: connection_string.into(),
+            writers: 5,
+            batch_max: 1000,
+            create_schema: false,
+            insert_strategy: None,
+        }
+    }
+}
+
+/// How a batch's rows are sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertStrategy {
+    /// One single-row statement executed with an array of parameter sets.
+    Array,
+    /// `INSERT ... VALUES (..),(..)` statements prepared for 256, 64, 8 and
+    /// 1 rows (`DELETE ... WHERE id IN (..)` likewise), each executed with
+    /// an array of parameter sets when it runs more than once.
+    MultiRow,
+}
+
+impl InsertStrategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            InsertStrategy::Array => "array",
+            InsertStrategy::MultiRow => "multirow",
+        }
+    }
+
+    /// Parses `array` or `multirow` (as `ixn-perf` and configuration spell them).
+    pub fn parse(s: &str) -> Option<InsertStrategy> {
+        match s.to_ascii_lowercase().as_str() {
+            "array" => Some(InsertStrategy::Array),
+            "multirow" | "multi-row" => Some(InsertStrategy::MultiRow),
+            _ => None,
+        }
+    }
+}
+
+/// The database engine, detected from the driver's SQL_DBMS_NAME.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+    MsSql,
+    Oracle,
+    MariaDb,
+    Other(String),
+}
+
+impl Engine {
+    /// Maps an SQL_DBMS_NAME to an engine.
+    pub fn from_dbms_name(name: &str) -> Engine {
+        let l = name.to_ascii_lowercase();
+        if l.contains("sqlite") {
+            Engine::Sqlite
+        } else if l.contains("postgres") {
+            Engine::Postgres
+        } else if l.contains("sql server") {
+            Engine::MsSql
+        } else if l.contains("oracle") {
+            Engine::Oracle
+        } else if l.contains("mariadb") || l.contains("mysql") {
+            Engine::MariaDb
+        } else {
+            Engine::Other(name.to_string())
+        }
+    }
+
+    /// Folder of this engine's scripts under storage/sql/.
+    pub fn script_dir(&self) -> &str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgresql",
+            Engine::MsSql => "mssql",
+            Engine::Oracle => "oracle",
+            Engine::MariaDb => "mariadb",
+            Engine::Other(_) => "<engine>",
+        }
+    }
+
+    /// The faster strategy as measured with `ixn-perf storage` (figures in
+    /// docs/storage.md); Array where nothing was measured.
+    pub fn default_strategy(&self) -> InsertStrategy {
+        match self {
+            Engine::Sqlite => InsertStrategy::MultiRow,
+            Engine::Postgres => InsertStrategy::MultiRow,
+            _ => InsertStrategy::Array,
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Engine::Sqlite => f.write_str("SQLite"),
+            Engine::Postgres => f.write_str("PostgreSQL"),
+            Engine::MsSql => f.write_str("Microsoft SQL Server"),
+            Engine::Oracle => f.write_str("Oracle"),
+            Engine::MariaDb => f.write_str("MariaDB"),
+            Engine::Other(n) => f.write_str(n),
+        }
+    }
+}
+
+/// What went wrong, as a sentence an operator can act on.
+#[derive(Debug)]
+pub struct StorageError {
+    pub message: String,
+}
+
+impl StorageError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        StorageError { message: message.into() }
+    }
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// Where the storage layer reports finished writes.
+pub trait CompletionSink: Send + Sync + 'static {
+    /// Called on a writer thread after each transaction with (token, ok) for
+    /// this sink's shard; drain the vec. Also called on the submitting
+    /// thread, with ok=false, for a write submitted after
+    /// [`Writers::shutdown`] began.
+    fn complete(&self, done: &mut Vec<(u64, bool)>);
+}
+
+/// One write for the writer threads; `token` comes back in the completion.
+#[derive(Debug)]
+pub struct WriteRequest {
+    pub shard: u16,
+    pub token: u64,
+    pub op: StoreOp,
+}
+
+/// The ODBC connection string of the embedded SQLite database at `path`.
+///
+/// WAL journal, `synchronous=FULL`: a commit is fsynced before the writer
+/// completes its tokens, so an acknowledged write survives `kill -9` and a
+/// power cut. Timeout is SQLite's busy timeout in ms.
+///
+/// The SQLite ODBC driver reads `Database=` verbatim up to the next `;`
+/// (it does not understand `{...}` quoting), so `path` must not contain
+/// `;`: [`Storage::open`] then fails naming the truncated path.
+pub fn sqlite_connection_string(path: &Path) -> String {
+    format!("Driver=SQLite3;Database={};JournalMode=WAL;SyncPragma=FULL;Timeout=10000;", path.to_string_lossy())
+}
+
+/// An open, validated database: the first connection, kept for loading and
+/// then handed to the first writer.
+pub struct Storage {
+    cfg: StorageConfig,
+    engine: Engine,
+    strategy: InsertStrategy,
+    writers: usize,
+    target: String,
+    conn: odbc_api::Connection<'static>,
+    conn_id: u64,
+}
+
+impl Storage {
+    /// Connects, detects the engine, creates the schema (if asked and the
+    /// database has none) and validates it.
+    pub fn open(cfg: StorageConfig) -> Result<Storage, StorageError> {
+        let target = conn::describe_target(&cfg.connection_string);
+        let (conn, conn_id) = conn::connect(&cfg.connection_string, &target)?;
+        let dbms = conn
+            .database_management_system_name()
+            .map_err(|e| StorageError::new(format!("could not ask the database at {target} for its name: {}", conn::diag(&e))))?;
+        let engine = Engine::from_dbms_name(&dbms);
+        schema::ensure(&conn, conn_id, &engine, &target, cfg.create_schema)?;
+        let mut writers = cfg.writers.max(1);
+        if engine == Engine::Sqlite && writers != 1 {
+            tracing::info!(
+                msg_id = msg_id::SQLITE_ONE_WRITER,
+                configured = writers,
+                "SQLite takes one writer at a time: using 1 database writer instead of the {writers} configured"
+            );
+            writers = 1;
+        }
+        let strategy = cfg.insert_strategy.unwrap_or_else(|| engine.default_strategy());
+        Ok(Storage { cfg, engine, strategy, writers, target, conn, conn_id })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The insert strategy the writers will use.
+    pub fn insert_strategy(&self) -> InsertStrategy {
+        self.strategy
+    }
+
+    /// Number of writer threads [`Storage::start`] will run.
+    pub fn writer_count(&self) -> usize {
+        self.writers
+    }
+
+    /// Every row of the interactions table.
+    pub fn load_live(&self) -> Result<Vec<InteractionRecord>, StorageError> {
+        load::load_live(&self.conn, &self.target)
+    }
+
+    /// Starts the writer threads; `sinks[i]` receives completions for shard i.
+    pub fn start(self, sinks: Vec<Arc<dyn CompletionSink>>) -> Result<Writers, StorageError> {
+        writer::start(
+            writer::Setup {
+                connection_string: self.cfg.connection_string,
+                target: self.target,
+                engine: self.engine,
+                strategy: self.strategy,
+                writers: self.writers,
+                batch_max: self.cfg.batch_max.max(1),
+                first: (self.conn, self.conn_id),
+            },
+            sinks,
+        )
+    }
+}

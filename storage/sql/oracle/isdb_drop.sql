@@ -1,0 +1,3 @@
+-- Removes the ixn Interaction Server database (isdb) tables, Oracle.
+DROP TABLE interactions;
+DROP TABLE ixn_schema;

@@ -1,0 +1,3 @@
+-- Removes the ixn Interaction Server database (isdb) tables, Oracle, NVARCHAR2 variant.
+DROP TABLE interactions;
+DROP TABLE ixn_schema;

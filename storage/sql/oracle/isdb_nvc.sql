@@ -1,0 +1,32 @@
+-- ixn Interaction Server database (isdb), Oracle, NVARCHAR2 (Unicode names).
+-- Run once: sqlplus <user>@<db> @storage/sql/oracle/isdb_nvc.sql  (empty strings are NULL in Oracle; ixn reads NULL names as empty)
+-- Live interactions only: a row is replaced (DELETE then INSERT) on every
+-- acknowledged change and deleted when the interaction completes. Times are
+-- epoch milliseconds; properties hold the hex of the protocol's key-value
+-- list encoding. Keep in step with storage/sql/*/isdb.sql (schema version 1).
+CREATE TABLE interactions (
+  id                  NVARCHAR2(64)  NOT NULL PRIMARY KEY,
+  tenant              NVARCHAR2(255),
+  media_type          NVARCHAR2(255),
+  interaction_type    NVARCHAR2(255),
+  interaction_subtype NVARCHAR2(255),
+  queue               NVARCHAR2(255),
+  priority            NUMBER(19) NOT NULL,
+  submitted_by        NVARCHAR2(255),
+  received_at         NUMBER(19),
+  submitted_at        NUMBER(19),
+  placed_in_queue_at  NUMBER(19),
+  moved_to_queue_at   NUMBER(19),
+  delivered_at        NUMBER(19),
+  assigned_at         NUMBER(19),
+  held_at             NUMBER(19),
+  completed_at        NUMBER(19),
+  properties          CLOB,
+  version             NUMBER(19) NOT NULL
+);
+CREATE TABLE ixn_schema (
+  name    NVARCHAR2(64) NOT NULL PRIMARY KEY,
+  version NUMBER(10) NOT NULL
+);
+INSERT INTO ixn_schema (name, version) VALUES ('isdb', 1);
+COMMIT;

@@ -1,0 +1,31 @@
+-- ixn Interaction Server database (isdb), SQLite.
+-- The embedded default: ixn-server runs this script itself on an empty database.
+-- Live interactions only: a row is replaced (DELETE then INSERT) on every
+-- acknowledged change and deleted when the interaction completes. Times are
+-- epoch milliseconds; properties hold the hex of the protocol's key-value
+-- list encoding. Keep in step with storage/sql/*/isdb.sql (schema version 1).
+CREATE TABLE interactions (
+  id                  VARCHAR(64)  NOT NULL PRIMARY KEY,
+  tenant              VARCHAR(255),
+  media_type          VARCHAR(255),
+  interaction_type    VARCHAR(255),
+  interaction_subtype VARCHAR(255),
+  queue               VARCHAR(255),
+  priority            BIGINT NOT NULL,
+  submitted_by        VARCHAR(255),
+  received_at         BIGINT,
+  submitted_at        BIGINT,
+  placed_in_queue_at  BIGINT,
+  moved_to_queue_at   BIGINT,
+  delivered_at        BIGINT,
+  assigned_at         BIGINT,
+  held_at             BIGINT,
+  completed_at        BIGINT,
+  properties          TEXT,
+  version             BIGINT NOT NULL
+);
+CREATE TABLE ixn_schema (
+  name    VARCHAR(64) NOT NULL PRIMARY KEY,
+  version INT NOT NULL
+);
+INSERT INTO ixn_schema (name, version) VALUES ('isdb', 1);

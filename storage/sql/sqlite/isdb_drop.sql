@@ -1,0 +1,3 @@
+-- Removes the ixn Interaction Server database (isdb) tables, SQLite.
+DROP TABLE IF EXISTS interactions;
+DROP TABLE IF EXISTS ixn_schema;

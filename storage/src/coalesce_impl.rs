@@ -1,0 +1,121 @@
+//! Coalescing a batch's ops by interaction id.
+//!
+//! Ops for one id arrive in order. What the batch must do for an id depends
+//! only on whether the row could exist before the batch (its first op in
+//! the batch is not an Insert) and on the last record, if the last op is
+//! not a Delete:
+//!
+//! | first op   | last op       | statements                |
+//! |------------|---------------|---------------------------|
+//! | Insert     | Insert/Upsert | INSERT last record        |
+//! | Insert     | Delete        | nothing                   |
+//! | Upsert/Del | Insert/Upsert | DELETE, INSERT last record|
+//! | Upsert/Del | Delete        | DELETE                    |
+//!
+//! Upsert is DELETE then INSERT, so it also works when the row is missing.
+
+use std::collections::HashMap;
+
+use ixn_shard::interaction::InteractionRecord;
+use ixn_shard::machine::StoreOp;
+
+struct Entry {
+    id: String,
+    /// The first op of the batch for this id was an Insert: no row before.
+    absent_before: bool,
+    /// The row after the batch (`None`: no row).
+    last: Option<Box<InteractionRecord>>,
+}
+
+/// Collects a batch's ops; [`Coalescer::plan`] says what to execute.
+#[derive(Default)]
+pub struct Coalescer {
+    index: HashMap<String, usize>,
+    entries: Vec<Entry>,
+    ops: usize,
+}
+
+/// The statements a batch needs: one DELETE per id in `deletes`, then one
+/// INSERT per record in `inserts`. An id appears at most once in each.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Plan<'a> {
+    pub deletes: Vec<&'a str>,
+    pub inserts: Vec<&'a InteractionRecord>,
+}
+
+impl Coalescer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the next op of the batch.
+    pub fn push(&mut self, op: StoreOp) {
+        self.ops += 1;
+        let (id, last, is_insert) = match op {
+            StoreOp::Insert(r) => (None, Some(r), true),
+            StoreOp::Upsert(r) => (None, Some(r), false),
+            StoreOp::Delete(id) => (Some(id), None, false),
+        };
+        let key: &str = match (&id, &last) {
+            (Some(id), _) => id,
+            (None, Some(r)) => &r.id,
+            (None, None) => unreachable!(),
+        };
+        if let Some(&i) = self.index.get(key) {
+            self.entries[i].last = last;
+            return;
+        }
+        let id = id.unwrap_or_else(|| last.as_ref().map(|r| r.id.clone()).unwrap_or_default());
+        self.index.insert(id.clone(), self.entries.len());
+        self.entries.push(Entry { id, absent_before: is_insert, last });
+    }
+
+    /// Ops pushed since the last clear.
+    pub fn ops(&self) -> usize {
+        self.ops
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops == 0
+    }
+
+    /// The statements to execute, in first-seen order of ids.
+    pub fn plan(&self) -> Plan<'_> {
+        let mut deletes = Vec::new();
+        let mut inserts = Vec::new();
+        self.plan_into(&mut deletes, &mut inserts);
+        Plan { deletes, inserts }
+    }
+
+    /// Like [`Coalescer::plan`], into reused vectors (cleared first).
+    /// With `rows_may_exist`, ids whose first op was an Insert are deleted
+    /// too: a retry after an attempt whose commit may have reached the
+    /// database must not fail on the rows it wrote.
+    pub(crate) fn plan_into<'a>(&'a self, deletes: &mut Vec<&'a str>, inserts: &mut Vec<&'a InteractionRecord>) {
+        self.plan_with(false, deletes, inserts)
+    }
+
+    pub(crate) fn plan_with<'a>(
+        &'a self,
+        rows_may_exist: bool,
+        deletes: &mut Vec<&'a str>,
+        inserts: &mut Vec<&'a InteractionRecord>,
+    ) {
+        deletes.clear();
+        inserts.clear();
+        for e in &self.entries {
+            if !e.absent_before || rows_may_exist {
+                deletes.push(&e.id);
+            }
+            if let Some(r) = &e.last {
+                inserts.push(r);
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.entries.clear();
+        self.ops = 0;
+    }
+}

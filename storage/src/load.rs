@@ -1,0 +1,103 @@
+//! Loading every live interaction at start.
+
+use std::time::Instant;
+
+use ixn_shard::interaction::InteractionRecord;
+use ixn_shard::KvList;
+use odbc_api::{Connection, Cursor, Nullable};
+
+use crate::conn::diag;
+use crate::records::{self, col, COLUMNS, NCOLS};
+use crate::{msg_id, StorageError};
+
+fn empty_record() -> InteractionRecord {
+    InteractionRecord {
+        id: String::new(),
+        tenant: String::new(),
+        media_type: String::new(),
+        interaction_type: String::new(),
+        interaction_subtype: String::new(),
+        queue: String::new(),
+        priority: 0,
+        submitted_by: String::new(),
+        received_at: None,
+        submitted_at: None,
+        placed_in_queue_at: None,
+        moved_to_queue_at: None,
+        delivered_at: None,
+        assigned_at: None,
+        held_at: None,
+        completed_at: None,
+        properties: KvList::new(),
+        version: 0,
+    }
+}
+
+pub(crate) fn load_live(conn: &Connection<'_>, target: &str) -> Result<Vec<InteractionRecord>, StorageError> {
+    let started = Instant::now();
+    let fail = |what: &str, e: &odbc_api::Error| {
+        StorageError::new(format!("could not load the live interactions from the database at {target}: {what}: {}", diag(e)))
+    };
+    let sql = format!("SELECT {} FROM interactions", COLUMNS.join(", "));
+    let mut out = Vec::new();
+    let Some(mut cursor) = conn.execute(&sql, (), None).map_err(|e| fail("query failed", &e))? else {
+        return Ok(out);
+    };
+    let mut text = Vec::with_capacity(256);
+    while let Some(mut row) = cursor.next_row().map_err(|e| fail("fetch failed", &e))? {
+        let mut r = empty_record();
+        for c in 0..NCOLS {
+            let n = (c + 1) as u16;
+            match c {
+                col::PRIORITY | col::VERSION | col::FIRST_TIME..=col::LAST_TIME => {
+                    let mut v = Nullable::<i64>::null();
+                    row.get_data(n, &mut v).map_err(|e| fail(COLUMNS[c], &e))?;
+                    let v = v.into_opt();
+                    match c {
+                        col::PRIORITY => r.priority = v.unwrap_or(0),
+                        col::VERSION => r.version = v.unwrap_or(0),
+                        _ => records::set_time_field(&mut r, c, v),
+                    }
+                }
+                col::PROPERTIES => {
+                    text.clear();
+                    let present = row.get_text(n, &mut text).map_err(|e| fail(COLUMNS[c], &e))?;
+                    if present && !text.is_empty() {
+                        let bytes = records::unhex(&text).ok_or_else(|| {
+                            StorageError::new(format!(
+                                "interaction {} in the database at {target} has a properties value that is not hex",
+                                r.id
+                            ))
+                        })?;
+                        r.properties = ixn_shard::proto::frame::decode_list(&bytes).map_err(|e| {
+                            StorageError::new(format!(
+                                "interaction {} in the database at {target} has properties that do not decode: {e:?}",
+                                r.id
+                            ))
+                        })?;
+                    }
+                }
+                _ => {
+                    text.clear();
+                    row.get_text(n, &mut text).map_err(|e| fail(COLUMNS[c], &e))?;
+                    let s = String::from_utf8(std::mem::take(&mut text)).map_err(|_| {
+                        StorageError::new(format!(
+                            "a row in the database at {target} has column {} that is not UTF-8 text",
+                            COLUMNS[c]
+                        ))
+                    })?;
+                    records::set_text_field(&mut r, c, s);
+                }
+            }
+        }
+        out.push(r);
+    }
+    tracing::info!(
+        msg_id = msg_id::LOADED,
+        count = out.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "Loaded {} live interactions from {target}",
+        out.len()
+    );
+    Ok(out)
+}

@@ -1,0 +1,209 @@
+//! Creating and validating the isdb schema.
+
+use odbc_api::Connection;
+
+use crate::conn::diag;
+use crate::records::COLUMNS;
+use crate::{msg_id, Engine, StorageError};
+
+/// The schema version this server reads and writes.
+pub(crate) const SCHEMA_VERSION: i32 = 1;
+
+const SQLITE_ISDB: &str = include_str!("../sql/sqlite/isdb.sql");
+const POSTGRESQL_ISDB: &str = include_str!("../sql/postgresql/isdb.sql");
+
+/// The statements of a script: split on `;`, `--` comments removed.
+pub(crate) fn statements(script: &str) -> Vec<String> {
+    let without_comments: String = script
+        .lines()
+        .map(|l| match l.find("--") {
+            Some(p) => &l[..p],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn creation_script(engine: &Engine) -> Option<&'static str> {
+    match engine {
+        Engine::Sqlite => Some(SQLITE_ISDB),
+        Engine::Postgres => Some(POSTGRESQL_ISDB),
+        _ => None,
+    }
+}
+
+/// Runs `sql`; Ok(true) if it succeeded, Ok(false) plus the diagnostic if
+/// it failed.
+fn probe(conn: &Connection<'_>, sql: &str) -> Result<(), String> {
+    match conn.execute(sql, (), None) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(diag(&e)),
+    }
+}
+
+fn script_path(engine: &Engine) -> String {
+    format!("storage/sql/{}/isdb.sql", engine.script_dir())
+}
+
+/// Creates the schema when asked and absent, then validates it. Logs 27113.
+pub(crate) fn ensure(
+    conn: &Connection<'_>,
+    conn_id: u64,
+    engine: &Engine,
+    target: &str,
+    create: bool,
+) -> Result<(), StorageError> {
+    let has_interactions = probe(conn, "SELECT 1 FROM interactions WHERE 1=0");
+    let has_schema = probe(conn, "SELECT 1 FROM ixn_schema WHERE 1=0");
+    if create && has_interactions.is_err() && has_schema.is_err() {
+        let Some(script) = creation_script(engine) else {
+            return Err(StorageError::new(format!(
+                "the {engine} database at {target} has no ixn tables and ixn creates them only for SQLite and \
+                 PostgreSQL; create them with {}",
+                script_path(engine)
+            )));
+        };
+        create_schema(conn, engine, target, script)?;
+    }
+
+    tracing::info!(
+        msg_id = msg_id::CHECKING_INTEGRITY,
+        connection_id = conn_id,
+        target,
+        "Checking database integrity (connection ID: {conn_id})"
+    );
+    validate(conn, engine, target)?;
+    tracing::info!(
+        msg_id = msg_id::INTEGRITY_OK,
+        connection_id = conn_id,
+        engine = %engine,
+        "Database integrity checked: schema isdb version {SCHEMA_VERSION} (connection ID: {conn_id})"
+    );
+    Ok(())
+}
+
+fn create_schema(conn: &Connection<'_>, engine: &Engine, target: &str, script: &str) -> Result<(), StorageError> {
+    let fail = |stmt: &str, e: &odbc_api::Error| {
+        StorageError::new(format!(
+            "could not create the ixn tables in the database at {target}: {} (statement: {})",
+            diag(e),
+            stmt.split_whitespace().collect::<Vec<_>>().join(" ")
+        ))
+    };
+    // One transaction: a half-created schema would fail validation on
+    // every later start.
+    conn.set_autocommit(false).map_err(|e| fail("SET AUTOCOMMIT OFF", &e))?;
+    let run = || -> Result<(), StorageError> {
+        for stmt in statements(script) {
+            conn.execute(&stmt, (), None).map_err(|e| fail(&stmt, &e))?;
+        }
+        conn.commit().map_err(|e| fail("COMMIT", &e))
+    };
+    let result = run();
+    if result.is_err() {
+        let _ = conn.rollback();
+    }
+    conn.set_autocommit(true).map_err(|e| fail("SET AUTOCOMMIT ON", &e))?;
+    result?;
+    tracing::info!(
+        msg_id = msg_id::SCHEMA_CREATED,
+        target,
+        script = %script_path(engine),
+        "Database schema isdb version {SCHEMA_VERSION} created in {target} from {}",
+        script_path(engine)
+    );
+    Ok(())
+}
+
+fn validate(conn: &Connection<'_>, engine: &Engine, target: &str) -> Result<(), StorageError> {
+    let script = script_path(engine);
+    if let Err(d) = probe(conn, "SELECT 1 FROM interactions WHERE 1=0") {
+        return Err(StorageError::new(format!(
+            "the database at {target} has no table 'interactions' ({d}); create it with {script}"
+        )));
+    }
+    if let Err(d) = probe(conn, "SELECT name, version FROM ixn_schema WHERE 1=0") {
+        return Err(StorageError::new(format!(
+            "the database at {target} has no table 'ixn_schema' with columns name and version ({d}), so its \
+             schema version is unknown; create the tables with {script}"
+        )));
+    }
+    let version = schema_version(conn).map_err(|d| {
+        StorageError::new(format!("could not read the schema version from ixn_schema in the database at {target}: {d}"))
+    })?;
+    match version {
+        None => {
+            return Err(StorageError::new(format!(
+                "the database at {target} has no 'isdb' row in table ixn_schema, so its schema version is unknown; \
+                 this server needs version {SCHEMA_VERSION} (create the tables with {script})"
+            )))
+        }
+        Some(v) if v != i64::from(SCHEMA_VERSION) => {
+            return Err(StorageError::new(format!(
+                "the database at {target} has isdb schema version {v}, this server needs {SCHEMA_VERSION}"
+            )))
+        }
+        Some(_) => {}
+    }
+    let all = format!("SELECT {} FROM interactions WHERE 1=0", COLUMNS.join(", "));
+    if let Err(d) = probe(conn, &all) {
+        let missing: Vec<&str> = COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| probe(conn, &format!("SELECT {c} FROM interactions WHERE 1=0")).is_err())
+            .collect();
+        let what = if missing.is_empty() {
+            format!("its columns cannot be read together ({d})")
+        } else {
+            format!("it lacks column(s) {} ({d})", missing.join(", "))
+        };
+        return Err(StorageError::new(format!(
+            "table 'interactions' in the database at {target} does not match isdb schema version {SCHEMA_VERSION}: \
+             {what}; recreate it with {script}"
+        )));
+    }
+    Ok(())
+}
+
+/// The version in the 'isdb' row of ixn_schema, `None` if there is no row.
+fn schema_version(conn: &Connection<'_>) -> Result<Option<i64>, String> {
+    let cursor = conn
+        .execute("SELECT version FROM ixn_schema WHERE name = 'isdb'", (), None)
+        .map_err(|e| diag(&e))?;
+    let Some(mut cursor) = cursor else { return Ok(None) };
+    use odbc_api::Cursor;
+    let Some(mut row) = cursor.next_row().map_err(|e| diag(&e))? else { return Ok(None) };
+    let mut v = odbc_api::Nullable::<i64>::null();
+    row.get_data(1, &mut v).map_err(|e| diag(&e))?;
+    Ok(v.into_opt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_scripts() {
+        let s = statements(SQLITE_ISDB);
+        assert_eq!(s.len(), 3);
+        assert!(s[0].starts_with("CREATE TABLE interactions"));
+        assert!(s[2].starts_with("INSERT INTO ixn_schema"));
+        assert_eq!(statements(POSTGRESQL_ISDB).len(), 3);
+    }
+
+    #[test]
+    fn scripts_name_every_column() {
+        for script in [SQLITE_ISDB, POSTGRESQL_ISDB] {
+            let create = &statements(script)[0];
+            for c in COLUMNS {
+                assert!(create.contains(&format!("\n  {c} ")), "{c} missing");
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Writes through the writer threads, then reads back with load_live, on
+//! SQLite always and on PostgreSQL when IXN_TEST_PG names one.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::*;
+use ixn_storage::{
+    sqlite_connection_string, CompletionSink, Engine, InsertStrategy, InteractionRecord, Storage, StorageConfig, StoreOp,
+    WriteRequest,
+};
+
+fn by_id(v: Vec<InteractionRecord>) -> BTreeMap<String, InteractionRecord> {
+    v.into_iter().map(|r| (r.id.clone(), r)).collect()
+}
+
+/// Submits a scripted sequence over two shards and checks the result.
+fn round_trip(connection_string: &str, create: bool, strategy: InsertStrategy, batch_max: usize, expect: Engine) {
+    let cfg = StorageConfig {
+        connection_string: connection_string.to_string(),
+        writers: 3,
+        batch_max,
+        create_schema: create,
+        insert_strategy: Some(strategy),
+    };
+    let storage = Storage::open(cfg.clone()).unwrap();
+    assert_eq!(storage.engine(), &expect);
+    assert_eq!(storage.insert_strategy(), strategy);
+    assert!(storage.load_live().unwrap().is_empty(), "a fresh database has no interactions");
+    let shard0 = Collect::new();
+    let shard1 = Collect::new();
+    let writers = storage.start(vec![shard0.clone() as Arc<dyn CompletionSink>, shard1.clone()]).unwrap();
+    let h = writers.handle();
+
+    let mut expected: BTreeMap<String, InteractionRecord> = BTreeMap::new();
+    let mut token = 0u64;
+    let mut submit = |shard: u16, op: StoreOp| {
+        token += 1;
+        h.submit(WriteRequest { shard, token, op });
+    };
+    // 600 plain inserts, spread over both shards.
+    for i in 0..600 {
+        let r = common::record(&format!("0001ins{i:09}"), 0);
+        expected.insert(r.id.clone(), r.clone());
+        submit((i % 2) as u16, StoreOp::Insert(Box::new(r)));
+    }
+    // Records with every kind of value, properties of many lengths (one
+    // far above the batch buffer width) in one batch.
+    for (i, big) in [0usize, 10, 300, 700, 5000, 40_000].into_iter().enumerate() {
+        let r = rich_record(&format!("0001rich{i:08}"), big);
+        expected.insert(r.id.clone(), r.clone());
+        submit(0, StoreOp::Insert(Box::new(r)));
+    }
+    // Upsert the first 100 twice; delete 100..150; insert+delete some;
+    // upsert a row that was never inserted; delete one that never was.
+    for v in 1..=2 {
+        for i in 0..100 {
+            let mut r = common::record(&format!("0001ins{i:09}"), v);
+            r.queue = format!("moved {v}");
+            r.assigned_at = Some(1_760_000_100_000 + v);
+            expected.insert(r.id.clone(), r.clone());
+            submit(1, StoreOp::Upsert(Box::new(r)));
+        }
+    }
+    for i in 100..150 {
+        let id = format!("0001ins{i:09}");
+        expected.remove(&id);
+        submit(0, StoreOp::Delete(id));
+    }
+    for i in 0..20 {
+        let r = common::record(&format!("0001tmp{i:09}"), 0);
+        let id = r.id.clone();
+        submit(1, StoreOp::Insert(Box::new(r.clone())));
+        submit(1, StoreOp::Upsert(Box::new(r)));
+        submit(1, StoreOp::Delete(id));
+    }
+    let ghost = common::record("0001ghost00000001", 4);
+    expected.insert(ghost.id.clone(), ghost.clone());
+    submit(0, StoreOp::Upsert(Box::new(ghost)));
+    submit(1, StoreOp::Delete("0001never0000001".into()));
+    let total = token as usize;
+
+    let mut done = shard0.wait(0, 1);
+    done.extend(shard1.wait(0, 1));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while shard0.snapshot().len() + shard1.snapshot().len() < total {
+        assert!(std::time::Instant::now() < deadline, "not every write completed");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (a, b) = (shard0.snapshot(), shard1.snapshot());
+    assert_eq!(a.len() + b.len(), total);
+    assert!(a.values().chain(b.values()).all(|&ok| ok), "every write succeeds");
+    writers.shutdown();
+
+    let loaded = by_id(Storage::open(StorageConfig { create_schema: false, ..cfg }).unwrap().load_live().unwrap());
+    assert_eq!(loaded.len(), expected.len());
+    for (id, want) in &expected {
+        let got = loaded.get(id).unwrap_or_else(|| panic!("{id} missing"));
+        assert_eq!(got, want, "{id} differs");
+    }
+}
+
+#[test]
+fn sqlite_round_trip_array() {
+    init_logs();
+    let dir = TempDir::new("rt-array");
+    round_trip(&sqlite_connection_string(&dir.0.join("ixn.db")), true, InsertStrategy::Array, 1000, Engine::Sqlite);
+}
+
+#[test]
+fn sqlite_round_trip_multirow() {
+    init_logs();
+    let dir = TempDir::new("rt-multi");
+    round_trip(&sqlite_connection_string(&dir.0.join("ixn.db")), true, InsertStrategy::MultiRow, 1000, Engine::Sqlite);
+}
+
+#[test]
+fn sqlite_round_trip_small_batches() {
+    // batch_max 7: every batch is split, multi-row uses only its 1-row
+    // statements, and ops of one id land in different batches.
+    let dir = TempDir::new("rt-small");
+    round_trip(&sqlite_connection_string(&dir.0.join("ixn.db")), true, InsertStrategy::MultiRow, 7, Engine::Sqlite);
+    let dir = TempDir::new("rt-small-a");
+    round_trip(&sqlite_connection_string(&dir.0.join("ixn.db")), true, InsertStrategy::Array, 7, Engine::Sqlite);
+}
+
+#[test]
+fn sqlite_path_with_spaces_and_braces() {
+    // The SQLite ODBC driver takes Database= verbatim up to the next `;`
+    // (no `{...}` quoting), so data directories must not contain `;`.
+    let dir = TempDir::new("rt-odd");
+    let sub = dir.0.join("a b {c}");
+    std::fs::create_dir_all(&sub).unwrap();
+    let cs = sqlite_connection_string(&sub.join("ixn.db"));
+    let s = Storage::open(StorageConfig { create_schema: true, ..StorageConfig::new(cs) }).unwrap();
+    assert_eq!(s.engine(), &Engine::Sqlite);
+    assert_eq!(s.writer_count(), 1, "SQLite forces one writer");
+    assert!(sub.join("ixn.db").exists());
+}
+
+#[test]
+fn postgres_round_trip() {
+    init_logs();
+    let Some(cs) = pg_connection_string() else { return };
+    for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow] {
+        run_script(&cs, "postgresql/isdb_drop.sql", false);
+        round_trip(&cs, true, strategy, 1000, Engine::Postgres);
+    }
+    // And on a schema created by the script rather than by ixn.
+    run_script(&cs, "postgresql/isdb_drop.sql", false);
+    run_script(&cs, "postgresql/isdb.sql", false);
+    round_trip(&cs, false, InsertStrategy::MultiRow, 64, Engine::Postgres);
+    let s = Storage::open(StorageConfig::new(cs.clone())).unwrap();
+    assert_eq!(s.writer_count(), 5, "vendor default number-of-database-connections");
+    drop(s);
+    run_script(&cs, "postgresql/isdb_drop.sql", false);
+}
