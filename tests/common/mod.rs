@@ -1,0 +1,195 @@
+//! Test harness: runs the real `ixn-server` binary on loopback, on SQLite
+//! (a fresh data directory) or PostgreSQL (a fresh database in the
+//! throwaway server that `.ci/test` starts and names in `IXN_TEST_PG`).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ixn::client::Client;
+use ixn_shard::proto::ClientType;
+
+#[derive(Clone, Debug)]
+pub enum Engine {
+    Sqlite,
+    /// Connection string of a database made for this test.
+    Postgres(String),
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("ixn-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The engines to run a test on: SQLite always; PostgreSQL when
+/// `IXN_TEST_PG` is set. Under CI a missing `IXN_TEST_PG` fails the test,
+/// so PostgreSQL coverage cannot silently disappear.
+pub fn engines(tag: &str) -> Vec<Engine> {
+    let mut v = vec![Engine::Sqlite];
+    match std::env::var("IXN_TEST_PG") {
+        Ok(conn) if !conn.is_empty() => v.push(Engine::Postgres(fresh_pg_database(&conn, tag))),
+        _ => {
+            assert!(std::env::var("CI").is_err(), "CI is set but IXN_TEST_PG is not: run the suite with .ci/test");
+            eprintln!("IXN_TEST_PG not set: PostgreSQL part of '{tag}' not run (use .ci/test)");
+        }
+    }
+    v
+}
+
+fn conn_field<'a>(conn: &'a str, key: &str) -> Option<&'a str> {
+    conn.split(';').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        k.trim().eq_ignore_ascii_case(key).then_some(v.trim())
+    })
+}
+
+/// Creates an empty database with the ixn schema; returns its connection
+/// string (the given one with the database name replaced).
+fn fresh_pg_database(conn: &str, tag: &str) -> String {
+    let port = conn_field(conn, "Port").unwrap_or("5432");
+    let host = conn_field(conn, "Server").unwrap_or("127.0.0.1");
+    let user = conn_field(conn, "Uid").unwrap_or("postgres");
+    let base = conn_field(conn, "Database").expect("Database= in IXN_TEST_PG");
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let name = format!("ixn_{}_{}_{}", tag.replace('-', "_"), std::process::id(), n);
+    let psql = |db: &str, args: &[&str]| {
+        let out = Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", user, "-d", db])
+            .args(args)
+            .output()
+            .expect("psql (installed by .ci/setup)");
+        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    psql(base, &["-c", &format!("DROP DATABASE IF EXISTS {name}")]);
+    psql(base, &["-c", &format!("CREATE DATABASE {name}")]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("storage/sql/postgresql/isdb.sql");
+    psql(&name, &["-f", script.to_str().unwrap()]);
+    conn.replace(&format!("Database={base}"), &format!("Database={name}"))
+}
+
+/// A running `ixn-server` process.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub config_path: PathBuf,
+    pub dir: PathBuf,
+}
+
+/// Writes a configuration for `engine` into `dir`.
+pub fn write_config(dir: &Path, engine: &Engine, cores: &str, extra: &str) -> PathBuf {
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ncores = \"{cores}\"\ndata-dir = \"{}\"\n",
+        dir.join("data").display()
+    );
+    if let Engine::Postgres(conn) = engine {
+        text.push_str(&format!("[settings]\nconnection-string = \"{}\"\n", conn.replace('\\', "\\\\").replace('"', "\\\"")));
+    }
+    text.push_str(extra);
+    let path = dir.join("ixn.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Two shards where the machine has two cores or more.
+pub fn two_cores() -> &'static str {
+    "0,1"
+}
+
+impl Server {
+    pub fn start(config_path: &Path) -> Server {
+        Server::try_start(config_path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts the server; returns its stderr on failure.
+    pub fn try_start(config_path: &Path) -> Result<Server, String> {
+        let dir = config_path.parent().unwrap().to_path_buf();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ixn-server"))
+            .arg("--config")
+            .arg(config_path)
+            .env("IXN_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ixn-server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("ixn-server ready: listening on ") {
+                    let addr = rest.split(';').next().unwrap().to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => Ok(Server { child, addr, config_path: config_path.to_path_buf(), dir }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(format!("ixn-server did not start; log:\n{}", std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()))
+            }
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect_as(self.addr.as_str(), ClientType::Operator, "test", None).expect("connect and register")
+    }
+
+    pub fn media_server(&self) -> Client {
+        Client::connect_as(self.addr.as_str(), ClientType::MediaServer, "media", None).expect("connect and register")
+    }
+
+    /// SIGKILL: no drain, no goodbye.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+        None
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill9();
+        }
+    }
+}
