@@ -66,16 +66,17 @@ pub(crate) fn sqlstate(e: &odbc_api::Error) -> Option<String> {
 fn connect_error(connection_string: &str, target: &str, e: &odbc_api::Error) -> StorageError {
     let d = diag(e);
     let state = sqlstate(e).unwrap_or_default();
-    let missing_lib = d.contains("Can't open lib") || d.contains("file not found");
-    if state == "IM002" || missing_lib {
+    if state == "IM002" || d.contains("Can't open lib") {
         if let Some(driver) = attribute(connection_string, "driver") {
             let registered = registered_drivers();
-            let registered = if registered.is_empty() { "none".to_string() } else { registered.join(", ") };
-            let what = if missing_lib {
-                "is registered but its library cannot be loaded"
+            // unixODBC takes an unregistered name for a library path, so
+            // "Can't open lib" means either.
+            let what = if registered.iter().any(|r| r.eq_ignore_ascii_case(&driver)) {
+                "is registered in /etc/odbcinst.ini but its library cannot be loaded"
             } else {
                 "is not registered with unixODBC"
             };
+            let registered = if registered.is_empty() { "none".to_string() } else { registered.join(", ") };
             return StorageError::new(format!(
                 "the ODBC driver '{driver}' named in the connection string {what} ({d}). {}. \
                  Drivers registered in /etc/odbcinst.ini (`odbcinst -q -d`): {registered}.",

@@ -144,6 +144,7 @@ fn sqlite_path_with_spaces_and_braces() {
 fn postgres_round_trip() {
     init_logs();
     let Some(cs) = pg_connection_string() else { return };
+    let cs = pg_private_db(&cs, "ixn_storage_roundtrip");
     for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow] {
         run_script(&cs, "postgresql/isdb_drop.sql", false);
         round_trip(&cs, true, strategy, 1000, Engine::Postgres);

@@ -160,3 +160,26 @@ pub fn init_logs() {
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
     });
 }
+
+/// A database of its own on the PostgreSQL server of `cs` (created if
+/// missing, tables dropped), so tests sharing IXN_TEST_PG do not collide.
+pub fn pg_private_db(cs: &str, name: &str) -> String {
+    run_sql(cs, &format!("CREATE DATABASE {name}"), true);
+    let mut out = Vec::new();
+    let mut replaced = false;
+    for part in cs.split(';').filter(|p| !p.trim().is_empty()) {
+        let key = part.split('=').next().unwrap_or("").trim().to_ascii_lowercase();
+        if key == "database" || key == "dbname" {
+            out.push(format!("Database={name}"));
+            replaced = true;
+        } else {
+            out.push(part.to_string());
+        }
+    }
+    if !replaced {
+        out.push(format!("Database={name}"));
+    }
+    let private = out.join(";") + ";";
+    run_script(&private, "postgresql/isdb_drop.sql", false);
+    private
+}

@@ -1,0 +1,118 @@
+//! Opening refuses databases whose schema does not match, and names what
+//! is wrong; a missing driver names the package to install.
+
+mod common;
+
+use common::*;
+use ixn_storage::{sqlite_connection_string, Storage, StorageConfig};
+
+fn open_err(cs: &str, create: bool) -> String {
+    match Storage::open(StorageConfig { create_schema: create, ..StorageConfig::new(cs) }) {
+        Ok(_) => panic!("open succeeded on a bad database"),
+        Err(e) => {
+            // Display is the message.
+            assert_eq!(e.to_string(), e.message);
+            e.message
+        }
+    }
+}
+
+fn sqlite(tag: &str) -> (TempDir, String) {
+    let dir = TempDir::new(tag);
+    let cs = sqlite_connection_string(&dir.0.join("ixn.db"));
+    (dir, cs)
+}
+
+#[test]
+fn empty_database_without_create_is_refused() {
+    let (dir, cs) = sqlite("noschema");
+    let m = open_err(&cs, false);
+    assert!(m.contains("has no table 'interactions'"), "{m}");
+    assert!(m.contains("storage/sql/sqlite/isdb.sql"), "{m}");
+    assert!(m.contains(&dir.0.join("ixn.db").display().to_string()), "names the database: {m}");
+}
+
+#[test]
+fn creates_once_then_validates() {
+    let (_dir, cs) = sqlite("create");
+    Storage::open(StorageConfig { create_schema: true, ..StorageConfig::new(cs.clone()) }).unwrap();
+    // Second open: tables exist, nothing is created again.
+    Storage::open(StorageConfig { create_schema: true, ..StorageConfig::new(cs.clone()) }).unwrap();
+    Storage::open(StorageConfig::new(cs)).unwrap();
+}
+
+#[test]
+fn wrong_version_is_refused() {
+    let (_dir, cs) = sqlite("version");
+    Storage::open(StorageConfig { create_schema: true, ..StorageConfig::new(cs.clone()) }).unwrap();
+    run_sql(&cs, "UPDATE ixn_schema SET version = 3 WHERE name = 'isdb'", false);
+    let m = open_err(&cs, true);
+    assert!(m.contains("schema version 3, this server needs 1"), "{m}");
+    run_sql(&cs, "DELETE FROM ixn_schema", false);
+    let m = open_err(&cs, true);
+    assert!(m.contains("no 'isdb' row in table ixn_schema"), "{m}");
+}
+
+#[test]
+fn missing_schema_table_is_refused() {
+    let (_dir, cs) = sqlite("noversion");
+    Storage::open(StorageConfig { create_schema: true, ..StorageConfig::new(cs.clone()) }).unwrap();
+    run_sql(&cs, "DROP TABLE ixn_schema", false);
+    // Not recreated: the database is not empty.
+    let m = open_err(&cs, true);
+    assert!(m.contains("has no table 'ixn_schema'"), "{m}");
+}
+
+#[test]
+fn missing_columns_are_named() {
+    let (_dir, cs) = sqlite("columns");
+    run_sql(
+        &cs,
+        "CREATE TABLE interactions (id VARCHAR(64) PRIMARY KEY, tenant VARCHAR(255), media_type VARCHAR(255), \
+         interaction_type VARCHAR(255), interaction_subtype VARCHAR(255), queue VARCHAR(255), priority BIGINT, \
+         submitted_by VARCHAR(255), received_at BIGINT, submitted_at BIGINT, placed_in_queue_at BIGINT, \
+         moved_to_queue_at BIGINT, delivered_at BIGINT, assigned_at BIGINT, completed_at BIGINT, properties TEXT);
+         CREATE TABLE ixn_schema (name VARCHAR(64), version INT);
+         INSERT INTO ixn_schema VALUES ('isdb', 1)",
+        false,
+    );
+    let m = open_err(&cs, true);
+    assert!(m.contains("lacks column(s) held_at, version"), "{m}");
+}
+
+#[test]
+fn missing_driver_names_the_package() {
+    let m = open_err("Driver=NoSuchDriver;Database=/tmp/x.db;", false);
+    assert!(m.contains("'NoSuchDriver'"), "{m}");
+    assert!(m.contains("not registered"), "{m}");
+    assert!(m.contains("libsqliteodbc") && m.contains("odbc-postgresql"), "suggests packages: {m}");
+    assert!(m.contains("Can't open lib 'NoSuchDriver'"), "keeps the diagnostic: {m}");
+    // A known driver name missing from this machine names its own package.
+    let m = open_err("Driver={MariaDB Unicode};Server=127.0.0.1;", false);
+    assert!(m.contains("odbc-mariadb"), "{m}");
+    let m = open_err("DSN=no_such_dsn;", false);
+    assert!(m.contains("data source 'no_such_dsn' is not defined"), "{m}");
+}
+
+#[test]
+fn unreachable_server_is_a_connection_error() {
+    let m = open_err("Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=1;Database=x;Uid=u;Pwd=secret;", false);
+    assert!(m.starts_with("could not connect to the database at 127.0.0.1:1/x"), "{m}");
+    assert!(!m.contains("secret"), "no password in messages: {m}");
+}
+
+#[test]
+fn postgres_schema_validation() {
+    let Some(cs) = pg_connection_string() else { return };
+    let cs = pg_private_db(&cs, "ixn_storage_schema");
+    let m = open_err(&cs, false);
+    assert!(m.contains("has no table 'interactions'") && m.contains("storage/sql/postgresql/isdb.sql"), "{m}");
+    Storage::open(StorageConfig { create_schema: true, ..StorageConfig::new(cs.clone()) }).unwrap();
+    run_sql(&cs, "UPDATE ixn_schema SET version = 2", false);
+    let m = open_err(&cs, true);
+    assert!(m.contains("schema version 2, this server needs 1"), "{m}");
+    run_sql(&cs, "UPDATE ixn_schema SET version = 1; ALTER TABLE interactions DROP COLUMN properties", false);
+    let m = open_err(&cs, true);
+    assert!(m.contains("lacks column(s) properties"), "{m}");
+    run_script(&cs, "postgresql/isdb_drop.sql", false);
+}

@@ -1,0 +1,118 @@
+//! Writer-thread behaviour: completions, failures and retries, refused
+//! writes, shutdown.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ixn_storage::{sqlite_connection_string, CompletionSink, Storage, StorageConfig, StoreOp, WriteRequest, Writers};
+
+fn start_sqlite(tag: &str, shards: usize) -> (TempDir, String, Writers, Vec<Arc<Collect>>) {
+    init_logs();
+    let dir = TempDir::new(tag);
+    let cs = sqlite_connection_string(&dir.0.join("ixn.db"));
+    let storage = Storage::open(StorageConfig { create_schema: true, ..StorageConfig::new(cs.clone()) }).unwrap();
+    let sinks: Vec<Arc<Collect>> = (0..shards).map(|_| Collect::new()).collect();
+    let writers = storage.start(sinks.iter().map(|s| s.clone() as Arc<dyn CompletionSink>).collect()).unwrap();
+    (dir, cs, writers, sinks)
+}
+
+fn live_ids(cs: &str) -> Vec<String> {
+    let mut ids: Vec<String> =
+        Storage::open(StorageConfig::new(cs)).unwrap().load_live().unwrap().into_iter().map(|r| r.id).collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn completions_go_to_the_submitting_shard() {
+    let (_dir, cs, writers, sinks) = start_sqlite("shards", 3);
+    let h = writers.handle();
+    for t in 0..300u64 {
+        let shard = (t % 3) as u16;
+        h.submit(WriteRequest { shard, token: t, op: StoreOp::Insert(Box::new(record(&format!("0002s{t:010}"), 0))) });
+    }
+    for (i, s) in sinks.iter().enumerate() {
+        let done = s.wait(100, 30);
+        assert_eq!(done.len(), 100);
+        assert!(done.iter().all(|(t, ok)| *ok && (t % 3) as usize == i));
+    }
+    writers.shutdown();
+    assert_eq!(live_ids(&cs).len(), 300);
+}
+
+#[test]
+fn a_failing_batch_is_retried_then_reported_failed_and_the_writer_recovers() {
+    let (_dir, cs, writers, sinks) = start_sqlite("fail", 1);
+    let h = writers.handle();
+    h.submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Insert(Box::new(record("0003ok1", 0))) });
+    assert_eq!(sinks[0].wait(1, 30)[&1], true);
+
+    // Take the table away: every attempt fails.
+    run_sql(&cs, "ALTER TABLE interactions RENAME TO interactions_away", false);
+    let started = Instant::now();
+    h.submit(WriteRequest { shard: 0, token: 2, op: StoreOp::Insert(Box::new(record("0003lost", 0))) });
+    h.submit(WriteRequest { shard: 0, token: 3, op: StoreOp::Delete("0003ok1".into()) });
+    let done = sinks[0].wait(3, 30);
+    assert_eq!(done[&2], false);
+    assert_eq!(done[&3], false);
+    // Four attempts with 50 + 200 + 800 ms of backoff between them.
+    assert!(started.elapsed() >= Duration::from_millis(1000), "retried with backoff: {:?}", started.elapsed());
+
+    // Put it back: the same writer goes on.
+    run_sql(&cs, "ALTER TABLE interactions_away RENAME TO interactions", false);
+    h.submit(WriteRequest { shard: 0, token: 4, op: StoreOp::Insert(Box::new(record("0003ok2", 0))) });
+    assert_eq!(sinks[0].wait(4, 30)[&4], true);
+    writers.shutdown();
+    assert_eq!(live_ids(&cs), vec!["0003ok1".to_string(), "0003ok2".to_string()]);
+}
+
+#[test]
+fn a_retry_replaces_rows_an_earlier_attempt_may_have_committed() {
+    // The row is already there (as after a commit whose answer was lost):
+    // the first attempt fails on the primary key, the retry deletes first.
+    let (_dir, cs, writers, sinks) = start_sqlite("ambiguous", 1);
+    run_sql(&cs, "INSERT INTO interactions (id, priority, version) VALUES ('0004dup', 1, 0)", false);
+    let h = writers.handle();
+    let mut r = record("0004dup", 3);
+    r.queue = "after retry".into();
+    h.submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Insert(Box::new(r.clone())) });
+    assert_eq!(sinks[0].wait(1, 30)[&1], true);
+    writers.shutdown();
+    let loaded = Storage::open(StorageConfig::new(cs)).unwrap().load_live().unwrap();
+    assert_eq!(loaded, vec![r]);
+}
+
+#[test]
+fn an_oversized_field_fails_only_its_own_write() {
+    let (_dir, cs, writers, sinks) = start_sqlite("refuse", 1);
+    let h = writers.handle();
+    let mut bad = record("0005bad", 0);
+    bad.queue = "q".repeat(256);
+    h.submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Insert(Box::new(record("0005good", 0))) });
+    h.submit(WriteRequest { shard: 0, token: 2, op: StoreOp::Insert(Box::new(bad)) });
+    h.submit(WriteRequest { shard: 0, token: 3, op: StoreOp::Delete("x".repeat(65)) });
+    let done = sinks[0].wait(3, 30);
+    assert_eq!((done[&1], done[&2], done[&3]), (true, false, false));
+    writers.shutdown();
+    assert_eq!(live_ids(&cs), vec!["0005good".to_string()]);
+}
+
+#[test]
+fn shutdown_finishes_queued_writes_and_refuses_later_ones() {
+    let (_dir, cs, writers, sinks) = start_sqlite("shutdown", 1);
+    let h = writers.handle();
+    for t in 0..5000u64 {
+        h.submit(WriteRequest { shard: 0, token: t, op: StoreOp::Insert(Box::new(record(&format!("0006{t:012}"), 0))) });
+    }
+    writers.shutdown();
+    // Every write queued before shutdown is complete when it returns.
+    let done = sinks[0].snapshot();
+    assert_eq!(done.len(), 5000);
+    assert!(done.values().all(|&ok| ok));
+    h.submit(WriteRequest { shard: 0, token: 9999, op: StoreOp::Insert(Box::new(record("0006late", 0))) });
+    assert_eq!(sinks[0].snapshot().get(&9999), Some(&false), "answered at once with ok=false");
+    assert_eq!(live_ids(&cs).len(), 5000);
+}
