@@ -1,0 +1,296 @@
+//! The shard state machine driven directly, without sockets or storage:
+//! requests and storage completions in, replies and writes out.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use ixn_shard::catalog::Catalog;
+use ixn_shard::id::owner_of;
+use ixn_shard::kv;
+use ixn_shard::machine::{Caller, Input, Origin, Output, Shard, ShardParams, StoreOp};
+use ixn_shard::proto::request::error_of;
+use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame, Request, Submit};
+use ixn_shard::{KvList, Value};
+
+const T0: i64 = 1_800_000_000_000;
+
+fn shard(shard: u16, shards: u16) -> Shard {
+    Shard::new(ShardParams { node: 1, shard, shards }, Arc::new(Catalog::embedded_default()))
+}
+
+fn caller(ref_id: u32, client_type: ClientType) -> Caller {
+    Caller { origin: Origin { shard: 0, conn: 7 }, ref_id, client_type, client_name: "media".into() }
+}
+
+fn submit(queue: &str, media: &str, props: KvList) -> Request {
+    Request::Submit(Box::new(Submit {
+        tenant: "default".into(),
+        media_type: media.into(),
+        interaction_type: "Inbound".into(),
+        interaction_subtype: "InboundNew".into(),
+        queue: queue.into(),
+        priority: 2,
+        properties: props,
+        id: None,
+        received_at_ms: None,
+    }))
+}
+
+fn step(s: &mut Shard, input: Input) -> Vec<Output> {
+    let mut out = Vec::new();
+    s.handle(T0, input, &mut out);
+    out
+}
+
+fn req(s: &mut Shard, ref_id: u32, r: Request) -> Vec<Output> {
+    step(s, Input::Request { caller: caller(ref_id, ClientType::MediaServer), request: r })
+}
+
+fn only_store(out: &[Output]) -> (u64, StoreOp) {
+    match out {
+        [Output::Store { token, op }] => (*token, op.clone()),
+        other => panic!("expected one write and no reply, got {other:?}"),
+    }
+}
+
+fn only_reply(out: &[Output]) -> Frame {
+    match out {
+        [Output::Reply { frame, .. }] => frame.clone(),
+        other => panic!("expected one reply and no write, got {other:?}"),
+    }
+}
+
+fn done(s: &mut Shard, token: u64, ok: bool) -> Vec<Output> {
+    step(s, Input::StorageDone { token, ok })
+}
+
+/// Submits and commits; returns the id.
+fn submitted(s: &mut Shard) -> String {
+    let (token, op) = only_store(&req(s, 1, submit("inbound", "chat", kv![("lang", "en")])));
+    assert!(matches!(op, StoreOp::Insert(_)));
+    let ack = only_reply(&done(s, token, true));
+    ack.get_str(attr::INTERACTION_ID).unwrap().to_string()
+}
+
+#[test]
+fn submit_is_acknowledged_only_after_its_write_commits() {
+    let mut s = shard(0, 1);
+    let out = req(&mut s, 11, submit("inbound", "chat", kv![("lang", "en")]));
+    let (token, op) = only_store(&out);
+    let StoreOp::Insert(rec) = op else { panic!("first write is an insert") };
+    assert_eq!((rec.queue.as_str(), rec.media_type.as_str(), rec.priority), ("inbound", "chat", 2));
+    assert_eq!(rec.submitted_at, Some(T0));
+    assert_eq!(s.pending_writes(), 1);
+    let ack = only_reply(&done(&mut s, token, true));
+    assert_eq!((ack.msg_type, ack.ref_id), (msg_type::EVENT_ACK, 11));
+    assert_eq!(ack.get_str(attr::INTERACTION_ID), Some(rec.id.as_str()));
+    assert_eq!(s.pending_writes(), 0);
+    assert_eq!(s.len(), 1);
+}
+
+#[test]
+fn a_failed_submit_is_forgotten_and_answered_with_storage_failure() {
+    let mut s = shard(0, 1);
+    let (token, op) = only_store(&req(&mut s, 3, submit("inbound", "chat", KvList::new())));
+    let out = done(&mut s, token, false);
+    let mut reply = None;
+    let mut cleanup = None;
+    for o in out {
+        match o {
+            Output::Reply { frame, .. } => reply = Some(frame),
+            Output::Store { op: StoreOp::Delete(id), token } => cleanup = Some((id, token)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(error_of(&reply.unwrap()).unwrap().code, ErrorCode::StorageFailure);
+    let (id, t) = cleanup.expect("a delete removes whatever may have been stored");
+    assert_eq!(id, op.id());
+    assert!(s.is_empty());
+    assert!(done(&mut s, t, true).is_empty(), "the cleanup write answers no one");
+    assert_eq!(s.pending_writes(), 0);
+}
+
+#[test]
+fn change_place_and_stop_write_full_rows() {
+    let mut s = shard(0, 1);
+    let id = submitted(&mut s);
+    let out = req(&mut s, 2, Request::ChangeProperties { id: id.clone(), changed: kv![("lang", "fr"), ("x", 1)], deleted: vec!["gone".into()] });
+    let (token, op) = only_store(&out);
+    let StoreOp::Upsert(rec) = op else { panic!("later writes are upserts") };
+    assert_eq!(rec.properties, kv![("lang", "fr"), ("x", 1)]);
+    assert_eq!(rec.version, 1);
+    assert_eq!(only_reply(&done(&mut s, token, true)).ref_id, 2);
+
+    let (token, op) = only_store(&req(&mut s, 3, Request::PlaceInQueue { id: id.clone(), queue: "done".into() }));
+    let StoreOp::Upsert(rec) = op else { panic!() };
+    assert_eq!((rec.queue.as_str(), rec.moved_to_queue_at), ("done", Some(T0)));
+    only_reply(&done(&mut s, token, true));
+
+    let (token, op) = only_store(&req(&mut s, 4, Request::StopProcessing { id: id.clone(), reason: None }));
+    assert_eq!(op, StoreOp::Delete(id.clone()));
+    assert!(s.get(&id).is_none());
+    only_reply(&done(&mut s, token, true));
+}
+
+#[test]
+fn a_failed_stop_restores_the_interaction() {
+    let mut s = shard(0, 1);
+    let id = submitted(&mut s);
+    let (token, _) = only_store(&req(&mut s, 4, Request::StopProcessing { id: id.clone(), reason: None }));
+    let reply = only_reply(&done(&mut s, token, false));
+    assert_eq!(error_of(&reply).unwrap().code, ErrorCode::StorageFailure);
+    assert_eq!(s.get(&id).unwrap().properties, kv![("lang", "en")]);
+}
+
+#[test]
+fn refused_requests_change_nothing_and_write_nothing() {
+    let mut s = shard(0, 1);
+    let id = submitted(&mut s);
+    let before = s.get(&id).unwrap().clone();
+    let cases: Vec<(Request, ClientType, ErrorCode)> = vec![
+        (submit("nowhere", "chat", KvList::new()), ClientType::MediaServer, ErrorCode::UnknownQueue),
+        (submit("inbound", "voice", KvList::new()), ClientType::MediaServer, ErrorCode::MediaTypeDisabled),
+        (submit("inbound", "fax", KvList::new()), ClientType::MediaServer, ErrorCode::UnknownMediaType),
+        (submit("inbound", "chat", KvList::new()), ClientType::AgentDesktop, ErrorCode::NotPermitted),
+        (submit("inbound", "chat", KvList::from_entries(vec![("a".into(), Value::Int(1)), ("a".into(), Value::Int(2))])), ClientType::MediaServer, ErrorCode::InvalidValue),
+        (Request::PlaceInQueue { id: id.clone(), queue: "nowhere".into() }, ClientType::MediaServer, ErrorCode::UnknownQueue),
+        (Request::ChangeProperties { id: id.clone(), changed: kv![("lang", "de")], deleted: vec!["lang".into()] }, ClientType::MediaServer, ErrorCode::InvalidValue),
+        (Request::ChangeProperties { id: id.clone(), changed: KvList::new(), deleted: vec![] }, ClientType::MediaServer, ErrorCode::MissingAttribute),
+        (Request::ChangeProperties { id: "missing".into(), changed: kv![("a", 1)], deleted: vec![] }, ClientType::MediaServer, ErrorCode::UnknownInteraction),
+        (Request::StopProcessing { id: "missing".into(), reason: None }, ClientType::MediaServer, ErrorCode::UnknownInteraction),
+    ];
+    for (i, (r, ct, code)) in cases.into_iter().enumerate() {
+        let out = step(&mut s, Input::Request { caller: caller(100 + i as u32, ct), request: r });
+        let e = error_of(&only_reply(&out)).unwrap();
+        assert_eq!(e.code, code, "case {i}: {}", e.text);
+    }
+    assert_eq!(s.get(&id).unwrap(), &before);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s.pending_writes(), 0);
+}
+
+#[test]
+fn client_given_ids_and_duplicates() {
+    let shards = 2;
+    let name = (0..).map(|i| format!("order-{i}")).find(|n| owner_of(n, shards) == 1).unwrap();
+    let mut s1 = shard(1, shards);
+    let mut sub = submit("inbound", "chat", KvList::new());
+    if let Request::Submit(b) = &mut sub {
+        b.id = Some(name.clone());
+    }
+    let (token, _) = only_store(&req(&mut s1, 1, sub.clone()));
+    // A duplicate is refused even before the first commit completes.
+    assert_eq!(error_of(&only_reply(&req(&mut s1, 2, sub.clone()))).unwrap().code, ErrorCode::DuplicateInteractionId);
+    only_reply(&done(&mut s1, token, true));
+    // The other shard does not own it and says so instead of acting.
+    let mut s0 = shard(0, shards);
+    assert_eq!(error_of(&only_reply(&req(&mut s0, 3, sub))).unwrap().code, ErrorCode::Internal);
+    assert!(s0.is_empty());
+}
+
+/// A tiny deterministic generator (xorshift), so the test needs no crate.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Random mixes of requests and out-of-order storage completions (some
+/// failing): every request gets exactly one answer; once every write has
+/// completed nothing is pending; an acknowledged submit is live unless an
+/// acknowledged stop removed it, and an acknowledged stop is gone.
+#[test]
+fn random_histories_answer_every_request_once() {
+    for seed in 1..=300u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut s = shard(0, 1);
+        let mut answered: HashSet<u32> = HashSet::new();
+        let mut inflight: Vec<u64> = Vec::new();
+        let mut ids: Vec<String> = Vec::new();
+        let mut acked_stops: HashSet<String> = HashSet::new();
+        let mut next_ref = 1u32;
+        // Reference id -> the interaction a stop request was about.
+        let mut stop_of_ref: HashMap<u32, String> = HashMap::new();
+        let mut id_of_ref: HashMap<u32, ()> = HashMap::new();
+        for _ in 0..200 {
+            let mut out = Vec::new();
+            if !inflight.is_empty() && rng.below(3) == 0 {
+                let t = inflight.swap_remove(rng.below(inflight.len() as u64) as usize);
+                s.handle(T0, Input::StorageDone { token: t, ok: rng.below(10) != 0 }, &mut out);
+            } else {
+                let r = next_ref;
+                next_ref += 1;
+                id_of_ref.insert(r, ());
+                let pick = |rng: &mut Rng, ids: &Vec<String>| {
+                    if ids.is_empty() || rng.below(8) == 0 { "unknown".to_string() } else { ids[rng.below(ids.len() as u64) as usize].clone() }
+                };
+                let request = match rng.below(5) {
+                    0 => submit(if rng.below(6) == 0 { "nowhere" } else { "inbound" }, "chat", kv![("k", rng.below(5) as i64)]),
+                    1 => Request::ChangeProperties { id: pick(&mut rng, &ids), changed: kv![("k", rng.below(5) as i64)], deleted: vec![] },
+                    2 => Request::PlaceInQueue { id: pick(&mut rng, &ids), queue: ["inbound", "done", "bad"][rng.below(3) as usize].into() },
+                    3 => {
+                        let id = pick(&mut rng, &ids);
+                        stop_of_ref.insert(r, id.clone());
+                        Request::StopProcessing { id, reason: None }
+                    }
+                    _ => Request::GetInteractionProperties { id: pick(&mut rng, &ids) },
+                };
+                s.handle(T0, Input::Request { caller: caller(r, ClientType::MediaServer), request }, &mut out);
+            }
+            for o in out {
+                match o {
+                    Output::Reply { frame, .. } => {
+                        assert!(answered.insert(frame.ref_id), "seed {seed}: ref {} answered twice", frame.ref_id);
+                        if frame.msg_type == msg_type::EVENT_ACK {
+                            if let Some(id) = frame.get_str(attr::INTERACTION_ID) {
+                                ids.push(id.to_string());
+                            }
+                            if let Some(id) = stop_of_ref.get(&frame.ref_id) {
+                                acked_stops.insert(id.clone());
+                            }
+                        }
+                    }
+                    Output::Store { token, .. } => inflight.push(token),
+                }
+            }
+        }
+        // Complete everything still in flight.
+        while let Some(t) = inflight.pop() {
+            let mut out = Vec::new();
+            s.handle(T0, Input::StorageDone { token: t, ok: true }, &mut out);
+            for o in out {
+                match o {
+                    Output::Reply { frame, .. } => {
+                        assert!(answered.insert(frame.ref_id), "seed {seed}: answered twice");
+                        if let (Some(id), msg_type::EVENT_ACK) = (frame.get_str(attr::INTERACTION_ID), frame.msg_type) {
+                            ids.push(id.to_string());
+                        }
+                        if let (Some(id), msg_type::EVENT_ACK) = (stop_of_ref.get(&frame.ref_id), frame.msg_type) {
+                            acked_stops.insert(id.clone());
+                        }
+                    }
+                    Output::Store { token, .. } => inflight.push(token),
+                }
+            }
+        }
+        assert_eq!(s.pending_writes(), 0, "seed {seed}");
+        for r in id_of_ref.keys() {
+            assert!(answered.contains(r), "seed {seed}: request {r} never answered");
+        }
+        assert_eq!(answered.len(), id_of_ref.len(), "seed {seed}: answers for requests never made");
+        for ix in s.interactions() {
+            assert!(s.owns(&ix.id));
+        }
+        for id in &ids {
+            assert_eq!(s.get(id).is_some(), !acked_stops.contains(id), "seed {seed}: {id} live/stopped mismatch");
+        }
+        assert_eq!(s.len(), ids.len() - acked_stops.len(), "seed {seed}: only acknowledged submits are live");
+    }
+}
