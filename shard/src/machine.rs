@@ -264,6 +264,14 @@ impl Shard {
         check_properties(&s.properties)?;
         let id: Box<str> = match s.id {
             Some(id) => {
+                if id::decode(&id).is_some() {
+                    // Ids of the generated form are the server's to make: a
+                    // client taking one could collide with a later one.
+                    return Err(ProtoError::new(
+                        ErrorCode::InvalidInteractionId,
+                        format!("interaction id '{id}' has the form of a server-generated id; choose another form"),
+                    ));
+                }
                 if !id::is_valid_client_id(&id) {
                     return Err(ProtoError::new(
                         ErrorCode::InvalidInteractionId,
@@ -276,8 +284,12 @@ impl Shard {
                 id.into()
             }
             None => {
-                let id = self.ids.next(now_ms);
-                assert!(!self.interactions.contains_key(id.as_str()), "generated id {id} collides");
+                // A loaded interaction may hold an id this generator makes
+                // again (the clock went back across a restart): skip it.
+                let mut id = self.ids.next(now_ms);
+                while self.interactions.contains_key(id.as_str()) {
+                    id = self.ids.next(now_ms);
+                }
                 id.into()
             }
         };

@@ -525,16 +525,10 @@ fn longest_key_round_trips() {
     assert_eq!(decode_frame(&f.encode(), ABSOLUTE_MAX_FRAME), Ok(f));
 }
 
-/// CODEC BUG (reported, not fixed here: the codec is not this test file's
-/// to change). A list key longer than 65535 bytes cannot be expressed on the
-/// wire (its length is a u16), but `Frame::encode` writes `len as u16`
-/// silently, so the frame it produces decodes to something else (here: a
-/// body error, since the key bytes are misread as entries). The encoder
-/// should refuse such a key (panic or error) instead. The test accepts
-/// either a refusal or a faithful round trip. Run with
-/// `cargo test -p ixn-shard --test codec_props -- --ignored`.
+/// A list key longer than 65535 bytes cannot be expressed on the wire (its
+/// length is a u16): the encoder must refuse it rather than write a frame
+/// that means something else. Accepts a refusal or a faithful round trip.
 #[test]
-#[ignore = "codec bug: Frame::encode truncates list keys longer than 65535 bytes"]
 fn overlong_key_is_refused_or_round_trips() {
     let key = "k".repeat(u16::MAX as usize + 1);
     let f = Frame::new(1, 1).with(attr::PROPERTIES, KvList::from_entries(vec![(key, Value::Int(5))]));

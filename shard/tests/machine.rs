@@ -294,3 +294,19 @@ fn random_histories_answer_every_request_once() {
         assert_eq!(s.len(), ids.len() - acked_stops.len(), "seed {seed}: only acknowledged submits are live");
     }
 }
+
+#[test]
+fn client_ids_of_the_generated_form_are_refused() {
+    let mut s = shard(0, 1);
+    let taken = ixn_shard::id::encode(ixn_shard::id::IdParts { time_ms: T0, node: 1, partition: 0, seq: 0 });
+    let mut sub = submit("inbound", "chat", KvList::new());
+    if let Request::Submit(b) = &mut sub {
+        b.id = Some(taken);
+    }
+    assert_eq!(error_of(&only_reply(&req(&mut s, 1, sub))).unwrap().code, ErrorCode::InvalidInteractionId);
+    // And generation never hands out an id that is already live.
+    for _ in 0..100 {
+        submitted(&mut s);
+    }
+    assert_eq!(s.len(), 100);
+}

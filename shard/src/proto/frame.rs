@@ -17,8 +17,11 @@ pub const HEADER_LEN: usize = 12;
 pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 /// Hard upper bound for any configured frame limit.
 pub const ABSOLUTE_MAX_FRAME: usize = 16 << 20;
-/// Deepest nesting of list values accepted.
+/// Lists may nest up to `MAX_LIST_DEPTH - 1` levels (an attribute's list
+/// is level 1); a deeper list is a malformed body.
 pub const MAX_LIST_DEPTH: usize = 8;
+/// Longest key of a list entry (its length is a u16 on the wire).
+pub const MAX_KEY_LEN: usize = u16::MAX as usize;
 
 /// The fixed header, as it lies on the wire (all fields little-endian).
 #[repr(C)]
@@ -182,6 +185,9 @@ fn encode_value(v: &Value, out: &mut Vec<u8>) {
 
 fn encode_list_entries(l: &KvList, out: &mut Vec<u8>) {
     for (k, v) in l.iter() {
+        // Keys decoded from the wire always fit; a longer key can only come
+        // from a caller building a list by hand.
+        assert!(k.len() <= MAX_KEY_LEN, "list key of {} bytes exceeds {MAX_KEY_LEN}", k.len());
         out.extend_from_slice(&(k.len() as u16).to_le_bytes());
         out.extend_from_slice(k.as_bytes());
         encode_value(v, out);
@@ -320,7 +326,7 @@ fn read_value(r: &mut Reader<'_>, depth: usize) -> Result<Value, BodyError> {
         TAG_BIN => Ok(Value::Bin(payload.to_vec())),
         TAG_LIST => {
             if depth + 1 >= MAX_LIST_DEPTH {
-                return Err(BodyError(format!("lists nested deeper than {MAX_LIST_DEPTH}")));
+                return Err(BodyError(format!("lists nested more than {} levels deep", MAX_LIST_DEPTH - 1)));
             }
             let mut inner = Reader { buf: payload, pos: 0 };
             Ok(Value::List(read_list_entries(&mut inner, depth + 1)?))

@@ -167,7 +167,7 @@ pub enum ErrorCode {
     WrongAttributeType = 13,
     /// An attribute has a value outside what is allowed.
     InvalidValue = 14,
-    /// A request other than RequestRegisterClient or RequestPing came first.
+    /// A request other than RequestRegisterClient came first.
     NotRegistered = 20,
     /// RequestRegisterClient on a connection already registered.
     AlreadyRegistered = 21,
