@@ -51,6 +51,29 @@ fn script_path(engine: &Engine) -> String {
     format!("storage/sql/{}/isdb.sql", engine.script_dir())
 }
 
+/// How many of ixn's two tables the database has. Asks the catalog where
+/// the engine has a known one (so a first start logs no failed
+/// statements), else probes with SELECTs.
+fn existing_tables(conn: &Connection<'_>, engine: &Engine) -> usize {
+    let catalog = match engine {
+        Engine::Sqlite => Some("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('interactions', 'ixn_schema')"),
+        Engine::Postgres => Some(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() \
+             AND table_name IN ('interactions', 'ixn_schema')",
+        ),
+        _ => None,
+    };
+    if let Some(sql) = catalog {
+        if let Ok(n) = query_i64(conn, sql) {
+            return n.unwrap_or(0) as usize;
+        }
+    }
+    ["interactions", "ixn_schema"]
+        .iter()
+        .filter(|t| probe(conn, &format!("SELECT 1 FROM {t} WHERE 1=0")).is_ok())
+        .count()
+}
+
 /// Creates the schema when asked and absent, then validates it. Logs 27113.
 pub(crate) fn ensure(
     conn: &Connection<'_>,
@@ -59,9 +82,7 @@ pub(crate) fn ensure(
     target: &str,
     create: bool,
 ) -> Result<(), StorageError> {
-    let has_interactions = probe(conn, "SELECT 1 FROM interactions WHERE 1=0");
-    let has_schema = probe(conn, "SELECT 1 FROM ixn_schema WHERE 1=0");
-    if create && has_interactions.is_err() && has_schema.is_err() {
+    if create && existing_tables(conn, engine) == 0 {
         let Some(script) = creation_script(engine) else {
             return Err(StorageError::new(format!(
                 "the {engine} database at {target} has no ixn tables and ixn creates them only for SQLite and \
@@ -173,9 +194,12 @@ fn validate(conn: &Connection<'_>, engine: &Engine, target: &str) -> Result<(), 
 
 /// The version in the 'isdb' row of ixn_schema, `None` if there is no row.
 fn schema_version(conn: &Connection<'_>) -> Result<Option<i64>, String> {
-    let cursor = conn
-        .execute("SELECT version FROM ixn_schema WHERE name = 'isdb'", (), None)
-        .map_err(|e| diag(&e))?;
+    query_i64(conn, "SELECT version FROM ixn_schema WHERE name = 'isdb'")
+}
+
+/// The first column of the first row of `sql` as an integer.
+fn query_i64(conn: &Connection<'_>, sql: &str) -> Result<Option<i64>, String> {
+    let cursor = conn.execute(sql, (), None).map_err(|e| diag(&e))?;
     let Some(mut cursor) = cursor else { return Ok(None) };
     use odbc_api::Cursor;
     let Some(mut row) = cursor.next_row().map_err(|e| diag(&e))? else { return Ok(None) };
