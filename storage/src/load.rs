@@ -43,7 +43,11 @@ pub(crate) fn load_live(conn: &Connection<'_>, target: &str) -> Result<Vec<Inter
     let Some(mut cursor) = conn.execute(&sql, (), None).map_err(|e| fail("query failed", &e))? else {
         return Ok(out);
     };
-    let mut text = Vec::with_capacity(256);
+    // get_text fills a buffer to its capacity before each call and warns
+    // (01004) when a value needs more: short names fit in 512 bytes, the
+    // properties buffer keeps the largest size seen.
+    let mut text: Vec<u8> = Vec::with_capacity(512);
+    let mut props: Vec<u8> = Vec::with_capacity(4096);
     while let Some(mut row) = cursor.next_row().map_err(|e| fail("fetch failed", &e))? {
         let mut r = empty_record();
         for c in 0..NCOLS {
@@ -60,10 +64,10 @@ pub(crate) fn load_live(conn: &Connection<'_>, target: &str) -> Result<Vec<Inter
                     }
                 }
                 col::PROPERTIES => {
-                    text.clear();
-                    let present = row.get_text(n, &mut text).map_err(|e| fail(COLUMNS[c], &e))?;
-                    if present && !text.is_empty() {
-                        let bytes = records::unhex(&text).ok_or_else(|| {
+                    props.clear();
+                    let present = row.get_text(n, &mut props).map_err(|e| fail(COLUMNS[c], &e))?;
+                    if present && !props.is_empty() {
+                        let bytes = records::unhex(&props).ok_or_else(|| {
                             StorageError::new(format!(
                                 "interaction {} in the database at {target} has a properties value that is not hex",
                                 r.id
@@ -80,7 +84,7 @@ pub(crate) fn load_live(conn: &Connection<'_>, target: &str) -> Result<Vec<Inter
                 _ => {
                     text.clear();
                     row.get_text(n, &mut text).map_err(|e| fail(COLUMNS[c], &e))?;
-                    let s = String::from_utf8(std::mem::take(&mut text)).map_err(|_| {
+                    let s = std::str::from_utf8(&text).map(str::to_owned).map_err(|_| {
                         StorageError::new(format!(
                             "a row in the database at {target} has column {} that is not UTF-8 text",
                             COLUMNS[c]
