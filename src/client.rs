@@ -60,6 +60,9 @@ impl Client {
             match TcpStream::connect_timeout(&a, Duration::from_secs(5)) {
                 Ok(stream) => {
                     stream.set_nodelay(true)?;
+                    // A server that stops answering must not hang a caller
+                    // forever; pipelining callers may change it.
+                    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
                     return Ok(Client { stream, next_ref: 1, rbuf: Vec::with_capacity(64 << 10), rpos: 0, wbuf: Vec::new() });
                 }
                 Err(e) => last = e,

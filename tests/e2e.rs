@@ -142,3 +142,14 @@ fn protected_mode_and_configured_credentials() {
     c.register(ClientType::MediaServer, "chat1", Some("s3cret")).unwrap();
     c.ping().unwrap();
 }
+
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = TempDir::new("lock");
+    let cfg = write_config(&dir.0, &Engine::Sqlite, "0", "");
+    let first = Server::start(&cfg);
+    let err = Server::try_start(&cfg).err().expect("the second server must not start");
+    assert!(err.contains("another ixn-server uses the data directory"), "{err}");
+    let mut c = first.client();
+    c.ping().unwrap();
+}

@@ -103,6 +103,9 @@ pub struct ShardParams {
     pub node: u8,
     pub shard: u16,
     pub shards: u16,
+    /// Largest encoded size of one interaction's properties: keeps every
+    /// answer describing an interaction well inside a frame.
+    pub max_properties_bytes: usize,
 }
 
 pub struct Shard {
@@ -262,6 +265,7 @@ impl Shard {
             ProtoError::new(ErrorCode::UnknownQueue, format!("unknown queue '{}' in tenant '{}'", s.queue, t.name))
         })?;
         check_properties(&s.properties)?;
+        self.check_size(&s.properties)?;
         let id: Box<str> = match s.id {
             Some(id) => {
                 if id::decode(&id).is_some() {
@@ -346,15 +350,18 @@ impl Shard {
         if changed.is_empty() && deleted.is_empty() {
             return Err(ProtoError::new(ErrorCode::MissingAttribute, "nothing to change: give Properties or DeletedKeys"));
         }
-        let ix = self.interactions.get_mut(id).expect("checked live");
+        let mut properties = self.interactions[id].properties.clone();
         for (k, v) in changed.into_entries() {
-            ix.properties.set(k, v);
+            properties.set(k, v);
         }
         for k in &deleted {
             // Deleting a key that is not there is not an error: the result is
             // the same, and clients retrying a change must not fail.
-            ix.properties.remove(k);
+            properties.remove(k);
         }
+        self.check_size(&properties)?;
+        let ix = self.interactions.get_mut(id).expect("checked live");
+        ix.properties = properties;
         ix.version += 1;
         self.write(id, Some(caller.origin), event_ack(caller.ref_id), Undo::Nothing, out);
         Ok(None)
@@ -425,6 +432,19 @@ impl Shard {
         }
         let err = ProtoError::new(ErrorCode::StorageFailure, "the change could not be committed to the database; it is not applied");
         out.push(Output::Reply { origin, frame: event_error(p.reply.ref_id, &err) });
+    }
+}
+
+impl Shard {
+    fn check_size(&self, properties: &KvList) -> Result<(), ProtoError> {
+        let size = crate::proto::frame::encode_list(properties).len();
+        if size > self.params.max_properties_bytes {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidValue,
+                format!("properties would take {size} bytes; the limit is {} (max-frame-size / 2)", self.params.max_properties_bytes),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -15,7 +15,7 @@ use ixn_shard::{KvList, Value};
 const T0: i64 = 1_800_000_000_000;
 
 fn shard(shard: u16, shards: u16) -> Shard {
-    Shard::new(ShardParams { node: 1, shard, shards }, Arc::new(Catalog::embedded_default()))
+    Shard::new(ShardParams { node: 1, shard, shards, max_properties_bytes: 4096 }, Arc::new(Catalog::embedded_default()))
 }
 
 fn caller(ref_id: u32, client_type: ClientType) -> Caller {
@@ -309,4 +309,21 @@ fn client_ids_of_the_generated_form_are_refused() {
         submitted(&mut s);
     }
     assert_eq!(s.len(), 100);
+}
+
+#[test]
+fn properties_are_bounded_in_size() {
+    let mut s = shard(0, 1);
+    let big = kv![("blob", Value::Bin(vec![0u8; 5000]))];
+    assert_eq!(error_of(&only_reply(&req(&mut s, 1, submit("inbound", "chat", big)))).unwrap().code, ErrorCode::InvalidValue);
+    let id = submitted(&mut s);
+    let half = kv![("a", Value::Bin(vec![0u8; 2500]))];
+    let (t, _) = only_store(&req(&mut s, 2, Request::ChangeProperties { id: id.clone(), changed: half, deleted: vec![] }));
+    only_reply(&done(&mut s, t, true));
+    // A second half would pass the limit: refused, nothing changes.
+    let other = kv![("b", Value::Bin(vec![0u8; 2500]))];
+    let out = req(&mut s, 3, Request::ChangeProperties { id: id.clone(), changed: other, deleted: vec![] });
+    assert_eq!(error_of(&only_reply(&out)).unwrap().code, ErrorCode::InvalidValue);
+    assert_eq!(s.get(&id).unwrap().version, 1);
+    assert!(s.get(&id).unwrap().properties.get("b").is_none());
 }

@@ -206,6 +206,7 @@ fn interaction_json(f: &Frame) -> Json {
         (attr::PROPERTIES, "properties"),
     ];
     let mut m = Map::new();
+    m.insert("ok".to_string(), json!(true));
     for (id, name) in names {
         if let Some(v) = f.get(id) {
             m.insert(name.to_string(), value_json(v));
@@ -218,7 +219,7 @@ fn interaction_text(j: &Json) -> String {
     let mut s = String::new();
     if let Json::Object(m) = j {
         for (k, v) in m {
-            if k == "properties" {
+            if k == "properties" || k == "ok" {
                 continue;
             }
             s.push_str(&format!("{k:<20} {}\n", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())));

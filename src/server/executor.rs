@@ -51,6 +51,9 @@ pub struct ShardContext {
     /// Mesh peer id of each shard, filled in as shards join the mesh (the
     /// mesh numbers peers by executor id, not by shard number).
     pub mesh_ids: Arc<Vec<AtomicUsize>>,
+    /// Shards accepting connections; the main thread prints "ready" when
+    /// every shard has counted itself here.
+    pub started: Arc<AtomicUsize>,
 }
 
 pub struct Runtime {
@@ -144,7 +147,12 @@ impl Runtime {
 /// every write has drained.
 pub async fn shard_main(ctx: ShardContext) {
     let queue = glommio::executor().create_task_queue(Shares::default(), Latency::Matters(Duration::from_millis(2)), "ixn");
-    let params = ShardParams { node: ctx.config.server.node_id, shard: ctx.shard, shards: ctx.shards };
+    let params = ShardParams {
+        node: ctx.config.server.node_id,
+        shard: ctx.shard,
+        shards: ctx.shards,
+        max_properties_bytes: ctx.config.server.max_frame_size / 2,
+    };
     let mut machine = Shard::new(params, ctx.catalog.clone());
     let loaded = ctx.records.len();
     for r in ctx.records {
@@ -241,8 +249,12 @@ pub async fn shard_main(ctx: ShardContext) {
         glommio::spawn_local_into(async move { accept_loop(rt, listener).await }, queue).expect("spawn")
     };
 
+    ctx.started.fetch_add(1, Ordering::SeqCst);
     while !ctx.stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    if ctx.shard == 0 {
+        tracing::info!(msg_id = msgid::SHUTDOWN_REQUESTED, "stop requested: draining writes and answers");
     }
     accept.cancel().await;
     drain(&rt, &ctx.drained).await;

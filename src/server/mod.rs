@@ -14,7 +14,7 @@ pub mod notify;
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use glommio::channels::channel_mesh::MeshBuilder;
@@ -37,10 +37,14 @@ pub fn run(config: Config) -> Result<(), String> {
     let shards = cores.len() as u16;
     check_memlock(config.server.io_memory as u64 * shards as u64)?;
     let (connection_string, embedded) = config.connection_string();
-    if embedded {
+    let _data_lock = if embedded {
         std::fs::create_dir_all(&config.server.data_dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", config.server.data_dir.display()))?;
-    }
+        Some(lock_data_dir(&config.server.data_dir)?)
+    } else {
+        None
+    };
+    check_address_free(config.server.listen)?;
     tracing::info!(msg_id = msgid::SERVER_STARTING, config = %config.source, shards, ?cores, "ixn-server starting");
 
     let storage = Storage::open(StorageConfig {
@@ -76,6 +80,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let mesh = (shards > 1).then(|| MeshBuilder::full(shards as usize, 4096));
     let drained = Arc::new(AtomicUsize::new(0));
     let mesh_ids = Arc::new((0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect::<Vec<_>>());
+    let started = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::new();
     for (((shard, core), listener), records) in cores.iter().enumerate().zip(listeners).zip(per_shard) {
         let ctx = ShardContext {
@@ -91,6 +96,7 @@ pub fn run(config: Config) -> Result<(), String> {
             stop: stop.clone(),
             drained: drained.clone(),
             mesh_ids: mesh_ids.clone(),
+            started: started.clone(),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(*core))
             .name(&format!("ixn-shard-{shard}"))
@@ -100,6 +106,11 @@ pub fn run(config: Config) -> Result<(), String> {
         handles.push(handle);
     }
     drop(mesh);
+    // A shard that fails to start panics; its join below reports why.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while started.load(Ordering::SeqCst) < shards as usize && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 
     let data = if embedded { format!("SQLite database {}", config.sqlite_path().display()) } else { "database from connection-string".to_string() };
     tracing::info!(msg_id = msgid::LISTENING, %addr, shards, "listening");
@@ -115,7 +126,7 @@ pub fn run(config: Config) -> Result<(), String> {
             failed = Some(format!("shard {i} failed: {e}"));
         }
     }
-    tracing::info!(msg_id = msgid::SHUTDOWN_REQUESTED, "shards stopped; draining storage writers");
+    tracing::info!(msg_id = msgid::SHARDS_STOPPED, "shards stopped; closing storage writers");
     writers.shutdown();
     tracing::info!(msg_id = msgid::SERVER_STOPPED, "ixn-server stopped");
     failed.map_or(Ok(()), Err)
@@ -185,4 +196,33 @@ fn check_memlock(needed: u64) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// One server per data directory: an exclusive lock on `ixn.lock`, held
+/// for the life of the process (the returned file).
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("ixn.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!("another ixn-server uses the data directory {} (it holds {})", dir.display(), path.display()));
+    }
+    Ok(f)
+}
+
+/// SO_REUSEPORT would let a second server share the port with a running
+/// one; a plain bind first tells whether something already listens there.
+fn check_address_free(addr: SocketAddr) -> Result<(), String> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(|e| e.to_string())?;
+    s.set_reuse_address(true).map_err(|e| e.to_string())?;
+    s.bind(&addr.into()).map_err(|e| format!("cannot listen on {addr}: {e} (is another ixn-server running?)"))
 }

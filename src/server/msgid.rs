@@ -7,6 +7,7 @@ pub const LISTENING: u32 = 1002;
 pub const PROTECTED_MODE: u32 = 1003;
 pub const SHUTDOWN_REQUESTED: u32 = 1004;
 pub const SERVER_STOPPED: u32 = 1005;
+pub const SHARDS_STOPPED: u32 = 1008;
 pub const MEMLOCK_LOW: u32 = 1006;
 pub const INTERACTIONS_LOADED: u32 = 1007;
 pub const SHARD_STARTED: u32 = 1010;
