@@ -66,6 +66,10 @@ struct StorageArgs {
 
 fn main() {
     let cli = Cli::parse();
+    // Storage warnings and errors (failed batches, retries) go to stderr;
+    // RUST_LOG overrides. The driver manager's ODBC-version notice is noise.
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,odbc_api=error".to_string());
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).try_init();
     let code = match cli.cmd {
         Cmd::Storage(a) => match storage(a) {
             Ok(()) => 0,

@@ -114,7 +114,7 @@ pub enum InsertStrategy {
     Array,
     /// `INSERT ... VALUES (..),(..)` statements prepared for 256, 64, 8 and
     /// 1 rows (`DELETE ... WHERE id IN (..)` likewise), each executed with
-    /// an array of parameter sets when it runs more than once.
+    /// one parameter set, as often as the batch needs.
     MultiRow,
 }
 

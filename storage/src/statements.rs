@@ -7,9 +7,10 @@
 //! * `Array`: `INSERT ... VALUES (?,...)` / `DELETE ... WHERE id = ?`
 //!   executed once per batch with one parameter set per row.
 //! * `MultiRow`: the same statements prepared for k = 256, 64, 8 and 1
-//!   rows (`VALUES (..),(..)`, `WHERE id IN (?,..)`); a batch of n rows
-//!   runs the largest k that fits with ⌊n/k⌋ parameter sets, then the next
-//!   k for the rest (1000 rows: 3×256, 3×64, 5×8 = three executions).
+//!   rows (`VALUES (..),(..)`, `WHERE id IN (?,..)`), each bound to one
+//!   parameter set; a batch of n rows runs the largest k that fits as often
+//!   as it fits, then the next k for the rest (1000 rows: 3×256, 3×64,
+//!   5×8 = eleven executions).
 //!
 //! Values are always bound parameters, never interpolated into SQL.
 
@@ -26,7 +27,9 @@ use crate::InsertStrategy;
 
 type Inserter<'c> = ColumnarBulkInserter<StatementImpl<'c>, WithDataType<BoxColumnBuffer>>;
 
-/// Row counts of the multi-row statements, largest first.
+/// Row counts of the multi-row statements, largest first. 256 rows is
+/// 4608 parameters; psqlODBC 13.02 loses protocol synchronization preparing
+/// a 512-row statement (9216 parameters), so 256 is the ceiling.
 const MULTI_ROW_SIZES: [usize; 4] = [256, 64, 8, 1];
 
 /// Properties (hex) longer than this are inserted one row at a time with
@@ -98,6 +101,7 @@ impl RowData {
 
 pub(crate) struct Statements<'c> {
     conn: &'c Connection<'static>,
+    strategy: InsertStrategy,
     batch_max: usize,
     sizes: Vec<usize>,
     /// Per entry of `sizes`; prepared on first use.
@@ -115,6 +119,7 @@ impl<'c> Statements<'c> {
         let n = sizes.len();
         Statements {
             conn,
+            strategy,
             batch_max: batch_max.max(1),
             sizes,
             inserts: (0..n).map(|_| None).collect(),
@@ -123,19 +128,21 @@ impl<'c> Statements<'c> {
         }
     }
 
-    /// Parameter sets a statement of `k` rows needs at most.
-    fn capacity(&self, k: usize) -> usize {
-        if self.sizes.len() == 1 {
-            self.batch_max
-        } else {
-            (self.batch_max / k).max(1)
+    /// Parameter sets a statement's buffers hold.
+    fn capacity(&self) -> usize {
+        // Multi-row statements run one parameter set per execution:
+        // psqlODBC ran 256-row statements with parameter arrays at about
+        // half the rate of one set per execution (see docs/storage.md).
+        match self.strategy {
+            InsertStrategy::Array => self.batch_max,
+            InsertStrategy::MultiRow => 1,
         }
     }
 
     fn insert_stmt(&mut self, i: usize) -> Result<&mut Stmt<'c>, odbc_api::Error> {
         if self.inserts[i].is_none() {
             let k = self.sizes[i];
-            let capacity = self.capacity(k);
+            let capacity = self.capacity();
             let inserter = self.conn.prepare(&insert_sql(k))?.into_column_inserter(capacity, insert_descs(k, self.props_max))?;
             self.inserts[i] = Some(Stmt { k, capacity, inserter });
         }
@@ -145,7 +152,7 @@ impl<'c> Statements<'c> {
     fn delete_stmt(&mut self, i: usize) -> Result<&mut Stmt<'c>, odbc_api::Error> {
         if self.deletes[i].is_none() {
             let k = self.sizes[i];
-            let capacity = self.capacity(k);
+            let capacity = self.capacity();
             let inserter = self
                 .conn
                 .prepare(&delete_sql(k))?

@@ -80,7 +80,7 @@ fn kill9_keeps_acknowledged_writes() {
         .unwrap();
     let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
     let mut acked: HashMap<String, i64> = HashMap::new();
-    let mut record_ack = |line: &str, acked: &mut HashMap<String, i64>| {
+    let record_ack = |line: &str, acked: &mut HashMap<String, i64>| {
         if let Some(rest) = line.strip_prefix("ack ") {
             let (id, v) = rest.split_once(' ').unwrap();
             let v: i64 = v.parse().unwrap();
