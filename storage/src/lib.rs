@@ -179,7 +179,8 @@ impl Engine {
     }
 
     /// The faster strategy as measured with `ixn-perf storage` (figures in
-    /// docs/storage.md); Array where nothing was measured.
+    /// docs/storage.md: batch 1000, SQLite 119k vs 74k rows/s, PostgreSQL
+    /// with 5 writers 138k vs 49k); Array where nothing was measured.
     pub fn default_strategy(&self) -> InsertStrategy {
         match self {
             Engine::Sqlite => InsertStrategy::MultiRow,
