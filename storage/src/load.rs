@@ -7,7 +7,7 @@ use ixn_shard::KvList;
 use odbc_api::{Connection, Cursor, Nullable};
 
 use crate::conn::diag;
-use crate::records::{self, col, COLUMNS, NCOLS};
+use crate::records::{self, col, COLUMNS};
 use crate::{msg_id, StorageError};
 
 fn empty_record() -> InteractionRecord {
@@ -50,12 +50,12 @@ pub(crate) fn load_live(conn: &Connection<'_>, target: &str) -> Result<Vec<Inter
     let mut props: Vec<u8> = Vec::with_capacity(4096);
     while let Some(mut row) = cursor.next_row().map_err(|e| fail("fetch failed", &e))? {
         let mut r = empty_record();
-        for c in 0..NCOLS {
+        for (c, name) in COLUMNS.iter().enumerate() {
             let n = (c + 1) as u16;
             match c {
                 col::PRIORITY | col::VERSION | col::FIRST_TIME..=col::LAST_TIME => {
                     let mut v = Nullable::<i64>::null();
-                    row.get_data(n, &mut v).map_err(|e| fail(COLUMNS[c], &e))?;
+                    row.get_data(n, &mut v).map_err(|e| fail(name, &e))?;
                     let v = v.into_opt();
                     match c {
                         col::PRIORITY => r.priority = v.unwrap_or(0),
@@ -65,7 +65,7 @@ pub(crate) fn load_live(conn: &Connection<'_>, target: &str) -> Result<Vec<Inter
                 }
                 col::PROPERTIES => {
                     props.clear();
-                    let present = row.get_text(n, &mut props).map_err(|e| fail(COLUMNS[c], &e))?;
+                    let present = row.get_text(n, &mut props).map_err(|e| fail(name, &e))?;
                     if present && !props.is_empty() {
                         let bytes = records::unhex(&props).ok_or_else(|| {
                             StorageError::new(format!(
@@ -83,11 +83,11 @@ pub(crate) fn load_live(conn: &Connection<'_>, target: &str) -> Result<Vec<Inter
                 }
                 _ => {
                     text.clear();
-                    row.get_text(n, &mut text).map_err(|e| fail(COLUMNS[c], &e))?;
+                    row.get_text(n, &mut text).map_err(|e| fail(name, &e))?;
                     let s = std::str::from_utf8(&text).map(str::to_owned).map_err(|_| {
                         StorageError::new(format!(
                             "a row in the database at {target} has column {} that is not UTF-8 text",
-                            COLUMNS[c]
+                            name
                         ))
                     })?;
                     records::set_text_field(&mut r, c, s);

@@ -128,7 +128,7 @@ pub(crate) fn hex_into(bytes: &[u8], out: &mut Vec<u8>) {
 
 /// Decodes hex (either case); `None` if it is not hex.
 pub(crate) fn unhex(s: &[u8]) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if s.len() & 1 == 1 {
         return None;
     }
     fn nib(c: u8) -> Option<u8> {

@@ -184,10 +184,10 @@ impl<'c> Statements<'c> {
         // Rows with huge properties go one by one with buffers of their own.
         let mut small: Vec<usize> = Vec::with_capacity(rows.len());
         let mut widest = 0;
-        for i in 0..rows.len() {
+        for (i, row) in rows.iter().enumerate() {
             let len = data.props(i).len();
             if len > LARGE_PROPERTIES {
-                self.insert_large(rows[i], data.props(i))?;
+                self.insert_large(row, data.props(i))?;
             } else {
                 widest = widest.max(len);
                 small.push(i);

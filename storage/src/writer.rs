@@ -419,7 +419,7 @@ impl Writer {
 }
 
 /// Reuses a vector's allocation for another element lifetime.
-fn reuse<'a, 'b, T: ?Sized>(mut v: Vec<&'a T>) -> Vec<&'b T> {
+fn reuse<'b, T: ?Sized>(mut v: Vec<&T>) -> Vec<&'b T> {
     v.clear();
     v.into_iter().map(|_| unreachable!()).collect()
 }

@@ -48,7 +48,7 @@ fn a_failing_batch_is_retried_then_reported_failed_and_the_writer_recovers() {
     let (_dir, cs, writers, sinks) = start_sqlite("fail", 1);
     let h = writers.handle();
     h.submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Insert(Box::new(record("0003ok1", 0))) });
-    assert_eq!(sinks[0].wait(1, 30)[&1], true);
+    assert!(sinks[0].wait(1, 30)[&1]);
 
     // Take the table away: every attempt fails.
     run_sql(&cs, "ALTER TABLE interactions RENAME TO interactions_away", false);
@@ -56,15 +56,15 @@ fn a_failing_batch_is_retried_then_reported_failed_and_the_writer_recovers() {
     h.submit(WriteRequest { shard: 0, token: 2, op: StoreOp::Insert(Box::new(record("0003lost", 0))) });
     h.submit(WriteRequest { shard: 0, token: 3, op: StoreOp::Delete("0003ok1".into()) });
     let done = sinks[0].wait(3, 30);
-    assert_eq!(done[&2], false);
-    assert_eq!(done[&3], false);
+    assert!(!done[&2]);
+    assert!(!done[&3]);
     // Four attempts with 50 + 200 + 800 ms of backoff between them.
     assert!(started.elapsed() >= Duration::from_millis(1000), "retried with backoff: {:?}", started.elapsed());
 
     // Put it back: the same writer goes on.
     run_sql(&cs, "ALTER TABLE interactions_away RENAME TO interactions", false);
     h.submit(WriteRequest { shard: 0, token: 4, op: StoreOp::Insert(Box::new(record("0003ok2", 0))) });
-    assert_eq!(sinks[0].wait(4, 30)[&4], true);
+    assert!(sinks[0].wait(4, 30)[&4]);
     writers.shutdown();
     assert_eq!(live_ids(&cs), vec!["0003ok1".to_string(), "0003ok2".to_string()]);
 }
@@ -79,7 +79,7 @@ fn a_retry_replaces_rows_an_earlier_attempt_may_have_committed() {
     let mut r = record("0004dup", 3);
     r.queue = "after retry".into();
     h.submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Insert(Box::new(r.clone())) });
-    assert_eq!(sinks[0].wait(1, 30)[&1], true);
+    assert!(sinks[0].wait(1, 30)[&1]);
     writers.shutdown();
     let loaded = Storage::open(StorageConfig::new(cs)).unwrap().load_live().unwrap();
     assert_eq!(loaded, vec![r]);
