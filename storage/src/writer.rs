@@ -447,6 +447,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn handles_cross_threads() {
+        fn send_sync<T: Send + Sync + Clone>() {}
+        fn send<T: Send>() {}
+        send_sync::<WriterHandle>();
+        send::<Writers>();
+        send::<crate::Storage>();
+    }
+
+    #[test]
     fn routing_is_stable_and_spread() {
         assert_eq!(writer_for("0001abcd", 5), writer_for("0001abcd", 5));
         // FNV-1a of "a" is 0xaf63dc4c8601ec8c.
