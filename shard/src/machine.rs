@@ -266,6 +266,11 @@ impl Shard {
         })?;
         check_properties(&s.properties)?;
         self.check_size(&s.properties)?;
+        for (what, v) in [("InteractionType", &s.interaction_type), ("InteractionSubtype", &s.interaction_subtype)] {
+            if v.is_empty() || v.len() > MAX_NAME_LEN {
+                return Err(ProtoError::new(ErrorCode::InvalidValue, format!("{what} must be 1 to {MAX_NAME_LEN} bytes")));
+            }
+        }
         let id: Box<str> = match s.id {
             Some(id) => {
                 if id::decode(&id).is_some() {
@@ -447,6 +452,10 @@ impl Shard {
         Ok(())
     }
 }
+
+/// Longest interaction type, subtype or client name stored (the database
+/// columns are 255 characters wide).
+pub const MAX_NAME_LEN: usize = 255;
 
 /// Property lists in requests must not name a key twice or use an empty key.
 fn check_properties(l: &KvList) -> Result<(), ProtoError> {

@@ -302,6 +302,9 @@ fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
 /// Checks a registration against `[[client]]`, or protected mode when no
 /// client is configured: then only loopback peers may register.
 fn authenticate(config: &Config, peer: Option<SocketAddr>, client_type: ClientType, name: &str, credential: Option<&str>) -> Result<(), String> {
+    if name.is_empty() || name.len() > ixn_shard::machine::MAX_NAME_LEN {
+        return Err(format!("ClientName must be 1 to {} bytes", ixn_shard::machine::MAX_NAME_LEN));
+    }
     if config.clients.is_empty() {
         return match peer {
             Some(p) if p.ip().is_loopback() => Ok(()),
