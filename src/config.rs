@@ -306,16 +306,22 @@ impl Config {
             }
         }
         let sv = &file.server;
-        let frame_range = HEADER_LEN..=ABSOLUTE_MAX_FRAME;
-        if !frame_range.contains(&sv.max_frame_size) {
-            return Err(ConfigError(format!(
-                "{source}: [server] max-frame-size must be {HEADER_LEN} to {ABSOLUTE_MAX_FRAME}"
-            )));
+        // These values parsed fine but break a rule; point at their line.
+        let key_at = |key: &str, msg: String| ConfigError(format!("{source}:{}: {msg}", line_of_key(text, key)));
+        if !(HEADER_LEN..=ABSOLUTE_MAX_FRAME).contains(&sv.max_frame_size) {
+            return Err(key_at("max-frame-size", format!("[server] max-frame-size must be {HEADER_LEN} to {ABSOLUTE_MAX_FRAME}")));
         }
-        if sv.max_pending_requests == 0 || sv.max_output_buffer < sv.max_frame_size {
-            return Err(ConfigError(format!(
-                "{source}: [server] max-pending-requests must be at least 1 and max-output-buffer at least max-frame-size"
-            )));
+        if sv.max_pending_requests == 0 {
+            return Err(key_at("max-pending-requests", "[server] max-pending-requests must be at least 1".into()));
+        }
+        if sv.max_output_buffer < sv.max_frame_size {
+            return Err(key_at("max-output-buffer", "[server] max-output-buffer must be at least max-frame-size".into()));
+        }
+        if sv.max_connections == 0 {
+            return Err(key_at("max-connections", "[server] max-connections must be at least 1".into()));
+        }
+        if sv.listen_backlog < 1 {
+            return Err(key_at("listen-backlog", "[server] listen-backlog must be at least 1".into()));
         }
         let catalog = if file.tenant.is_empty() {
             Catalog::embedded_default()
@@ -326,7 +332,7 @@ impl Config {
         catalog.enable_submit = file.cluster_settings.enable_submit;
         for (i, c) in file.client.iter().enumerate() {
             if file.client[..i].iter().any(|o| o.name == c.name) {
-                return Err(ConfigError(format!("{source}: client '{}' is listed twice", c.name)));
+                return Err(ConfigError(format!("{source}:{}: client '{}' is listed twice", line_of_value(text, &c.name), c.name)));
             }
         }
         Ok(Config {
@@ -388,6 +394,22 @@ fn build_catalog(tenants: &[TenantEntry], enable_submit: bool) -> Result<Catalog
     })
 }
 
+/// 1-based line where `key = ...` is set (the last such line), or 0.
+fn line_of_key(text: &str, key: &str) -> usize {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('=')))
+        .map(|(i, _)| i + 1)
+        .last()
+        .unwrap_or(0)
+}
+
+/// 1-based line of the last occurrence of a quoted string value, or 0.
+fn line_of_value(text: &str, value: &str) -> usize {
+    let quoted = format!("\"{value}\"");
+    text.lines().enumerate().filter(|(_, l)| l.contains(&quoted)).map(|(i, _)| i + 1).last().unwrap_or(0)
+}
+
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
@@ -442,6 +464,17 @@ name = "out"
         let bad = ok.replace("next = \"out\"", "next = \"nowhere\"");
         let e = Config::parse(&bad, "t.toml").unwrap_err();
         assert!(e.0.starts_with("t.toml:9:") && e.0.contains("nowhere"), "{}", e.0);
+    }
+
+    #[test]
+    fn checks_after_parsing_name_their_line() {
+        let e = Config::parse("[server]\nnode-id = 2\nmax-frame-size = 4\n", "x.toml").unwrap_err();
+        assert!(e.0.starts_with("x.toml:3:") && e.0.contains("max-frame-size"), "{}", e.0);
+        let e = Config::parse("[server]\nmax-connections = 0\n", "x.toml").unwrap_err();
+        assert!(e.0.starts_with("x.toml:2:"), "{}", e.0);
+        let two = "[[client]]\nname = \"a\"\ntype = \"proxy\"\npassword = \"p\"\n";
+        let e = Config::parse(&format!("{two}{two}"), "x.toml").unwrap_err();
+        assert!(e.0.starts_with("x.toml:6:") && e.0.contains("twice"), "{}", e.0);
     }
 
     #[test]
