@@ -63,7 +63,13 @@ impl Client {
                     // A server that stops answering must not hang a caller
                     // forever; pipelining callers may change it.
                     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-                    return Ok(Client { stream, next_ref: 1, rbuf: Vec::with_capacity(64 << 10), rpos: 0, wbuf: Vec::new() });
+                    return Ok(Client {
+                        stream,
+                        next_ref: 1,
+                        rbuf: Vec::with_capacity(64 << 10),
+                        rpos: 0,
+                        wbuf: Vec::new(),
+                    });
                 }
                 Err(e) => last = e,
             }
@@ -72,7 +78,12 @@ impl Client {
     }
 
     /// Connects and registers in one step.
-    pub fn connect_as(addr: impl ToSocketAddrs, client_type: ClientType, name: &str, credential: Option<&str>) -> Result<Client> {
+    pub fn connect_as(
+        addr: impl ToSocketAddrs,
+        client_type: ClientType,
+        name: &str,
+        credential: Option<&str>,
+    ) -> Result<Client> {
         let mut c = Client::connect(addr)?;
         c.register(client_type, name, credential)?;
         Ok(c)
@@ -155,7 +166,10 @@ impl Client {
             };
             self.rbuf.truncate(len + n);
             if n == 0 {
-                return Err(ClientError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection")));
+                return Err(ClientError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "server closed the connection",
+                )));
             }
         }
     }
@@ -194,7 +208,10 @@ impl Client {
     pub fn get(&mut self, id: &str) -> Result<Frame> {
         let f = self.call(&Request::GetInteractionProperties { id: id.to_string() })?;
         if f.msg_type != msg_type::EVENT_INTERACTION_PROPERTIES {
-            return Err(ClientError::Protocol(format!("expected EventInteractionProperties, got {}", msg_type::name(f.msg_type))));
+            return Err(ClientError::Protocol(format!(
+                "expected EventInteractionProperties, got {}",
+                msg_type::name(f.msg_type)
+            )));
         }
         Ok(f)
     }

@@ -289,33 +289,50 @@ impl Config {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
             ConfigError(format!("{source}:{line}: {}", e.message()))
         })?;
-        let at = |span: std::ops::Range<usize>, msg: String| ConfigError(format!("{source}:{}: {msg}", line_of(text, span.start)));
+        let at = |span: std::ops::Range<usize>, msg: String| {
+            ConfigError(format!("{source}:{}: {msg}", line_of(text, span.start)))
+        };
         let s = &file.settings;
         if s.dbprotocol.get_ref() != "odbc" {
-            return Err(at(s.dbprotocol.span(), format!("dbprotocol '{}' is not supported: use \"odbc\"", s.dbprotocol.get_ref())));
+            return Err(at(
+                s.dbprotocol.span(),
+                format!("dbprotocol '{}' is not supported: use \"odbc\"", s.dbprotocol.get_ref()),
+            ));
         }
         if !(1..=64).contains(s.number_of_database_connections.get_ref()) {
-            return Err(at(s.number_of_database_connections.span(), "number-of-database-connections must be 1 to 64".into()));
+            return Err(at(
+                s.number_of_database_connections.span(),
+                "number-of-database-connections must be 1 to 64".into(),
+            ));
         }
         if !(1..=100_000).contains(s.database_batch_size.get_ref()) {
             return Err(at(s.database_batch_size.span(), "database-batch-size must be 1 to 100000".into()));
         }
         if let Some(st) = &s.insert_strategy {
             if !matches!(st.get_ref().as_str(), "array" | "multirow") {
-                return Err(at(st.span(), format!("insert-strategy '{}' must be \"array\" or \"multirow\"", st.get_ref())));
+                return Err(at(
+                    st.span(),
+                    format!("insert-strategy '{}' must be \"array\" or \"multirow\"", st.get_ref()),
+                ));
             }
         }
         let sv = &file.server;
         // These values parsed fine but break a rule; point at their line.
         let key_at = |key: &str, msg: String| ConfigError(format!("{source}:{}: {msg}", line_of_key(text, key)));
         if !(HEADER_LEN..=ABSOLUTE_MAX_FRAME).contains(&sv.max_frame_size) {
-            return Err(key_at("max-frame-size", format!("[server] max-frame-size must be {HEADER_LEN} to {ABSOLUTE_MAX_FRAME}")));
+            return Err(key_at(
+                "max-frame-size",
+                format!("[server] max-frame-size must be {HEADER_LEN} to {ABSOLUTE_MAX_FRAME}"),
+            ));
         }
         if sv.max_pending_requests == 0 {
             return Err(key_at("max-pending-requests", "[server] max-pending-requests must be at least 1".into()));
         }
         if sv.max_output_buffer < sv.max_frame_size {
-            return Err(key_at("max-output-buffer", "[server] max-output-buffer must be at least max-frame-size".into()));
+            return Err(key_at(
+                "max-output-buffer",
+                "[server] max-output-buffer must be at least max-frame-size".into(),
+            ));
         }
         if sv.max_connections == 0 {
             return Err(key_at("max-connections", "[server] max-connections must be at least 1".into()));
@@ -332,7 +349,11 @@ impl Config {
         catalog.enable_submit = file.cluster_settings.enable_submit;
         for (i, c) in file.client.iter().enumerate() {
             if file.client[..i].iter().any(|o| o.name == c.name) {
-                return Err(ConfigError(format!("{source}:{}: client '{}' is listed twice", line_of_value(text, &c.name), c.name)));
+                return Err(ConfigError(format!(
+                    "{source}:{}: client '{}' is listed twice",
+                    line_of_value(text, &c.name),
+                    c.name
+                )));
             }
         }
         Ok(Config {

@@ -8,9 +8,8 @@ pub const DEFAULT_FILTER: &str = "info,odbc_api=error";
 
 pub fn init() {
     use std::io::IsTerminal;
-    let filter = std::env::var("IXN_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| DEFAULT_FILTER.to_string());
+    let filter =
+        std::env::var("IXN_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| DEFAULT_FILTER.to_string());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

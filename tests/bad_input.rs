@@ -36,7 +36,8 @@ fn expect_error(c: &mut Client, ref_id: u32, code: ErrorCode) -> ProtoError {
 fn expect_error_then_close(c: &mut Client, code: ErrorCode) {
     expect_error(c, 0, code);
     match c.recv() {
-        Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof || e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(ClientError::Io(e))
+            if e.kind() == std::io::ErrorKind::UnexpectedEof || e.kind() == std::io::ErrorKind::ConnectionReset => {}
         other => panic!("expected the server to close, got {other:?}"),
     }
 }
@@ -118,7 +119,11 @@ fn bad_input_gets_errors_and_changes_nothing() {
     let r = c.queue(&ixn_shard::proto::Request::PlaceInQueue { id: canary.clone(), queue: "nowhere".into() });
     c.flush().unwrap();
     expect_error(&mut c, r, ErrorCode::UnknownQueue);
-    let r = c.queue(&ixn_shard::proto::Request::ChangeProperties { id: "NOPE".into(), changed: kv![("a", 1)], deleted: vec![] });
+    let r = c.queue(&ixn_shard::proto::Request::ChangeProperties {
+        id: "NOPE".into(),
+        changed: kv![("a", 1)],
+        deleted: vec![],
+    });
     c.flush().unwrap();
     expect_error(&mut c, r, ErrorCode::UnknownInteraction);
     // Invalid client-given id.

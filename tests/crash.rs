@@ -74,11 +74,25 @@ fn load(addr: &str, worker: usize, known: &Mutex<HashMap<String, Known>>, stop: 
     while !stop.load(Ordering::SeqCst) {
         i += 1;
         // A submit and, for an earlier interaction, a counter change.
-        let sub = c.queue(&Request::Submit(Box::new(submit_request("default", "inbound", "chat", 0, kv![("counter", 0), ("w", worker as i64)]))));
+        let sub = c.queue(&Request::Submit(Box::new(submit_request(
+            "default",
+            "inbound",
+            "chat",
+            0,
+            kv![("counter", 0), ("w", worker as i64)],
+        ))));
         let change = mine.get((i as usize * 7) % mine.len().max(1)).cloned().map(|id| {
             let next = known.lock().unwrap()[&id].sent + 1;
             known.lock().unwrap().get_mut(&id).unwrap().sent = next;
-            (c.queue(&Request::ChangeProperties { id: id.clone(), changed: kv![("counter", next)], deleted: vec![] }), id, next)
+            (
+                c.queue(&Request::ChangeProperties {
+                    id: id.clone(),
+                    changed: kv![("counter", next)],
+                    deleted: vec![],
+                }),
+                id,
+                next,
+            )
         });
         if c.flush().is_err() {
             return;

@@ -39,7 +39,9 @@ fn lifecycle(engine: &Engine) {
     let mut ids = Vec::new();
     for i in 0..40 {
         let mut m = server.media_server();
-        let id = m.submit(submit_request("default", "inbound", "chat", i % 5, kv![("n", i as i64), ("lang", "en")])).unwrap();
+        let id = m
+            .submit(submit_request("default", "inbound", "chat", i % 5, kv![("n", i as i64), ("lang", "en")]))
+            .unwrap();
         ids.push(id);
     }
     let owners: Vec<u16> = ids.iter().map(|id| owner_of(id, 2)).collect();
@@ -94,14 +96,30 @@ fn lifecycle(engine: &Engine) {
     // A media server may submit; an agent desktop may not.
     let mut m = server.media_server();
     m.submit(submit_request("default", "inbound", "sms", 0, KvList::new())).unwrap();
-    let mut desk = ixn::client::Client::connect_as(server.addr.as_str(), ClientType::AgentDesktop, "desk", None).unwrap();
-    assert_eq!(server_error(desk.submit(submit_request("default", "inbound", "sms", 0, KvList::new()))), ErrorCode::NotPermitted);
+    let mut desk =
+        ixn::client::Client::connect_as(server.addr.as_str(), ClientType::AgentDesktop, "desk", None).unwrap();
+    assert_eq!(
+        server_error(desk.submit(submit_request("default", "inbound", "sms", 0, KvList::new()))),
+        ErrorCode::NotPermitted
+    );
 
     // Refusals with the documented codes.
-    assert_eq!(server_error(c.submit(submit_request("default", "nowhere", "chat", 0, KvList::new()))), ErrorCode::UnknownQueue);
-    assert_eq!(server_error(c.submit(submit_request("default", "inbound", "voice", 0, KvList::new()))), ErrorCode::MediaTypeDisabled);
-    assert_eq!(server_error(c.submit(submit_request("default", "inbound", "fax", 0, KvList::new()))), ErrorCode::UnknownMediaType);
-    assert_eq!(server_error(c.submit(submit_request("nobody", "inbound", "chat", 0, KvList::new()))), ErrorCode::UnknownTenant);
+    assert_eq!(
+        server_error(c.submit(submit_request("default", "nowhere", "chat", 0, KvList::new()))),
+        ErrorCode::UnknownQueue
+    );
+    assert_eq!(
+        server_error(c.submit(submit_request("default", "inbound", "voice", 0, KvList::new()))),
+        ErrorCode::MediaTypeDisabled
+    );
+    assert_eq!(
+        server_error(c.submit(submit_request("default", "inbound", "fax", 0, KvList::new()))),
+        ErrorCode::UnknownMediaType
+    );
+    assert_eq!(
+        server_error(c.submit(submit_request("nobody", "inbound", "chat", 0, KvList::new()))),
+        ErrorCode::UnknownTenant
+    );
     assert_eq!(server_error(c.place(&ids[20], "nowhere")), ErrorCode::UnknownQueue);
 
     // A clean stop keeps everything; a restart loads it back on both shards.
@@ -135,9 +153,18 @@ fn protected_mode_and_configured_credentials() {
     let server = Server::start(&cfg);
     let connect = || ixn::client::Client::connect(server.addr.as_str()).unwrap();
     let mut c = connect();
-    assert_eq!(server_error(c.register(ClientType::MediaServer, "chat1", Some("wrong"))), ErrorCode::AuthenticationFailed);
-    assert_eq!(server_error(c.register(ClientType::MediaServer, "nobody", Some("s3cret"))), ErrorCode::AuthenticationFailed);
-    assert_eq!(server_error(c.register(ClientType::AgentDesktop, "chat1", Some("s3cret"))), ErrorCode::AuthenticationFailed);
+    assert_eq!(
+        server_error(c.register(ClientType::MediaServer, "chat1", Some("wrong"))),
+        ErrorCode::AuthenticationFailed
+    );
+    assert_eq!(
+        server_error(c.register(ClientType::MediaServer, "nobody", Some("s3cret"))),
+        ErrorCode::AuthenticationFailed
+    );
+    assert_eq!(
+        server_error(c.register(ClientType::AgentDesktop, "chat1", Some("s3cret"))),
+        ErrorCode::AuthenticationFailed
+    );
     assert_eq!(server_error(c.ping()), ErrorCode::NotRegistered, "still unregistered after failures");
     c.register(ClientType::MediaServer, "chat1", Some("s3cret")).unwrap();
     c.ping().unwrap();

@@ -166,7 +166,11 @@ fn empty_table(connection_string: &str) -> Result<(), String> {
     let env = odbc_api::environment().map_err(|e| e.to_string())?;
     let conn = env.connect_with_connection_string(connection_string, Default::default()).map_err(|e| e.to_string())?;
     let dbms = conn.database_management_system_name().unwrap_or_default();
-    let sql = if dbms.to_ascii_lowercase().contains("postgres") { "TRUNCATE TABLE interactions" } else { "DELETE FROM interactions" };
+    let sql = if dbms.to_ascii_lowercase().contains("postgres") {
+        "TRUNCATE TABLE interactions"
+    } else {
+        "DELETE FROM interactions"
+    };
     conn.execute(sql, (), None).map_err(|e| e.to_string())?;
     Ok(())
 }
@@ -183,7 +187,14 @@ struct Run {
 fn run(storage: Storage, ops: Vec<StoreOp>) -> Result<Run, String> {
     let n = ops.len();
     let timing = Arc::new(Timing {
-        done: Mutex::new(Progress { ok: 0, failed: 0, last: Vec::new(), cycles: Vec::new(), finished: None, expect: n }),
+        done: Mutex::new(Progress {
+            ok: 0,
+            failed: 0,
+            last: Vec::new(),
+            cycles: Vec::new(),
+            finished: None,
+            expect: n,
+        }),
     });
     let writers = storage.start(vec![timing.clone() as Arc<dyn CompletionSink>]).map_err(|e| e.message)?;
     let h = writers.handle();

@@ -253,7 +253,10 @@ impl Shard {
             .ok_or_else(|| ProtoError::new(ErrorCode::UnknownTenant, format!("unknown tenant '{}'", s.tenant)))?;
         let t = self.catalog.tenant_at(tenant);
         let media = t.media_type(&s.media_type).ok_or_else(|| {
-            ProtoError::new(ErrorCode::UnknownMediaType, format!("unknown media type '{}' in tenant '{}'", s.media_type, t.name))
+            ProtoError::new(
+                ErrorCode::UnknownMediaType,
+                format!("unknown media type '{}' in tenant '{}'", s.media_type, t.name),
+            )
         })?;
         if !t.media[media as usize].enabled {
             return Err(ProtoError::new(
@@ -268,7 +271,10 @@ impl Shard {
         self.check_size(&s.properties)?;
         for (what, v) in [("InteractionType", &s.interaction_type), ("InteractionSubtype", &s.interaction_subtype)] {
             if v.is_empty() || v.len() > MAX_NAME_LEN {
-                return Err(ProtoError::new(ErrorCode::InvalidValue, format!("{what} must be 1 to {MAX_NAME_LEN} bytes")));
+                return Err(ProtoError::new(
+                    ErrorCode::InvalidValue,
+                    format!("{what} must be 1 to {MAX_NAME_LEN} bytes"),
+                ));
             }
         }
         let id: Box<str> = match s.id {
@@ -284,11 +290,17 @@ impl Shard {
                 if !id::is_valid_client_id(&id) {
                     return Err(ProtoError::new(
                         ErrorCode::InvalidInteractionId,
-                        format!("interaction id '{id}' must be 1 to {} letters, digits, '-', '_', '.' or ':'", id::MAX_CLIENT_ID_LEN),
+                        format!(
+                            "interaction id '{id}' must be 1 to {} letters, digits, '-', '_', '.' or ':'",
+                            id::MAX_CLIENT_ID_LEN
+                        ),
                     ));
                 }
                 if self.interactions.contains_key(id.as_str()) {
-                    return Err(ProtoError::new(ErrorCode::DuplicateInteractionId, format!("interaction {id} already exists")));
+                    return Err(ProtoError::new(
+                        ErrorCode::DuplicateInteractionId,
+                        format!("interaction {id} already exists"),
+                    ));
                 }
                 id.into()
             }
@@ -350,10 +362,16 @@ impl Shard {
         self.live(id)?;
         check_properties(&changed)?;
         if let Some(k) = deleted.iter().find(|k| changed.get(k).is_some()) {
-            return Err(ProtoError::new(ErrorCode::InvalidValue, format!("property '{k}' is both changed and deleted")));
+            return Err(ProtoError::new(
+                ErrorCode::InvalidValue,
+                format!("property '{k}' is both changed and deleted"),
+            ));
         }
         if changed.is_empty() && deleted.is_empty() {
-            return Err(ProtoError::new(ErrorCode::MissingAttribute, "nothing to change: give Properties or DeletedKeys"));
+            return Err(ProtoError::new(
+                ErrorCode::MissingAttribute,
+                "nothing to change: give Properties or DeletedKeys",
+            ));
         }
         let mut properties = self.interactions[id].properties.clone();
         for (k, v) in changed.into_entries() {
@@ -402,7 +420,11 @@ impl Shard {
         let token = self.new_token();
         self.pending.insert(
             token,
-            Pending { reply_to: Some(caller.origin), reply: event_ack(caller.ref_id), undo: Undo::Restore(Box::new(ix)) },
+            Pending {
+                reply_to: Some(caller.origin),
+                reply: event_ack(caller.ref_id),
+                undo: Undo::Restore(Box::new(ix)),
+            },
         );
         out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()) });
         Ok(None)
@@ -435,7 +457,10 @@ impl Shard {
                 self.interactions.entry(ix.id.clone()).or_insert(ix);
             }
         }
-        let err = ProtoError::new(ErrorCode::StorageFailure, "the change could not be committed to the database; it is not applied");
+        let err = ProtoError::new(
+            ErrorCode::StorageFailure,
+            "the change could not be committed to the database; it is not applied",
+        );
         out.push(Output::Reply { origin, frame: event_error(p.reply.ref_id, &err) });
     }
 }
@@ -446,7 +471,10 @@ impl Shard {
         if size > self.params.max_properties_bytes {
             return Err(ProtoError::new(
                 ErrorCode::InvalidValue,
-                format!("properties would take {size} bytes; the limit is {} (max-frame-size / 2)", self.params.max_properties_bytes),
+                format!(
+                    "properties would take {size} bytes; the limit is {} (max-frame-size / 2)",
+                    self.params.max_properties_bytes
+                ),
             ));
         }
         Ok(())

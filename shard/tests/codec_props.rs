@@ -255,22 +255,33 @@ fn arb_request() -> BoxedStrategy<Request> {
             proptest::option::of(s()),
             proptest::option::of(any::<i64>()),
         )
-            .prop_map(|((tenant, media_type, interaction_type, interaction_subtype, queue), priority, properties, id, received_at_ms)| {
-                Request::Submit(Box::new(Submit {
-                    tenant,
-                    media_type,
-                    interaction_type,
-                    interaction_subtype,
-                    queue,
+            .prop_map(
+                |(
+                    (tenant, media_type, interaction_type, interaction_subtype, queue),
                     priority,
                     properties,
                     id,
                     received_at_ms,
-                }))
-            }),
+                )| {
+                    Request::Submit(Box::new(Submit {
+                        tenant,
+                        media_type,
+                        interaction_type,
+                        interaction_subtype,
+                        queue,
+                        priority,
+                        properties,
+                        id,
+                        received_at_ms,
+                    }))
+                }
+            ),
         s().prop_map(|id| Request::GetInteractionProperties { id }),
-        (s(), arb_props(), vec(arb_key(), 0..4))
-            .prop_map(|(id, changed, deleted)| Request::ChangeProperties { id, changed, deleted }),
+        (s(), arb_props(), vec(arb_key(), 0..4)).prop_map(|(id, changed, deleted)| Request::ChangeProperties {
+            id,
+            changed,
+            deleted
+        }),
         (s(), s()).prop_map(|(id, queue)| Request::PlaceInQueue { id, queue }),
         (s(), proptest::option::of(s())).prop_map(|(id, reason)| Request::StopProcessing { id, reason }),
     ]
@@ -535,7 +546,11 @@ fn overlong_key_is_refused_or_round_trips() {
     let encoded = std::panic::catch_unwind(|| f.encode());
     if let Ok(bytes) = encoded {
         let back = decode_frame(&bytes, ABSOLUTE_MAX_FRAME);
-        assert!(back.as_ref() == Ok(&f), "the encoder wrote a frame that means something else: {:?}", back.map(|_| "another frame"));
+        assert!(
+            back.as_ref() == Ok(&f),
+            "the encoder wrote a frame that means something else: {:?}",
+            back.map(|_| "another frame")
+        );
     }
 }
 
@@ -602,16 +617,28 @@ fn documented_bytes(doc: &str, name: &str) -> Vec<u8> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.chunks(16).map(|c| c.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n")
+    bytes
+        .chunks(16)
+        .map(|c| c.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
 fn documented_example_matches_the_encoder() {
     let doc = std::fs::read_to_string(docs_path()).expect("docs/protocol.md");
-    for (name, frame) in [("submit", example_submit()), ("ack", example_ack()), ("ping", example_ping()), ("pong", example_pong())] {
+    for (name, frame) in
+        [("submit", example_submit()), ("ack", example_ack()), ("ping", example_ping()), ("pong", example_pong())]
+    {
         let written = frame.encode();
         let documented = documented_bytes(&doc, name);
-        assert_eq!(documented, written, "{name}: the document shows\n{}\nthe encoder writes\n{}", hex(&documented), hex(&written));
+        assert_eq!(
+            documented,
+            written,
+            "{name}: the document shows\n{}\nthe encoder writes\n{}",
+            hex(&documented),
+            hex(&written)
+        );
         assert_eq!(decode_frame(&documented, DEFAULT_MAX_FRAME), Ok(frame));
     }
     // The interaction id the document spells out.
@@ -713,4 +740,3 @@ fn documented_numbers_match_the_code() {
         assert!(doc.contains(&row), "attribute table lacks {row:?}");
     }
 }
-

@@ -65,7 +65,11 @@ fn nested(levels: usize) -> Value {
 }
 
 fn register() -> Request {
-    Request::RegisterClient { client_type: ClientType::MediaServer, name: "chat-1".into(), credential: Some("pw".into()) }
+    Request::RegisterClient {
+        client_type: ClientType::MediaServer,
+        name: "chat-1".into(),
+        credential: Some("pw".into()),
+    }
 }
 
 fn submit() -> Request {
@@ -88,9 +92,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, Expect)> {
     let enc = |r: &Request, ref_id: u32| r.encode(ref_id).encode();
     let id = "07BKBRG000000407".to_string();
     let mut pipeline = Vec::new();
-    for (i, r) in [register(), Request::Ping, submit(), Request::GetInteractionProperties { id: id.clone() }]
-        .iter()
-        .enumerate()
+    for (i, r) in
+        [register(), Request::Ping, submit(), Request::GetInteractionProperties { id: id.clone() }].iter().enumerate()
     {
         r.encode(i as u32 + 1).encode_into(&mut pipeline);
     }
@@ -210,10 +213,7 @@ fn assert_expected(name: &str, steps: &[Step], expect: &Expect) {
             assert_eq!(last, &Step::Incomplete(0), "{name}");
         }
         Expect::BodyError => {
-            assert!(
-                matches!(&steps[..], [Step::Frame { body: Err(_), .. }, Step::Incomplete(0)]),
-                "{name}: {steps:?}"
-            );
+            assert!(matches!(&steps[..], [Step::Frame { body: Err(_), .. }, Step::Incomplete(0)]), "{name}: {steps:?}");
         }
         Expect::RequestError(code) => {
             assert!(
@@ -278,7 +278,10 @@ fn seed_files_are_current() {
     for (name, bytes, _) in &seeds {
         let path = dir.join(name);
         let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!("{}: {e}; run: cargo test -p ixn-shard --test fuzz_corpus -- --ignored write_seed_corpus", path.display())
+            panic!(
+                "{}: {e}; run: cargo test -p ixn-shard --test fuzz_corpus -- --ignored write_seed_corpus",
+                path.display()
+            )
         });
         assert!(
             &on_disk == bytes,

@@ -15,7 +15,10 @@ use ixn_shard::{KvList, Value};
 const T0: i64 = 1_800_000_000_000;
 
 fn shard(shard: u16, shards: u16) -> Shard {
-    Shard::new(ShardParams { node: 1, shard, shards, max_properties_bytes: 4096 }, Arc::new(Catalog::embedded_default()))
+    Shard::new(
+        ShardParams { node: 1, shard, shards, max_properties_bytes: 4096 },
+        Arc::new(Catalog::embedded_default()),
+    )
 }
 
 fn caller(ref_id: u32, client_type: ClientType) -> Caller {
@@ -114,7 +117,15 @@ fn a_failed_submit_is_forgotten_and_answered_with_storage_failure() {
 fn change_place_and_stop_write_full_rows() {
     let mut s = shard(0, 1);
     let id = submitted(&mut s);
-    let out = req(&mut s, 2, Request::ChangeProperties { id: id.clone(), changed: kv![("lang", "fr"), ("x", 1)], deleted: vec!["gone".into()] });
+    let out = req(
+        &mut s,
+        2,
+        Request::ChangeProperties {
+            id: id.clone(),
+            changed: kv![("lang", "fr"), ("x", 1)],
+            deleted: vec!["gone".into()],
+        },
+    );
     let (token, op) = only_store(&out);
     let StoreOp::Upsert(rec) = op else { panic!("later writes are upserts") };
     assert_eq!(rec.properties, kv![("lang", "fr"), ("x", 1)]);
@@ -152,12 +163,40 @@ fn refused_requests_change_nothing_and_write_nothing() {
         (submit("inbound", "voice", KvList::new()), ClientType::MediaServer, ErrorCode::MediaTypeDisabled),
         (submit("inbound", "fax", KvList::new()), ClientType::MediaServer, ErrorCode::UnknownMediaType),
         (submit("inbound", "chat", KvList::new()), ClientType::AgentDesktop, ErrorCode::NotPermitted),
-        (submit("inbound", "chat", KvList::from_entries(vec![("a".into(), Value::Int(1)), ("a".into(), Value::Int(2))])), ClientType::MediaServer, ErrorCode::InvalidValue),
-        (Request::PlaceInQueue { id: id.clone(), queue: "nowhere".into() }, ClientType::MediaServer, ErrorCode::UnknownQueue),
-        (Request::ChangeProperties { id: id.clone(), changed: kv![("lang", "de")], deleted: vec!["lang".into()] }, ClientType::MediaServer, ErrorCode::InvalidValue),
-        (Request::ChangeProperties { id: id.clone(), changed: KvList::new(), deleted: vec![] }, ClientType::MediaServer, ErrorCode::MissingAttribute),
-        (Request::ChangeProperties { id: "missing".into(), changed: kv![("a", 1)], deleted: vec![] }, ClientType::MediaServer, ErrorCode::UnknownInteraction),
-        (Request::StopProcessing { id: "missing".into(), reason: None }, ClientType::MediaServer, ErrorCode::UnknownInteraction),
+        (
+            submit(
+                "inbound",
+                "chat",
+                KvList::from_entries(vec![("a".into(), Value::Int(1)), ("a".into(), Value::Int(2))]),
+            ),
+            ClientType::MediaServer,
+            ErrorCode::InvalidValue,
+        ),
+        (
+            Request::PlaceInQueue { id: id.clone(), queue: "nowhere".into() },
+            ClientType::MediaServer,
+            ErrorCode::UnknownQueue,
+        ),
+        (
+            Request::ChangeProperties { id: id.clone(), changed: kv![("lang", "de")], deleted: vec!["lang".into()] },
+            ClientType::MediaServer,
+            ErrorCode::InvalidValue,
+        ),
+        (
+            Request::ChangeProperties { id: id.clone(), changed: KvList::new(), deleted: vec![] },
+            ClientType::MediaServer,
+            ErrorCode::MissingAttribute,
+        ),
+        (
+            Request::ChangeProperties { id: "missing".into(), changed: kv![("a", 1)], deleted: vec![] },
+            ClientType::MediaServer,
+            ErrorCode::UnknownInteraction,
+        ),
+        (
+            Request::StopProcessing { id: "missing".into(), reason: None },
+            ClientType::MediaServer,
+            ErrorCode::UnknownInteraction,
+        ),
     ];
     for (i, (r, ct, code)) in cases.into_iter().enumerate() {
         let out = step(&mut s, Input::Request { caller: caller(100 + i as u32, ct), request: r });
@@ -229,12 +268,27 @@ fn random_histories_answer_every_request_once() {
                 next_ref += 1;
                 id_of_ref.insert(r, ());
                 let pick = |rng: &mut Rng, ids: &Vec<String>| {
-                    if ids.is_empty() || rng.below(8) == 0 { "unknown".to_string() } else { ids[rng.below(ids.len() as u64) as usize].clone() }
+                    if ids.is_empty() || rng.below(8) == 0 {
+                        "unknown".to_string()
+                    } else {
+                        ids[rng.below(ids.len() as u64) as usize].clone()
+                    }
                 };
                 let request = match rng.below(5) {
-                    0 => submit(if rng.below(6) == 0 { "nowhere" } else { "inbound" }, "chat", kv![("k", rng.below(5) as i64)]),
-                    1 => Request::ChangeProperties { id: pick(&mut rng, &ids), changed: kv![("k", rng.below(5) as i64)], deleted: vec![] },
-                    2 => Request::PlaceInQueue { id: pick(&mut rng, &ids), queue: ["inbound", "done", "bad"][rng.below(3) as usize].into() },
+                    0 => submit(
+                        if rng.below(6) == 0 { "nowhere" } else { "inbound" },
+                        "chat",
+                        kv![("k", rng.below(5) as i64)],
+                    ),
+                    1 => Request::ChangeProperties {
+                        id: pick(&mut rng, &ids),
+                        changed: kv![("k", rng.below(5) as i64)],
+                        deleted: vec![],
+                    },
+                    2 => Request::PlaceInQueue {
+                        id: pick(&mut rng, &ids),
+                        queue: ["inbound", "done", "bad"][rng.below(3) as usize].into(),
+                    },
                     3 => {
                         let id = pick(&mut rng, &ids);
                         stop_of_ref.insert(r, id.clone());
@@ -315,10 +369,14 @@ fn client_ids_of_the_generated_form_are_refused() {
 fn properties_are_bounded_in_size() {
     let mut s = shard(0, 1);
     let big = kv![("blob", Value::Bin(vec![0u8; 5000]))];
-    assert_eq!(error_of(&only_reply(&req(&mut s, 1, submit("inbound", "chat", big)))).unwrap().code, ErrorCode::InvalidValue);
+    assert_eq!(
+        error_of(&only_reply(&req(&mut s, 1, submit("inbound", "chat", big)))).unwrap().code,
+        ErrorCode::InvalidValue
+    );
     let id = submitted(&mut s);
     let half = kv![("a", Value::Bin(vec![0u8; 2500]))];
-    let (t, _) = only_store(&req(&mut s, 2, Request::ChangeProperties { id: id.clone(), changed: half, deleted: vec![] }));
+    let (t, _) =
+        only_store(&req(&mut s, 2, Request::ChangeProperties { id: id.clone(), changed: half, deleted: vec![] }));
     only_reply(&done(&mut s, t, true));
     // A second half would pass the limit: refused, nothing changes.
     let other = kv![("b", Value::Bin(vec![0u8; 2500]))];

@@ -43,7 +43,8 @@ fn run(args: Args) -> Result<(), String> {
         None => Config::embedded_default(),
     };
     if let Some(l) = &args.listen {
-        config.server.listen = l.parse().map_err(|_| format!("--listen: '{l}' is not an address such as 127.0.0.1:7120"))?;
+        config.server.listen =
+            l.parse().map_err(|_| format!("--listen: '{l}' is not an address such as 127.0.0.1:7120"))?;
     }
     if let Some(d) = args.data_dir {
         config.server.data_dir = d;

@@ -301,7 +301,13 @@ fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
 
 /// Checks a registration against `[[client]]`, or protected mode when no
 /// client is configured: then only loopback peers may register.
-fn authenticate(config: &Config, peer: Option<SocketAddr>, client_type: ClientType, name: &str, credential: Option<&str>) -> Result<(), String> {
+fn authenticate(
+    config: &Config,
+    peer: Option<SocketAddr>,
+    client_type: ClientType,
+    name: &str,
+    credential: Option<&str>,
+) -> Result<(), String> {
     if name.is_empty() || name.len() > ixn_shard::machine::MAX_NAME_LEN {
         return Err(format!("ClientName must be 1 to {} bytes", ixn_shard::machine::MAX_NAME_LEN));
     }
@@ -317,7 +323,11 @@ fn authenticate(config: &Config, peer: Option<SocketAddr>, client_type: ClientTy
         return Err(format!("client '{name}' is not configured"));
     };
     if entry.client_type != client_type {
-        return Err(format!("client '{name}' is configured as {}, not {}", entry.client_type.name(), client_type.name()));
+        return Err(format!(
+            "client '{name}' is configured as {}, not {}",
+            entry.client_type.name(),
+            client_type.name()
+        ));
     }
     if !constant_time_eq(entry.password.as_bytes(), credential.unwrap_or("").as_bytes()) {
         return Err(format!("wrong credential for client '{name}'"));

@@ -5,7 +5,7 @@
 //! channels and completion inbox (storage).
 
 use std::cell::{Cell, RefCell};
-use std::os::fd::{FromRawFd, OwnedFd, IntoRawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -146,7 +146,8 @@ impl Runtime {
 /// The executor's main future: runs the shard until a stop is asked and
 /// every write has drained.
 pub async fn shard_main(ctx: ShardContext) {
-    let queue = glommio::executor().create_task_queue(Shares::default(), Latency::Matters(Duration::from_millis(2)), "ixn");
+    let queue =
+        glommio::executor().create_task_queue(Shares::default(), Latency::Matters(Duration::from_millis(2)), "ixn");
     let params = ShardParams {
         node: ctx.config.server.node_id,
         shard: ctx.shard,
@@ -199,27 +200,33 @@ pub async fn shard_main(ctx: ShardContext) {
         for (peer, rx) in peer_rx {
             let senders = senders.clone();
             let idx = ctx.mesh_ids[peer as usize].load(Ordering::SeqCst);
-            tasks.push(glommio::spawn_local_into(
-                async move {
-                    while let Some(msg) = rx.recv().await {
-                        if senders.send_to(idx, msg).await.is_err() {
-                            break;
+            tasks.push(
+                glommio::spawn_local_into(
+                    async move {
+                        while let Some(msg) = rx.recv().await {
+                            if senders.send_to(idx, msg).await.is_err() {
+                                break;
+                            }
                         }
-                    }
-                },
-                queue,
-            ).expect("spawn"));
+                    },
+                    queue,
+                )
+                .expect("spawn"),
+            );
         }
         for (_, rx) in receivers.streams() {
             let rt = rt.clone();
-            tasks.push(glommio::spawn_local_into(
-                async move {
-                    while let Some(msg) = rx.recv().await {
-                        rt.handle_peer(msg);
-                    }
-                },
-                queue,
-            ).expect("spawn"));
+            tasks.push(
+                glommio::spawn_local_into(
+                    async move {
+                        while let Some(msg) = rx.recv().await {
+                            rt.handle_peer(msg);
+                        }
+                    },
+                    queue,
+                )
+                .expect("spawn"),
+            );
         }
     }
 
@@ -227,18 +234,21 @@ pub async fn shard_main(ctx: ShardContext) {
     {
         let rt = rt.clone();
         let inbox = ctx.inbox.clone();
-        tasks.push(glommio::spawn_local_into(
-            async move {
-                let mut done = Vec::new();
-                loop {
-                    inbox.take(&mut done).await;
-                    for (token, ok) in done.drain(..) {
-                        rt.run_machine(Input::StorageDone { token, ok });
+        tasks.push(
+            glommio::spawn_local_into(
+                async move {
+                    let mut done = Vec::new();
+                    loop {
+                        inbox.take(&mut done).await;
+                        for (token, ok) in done.drain(..) {
+                            rt.run_machine(Input::StorageDone { token, ok });
+                        }
                     }
-                }
-            },
-            queue,
-        ).expect("spawn"));
+                },
+                queue,
+            )
+            .expect("spawn"),
+        );
     }
 
     // SAFETY: the fd is a listening socket created for this shard by the
@@ -276,7 +286,13 @@ async fn accept_loop(rt: Rc<Runtime>, listener: TcpListener) {
         }
         let peer = stream.peer_addr().ok();
         if rt.conns.borrow().len() >= rt.max_conns {
-            tracing::warn!(msg_id = msgid::CONNECTION_LIMIT, shard = rt.shard, ?peer, limit = rt.max_conns, "connection refused: limit reached");
+            tracing::warn!(
+                msg_id = msgid::CONNECTION_LIMIT,
+                shard = rt.shard,
+                ?peer,
+                limit = rt.max_conns,
+                "connection refused: limit reached"
+            );
             continue;
         }
         let id = rt.next_conn.get();
@@ -298,7 +314,12 @@ async fn drain(rt: &Rc<Runtime>, drained: &AtomicUsize) {
     }
     let left = rt.pending_writes();
     if left > 0 {
-        tracing::warn!(msg_id = msgid::SHUTDOWN_TIMEOUT, shard = rt.shard, writes = left, "shutdown timeout: writes still pending");
+        tracing::warn!(
+            msg_id = msgid::SHUTDOWN_TIMEOUT,
+            shard = rt.shard,
+            writes = left,
+            "shutdown timeout: writes still pending"
+        );
     }
     let conns: Vec<Rc<Conn>> = rt.conns.borrow().values().cloned().collect();
     for c in &conns {

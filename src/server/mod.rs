@@ -112,11 +112,18 @@ pub fn run(config: Config) -> Result<(), String> {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
 
-    let data = if embedded { format!("SQLite database {}", config.sqlite_path().display()) } else { "database from connection-string".to_string() };
+    let data = if embedded {
+        format!("SQLite database {}", config.sqlite_path().display())
+    } else {
+        "database from connection-string".to_string()
+    };
     tracing::info!(msg_id = msgid::LISTENING, %addr, shards, "listening");
     println!("ixn-server ready: listening on {addr}; {shards} shard(s) on cores {cores:?}; data: {data}; {loaded} live interaction(s) loaded");
     if config.clients.is_empty() {
-        tracing::warn!(msg_id = msgid::PROTECTED_MODE, "no [[client]] configured: only loopback clients may register (protected mode)");
+        tracing::warn!(
+            msg_id = msgid::PROTECTED_MODE,
+            "no [[client]] configured: only loopback clients may register (protected mode)"
+        );
         println!("ixn-server: no clients configured, so only loopback connections may register (protected mode)");
     }
 
@@ -134,7 +141,11 @@ pub fn run(config: Config) -> Result<(), String> {
 
 /// Groups stored interactions by owning shard, refusing to start if one
 /// names a tenant, media type or queue the configuration lacks.
-fn split_by_shard(config: &Config, records: Vec<InteractionRecord>, shards: u16) -> Result<Vec<Vec<InteractionRecord>>, String> {
+fn split_by_shard(
+    config: &Config,
+    records: Vec<InteractionRecord>,
+    shards: u16,
+) -> Result<Vec<Vec<InteractionRecord>>, String> {
     let mut per_shard: Vec<Vec<InteractionRecord>> = (0..shards).map(|_| Vec::new()).collect();
     let mut bad = Vec::new();
     for r in records {
@@ -161,7 +172,8 @@ fn bind_listeners(addr: SocketAddr, n: usize, backlog: i32) -> Result<(Vec<Owned
     let mut bound = addr;
     let mut fds = Vec::with_capacity(n);
     for _ in 0..n {
-        let s = Socket::new(Domain::for_address(bound), Type::STREAM, Some(Protocol::TCP)).map_err(|e| e.to_string())?;
+        let s =
+            Socket::new(Domain::for_address(bound), Type::STREAM, Some(Protocol::TCP)).map_err(|e| e.to_string())?;
         s.set_reuse_address(true).map_err(|e| e.to_string())?;
         s.set_reuse_port(true).map_err(|e| e.to_string())?;
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -211,7 +223,11 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(format!("another ixn-server uses the data directory {} (it holds {})", dir.display(), path.display()));
+        return Err(format!(
+            "another ixn-server uses the data directory {} (it holds {})",
+            dir.display(),
+            path.display()
+        ));
     }
     Ok(f)
 }

@@ -38,7 +38,11 @@ pub(crate) fn connect(connection_string: &str, target: &str) -> Result<(Connecti
 
 /// Logs that a connection is being closed (message 27150).
 pub(crate) fn log_closed(id: u64) {
-    tracing::info!(msg_id = msg_id::CONNECTION_CLOSED, connection_id = id, "Database connection closed (connection ID: {id})");
+    tracing::info!(
+        msg_id = msg_id::CONNECTION_CLOSED,
+        connection_id = id,
+        "Database connection closed (connection ID: {id})"
+    );
 }
 
 /// The error's diagnostic on one line: `SQLSTATE: message`.
@@ -106,14 +110,18 @@ fn install_hint(driver: &str) -> String {
         None
     };
     match pkg {
-        Some(p) => format!("Install the Debian package {p} (apt-get install {p}; .ci/setup does it and registers the driver)"),
+        Some(p) => {
+            format!("Install the Debian package {p} (apt-get install {p}; .ci/setup does it and registers the driver)")
+        }
         None if l.contains("sql server") => {
             "Install Microsoft's ODBC driver (package msodbcsql18 from Microsoft's repository)".to_string()
         }
         None if l.contains("oracle") => "Install Oracle Instant Client with its ODBC package".to_string(),
-        None => "Install the driver's package, or use one of the registered names: the embedded database uses \
+        None => {
+            "Install the driver's package, or use one of the registered names: the embedded database uses \
                  SQLite3 (Debian package libsqliteodbc), PostgreSQL uses 'PostgreSQL Unicode' (package odbc-postgresql)"
-            .to_string(),
+                .to_string()
+        }
     }
 }
 

@@ -271,9 +271,9 @@ impl Storage {
     pub fn open(cfg: StorageConfig) -> Result<Storage, StorageError> {
         let target = conn::describe_target(&cfg.connection_string);
         let (conn, conn_id) = conn::connect(&cfg.connection_string, &target)?;
-        let dbms = conn
-            .database_management_system_name()
-            .map_err(|e| StorageError::new(format!("could not ask the database at {target} for its name: {}", conn::diag(&e))))?;
+        let dbms = conn.database_management_system_name().map_err(|e| {
+            StorageError::new(format!("could not ask the database at {target} for its name: {}", conn::diag(&e)))
+        })?;
         let engine = Engine::from_dbms_name(&dbms);
         schema::ensure(&conn, conn_id, &engine, &target, cfg.create_schema)?;
         let mut writers = cfg.writers.max(1);

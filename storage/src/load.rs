@@ -36,7 +36,10 @@ fn empty_record() -> InteractionRecord {
 pub(crate) fn load_live(conn: &Connection<'_>, target: &str) -> Result<Vec<InteractionRecord>, StorageError> {
     let started = Instant::now();
     let fail = |what: &str, e: &odbc_api::Error| {
-        StorageError::new(format!("could not load the live interactions from the database at {target}: {what}: {}", diag(e)))
+        StorageError::new(format!(
+            "could not load the live interactions from the database at {target}: {what}: {}",
+            diag(e)
+        ))
     };
     let sql = format!("SELECT {} FROM interactions", COLUMNS.join(", "));
     let mut out = Vec::new();

@@ -22,12 +22,7 @@ pub(crate) fn statements(script: &str) -> Vec<String> {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    without_comments
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+    without_comments.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
 fn creation_script(engine: &Engine) -> Option<&'static str> {
@@ -56,7 +51,9 @@ fn script_path(engine: &Engine) -> String {
 /// statements), else probes with SELECTs.
 fn existing_tables(conn: &Connection<'_>, engine: &Engine) -> usize {
     let catalog = match engine {
-        Engine::Sqlite => Some("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('interactions', 'ixn_schema')"),
+        Engine::Sqlite => {
+            Some("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('interactions', 'ixn_schema')")
+        }
         Engine::Postgres => Some(
             "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() \
              AND table_name IN ('interactions', 'ixn_schema')",

@@ -143,7 +143,8 @@ impl<'c> Statements<'c> {
         if self.inserts[i].is_none() {
             let k = self.sizes[i];
             let capacity = self.capacity();
-            let inserter = self.conn.prepare(&insert_sql(k))?.into_column_inserter(capacity, insert_descs(k, self.props_max))?;
+            let inserter =
+                self.conn.prepare(&insert_sql(k))?.into_column_inserter(capacity, insert_descs(k, self.props_max))?;
             self.inserts[i] = Some(Stmt { k, capacity, inserter });
         }
         Ok(self.inserts[i].as_mut().unwrap())

@@ -342,7 +342,12 @@ impl Writer {
                             self.batch.attempts + 1
                         );
                     }
-                    tracing::trace!(writer = self.n, ops = self.batch.tokens.len(), us = started.elapsed().as_micros() as u64, "batch committed");
+                    tracing::trace!(
+                        writer = self.n,
+                        ops = self.batch.tokens.len(),
+                        us = started.elapsed().as_micros() as u64,
+                        "batch committed"
+                    );
                     self.complete_all(true);
                 }
                 Err(e) => {

@@ -37,7 +37,8 @@ impl CompletionSink for PrintAcks {
 }
 
 fn child(connection_string: &str) {
-    let storage = Storage::open(StorageConfig { create_schema: true, ..StorageConfig::new(connection_string) }).unwrap();
+    let storage =
+        Storage::open(StorageConfig { create_schema: true, ..StorageConfig::new(connection_string) }).unwrap();
     let sink = Arc::new(PrintAcks { ops: Mutex::new(HashMap::new()) });
     let writers = storage.start(vec![sink.clone() as Arc<dyn CompletionSink>]).unwrap();
     let h = writers.handle();
@@ -100,7 +101,7 @@ fn kill9_keeps_acknowledged_writes() {
         }
     }
     c.kill().unwrap(); // SIGKILL
-    // Acks printed before the kill are still in the pipe.
+                       // Acks printed before the kill are still in the pipe.
     for line in lines {
         record_ack(&line.unwrap(), &mut acked);
     }
@@ -123,6 +124,15 @@ fn kill9_keeps_acknowledged_writes() {
             Some(_) => {}
         }
     }
-    assert_eq!((missing, stale), (0, 0), "of {} acknowledged interactions, missing or older than acknowledged", acked.len());
-    eprintln!("{} acknowledged interactions all present after kill -9 ({} rows in the database)", acked.len(), live.len());
+    assert_eq!(
+        (missing, stale),
+        (0, 0),
+        "of {} acknowledged interactions, missing or older than acknowledged",
+        acked.len()
+    );
+    eprintln!(
+        "{} acknowledged interactions all present after kill -9 ({} rows in the database)",
+        acked.len(),
+        live.len()
+    );
 }

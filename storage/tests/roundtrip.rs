@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use common::*;
 use ixn_storage::{
-    sqlite_connection_string, CompletionSink, Engine, InsertStrategy, InteractionRecord, Storage, StorageConfig, StoreOp,
-    WriteRequest,
+    sqlite_connection_string, CompletionSink, Engine, InsertStrategy, InteractionRecord, Storage, StorageConfig,
+    StoreOp, WriteRequest,
 };
 
 fn by_id(v: Vec<InteractionRecord>) -> BTreeMap<String, InteractionRecord> {

@@ -105,7 +105,11 @@ fn shutdown_finishes_queued_writes_and_refuses_later_ones() {
     let (_dir, cs, writers, sinks) = start_sqlite("shutdown", 1);
     let h = writers.handle();
     for t in 0..5000u64 {
-        h.submit(WriteRequest { shard: 0, token: t, op: StoreOp::Insert(Box::new(record(&format!("0006{t:012}"), 0))) });
+        h.submit(WriteRequest {
+            shard: 0,
+            token: t,
+            op: StoreOp::Insert(Box::new(record(&format!("0006{t:012}"), 0))),
+        });
     }
     writers.shutdown();
     // Every write queued before shutdown is complete when it returns.

@@ -101,7 +101,10 @@ pub fn write_config(dir: &Path, engine: &Engine, cores: &str, extra: &str) -> Pa
         dir.join("data").display()
     );
     if let Engine::Postgres(conn) = engine {
-        text.push_str(&format!("[settings]\nconnection-string = \"{}\"\n", conn.replace('\\', "\\\\").replace('"', "\\\"")));
+        text.push_str(&format!(
+            "[settings]\nconnection-string = \"{}\"\n",
+            conn.replace('\\', "\\\\").replace('"', "\\\"")
+        ));
     }
     text.push_str(extra);
     let path = dir.join("ixn.toml");
@@ -147,7 +150,10 @@ impl Server {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                Err(format!("ixn-server did not start; log:\n{}", std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()))
+                Err(format!(
+                    "ixn-server did not start; log:\n{}",
+                    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+                ))
             }
         }
     }

@@ -306,9 +306,7 @@ impl<'a> Reader<'a> {
 }
 
 fn utf8(bytes: &[u8], what: &str) -> Result<String, BodyError> {
-    std::str::from_utf8(bytes)
-        .map(str::to_owned)
-        .map_err(|_| BodyError(format!("{what} is not valid UTF-8")))
+    std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| BodyError(format!("{what} is not valid UTF-8")))
 }
 
 fn read_value(r: &mut Reader<'_>, depth: usize) -> Result<Value, BodyError> {
@@ -317,9 +315,8 @@ fn read_value(r: &mut Reader<'_>, depth: usize) -> Result<Value, BodyError> {
     let payload = r.take(len)?;
     match tag {
         TAG_INT => {
-            let b: [u8; 8] = payload
-                .try_into()
-                .map_err(|_| BodyError(format!("int value has {len} bytes, expected 8")))?;
+            let b: [u8; 8] =
+                payload.try_into().map_err(|_| BodyError(format!("int value has {len} bytes, expected 8")))?;
             Ok(Value::Int(i64::from_le_bytes(b)))
         }
         TAG_STR => Ok(Value::Str(utf8(payload, "string value")?)),
