@@ -4,6 +4,7 @@
 //! deterministically (see `machine` and docs/architecture.md).
 
 pub mod catalog;
+pub mod condition;
 pub mod id;
 pub mod interaction;
 pub mod machine;
