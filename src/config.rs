@@ -223,6 +223,16 @@ struct ProcessEntry {
 struct QueueEntry {
     name: Spanned<String>,
     next: Option<Spanned<String>>,
+    #[serde(default)]
+    view: Vec<ViewEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ViewEntry {
+    name: Spanned<String>,
+    condition: Option<Spanned<String>>,
+    order: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -401,6 +411,21 @@ fn build_catalog(tenants: &[TenantEntry], enable_submit: bool) -> Result<Catalog
                 if let Some(next) = &q.next {
                     t.link_next(q.name.get_ref(), next.get_ref()).map_err(|e| (next.span(), e))?;
                 }
+                for v in &q.view {
+                    let cond = v.condition.as_ref().map(|c| c.get_ref().as_str());
+                    let order = v.order.as_ref().map(|o| o.get_ref().as_str());
+                    t.add_view(q.name.get_ref(), v.name.get_ref(), cond, order).map_err(|e| {
+                        // Point at the value that is wrong.
+                        let span = if e.contains(": condition ") {
+                            v.condition.as_ref().map(|c| c.span())
+                        } else if e.contains(": order ") {
+                            v.order.as_ref().map(|o| o.span())
+                        } else {
+                            None
+                        };
+                        (span.unwrap_or_else(|| v.name.span()), e)
+                    })?;
+                }
             }
         }
         if t.queues.is_empty() {
@@ -496,6 +521,35 @@ name = "out"
         let two = "[[client]]\nname = \"a\"\ntype = \"proxy\"\npassword = \"p\"\n";
         let e = Config::parse(&format!("{two}{two}"), "x.toml").unwrap_err();
         assert!(e.0.starts_with("x.toml:6:") && e.0.contains("twice"), "{}", e.0);
+    }
+
+    #[test]
+    fn views_parse_and_bad_views_name_their_line() {
+        let ok = r#"
+[[tenant]]
+name = "acme"
+media-types = { chat = true }
+[[tenant.business-process]]
+name = "bp"
+[[tenant.business-process.queue]]
+name = "in"
+[[tenant.business-process.queue.view]]
+name = "vip-chat"
+condition = "media_type = 'chat' AND segment = 'vip'"
+order = "priority DESC, submitted_at"
+"#;
+        let c = Config::parse(ok, "v.toml").unwrap();
+        let t = c.catalog.tenant_at(0);
+        let v = t.view("vip-chat").unwrap();
+        assert_eq!((v.queue, v.order.len()), (t.queue("in").unwrap(), 2));
+        let bad = ok.replace("segment = 'vip'", "segment == 'vip'");
+        let e = Config::parse(&bad, "v.toml").unwrap_err();
+        assert!(e.0.starts_with("v.toml:11:") && e.0.contains("vip-chat") && e.0.contains("character"), "{}", e.0);
+        let bad = ok.replace("submitted_at\"", "submitted_at sideways\"");
+        let e = Config::parse(&bad, "v.toml").unwrap_err();
+        assert!(e.0.starts_with("v.toml:12:"), "{}", e.0);
+        let d = Config::embedded_default();
+        assert!(d.catalog.tenant_at(0).view("inbound-by-priority").is_some());
     }
 
     #[test]

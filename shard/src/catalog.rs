@@ -4,6 +4,8 @@
 
 use ahash::AHashMap;
 
+use crate::condition::{parse_order, Condition, OrderKey};
+
 /// Index of a tenant in the catalog.
 pub type TenantIdx = u16;
 /// Index of a media type within its tenant.
@@ -26,6 +28,16 @@ pub struct Queue {
     pub next: Option<QueueIdx>,
 }
 
+/// A view: which interactions of one queue routing sees, in which order
+/// (docs/conditions.md). No order means submission order.
+#[derive(Clone, Debug)]
+pub struct View {
+    pub name: String,
+    pub queue: QueueIdx,
+    pub condition: Option<Condition>,
+    pub order: Vec<OrderKey>,
+}
+
 #[derive(Clone, Debug)]
 pub struct BusinessProcess {
     pub name: String,
@@ -37,6 +49,7 @@ pub struct Tenant {
     pub media: Vec<MediaType>,
     pub processes: Vec<BusinessProcess>,
     pub queues: Vec<Queue>,
+    pub views: Vec<View>,
     media_by_name: AHashMap<String, MediaIdx>,
     queue_by_name: AHashMap<String, QueueIdx>,
 }
@@ -48,6 +61,7 @@ impl Tenant {
             media: Vec::new(),
             processes: Vec::new(),
             queues: Vec::new(),
+            views: Vec::new(),
             media_by_name: AHashMap::new(),
             queue_by_name: AHashMap::new(),
         }
@@ -91,6 +105,33 @@ impl Tenant {
         Ok(())
     }
 
+    /// Adds a view on `queue`. Errors name what is wrong; a condition or
+    /// order that does not parse says at which character.
+    pub fn add_view(
+        &mut self,
+        queue: &str,
+        name: &str,
+        condition: Option<&str>,
+        order: Option<&str>,
+    ) -> Result<(), String> {
+        let q = self.queue(queue).ok_or_else(|| format!("view '{name}' names unknown queue '{queue}'"))?;
+        if self.views.iter().any(|v| v.name == name) {
+            return Err(format!("view '{name}' is defined twice in tenant '{}'", self.name));
+        }
+        let condition =
+            condition.map(|c| Condition::parse(c).map_err(|e| format!("view '{name}': condition {e}"))).transpose()?;
+        let order = order
+            .map(|o| parse_order(o).map_err(|e| format!("view '{name}': order {e}")))
+            .transpose()?
+            .unwrap_or_default();
+        self.views.push(View { name: name.into(), queue: q, condition, order });
+        Ok(())
+    }
+
+    pub fn view(&self, name: &str) -> Option<&View> {
+        self.views.iter().find(|v| v.name == name)
+    }
+
     pub fn media_type(&self, name: &str) -> Option<MediaIdx> {
         self.media_by_name.get(name).copied()
     }
@@ -122,7 +163,9 @@ impl Catalog {
 
     /// The embedded default (README, "Quick start"): tenant `default`, media
     /// types chat, email, sms, workitem enabled and voice disabled, business
-    /// process `default` with queues `inbound` and `done`.
+    /// process `default` with queues `inbound` and `done`, and the view
+    /// `inbound-by-priority` on `inbound` (priority descending, then
+    /// submission order).
     pub fn embedded_default() -> Self {
         let mut t = Tenant::new("default");
         for m in ["chat", "email", "sms", "workitem"] {
@@ -130,6 +173,7 @@ impl Catalog {
         }
         t.add_media("voice", false).expect("unique");
         t.add_process("default", &["inbound", "done"]).expect("unique");
+        t.add_view("inbound", "inbound-by-priority", None, Some("priority DESC")).expect("valid view");
         Catalog::new(vec![t], true).expect("unique")
     }
 
