@@ -64,6 +64,19 @@ pub struct InteractionRecord {
     pub version: i64,
 }
 
+impl InteractionRecord {
+    /// The catalog indexes of the tenant, media type and queue the record
+    /// names; the error says which one the catalog lacks.
+    pub fn resolve(&self, catalog: &Catalog) -> Result<(TenantIdx, MediaIdx, QueueIdx), String> {
+        let tenant = catalog.tenant(&self.tenant).ok_or_else(|| format!("unknown tenant '{}'", self.tenant))?;
+        let t = catalog.tenant_at(tenant);
+        let media =
+            t.media_type(&self.media_type).ok_or_else(|| format!("unknown media type '{}'", self.media_type))?;
+        let queue = t.queue(&self.queue).ok_or_else(|| format!("unknown queue '{}'", self.queue))?;
+        Ok((tenant, media, queue))
+    }
+}
+
 impl Interaction {
     /// The record to store for this interaction.
     pub fn to_record(&self, catalog: &Catalog) -> InteractionRecord {
@@ -93,10 +106,7 @@ impl Interaction {
     /// Rebuilds an interaction from its stored record; the error says which
     /// configured object the record names and the catalog lacks.
     pub fn from_record(r: InteractionRecord, catalog: &Catalog) -> Result<Interaction, String> {
-        let tenant = catalog.tenant(&r.tenant).ok_or_else(|| format!("unknown tenant '{}'", r.tenant))?;
-        let t = catalog.tenant_at(tenant);
-        let media = t.media_type(&r.media_type).ok_or_else(|| format!("unknown media type '{}'", r.media_type))?;
-        let queue = t.queue(&r.queue).ok_or_else(|| format!("unknown queue '{}'", r.queue))?;
+        let (tenant, media, queue) = InteractionRecord::resolve(&r, catalog)?;
         Ok(Interaction {
             id: r.id.into(),
             tenant,

@@ -467,7 +467,7 @@ impl Shard {
 
 impl Shard {
     fn check_size(&self, properties: &KvList) -> Result<(), ProtoError> {
-        let size = crate::proto::frame::encode_list(properties).len();
+        let size = crate::proto::frame::encoded_list_len(properties);
         if size > self.params.max_properties_bytes {
             return Err(ProtoError::new(
                 ErrorCode::InvalidValue,

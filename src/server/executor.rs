@@ -61,6 +61,7 @@ pub struct Runtime {
     pub shards: u16,
     pub config: Arc<Config>,
     machine: RefCell<Shard>,
+    scratch: RefCell<Vec<Output>>,
     conns: RefCell<AHashMap<u64, Rc<Conn>>>,
     next_conn: Cell<u64>,
     peers: Vec<Option<LocalSender<ShardMsg>>>,
@@ -98,13 +99,15 @@ impl Runtime {
     }
 
     fn run_machine(&self, input: Input) {
-        let mut out = Vec::new();
+        // One output buffer per shard, reused input after input.
+        let mut out = std::mem::take(&mut *self.scratch.borrow_mut());
         self.machine.borrow_mut().handle(now_ms(), input, &mut out);
-        self.dispatch(out);
+        self.dispatch(&mut out);
+        *self.scratch.borrow_mut() = out;
     }
 
-    fn dispatch(&self, out: Vec<Output>) {
-        for o in out {
+    fn dispatch(&self, out: &mut Vec<Output>) {
+        for o in out.drain(..) {
             match o {
                 Output::Reply { origin, frame } => {
                     if origin.shard == self.shard {
@@ -179,6 +182,7 @@ pub async fn shard_main(ctx: ShardContext) {
         shards: ctx.shards,
         config: ctx.config.clone(),
         machine: RefCell::new(machine),
+        scratch: RefCell::new(Vec::with_capacity(16)),
         conns: RefCell::new(AHashMap::new()),
         next_conn: Cell::new(1),
         peers,

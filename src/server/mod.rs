@@ -20,7 +20,7 @@ use std::sync::Arc;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use ixn_shard::id::owner_of;
-use ixn_shard::interaction::{Interaction, InteractionRecord};
+use ixn_shard::interaction::InteractionRecord;
 use ixn_storage::{CompletionSink, InsertStrategy, Storage, StorageConfig};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -149,7 +149,7 @@ fn split_by_shard(
     let mut per_shard: Vec<Vec<InteractionRecord>> = (0..shards).map(|_| Vec::new()).collect();
     let mut bad = Vec::new();
     for r in records {
-        if let Err(e) = Interaction::from_record(r.clone(), &config.catalog) {
+        if let Err(e) = r.resolve(&config.catalog) {
             bad.push(format!("{}: {e}", r.id));
             continue;
         }

@@ -194,6 +194,21 @@ fn encode_list_entries(l: &KvList, out: &mut Vec<u8>) {
     }
 }
 
+/// Bytes [`encode_list`] would write, computed without encoding.
+pub fn encoded_list_len(l: &KvList) -> usize {
+    l.iter().map(|(k, v)| 2 + k.len() + encoded_value_len(v)).sum()
+}
+
+/// Bytes a value takes: tag, u32 length, payload.
+fn encoded_value_len(v: &Value) -> usize {
+    5 + match v {
+        Value::Int(_) => 8,
+        Value::Str(s) => s.len(),
+        Value::Bin(b) => b.len(),
+        Value::List(l) => encoded_list_len(l),
+    }
+}
+
 /// Encodes a list's entries alone (no tag or length): the storage form of
 /// properties.
 pub fn encode_list(l: &KvList) -> Vec<u8> {
@@ -356,6 +371,13 @@ mod tests {
             .with(23, kv![("lang", "en"), ("n", 3), ("nested", kv![("x", vec![1u8, 2])])]);
         let bytes = f.encode();
         assert_eq!(decode_frame(&bytes, DEFAULT_MAX_FRAME).unwrap(), f);
+    }
+
+    #[test]
+    fn encoded_list_len_matches_the_encoder() {
+        let l = kv![("lang", "en"), ("n", 3), ("nested", kv![("x", vec![1u8, 2]), ("y", kv![])])];
+        assert_eq!(encoded_list_len(&l), encode_list(&l).len());
+        assert_eq!(encoded_list_len(&KvList::new()), 0);
     }
 
     #[test]
