@@ -62,6 +62,10 @@ pub struct InteractionRecord {
     pub completed_at: Option<i64>,
     pub properties: KvList,
     pub version: i64,
+    /// Set when the interaction is in a workbin: who owns that workbin's
+    /// content (an agent, place or group name); `queue` then names the
+    /// workbin. `None` when it is in a queue.
+    pub workbin_owner: Option<String>,
 }
 
 impl InteractionRecord {

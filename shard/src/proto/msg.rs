@@ -10,10 +10,24 @@ pub mod msg_type {
     pub const REQUEST_CHANGE_PROPERTIES: u16 = 18;
     pub const REQUEST_PLACE_IN_QUEUE: u16 = 19;
     pub const REQUEST_STOP_PROCESSING: u16 = 20;
+    pub const REQUEST_PULL: u16 = 21;
+    pub const REQUEST_FIND_INTERACTIONS: u16 = 22;
+    pub const REQUEST_PLACE_IN_WORKBIN: u16 = 23;
+    pub const REQUEST_GET_WORKBIN_CONTENT: u16 = 24;
+    pub const REQUEST_TAKE_SNAPSHOT: u16 = 25;
+    pub const REQUEST_GET_SNAPSHOT_INTERACTIONS: u16 = 26;
+    pub const REQUEST_RELEASE_SNAPSHOT: u16 = 27;
+    pub const REQUEST_GET_QUEUE_DEPTH: u16 = 28;
 
     pub const EVENT_ACK: u16 = 128;
     pub const EVENT_ERROR: u16 = 129;
     pub const EVENT_INTERACTION_PROPERTIES: u16 = 144;
+    pub const EVENT_PULLED_INTERACTIONS: u16 = 145;
+    pub const EVENT_INTERACTIONS_FOUND: u16 = 146;
+    pub const EVENT_WORKBIN_CONTENT: u16 = 147;
+    pub const EVENT_SNAPSHOT_TAKEN: u16 = 148;
+    pub const EVENT_SNAPSHOT_INTERACTIONS: u16 = 149;
+    pub const EVENT_QUEUE_DEPTH: u16 = 150;
 
     /// Name of a message type, for logs and the CLI.
     pub fn name(t: u16) -> &'static str {
@@ -25,9 +39,23 @@ pub mod msg_type {
             REQUEST_CHANGE_PROPERTIES => "RequestChangeProperties",
             REQUEST_PLACE_IN_QUEUE => "RequestPlaceInQueue",
             REQUEST_STOP_PROCESSING => "RequestStopProcessing",
+            REQUEST_PULL => "RequestPull",
+            REQUEST_FIND_INTERACTIONS => "RequestFindInteractions",
+            REQUEST_PLACE_IN_WORKBIN => "RequestPlaceInWorkbin",
+            REQUEST_GET_WORKBIN_CONTENT => "RequestGetWorkbinContent",
+            REQUEST_TAKE_SNAPSHOT => "RequestTakeSnapshot",
+            REQUEST_GET_SNAPSHOT_INTERACTIONS => "RequestGetSnapshotInteractions",
+            REQUEST_RELEASE_SNAPSHOT => "RequestReleaseSnapshot",
+            REQUEST_GET_QUEUE_DEPTH => "RequestGetQueueDepth",
             EVENT_ACK => "EventAck",
             EVENT_ERROR => "EventError",
             EVENT_INTERACTION_PROPERTIES => "EventInteractionProperties",
+            EVENT_PULLED_INTERACTIONS => "EventPulledInteractions",
+            EVENT_INTERACTIONS_FOUND => "EventInteractionsFound",
+            EVENT_WORKBIN_CONTENT => "EventWorkbinContent",
+            EVENT_SNAPSHOT_TAKEN => "EventSnapshotTaken",
+            EVENT_SNAPSHOT_INTERACTIONS => "EventSnapshotInteractions",
+            EVENT_QUEUE_DEPTH => "EventQueueDepth",
             _ => "Unknown",
         }
     }
@@ -91,6 +119,32 @@ pub mod attr {
     pub const BUSINESS_PROCESS: u16 = 37;
     /// int: number of changes made to the interaction since submission.
     pub const VERSION: u16 = 38;
+    /// string: view name.
+    pub const VIEW: u16 = 39;
+    /// int: how many (interactions to pull, to read from a snapshot; or
+    /// how many an answer describes).
+    pub const COUNT: u16 = 40;
+    /// list: one interaction, as in docs/protocol.md "Interaction lists".
+    /// Repeated, in order, in answers that describe several.
+    pub const INTERACTION: u16 = 41;
+    /// string: a condition (docs/conditions.md).
+    pub const CONDITION: u16 = 42;
+    /// int: most interactions to return or to hold.
+    pub const LIMIT: u16 = 43;
+    /// string: workbin name.
+    pub const WORKBIN: u16 = 44;
+    /// string: who owns a workbin's content (an agent, place or group name).
+    pub const WORKBIN_OWNER: u16 = 45;
+    /// int: 1 to lock, 0 not to.
+    pub const LOCK: u16 = 46;
+    /// int: snapshot id.
+    pub const SNAPSHOT_ID: u16 = 47;
+    /// int: 0-based position of the first entry to read.
+    pub const START: u16 = 48;
+    /// list: one queue's depth. Repeated, one per queue.
+    pub const QUEUE_DEPTH: u16 = 49;
+    /// int: how many matched in all (an answer may describe fewer).
+    pub const TOTAL: u16 = 50;
 }
 
 /// What kind of application a client is; decides what it may do.
@@ -184,6 +238,15 @@ pub enum ErrorCode {
     InvalidInteractionId = 36,
     /// This node does not take submissions (`enable-submit = false`).
     SubmitDisabled = 37,
+    /// Another client holds the interaction (a routing lock or a snapshot lock).
+    InteractionLocked = 38,
+    UnknownView = 39,
+    UnknownWorkbin = 40,
+    /// No such snapshot on this connection (never taken, released, or its
+    /// connection closed).
+    UnknownSnapshot = 41,
+    /// A condition or order does not parse; the text says where.
+    InvalidCondition = 42,
     /// The change could not be committed to the database; it is not acknowledged.
     StorageFailure = 50,
     /// The server is shutting down and takes no new requests.
@@ -222,6 +285,11 @@ impl ErrorCode {
             35 => DuplicateInteractionId,
             36 => InvalidInteractionId,
             37 => SubmitDisabled,
+            38 => InteractionLocked,
+            39 => UnknownView,
+            40 => UnknownWorkbin,
+            41 => UnknownSnapshot,
+            42 => InvalidCondition,
             50 => StorageFailure,
             51 => ShuttingDown,
             52 => Overloaded,

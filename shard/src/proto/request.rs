@@ -49,9 +49,29 @@ pub enum Request {
     Submit(Box<Submit>),
     GetInteractionProperties { id: String },
     ChangeProperties { id: String, changed: KvList, deleted: Vec<String> },
-    PlaceInQueue { id: String, queue: String },
+    /// `queue: None` moves the interaction to the `next` queue of the one
+    /// it is in (the workflow).
+    PlaceInQueue { id: String, queue: Option<String> },
     StopProcessing { id: String, reason: Option<String> },
+    /// A routing engine takes up to `count` interactions from a view.
+    Pull { tenant: String, view: String, count: u32 },
+    FindInteractions { tenant: Option<String>, condition: String, limit: u32 },
+    PlaceInWorkbin { id: String, workbin: String, owner: String },
+    GetWorkbinContent { tenant: String, workbin: String, owner: String },
+    TakeSnapshot { tenant: Option<String>, condition: String, lock: bool, limit: Option<u32> },
+    GetSnapshotInteractions { snapshot: u64, start: u32, count: u32 },
+    ReleaseSnapshot { snapshot: u64 },
+    GetQueueDepth { tenant: String },
 }
+
+/// Largest RequestPull count.
+pub const MAX_PULL_COUNT: u32 = 1000;
+/// Largest RequestFindInteractions limit, and the default.
+pub const MAX_FIND_LIMIT: u32 = 10_000;
+pub const DEFAULT_FIND_LIMIT: u32 = 100;
+/// Largest page of RequestGetSnapshotInteractions, and the default.
+pub const MAX_SNAPSHOT_PAGE: u32 = 1000;
+pub const DEFAULT_SNAPSHOT_PAGE: u32 = 100;
 
 impl Request {
     /// The interaction this request is about, if any: decides which shard
@@ -61,9 +81,18 @@ impl Request {
             Request::GetInteractionProperties { id }
             | Request::ChangeProperties { id, .. }
             | Request::PlaceInQueue { id, .. }
-            | Request::StopProcessing { id, .. } => Some(id),
+            | Request::StopProcessing { id, .. }
+            | Request::PlaceInWorkbin { id, .. } => Some(id),
             Request::Submit(s) => s.id.as_deref(),
-            Request::RegisterClient { .. } | Request::Ping => None,
+            Request::RegisterClient { .. }
+            | Request::Ping
+            | Request::Pull { .. }
+            | Request::FindInteractions { .. }
+            | Request::GetWorkbinContent { .. }
+            | Request::TakeSnapshot { .. }
+            | Request::GetSnapshotInteractions { .. }
+            | Request::ReleaseSnapshot { .. }
+            | Request::GetQueueDepth { .. } => None,
         }
     }
 
@@ -76,6 +105,14 @@ impl Request {
             Request::ChangeProperties { .. } => "RequestChangeProperties",
             Request::PlaceInQueue { .. } => "RequestPlaceInQueue",
             Request::StopProcessing { .. } => "RequestStopProcessing",
+            Request::Pull { .. } => "RequestPull",
+            Request::FindInteractions { .. } => "RequestFindInteractions",
+            Request::PlaceInWorkbin { .. } => "RequestPlaceInWorkbin",
+            Request::GetWorkbinContent { .. } => "RequestGetWorkbinContent",
+            Request::TakeSnapshot { .. } => "RequestTakeSnapshot",
+            Request::GetSnapshotInteractions { .. } => "RequestGetSnapshotInteractions",
+            Request::ReleaseSnapshot { .. } => "RequestReleaseSnapshot",
+            Request::GetQueueDepth { .. } => "RequestGetQueueDepth",
         }
     }
 
@@ -120,12 +157,52 @@ impl Request {
             }
             REQUEST_PLACE_IN_QUEUE => Request::PlaceInQueue {
                 id: req_str(f, attr::INTERACTION_ID, "InteractionId")?,
-                queue: req_str(f, attr::QUEUE, "Queue")?,
+                queue: opt_str(f, attr::QUEUE, "Queue")?,
             },
             REQUEST_STOP_PROCESSING => Request::StopProcessing {
                 id: req_str(f, attr::INTERACTION_ID, "InteractionId")?,
                 reason: opt_str(f, attr::REASON, "Reason")?,
             },
+            REQUEST_PULL => Request::Pull {
+                tenant: tenant_or_default(f)?,
+                view: req_str(f, attr::VIEW, "View")?,
+                count: bounded(f, attr::COUNT, "Count", 1, 1, MAX_PULL_COUNT)?,
+            },
+            REQUEST_FIND_INTERACTIONS => Request::FindInteractions {
+                tenant: opt_str(f, attr::TENANT, "Tenant")?,
+                condition: req_str(f, attr::CONDITION, "Condition")?,
+                limit: bounded(f, attr::LIMIT, "Limit", DEFAULT_FIND_LIMIT, 1, MAX_FIND_LIMIT)?,
+            },
+            REQUEST_PLACE_IN_WORKBIN => Request::PlaceInWorkbin {
+                id: req_str(f, attr::INTERACTION_ID, "InteractionId")?,
+                workbin: req_str(f, attr::WORKBIN, "Workbin")?,
+                owner: req_str(f, attr::WORKBIN_OWNER, "WorkbinOwner")?,
+            },
+            REQUEST_GET_WORKBIN_CONTENT => Request::GetWorkbinContent {
+                tenant: tenant_or_default(f)?,
+                workbin: req_str(f, attr::WORKBIN, "Workbin")?,
+                owner: req_str(f, attr::WORKBIN_OWNER, "WorkbinOwner")?,
+            },
+            REQUEST_TAKE_SNAPSHOT => Request::TakeSnapshot {
+                tenant: opt_str(f, attr::TENANT, "Tenant")?,
+                condition: req_str(f, attr::CONDITION, "Condition")?,
+                lock: match opt_int(f, attr::LOCK, "Lock")? {
+                    None | Some(0) => false,
+                    Some(1) => true,
+                    Some(v) => return Err(ProtoError::new(ErrorCode::InvalidValue, format!("Lock must be 0 or 1, not {v}"))),
+                },
+                limit: match f.get(attr::LIMIT) {
+                    None => None,
+                    Some(_) => Some(bounded(f, attr::LIMIT, "Limit", 1, 1, u32::MAX)?),
+                },
+            },
+            REQUEST_GET_SNAPSHOT_INTERACTIONS => Request::GetSnapshotInteractions {
+                snapshot: snapshot_id(f)?,
+                start: bounded(f, attr::START, "Start", 0, 0, u32::MAX)?,
+                count: bounded(f, attr::COUNT, "Count", DEFAULT_SNAPSHOT_PAGE, 1, MAX_SNAPSHOT_PAGE)?,
+            },
+            REQUEST_RELEASE_SNAPSHOT => Request::ReleaseSnapshot { snapshot: snapshot_id(f)? },
+            REQUEST_GET_QUEUE_DEPTH => Request::GetQueueDepth { tenant: tenant_or_default(f)? },
             other => {
                 return Err(ProtoError::new(
                     ErrorCode::UnknownMessage,
@@ -185,9 +262,13 @@ impl Request {
                 }
                 f
             }
-            Request::PlaceInQueue { id, queue } => Frame::new(REQUEST_PLACE_IN_QUEUE, ref_id)
-                .with(attr::INTERACTION_ID, id.as_str())
-                .with(attr::QUEUE, queue.as_str()),
+            Request::PlaceInQueue { id, queue } => {
+                let mut f = Frame::new(REQUEST_PLACE_IN_QUEUE, ref_id).with(attr::INTERACTION_ID, id.as_str());
+                if let Some(q) = queue {
+                    f.push(attr::QUEUE, q.as_str());
+                }
+                f
+            }
             Request::StopProcessing { id, reason } => {
                 let mut f = Frame::new(REQUEST_STOP_PROCESSING, ref_id).with(attr::INTERACTION_ID, id.as_str());
                 if let Some(r) = reason {
@@ -195,8 +276,73 @@ impl Request {
                 }
                 f
             }
+            Request::Pull { tenant, view, count } => Frame::new(REQUEST_PULL, ref_id)
+                .with(attr::TENANT, tenant.as_str())
+                .with(attr::VIEW, view.as_str())
+                .with(attr::COUNT, *count as i64),
+            Request::FindInteractions { tenant, condition, limit } => {
+                let mut f = Frame::new(REQUEST_FIND_INTERACTIONS, ref_id);
+                if let Some(t) = tenant {
+                    f.push(attr::TENANT, t.as_str());
+                }
+                f.with(attr::CONDITION, condition.as_str()).with(attr::LIMIT, *limit as i64)
+            }
+            Request::PlaceInWorkbin { id, workbin, owner } => Frame::new(REQUEST_PLACE_IN_WORKBIN, ref_id)
+                .with(attr::INTERACTION_ID, id.as_str())
+                .with(attr::WORKBIN, workbin.as_str())
+                .with(attr::WORKBIN_OWNER, owner.as_str()),
+            Request::GetWorkbinContent { tenant, workbin, owner } => Frame::new(REQUEST_GET_WORKBIN_CONTENT, ref_id)
+                .with(attr::TENANT, tenant.as_str())
+                .with(attr::WORKBIN, workbin.as_str())
+                .with(attr::WORKBIN_OWNER, owner.as_str()),
+            Request::TakeSnapshot { tenant, condition, lock, limit } => {
+                let mut f = Frame::new(REQUEST_TAKE_SNAPSHOT, ref_id);
+                if let Some(t) = tenant {
+                    f.push(attr::TENANT, t.as_str());
+                }
+                f.push(attr::CONDITION, condition.as_str());
+                f.push(attr::LOCK, *lock as i64);
+                if let Some(l) = limit {
+                    f.push(attr::LIMIT, *l as i64);
+                }
+                f
+            }
+            Request::GetSnapshotInteractions { snapshot, start, count } => {
+                Frame::new(REQUEST_GET_SNAPSHOT_INTERACTIONS, ref_id)
+                    .with(attr::SNAPSHOT_ID, *snapshot as i64)
+                    .with(attr::START, *start as i64)
+                    .with(attr::COUNT, *count as i64)
+            }
+            Request::ReleaseSnapshot { snapshot } => {
+                Frame::new(REQUEST_RELEASE_SNAPSHOT, ref_id).with(attr::SNAPSHOT_ID, *snapshot as i64)
+            }
+            Request::GetQueueDepth { tenant } => {
+                Frame::new(REQUEST_GET_QUEUE_DEPTH, ref_id).with(attr::TENANT, tenant.as_str())
+            }
         }
     }
+}
+
+/// The Tenant attribute, `default` when absent.
+fn tenant_or_default(f: &Frame) -> Result<String, ProtoError> {
+    Ok(opt_str(f, attr::TENANT, "Tenant")?.unwrap_or_else(|| "default".into()))
+}
+
+/// An optional int attribute that must lie in `min..=max`; `default` when absent.
+fn bounded(f: &Frame, id: u16, name: &str, default: u32, min: u32, max: u32) -> Result<u32, ProtoError> {
+    match opt_int(f, id, name)? {
+        None => Ok(default),
+        Some(v) if v >= min as i64 && v <= max as i64 => Ok(v as u32),
+        Some(v) => {
+            Err(ProtoError::new(ErrorCode::InvalidValue, format!("{name} must be {min} to {max}, not {v}")))
+        }
+    }
+}
+
+fn snapshot_id(f: &Frame) -> Result<u64, ProtoError> {
+    let v = req_int(f, attr::SNAPSHOT_ID, "SnapshotId")?;
+    u64::try_from(v)
+        .map_err(|_| ProtoError::new(ErrorCode::InvalidValue, format!("SnapshotId must not be negative, not {v}")))
 }
 
 /// EventError for a request.
@@ -278,7 +424,18 @@ mod tests {
                 received_at_ms: Some(5),
             })),
             Request::ChangeProperties { id: "a".into(), changed: kv![("k", 1)], deleted: vec!["z".into()] },
-            Request::PlaceInQueue { id: "a".into(), queue: "done".into() },
+            Request::PlaceInQueue { id: "a".into(), queue: Some("done".into()) },
+            Request::PlaceInQueue { id: "a".into(), queue: None },
+            Request::Pull { tenant: "default".into(), view: "v".into(), count: 3 },
+            Request::FindInteractions { tenant: None, condition: "priority > 1".into(), limit: 10 },
+            Request::FindInteractions { tenant: Some("t".into()), condition: "x = 'y'".into(), limit: 1 },
+            Request::PlaceInWorkbin { id: "a".into(), workbin: "personal".into(), owner: "agent1".into() },
+            Request::GetWorkbinContent { tenant: "default".into(), workbin: "w".into(), owner: "o".into() },
+            Request::TakeSnapshot { tenant: None, condition: "priority > 1".into(), lock: true, limit: Some(7) },
+            Request::TakeSnapshot { tenant: Some("t".into()), condition: "a IS NULL".into(), lock: false, limit: None },
+            Request::GetSnapshotInteractions { snapshot: 4, start: 0, count: 10 },
+            Request::ReleaseSnapshot { snapshot: 4 },
+            Request::GetQueueDepth { tenant: "default".into() },
             Request::StopProcessing { id: "a".into(), reason: Some("done".into()) },
             Request::GetInteractionProperties { id: "a".into() },
         ];
