@@ -282,7 +282,7 @@ fn arb_request() -> BoxedStrategy<Request> {
             changed,
             deleted
         }),
-        (s(), s()).prop_map(|(id, queue)| Request::PlaceInQueue { id, queue }),
+        (s(), proptest::option::of(s())).prop_map(|(id, queue)| Request::PlaceInQueue { id, queue }),
         (s(), proptest::option::of(s())).prop_map(|(id, reason)| Request::StopProcessing { id, reason }),
     ]
     .boxed()
