@@ -221,7 +221,7 @@ impl Client {
     }
 
     pub fn place(&mut self, id: &str, queue: &str) -> Result<()> {
-        self.call(&Request::PlaceInQueue { id: id.to_string(), queue: queue.to_string() }).map(drop)
+        self.call(&Request::PlaceInQueue { id: id.to_string(), queue: Some(queue.to_string()) }).map(drop)
     }
 
     pub fn stop(&mut self, id: &str, reason: Option<&str>) -> Result<()> {

@@ -200,15 +200,16 @@ pub struct InteractionRecord {
 }
 
 impl InteractionRecord {
-    /// The catalog indexes of the tenant, media type and queue the record
-    /// names; the error says which one the catalog lacks.
-    pub fn resolve(&self, catalog: &Catalog) -> Result<(TenantIdx, MediaIdx, QueueIdx), String> {
+    /// Checks that the catalog has the tenant, media type and queue or
+    /// workbin the record names; the error says which one it lacks.
+    pub fn resolve(&self, catalog: &Catalog) -> Result<(), String> {
         let tenant = catalog.tenant(&self.tenant).ok_or_else(|| format!("unknown tenant '{}'", self.tenant))?;
         let t = catalog.tenant_at(tenant);
-        let media =
-            t.media_type(&self.media_type).ok_or_else(|| format!("unknown media type '{}'", self.media_type))?;
-        let queue = t.queue(&self.queue).ok_or_else(|| format!("unknown queue '{}'", self.queue))?;
-        Ok((tenant, media, queue))
+        t.media_type(&self.media_type).ok_or_else(|| format!("unknown media type '{}'", self.media_type))?;
+        match self.workbin_owner {
+            None => t.queue(&self.queue).map(drop).ok_or_else(|| format!("unknown queue '{}'", self.queue)),
+            Some(_) => t.workbin(&self.queue).map(drop).ok_or_else(|| format!("unknown workbin '{}'", self.queue)),
+        }
     }
 }
 

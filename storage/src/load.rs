@@ -30,6 +30,7 @@ fn empty_record() -> InteractionRecord {
         completed_at: None,
         properties: KvList::new(),
         version: 0,
+        workbin_owner: None,
     }
 }
 
