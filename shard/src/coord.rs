@@ -149,6 +149,9 @@ pub struct Snapshot {
 
 type Reply = Result<Option<Frame>, ProtoError>;
 
+/// One match of a scan: (tie, id, description for a find).
+type Found = (u64, Box<str>, Option<KvList>);
+
 fn invalid_condition(e: impl std::fmt::Display) -> ProtoError {
     ProtoError::new(ErrorCode::InvalidCondition, format!("condition {e}"))
 }
@@ -193,6 +196,7 @@ impl Shard {
             ProtoError::new(ErrorCode::UnknownView, format!("unknown view '{view}' in tenant '{tenant}'"))
         })?;
         let hold = self.params.pull_hold_ms;
+        self.lockers.insert(caller.origin);
         let op = self.new_op(Op::Pull(PullOp {
             caller: caller.clone(),
             tenant: t,
@@ -285,9 +289,11 @@ impl Shard {
         if p.outstanding > 0 {
             return;
         }
-        if (p.missed > 0 || p.dirty) && (p.got.len() as u32) < p.want && p.rounds < MAX_PULL_ROUNDS {
-            self.pull_read(op, out);
-        } else if p.got.is_empty() && p.deadline != 0 && p.rounds < MAX_PULL_ROUNDS {
+        // Lost a race, or something arrived: read again for the rest. A
+        // waiting pull that got nothing goes back to reading (and waiting).
+        let short = (p.got.len() as u32) < p.want;
+        let again = (short && (p.missed > 0 || p.dirty)) || (p.got.is_empty() && p.deadline != 0);
+        if again && p.rounds < MAX_PULL_ROUNDS {
             self.pull_read(op, out);
         } else {
             self.pull_finish(op, out);
@@ -394,6 +400,9 @@ impl Shard {
         // Unique in the node: the coordinating shard in the high bits.
         let snapshot = ((self.params.shard as u64) << 40) | self.next_op;
         let holder = lock.then(|| Holder { origin: caller.origin, name: caller.client_name.clone() });
+        if lock {
+            self.lockers.insert(caller.origin);
+        }
         let mode = ScanMode::Snapshot { snapshot, lock: holder };
         let filter = Filter::Condition { tenant, condition };
         self.start_scan(caller, ScanWhat::Snapshot { snapshot, lock }, filter, limit, mode, out);
@@ -433,7 +442,7 @@ impl Shard {
 
     fn scan_finish(&mut self, op: u64, out: &mut Vec<Output>) {
         let Some(Op::Scan(mut s)) = self.ops.remove(&op) else { return };
-        s.found.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        s.found.sort_by_key(|a| (a.0, a.1));
         let extra = s.found.split_off(s.found.len().min(s.limit as usize));
         match s.what {
             ScanWhat::Find | ScanWhat::Workbin => {
@@ -651,7 +660,9 @@ impl Shard {
             }
         }
         self.snapshots.retain(|_, s| s.owner != origin);
-        self.broadcast(PeerMsg::Unlock { origin, kind: None, ids: None }, out);
+        if self.lockers.remove(&origin) {
+            self.broadcast(PeerMsg::Unlock { origin, kind: None, ids: None }, out);
+        }
     }
 
     // ----- the other shards' side ---------------------------------------------
@@ -743,7 +754,7 @@ impl Shard {
         limit: u32,
         mode: &ScanMode,
         out: &mut Vec<Output>,
-    ) -> (Vec<(u64, Box<str>, Option<KvList>)>, u64) {
+    ) -> (Vec<Found>, u64) {
         let names = self.names();
         let owner = match filter {
             Filter::Workbin { owner, .. } => self.syms.lookup(owner),

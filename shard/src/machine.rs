@@ -202,6 +202,9 @@ pub struct Shard {
     pub(crate) ops: AHashMap<u64, Op>,
     pub(crate) next_op: u64,
     pub(crate) snapshots: AHashMap<u64, crate::coord::Snapshot>,
+    /// Connections of this shard that have pulled or taken a locking
+    /// snapshot: only their closing sends every shard an unlock.
+    pub(crate) lockers: ahash::AHashSet<Origin>,
     /// Snapshot cuts holding this shard, and the inputs they hold back.
     pub(crate) frozen: u32,
     held: VecDeque<Input>,
@@ -231,6 +234,7 @@ impl Shard {
             ops: AHashMap::new(),
             next_op: 1,
             snapshots: AHashMap::new(),
+            lockers: ahash::AHashSet::new(),
             frozen: 0,
             held: VecDeque::new(),
         }
