@@ -317,9 +317,13 @@ impl Shard {
         let mut size = 0;
         let mut count = 0i64;
         let mut left: Vec<Vec<Box<str>>> = vec![Vec::new(); self.params.shards as usize];
+        let mut full = false;
         for (h, shard, l) in p.got {
             let n = attr_len(&l);
-            if size + n + FRAME_MARGIN > self.params.max_frame {
+            // Once one does not fit, the rest go back too, so the answer
+            // stays a prefix of the view's order.
+            full = full || size + n + FRAME_MARGIN > self.params.max_frame;
+            if full {
                 left[shard as usize].push(h.id);
                 continue;
             }
@@ -430,7 +434,14 @@ impl Shard {
         self.broadcast(PeerMsg::Scan { op, filter, limit, mode }, out);
     }
 
-    fn scanned(&mut self, from: u16, op: u64, found: Vec<(u64, Box<str>, Option<KvList>)>, total: u64, out: &mut Vec<Output>) {
+    fn scanned(
+        &mut self,
+        from: u16,
+        op: u64,
+        found: Vec<(u64, Box<str>, Option<KvList>)>,
+        total: u64,
+        out: &mut Vec<Output>,
+    ) {
         let Some(Op::Scan(s)) = self.ops.get_mut(&op) else { return };
         s.found.extend(found.into_iter().map(|(tie, id, l)| (tie, from, id, l)));
         s.total += total;
@@ -601,12 +612,8 @@ impl Shard {
             .iter()
             .map(|q| QueueDepth { views: vec![0; q.views.len()], ..Default::default() })
             .collect();
-        let op = self.new_op(Op::Depth(DepthOp {
-            caller: caller.clone(),
-            tenant: t,
-            sum,
-            outstanding: self.params.shards,
-        }));
+        let op =
+            self.new_op(Op::Depth(DepthOp { caller: caller.clone(), tenant: t, sum, outstanding: self.params.shards }));
         self.broadcast(PeerMsg::QueueDepth { op, tenant: t }, out);
         Ok(None)
     }
@@ -648,7 +655,8 @@ impl Shard {
     /// snapshots go, and every lock it held ends (on every shard; sent after
     /// any lock request of its own, so FIFO channels make this final).
     pub(crate) fn conn_closed(&mut self, origin: Origin, out: &mut Vec<Output>) {
-        let mut mine: Vec<u64> = self.ops.iter().filter(|(_, o)| o.caller().origin == origin).map(|(&i, _)| i).collect();
+        let mut mine: Vec<u64> =
+            self.ops.iter().filter(|(_, o)| o.caller().origin == origin).map(|(&i, _)| i).collect();
         mine.sort_unstable();
         for op in mine {
             match self.ops.get_mut(&op) {
@@ -688,7 +696,8 @@ impl Shard {
                 let mut missed = 0;
                 for h in heads {
                     let slot = self.store.find(&h.id);
-                    let ok = slot.is_some_and(|s| self.views[tenant as usize][view as usize].contains(&h.key, h.tie, s));
+                    let ok =
+                        slot.is_some_and(|s| self.views[tenant as usize][view as usize].contains(&h.key, h.tie, s));
                     match slot {
                         Some(slot) if ok => {
                             self.lock(slot, holder.clone(), LockKind::Routing, deadline, out);
@@ -748,13 +757,7 @@ impl Shard {
     /// The first `limit` visible matches of `filter` in submission order,
     /// and how many matched. A locking snapshot takes only unlocked ones,
     /// and locks them.
-    fn scan(
-        &mut self,
-        filter: &Filter,
-        limit: u32,
-        mode: &ScanMode,
-        out: &mut Vec<Output>,
-    ) -> (Vec<Found>, u64) {
+    fn scan(&mut self, filter: &Filter, limit: u32, mode: &ScanMode, out: &mut Vec<Output>) -> (Vec<Found>, u64) {
         let names = self.names();
         let owner = match filter {
             Filter::Workbin { owner, .. } => self.syms.lookup(owner),
@@ -803,7 +806,13 @@ impl Shard {
 
     /// Ends locks held by the connection `origin`: of one kind or all, on
     /// the listed interactions or on all.
-    fn unlock_for(&mut self, origin: Origin, kind: Option<LockKind>, ids: Option<Vec<Box<str>>>, out: &mut Vec<Output>) {
+    fn unlock_for(
+        &mut self,
+        origin: Origin,
+        kind: Option<LockKind>,
+        ids: Option<Vec<Box<str>>>,
+        out: &mut Vec<Output>,
+    ) {
         let matches = |l: &crate::machine::Lock| l.holder.origin == origin && kind.is_none_or(|k| k == l.kind);
         let mut slots: Vec<Slot> = match ids {
             Some(ids) => ids

@@ -903,8 +903,25 @@ impl Shard {
 /// columns are 255 characters wide).
 pub const MAX_NAME_LEN: usize = 255;
 
-/// Property lists in requests must not name a key twice or use an empty key.
+/// Deepest nesting of property lists, the list itself counting 1. Interaction
+/// lists in answers carry properties one level down (docs/protocol.md 7.9),
+/// so they must leave one level of the frame's nesting limit free.
+pub const MAX_PROPERTY_LEVELS: usize = crate::proto::frame::MAX_LIST_DEPTH - 2;
+
+fn list_levels(l: &KvList) -> usize {
+    1 + l.iter().filter_map(|(_, v)| v.as_list()).map(list_levels).max().unwrap_or(0)
+}
+
+/// Property lists in requests must not name a key twice or use an empty
+/// key, and must leave room to be nested in an interaction list.
 fn check_properties(l: &KvList) -> Result<(), ProtoError> {
+    let levels = list_levels(l);
+    if levels > MAX_PROPERTY_LEVELS {
+        return Err(ProtoError::new(
+            ErrorCode::InvalidValue,
+            format!("properties nest {levels} list levels; at most {MAX_PROPERTY_LEVELS} are allowed"),
+        ));
+    }
     if l.has_duplicate_keys() {
         return Err(ProtoError::new(ErrorCode::InvalidValue, "a property key appears twice"));
     }

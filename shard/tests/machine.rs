@@ -387,3 +387,58 @@ fn properties_are_bounded_in_size() {
     assert_eq!(s.get(&id).unwrap().version, 1);
     assert!(s.get(&id).unwrap().properties().get("b").is_none());
 }
+
+/// Properties nested `levels` lists deep, the property list counting 1.
+fn nested_props(levels: usize) -> KvList {
+    let mut l = kv![("leaf", 1)];
+    for _ in 1..levels {
+        l = KvList::from_entries(vec![("inner".into(), Value::List(l))]);
+    }
+    l
+}
+
+#[test]
+fn properties_leave_room_to_be_listed_in_answers() {
+    use ixn_shard::machine::MAX_PROPERTY_LEVELS;
+    use ixn_shard::proto::frame::{decode_frame, DEFAULT_MAX_FRAME};
+    let mut s = shard(0, 1);
+    let out = req(&mut s, 1, submit("inbound", "chat", nested_props(MAX_PROPERTY_LEVELS + 1)));
+    assert_eq!(error_of(&only_reply(&out)).unwrap().code, ErrorCode::InvalidValue);
+    assert_eq!(s.len(), 0);
+    let (token, _) = only_store(&req(&mut s, 2, submit("inbound", "chat", nested_props(MAX_PROPERTY_LEVELS))));
+    done(&mut s, token, true);
+    // The deepest allowed properties still fit in an interaction list that a
+    // client can decode.
+    let caller = Caller {
+        origin: Origin { shard: 0, conn: 7 },
+        ref_id: 3,
+        client_type: ClientType::Operator,
+        client_name: "op".into(),
+    };
+    let mut out = Vec::new();
+    s.handle(
+        T0,
+        Input::Request {
+            caller,
+            request: Request::Pull { tenant: "default".into(), view: "inbound-by-priority".into(), count: 1 },
+        },
+        &mut out,
+    );
+    // One shard: the coordinator talks to itself until it answers.
+    let mut frame = None;
+    while let Some(o) = out.pop() {
+        match o {
+            Output::Peer { msg, .. } => s.handle(T0, Input::Peer { from: 0, msg }, &mut out),
+            Output::Reply { frame: f, .. } => frame = Some(f),
+            Output::Store { .. } => panic!("a pull writes nothing"),
+        }
+    }
+    let frame = frame.expect("the pull answered");
+    assert_eq!(frame.get_int(attr::COUNT), Some(1));
+    assert_eq!(decode_frame(&frame.encode(), DEFAULT_MAX_FRAME).unwrap(), frame);
+    // A change adding a deeper property is refused too.
+    let id = s.interactions().next().unwrap().id.to_string();
+    let changed = kv![("deep", Value::List(nested_props(MAX_PROPERTY_LEVELS)))];
+    let out = req(&mut s, 4, Request::ChangeProperties { id, changed, deleted: vec![] });
+    assert_eq!(error_of(&only_reply(&out)).unwrap().code, ErrorCode::InvalidValue);
+}
