@@ -509,6 +509,51 @@ fn line_of(text: &str, offset: usize) -> usize {
 mod tests {
     use super::*;
 
+    /// What a catalog defines, in a comparable form.
+    fn shape(c: &Catalog) -> Vec<String> {
+        let mut out = Vec::new();
+        for t in &c.tenants {
+            out.push(format!("tenant {}", t.name));
+            // Files list media types in a map, so their order is not kept.
+            let mut media: Vec<String> = t.media.iter().map(|m| format!("media {} {}", m.name, m.enabled)).collect();
+            media.sort();
+            out.extend(media);
+            out.extend(t.processes.iter().map(|p| format!("process {}", p.name)));
+            for q in &t.queues {
+                let next = q.next.map(|n| t.queues[n as usize].name.clone());
+                out.push(format!("queue {} process {} next {next:?} views {:?}", q.name, q.process, q.views));
+            }
+            for v in &t.views {
+                out.push(format!("view {} queue {} {:?} {:?} {}", v.name, v.queue, v.condition, v.order, v.implicit));
+            }
+            out.extend(t.workbins.iter().map(|w| format!("workbin {} {:?}", w.name, w.kind)));
+        }
+        out
+    }
+
+    #[test]
+    fn the_documented_embedded_default_is_the_embedded_default() {
+        let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md"));
+        let section = &doc[doc.find("## The embedded default").expect("section")..];
+        let start = section.find("```toml").expect("a toml block") + "```toml".len();
+        let text = &section[start..start + section[start..].find("```").expect("block end")];
+        let file = Config::parse(text, "docs/configuration.md").unwrap();
+        let default = Config::embedded_default();
+        assert_eq!(shape(&file.catalog), shape(&default.catalog));
+        assert_eq!(format!("{:?}", file.server), format!("{:?}", default.server));
+        let (a, b) = (&file.settings, &default.settings);
+        assert_eq!(a.dbprotocol.get_ref(), b.dbprotocol.get_ref());
+        assert_eq!(a.connection_string, b.connection_string);
+        assert_eq!(a.number_of_database_connections.get_ref(), b.number_of_database_connections.get_ref());
+        assert_eq!(a.database_batch_size.get_ref(), b.database_batch_size.get_ref());
+        assert_eq!(a.insert_strategy.is_none(), b.insert_strategy.is_none());
+        assert_eq!(a.routing_timeout, b.routing_timeout);
+        assert_eq!(a.pull_hold_timeout, b.pull_hold_timeout);
+        assert_eq!(a.max_interactions_per_snapshot, b.max_interactions_per_snapshot);
+        assert_eq!(format!("{:?}", file.cluster), format!("{:?}", default.cluster));
+        assert!(file.clients.is_empty());
+    }
+
     #[test]
     fn empty_file_is_the_embedded_default() {
         let c = Config::parse("", "t.toml").unwrap();

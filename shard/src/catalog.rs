@@ -246,7 +246,7 @@ impl Catalog {
 
     /// The embedded default (README, "Quick start"): tenant `default`, media
     /// types chat, email, sms, workitem enabled and voice disabled, business
-    /// process `default` with queues `inbound` and `done`, the view
+    /// process `default` with queues `inbound` (next: `done`) and `done`, the view
     /// `inbound-by-priority` on `inbound` (priority descending, then
     /// submission order), the implicit view `done`, and two workbins:
     /// `personal` (per agent) and `team` (per agent group).
@@ -257,6 +257,7 @@ impl Catalog {
         }
         t.add_media("voice", false).expect("unique");
         t.add_process("default", &["inbound", "done"]).expect("unique");
+        t.link_next("inbound", "done").expect("both queues exist");
         t.add_view("inbound", "inbound-by-priority", None, Some("priority DESC")).expect("valid view");
         t.add_workbin("personal", WorkbinKind::Agent).expect("unique");
         t.add_workbin("team", WorkbinKind::AgentGroup).expect("unique");
