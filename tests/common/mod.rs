@@ -235,9 +235,7 @@ pub fn ids_of(f: &ixn_shard::proto::frame::Frame) -> Vec<String> {
 }
 
 /// The server's error for a call that must fail.
-pub fn server_error_of<T: std::fmt::Debug>(
-    r: Result<T, ixn::client::ClientError>,
-) -> ixn_shard::proto::ProtoError {
+pub fn server_error_of<T: std::fmt::Debug>(r: Result<T, ixn::client::ClientError>) -> ixn_shard::proto::ProtoError {
     match r {
         Err(ixn::client::ClientError::Server(e)) => e,
         other => panic!("expected a server error, got {other:?}"),
@@ -251,6 +249,87 @@ impl Drop for LogOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("----- server log ({}) -----\n{}", self.0.dir.display(), self.0.log());
+        }
+    }
+}
+
+/// Checks `got` against `expected`, the order a test expects when
+/// submission order is the order in which one sequential submitter got its
+/// acks, sorted (stably) by `key`. docs/protocol.md defines submission order
+/// to the millisecond only: interactions submitted in the same millisecond
+/// (on different shards) keep an order the server fixes. So `got` must hold
+/// the same ids, with the same `key` and submission millisecond at every
+/// position, and two of one shard must keep their ack order (ids of a shard
+/// increase); interactions of different shards in one millisecond may be
+/// swapped. Returns how many such pairs are swapped.
+pub fn check_submission_order(got: &[String], expected: &[String], key: impl Fn(&str) -> i64) -> Result<usize, String> {
+    use ixn_shard::id::{decode, owner_of};
+    let ms = |id: &str| decode(id).map(|p| p.time_ms).unwrap_or_else(|| panic!("{id} is not a generated id"));
+    let show = |id: &str| {
+        let p = decode(id).unwrap();
+        format!("{id} (key {}, ms {}, seq {}, shard {})", key(id), p.time_ms, p.seq, owner_of(id, 2))
+    };
+    if got.len() != expected.len() {
+        return Err(format!("{} ids, expected {}: got {got:?}", got.len(), expected.len()));
+    }
+    let pos: std::collections::HashMap<&str, usize> =
+        expected.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let mut seen = std::collections::HashSet::new();
+    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+        if !pos.contains_key(g.as_str()) || !seen.insert(g) {
+            return Err(format!("at {i}: {g} is unexpected or repeated"));
+        }
+        if (key(g), ms(g)) != (key(e), ms(e)) {
+            return Err(format!("at {i}: got {}, expected {}", show(g), show(e)));
+        }
+    }
+    let mut swapped = 0;
+    for i in 0..got.len() {
+        for j in i + 1..got.len() {
+            let (a, b) = (got[i].as_str(), got[j].as_str());
+            if (key(a), ms(a)) != (key(b), ms(b)) {
+                break;
+            }
+            if pos[a] > pos[b] {
+                if owner_of(a, 2) == owner_of(b, 2) {
+                    return Err(format!("one shard's ids out of order: {} before {}", show(a), show(b)));
+                }
+                swapped += 1;
+            }
+        }
+    }
+    Ok(swapped)
+}
+
+/// Media-server connections that together submit on both shards of a
+/// two-shard server (the kernel spreads connections over the shards'
+/// listeners, and a submission stays on its connection's shard), at least
+/// `at_least` of them, each with its shard, alternating shards from the
+/// start (so a round robin over any two neighbours uses both). Each is
+/// probed with a submission to the queue `done`, stopped at once.
+pub fn media_conns(s: &Server, at_least: usize) -> Vec<(Client, u16)> {
+    let mut by_shard: [Vec<Client>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..64 {
+        if by_shard[0].len() + by_shard[1].len() >= at_least && by_shard.iter().all(|v| !v.is_empty()) {
+            break;
+        }
+        let mut m = s.media_server();
+        let probe = ixn::client::submit_request("default", "done", "chat", 0, ixn_shard::KvList::new());
+        let id = m.submit(probe).expect("probe submit");
+        m.stop(&id, Some("probe")).expect("probe stop");
+        by_shard[ixn_shard::id::owner_of(&id, 2) as usize].push(m);
+    }
+    assert!(by_shard.iter().all(|v| !v.is_empty()), "64 connections all submitted on one shard");
+    let [a, b] = by_shard;
+    let (mut a, mut b) = (a.into_iter(), b.into_iter());
+    let mut out = Vec::new();
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return out,
+            (x, y) => {
+                out.extend(x.map(|c| (c, 0)));
+                out.extend(y.map(|c| (c, 1)));
+            }
         }
     }
 }
