@@ -4,7 +4,10 @@
 //!
 //! Two ways to use it: `call` sends one request and waits for its answer;
 //! `queue`/`flush`/`recv` pipeline many requests and read answers as they
-//! come (match them by reference id).
+//! come (match them by reference id). The typed helpers (`submit`, `get`,
+//! `pull`, `find`, `take_snapshot`...) are `call` plus a check of the
+//! answer's type; interactions in answers come back as the lists described
+//! in docs/protocol.md, "Interaction lists" (see [`interactions`]).
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -12,8 +15,9 @@ use std::time::Duration;
 
 use ixn_shard::proto::frame::{split_frame, Frame, ABSOLUTE_MAX_FRAME};
 use ixn_shard::proto::request::error_of;
+use ixn_shard::proto::request::DEFAULT_SNAPSHOT_PAGE;
 use ixn_shard::proto::{attr, msg_type, ClientType, ProtoError, Request, Submit};
-use ixn_shard::KvList;
+use ixn_shard::{KvList, Value};
 
 #[derive(Debug)]
 pub enum ClientError {
@@ -221,12 +225,180 @@ impl Client {
     }
 
     pub fn place(&mut self, id: &str, queue: &str) -> Result<()> {
-        self.call(&Request::PlaceInQueue { id: id.to_string(), queue: queue.to_string() }).map(drop)
+        self.call(&Request::PlaceInQueue { id: id.to_string(), queue: Some(queue.to_string()) }).map(drop)
+    }
+
+    /// RequestPlaceInQueue without a queue: the interaction moves to the
+    /// `next` queue of the queue it is in (the workflow).
+    pub fn place_next(&mut self, id: &str) -> Result<()> {
+        self.call(&Request::PlaceInQueue { id: id.to_string(), queue: None }).map(drop)
     }
 
     pub fn stop(&mut self, id: &str, reason: Option<&str>) -> Result<()> {
         self.call(&Request::StopProcessing { id: id.to_string(), reason: reason.map(str::to_string) }).map(drop)
     }
+
+    /// Takes up to `count` (1 to 1000) interactions from the head of a view
+    /// of tenant `default` and locks them to this connection. Needs a
+    /// routing-engine, proxy or operator client. A pull from an empty view
+    /// may wait up to the server's pull-hold-timeout: set a read timeout
+    /// longer than that.
+    pub fn pull(&mut self, view: &str, count: u32) -> Result<Vec<KvList>> {
+        self.pull_in("default", view, count)
+    }
+
+    /// [`Client::pull`] from a view of another tenant.
+    pub fn pull_in(&mut self, tenant: &str, view: &str, count: u32) -> Result<Vec<KvList>> {
+        let req = Request::Pull { tenant: tenant.to_string(), view: view.to_string(), count };
+        let f = self.call_expecting(&req, msg_type::EVENT_PULLED_INTERACTIONS)?;
+        Ok(interactions(&f))
+    }
+
+    /// Searches every tenant: the first `limit` (1 to 10000) interactions
+    /// that meet `condition`, in submission order, and how many met it.
+    pub fn find(&mut self, condition: &str, limit: u32) -> Result<(Vec<KvList>, u64)> {
+        self.find_in(None, condition, limit)
+    }
+
+    /// [`Client::find`] within one tenant (`None`: every tenant).
+    pub fn find_in(&mut self, tenant: Option<&str>, condition: &str, limit: u32) -> Result<(Vec<KvList>, u64)> {
+        let req =
+            Request::FindInteractions { tenant: tenant.map(str::to_string), condition: condition.to_string(), limit };
+        let f = self.call_expecting(&req, msg_type::EVENT_INTERACTIONS_FOUND)?;
+        Ok((interactions(&f), count_of(&f, attr::TOTAL, "Total")?))
+    }
+
+    /// Takes a snapshot of every tenant's interactions that meet
+    /// `condition`, locking them if `lock`. Returns (snapshot id, how many
+    /// it holds, how many matched).
+    pub fn take_snapshot(&mut self, condition: &str, lock: bool) -> Result<(u64, u64, u64)> {
+        self.take_snapshot_with(None, condition, lock, None)
+    }
+
+    /// [`Client::take_snapshot`] within one tenant (`None`: every tenant)
+    /// and with a limit (`None`: the server's max-interactions-per-snapshot).
+    pub fn take_snapshot_with(
+        &mut self,
+        tenant: Option<&str>,
+        condition: &str,
+        lock: bool,
+        limit: Option<u32>,
+    ) -> Result<(u64, u64, u64)> {
+        let req =
+            Request::TakeSnapshot { tenant: tenant.map(str::to_string), condition: condition.to_string(), lock, limit };
+        let f = self.call_expecting(&req, msg_type::EVENT_SNAPSHOT_TAKEN)?;
+        Ok((
+            count_of(&f, attr::SNAPSHOT_ID, "SnapshotId")?,
+            count_of(&f, attr::COUNT, "Count")?,
+            count_of(&f, attr::TOTAL, "Total")?,
+        ))
+    }
+
+    /// Up to `count` (1 to 1000) entries of a snapshot from position
+    /// `start`. Fewer come back at the end of the snapshot or when the
+    /// answer reached the frame limit: read on from `start + len`. An
+    /// interaction gone since the snapshot is `id` and `gone = 1`.
+    pub fn snapshot_page(&mut self, id: u64, start: u32, count: u32) -> Result<Vec<KvList>> {
+        let req = Request::GetSnapshotInteractions { snapshot: id, start, count };
+        let f = self.call_expecting(&req, msg_type::EVENT_SNAPSHOT_INTERACTIONS)?;
+        Ok(interactions(&f))
+    }
+
+    /// Every entry of a snapshot, read page by page (`page` entries a
+    /// request, 1 to 1000; 0 means the server's default of 100).
+    pub fn snapshot_all(&mut self, id: u64, page: u32) -> Result<Vec<KvList>> {
+        let page = if page == 0 { DEFAULT_SNAPSHOT_PAGE } else { page };
+        let mut all = Vec::new();
+        loop {
+            let start = u32::try_from(all.len()).map_err(|_| ClientError::Protocol("snapshot too large".into()))?;
+            let got = self.snapshot_page(id, start, page)?;
+            if got.is_empty() {
+                return Ok(all);
+            }
+            all.extend(got);
+        }
+    }
+
+    pub fn release_snapshot(&mut self, id: u64) -> Result<()> {
+        self.call(&Request::ReleaseSnapshot { snapshot: id }).map(drop)
+    }
+
+    /// One list per queue of tenant `default`, in configuration order:
+    /// `queue`, `interactions`, `locked`, and `views` (view name: count).
+    pub fn queue_depth(&mut self) -> Result<Vec<KvList>> {
+        self.queue_depth_in("default")
+    }
+
+    /// [`Client::queue_depth`] of another tenant.
+    pub fn queue_depth_in(&mut self, tenant: &str) -> Result<Vec<KvList>> {
+        let req = Request::GetQueueDepth { tenant: tenant.to_string() };
+        let f = self.call_expecting(&req, msg_type::EVENT_QUEUE_DEPTH)?;
+        Ok(repeated(&f, attr::QUEUE_DEPTH))
+    }
+
+    /// Moves an interaction into `owner`'s content of a workbin.
+    pub fn place_in_workbin(&mut self, id: &str, workbin: &str, owner: &str) -> Result<()> {
+        let req =
+            Request::PlaceInWorkbin { id: id.to_string(), workbin: workbin.to_string(), owner: owner.to_string() };
+        self.call(&req).map(drop)
+    }
+
+    /// `owner`'s content of a workbin of tenant `default`, in submission
+    /// order (at most 10000).
+    pub fn workbin_content(&mut self, workbin: &str, owner: &str) -> Result<Vec<KvList>> {
+        self.workbin_content_in("default", workbin, owner).map(|(l, _)| l)
+    }
+
+    /// [`Client::workbin_content`] of another tenant, with the total the
+    /// content holds.
+    pub fn workbin_content_in(&mut self, tenant: &str, workbin: &str, owner: &str) -> Result<(Vec<KvList>, u64)> {
+        let req = Request::GetWorkbinContent {
+            tenant: tenant.to_string(),
+            workbin: workbin.to_string(),
+            owner: owner.to_string(),
+        };
+        let f = self.call_expecting(&req, msg_type::EVENT_WORKBIN_CONTENT)?;
+        Ok((interactions(&f), count_of(&f, attr::TOTAL, "Total")?))
+    }
+
+    /// [`Client::call`], and a check that the answer is of type `want`.
+    fn call_expecting(&mut self, req: &Request, want: u16) -> Result<Frame> {
+        let f = self.call(req)?;
+        if f.msg_type != want {
+            return Err(ClientError::Protocol(format!(
+                "expected {} to {}, got {}",
+                msg_type::name(want),
+                req.name(),
+                msg_type::name(f.msg_type)
+            )));
+        }
+        Ok(f)
+    }
+}
+
+/// The Interaction (41) attributes of an answer, in order: one list per
+/// interaction (docs/protocol.md, "Interaction lists").
+pub fn interactions(f: &Frame) -> Vec<KvList> {
+    repeated(f, attr::INTERACTION)
+}
+
+/// Every list-valued attribute `id` of a frame, in order.
+fn repeated(f: &Frame, id: u16) -> Vec<KvList> {
+    f.attrs
+        .iter()
+        .filter(|a| a.id == id)
+        .filter_map(|a| match &a.value {
+            Value::List(l) => Some(l.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A non-negative int attribute the answer must carry.
+fn count_of(f: &Frame, id: u16, name: &str) -> Result<u64> {
+    let v =
+        f.get_int(id).ok_or_else(|| ClientError::Protocol(format!("{} has no {name}", msg_type::name(f.msg_type))))?;
+    u64::try_from(v).map_err(|_| ClientError::Protocol(format!("{} has {name} {v}", msg_type::name(f.msg_type))))
 }
 
 /// A submit request with the usual defaults.

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use ixn_shard::catalog::{Catalog, Tenant};
+use ixn_shard::catalog::{Catalog, Tenant, WorkbinKind};
 use ixn_shard::proto::frame::{ABSOLUTE_MAX_FRAME, DEFAULT_MAX_FRAME, HEADER_LEN};
 use ixn_shard::proto::ClientType;
 use serde::Deserialize;
@@ -159,6 +159,13 @@ pub struct Settings {
     pub database_batch_size: Spanned<usize>,
     /// "array" or "multirow"; absent: the engine's measured default.
     pub insert_strategy: Option<Spanned<String>>,
+    /// Seconds a pulled interaction stays locked to its routing client
+    /// before it goes back to its place in its queue.
+    pub routing_timeout: f64,
+    /// Seconds a pull from an empty view waits for an interaction.
+    pub pull_hold_timeout: f64,
+    /// Most interactions one snapshot holds.
+    pub max_interactions_per_snapshot: u32,
 }
 
 impl Default for Settings {
@@ -169,6 +176,9 @@ impl Default for Settings {
             number_of_database_connections: Spanned::new(0..0, 5),
             database_batch_size: Spanned::new(0..0, 1000),
             insert_strategy: None,
+            routing_timeout: 720.0 * 60.0,
+            pull_hold_timeout: 0.0,
+            max_interactions_per_snapshot: 500,
         }
     }
 }
@@ -208,6 +218,16 @@ struct TenantEntry {
     media_types: std::collections::BTreeMap<String, bool>,
     #[serde(default)]
     business_process: Vec<ProcessEntry>,
+    #[serde(default)]
+    workbin: Vec<WorkbinEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WorkbinEntry {
+    name: Spanned<String>,
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,9 +346,21 @@ impl Config {
                 ));
             }
         }
+        let key_at = |key: &str, msg: String| ConfigError(format!("{source}:{}: {msg}", line_of_key(text, key)));
+        if !(s.routing_timeout > 0.0 && s.routing_timeout <= 1e9) {
+            return Err(key_at("routing-timeout", "[settings] routing-timeout must be more than 0 seconds".into()));
+        }
+        if !(0.0..=3600.0).contains(&s.pull_hold_timeout) {
+            return Err(key_at("pull-hold-timeout", "[settings] pull-hold-timeout must be 0 to 3600 seconds".into()));
+        }
+        if s.max_interactions_per_snapshot == 0 {
+            return Err(key_at(
+                "max-interactions-per-snapshot",
+                "[settings] max-interactions-per-snapshot must be at least 1".into(),
+            ));
+        }
         let sv = &file.server;
         // These values parsed fine but break a rule; point at their line.
-        let key_at = |key: &str, msg: String| ConfigError(format!("{source}:{}: {msg}", line_of_key(text, key)));
         if !(HEADER_LEN..=ABSOLUTE_MAX_FRAME).contains(&sv.max_frame_size) {
             return Err(key_at(
                 "max-frame-size",
@@ -406,6 +438,18 @@ fn build_catalog(tenants: &[TenantEntry], enable_submit: bool) -> Result<Catalog
             let names: Vec<&str> = p.queue.iter().map(|q| q.name.get_ref().as_str()).collect();
             t.add_process(p.name.get_ref(), &names).map_err(|e| (p.name.span(), e))?;
         }
+        for w in &te.workbin {
+            let kind = WorkbinKind::from_name(w.kind.get_ref()).ok_or_else(|| {
+                (
+                    w.kind.span(),
+                    format!(
+                        "workbin type '{}' must be \"agent\", \"place\", \"agent-group\" or \"place-group\"",
+                        w.kind.get_ref()
+                    ),
+                )
+            })?;
+            t.add_workbin(w.name.get_ref(), kind).map_err(|e| (w.name.span(), e))?;
+        }
         for p in &te.business_process {
             for q in &p.queue {
                 if let Some(next) = &q.next {
@@ -464,6 +508,51 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a catalog defines, in a comparable form.
+    fn shape(c: &Catalog) -> Vec<String> {
+        let mut out = Vec::new();
+        for t in &c.tenants {
+            out.push(format!("tenant {}", t.name));
+            // Files list media types in a map, so their order is not kept.
+            let mut media: Vec<String> = t.media.iter().map(|m| format!("media {} {}", m.name, m.enabled)).collect();
+            media.sort();
+            out.extend(media);
+            out.extend(t.processes.iter().map(|p| format!("process {}", p.name)));
+            for q in &t.queues {
+                let next = q.next.map(|n| t.queues[n as usize].name.clone());
+                out.push(format!("queue {} process {} next {next:?} views {:?}", q.name, q.process, q.views));
+            }
+            for v in &t.views {
+                out.push(format!("view {} queue {} {:?} {:?} {}", v.name, v.queue, v.condition, v.order, v.implicit));
+            }
+            out.extend(t.workbins.iter().map(|w| format!("workbin {} {:?}", w.name, w.kind)));
+        }
+        out
+    }
+
+    #[test]
+    fn the_documented_embedded_default_is_the_embedded_default() {
+        let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md"));
+        let section = &doc[doc.find("## The embedded default").expect("section")..];
+        let start = section.find("```toml").expect("a toml block") + "```toml".len();
+        let text = &section[start..start + section[start..].find("```").expect("block end")];
+        let file = Config::parse(text, "docs/configuration.md").unwrap();
+        let default = Config::embedded_default();
+        assert_eq!(shape(&file.catalog), shape(&default.catalog));
+        assert_eq!(format!("{:?}", file.server), format!("{:?}", default.server));
+        let (a, b) = (&file.settings, &default.settings);
+        assert_eq!(a.dbprotocol.get_ref(), b.dbprotocol.get_ref());
+        assert_eq!(a.connection_string, b.connection_string);
+        assert_eq!(a.number_of_database_connections.get_ref(), b.number_of_database_connections.get_ref());
+        assert_eq!(a.database_batch_size.get_ref(), b.database_batch_size.get_ref());
+        assert_eq!(a.insert_strategy.is_none(), b.insert_strategy.is_none());
+        assert_eq!(a.routing_timeout, b.routing_timeout);
+        assert_eq!(a.pull_hold_timeout, b.pull_hold_timeout);
+        assert_eq!(a.max_interactions_per_snapshot, b.max_interactions_per_snapshot);
+        assert_eq!(format!("{:?}", file.cluster), format!("{:?}", default.cluster));
+        assert!(file.clients.is_empty());
+    }
 
     #[test]
     fn empty_file_is_the_embedded_default() {

@@ -113,10 +113,10 @@ fn bad_input_gets_errors_and_changes_nothing() {
     expect_error(&mut c, 907, ErrorCode::MalformedBody);
 
     // Unknown interaction and unknown queue.
-    let r = c.queue(&ixn_shard::proto::Request::PlaceInQueue { id: "NOPE".into(), queue: "done".into() });
+    let r = c.queue(&ixn_shard::proto::Request::PlaceInQueue { id: "NOPE".into(), queue: Some("done".into()) });
     c.flush().unwrap();
     expect_error(&mut c, r, ErrorCode::UnknownInteraction);
-    let r = c.queue(&ixn_shard::proto::Request::PlaceInQueue { id: canary.clone(), queue: "nowhere".into() });
+    let r = c.queue(&ixn_shard::proto::Request::PlaceInQueue { id: canary.clone(), queue: Some("nowhere".into()) });
     c.flush().unwrap();
     expect_error(&mut c, r, ErrorCode::UnknownQueue);
     let r = c.queue(&ixn_shard::proto::Request::ChangeProperties {

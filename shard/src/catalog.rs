@@ -12,6 +12,10 @@ pub type TenantIdx = u16;
 pub type MediaIdx = u16;
 /// Index of a queue within its tenant.
 pub type QueueIdx = u32;
+/// Index of a view within its tenant.
+pub type ViewIdx = u32;
+/// Index of a workbin within its tenant.
+pub type WorkbinIdx = u16;
 
 #[derive(Clone, Debug)]
 pub struct MediaType {
@@ -26,6 +30,45 @@ pub struct Queue {
     pub process: u16,
     /// The queue the workflow moves an interaction to next, if any.
     pub next: Option<QueueIdx>,
+    /// The views on this queue (indexes into [`Tenant::views`]).
+    pub views: Vec<ViewIdx>,
+}
+
+/// Whose content a workbin holds: each owner of that kind has its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkbinKind {
+    Agent,
+    Place,
+    AgentGroup,
+    PlaceGroup,
+}
+
+impl WorkbinKind {
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "agent" => WorkbinKind::Agent,
+            "place" => WorkbinKind::Place,
+            "agent-group" => WorkbinKind::AgentGroup,
+            "place-group" => WorkbinKind::PlaceGroup,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkbinKind::Agent => "agent",
+            WorkbinKind::Place => "place",
+            WorkbinKind::AgentGroup => "agent-group",
+            WorkbinKind::PlaceGroup => "place-group",
+        }
+    }
+}
+
+/// Personal or group storage for interactions outside any queue.
+#[derive(Clone, Debug)]
+pub struct Workbin {
+    pub name: String,
+    pub kind: WorkbinKind,
 }
 
 /// A view: which interactions of one queue routing sees, in which order
@@ -36,6 +79,10 @@ pub struct View {
     pub queue: QueueIdx,
     pub condition: Option<Condition>,
     pub order: Vec<OrderKey>,
+    /// Made by the server for a queue that has no configured view, so every
+    /// queue can be pulled from: named like the queue, no condition,
+    /// submission order.
+    pub implicit: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -50,6 +97,7 @@ pub struct Tenant {
     pub processes: Vec<BusinessProcess>,
     pub queues: Vec<Queue>,
     pub views: Vec<View>,
+    pub workbins: Vec<Workbin>,
     media_by_name: AHashMap<String, MediaIdx>,
     queue_by_name: AHashMap<String, QueueIdx>,
 }
@@ -62,6 +110,7 @@ impl Tenant {
             processes: Vec::new(),
             queues: Vec::new(),
             views: Vec::new(),
+            workbins: Vec::new(),
             media_by_name: AHashMap::new(),
             queue_by_name: AHashMap::new(),
         }
@@ -87,11 +136,11 @@ impl Tenant {
         let process = self.processes.len() as u16;
         self.processes.push(BusinessProcess { name: name.into() });
         for q in queues {
-            if self.queue_by_name.contains_key(*q) {
+            if self.queue_by_name.contains_key(*q) || self.workbin(q).is_some() {
                 return Err(format!("queue '{q}' is defined twice in tenant '{}'", self.name));
             }
             let idx = self.queues.len() as QueueIdx;
-            self.queues.push(Queue { name: (*q).into(), process, next: None });
+            self.queues.push(Queue { name: (*q).into(), process, next: None, views: Vec::new() });
             self.queue_by_name.insert((*q).into(), idx);
         }
         Ok(process)
@@ -124,12 +173,43 @@ impl Tenant {
             .map(|o| parse_order(o).map_err(|e| format!("view '{name}': order {e}")))
             .transpose()?
             .unwrap_or_default();
-        self.views.push(View { name: name.into(), queue: q, condition, order });
+        self.queues[q as usize].views.push(self.views.len() as ViewIdx);
+        self.views.push(View { name: name.into(), queue: q, condition, order, implicit: false });
         Ok(())
+    }
+
+    /// Adds a workbin; its name must not be a queue's or another workbin's.
+    pub fn add_workbin(&mut self, name: &str, kind: WorkbinKind) -> Result<WorkbinIdx, String> {
+        if self.queue(name).is_some() || self.workbin(name).is_some() {
+            return Err(format!("workbin '{name}' has the name of a queue or workbin of tenant '{}'", self.name));
+        }
+        self.workbins.push(Workbin { name: name.into(), kind });
+        Ok((self.workbins.len() - 1) as WorkbinIdx)
+    }
+
+    /// Gives every queue without a configured view its implicit view
+    /// (named like the queue; skipped if a configured view has that name).
+    fn add_implicit_views(&mut self) {
+        for q in 0..self.queues.len() {
+            let name = self.queues[q].name.clone();
+            if self.queues[q].views.is_empty() && self.view(&name).is_none() {
+                self.queues[q].views.push(self.views.len() as ViewIdx);
+                let view = View { name, queue: q as QueueIdx, condition: None, order: Vec::new(), implicit: true };
+                self.views.push(view);
+            }
+        }
     }
 
     pub fn view(&self, name: &str) -> Option<&View> {
         self.views.iter().find(|v| v.name == name)
+    }
+
+    pub fn view_idx(&self, name: &str) -> Option<ViewIdx> {
+        self.views.iter().position(|v| v.name == name).map(|i| i as ViewIdx)
+    }
+
+    pub fn workbin(&self, name: &str) -> Option<WorkbinIdx> {
+        self.workbins.iter().position(|w| w.name == name).map(|i| i as WorkbinIdx)
     }
 
     pub fn media_type(&self, name: &str) -> Option<MediaIdx> {
@@ -151,8 +231,11 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn new(tenants: Vec<Tenant>, enable_submit: bool) -> Result<Self, String> {
+    pub fn new(mut tenants: Vec<Tenant>, enable_submit: bool) -> Result<Self, String> {
         let mut tenant_by_name = AHashMap::new();
+        for t in &mut tenants {
+            t.add_implicit_views();
+        }
         for (i, t) in tenants.iter().enumerate() {
             if tenant_by_name.insert(t.name.clone(), i as TenantIdx).is_some() {
                 return Err(format!("tenant '{}' is defined twice", t.name));
@@ -163,9 +246,10 @@ impl Catalog {
 
     /// The embedded default (README, "Quick start"): tenant `default`, media
     /// types chat, email, sms, workitem enabled and voice disabled, business
-    /// process `default` with queues `inbound` and `done`, and the view
+    /// process `default` with queues `inbound` (next: `done`) and `done`, the view
     /// `inbound-by-priority` on `inbound` (priority descending, then
-    /// submission order).
+    /// submission order), the implicit view `done`, and two workbins:
+    /// `personal` (per agent) and `team` (per agent group).
     pub fn embedded_default() -> Self {
         let mut t = Tenant::new("default");
         for m in ["chat", "email", "sms", "workitem"] {
@@ -173,7 +257,10 @@ impl Catalog {
         }
         t.add_media("voice", false).expect("unique");
         t.add_process("default", &["inbound", "done"]).expect("unique");
+        t.link_next("inbound", "done").expect("both queues exist");
         t.add_view("inbound", "inbound-by-priority", None, Some("priority DESC")).expect("valid view");
+        t.add_workbin("personal", WorkbinKind::Agent).expect("unique");
+        t.add_workbin("team", WorkbinKind::AgentGroup).expect("unique");
         Catalog::new(vec![t], true).expect("unique")
     }
 

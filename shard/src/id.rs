@@ -108,7 +108,8 @@ pub fn owner_of(id: &str, shards: u16) -> u16 {
     owner_shard(partition_of(id), shards)
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// FNV-1a, 64 bits.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         h ^= b as u64;

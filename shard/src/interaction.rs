@@ -1,40 +1,171 @@
 //! The interaction as a shard holds it, and the record the database keeps.
 
-use crate::catalog::{Catalog, MediaIdx, QueueIdx, TenantIdx};
+use crate::catalog::{Catalog, MediaIdx, QueueIdx, TenantIdx, WorkbinIdx};
+use crate::condition::{Condition, Scalar};
 use crate::proto::frame::Frame;
 use crate::proto::msg::{attr, msg_type};
-use crate::value::KvList;
+use crate::symbols::{Sym, Symbols};
+use crate::value::{KvList, Value, EMPTY_LIST};
 
 /// Milliseconds since the Unix epoch; 0 means "not set".
 pub type Millis = i64;
 
+/// Where an interaction waits: a queue, or a workbin's content for one owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    Queue(QueueIdx),
+    Workbin { workbin: WorkbinIdx, owner: Sym },
+}
+
+/// Times set once an agent is involved (issue 4); most queued interactions
+/// have none, so they live behind one pointer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HandlingTimes {
+    pub delivered_at: Millis,
+    pub assigned_at: Millis,
+    pub held_at: Millis,
+}
+
 /// One live interaction, owned by exactly one shard.
+///
+/// Kept small because a backlog holds millions (target: under 200 bytes
+/// per queued interaction, view index included; measured by
+/// `ixn-perf backlog`): names are interned [`Sym`]s, properties and
+/// handling times are boxed and absent when empty, and the lock, if any,
+/// lives in the shard's lock table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Interaction {
     pub id: Box<str>,
-    pub tenant: TenantIdx,
-    pub media: MediaIdx,
-    pub queue: QueueIdx,
-    pub interaction_type: Box<str>,
-    pub interaction_subtype: Box<str>,
+    pub properties: Option<Box<KvList>>,
+    pub handling: Option<Box<HandlingTimes>>,
     pub priority: i64,
-    /// Name of the client application that submitted it.
-    pub submitted_by: Box<str>,
     pub received_at: Millis,
     pub submitted_at: Millis,
     pub placed_in_queue_at: Millis,
     pub moved_to_queue_at: Millis,
-    pub delivered_at: Millis,
-    pub assigned_at: Millis,
-    pub held_at: Millis,
-    pub completed_at: Millis,
-    pub properties: KvList,
+    /// Breaks ties in view order: submission order (see [`tie_of`]).
+    pub tie: u64,
     /// Number of changes made since submission (0 after submit). Stored, so
     /// a restart shows which acknowledged change is the last one kept.
-    pub version: i64,
+    pub version: u32,
+    pub tenant: TenantIdx,
+    pub media: MediaIdx,
+    pub place: Place,
+    pub interaction_type: Sym,
+    pub interaction_subtype: Sym,
+    /// The client application that submitted it.
+    pub submitted_by: Sym,
     /// Whether a row for it has been sent to storage (an insert, then
     /// upserts); false only before the first write.
     pub stored: bool,
+    /// Whether its submission is committed, so views and search may show
+    /// it. A submit is indexed only when its write is durable.
+    pub visible: bool,
+    /// Whether a client holds a lock on it (details in the lock table).
+    pub locked: bool,
+}
+
+/// The tie-breaker of view order, unique within a shard: the submission
+/// time (milliseconds since the id epoch) in the high 42 bits, then the
+/// shard's id sequence within that millisecond. A loaded client-given id,
+/// whose sequence was not stored, takes 2^21 plus 21 bits of the id's hash,
+/// so it sorts after the generated ids of its millisecond, in a fixed order.
+pub fn tie_of(id: &str, submitted_at: Millis) -> u64 {
+    match crate::id::decode(id) {
+        Some(p) => tie_from(p.time_ms, p.seq),
+        None => {
+            let ms = ((submitted_at - crate::id::ID_EPOCH_MS).max(0) as u64) & ((1 << 42) - 1);
+            (ms << 22) | (1 << 21) | (crate::id::fnv1a(id.as_bytes()) & 0x1f_ffff)
+        }
+    }
+}
+
+/// The tie of an interaction made at `time_ms` with id sequence `seq`.
+pub fn tie_from(time_ms: Millis, seq: u32) -> u64 {
+    let ms = ((time_ms - crate::id::ID_EPOCH_MS).max(0) as u64) & ((1 << 42) - 1);
+    (ms << 22) | (seq as u64 & 0x1f_ffff)
+}
+
+/// What a shard needs to turn interactions into names: the catalog and its
+/// interned names.
+#[derive(Clone, Copy)]
+pub struct Names<'a> {
+    pub catalog: &'a Catalog,
+    pub syms: &'a Symbols,
+}
+
+/// A field of an interaction, as conditions, orders and interaction lists
+/// name it; any other name is a property key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Field {
+    Id,
+    Tenant,
+    MediaType,
+    Type,
+    Subtype,
+    Queue,
+    BusinessProcess,
+    Workbin,
+    WorkbinOwner,
+    Priority,
+    SubmittedBy,
+    ReceivedAt,
+    SubmittedAt,
+    PlacedInQueueAt,
+    MovedToQueueAt,
+    DeliveredAt,
+    AssignedAt,
+    HeldAt,
+    Version,
+    Property(Box<str>),
+}
+
+impl Field {
+    pub fn parse(name: &str) -> Field {
+        Field::known(name).unwrap_or_else(|| Field::Property(name.into()))
+    }
+
+    /// The field `name` names, or `None` for a property key.
+    pub fn known(name: &str) -> Option<Field> {
+        Some(match name {
+            "id" => Field::Id,
+            "tenant" => Field::Tenant,
+            "media_type" => Field::MediaType,
+            "type" | "interaction_type" => Field::Type,
+            "subtype" | "interaction_subtype" => Field::Subtype,
+            "queue" => Field::Queue,
+            "business_process" => Field::BusinessProcess,
+            "workbin" => Field::Workbin,
+            "workbin_owner" => Field::WorkbinOwner,
+            "priority" => Field::Priority,
+            "submitted_by" => Field::SubmittedBy,
+            "received_at" => Field::ReceivedAt,
+            "submitted_at" => Field::SubmittedAt,
+            "placed_in_queue_at" => Field::PlacedInQueueAt,
+            "moved_to_queue_at" => Field::MovedToQueueAt,
+            "delivered_at" => Field::DeliveredAt,
+            "assigned_at" => Field::AssignedAt,
+            "held_at" => Field::HeldAt,
+            "version" => Field::Version,
+            _ => return None,
+        })
+    }
+
+    /// Whether every interaction has this field as an integer.
+    pub fn is_int(&self) -> bool {
+        matches!(
+            self,
+            Field::Priority
+                | Field::ReceivedAt
+                | Field::SubmittedAt
+                | Field::PlacedInQueueAt
+                | Field::MovedToQueueAt
+                | Field::DeliveredAt
+                | Field::AssignedAt
+                | Field::HeldAt
+                | Field::Version
+        )
+    }
 }
 
 fn opt(ms: Millis) -> Option<i64> {
@@ -69,102 +200,259 @@ pub struct InteractionRecord {
 }
 
 impl InteractionRecord {
-    /// The catalog indexes of the tenant, media type and queue the record
-    /// names; the error says which one the catalog lacks.
-    pub fn resolve(&self, catalog: &Catalog) -> Result<(TenantIdx, MediaIdx, QueueIdx), String> {
+    /// Checks that the catalog has the tenant, media type and queue or
+    /// workbin the record names; the error says which one it lacks.
+    pub fn resolve(&self, catalog: &Catalog) -> Result<(), String> {
         let tenant = catalog.tenant(&self.tenant).ok_or_else(|| format!("unknown tenant '{}'", self.tenant))?;
         let t = catalog.tenant_at(tenant);
-        let media =
-            t.media_type(&self.media_type).ok_or_else(|| format!("unknown media type '{}'", self.media_type))?;
-        let queue = t.queue(&self.queue).ok_or_else(|| format!("unknown queue '{}'", self.queue))?;
-        Ok((tenant, media, queue))
+        t.media_type(&self.media_type).ok_or_else(|| format!("unknown media type '{}'", self.media_type))?;
+        match self.workbin_owner {
+            None => t.queue(&self.queue).map(drop).ok_or_else(|| format!("unknown queue '{}'", self.queue)),
+            Some(_) => t.workbin(&self.queue).map(drop).ok_or_else(|| format!("unknown workbin '{}'", self.queue)),
+        }
     }
 }
 
 impl Interaction {
+    pub fn properties(&self) -> &KvList {
+        self.properties.as_deref().unwrap_or(&EMPTY_LIST)
+    }
+
+    /// Sets the properties, keeping no allocation when they are empty.
+    pub fn set_properties(&mut self, p: KvList) {
+        self.properties = (!p.is_empty()).then(|| Box::new(p));
+    }
+
+    pub fn queue(&self) -> Option<QueueIdx> {
+        match self.place {
+            Place::Queue(q) => Some(q),
+            Place::Workbin { .. } => None,
+        }
+    }
+
+    fn handling_time(&self, f: impl Fn(&HandlingTimes) -> Millis) -> Millis {
+        self.handling.as_deref().map(f).unwrap_or(0)
+    }
+
+    /// The value of `field`, as conditions and orders see it.
+    pub fn field<'a>(&'a self, field: &Field, n: Names<'a>) -> Option<Scalar<'a>> {
+        let t = n.catalog.tenant_at(self.tenant);
+        let int = |v: i64| Some(Scalar::Int(v));
+        match field {
+            Field::Id => Some(Scalar::Str(&self.id)),
+            Field::Tenant => Some(Scalar::Str(&t.name)),
+            Field::MediaType => Some(Scalar::Str(&t.media[self.media as usize].name)),
+            Field::Type => Some(Scalar::Str(n.syms.name(self.interaction_type))),
+            Field::Subtype => Some(Scalar::Str(n.syms.name(self.interaction_subtype))),
+            Field::Queue => self.queue().map(|q| Scalar::Str(t.queues[q as usize].name.as_str())),
+            Field::BusinessProcess => {
+                self.queue().map(|q| Scalar::Str(t.processes[t.queues[q as usize].process as usize].name.as_str()))
+            }
+            Field::Workbin => match self.place {
+                Place::Workbin { workbin, .. } => Some(Scalar::Str(&t.workbins[workbin as usize].name)),
+                Place::Queue(_) => None,
+            },
+            Field::WorkbinOwner => match self.place {
+                Place::Workbin { owner, .. } => Some(Scalar::Str(n.syms.name(owner))),
+                Place::Queue(_) => None,
+            },
+            Field::Priority => int(self.priority),
+            Field::SubmittedBy => Some(Scalar::Str(n.syms.name(self.submitted_by))),
+            Field::ReceivedAt => int(self.received_at),
+            Field::SubmittedAt => int(self.submitted_at),
+            Field::PlacedInQueueAt => int(self.placed_in_queue_at),
+            Field::MovedToQueueAt => int(self.moved_to_queue_at),
+            Field::DeliveredAt => int(self.handling_time(|h| h.delivered_at)),
+            Field::AssignedAt => int(self.handling_time(|h| h.assigned_at)),
+            Field::HeldAt => int(self.handling_time(|h| h.held_at)),
+            Field::Version => int(self.version as i64),
+            Field::Property(k) => self.property(k),
+        }
+    }
+
+    /// Whether `cond` holds for this interaction.
+    pub fn matches(&self, cond: &Condition, n: Names<'_>) -> bool {
+        cond.eval(&|name: &str| match Field::known(name) {
+            Some(f) => self.field(&f, n),
+            None => self.property(name),
+        })
+    }
+
+    fn property(&self, key: &str) -> Option<Scalar<'_>> {
+        match self.properties().get(key)? {
+            Value::Int(i) => Some(Scalar::Int(*i)),
+            Value::Str(s) => Some(Scalar::Str(s)),
+            Value::Bin(_) | Value::List(_) => None,
+        }
+    }
+
     /// The record to store for this interaction.
-    pub fn to_record(&self, catalog: &Catalog) -> InteractionRecord {
-        let t = catalog.tenant_at(self.tenant);
+    pub fn to_record(&self, n: Names<'_>) -> InteractionRecord {
+        let t = n.catalog.tenant_at(self.tenant);
+        let (queue, workbin_owner) = match self.place {
+            Place::Queue(q) => (t.queues[q as usize].name.clone(), None),
+            Place::Workbin { workbin, owner } => {
+                (t.workbins[workbin as usize].name.clone(), Some(n.syms.name(owner).to_string()))
+            }
+        };
         InteractionRecord {
             id: self.id.to_string(),
             tenant: t.name.clone(),
             media_type: t.media[self.media as usize].name.clone(),
-            interaction_type: self.interaction_type.to_string(),
-            interaction_subtype: self.interaction_subtype.to_string(),
-            queue: t.queues[self.queue as usize].name.clone(),
+            interaction_type: n.syms.name(self.interaction_type).to_string(),
+            interaction_subtype: n.syms.name(self.interaction_subtype).to_string(),
+            queue,
             priority: self.priority,
-            submitted_by: self.submitted_by.to_string(),
+            submitted_by: n.syms.name(self.submitted_by).to_string(),
             received_at: opt(self.received_at),
             submitted_at: opt(self.submitted_at),
             placed_in_queue_at: opt(self.placed_in_queue_at),
             moved_to_queue_at: opt(self.moved_to_queue_at),
-            delivered_at: opt(self.delivered_at),
-            assigned_at: opt(self.assigned_at),
-            held_at: opt(self.held_at),
-            completed_at: opt(self.completed_at),
-            properties: self.properties.clone(),
-            version: self.version,
+            delivered_at: opt(self.handling_time(|h| h.delivered_at)),
+            assigned_at: opt(self.handling_time(|h| h.assigned_at)),
+            held_at: opt(self.handling_time(|h| h.held_at)),
+            completed_at: None,
+            properties: self.properties().clone(),
+            version: self.version as i64,
+            workbin_owner,
         }
     }
 
     /// Rebuilds an interaction from its stored record; the error says which
     /// configured object the record names and the catalog lacks.
-    pub fn from_record(r: InteractionRecord, catalog: &Catalog) -> Result<Interaction, String> {
-        let (tenant, media, queue) = InteractionRecord::resolve(&r, catalog)?;
-        Ok(Interaction {
-            id: r.id.into(),
-            tenant,
-            media,
-            queue,
-            interaction_type: r.interaction_type.into(),
-            interaction_subtype: r.interaction_subtype.into(),
-            priority: r.priority,
-            submitted_by: r.submitted_by.into(),
-            received_at: r.received_at.unwrap_or(0),
-            submitted_at: r.submitted_at.unwrap_or(0),
-            placed_in_queue_at: r.placed_in_queue_at.unwrap_or(0),
-            moved_to_queue_at: r.moved_to_queue_at.unwrap_or(0),
+    pub fn from_record(r: InteractionRecord, catalog: &Catalog, syms: &mut Symbols) -> Result<Interaction, String> {
+        let tenant = catalog.tenant(&r.tenant).ok_or_else(|| format!("unknown tenant '{}'", r.tenant))?;
+        let t = catalog.tenant_at(tenant);
+        let media = t.media_type(&r.media_type).ok_or_else(|| format!("unknown media type '{}'", r.media_type))?;
+        let place = match &r.workbin_owner {
+            None => Place::Queue(t.queue(&r.queue).ok_or_else(|| format!("unknown queue '{}'", r.queue))?),
+            Some(owner) => Place::Workbin {
+                workbin: t.workbin(&r.queue).ok_or_else(|| format!("unknown workbin '{}'", r.queue))?,
+                owner: syms.intern(owner),
+            },
+        };
+        let version = u32::try_from(r.version).map_err(|_| format!("version {} out of range", r.version))?;
+        let handling = HandlingTimes {
             delivered_at: r.delivered_at.unwrap_or(0),
             assigned_at: r.assigned_at.unwrap_or(0),
             held_at: r.held_at.unwrap_or(0),
-            completed_at: r.completed_at.unwrap_or(0),
-            properties: r.properties,
-            version: r.version,
+        };
+        let submitted_at = r.submitted_at.unwrap_or(0);
+        let mut ix = Interaction {
+            tie: tie_of(&r.id, submitted_at),
+            id: r.id.into(),
+            properties: None,
+            handling: (handling != HandlingTimes::default()).then(|| Box::new(handling)),
+            priority: r.priority,
+            received_at: r.received_at.unwrap_or(0),
+            submitted_at,
+            placed_in_queue_at: r.placed_in_queue_at.unwrap_or(0),
+            moved_to_queue_at: r.moved_to_queue_at.unwrap_or(0),
+            version,
+            tenant,
+            media,
+            place,
+            interaction_type: syms.intern(&r.interaction_type),
+            interaction_subtype: syms.intern(&r.interaction_subtype),
+            submitted_by: syms.intern(&r.submitted_by),
             stored: true,
-        })
+            visible: true,
+            locked: false,
+        };
+        ix.set_properties(r.properties);
+        Ok(ix)
     }
 
     /// EventInteractionProperties describing this interaction.
-    pub fn to_frame(&self, catalog: &Catalog, ref_id: u32) -> Frame {
-        let t = catalog.tenant_at(self.tenant);
-        let q = &t.queues[self.queue as usize];
-        let mut f = Frame::new(msg_type::EVENT_INTERACTION_PROPERTIES, ref_id)
-            .with(attr::INTERACTION_ID, &*self.id)
-            .with(attr::TENANT, t.name.as_str())
-            .with(attr::MEDIA_TYPE, t.media[self.media as usize].name.as_str())
-            .with(attr::INTERACTION_TYPE, &*self.interaction_type)
-            .with(attr::INTERACTION_SUBTYPE, &*self.interaction_subtype)
-            .with(attr::QUEUE, q.name.as_str())
-            .with(attr::BUSINESS_PROCESS, t.processes[q.process as usize].name.as_str())
-            .with(attr::PRIORITY, self.priority)
-            .with(attr::SUBMITTED_BY, &*self.submitted_by)
-            .with(attr::VERSION, self.version);
+    pub fn to_frame(&self, n: Names<'_>, ref_id: u32) -> Frame {
+        let mut f = Frame::new(msg_type::EVENT_INTERACTION_PROPERTIES, ref_id);
+        self.push_attrs(n, &mut f);
+        f
+    }
+
+    fn push_attrs(&self, n: Names<'_>, f: &mut Frame) {
+        let t = n.catalog.tenant_at(self.tenant);
+        f.push(attr::INTERACTION_ID, &*self.id);
+        f.push(attr::TENANT, t.name.as_str());
+        f.push(attr::MEDIA_TYPE, t.media[self.media as usize].name.as_str());
+        f.push(attr::INTERACTION_TYPE, n.syms.name(self.interaction_type));
+        f.push(attr::INTERACTION_SUBTYPE, n.syms.name(self.interaction_subtype));
+        match self.place {
+            Place::Queue(q) => {
+                let q = &t.queues[q as usize];
+                f.push(attr::QUEUE, q.name.as_str());
+                f.push(attr::BUSINESS_PROCESS, t.processes[q.process as usize].name.as_str());
+            }
+            Place::Workbin { workbin, owner } => {
+                f.push(attr::WORKBIN, t.workbins[workbin as usize].name.as_str());
+                f.push(attr::WORKBIN_OWNER, n.syms.name(owner));
+            }
+        }
+        f.push(attr::PRIORITY, self.priority);
+        f.push(attr::SUBMITTED_BY, n.syms.name(self.submitted_by));
+        f.push(attr::VERSION, self.version as i64);
         let times = [
             (attr::RECEIVED_AT, self.received_at),
             (attr::SUBMITTED_AT, self.submitted_at),
             (attr::PLACED_IN_QUEUE_AT, self.placed_in_queue_at),
             (attr::MOVED_TO_QUEUE_AT, self.moved_to_queue_at),
-            (attr::DELIVERED_AT, self.delivered_at),
-            (attr::ASSIGNED_AT, self.assigned_at),
-            (attr::HELD_AT, self.held_at),
-            (attr::COMPLETED_AT, self.completed_at),
+            (attr::DELIVERED_AT, self.handling_time(|h| h.delivered_at)),
+            (attr::ASSIGNED_AT, self.handling_time(|h| h.assigned_at)),
+            (attr::HELD_AT, self.handling_time(|h| h.held_at)),
         ];
-        for (id, ms) in times {
+        for (a, ms) in times {
             if ms != 0 {
-                f.push(id, ms);
+                f.push(a, ms);
             }
         }
-        f.push(attr::PROPERTIES, self.properties.clone());
-        f
+        f.push(attr::PROPERTIES, self.properties().clone());
+    }
+
+    /// The interaction as one entry of an interaction list (attribute
+    /// INTERACTION; docs/protocol.md "Interaction lists"): field names as
+    /// conditions use them, unset times left out, properties last.
+    /// `locked_by` names the client holding a lock on it, if any.
+    pub fn summary(&self, n: Names<'_>, locked_by: Option<&str>) -> KvList {
+        let t = n.catalog.tenant_at(self.tenant);
+        let mut l = KvList::new();
+        l.push("id", Value::Str(self.id.to_string()));
+        l.push("tenant", Value::Str(t.name.clone()));
+        l.push("media_type", Value::Str(t.media[self.media as usize].name.clone()));
+        l.push("type", Value::Str(n.syms.name(self.interaction_type).into()));
+        l.push("subtype", Value::Str(n.syms.name(self.interaction_subtype).into()));
+        match self.place {
+            Place::Queue(q) => {
+                let q = &t.queues[q as usize];
+                l.push("queue", Value::Str(q.name.clone()));
+                l.push("business_process", Value::Str(t.processes[q.process as usize].name.clone()));
+            }
+            Place::Workbin { workbin, owner } => {
+                l.push("workbin", Value::Str(t.workbins[workbin as usize].name.clone()));
+                l.push("workbin_owner", Value::Str(n.syms.name(owner).into()));
+            }
+        }
+        l.push("priority", Value::Int(self.priority));
+        l.push("submitted_by", Value::Str(n.syms.name(self.submitted_by).into()));
+        let times = [
+            ("received_at", self.received_at),
+            ("submitted_at", self.submitted_at),
+            ("placed_in_queue_at", self.placed_in_queue_at),
+            ("moved_to_queue_at", self.moved_to_queue_at),
+            ("delivered_at", self.handling_time(|h| h.delivered_at)),
+            ("assigned_at", self.handling_time(|h| h.assigned_at)),
+            ("held_at", self.handling_time(|h| h.held_at)),
+        ];
+        for (k, ms) in times {
+            if ms != 0 {
+                l.push(k, Value::Int(ms));
+            }
+        }
+        l.push("version", Value::Int(self.version as i64));
+        if let Some(who) = locked_by {
+            l.push("locked_by", Value::Str(who.into()));
+        }
+        l.push("properties", Value::List(self.properties().clone()));
+        l
     }
 }
+

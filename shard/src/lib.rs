@@ -5,10 +5,15 @@
 
 pub mod catalog;
 pub mod condition;
+pub mod coord;
 pub mod id;
 pub mod interaction;
 pub mod machine;
+pub mod peer;
 pub mod proto;
+pub mod store;
+pub mod symbols;
 pub mod value;
+pub mod view;
 
 pub use value::{KvList, Value};

@@ -1,9 +1,14 @@
 //! The shard state machine: pure and deterministic.
 //!
-//! Inputs (requests about interactions this shard owns, storage completions)
-//! go in with the current time; outputs (replies, storage writes) come out.
-//! No I/O, no clock reads, no randomness. The server's executor feeds it;
-//! tests drive it directly.
+//! Inputs (requests, storage completions, messages from other shards, clock
+//! ticks, closed connections) go in with the current time; outputs
+//! (replies, storage writes, messages to shards) come out. No I/O, no clock
+//! reads, no randomness. The server's executor feeds it; tests drive it
+//! directly, several shards at once through a simulated mesh.
+//!
+//! This file holds the interactions a shard owns: the requests about one
+//! interaction, view indexes, queue counts and locks. `coord.rs` holds the
+//! requests that span every shard (pull, search, snapshots, depth).
 //!
 //! Durability rule (brief, invariant 1): a change is applied in memory at
 //! once, sent to storage as a full-row write, and acknowledged only when the
@@ -13,17 +18,23 @@
 //! restored); a failed property change stays in memory and is written again
 //! with the next change, which is allowed because it was never acknowledged.
 
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use ahash::AHashMap;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, TenantIdx, ViewIdx};
+use crate::coord::Op;
 use crate::id::{self, IdGen};
-use crate::interaction::{Interaction, InteractionRecord, Millis};
+use crate::interaction::{tie_from, Interaction, InteractionRecord, Millis, Names, Place};
+use crate::peer::{Holder, LockKind, PeerMsg};
 use crate::proto::frame::Frame;
 use crate::proto::msg::{attr, ClientType, ErrorCode};
 use crate::proto::request::{event_ack, event_error, ProtoError, Request, Submit};
+use crate::store::{Slot, Store};
+use crate::symbols::Symbols;
 use crate::value::KvList;
+use crate::view::ViewIndex;
 
 /// Where a request came from: the shard that holds the connection and the
 /// connection's number on that shard. Replies go back there.
@@ -49,6 +60,23 @@ pub enum Input {
     Request { caller: Caller, request: Request },
     /// Storage finished the write with this token.
     StorageDone { token: u64, ok: bool },
+    /// A message from a shard (possibly this one).
+    Peer { from: u16, msg: PeerMsg },
+    /// Time passed: expire locks and waiting pulls whose time is up.
+    Tick,
+    /// A connection of this shard closed: its locks, pulls and snapshots end.
+    ConnClosed { origin: Origin },
+}
+
+impl Input {
+    /// Whether the input may change interactions, and so must wait while a
+    /// snapshot holds this shard's cut (see [`crate::peer::ScanMode`]).
+    fn changes_interactions(&self) -> bool {
+        match self {
+            Input::Request { .. } | Input::StorageDone { .. } | Input::Tick | Input::ConnClosed { .. } => true,
+            Input::Peer { msg, .. } => matches!(msg, PeerMsg::PullLock { .. } | PeerMsg::Unlock { .. }),
+        }
+    }
 }
 
 /// A change for the database, keyed by interaction id.
@@ -77,6 +105,8 @@ pub enum Output {
     Reply { origin: Origin, frame: Frame },
     /// Write `op`; answer with `Input::StorageDone { token, .. }`.
     Store { token: u64, op: StoreOp },
+    /// Send `msg` to shard `to` (possibly this one) as `Input::Peer`.
+    Peer { to: u16, msg: PeerMsg },
 }
 
 /// What to do if a write fails.
@@ -95,6 +125,24 @@ struct Pending {
     reply_to: Option<Origin>,
     reply: Frame,
     undo: Undo,
+    /// A submit becomes visible to views and search once committed.
+    reveal: Option<Box<str>>,
+}
+
+/// A lock on one interaction.
+#[derive(Clone, Debug)]
+pub(crate) struct Lock {
+    pub holder: Holder,
+    pub kind: LockKind,
+    /// When a routing lock ends by itself (0: never).
+    pub deadline: Millis,
+}
+
+/// Interactions in one queue on this shard.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct QueueCount {
+    pub interactions: u64,
+    pub locked: u64,
 }
 
 /// Identity of a shard within its node.
@@ -106,15 +154,60 @@ pub struct ShardParams {
     /// Largest encoded size of one interaction's properties: keeps every
     /// answer describing an interaction well inside a frame.
     pub max_properties_bytes: usize,
+    /// Largest frame sent (`max-frame-size`): answers listing interactions
+    /// stop before it.
+    pub max_frame: usize,
+    /// How long a pulled interaction stays locked to its routing client.
+    pub routing_timeout_ms: Millis,
+    /// How long a pull from an empty view waits for an interaction.
+    pub pull_hold_ms: Millis,
+    /// Most interactions one snapshot holds.
+    pub max_snapshot: u32,
+}
+
+impl ShardParams {
+    /// Parameters for tests and tools: the server's defaults.
+    pub fn new(node: u8, shard: u16, shards: u16) -> Self {
+        ShardParams {
+            node,
+            shard,
+            shards,
+            max_properties_bytes: crate::proto::frame::DEFAULT_MAX_FRAME / 2,
+            max_frame: crate::proto::frame::DEFAULT_MAX_FRAME,
+            routing_timeout_ms: 720 * 60 * 1000,
+            pull_hold_ms: 0,
+            max_snapshot: 500,
+        }
+    }
 }
 
 pub struct Shard {
-    params: ShardParams,
-    catalog: Arc<Catalog>,
-    interactions: AHashMap<Box<str>, Interaction>,
+    pub(crate) params: ShardParams,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) store: Store,
+    pub(crate) syms: Symbols,
     ids: IdGen,
     next_token: u64,
     pending: AHashMap<u64, Pending>,
+    /// `views[tenant][view]`.
+    pub(crate) views: Vec<Vec<ViewIndex>>,
+    /// `depth[tenant][queue]`.
+    pub(crate) depth: Vec<Vec<QueueCount>>,
+    pub(crate) locks: AHashMap<Slot, Lock>,
+    /// Routing locks by deadline.
+    deadlines: BTreeSet<(Millis, Slot)>,
+    /// Pulls waiting for an entry in a view: (coordinating shard, op).
+    pub(crate) watchers: AHashMap<(TenantIdx, ViewIdx), Vec<(u16, u64)>>,
+    /// Requests this shard coordinates, by op number.
+    pub(crate) ops: AHashMap<u64, Op>,
+    pub(crate) next_op: u64,
+    pub(crate) snapshots: AHashMap<u64, crate::coord::Snapshot>,
+    /// Connections of this shard that have pulled or taken a locking
+    /// snapshot: only their closing sends every shard an unlock.
+    pub(crate) lockers: ahash::AHashSet<Origin>,
+    /// Snapshot cuts holding this shard, and the inputs they hold back.
+    pub(crate) frozen: u32,
+    held: VecDeque<Input>,
 }
 
 /// A request's immediate answer (`Some`), or `None` when storage answers later.
@@ -123,13 +216,27 @@ type Reply = Result<Option<Frame>, ProtoError>;
 impl Shard {
     pub fn new(params: ShardParams, catalog: Arc<Catalog>) -> Self {
         assert!(params.shard < params.shards);
+        let views = catalog.tenants.iter().map(|t| t.views.iter().map(ViewIndex::new).collect()).collect();
+        let depth = catalog.tenants.iter().map(|t| vec![QueueCount::default(); t.queues.len()]).collect();
         Shard {
             params,
             catalog,
-            interactions: AHashMap::new(),
+            store: Store::new(),
+            syms: Symbols::new(),
             ids: IdGen::new(params.node, params.shard, params.shards),
             next_token: 1,
             pending: AHashMap::new(),
+            views,
+            depth,
+            locks: AHashMap::new(),
+            deadlines: BTreeSet::new(),
+            watchers: AHashMap::new(),
+            ops: AHashMap::new(),
+            next_op: 1,
+            snapshots: AHashMap::new(),
+            lockers: ahash::AHashSet::new(),
+            frozen: 0,
+            held: VecDeque::new(),
         }
     }
 
@@ -141,13 +248,17 @@ impl Shard {
         &self.catalog
     }
 
+    pub(crate) fn names(&self) -> Names<'_> {
+        Names { catalog: &self.catalog, syms: &self.syms }
+    }
+
     /// Number of live interactions held.
     pub fn len(&self) -> usize {
-        self.interactions.len()
+        self.store.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.interactions.is_empty()
+        self.store.is_empty()
     }
 
     /// Writes sent to storage and not yet completed.
@@ -155,12 +266,49 @@ impl Shard {
         self.pending.len()
     }
 
+    /// Requests this shard coordinates that have not been answered yet.
+    pub fn pending_ops(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether something will happen on a [`Input::Tick`]: a routing lock
+    /// or a waiting pull has a deadline.
+    pub fn has_deadlines(&self) -> bool {
+        !self.deadlines.is_empty() || self.ops.values().any(Op::has_deadline)
+    }
+
     pub fn get(&self, id: &str) -> Option<&Interaction> {
-        self.interactions.get(id)
+        self.store.by_id(id)
     }
 
     pub fn interactions(&self) -> impl Iterator<Item = &Interaction> {
-        self.interactions.values()
+        self.store.iter().map(|(_, ix)| ix)
+    }
+
+    /// The record storage would hold for `id` now.
+    pub fn record(&self, id: &str) -> Option<InteractionRecord> {
+        self.get(id).map(|ix| ix.to_record(self.names()))
+    }
+
+    /// The client holding a lock on `id`, and what for.
+    pub fn lock_of(&self, id: &str) -> Option<(Holder, LockKind)> {
+        let slot = self.store.find(id)?;
+        self.locks.get(&slot).map(|l| (l.holder.clone(), l.kind))
+    }
+
+    /// The ids in one view on this shard, in view order.
+    pub fn view_ids(&self, tenant: TenantIdx, view: ViewIdx) -> Vec<Box<str>> {
+        let v = &self.views[tenant as usize][view as usize];
+        v.head(v.len()).into_iter().map(|(_, _, slot)| self.store.get(slot).id.clone()).collect()
+    }
+
+    /// The view key and tie of `id` in `view`, if it is in it here.
+    pub fn view_position(&self, id: &str, tenant: TenantIdx, view: ViewIdx) -> Option<(crate::view::ViewKey, u64)> {
+        let slot = self.store.find(id)?;
+        let ix = self.store.get(slot);
+        let v = &self.views[tenant as usize][view as usize];
+        let key = v.key(ix, self.names());
+        v.contains(&key, ix.tie, slot).then_some((key, ix.tie))
     }
 
     /// Whether this shard owns `id`.
@@ -174,18 +322,38 @@ impl Shard {
         if !self.owns(&id) {
             return Err(format!("interaction {id} does not belong to shard {}", self.params.shard));
         }
-        let ix = Interaction::from_record(record, &self.catalog).map_err(|e| format!("interaction {id}: {e}"))?;
-        if self.interactions.insert(ix.id.clone(), ix).is_some() {
+        if self.store.find(&id).is_some() {
             return Err(format!("interaction {id} is stored twice"));
         }
+        let ix = Interaction::from_record(record, &self.catalog, &mut self.syms)
+            .map_err(|e| format!("interaction {id}: {e}"))?;
+        let slot = self.store.insert(ix);
+        self.attach(slot, &mut Vec::new());
         Ok(())
     }
 
     /// Feeds one input; appends what must happen to `out`.
     pub fn handle(&mut self, now_ms: Millis, input: Input, out: &mut Vec<Output>) {
+        if self.frozen > 0 && input.changes_interactions() {
+            self.held.push_back(input);
+            return;
+        }
+        self.apply(now_ms, input, out);
+        // A thaw may have ended the last cut: replay what it held back, in
+        // order, unless another cut began meanwhile.
+        while self.frozen == 0 {
+            let Some(next) = self.held.pop_front() else { break };
+            self.apply(now_ms, next, out);
+        }
+    }
+
+    fn apply(&mut self, now_ms: Millis, input: Input, out: &mut Vec<Output>) {
         match input {
             Input::Request { caller, request } => self.handle_request(now_ms, caller, request, out),
             Input::StorageDone { token, ok } => self.storage_done(token, ok, out),
+            Input::Peer { from, msg } => self.handle_peer(now_ms, from, msg, out),
+            Input::Tick => self.tick(now_ms, out),
+            Input::ConnClosed { origin } => self.conn_closed(origin, out),
         }
     }
 
@@ -206,8 +374,26 @@ impl Shard {
             Request::ChangeProperties { id, changed, deleted } => {
                 self.change_properties(&caller, &id, changed, deleted, out)
             }
-            Request::PlaceInQueue { id, queue } => self.place_in_queue(now_ms, &caller, &id, &queue, out),
+            Request::PlaceInQueue { id, queue } => self.place_in_queue(now_ms, &caller, &id, queue.as_deref(), out),
             Request::StopProcessing { id, reason: _ } => self.stop_processing(&caller, &id, out),
+            Request::PlaceInWorkbin { id, workbin, owner } => {
+                self.place_in_workbin(now_ms, &caller, &id, &workbin, &owner, out)
+            }
+            Request::Pull { tenant, view, count } => self.start_pull(now_ms, &caller, &tenant, &view, count, out),
+            Request::FindInteractions { tenant, condition, limit } => {
+                self.start_find(&caller, tenant.as_deref(), &condition, limit, out)
+            }
+            Request::GetWorkbinContent { tenant, workbin, owner } => {
+                self.start_workbin_content(&caller, &tenant, &workbin, &owner, out)
+            }
+            Request::TakeSnapshot { tenant, condition, lock, limit } => {
+                self.start_snapshot(&caller, tenant.as_deref(), &condition, lock, limit, out)
+            }
+            Request::GetSnapshotInteractions { snapshot, start, count } => {
+                self.start_snapshot_page(&caller, snapshot, start, count, out)
+            }
+            Request::ReleaseSnapshot { snapshot } => self.release_snapshot(&caller, snapshot, out),
+            Request::GetQueueDepth { tenant } => self.start_queue_depth(&caller, &tenant, out),
             Request::RegisterClient { .. } | Request::Ping => Err(ProtoError::new(
                 ErrorCode::Internal,
                 format!("{} is handled by the connection, not a shard", request.name()),
@@ -226,14 +412,14 @@ impl Shard {
         t
     }
 
-    /// Sends the current state of `id` to storage; the reply waits for it.
-    fn write(&mut self, id: &str, reply_to: Option<Origin>, reply: Frame, undo: Undo, out: &mut Vec<Output>) {
-        let ix = self.interactions.get_mut(id).expect("write of a live interaction");
-        let record = Box::new(ix.to_record(&self.catalog));
+    /// Sends the current state of `slot` to storage; the reply waits for it.
+    fn write(&mut self, slot: Slot, reply_to: Option<Origin>, reply: Frame, undo: Undo, out: &mut Vec<Output>) {
+        let record = Box::new(self.store.get(slot).to_record(self.names()));
+        let ix = self.store.get_mut(slot);
         let op = if ix.stored { StoreOp::Upsert(record) } else { StoreOp::Insert(record) };
         ix.stored = true;
         let token = self.new_token();
-        self.pending.insert(token, Pending { reply_to, reply, undo });
+        self.pending.insert(token, Pending { reply_to, reply, undo, reveal: None });
         out.push(Output::Store { token, op });
     }
 
@@ -247,10 +433,7 @@ impl Shard {
         if !self.catalog.enable_submit {
             return Err(ProtoError::new(ErrorCode::SubmitDisabled, "this node does not accept submissions"));
         }
-        let tenant = self
-            .catalog
-            .tenant(&s.tenant)
-            .ok_or_else(|| ProtoError::new(ErrorCode::UnknownTenant, format!("unknown tenant '{}'", s.tenant)))?;
+        let tenant = self.tenant_idx(&s.tenant)?;
         let t = self.catalog.tenant_at(tenant);
         let media = t.media_type(&s.media_type).ok_or_else(|| {
             ProtoError::new(
@@ -264,9 +447,7 @@ impl Shard {
                 format!("media type '{}' is disabled in tenant '{}'", s.media_type, t.name),
             ));
         }
-        let queue = t.queue(&s.queue).ok_or_else(|| {
-            ProtoError::new(ErrorCode::UnknownQueue, format!("unknown queue '{}' in tenant '{}'", s.queue, t.name))
-        })?;
+        let queue = self.queue_idx(tenant, &s.queue)?;
         check_properties(&s.properties)?;
         self.check_size(&s.properties)?;
         for (what, v) in [("InteractionType", &s.interaction_type), ("InteractionSubtype", &s.interaction_subtype)] {
@@ -277,78 +458,123 @@ impl Shard {
                 ));
             }
         }
-        let id: Box<str> = match s.id {
+        let (id, tie): (Box<str>, u64) = match s.id {
             Some(id) => {
-                if id::decode(&id).is_some() {
-                    // Ids of the generated form are the server's to make: a
-                    // client taking one could collide with a later one.
-                    return Err(ProtoError::new(
-                        ErrorCode::InvalidInteractionId,
-                        format!("interaction id '{id}' has the form of a server-generated id; choose another form"),
-                    ));
-                }
-                if !id::is_valid_client_id(&id) {
-                    return Err(ProtoError::new(
-                        ErrorCode::InvalidInteractionId,
-                        format!(
-                            "interaction id '{id}' must be 1 to {} letters, digits, '-', '_', '.' or ':'",
-                            id::MAX_CLIENT_ID_LEN
-                        ),
-                    ));
-                }
-                if self.interactions.contains_key(id.as_str()) {
-                    return Err(ProtoError::new(
-                        ErrorCode::DuplicateInteractionId,
-                        format!("interaction {id} already exists"),
-                    ));
-                }
-                id.into()
+                self.check_client_id(&id)?;
+                // The tie comes from the shard's id sequence, as for a
+                // generated id, so submission order holds for both kinds.
+                let parts = id::decode(&self.ids.next(now_ms)).expect("generated ids decode");
+                (id.into(), tie_from(parts.time_ms, parts.seq))
             }
             None => {
                 // A loaded interaction may hold an id this generator makes
                 // again (the clock went back across a restart): skip it.
                 let mut id = self.ids.next(now_ms);
-                while self.interactions.contains_key(id.as_str()) {
+                while self.store.find(&id).is_some() {
                     id = self.ids.next(now_ms);
                 }
-                id.into()
+                let parts = id::decode(&id).expect("generated ids decode");
+                (id.into(), tie_from(parts.time_ms, parts.seq))
             }
         };
-        let ix = Interaction {
+        let mut ix = Interaction {
             id: id.clone(),
-            tenant,
-            media,
-            queue,
-            interaction_type: s.interaction_type.into(),
-            interaction_subtype: s.interaction_subtype.into(),
+            properties: None,
+            handling: None,
             priority: s.priority,
-            submitted_by: (*caller.client_name).into(),
             received_at: s.received_at_ms.unwrap_or(now_ms),
             submitted_at: now_ms,
             placed_in_queue_at: now_ms,
             moved_to_queue_at: 0,
-            delivered_at: 0,
-            assigned_at: 0,
-            held_at: 0,
-            completed_at: 0,
-            properties: s.properties,
+            tie,
             version: 0,
+            tenant,
+            media,
+            place: Place::Queue(queue),
+            interaction_type: self.syms.intern(&s.interaction_type),
+            interaction_subtype: self.syms.intern(&s.interaction_subtype),
+            submitted_by: self.syms.intern(&caller.client_name),
             stored: false,
+            visible: false,
+            locked: false,
         };
-        self.interactions.insert(id.clone(), ix);
+        ix.set_properties(s.properties);
+        let slot = self.store.insert(ix);
         let reply = event_ack(caller.ref_id).with(attr::INTERACTION_ID, &*id);
-        self.write(&id.clone(), Some(caller.origin), reply, Undo::ForgetSubmitted(id), out);
+        self.write(slot, Some(caller.origin), reply, Undo::ForgetSubmitted(id.clone()), out);
+        let token = self.next_token - 1;
+        self.pending.get_mut(&token).expect("just written").reveal = Some(id);
         Ok(None)
     }
 
-    fn live(&self, id: &str) -> Result<&Interaction, ProtoError> {
-        self.interactions
-            .get(id)
+    fn check_client_id(&self, id: &str) -> Result<(), ProtoError> {
+        if id::decode(id).is_some() {
+            // Ids of the generated form are the server's to make: a
+            // client taking one could collide with a later one.
+            return Err(ProtoError::new(
+                ErrorCode::InvalidInteractionId,
+                format!("interaction id '{id}' has the form of a server-generated id; choose another form"),
+            ));
+        }
+        if !id::is_valid_client_id(id) {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidInteractionId,
+                format!(
+                    "interaction id '{id}' must be 1 to {} letters, digits, '-', '_', '.' or ':'",
+                    id::MAX_CLIENT_ID_LEN
+                ),
+            ));
+        }
+        if self.store.find(id).is_some() {
+            return Err(ProtoError::new(ErrorCode::DuplicateInteractionId, format!("interaction {id} already exists")));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn tenant_idx(&self, name: &str) -> Result<TenantIdx, ProtoError> {
+        self.catalog
+            .tenant(name)
+            .ok_or_else(|| ProtoError::new(ErrorCode::UnknownTenant, format!("unknown tenant '{name}'")))
+    }
+
+    fn queue_idx(&self, tenant: TenantIdx, name: &str) -> Result<crate::catalog::QueueIdx, ProtoError> {
+        let t = self.catalog.tenant_at(tenant);
+        t.queue(name).ok_or_else(|| {
+            ProtoError::new(ErrorCode::UnknownQueue, format!("unknown queue '{name}' in tenant '{}'", t.name))
+        })
+    }
+
+    fn live(&self, id: &str) -> Result<Slot, ProtoError> {
+        self.store
+            .find(id)
             .ok_or_else(|| ProtoError::new(ErrorCode::UnknownInteraction, format!("no interaction {id}")))
     }
 
+    /// Refuses a change by `caller` to an interaction another client has
+    /// locked. Operators may override a lock.
+    fn check_lock(&self, slot: Slot, caller: &Caller) -> Result<(), ProtoError> {
+        match self.locks.get(&slot) {
+            Some(l) if l.holder.origin != caller.origin && caller.client_type != ClientType::Operator => {
+                Err(ProtoError::new(
+                    ErrorCode::InteractionLocked,
+                    format!(
+                        "interaction {} is locked by client '{}' ({})",
+                        self.store.get(slot).id,
+                        l.holder.name,
+                        match l.kind {
+                            LockKind::Routing => "routing".to_string(),
+                            LockKind::Snapshot(s) => format!("snapshot {s}"),
+                        }
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn get_properties(&self, id: &str, ref_id: u32) -> Reply {
-        Ok(Some(self.live(id)?.to_frame(&self.catalog, ref_id)))
+        let slot = self.live(id)?;
+        Ok(Some(self.store.get(slot).to_frame(self.names(), ref_id)))
     }
 
     fn change_properties(
@@ -359,7 +585,7 @@ impl Shard {
         deleted: Vec<String>,
         out: &mut Vec<Output>,
     ) -> Reply {
-        self.live(id)?;
+        let slot = self.live(id)?;
         check_properties(&changed)?;
         if let Some(k) = deleted.iter().find(|k| changed.get(k).is_some()) {
             return Err(ProtoError::new(
@@ -373,7 +599,7 @@ impl Shard {
                 "nothing to change: give Properties or DeletedKeys",
             ));
         }
-        let mut properties = self.interactions[id].properties.clone();
+        let mut properties = self.store.get(slot).properties().clone();
         for (k, v) in changed.into_entries() {
             properties.set(k, v);
         }
@@ -383,10 +609,12 @@ impl Shard {
             properties.remove(k);
         }
         self.check_size(&properties)?;
-        let ix = self.interactions.get_mut(id).expect("checked live");
-        ix.properties = properties;
+        self.detach(slot);
+        let ix = self.store.get_mut(slot);
+        ix.set_properties(properties);
         ix.version += 1;
-        self.write(id, Some(caller.origin), event_ack(caller.ref_id), Undo::Nothing, out);
+        self.attach(slot, out);
+        self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Nothing, out);
         Ok(None)
     }
 
@@ -395,28 +623,88 @@ impl Shard {
         now_ms: Millis,
         caller: &Caller,
         id: &str,
-        queue: &str,
+        queue: Option<&str>,
         out: &mut Vec<Output>,
     ) -> Reply {
-        let ix = self.live(id)?;
+        let slot = self.live(id)?;
+        let ix = self.store.get(slot);
         let t = self.catalog.tenant_at(ix.tenant);
-        let q = t.queue(queue).ok_or_else(|| {
-            ProtoError::new(ErrorCode::UnknownQueue, format!("unknown queue '{queue}' in tenant '{}'", t.name))
-        })?;
-        let ix = self.interactions.get_mut(id).expect("checked live");
-        ix.queue = q;
-        ix.placed_in_queue_at = now_ms;
-        ix.moved_to_queue_at = now_ms;
-        ix.version += 1;
-        self.write(id, Some(caller.origin), event_ack(caller.ref_id), Undo::Nothing, out);
+        let q = match queue {
+            Some(name) => self.queue_idx(ix.tenant, name)?,
+            None => {
+                // The workflow: the queue configured to follow this one.
+                let Place::Queue(cur) = ix.place else {
+                    return Err(ProtoError::new(
+                        ErrorCode::InvalidValue,
+                        format!("interaction {id} is in a workbin, not a queue: name the queue to place it in"),
+                    ));
+                };
+                let cur = &t.queues[cur as usize];
+                cur.next.ok_or_else(|| {
+                    ProtoError::new(
+                        ErrorCode::UnknownQueue,
+                        format!("queue '{}' has no next queue configured: name the queue to place it in", cur.name),
+                    )
+                })?
+            }
+        };
+        self.check_lock(slot, caller)?;
+        self.move_to(slot, Place::Queue(q), now_ms, out);
+        self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Nothing, out);
         Ok(None)
     }
 
+    fn place_in_workbin(
+        &mut self,
+        now_ms: Millis,
+        caller: &Caller,
+        id: &str,
+        workbin: &str,
+        owner: &str,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        let slot = self.live(id)?;
+        let tenant = self.store.get(slot).tenant;
+        let t = self.catalog.tenant_at(tenant);
+        let w = t.workbin(workbin).ok_or_else(|| {
+            ProtoError::new(ErrorCode::UnknownWorkbin, format!("unknown workbin '{workbin}' in tenant '{}'", t.name))
+        })?;
+        if owner.is_empty() || owner.len() > MAX_NAME_LEN {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidValue,
+                format!("WorkbinOwner must be 1 to {MAX_NAME_LEN} bytes"),
+            ));
+        }
+        self.check_lock(slot, caller)?;
+        let owner = self.syms.intern(owner);
+        self.move_to(slot, Place::Workbin { workbin: w, owner }, now_ms, out);
+        self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Nothing, out);
+        Ok(None)
+    }
+
+    /// Moves an interaction to `place` in one step: it leaves every view of
+    /// its old queue and enters those of the new one. Any lock ends.
+    fn move_to(&mut self, slot: Slot, place: Place, now_ms: Millis, out: &mut Vec<Output>) {
+        self.detach(slot);
+        self.drop_lock(slot);
+        let ix = self.store.get_mut(slot);
+        ix.place = place;
+        ix.locked = false;
+        if matches!(place, Place::Queue(_)) {
+            ix.placed_in_queue_at = now_ms;
+            ix.moved_to_queue_at = now_ms;
+        }
+        ix.version += 1;
+        self.attach(slot, out);
+    }
+
     fn stop_processing(&mut self, caller: &Caller, id: &str, out: &mut Vec<Output>) -> Reply {
-        let ix = self
-            .interactions
-            .remove(id)
-            .ok_or_else(|| ProtoError::new(ErrorCode::UnknownInteraction, format!("no interaction {id}")))?;
+        let slot = self.live(id)?;
+        self.check_lock(slot, caller)?;
+        self.detach(slot);
+        self.drop_lock(slot);
+        let mut ix = self.store.remove(slot);
+        ix.locked = false;
         let token = self.new_token();
         self.pending.insert(
             token,
@@ -424,6 +712,7 @@ impl Shard {
                 reply_to: Some(caller.origin),
                 reply: event_ack(caller.ref_id),
                 undo: Undo::Restore(Box::new(ix)),
+                reveal: None,
             },
         );
         out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()) });
@@ -437,6 +726,15 @@ impl Shard {
             debug_assert!(false, "storage completion for unknown token {token}");
             return;
         };
+        if ok {
+            if let Some(id) = &p.reveal {
+                // Stopped before its submit committed: nothing to reveal.
+                if let Some(slot) = self.store.find(id) {
+                    self.store.get_mut(slot).visible = true;
+                    self.attach(slot, out);
+                }
+            }
+        }
         let Some(origin) = p.reply_to else { return };
         if ok {
             out.push(Output::Reply { origin, frame: p.reply });
@@ -445,16 +743,26 @@ impl Shard {
         match p.undo {
             Undo::Nothing => {}
             Undo::ForgetSubmitted(id) => {
-                self.interactions.remove(&id);
+                if let Some(slot) = self.store.find(&id) {
+                    self.detach(slot);
+                    self.drop_lock(slot);
+                    self.store.remove(slot);
+                }
                 // Remove whatever a later write of this id may have stored.
                 let token = self.new_token();
-                self.pending.insert(token, Pending { reply_to: None, reply: Frame::new(0, 0), undo: Undo::Nothing });
+                self.pending.insert(
+                    token,
+                    Pending { reply_to: None, reply: Frame::new(0, 0), undo: Undo::Nothing, reveal: None },
+                );
                 out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()) });
             }
             Undo::Restore(ix) => {
                 let mut ix = *ix;
                 ix.stored = true;
-                self.interactions.entry(ix.id.clone()).or_insert(ix);
+                if self.store.find(&ix.id).is_none() {
+                    let slot = self.store.insert(ix);
+                    self.attach(slot, out);
+                }
             }
         }
         let err = ProtoError::new(
@@ -462,6 +770,116 @@ impl Shard {
             "the change could not be committed to the database; it is not applied",
         );
         out.push(Output::Reply { origin, frame: event_error(p.reply.ref_id, &err) });
+    }
+
+    // ----- queue counts, view indexes and locks ---------------------------
+
+    /// Counts a visible interaction in its queue and, unless locked, enters
+    /// it in the queue's views whose condition it meets. Pulls waiting on
+    /// those views are told.
+    pub(crate) fn attach(&mut self, slot: Slot, out: &mut Vec<Output>) {
+        let Shard { store, views, depth, catalog, syms, watchers, .. } = self;
+        let ix = store.get(slot);
+        let Place::Queue(q) = ix.place else { return };
+        if !ix.visible {
+            return;
+        }
+        let count = &mut depth[ix.tenant as usize][q as usize];
+        count.interactions += 1;
+        if ix.locked {
+            count.locked += 1;
+            return;
+        }
+        let n = Names { catalog, syms };
+        let t = catalog.tenant_at(ix.tenant);
+        for &v in &t.queues[q as usize].views {
+            let view = &t.views[v as usize];
+            if view.condition.as_ref().is_none_or(|c| ix.matches(c, n)) {
+                let index = &mut views[ix.tenant as usize][v as usize];
+                index.insert(index.key(ix, n), ix.tie, slot);
+                if let Some(w) = watchers.remove(&(ix.tenant, v)) {
+                    for (to, op) in w {
+                        out.push(Output::Peer { to, msg: PeerMsg::ViewFilled { op } });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Undoes [`Shard::attach`]; call before changing anything a view or
+    /// count depends on, then attach again.
+    pub(crate) fn detach(&mut self, slot: Slot) {
+        let Shard { store, views, depth, catalog, syms, .. } = self;
+        let ix = store.get(slot);
+        let Place::Queue(q) = ix.place else { return };
+        if !ix.visible {
+            return;
+        }
+        let count = &mut depth[ix.tenant as usize][q as usize];
+        assert!(count.interactions > 0, "queue count below zero");
+        count.interactions -= 1;
+        if ix.locked {
+            assert!(count.locked > 0, "locked count below zero");
+            count.locked -= 1;
+            return;
+        }
+        let n = Names { catalog, syms };
+        let t = catalog.tenant_at(ix.tenant);
+        for &v in &t.queues[q as usize].views {
+            let view = &t.views[v as usize];
+            if view.condition.as_ref().is_none_or(|c| ix.matches(c, n)) {
+                let index = &mut views[ix.tenant as usize][v as usize];
+                let removed = index.remove(index.key(ix, n), ix.tie, slot);
+                assert!(removed, "interaction {} missing from view '{}'", ix.id, view.name);
+            }
+        }
+    }
+
+    /// Locks a visible, unlocked interaction to `holder`.
+    pub(crate) fn lock(&mut self, slot: Slot, holder: Holder, kind: LockKind, deadline: Millis, out: &mut Vec<Output>) {
+        debug_assert!(!self.store.get(slot).locked);
+        self.detach(slot);
+        self.store.get_mut(slot).locked = true;
+        self.attach(slot, out);
+        if deadline != 0 {
+            self.deadlines.insert((deadline, slot));
+        }
+        self.locks.insert(slot, Lock { holder, kind, deadline });
+    }
+
+    /// Ends the lock on `slot`; the interaction is back in its views, at
+    /// the place its key gives it (its original place unless it changed).
+    pub(crate) fn unlock(&mut self, slot: Slot, out: &mut Vec<Output>) {
+        if !self.store.get(slot).locked {
+            return;
+        }
+        self.detach(slot);
+        self.drop_lock(slot);
+        self.store.get_mut(slot).locked = false;
+        self.attach(slot, out);
+    }
+
+    /// Forgets the lock entry of `slot` (the caller fixes `locked` and the
+    /// counts).
+    fn drop_lock(&mut self, slot: Slot) {
+        if let Some(l) = self.locks.remove(&slot) {
+            if l.deadline != 0 {
+                self.deadlines.remove(&(l.deadline, slot));
+            }
+        }
+    }
+
+    /// Routing locks whose time is up end: the interactions go back.
+    fn expire_locks(&mut self, now_ms: Millis, out: &mut Vec<Output>) {
+        while self.deadlines.first().is_some_and(|&(deadline, _)| deadline <= now_ms) {
+            let (_, slot) = self.deadlines.pop_first().expect("checked");
+            self.unlock(slot, out);
+        }
+    }
+
+    fn tick(&mut self, now_ms: Millis, out: &mut Vec<Output>) {
+        self.expire_locks(now_ms, out);
+        self.expire_ops(now_ms, out);
     }
 }
 
@@ -485,8 +903,25 @@ impl Shard {
 /// columns are 255 characters wide).
 pub const MAX_NAME_LEN: usize = 255;
 
-/// Property lists in requests must not name a key twice or use an empty key.
+/// Deepest nesting of property lists, the list itself counting 1. Interaction
+/// lists in answers carry properties one level down (docs/protocol.md 7.9),
+/// so they must leave one level of the frame's nesting limit free.
+pub const MAX_PROPERTY_LEVELS: usize = crate::proto::frame::MAX_LIST_DEPTH - 2;
+
+fn list_levels(l: &KvList) -> usize {
+    1 + l.iter().filter_map(|(_, v)| v.as_list()).map(list_levels).max().unwrap_or(0)
+}
+
+/// Property lists in requests must not name a key twice or use an empty
+/// key, and must leave room to be nested in an interaction list.
 fn check_properties(l: &KvList) -> Result<(), ProtoError> {
+    let levels = list_levels(l);
+    if levels > MAX_PROPERTY_LEVELS {
+        return Err(ProtoError::new(
+            ErrorCode::InvalidValue,
+            format!("properties nest {levels} list levels; at most {MAX_PROPERTY_LEVELS} are allowed"),
+        ));
+    }
     if l.has_duplicate_keys() {
         return Err(ProtoError::new(ErrorCode::InvalidValue, "a property key appears twice"));
     }

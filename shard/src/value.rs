@@ -74,6 +74,9 @@ pub struct KvList {
     entries: Vec<(String, Value)>,
 }
 
+/// The empty list, for interactions without properties.
+pub static EMPTY_LIST: KvList = KvList { entries: Vec::new() };
+
 impl KvList {
     pub fn new() -> Self {
         Self::default()

@@ -121,7 +121,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ),
         (
             "seed-place",
-            enc(&Request::PlaceInQueue { id: id.clone(), queue: "done".into() }, 6),
+            enc(&Request::PlaceInQueue { id: id.clone(), queue: Some("done".into()) }, 6),
             Requests(&["RequestPlaceInQueue"]),
         ),
         (

@@ -16,7 +16,7 @@ const T0: i64 = 1_800_000_000_000;
 
 fn shard(shard: u16, shards: u16) -> Shard {
     Shard::new(
-        ShardParams { node: 1, shard, shards, max_properties_bytes: 4096 },
+        ShardParams { max_properties_bytes: 4096, ..ShardParams::new(1, shard, shards) },
         Arc::new(Catalog::embedded_default()),
     )
 }
@@ -132,7 +132,7 @@ fn change_place_and_stop_write_full_rows() {
     assert_eq!(rec.version, 1);
     assert_eq!(only_reply(&done(&mut s, token, true)).ref_id, 2);
 
-    let (token, op) = only_store(&req(&mut s, 3, Request::PlaceInQueue { id: id.clone(), queue: "done".into() }));
+    let (token, op) = only_store(&req(&mut s, 3, Request::PlaceInQueue { id: id.clone(), queue: Some("done".into()) }));
     let StoreOp::Upsert(rec) = op else { panic!() };
     assert_eq!((rec.queue.as_str(), rec.moved_to_queue_at), ("done", Some(T0)));
     only_reply(&done(&mut s, token, true));
@@ -150,7 +150,7 @@ fn a_failed_stop_restores_the_interaction() {
     let (token, _) = only_store(&req(&mut s, 4, Request::StopProcessing { id: id.clone(), reason: None }));
     let reply = only_reply(&done(&mut s, token, false));
     assert_eq!(error_of(&reply).unwrap().code, ErrorCode::StorageFailure);
-    assert_eq!(s.get(&id).unwrap().properties, kv![("lang", "en")]);
+    assert_eq!(*s.get(&id).unwrap().properties(), kv![("lang", "en")]);
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn refused_requests_change_nothing_and_write_nothing() {
             ErrorCode::InvalidValue,
         ),
         (
-            Request::PlaceInQueue { id: id.clone(), queue: "nowhere".into() },
+            Request::PlaceInQueue { id: id.clone(), queue: Some("nowhere".into()) },
             ClientType::MediaServer,
             ErrorCode::UnknownQueue,
         ),
@@ -287,7 +287,7 @@ fn random_histories_answer_every_request_once() {
                     },
                     2 => Request::PlaceInQueue {
                         id: pick(&mut rng, &ids),
-                        queue: ["inbound", "done", "bad"][rng.below(3) as usize].into(),
+                        queue: Some(["inbound", "done", "bad"][rng.below(3) as usize].into()),
                     },
                     3 => {
                         let id = pick(&mut rng, &ids);
@@ -312,6 +312,7 @@ fn random_histories_answer_every_request_once() {
                         }
                     }
                     Output::Store { token, .. } => inflight.push(token),
+                    Output::Peer { .. } => panic!("seed {seed}: no request here spans shards"),
                 }
             }
         }
@@ -331,6 +332,7 @@ fn random_histories_answer_every_request_once() {
                         }
                     }
                     Output::Store { token, .. } => inflight.push(token),
+                    Output::Peer { .. } => panic!("seed {seed}: no request here spans shards"),
                 }
             }
         }
@@ -383,5 +385,60 @@ fn properties_are_bounded_in_size() {
     let out = req(&mut s, 3, Request::ChangeProperties { id: id.clone(), changed: other, deleted: vec![] });
     assert_eq!(error_of(&only_reply(&out)).unwrap().code, ErrorCode::InvalidValue);
     assert_eq!(s.get(&id).unwrap().version, 1);
-    assert!(s.get(&id).unwrap().properties.get("b").is_none());
+    assert!(s.get(&id).unwrap().properties().get("b").is_none());
+}
+
+/// Properties nested `levels` lists deep, the property list counting 1.
+fn nested_props(levels: usize) -> KvList {
+    let mut l = kv![("leaf", 1)];
+    for _ in 1..levels {
+        l = KvList::from_entries(vec![("inner".into(), Value::List(l))]);
+    }
+    l
+}
+
+#[test]
+fn properties_leave_room_to_be_listed_in_answers() {
+    use ixn_shard::machine::MAX_PROPERTY_LEVELS;
+    use ixn_shard::proto::frame::{decode_frame, DEFAULT_MAX_FRAME};
+    let mut s = shard(0, 1);
+    let out = req(&mut s, 1, submit("inbound", "chat", nested_props(MAX_PROPERTY_LEVELS + 1)));
+    assert_eq!(error_of(&only_reply(&out)).unwrap().code, ErrorCode::InvalidValue);
+    assert_eq!(s.len(), 0);
+    let (token, _) = only_store(&req(&mut s, 2, submit("inbound", "chat", nested_props(MAX_PROPERTY_LEVELS))));
+    done(&mut s, token, true);
+    // The deepest allowed properties still fit in an interaction list that a
+    // client can decode.
+    let caller = Caller {
+        origin: Origin { shard: 0, conn: 7 },
+        ref_id: 3,
+        client_type: ClientType::Operator,
+        client_name: "op".into(),
+    };
+    let mut out = Vec::new();
+    s.handle(
+        T0,
+        Input::Request {
+            caller,
+            request: Request::Pull { tenant: "default".into(), view: "inbound-by-priority".into(), count: 1 },
+        },
+        &mut out,
+    );
+    // One shard: the coordinator talks to itself until it answers.
+    let mut frame = None;
+    while let Some(o) = out.pop() {
+        match o {
+            Output::Peer { msg, .. } => s.handle(T0, Input::Peer { from: 0, msg }, &mut out),
+            Output::Reply { frame: f, .. } => frame = Some(f),
+            Output::Store { .. } => panic!("a pull writes nothing"),
+        }
+    }
+    let frame = frame.expect("the pull answered");
+    assert_eq!(frame.get_int(attr::COUNT), Some(1));
+    assert_eq!(decode_frame(&frame.encode(), DEFAULT_MAX_FRAME).unwrap(), frame);
+    // A change adding a deeper property is refused too.
+    let id = s.interactions().next().unwrap().id.to_string();
+    let changed = kv![("deep", Value::List(nested_props(MAX_PROPERTY_LEVELS)))];
+    let out = req(&mut s, 4, Request::ChangeProperties { id, changed, deleted: vec![] });
+    assert_eq!(error_of(&only_reply(&out)).unwrap().code, ErrorCode::InvalidValue);
 }

@@ -238,6 +238,7 @@ async fn read_loop(rt: &Runtime, conn: &Conn, stream: &Shared) {
     };
     conn.close_after_flush();
     rt.remove_conn(conn.id);
+    rt.conn_closed(conn.id);
     let client = conn.client.borrow().as_ref().map(|(_, n)| n.to_string());
     tracing::info!(msg_id = msgid::CLIENT_DISCONNECTED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, ?client, reason, "client disconnected");
 }

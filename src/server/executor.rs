@@ -5,6 +5,7 @@
 //! channels and completion inbox (storage).
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,7 +19,8 @@ use glommio::net::TcpListener;
 use glommio::{Latency, Shares, TaskQueueHandle};
 use ixn_shard::catalog::Catalog;
 use ixn_shard::interaction::InteractionRecord;
-use ixn_shard::machine::{Caller, Input, Output, Shard, ShardParams};
+use ixn_shard::machine::{Caller, Input, Origin, Output, Shard, ShardParams};
+use ixn_shard::peer::PeerMsg;
 use ixn_shard::proto::{Frame, Request};
 use ixn_storage::{WriteRequest, WriterHandle};
 
@@ -33,6 +35,8 @@ pub enum ShardMsg {
     Request { caller: Caller, request: Request },
     /// The answer to a forwarded request, for a connection of the receiver.
     Reply { conn: u64, frame: Frame },
+    /// A message of the shards' own protocol (ixn_shard::peer).
+    Peer { from: u16, msg: PeerMsg },
 }
 
 /// Everything a shard needs, handed to its executor thread at start.
@@ -62,6 +66,8 @@ pub struct Runtime {
     pub config: Arc<Config>,
     machine: RefCell<Shard>,
     scratch: RefCell<Vec<Output>>,
+    /// Messages this shard sent itself, handled after the current input.
+    to_self: RefCell<VecDeque<PeerMsg>>,
     conns: RefCell<AHashMap<u64, Rc<Conn>>>,
     next_conn: Cell<u64>,
     peers: Vec<Option<LocalSender<ShardMsg>>>,
@@ -70,6 +76,10 @@ pub struct Runtime {
     pub queue: TaskQueueHandle,
     max_conns: usize,
 }
+
+/// How often the shard's clock ticks while it has deadlines: the precision
+/// of routing-timeout and pull-hold-timeout.
+const TICK: Duration = Duration::from_millis(20);
 
 /// Milliseconds since the Unix epoch: the only clock the shard sees.
 pub fn now_ms() -> i64 {
@@ -101,9 +111,19 @@ impl Runtime {
     fn run_machine(&self, input: Input) {
         // One output buffer per shard, reused input after input.
         let mut out = std::mem::take(&mut *self.scratch.borrow_mut());
-        self.machine.borrow_mut().handle(now_ms(), input, &mut out);
-        self.dispatch(&mut out);
+        let mut input = Some(input);
+        while let Some(i) = input.take() {
+            self.machine.borrow_mut().handle(now_ms(), i, &mut out);
+            self.dispatch(&mut out);
+            let next = self.to_self.borrow_mut().pop_front();
+            input = next.map(|msg| Input::Peer { from: self.shard, msg });
+        }
         *self.scratch.borrow_mut() = out;
+    }
+
+    /// A connection of this shard closed: its locks, pulls and snapshots end.
+    pub fn conn_closed(&self, conn: u64) {
+        self.run_machine(Input::ConnClosed { origin: Origin { shard: self.shard, conn } });
     }
 
     fn dispatch(&self, out: &mut Vec<Output>) {
@@ -117,6 +137,13 @@ impl Runtime {
                     }
                 }
                 Output::Store { token, op } => self.writer.submit(WriteRequest { shard: self.shard, token, op }),
+                Output::Peer { to, msg } => {
+                    if to == self.shard {
+                        self.to_self.borrow_mut().push_back(msg);
+                    } else {
+                        self.send_peer(to, ShardMsg::Peer { from: self.shard, msg });
+                    }
+                }
             }
         }
     }
@@ -138,6 +165,7 @@ impl Runtime {
         match msg {
             ShardMsg::Request { caller, request } => self.run_machine(Input::Request { caller, request }),
             ShardMsg::Reply { conn, frame } => self.deliver(conn, frame),
+            ShardMsg::Peer { from, msg } => self.run_machine(Input::Peer { from, msg }),
         }
     }
 
@@ -156,6 +184,10 @@ pub async fn shard_main(ctx: ShardContext) {
         shard: ctx.shard,
         shards: ctx.shards,
         max_properties_bytes: ctx.config.server.max_frame_size / 2,
+        max_frame: ctx.config.server.max_frame_size,
+        routing_timeout_ms: (ctx.config.settings.routing_timeout * 1000.0) as i64,
+        pull_hold_ms: (ctx.config.settings.pull_hold_timeout * 1000.0) as i64,
+        max_snapshot: ctx.config.settings.max_interactions_per_snapshot,
     };
     let mut machine = Shard::new(params, ctx.catalog.clone());
     let loaded = ctx.records.len();
@@ -183,6 +215,7 @@ pub async fn shard_main(ctx: ShardContext) {
         config: ctx.config.clone(),
         machine: RefCell::new(machine),
         scratch: RefCell::new(Vec::with_capacity(16)),
+        to_self: RefCell::new(VecDeque::new()),
         conns: RefCell::new(AHashMap::new()),
         next_conn: Cell::new(1),
         peers,
@@ -246,6 +279,25 @@ pub async fn shard_main(ctx: ShardContext) {
                         inbox.take(&mut done).await;
                         for (token, ok) in done.drain(..) {
                             rt.run_machine(Input::StorageDone { token, ok });
+                        }
+                    }
+                },
+                queue,
+            )
+            .expect("spawn"),
+        );
+    }
+
+    // The clock: routing locks and waiting pulls end on ticks.
+    {
+        let rt = rt.clone();
+        tasks.push(
+            glommio::spawn_local_into(
+                async move {
+                    loop {
+                        glommio::timer::sleep(TICK).await;
+                        if rt.machine.borrow().has_deadlines() {
+                            rt.run_machine(Input::Tick);
                         }
                     }
                 },

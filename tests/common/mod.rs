@@ -96,6 +96,13 @@ pub struct Server {
 
 /// Writes a configuration for `engine` into `dir`.
 pub fn write_config(dir: &Path, engine: &Engine, cores: &str, extra: &str) -> PathBuf {
+    write_config_with(dir, engine, cores, "", extra)
+}
+
+/// Like [`write_config`], with `settings` (lines such as
+/// `routing-timeout = 1\n`) in the `[settings]` section, which the
+/// PostgreSQL connection string shares; `extra` follows it.
+pub fn write_config_with(dir: &Path, engine: &Engine, cores: &str, settings: &str, extra: &str) -> PathBuf {
     let mut text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ncores = \"{cores}\"\ndata-dir = \"{}\"\n",
         dir.join("data").display()
@@ -105,7 +112,10 @@ pub fn write_config(dir: &Path, engine: &Engine, cores: &str, extra: &str) -> Pa
             "[settings]\nconnection-string = \"{}\"\n",
             conn.replace('\\', "\\\\").replace('"', "\\\"")
         ));
+    } else if !settings.is_empty() {
+        text.push_str("[settings]\n");
     }
+    text.push_str(settings);
     text.push_str(extra);
     let path = dir.join("ixn.toml");
     std::fs::write(&path, text).unwrap();
@@ -166,6 +176,11 @@ impl Server {
         Client::connect_as(self.addr.as_str(), ClientType::MediaServer, "media", None).expect("connect and register")
     }
 
+    /// A connection registered as `client_type` under `name`.
+    pub fn client_as(&self, client_type: ClientType, name: &str) -> Client {
+        Client::connect_as(self.addr.as_str(), client_type, name, None).expect("connect and register")
+    }
+
     /// SIGKILL: no drain, no goodbye.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -196,6 +211,46 @@ impl Drop for Server {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             self.kill9();
+        }
+    }
+}
+
+// ----- reading answers (routing.rs, snapshot.rs) -----------------------------
+
+/// The INTERACTION lists of an answer, in order.
+pub fn interactions_of(f: &ixn_shard::proto::frame::Frame) -> Vec<&ixn_shard::KvList> {
+    f.attrs
+        .iter()
+        .filter(|a| a.id == ixn_shard::proto::attr::INTERACTION)
+        .map(|a| a.value.as_list().expect("INTERACTION is a list"))
+        .collect()
+}
+
+/// The ids of an answer's INTERACTION lists, in order.
+pub fn ids_of(f: &ixn_shard::proto::frame::Frame) -> Vec<String> {
+    interactions_of(f)
+        .into_iter()
+        .map(|l| l.get("id").and_then(ixn_shard::Value::as_str).expect("an interaction list has an id").to_string())
+        .collect()
+}
+
+/// The server's error for a call that must fail.
+pub fn server_error_of<T: std::fmt::Debug>(
+    r: Result<T, ixn::client::ClientError>,
+) -> ixn_shard::proto::ProtoError {
+    match r {
+        Err(ixn::client::ClientError::Server(e)) => e,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+/// Prints the server's log when dropped during a panic (a failing test).
+pub struct LogOnPanic<'a>(pub &'a Server);
+
+impl Drop for LogOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("----- server log ({}) -----\n{}", self.0.dir.display(), self.0.log());
         }
     }
 }

@@ -1,0 +1,838 @@
+//! Requests that span every shard, coordinated by the shard that holds the
+//! client's connection, and the other shards' side of them.
+//!
+//! **Pull in global view order** (invariant 4; docs/architecture.md). A
+//! view's interactions live on every shard, each shard keeping its part in
+//! a B-tree. To take the next `n`:
+//! 1. the coordinator asks every shard for the first `n` entries of its
+//!    part (key, tie, id) — each shard's *view head*;
+//! 2. it merges the heads and picks the first `n` by (key, tie, shard):
+//!    the first `n` of the single sorted list of the whole view, because
+//!    any entry of the global first `n` is among the first `n` of its shard;
+//! 3. it asks each owning shard to lock the picked ones *if each is still in
+//!    the view with the same key*; a shard answers with those it locked;
+//! 4. if another client took some meanwhile (or a key changed), it repeats
+//!    from step 1 for the rest, at most [`MAX_PULL_ROUNDS`] times.
+//!
+//! There is no global lock: a lock is taken on the owning shard, one
+//! interaction at a time, so two routing clients can never both get one
+//! interaction, and a conflict costs the loser one more round.
+//!
+//! **Snapshots** cut every shard at one instant: each shard, when asked,
+//! lists its matches and then holds back every input that would change an
+//! interaction until the coordinator, having heard from all shards, sends
+//! `Thaw`. At the moment the last shard lists its matches, every shard is
+//! held, so the lists together are the state of the node at that moment.
+
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use crate::catalog::{TenantIdx, ViewIdx};
+use crate::condition::Condition;
+use crate::interaction::Millis;
+use crate::machine::{Caller, Origin, Output, Shard};
+use crate::peer::{Filter, Head, Holder, LockKind, PeerMsg, QueueDepth, ScanMode};
+use crate::proto::frame::{encoded_list_len, Frame};
+use crate::proto::msg::{attr, msg_type, ClientType, ErrorCode};
+use crate::proto::request::{event_ack, event_error, ProtoError, MAX_FIND_LIMIT};
+use crate::store::Slot;
+use crate::value::{KvList, Value};
+
+/// A pull that keeps losing races gives up after this many rounds and
+/// returns what it has.
+pub const MAX_PULL_ROUNDS: u32 = 16;
+
+/// Room kept in a frame for the attributes besides the interactions.
+const FRAME_MARGIN: usize = 256;
+
+/// Bytes an INTERACTION attribute holding `l` takes in a frame.
+fn attr_len(l: &KvList) -> usize {
+    7 + encoded_list_len(l)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PullPhase {
+    Reading,
+    Locking,
+    /// The view was empty everywhere: waiting for `ViewFilled` or the
+    /// deadline.
+    Waiting,
+}
+
+#[derive(Debug)]
+pub(crate) struct PullOp {
+    caller: Caller,
+    tenant: TenantIdx,
+    view: ViewIdx,
+    want: u32,
+    got: Vec<(Head, u16, KvList)>,
+    candidates: Vec<(Head, u16)>,
+    outstanding: u16,
+    missed: u32,
+    phase: PullPhase,
+    /// When a waiting pull gives up (0: it does not wait).
+    deadline: Millis,
+    /// An entry arrived while reading or locking: read again, do not wait.
+    dirty: bool,
+    rounds: u32,
+}
+
+#[derive(Debug)]
+enum ScanWhat {
+    Find,
+    Workbin,
+    Snapshot { snapshot: u64, lock: bool },
+}
+
+#[derive(Debug)]
+pub(crate) struct ScanOp {
+    caller: Caller,
+    what: ScanWhat,
+    limit: u32,
+    outstanding: u16,
+    found: Vec<(u64, u16, Box<str>, Option<KvList>)>,
+    total: u64,
+    /// The client left; a snapshot still thaws the shards, but is not kept.
+    orphaned: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct DescribeOp {
+    caller: Caller,
+    start: u32,
+    total: u64,
+    items: Vec<(Box<str>, Option<KvList>)>,
+    /// For each shard, the positions in `items` of the ids asked of it.
+    positions: Vec<Vec<usize>>,
+    outstanding: u16,
+}
+
+#[derive(Debug)]
+pub(crate) struct DepthOp {
+    caller: Caller,
+    tenant: TenantIdx,
+    sum: Vec<QueueDepth>,
+    outstanding: u16,
+}
+
+/// A request in progress on its coordinating shard.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Pull(PullOp),
+    Scan(ScanOp),
+    Describe(DescribeOp),
+    Depth(DepthOp),
+}
+
+impl Op {
+    fn caller(&self) -> &Caller {
+        match self {
+            Op::Pull(o) => &o.caller,
+            Op::Scan(o) => &o.caller,
+            Op::Describe(o) => &o.caller,
+            Op::Depth(o) => &o.caller,
+        }
+    }
+
+    pub(crate) fn has_deadline(&self) -> bool {
+        matches!(self, Op::Pull(p) if p.deadline != 0)
+    }
+}
+
+/// A taken snapshot, kept on the shard of the connection that took it.
+#[derive(Debug)]
+pub struct Snapshot {
+    owner: Origin,
+    entries: Vec<(u16, Box<str>)>,
+    locked: bool,
+}
+
+type Reply = Result<Option<Frame>, ProtoError>;
+
+/// One match of a scan: (tie, id, description for a find).
+type Found = (u64, Box<str>, Option<KvList>);
+
+fn invalid_condition(e: impl std::fmt::Display) -> ProtoError {
+    ProtoError::new(ErrorCode::InvalidCondition, format!("condition {e}"))
+}
+
+impl Shard {
+    fn broadcast(&self, msg: PeerMsg, out: &mut Vec<Output>) {
+        for to in 0..self.params.shards {
+            out.push(Output::Peer { to, msg: msg.clone() });
+        }
+    }
+
+    fn new_op(&mut self, op: Op) -> u64 {
+        let id = self.next_op;
+        self.next_op += 1;
+        self.ops.insert(id, op);
+        id
+    }
+
+    fn reply(out: &mut Vec<Output>, caller: &Caller, frame: Frame) {
+        out.push(Output::Reply { origin: caller.origin, frame });
+    }
+
+    // ----- pull -----------------------------------------------------------
+
+    pub(crate) fn start_pull(
+        &mut self,
+        now_ms: Millis,
+        caller: &Caller,
+        tenant: &str,
+        view: &str,
+        count: u32,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        if !matches!(caller.client_type, ClientType::RoutingEngine | ClientType::Operator | ClientType::Proxy) {
+            return Err(ProtoError::new(
+                ErrorCode::NotPermitted,
+                format!("a {} client may not pull; routing engines do", caller.client_type.name()),
+            ));
+        }
+        let t = self.tenant_idx(tenant)?;
+        let v = self.catalog.tenant_at(t).view_idx(view).ok_or_else(|| {
+            ProtoError::new(ErrorCode::UnknownView, format!("unknown view '{view}' in tenant '{tenant}'"))
+        })?;
+        let hold = self.params.pull_hold_ms;
+        self.lockers.insert(caller.origin);
+        let op = self.new_op(Op::Pull(PullOp {
+            caller: caller.clone(),
+            tenant: t,
+            view: v,
+            want: count,
+            got: Vec::new(),
+            candidates: Vec::new(),
+            outstanding: 0,
+            missed: 0,
+            phase: PullPhase::Reading,
+            deadline: if hold > 0 { now_ms + hold } else { 0 },
+            dirty: false,
+            rounds: 0,
+        }));
+        self.pull_read(op, out);
+        Ok(None)
+    }
+
+    fn pull_op(&mut self, op: u64) -> Option<&mut PullOp> {
+        match self.ops.get_mut(&op) {
+            Some(Op::Pull(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn pull_read(&mut self, op: u64, out: &mut Vec<Output>) {
+        let shards = self.params.shards;
+        let p = self.pull_op(op).expect("a pull in progress");
+        p.phase = PullPhase::Reading;
+        p.outstanding = shards;
+        p.candidates.clear();
+        p.dirty = false;
+        p.rounds += 1;
+        let msg = PeerMsg::PullRead {
+            op,
+            tenant: p.tenant,
+            view: p.view,
+            n: p.want - p.got.len() as u32,
+            watch: p.deadline != 0,
+        };
+        self.broadcast(msg, out);
+    }
+
+    fn pull_heads(&mut self, now_ms: Millis, from: u16, op: u64, heads: Vec<Head>, out: &mut Vec<Output>) {
+        let Some(p) = self.pull_op(op) else { return };
+        debug_assert_eq!(p.phase, PullPhase::Reading);
+        p.candidates.extend(heads.into_iter().map(|h| (h, from)));
+        p.outstanding -= 1;
+        if p.outstanding > 0 {
+            return;
+        }
+        let need = (p.want - p.got.len() as u32) as usize;
+        let mut picked = std::mem::take(&mut p.candidates);
+        picked.sort_by(|(a, sa), (b, sb)| (&a.key, a.tie, sa).cmp(&(&b.key, b.tie, sb)));
+        picked.truncate(need);
+        if picked.is_empty() {
+            if !p.got.is_empty() || p.deadline == 0 || now_ms >= p.deadline {
+                self.pull_finish(op, out);
+            } else if p.dirty {
+                self.pull_read(op, out);
+            } else {
+                p.phase = PullPhase::Waiting;
+            }
+            return;
+        }
+        let mut by_shard: Vec<Vec<Head>> = vec![Vec::new(); self.params.shards as usize];
+        for (h, s) in picked {
+            by_shard[s as usize].push(h);
+        }
+        let p = self.pull_op(op).expect("a pull in progress");
+        p.phase = PullPhase::Locking;
+        p.missed = 0;
+        p.outstanding = by_shard.iter().filter(|h| !h.is_empty()).count() as u16;
+        let holder = Holder { origin: p.caller.origin, name: p.caller.client_name.clone() };
+        let (tenant, view) = (p.tenant, p.view);
+        for (to, heads) in by_shard.into_iter().enumerate() {
+            if !heads.is_empty() {
+                let msg = PeerMsg::PullLock { op, tenant, view, holder: holder.clone(), heads };
+                out.push(Output::Peer { to: to as u16, msg });
+            }
+        }
+    }
+
+    fn pull_locked(&mut self, from: u16, op: u64, got: Vec<(Head, KvList)>, missed: u32, out: &mut Vec<Output>) {
+        let Some(p) = self.pull_op(op) else { return };
+        debug_assert_eq!(p.phase, PullPhase::Locking);
+        p.got.extend(got.into_iter().map(|(h, l)| (h, from, l)));
+        p.missed += missed;
+        p.outstanding -= 1;
+        if p.outstanding > 0 {
+            return;
+        }
+        // Lost a race, or something arrived: read again for the rest. A
+        // waiting pull that got nothing goes back to reading (and waiting).
+        let short = (p.got.len() as u32) < p.want;
+        let again = (short && (p.missed > 0 || p.dirty)) || (p.got.is_empty() && p.deadline != 0);
+        if again && p.rounds < MAX_PULL_ROUNDS {
+            self.pull_read(op, out);
+        } else {
+            self.pull_finish(op, out);
+        }
+    }
+
+    fn view_filled(&mut self, op: u64, out: &mut Vec<Output>) {
+        let Some(p) = self.pull_op(op) else { return };
+        match p.phase {
+            PullPhase::Waiting => self.pull_read(op, out),
+            PullPhase::Reading | PullPhase::Locking => p.dirty = true,
+        }
+    }
+
+    /// Answers a pull with what it locked, in view order. What does not fit
+    /// in one frame is unlocked again, never silently kept.
+    fn pull_finish(&mut self, op: u64, out: &mut Vec<Output>) {
+        let Some(Op::Pull(mut p)) = self.ops.remove(&op) else { return };
+        p.got.sort_by(|(a, sa, _), (b, sb, _)| (&a.key, a.tie, sa).cmp(&(&b.key, b.tie, sb)));
+        let mut f = Frame::new(msg_type::EVENT_PULLED_INTERACTIONS, p.caller.ref_id);
+        let mut size = 0;
+        let mut count = 0i64;
+        let mut left: Vec<Vec<Box<str>>> = vec![Vec::new(); self.params.shards as usize];
+        let mut full = false;
+        for (h, shard, l) in p.got {
+            let n = attr_len(&l);
+            // Once one does not fit, the rest go back too, so the answer
+            // stays a prefix of the view's order.
+            full = full || size + n + FRAME_MARGIN > self.params.max_frame;
+            if full {
+                left[shard as usize].push(h.id);
+                continue;
+            }
+            size += n;
+            count += 1;
+            f.push(attr::INTERACTION, l);
+        }
+        f.push(attr::COUNT, count);
+        for (to, ids) in left.into_iter().enumerate() {
+            if !ids.is_empty() {
+                let msg = PeerMsg::Unlock { origin: p.caller.origin, kind: Some(LockKind::Routing), ids: Some(ids) };
+                out.push(Output::Peer { to: to as u16, msg });
+            }
+        }
+        Self::reply(out, &p.caller, f);
+    }
+
+    /// Waiting pulls whose hold time is up answer with nothing.
+    pub(crate) fn expire_ops(&mut self, now_ms: Millis, out: &mut Vec<Output>) {
+        let mut due: Vec<u64> = self
+            .ops
+            .iter()
+            .filter(|(_, o)| matches!(o, Op::Pull(p) if p.phase == PullPhase::Waiting && p.deadline <= now_ms))
+            .map(|(&id, _)| id)
+            .collect();
+        due.sort_unstable();
+        for op in due {
+            self.pull_finish(op, out);
+        }
+    }
+
+    // ----- find, workbin content, snapshots -------------------------------
+
+    pub(crate) fn start_find(
+        &mut self,
+        caller: &Caller,
+        tenant: Option<&str>,
+        condition: &str,
+        limit: u32,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        let condition = Arc::new(Condition::parse(condition).map_err(invalid_condition)?);
+        let tenant = tenant.map(|t| self.tenant_idx(t)).transpose()?;
+        let filter = Filter::Condition { tenant, condition };
+        self.start_scan(caller, ScanWhat::Find, filter, limit, ScanMode::Find, out);
+        Ok(None)
+    }
+
+    pub(crate) fn start_workbin_content(
+        &mut self,
+        caller: &Caller,
+        tenant: &str,
+        workbin: &str,
+        owner: &str,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        let t = self.tenant_idx(tenant)?;
+        let w = self.catalog.tenant_at(t).workbin(workbin).ok_or_else(|| {
+            ProtoError::new(ErrorCode::UnknownWorkbin, format!("unknown workbin '{workbin}' in tenant '{tenant}'"))
+        })?;
+        let filter = Filter::Workbin { tenant: t, workbin: w, owner: owner.into() };
+        self.start_scan(caller, ScanWhat::Workbin, filter, MAX_FIND_LIMIT, ScanMode::Find, out);
+        Ok(None)
+    }
+
+    pub(crate) fn start_snapshot(
+        &mut self,
+        caller: &Caller,
+        tenant: Option<&str>,
+        condition: &str,
+        lock: bool,
+        limit: Option<u32>,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        let condition = Arc::new(Condition::parse(condition).map_err(invalid_condition)?);
+        let tenant = tenant.map(|t| self.tenant_idx(t)).transpose()?;
+        let limit = limit.unwrap_or(u32::MAX).min(self.params.max_snapshot);
+        // Unique in the node: the coordinating shard in the high bits.
+        let snapshot = ((self.params.shard as u64) << 40) | self.next_op;
+        let holder = lock.then(|| Holder { origin: caller.origin, name: caller.client_name.clone() });
+        if lock {
+            self.lockers.insert(caller.origin);
+        }
+        let mode = ScanMode::Snapshot { snapshot, lock: holder };
+        let filter = Filter::Condition { tenant, condition };
+        self.start_scan(caller, ScanWhat::Snapshot { snapshot, lock }, filter, limit, mode, out);
+        Ok(None)
+    }
+
+    fn start_scan(
+        &mut self,
+        caller: &Caller,
+        what: ScanWhat,
+        filter: Filter,
+        limit: u32,
+        mode: ScanMode,
+        out: &mut Vec<Output>,
+    ) {
+        let op = self.new_op(Op::Scan(ScanOp {
+            caller: caller.clone(),
+            what,
+            limit,
+            outstanding: self.params.shards,
+            found: Vec::new(),
+            total: 0,
+            orphaned: false,
+        }));
+        self.broadcast(PeerMsg::Scan { op, filter, limit, mode }, out);
+    }
+
+    fn scanned(
+        &mut self,
+        from: u16,
+        op: u64,
+        found: Vec<(u64, Box<str>, Option<KvList>)>,
+        total: u64,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(Op::Scan(s)) = self.ops.get_mut(&op) else { return };
+        s.found.extend(found.into_iter().map(|(tie, id, l)| (tie, from, id, l)));
+        s.total += total;
+        s.outstanding -= 1;
+        if s.outstanding == 0 {
+            self.scan_finish(op, out);
+        }
+    }
+
+    fn scan_finish(&mut self, op: u64, out: &mut Vec<Output>) {
+        let Some(Op::Scan(mut s)) = self.ops.remove(&op) else { return };
+        s.found.sort_by_key(|a| (a.0, a.1));
+        let extra = s.found.split_off(s.found.len().min(s.limit as usize));
+        match s.what {
+            ScanWhat::Find | ScanWhat::Workbin => {
+                let t = if matches!(s.what, ScanWhat::Find) {
+                    msg_type::EVENT_INTERACTIONS_FOUND
+                } else {
+                    msg_type::EVENT_WORKBIN_CONTENT
+                };
+                let mut f = Frame::new(t, s.caller.ref_id);
+                let mut size = 0;
+                let mut count = 0i64;
+                for (_, _, _, l) in s.found {
+                    let l = l.expect("find scans describe what they find");
+                    size += attr_len(&l);
+                    if size + FRAME_MARGIN > self.params.max_frame {
+                        break;
+                    }
+                    count += 1;
+                    f.push(attr::INTERACTION, l);
+                }
+                f.push(attr::COUNT, count);
+                f.push(attr::TOTAL, s.total as i64);
+                Self::reply(out, &s.caller, f);
+            }
+            ScanWhat::Snapshot { snapshot, lock } => {
+                self.broadcast(PeerMsg::Thaw { op }, out);
+                if lock && !extra.is_empty() {
+                    let mut by_shard: Vec<Vec<Box<str>>> = vec![Vec::new(); self.params.shards as usize];
+                    for (_, shard, id, _) in extra {
+                        by_shard[shard as usize].push(id);
+                    }
+                    for (to, ids) in by_shard.into_iter().enumerate() {
+                        if !ids.is_empty() {
+                            let kind = Some(LockKind::Snapshot(snapshot));
+                            let msg = PeerMsg::Unlock { origin: s.caller.origin, kind, ids: Some(ids) };
+                            out.push(Output::Peer { to: to as u16, msg });
+                        }
+                    }
+                }
+                if s.orphaned {
+                    return;
+                }
+                let entries: Vec<(u16, Box<str>)> = s.found.into_iter().map(|(_, sh, id, _)| (sh, id)).collect();
+                let f = Frame::new(msg_type::EVENT_SNAPSHOT_TAKEN, s.caller.ref_id)
+                    .with(attr::SNAPSHOT_ID, snapshot as i64)
+                    .with(attr::COUNT, entries.len() as i64)
+                    .with(attr::TOTAL, s.total as i64);
+                self.snapshots.insert(snapshot, Snapshot { owner: s.caller.origin, entries, locked: lock });
+                Self::reply(out, &s.caller, f);
+            }
+        }
+    }
+
+    fn own_snapshot(&self, caller: &Caller, snapshot: u64) -> Result<&Snapshot, ProtoError> {
+        self.snapshots.get(&snapshot).filter(|s| s.owner == caller.origin).ok_or_else(|| {
+            ProtoError::new(
+                ErrorCode::UnknownSnapshot,
+                format!("no snapshot {snapshot} on this connection (released, or never taken here)"),
+            )
+        })
+    }
+
+    pub(crate) fn start_snapshot_page(
+        &mut self,
+        caller: &Caller,
+        snapshot: u64,
+        start: u32,
+        count: u32,
+        out: &mut Vec<Output>,
+    ) -> Reply {
+        let snap = self.own_snapshot(caller, snapshot)?;
+        let total = snap.entries.len() as u64;
+        let from = (start as usize).min(snap.entries.len());
+        let to = (from + count as usize).min(snap.entries.len());
+        let mut positions = vec![Vec::new(); self.params.shards as usize];
+        let mut ids: Vec<Vec<Box<str>>> = vec![Vec::new(); self.params.shards as usize];
+        let mut items = Vec::with_capacity(to - from);
+        for (i, (shard, id)) in snap.entries[from..to].iter().enumerate() {
+            positions[*shard as usize].push(i);
+            ids[*shard as usize].push(id.clone());
+            items.push((id.clone(), None));
+        }
+        let outstanding = ids.iter().filter(|v| !v.is_empty()).count() as u16;
+        let d = DescribeOp { caller: caller.clone(), start, total, items, positions, outstanding };
+        if outstanding == 0 {
+            self.page_finish(d, out);
+            return Ok(None);
+        }
+        let op = self.new_op(Op::Describe(d));
+        for (to, ids) in ids.into_iter().enumerate() {
+            if !ids.is_empty() {
+                out.push(Output::Peer { to: to as u16, msg: PeerMsg::Describe { op, ids } });
+            }
+        }
+        Ok(None)
+    }
+
+    fn described(&mut self, from: u16, op: u64, items: Vec<Option<KvList>>, out: &mut Vec<Output>) {
+        let Some(Op::Describe(d)) = self.ops.get_mut(&op) else { return };
+        let positions = std::mem::take(&mut d.positions[from as usize]);
+        assert_eq!(positions.len(), items.len(), "one description per id asked");
+        for (pos, item) in positions.into_iter().zip(items) {
+            d.items[pos].1 = item;
+        }
+        d.outstanding -= 1;
+        if d.outstanding == 0 {
+            let Some(Op::Describe(d)) = self.ops.remove(&op) else { unreachable!() };
+            self.page_finish(d, out);
+        }
+    }
+
+    /// EventSnapshotInteractions: one INTERACTION per entry of the page, in
+    /// snapshot order; an interaction gone since is `id` and `gone = 1`.
+    fn page_finish(&self, d: DescribeOp, out: &mut Vec<Output>) {
+        let mut f = Frame::new(msg_type::EVENT_SNAPSHOT_INTERACTIONS, d.caller.ref_id);
+        let mut size = 0;
+        let mut count = 0i64;
+        for (id, item) in d.items {
+            let l = item.unwrap_or_else(|| {
+                let mut l = KvList::new();
+                l.push("id", Value::Str(id.to_string()));
+                l.push("gone", Value::Int(1));
+                l
+            });
+            size += attr_len(&l);
+            if size + FRAME_MARGIN > self.params.max_frame {
+                break;
+            }
+            count += 1;
+            f.push(attr::INTERACTION, l);
+        }
+        f.push(attr::START, d.start as i64);
+        f.push(attr::COUNT, count);
+        f.push(attr::TOTAL, d.total as i64);
+        Self::reply(out, &d.caller, f);
+    }
+
+    pub(crate) fn release_snapshot(&mut self, caller: &Caller, snapshot: u64, out: &mut Vec<Output>) -> Reply {
+        let locked = self.own_snapshot(caller, snapshot)?.locked;
+        self.snapshots.remove(&snapshot);
+        if locked {
+            let msg = PeerMsg::Unlock { origin: caller.origin, kind: Some(LockKind::Snapshot(snapshot)), ids: None };
+            self.broadcast(msg, out);
+        }
+        Ok(Some(event_ack(caller.ref_id)))
+    }
+
+    // ----- queue depth ----------------------------------------------------
+
+    pub(crate) fn start_queue_depth(&mut self, caller: &Caller, tenant: &str, out: &mut Vec<Output>) -> Reply {
+        let t = self.tenant_idx(tenant)?;
+        let sum = self
+            .catalog
+            .tenant_at(t)
+            .queues
+            .iter()
+            .map(|q| QueueDepth { views: vec![0; q.views.len()], ..Default::default() })
+            .collect();
+        let op =
+            self.new_op(Op::Depth(DepthOp { caller: caller.clone(), tenant: t, sum, outstanding: self.params.shards }));
+        self.broadcast(PeerMsg::QueueDepth { op, tenant: t }, out);
+        Ok(None)
+    }
+
+    fn queue_depths(&mut self, op: u64, queues: Vec<QueueDepth>, out: &mut Vec<Output>) {
+        let Some(Op::Depth(d)) = self.ops.get_mut(&op) else { return };
+        for (s, q) in d.sum.iter_mut().zip(queues) {
+            s.interactions += q.interactions;
+            s.locked += q.locked;
+            for (a, b) in s.views.iter_mut().zip(q.views) {
+                *a += b;
+            }
+        }
+        d.outstanding -= 1;
+        if d.outstanding > 0 {
+            return;
+        }
+        let Some(Op::Depth(d)) = self.ops.remove(&op) else { unreachable!() };
+        let t = self.catalog.tenant_at(d.tenant);
+        let mut f = Frame::new(msg_type::EVENT_QUEUE_DEPTH, d.caller.ref_id);
+        for (q, s) in t.queues.iter().zip(d.sum) {
+            let mut views = KvList::new();
+            for (&v, n) in q.views.iter().zip(s.views) {
+                views.push(t.views[v as usize].name.as_str(), Value::Int(n as i64));
+            }
+            let mut l = KvList::new();
+            l.push("queue", Value::Str(q.name.clone()));
+            l.push("interactions", Value::Int(s.interactions as i64));
+            l.push("locked", Value::Int(s.locked as i64));
+            l.push("views", Value::List(views));
+            f.push(attr::QUEUE_DEPTH, l);
+        }
+        Self::reply(out, &d.caller, f);
+    }
+
+    // ----- connections closing ----------------------------------------------
+
+    /// A client's connection closed: its pulls and reads stop, its
+    /// snapshots go, and every lock it held ends (on every shard; sent after
+    /// any lock request of its own, so FIFO channels make this final).
+    pub(crate) fn conn_closed(&mut self, origin: Origin, out: &mut Vec<Output>) {
+        let mut mine: Vec<u64> =
+            self.ops.iter().filter(|(_, o)| o.caller().origin == origin).map(|(&i, _)| i).collect();
+        mine.sort_unstable();
+        for op in mine {
+            match self.ops.get_mut(&op) {
+                // A snapshot's cut must still be thawed: let it finish.
+                Some(Op::Scan(s)) if matches!(s.what, ScanWhat::Snapshot { .. }) => s.orphaned = true,
+                _ => {
+                    self.ops.remove(&op);
+                }
+            }
+        }
+        self.snapshots.retain(|_, s| s.owner != origin);
+        if self.lockers.remove(&origin) {
+            self.broadcast(PeerMsg::Unlock { origin, kind: None, ids: None }, out);
+        }
+    }
+
+    // ----- the other shards' side ---------------------------------------------
+
+    pub(crate) fn handle_peer(&mut self, now_ms: Millis, from: u16, msg: PeerMsg, out: &mut Vec<Output>) {
+        match msg {
+            PeerMsg::PullRead { op, tenant, view, n, watch } => {
+                let index = &self.views[tenant as usize][view as usize];
+                let heads: Vec<Head> = index
+                    .head(n as usize)
+                    .into_iter()
+                    .map(|(key, tie, slot)| Head { key, tie, id: self.store.get(slot).id.clone() })
+                    .collect();
+                if heads.is_empty() && watch {
+                    self.watchers.entry((tenant, view)).or_default().push((from, op));
+                }
+                out.push(Output::Peer { to: from, msg: PeerMsg::PullHeads { op, heads } });
+            }
+            PeerMsg::PullHeads { op, heads } => self.pull_heads(now_ms, from, op, heads, out),
+            PeerMsg::PullLock { op, tenant, view, holder, heads } => {
+                let deadline = now_ms + self.params.routing_timeout_ms;
+                let mut got = Vec::with_capacity(heads.len());
+                let mut missed = 0;
+                for h in heads {
+                    let slot = self.store.find(&h.id);
+                    let ok =
+                        slot.is_some_and(|s| self.views[tenant as usize][view as usize].contains(&h.key, h.tie, s));
+                    match slot {
+                        Some(slot) if ok => {
+                            self.lock(slot, holder.clone(), LockKind::Routing, deadline, out);
+                            let l = self.store.get(slot).summary(self.names(), Some(&holder.name));
+                            got.push((h, l));
+                        }
+                        _ => missed += 1,
+                    }
+                }
+                out.push(Output::Peer { to: from, msg: PeerMsg::PullLocked { op, got, missed } });
+            }
+            PeerMsg::PullLocked { op, got, missed } => self.pull_locked(from, op, got, missed, out),
+            PeerMsg::ViewFilled { op } => self.view_filled(op, out),
+            PeerMsg::Scan { op, filter, limit, mode } => {
+                let (found, total) = self.scan(&filter, limit, &mode, out);
+                out.push(Output::Peer { to: from, msg: PeerMsg::Scanned { op, found, total } });
+                if matches!(mode, ScanMode::Snapshot { .. }) {
+                    self.frozen += 1;
+                }
+            }
+            PeerMsg::Scanned { op, found, total } => self.scanned(from, op, found, total, out),
+            PeerMsg::Thaw { .. } => {
+                assert!(self.frozen > 0, "thaw without a cut");
+                self.frozen -= 1;
+            }
+            PeerMsg::Describe { op, ids } => {
+                let items = ids
+                    .iter()
+                    .map(|id| {
+                        let slot = self.store.find(id)?;
+                        let ix = self.store.get(slot);
+                        ix.visible.then(|| ix.summary(self.names(), self.locks.get(&slot).map(|l| &*l.holder.name)))
+                    })
+                    .collect();
+                out.push(Output::Peer { to: from, msg: PeerMsg::Described { op, items } });
+            }
+            PeerMsg::Described { op, items } => self.described(from, op, items, out),
+            PeerMsg::Unlock { origin, kind, ids } => self.unlock_for(origin, kind, ids, out),
+            PeerMsg::QueueDepth { op, tenant } => {
+                let t = self.catalog.tenant_at(tenant);
+                let queues = t
+                    .queues
+                    .iter()
+                    .zip(&self.depth[tenant as usize])
+                    .map(|(q, c)| QueueDepth {
+                        interactions: c.interactions,
+                        locked: c.locked,
+                        views: q.views.iter().map(|&v| self.views[tenant as usize][v as usize].len() as u64).collect(),
+                    })
+                    .collect();
+                out.push(Output::Peer { to: from, msg: PeerMsg::QueueDepths { op, queues } });
+            }
+            PeerMsg::QueueDepths { op, queues } => self.queue_depths(op, queues, out),
+        }
+    }
+
+    /// The first `limit` visible matches of `filter` in submission order,
+    /// and how many matched. A locking snapshot takes only unlocked ones,
+    /// and locks them.
+    fn scan(&mut self, filter: &Filter, limit: u32, mode: &ScanMode, out: &mut Vec<Output>) -> (Vec<Found>, u64) {
+        let names = self.names();
+        let owner = match filter {
+            Filter::Workbin { owner, .. } => self.syms.lookup(owner),
+            Filter::Condition { .. } => None,
+        };
+        let locking = matches!(mode, ScanMode::Snapshot { lock: Some(_), .. });
+        let mut best: BinaryHeap<(u64, Slot)> = BinaryHeap::new();
+        let mut total = 0u64;
+        for (slot, ix) in self.store.iter() {
+            if !ix.visible || (locking && ix.locked) {
+                continue;
+            }
+            let hit = match filter {
+                Filter::Condition { tenant, condition } => {
+                    tenant.is_none_or(|t| t == ix.tenant) && ix.matches(condition, names)
+                }
+                Filter::Workbin { tenant, workbin, .. } => {
+                    ix.tenant == *tenant
+                        && matches!(ix.place, crate::interaction::Place::Workbin { workbin: w, owner: o }
+                            if w == *workbin && Some(o) == owner)
+                }
+            };
+            if !hit {
+                continue;
+            }
+            total += 1;
+            best.push((ix.tie, slot));
+            if best.len() > limit as usize {
+                best.pop();
+            }
+        }
+        let picked = best.into_sorted_vec();
+        let mut found = Vec::with_capacity(picked.len());
+        for (tie, slot) in picked {
+            let describe = matches!(mode, ScanMode::Find).then(|| {
+                let lock = self.locks.get(&slot).map(|l| &*l.holder.name);
+                self.store.get(slot).summary(self.names(), lock)
+            });
+            found.push((tie, self.store.get(slot).id.clone(), describe));
+            if let ScanMode::Snapshot { snapshot, lock: Some(holder) } = mode {
+                self.lock(slot, holder.clone(), LockKind::Snapshot(*snapshot), 0, out);
+            }
+        }
+        (found, total)
+    }
+
+    /// Ends locks held by the connection `origin`: of one kind or all, on
+    /// the listed interactions or on all.
+    fn unlock_for(
+        &mut self,
+        origin: Origin,
+        kind: Option<LockKind>,
+        ids: Option<Vec<Box<str>>>,
+        out: &mut Vec<Output>,
+    ) {
+        let matches = |l: &crate::machine::Lock| l.holder.origin == origin && kind.is_none_or(|k| k == l.kind);
+        let mut slots: Vec<Slot> = match ids {
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| self.store.find(id))
+                .filter(|s| self.locks.get(s).is_some_and(matches))
+                .collect(),
+            None => self.locks.iter().filter(|(_, l)| matches(l)).map(|(&s, _)| s).collect(),
+        };
+        slots.sort_unstable();
+        for slot in slots {
+            self.unlock(slot, out);
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<PeerMsg>();
+    is_send::<Arc<Condition>>();
+    let _ = event_error;
+}

@@ -1,0 +1,103 @@
+//! Messages between the shards of one node. A shard that holds a client's
+//! connection coordinates that client's requests which span every shard
+//! (pull, search, workbin content, snapshots, queue depth): it sends one of
+//! these to each shard, itself included, and combines the answers.
+//! Channels between two shards deliver in order (FIFO); the design relies
+//! on that (docs/architecture.md, "Global order").
+
+use std::sync::Arc;
+
+use crate::catalog::{TenantIdx, ViewIdx, WorkbinIdx};
+use crate::condition::Condition;
+use crate::machine::Origin;
+use crate::value::KvList;
+use crate::view::ViewKey;
+
+/// A client that holds locks: its connection, and its name for answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub origin: Origin,
+    pub name: Arc<str>,
+}
+
+/// What a lock is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockKind {
+    /// Pulled by a routing client; ends with a move, a stop, the routing
+    /// timeout, or the client's disconnection.
+    Routing,
+    /// Held by a locking snapshot until it is released.
+    Snapshot(u64),
+}
+
+/// One candidate from a shard's view head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub key: ViewKey,
+    pub tie: u64,
+    pub id: Box<str>,
+}
+
+/// Which interactions a scan selects.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Filter {
+    /// RequestFindInteractions and RequestTakeSnapshot.
+    Condition { tenant: Option<TenantIdx>, condition: Arc<Condition> },
+    /// RequestGetWorkbinContent.
+    Workbin { tenant: TenantIdx, workbin: WorkbinIdx, owner: Box<str> },
+}
+
+/// One queue's depth on one shard.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Interactions in the queue, locked ones included.
+    pub interactions: u64,
+    pub locked: u64,
+    /// Entries in each of the queue's views, in the catalog's order.
+    pub views: Vec<u64>,
+}
+
+/// What a scan is for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScanMode {
+    /// Describe the matches (search, workbin content).
+    Find,
+    /// A snapshot's cut: list the matches, lock them to `lock` if given
+    /// (those not locked by another client), then hold every change until
+    /// [`PeerMsg::Thaw`] so all shards are cut at one instant.
+    Snapshot { snapshot: u64, lock: Option<Holder> },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum PeerMsg {
+    /// Pull, step 1: send up to `n` entries from the head of `view`. With
+    /// `watch`, a shard whose view is empty remembers to send
+    /// [`PeerMsg::ViewFilled`] when an entry arrives.
+    PullRead { op: u64, tenant: TenantIdx, view: ViewIdx, n: u32, watch: bool },
+    PullHeads { op: u64, heads: Vec<Head> },
+    /// Pull, step 2: lock these to `holder` if each is still in the view
+    /// with the same key, and describe the ones locked.
+    PullLock { op: u64, tenant: TenantIdx, view: ViewIdx, holder: Holder, heads: Vec<Head> },
+    PullLocked { op: u64, got: Vec<(Head, KvList)>, missed: u32 },
+    /// An entry arrived in a view that a waiting pull watched.
+    ViewFilled { op: u64 },
+
+    /// Search: the first `limit` matches in submission order, and how many
+    /// matched in all.
+    Scan { op: u64, filter: Filter, limit: u32, mode: ScanMode },
+    /// (tie, id, description: for [`ScanMode::Find`] only).
+    Scanned { op: u64, found: Vec<(u64, Box<str>, Option<KvList>)>, total: u64 },
+    /// Snapshot: the cut is taken; the shard may go on.
+    Thaw { op: u64 },
+
+    /// Describe these interactions (a snapshot page); `None` for one gone.
+    Describe { op: u64, ids: Vec<Box<str>> },
+    Described { op: u64, items: Vec<Option<KvList>> },
+
+    /// Release locks: those of `holder` (all, or one snapshot's), or of the
+    /// listed interactions.
+    Unlock { origin: Origin, kind: Option<LockKind>, ids: Option<Vec<Box<str>>> },
+
+    QueueDepth { op: u64, tenant: TenantIdx },
+    QueueDepths { op: u64, queues: Vec<QueueDepth> },
+}

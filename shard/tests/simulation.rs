@@ -1,0 +1,720 @@
+//! Deterministic simulation of a node's shards (issue 3): several pure
+//! [`Shard`] state machines joined by a simulated mesh (one FIFO channel per
+//! pair of shards, delivered in a random interleaving), with storage that
+//! completes writes in random order. A seeded random mix of submits,
+//! property changes, moves, workbin placements, stops, pulls (alone and
+//! several at once), lock time-outs, closed routing connections, searches,
+//! snapshots and queue-depth reads runs against it, and after every step
+//! the shards are checked against a single-list model of every queue and
+//! view: membership, order and locks.
+//!
+//! Run: `cargo test -p ixn-shard --test simulation`. The seed is printed on
+//! failure; replay one with `IXN_SIM_SEED=<seed>`. More seeds:
+//! `IXN_SIM_SEEDS=100000 cargo test --release -p ixn-shard --test simulation`.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use ixn_shard::catalog::{Catalog, Tenant, WorkbinKind};
+use ixn_shard::id::owner_of;
+use ixn_shard::machine::{Caller, Input, Origin, Output, Shard, ShardParams};
+use ixn_shard::peer::{LockKind, PeerMsg};
+use ixn_shard::proto::request::error_of;
+use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame, Request, Submit};
+use ixn_shard::{KvList, Value};
+
+const T0: i64 = 1_800_000_000_000;
+/// Routing timeout in the simulation, milliseconds.
+const RT: i64 = 40;
+const STEPS: usize = 120;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // splitmix64
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
+        (!v.is_empty()).then(|| &v[self.below(v.len() as u64) as usize])
+    }
+}
+
+fn catalog() -> Catalog {
+    let mut t = Tenant::new("default");
+    t.add_media("chat", true).unwrap();
+    t.add_process("bp", &["inbound", "vip", "done"]).unwrap();
+    t.link_next("inbound", "vip").unwrap();
+    t.link_next("vip", "done").unwrap();
+    t.add_view("inbound", "by-priority", None, Some("priority DESC")).unwrap();
+    t.add_view("inbound", "english", Some("lang = 'en'"), Some("region ASC, priority DESC")).unwrap();
+    t.add_view("vip", "vip-fifo", Some("priority >= 3"), None).unwrap();
+    t.add_workbin("personal", WorkbinKind::Agent).unwrap();
+    Catalog::new(vec![t], true).unwrap()
+}
+
+const VIEWS: [&str; 4] = ["by-priority", "english", "vip-fifo", "done"];
+const QUEUES: [&str; 3] = ["inbound", "vip", "done"];
+
+// ---------------------------------------------------------------------------
+// The model: one list of interactions, views computed by filtering and sorting
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum MPlace {
+    Queue(&'static str),
+    Workbin(String),
+}
+
+#[derive(Clone, Debug)]
+struct MLock {
+    holder: Origin,
+    kind: LockKind,
+    deadline: i64,
+}
+
+#[derive(Clone, Debug)]
+struct MIx {
+    seq: u64,
+    priority: i64,
+    lang: Option<String>,
+    region: Option<String>,
+    place: MPlace,
+    lock: Option<MLock>,
+}
+
+#[derive(Default)]
+struct Model {
+    ixs: BTreeMap<String, MIx>,
+    next_seq: u64,
+}
+
+impl Model {
+    fn in_view(view: &str, ix: &MIx) -> bool {
+        match view {
+            "by-priority" => ix.place == MPlace::Queue("inbound"),
+            "english" => ix.place == MPlace::Queue("inbound") && ix.lang.as_deref() == Some("en"),
+            "vip-fifo" => ix.place == MPlace::Queue("vip") && ix.priority >= 3,
+            "done" => ix.place == MPlace::Queue("done"),
+            _ => unreachable!(),
+        }
+    }
+
+    /// The view as one sorted list of unlocked interactions.
+    fn view(&self, view: &str) -> Vec<String> {
+        let mut v: Vec<(&String, &MIx)> =
+            self.ixs.iter().filter(|(_, ix)| ix.lock.is_none() && Model::in_view(view, ix)).collect();
+        match view {
+            "by-priority" => v.sort_by_key(|(_, ix)| (std::cmp::Reverse(ix.priority), ix.seq)),
+            "english" => v.sort_by_key(|(_, ix)| {
+                // Missing values sort last.
+                (ix.region.is_none(), ix.region.clone(), std::cmp::Reverse(ix.priority), ix.seq)
+            }),
+            _ => v.sort_by_key(|(_, ix)| ix.seq),
+        }
+        v.into_iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    fn matches(cond: &str, ix: &MIx) -> bool {
+        match cond {
+            "priority >= 5" => ix.priority >= 5,
+            "lang = 'en'" => ix.lang.as_deref() == Some("en"),
+            "region IS NULL" => ix.region.is_none(),
+            _ => unreachable!(),
+        }
+    }
+
+    /// Matches of `cond`, in submission order.
+    fn find(&self, cond: &str, unlocked_only: bool) -> Vec<String> {
+        let mut v: Vec<(&String, &MIx)> = self
+            .ixs
+            .iter()
+            .filter(|(_, ix)| Model::matches(cond, ix) && !(unlocked_only && ix.lock.is_some()))
+            .collect();
+        v.sort_by_key(|(_, ix)| ix.seq);
+        v.into_iter().map(|(id, _)| id.clone()).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The simulated node
+// ---------------------------------------------------------------------------
+
+struct Sim {
+    shards: Vec<Shard>,
+    /// `net[from * n + to]`: the FIFO channel from one shard to another.
+    net: Vec<VecDeque<PeerMsg>>,
+    storage: Vec<(u16, u64)>,
+    replies: Vec<(Origin, Frame)>,
+    now: i64,
+    rng: Rng,
+    next_ref: u32,
+}
+
+impl Sim {
+    fn new(n: u16, seed: u64) -> Sim {
+        let catalog = Arc::new(catalog());
+        let shards = (0..n)
+            .map(|s| {
+                let p = ShardParams {
+                    routing_timeout_ms: RT,
+                    max_snapshot: 1000,
+                    max_properties_bytes: 4096,
+                    ..ShardParams::new(1, s, n)
+                };
+                Shard::new(p, catalog.clone())
+            })
+            .collect();
+        Sim {
+            shards,
+            net: (0..n as usize * n as usize).map(|_| VecDeque::new()).collect(),
+            storage: Vec::new(),
+            replies: Vec::new(),
+            now: T0,
+            rng: Rng(seed),
+            next_ref: 1,
+        }
+    }
+
+    fn n(&self) -> u16 {
+        self.shards.len() as u16
+    }
+
+    fn input(&mut self, shard: u16, input: Input) {
+        let mut out = Vec::new();
+        self.shards[shard as usize].handle(self.now, input, &mut out);
+        for o in out {
+            match o {
+                Output::Reply { origin, frame } => self.replies.push((origin, frame)),
+                Output::Store { token, .. } => self.storage.push((shard, token)),
+                Output::Peer { to, msg } => {
+                    let n = self.n() as usize;
+                    self.net[shard as usize * n + to as usize].push_back(msg);
+                }
+            }
+        }
+    }
+
+    /// Sends a request the way the server routes it: to the owner of the
+    /// interaction it names, else to the connection's shard.
+    fn send(&mut self, origin: Origin, client_type: ClientType, request: Request) -> u32 {
+        let ref_id = self.next_ref;
+        self.next_ref += 1;
+        let target = request.interaction_id().map(|id| owner_of(id, self.n())).unwrap_or(origin.shard);
+        let caller = Caller { origin, ref_id, client_type, client_name: format!("client-{}", origin.conn).into() };
+        self.input(target, Input::Request { caller, request });
+        ref_id
+    }
+
+    /// Delivers messages and storage completions in a random interleaving
+    /// (each channel in order) until nothing is left.
+    fn settle(&mut self) {
+        loop {
+            let n = self.n() as usize;
+            let busy: Vec<usize> = (0..self.net.len()).filter(|&i| !self.net[i].is_empty()).collect();
+            let choices = busy.len() + self.storage.len();
+            if choices == 0 {
+                return;
+            }
+            let c = self.rng.below(choices as u64) as usize;
+            if c < busy.len() {
+                let ch = busy[c];
+                let msg = self.net[ch].pop_front().expect("busy");
+                let (from, to) = ((ch / n) as u16, (ch % n) as u16);
+                self.input(to, Input::Peer { from, msg });
+            } else {
+                let (shard, token) = self.storage.swap_remove(c - busy.len());
+                self.input(shard, Input::StorageDone { token, ok: true });
+            }
+        }
+    }
+
+    fn take_reply(&mut self, origin: Origin, ref_id: u32) -> Frame {
+        let i = self
+            .replies
+            .iter()
+            .position(|(o, f)| *o == origin && f.ref_id == ref_id)
+            .unwrap_or_else(|| panic!("no answer to request {ref_id}"));
+        let (_, f) = self.replies.swap_remove(i);
+        assert!(
+            !self.replies.iter().any(|(o, f)| *o == origin && f.ref_id == ref_id),
+            "request {ref_id} answered twice"
+        );
+        f
+    }
+
+    fn call(&mut self, origin: Origin, client_type: ClientType, request: Request) -> Frame {
+        let r = self.send(origin, client_type, request);
+        self.settle();
+        self.take_reply(origin, r)
+    }
+
+    /// The view as the shards hold it, merged in global order.
+    fn view(&self, view: &str) -> Vec<String> {
+        let v = self.shards[0].catalog().tenant_at(0).view_idx(view).unwrap();
+        let mut all = Vec::new();
+        for (s, shard) in self.shards.iter().enumerate() {
+            for id in shard.view_ids(0, v) {
+                let (key, tie) = shard.view_position(&id, 0, v).expect("listed ids are in the view");
+                all.push((key, tie, s, id.to_string()));
+            }
+        }
+        all.sort();
+        all.into_iter().map(|(_, _, _, id)| id).collect()
+    }
+
+    fn owner(&self, id: &str) -> &Shard {
+        &self.shards[owner_of(id, self.n()) as usize]
+    }
+}
+
+fn ids_of(f: &Frame) -> Vec<String> {
+    f.attrs
+        .iter()
+        .filter(|a| a.id == attr::INTERACTION)
+        .map(|a| a.value.as_list().unwrap().get("id").unwrap().as_str().unwrap().to_string())
+        .collect()
+}
+
+fn code(f: &Frame) -> Option<ErrorCode> {
+    error_of(f).map(|e| e.code)
+}
+
+// ---------------------------------------------------------------------------
+// One seeded run
+// ---------------------------------------------------------------------------
+
+struct Run {
+    sim: Sim,
+    model: Model,
+    routers: Vec<Origin>,
+    media: Origin,
+    seed: u64,
+    step: usize,
+}
+
+impl Run {
+    fn new(seed: u64) -> Run {
+        let mut rng = Rng(seed);
+        let n = 1 + rng.below(4) as u16;
+        let sim = Sim::new(n, seed ^ 0x5151);
+        let routers = (0..3).map(|i| Origin { shard: (i % n as u64) as u16, conn: 100 + i }).collect();
+        Run { sim, model: Model::default(), routers, media: Origin { shard: 0, conn: 1 }, seed, step: 0 }
+    }
+
+    fn ctx(&self) -> String {
+        format!("seed {} step {} ({} shards)", self.seed, self.step, self.sim.n())
+    }
+
+    fn random_id(&mut self) -> Option<String> {
+        let ids: Vec<String> = self.model.ixs.keys().cloned().collect();
+        self.sim.rng.pick(&ids).cloned()
+    }
+
+    fn random_props(&mut self) -> KvList {
+        let mut l = KvList::new();
+        match self.sim.rng.below(3) {
+            0 => l.push("lang", Value::Str("en".into())),
+            1 => l.push("lang", Value::Str("fr".into())),
+            _ => {}
+        }
+        if self.sim.rng.below(2) == 0 {
+            let r = ["north", "south", "east"][self.sim.rng.below(3) as usize];
+            l.push("region", Value::Str(r.into()));
+        }
+        l
+    }
+
+    fn submit(&mut self) {
+        let priority = self.sim.rng.below(10) as i64;
+        let properties = self.random_props();
+        let queue = ["inbound", "inbound", "vip"][self.sim.rng.below(3) as usize];
+        let client_id = (self.sim.rng.below(4) == 0).then(|| format!("c-{}-{}", self.seed, self.model.next_seq));
+        let conn = Origin { shard: self.sim.rng.below(self.sim.n() as u64) as u16, conn: 1 };
+        let request = Request::Submit(Box::new(Submit {
+            tenant: "default".into(),
+            media_type: "chat".into(),
+            interaction_type: "Inbound".into(),
+            interaction_subtype: "InboundNew".into(),
+            queue: queue.into(),
+            priority,
+            properties: properties.clone(),
+            id: client_id,
+            received_at_ms: None,
+        }));
+        let f = self.sim.call(conn, ClientType::MediaServer, request);
+        assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}: submit refused: {f:?}", self.ctx());
+        let id = f.get_str(attr::INTERACTION_ID).unwrap().to_string();
+        let seq = self.model.next_seq;
+        self.model.next_seq += 1;
+        let text = |k: &str| properties.get(k).and_then(Value::as_str).map(str::to_string);
+        self.model.ixs.insert(
+            id,
+            MIx {
+                seq,
+                priority,
+                lang: text("lang"),
+                region: text("region"),
+                place: MPlace::Queue(queue),
+                lock: None,
+            },
+        );
+    }
+
+    fn change(&mut self) {
+        let Some(id) = self.random_id() else { return };
+        let mut changed = KvList::new();
+        let mut deleted = Vec::new();
+        match self.sim.rng.below(4) {
+            0 => changed.push("lang", Value::Str(["en", "fr"][self.sim.rng.below(2) as usize].into())),
+            1 => deleted.push("lang".to_string()),
+            2 => changed.push("region", Value::Str(["north", "west"][self.sim.rng.below(2) as usize].into())),
+            _ => deleted.push("region".to_string()),
+        }
+        let f = self.sim.call(
+            self.media,
+            ClientType::MediaServer,
+            Request::ChangeProperties { id: id.clone(), changed: changed.clone(), deleted: deleted.clone() },
+        );
+        assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}: change refused: {f:?}", self.ctx());
+        let ix = self.model.ixs.get_mut(&id).unwrap();
+        for (k, v) in changed.iter() {
+            let v = v.as_str().map(str::to_string);
+            if k == "lang" {
+                ix.lang = v;
+            } else {
+                ix.region = v;
+            }
+        }
+        for k in deleted {
+            if k == "lang" {
+                ix.lang = None;
+            } else {
+                ix.region = None;
+            }
+        }
+    }
+
+    /// A client that is either a router (maybe the lock holder) or the
+    /// media server.
+    fn some_client(&mut self) -> (Origin, ClientType) {
+        if self.sim.rng.below(2) == 0 {
+            (*self.sim.rng.pick(&self.routers).unwrap(), ClientType::RoutingEngine)
+        } else {
+            (self.media, ClientType::MediaServer)
+        }
+    }
+
+    /// Whether `client` may change `id` now, per the model's locks.
+    fn may_change(&self, id: &str, client: Origin) -> bool {
+        self.model.ixs[id].lock.as_ref().is_none_or(|l| l.holder == client)
+    }
+
+    fn place(&mut self) {
+        let Some(id) = self.random_id() else { return };
+        let (client, ct) = self.some_client();
+        let queue = match self.sim.rng.below(4) {
+            0 => None,
+            i => Some(QUEUES[i as usize - 1]),
+        };
+        let f = self.sim.call(
+            client,
+            ct,
+            Request::PlaceInQueue { id: id.clone(), queue: queue.map(str::to_string) },
+        );
+        let cur = self.model.ixs[&id].place.clone();
+        let target = match (queue, &cur) {
+            (Some(q), _) => Ok(q),
+            (None, MPlace::Queue("inbound")) => Ok("vip"),
+            (None, MPlace::Queue("vip")) => Ok("done"),
+            (None, MPlace::Queue(_)) => Err(ErrorCode::UnknownQueue),
+            (None, MPlace::Workbin(_)) => Err(ErrorCode::InvalidValue),
+        };
+        match target {
+            Err(c) => assert_eq!(code(&f), Some(c), "{}: place of {id} with no next: {f:?}", self.ctx()),
+            Ok(_) if !self.may_change(&id, client) => {
+                assert_eq!(code(&f), Some(ErrorCode::InteractionLocked), "{}: place of locked {id}", self.ctx())
+            }
+            Ok(q) => {
+                assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}: place of {id}: {f:?}", self.ctx());
+                let ix = self.model.ixs.get_mut(&id).unwrap();
+                ix.place = MPlace::Queue(q);
+                ix.lock = None;
+            }
+        }
+    }
+
+    fn workbin(&mut self) {
+        let Some(id) = self.random_id() else { return };
+        let (client, ct) = self.some_client();
+        let owner = ["agent1", "agent2"][self.sim.rng.below(2) as usize];
+        let f = self.sim.call(
+            client,
+            ct,
+            Request::PlaceInWorkbin { id: id.clone(), workbin: "personal".into(), owner: owner.into() },
+        );
+        if !self.may_change(&id, client) {
+            assert_eq!(code(&f), Some(ErrorCode::InteractionLocked), "{}", self.ctx());
+            return;
+        }
+        assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}: workbin: {f:?}", self.ctx());
+        let ix = self.model.ixs.get_mut(&id).unwrap();
+        ix.place = MPlace::Workbin(owner.into());
+        ix.lock = None;
+        // Its content, through the coordinator of a random connection.
+        let f = self.sim.call(
+            self.media,
+            ClientType::MediaServer,
+            Request::GetWorkbinContent { tenant: "default".into(), workbin: "personal".into(), owner: owner.into() },
+        );
+        let mut expected: Vec<(u64, String)> = self
+            .model
+            .ixs
+            .iter()
+            .filter(|(_, ix)| ix.place == MPlace::Workbin(owner.into()))
+            .map(|(id, ix)| (ix.seq, id.clone()))
+            .collect();
+        expected.sort();
+        let expected: Vec<String> = expected.into_iter().map(|(_, id)| id).collect();
+        assert_eq!(ids_of(&f), expected, "{}: workbin content of {owner}", self.ctx());
+    }
+
+    fn stop(&mut self) {
+        let Some(id) = self.random_id() else { return };
+        let (client, ct) = self.some_client();
+        let f = self.sim.call(client, ct, Request::StopProcessing { id: id.clone(), reason: None });
+        if !self.may_change(&id, client) {
+            assert_eq!(code(&f), Some(ErrorCode::InteractionLocked), "{}", self.ctx());
+            return;
+        }
+        assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}: stop: {f:?}", self.ctx());
+        self.model.ixs.remove(&id);
+    }
+
+    fn lock_in_model(&mut self, ids: &[String], holder: Origin, kind: LockKind, deadline: i64) {
+        for id in ids {
+            let ix = self.model.ixs.get_mut(id).unwrap();
+            assert!(ix.lock.is_none(), "{}: {id} given out while locked", self.ctx());
+            ix.lock = Some(MLock { holder, kind, deadline });
+        }
+    }
+
+    /// One pull, alone: it must return exactly the head of the model's view.
+    fn pull(&mut self) {
+        let view = VIEWS[self.sim.rng.below(4) as usize];
+        let router = *self.sim.rng.pick(&self.routers).unwrap();
+        let count = 1 + self.sim.rng.below(5) as u32;
+        let expected: Vec<String> = self.model.view(view).into_iter().take(count as usize).collect();
+        let f = self.sim.call(
+            router,
+            ClientType::RoutingEngine,
+            Request::Pull { tenant: "default".into(), view: view.into(), count },
+        );
+        assert_eq!(f.msg_type, msg_type::EVENT_PULLED_INTERACTIONS, "{}: pull: {f:?}", self.ctx());
+        let got = ids_of(&f);
+        assert_eq!(got, expected, "{}: pull {count} from {view}", self.ctx());
+        let deadline = self.sim.now + RT;
+        self.lock_in_model(&got, router, LockKind::Routing, deadline);
+    }
+
+    /// Several routers pull from one view at once, their messages
+    /// interleaved: each gets a run in view order, no interaction twice,
+    /// and together they get the head of the view.
+    fn concurrent_pulls(&mut self) {
+        let view = VIEWS[self.sim.rng.below(4) as usize];
+        let model_view = self.model.view(view);
+        let routers = self.routers.clone();
+        let mut sent = Vec::new();
+        let mut total = 0;
+        for r in routers {
+            let count = 1 + self.sim.rng.below(4) as u32;
+            total += count as usize;
+            let req = Request::Pull { tenant: "default".into(), view: view.into(), count };
+            sent.push((r, self.sim.send(r, ClientType::RoutingEngine, req)));
+        }
+        self.sim.settle();
+        let mut all = HashSet::new();
+        let deadline = self.sim.now + RT;
+        for (r, ref_id) in sent {
+            let f = self.sim.take_reply(r, ref_id);
+            let got = ids_of(&f);
+            let pos: Vec<usize> = got
+                .iter()
+                .map(|id| model_view.iter().position(|m| m == id).unwrap_or_else(|| panic!("{}: {id} not in {view}", self.ctx())))
+                .collect();
+            assert!(pos.windows(2).all(|w| w[0] < w[1]), "{}: a pull out of view order: {got:?}", self.ctx());
+            for id in &got {
+                assert!(all.insert(id.clone()), "{}: {id} pulled twice", self.ctx());
+            }
+            self.lock_in_model(&got, r, LockKind::Routing, deadline);
+        }
+        let head: HashSet<String> = model_view.into_iter().take(total).collect();
+        assert_eq!(all, head, "{}: concurrent pulls from {view} did not take the head of the view", self.ctx());
+    }
+
+    fn advance(&mut self) {
+        self.sim.now += 1 + self.sim.rng.below(2 * RT as u64) as i64;
+        for s in 0..self.sim.n() {
+            self.sim.input(s, Input::Tick);
+        }
+        self.sim.settle();
+        let now = self.sim.now;
+        for ix in self.model.ixs.values_mut() {
+            if ix.lock.as_ref().is_some_and(|l| l.kind == LockKind::Routing && l.deadline <= now) {
+                ix.lock = None;
+            }
+        }
+    }
+
+    fn close_router(&mut self) {
+        let r = *self.sim.rng.pick(&self.routers).unwrap();
+        self.sim.input(r.shard, Input::ConnClosed { origin: r });
+        self.sim.settle();
+        for ix in self.model.ixs.values_mut() {
+            if ix.lock.as_ref().is_some_and(|l| l.holder == r) {
+                ix.lock = None;
+            }
+        }
+    }
+
+    fn find(&mut self) {
+        let cond = ["priority >= 5", "lang = 'en'", "region IS NULL"][self.sim.rng.below(3) as usize];
+        let limit = 1 + self.sim.rng.below(20) as u32;
+        let all = self.model.find(cond, false);
+        let f = self.sim.call(
+            self.media,
+            ClientType::MediaServer,
+            Request::FindInteractions { tenant: None, condition: cond.into(), limit },
+        );
+        assert_eq!(f.get_int(attr::TOTAL), Some(all.len() as i64), "{}: find total for {cond}", self.ctx());
+        let expected: Vec<String> = all.into_iter().take(limit as usize).collect();
+        assert_eq!(ids_of(&f), expected, "{}: find {cond} limit {limit}", self.ctx());
+    }
+
+    fn snapshot(&mut self) {
+        let cond = ["priority >= 5", "lang = 'en'", "region IS NULL"][self.sim.rng.below(3) as usize];
+        let lock = self.sim.rng.below(2) == 0;
+        let (client, ct) = self.some_client();
+        let limit = 1 + self.sim.rng.below(30) as u32;
+        let matching = self.model.find(cond, lock);
+        let expected: Vec<String> = matching.iter().take(limit as usize).cloned().collect();
+        let f = self.sim.call(
+            client,
+            ct,
+            Request::TakeSnapshot { tenant: Some("default".into()), condition: cond.into(), lock, limit: Some(limit) },
+        );
+        assert_eq!(f.msg_type, msg_type::EVENT_SNAPSHOT_TAKEN, "{}: snapshot: {f:?}", self.ctx());
+        assert_eq!(f.get_int(attr::TOTAL), Some(matching.len() as i64), "{}: snapshot total", self.ctx());
+        let snap = f.get_int(attr::SNAPSHOT_ID).unwrap() as u64;
+        if lock {
+            self.lock_in_model(&expected, client, LockKind::Snapshot(snap), 0);
+        }
+        self.check_state();
+        // Read it in pages; another connection may not.
+        let page = 1 + self.sim.rng.below(7) as u32;
+        let mut read = Vec::new();
+        let mut start = 0;
+        loop {
+            let f = self.sim.call(client, ct, Request::GetSnapshotInteractions { snapshot: snap, start, count: page });
+            let ids = ids_of(&f);
+            if ids.is_empty() {
+                break;
+            }
+            start += ids.len() as u32;
+            read.extend(ids);
+        }
+        assert_eq!(read, expected, "{}: snapshot pages of {cond}", self.ctx());
+        let other = Origin { shard: client.shard, conn: 999 };
+        let f = self.sim.call(other, ct, Request::GetSnapshotInteractions { snapshot: snap, start: 0, count: 5 });
+        assert_eq!(code(&f), Some(ErrorCode::UnknownSnapshot), "{}", self.ctx());
+        let f = self.sim.call(client, ct, Request::ReleaseSnapshot { snapshot: snap });
+        assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}", self.ctx());
+        self.sim.settle();
+        for ix in self.model.ixs.values_mut() {
+            if ix.lock.as_ref().is_some_and(|l| l.kind == LockKind::Snapshot(snap)) {
+                ix.lock = None;
+            }
+        }
+    }
+
+    fn queue_depth(&mut self) {
+        let f = self.sim.call(self.media, ClientType::MediaServer, Request::GetQueueDepth { tenant: "default".into() });
+        for a in f.attrs.iter().filter(|a| a.id == attr::QUEUE_DEPTH) {
+            let l = a.value.as_list().unwrap();
+            let q = l.get("queue").unwrap().as_str().unwrap();
+            let in_q: Vec<&MIx> = self.model.ixs.values().filter(|ix| ix.place == MPlace::Queue(leak(q))).collect();
+            assert_eq!(l.get("interactions").unwrap().as_int(), Some(in_q.len() as i64), "{}: depth {q}", self.ctx());
+            let locked = in_q.iter().filter(|ix| ix.lock.is_some()).count() as i64;
+            assert_eq!(l.get("locked").unwrap().as_int(), Some(locked), "{}: locked in {q}", self.ctx());
+            for (v, n) in l.get("views").unwrap().as_list().unwrap().iter() {
+                assert_eq!(n.as_int(), Some(self.model.view(v).len() as i64), "{}: depth of view {v}", self.ctx());
+            }
+        }
+    }
+
+    /// The shards against the model: every view's members and order, every
+    /// lock, and nothing left in flight.
+    fn check_state(&self) {
+        for v in VIEWS {
+            assert_eq!(self.sim.view(v), self.model.view(v), "{}: view {v}", self.ctx());
+        }
+        let held: usize = self.sim.shards.iter().map(Shard::len).sum();
+        assert_eq!(held, self.model.ixs.len(), "{}: interactions held", self.ctx());
+        for (id, ix) in &self.model.ixs {
+            let lock = self.sim.owner(id).lock_of(id).map(|(h, k)| (h.origin, k));
+            assert_eq!(lock, ix.lock.as_ref().map(|l| (l.holder, l.kind)), "{}: lock of {id}", self.ctx());
+        }
+        for s in &self.sim.shards {
+            assert_eq!(s.pending_writes(), 0, "{}", self.ctx());
+            assert_eq!(s.pending_ops(), 0, "{}", self.ctx());
+        }
+    }
+
+    fn run(mut self) {
+        for step in 0..STEPS {
+            self.step = step;
+            self.sim.now += 1;
+            match self.sim.rng.below(100) {
+                0..=29 => self.submit(),
+                30..=39 => self.change(),
+                40..=49 => self.place(),
+                50..=53 => self.workbin(),
+                54..=59 => self.stop(),
+                60..=74 => self.pull(),
+                75..=79 => self.concurrent_pulls(),
+                80..=85 => self.advance(),
+                86..=88 => self.close_router(),
+                89..=92 => self.find(),
+                93..=96 => self.snapshot(),
+                _ => self.queue_depth(),
+            }
+            self.check_state();
+        }
+    }
+}
+
+fn leak(q: &str) -> &'static str {
+    QUEUES.iter().find(|&&x| x == q).copied().expect("a known queue")
+}
+
+#[test]
+fn shards_match_the_single_list_model() {
+    if let Ok(seed) = std::env::var("IXN_SIM_SEED") {
+        Run::new(seed.parse().expect("IXN_SIM_SEED is a number")).run();
+        return;
+    }
+    let seeds: u64 = std::env::var("IXN_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
+    for seed in 0..seeds {
+        let r = std::panic::catch_unwind(|| Run::new(seed).run());
+        if r.is_err() {
+            panic!("simulation failed with seed {seed}; replay with IXN_SIM_SEED={seed}");
+        }
+    }
+}
