@@ -151,6 +151,7 @@ fn record(id: String, version: i64) -> InteractionRecord {
         completed_at: None,
         properties: props,
         version,
+        workbin_owner: None,
     }
 }
 

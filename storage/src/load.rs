@@ -3,36 +3,11 @@
 use std::time::Instant;
 
 use ixn_shard::interaction::InteractionRecord;
-use ixn_shard::KvList;
 use odbc_api::{Connection, Cursor, Nullable};
 
 use crate::conn::diag;
 use crate::records::{self, col, COLUMNS};
 use crate::{msg_id, StorageError};
-
-fn empty_record() -> InteractionRecord {
-    InteractionRecord {
-        id: String::new(),
-        tenant: String::new(),
-        media_type: String::new(),
-        interaction_type: String::new(),
-        interaction_subtype: String::new(),
-        queue: String::new(),
-        priority: 0,
-        submitted_by: String::new(),
-        received_at: None,
-        submitted_at: None,
-        placed_in_queue_at: None,
-        moved_to_queue_at: None,
-        delivered_at: None,
-        assigned_at: None,
-        held_at: None,
-        completed_at: None,
-        properties: KvList::new(),
-        version: 0,
-        workbin_owner: None,
-    }
-}
 
 pub(crate) fn load_live(conn: &Connection<'_>, target: &str) -> Result<Vec<InteractionRecord>, StorageError> {
     let started = Instant::now();
@@ -53,7 +28,7 @@ pub(crate) fn load_live(conn: &Connection<'_>, target: &str) -> Result<Vec<Inter
     let mut text: Vec<u8> = Vec::with_capacity(512);
     let mut props: Vec<u8> = Vec::with_capacity(4096);
     while let Some(mut row) = cursor.next_row().map_err(|e| fail("fetch failed", &e))? {
-        let mut r = empty_record();
+        let mut r = records::empty_record();
         for (c, name) in COLUMNS.iter().enumerate() {
             let n = (c + 1) as u16;
             match c {
@@ -87,13 +62,19 @@ pub(crate) fn load_live(conn: &Connection<'_>, target: &str) -> Result<Vec<Inter
                 }
                 _ => {
                     text.clear();
-                    row.get_text(n, &mut text).map_err(|e| fail(name, &e))?;
-                    let s = std::str::from_utf8(&text).map(str::to_owned).map_err(|_| {
-                        StorageError::new(format!(
-                            "a row in the database at {target} has column {} that is not UTF-8 text",
-                            name
-                        ))
-                    })?;
+                    // false: SQL NULL (None for workbin_owner, '' for the
+                    // other names).
+                    let present = row.get_text(n, &mut text).map_err(|e| fail(name, &e))?;
+                    let s = if present {
+                        Some(std::str::from_utf8(&text).map(str::to_owned).map_err(|_| {
+                            StorageError::new(format!(
+                                "a row in the database at {target} has column {} that is not UTF-8 text",
+                                name
+                            ))
+                        })?)
+                    } else {
+                        None
+                    };
                     records::set_text_field(&mut r, c, s);
                 }
             }

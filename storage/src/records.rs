@@ -1,9 +1,11 @@
 //! The interactions table's columns and how a record maps onto them.
 
 use ixn_shard::interaction::InteractionRecord;
+use ixn_shard::KvList;
 
-/// Columns of `interactions`, in the order every statement uses.
-pub(crate) const COLUMNS: [&str; 18] = [
+/// Columns of `interactions`, in the order every statement uses (the
+/// order of storage/sql/*/isdb.sql, schema version 2).
+pub(crate) const COLUMNS: [&str; 19] = [
     "id",
     "tenant",
     "media_type",
@@ -22,6 +24,7 @@ pub(crate) const COLUMNS: [&str; 18] = [
     "completed_at",
     "properties",
     "version",
+    "workbin_owner",
 ];
 pub(crate) const NCOLS: usize = COLUMNS.len();
 
@@ -33,6 +36,8 @@ pub(crate) mod col {
     pub const LAST_TIME: usize = 15;
     pub const PROPERTIES: usize = 16;
     pub const VERSION: usize = 17;
+    /// The only nullable short text column: NULL is `None`.
+    pub const WORKBIN_OWNER: usize = 18;
 }
 
 /// Longest id the schema holds (VARCHAR(64)), in bytes.
@@ -42,21 +47,24 @@ pub(crate) const MAX_ID: usize = 64;
 pub(crate) const MAX_NAME: usize = 255;
 
 /// The short text columns of a record, by column index (id, names).
-pub(crate) fn text_field(r: &InteractionRecord, c: usize) -> &str {
+/// `None` only for a NULL `workbin_owner` (the other names are never NULL
+/// when ixn writes them).
+pub(crate) fn text_field(r: &InteractionRecord, c: usize) -> Option<&str> {
     match c {
-        0 => &r.id,
-        1 => &r.tenant,
-        2 => &r.media_type,
-        3 => &r.interaction_type,
-        4 => &r.interaction_subtype,
-        5 => &r.queue,
-        7 => &r.submitted_by,
+        0 => Some(&r.id),
+        1 => Some(&r.tenant),
+        2 => Some(&r.media_type),
+        3 => Some(&r.interaction_type),
+        4 => Some(&r.interaction_subtype),
+        5 => Some(&r.queue),
+        7 => Some(&r.submitted_by),
+        col::WORKBIN_OWNER => r.workbin_owner.as_deref(),
         _ => unreachable!("column {c} is not a short text column"),
     }
 }
 
-/// Indexes of the short text columns.
-pub(crate) const TEXT_COLUMNS: [usize; 7] = [0, 1, 2, 3, 4, 5, 7];
+/// Indexes of the short text columns (VARCHAR(64) id, VARCHAR(255) names).
+pub(crate) const TEXT_COLUMNS: [usize; 8] = [0, 1, 2, 3, 4, 5, 7, col::WORKBIN_OWNER];
 
 pub(crate) fn time_field(r: &InteractionRecord, c: usize) -> Option<i64> {
     match c {
@@ -87,7 +95,10 @@ pub(crate) fn set_time_field(r: &mut InteractionRecord, c: usize, v: Option<i64>
     *f = v;
 }
 
-pub(crate) fn set_text_field(r: &mut InteractionRecord, c: usize, v: String) {
+/// Sets a short text column from the database: NULL (`None`) is `None` for
+/// `workbin_owner` and the empty string for the others (Oracle stores ''
+/// as NULL).
+pub(crate) fn set_text_field(r: &mut InteractionRecord, c: usize, v: Option<String>) {
     let f = match c {
         0 => &mut r.id,
         1 => &mut r.tenant,
@@ -96,9 +107,38 @@ pub(crate) fn set_text_field(r: &mut InteractionRecord, c: usize, v: String) {
         4 => &mut r.interaction_subtype,
         5 => &mut r.queue,
         7 => &mut r.submitted_by,
+        col::WORKBIN_OWNER => {
+            r.workbin_owner = v;
+            return;
+        }
         _ => unreachable!("column {c} is not a short text column"),
     };
-    *f = v;
+    *f = v.unwrap_or_default();
+}
+
+/// A record with every field empty, unset or zero, for loading into.
+pub(crate) fn empty_record() -> InteractionRecord {
+    InteractionRecord {
+        id: String::new(),
+        tenant: String::new(),
+        media_type: String::new(),
+        interaction_type: String::new(),
+        interaction_subtype: String::new(),
+        queue: String::new(),
+        priority: 0,
+        submitted_by: String::new(),
+        received_at: None,
+        submitted_at: None,
+        placed_in_queue_at: None,
+        moved_to_queue_at: None,
+        delivered_at: None,
+        assigned_at: None,
+        held_at: None,
+        completed_at: None,
+        properties: KvList::new(),
+        version: 0,
+        workbin_owner: None,
+    }
 }
 
 /// Why a record cannot be stored as is, if it cannot.
@@ -107,7 +147,7 @@ pub(crate) fn refuse_reason(r: &InteractionRecord) -> Option<String> {
         return Some(format!("interaction id of {} bytes (1 to {MAX_ID} allowed)", r.id.len()));
     }
     for c in TEXT_COLUMNS {
-        let v = text_field(r, c);
+        let Some(v) = text_field(r, c) else { continue };
         if v.len() > MAX_NAME {
             return Some(format!("{} of {} bytes ({MAX_NAME} allowed)", COLUMNS[c], v.len()));
         }
@@ -152,6 +192,36 @@ pub(crate) fn properties_hex(r: &InteractionRecord, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workbin_owner_is_the_nullable_last_column() {
+        assert_eq!(COLUMNS[col::WORKBIN_OWNER], "workbin_owner");
+        assert_eq!(COLUMNS[col::VERSION], "version");
+        assert_eq!(NCOLS, 19);
+        let mut r = empty_record();
+        r.id = "0001x".into();
+        assert_eq!(text_field(&r, col::WORKBIN_OWNER), None);
+        assert_eq!(text_field(&r, 7), Some(""));
+        r.workbin_owner = Some("agent-7".into());
+        assert_eq!(text_field(&r, col::WORKBIN_OWNER), Some("agent-7"));
+        // NULL reads back as None for workbin_owner, as '' for the others.
+        set_text_field(&mut r, col::WORKBIN_OWNER, None);
+        set_text_field(&mut r, 7, None);
+        assert_eq!((r.workbin_owner.as_deref(), r.submitted_by.as_str()), (None, ""));
+        set_text_field(&mut r, col::WORKBIN_OWNER, Some(String::new()));
+        assert_eq!(r.workbin_owner.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn a_workbin_owner_over_255_bytes_is_refused() {
+        let mut r = empty_record();
+        r.id = "0001x".into();
+        assert_eq!(refuse_reason(&r), None);
+        r.workbin_owner = Some("é".repeat(127) + "a");
+        assert_eq!(refuse_reason(&r), None, "255 bytes fit");
+        r.workbin_owner = Some("é".repeat(128));
+        assert_eq!(refuse_reason(&r).as_deref(), Some("workbin_owner of 256 bytes (255 allowed)"));
+    }
 
     #[test]
     fn hex_round_trip() {

@@ -6,8 +6,47 @@ use crate::conn::diag;
 use crate::records::COLUMNS;
 use crate::{msg_id, Engine, StorageError};
 
-/// The schema version this server reads and writes.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+/// The schema version this server reads and writes. Version 2 added the
+/// nullable column `interactions.workbin_owner` (after `version`).
+pub(crate) const SCHEMA_VERSION: i32 = 2;
+
+/// The statements that bring a version-1 database to version 2, for this
+/// engine's `isdb.sql` (the `*_nvc.sql` variants take NVARCHAR(255) /
+/// NVARCHAR2(255) instead). The message that refuses a version-1 database
+/// and docs/storage.md give them.
+pub(crate) fn upgrade_from_1(engine: &Engine) -> Vec<String> {
+    let ty = match engine {
+        Engine::Oracle => "VARCHAR2(255)",
+        _ => "VARCHAR(255)",
+    };
+    let mut v = vec![
+        format!("ALTER TABLE interactions ADD workbin_owner {ty}"),
+        "UPDATE ixn_schema SET version = 2 WHERE name = 'isdb'".to_string(),
+    ];
+    if *engine == Engine::Oracle {
+        v.push("COMMIT".to_string());
+    }
+    v
+}
+
+/// The refusal of a database at `version` (not [`SCHEMA_VERSION`]).
+fn wrong_version(engine: &Engine, target: &str, script: &str, version: i64) -> String {
+    if version == 1 {
+        let nvc = match engine {
+            Engine::MsSql => " (NVARCHAR(255) instead of VARCHAR(255) if the tables came from isdb_nvc.sql)",
+            Engine::Oracle => " (NVARCHAR2(255) instead of VARCHAR2(255) if the tables came from isdb_nvc.sql)",
+            _ => "",
+        };
+        format!(
+            "the database at {target} has isdb schema version 1, this server needs {SCHEMA_VERSION} (version 2 adds \
+             the column interactions.workbin_owner); upgrade it in place, keeping its interactions, with `{};`{nvc}, \
+             or drop the tables and recreate them with {script}",
+            upgrade_from_1(engine).join("; ")
+        )
+    } else {
+        format!("the database at {target} has isdb schema version {version}, this server needs {SCHEMA_VERSION}")
+    }
+}
 
 const SQLITE_ISDB: &str = include_str!("../sql/sqlite/isdb.sql");
 const POSTGRESQL_ISDB: &str = include_str!("../sql/postgresql/isdb.sql");
@@ -163,9 +202,7 @@ fn validate(conn: &Connection<'_>, engine: &Engine, target: &str) -> Result<(), 
             )))
         }
         Some(v) if v != i64::from(SCHEMA_VERSION) => {
-            return Err(StorageError::new(format!(
-                "the database at {target} has isdb schema version {v}, this server needs {SCHEMA_VERSION}"
-            )))
+            return Err(StorageError::new(wrong_version(engine, target, &script, v)))
         }
         Some(_) => {}
     }
@@ -216,6 +253,62 @@ mod tests {
         assert!(s[0].starts_with("CREATE TABLE interactions"));
         assert!(s[2].starts_with("INSERT INTO ixn_schema"));
         assert_eq!(statements(POSTGRESQL_ISDB).len(), 3);
+    }
+
+    #[test]
+    fn version_1_is_refused_with_the_upgrade() {
+        let m = wrong_version(&Engine::Sqlite, "'/d/ixn.db' (SQLite3)", "storage/sql/sqlite/isdb.sql", 1);
+        assert_eq!(
+            m,
+            "the database at '/d/ixn.db' (SQLite3) has isdb schema version 1, this server needs 2 (version 2 adds \
+             the column interactions.workbin_owner); upgrade it in place, keeping its interactions, with \
+             `ALTER TABLE interactions ADD workbin_owner VARCHAR(255); \
+             UPDATE ixn_schema SET version = 2 WHERE name = 'isdb';`, \
+             or drop the tables and recreate them with storage/sql/sqlite/isdb.sql"
+        );
+        let m = wrong_version(&Engine::Oracle, "DSN 'o'", "storage/sql/oracle/isdb.sql", 1);
+        assert!(
+            m.contains(
+                "`ALTER TABLE interactions ADD workbin_owner VARCHAR2(255); \
+                 UPDATE ixn_schema SET version = 2 WHERE name = 'isdb'; COMMIT;` (NVARCHAR2(255) instead of"
+            ),
+            "{m}"
+        );
+        let m = wrong_version(&Engine::MsSql, "DSN 'm'", "storage/sql/mssql/isdb.sql", 1);
+        assert!(m.contains("ADD workbin_owner VARCHAR(255); UPDATE") && m.contains("(NVARCHAR(255) instead of"), "{m}");
+        let m = wrong_version(&Engine::Postgres, "h:1/x (PostgreSQL Unicode)", "storage/sql/postgresql/isdb.sql", 3);
+        assert_eq!(m, "the database at h:1/x (PostgreSQL Unicode) has isdb schema version 3, this server needs 2");
+    }
+
+    #[test]
+    fn scripts_say_version_2_and_end_with_workbin_owner() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+        for rel in [
+            "sqlite/isdb.sql",
+            "postgresql/isdb.sql",
+            "mssql/isdb.sql",
+            "mssql/isdb_nvc.sql",
+            "oracle/isdb.sql",
+            "oracle/isdb_nvc.sql",
+            "mariadb/isdb.sql",
+        ] {
+            let script = std::fs::read_to_string(dir.join(rel)).unwrap();
+            let stmts = statements(&script);
+            let create = &stmts[0];
+            let names: Vec<&str> =
+                create.lines().skip(1).filter_map(|l| l.strip_prefix("  ")?.split_whitespace().next()).collect();
+            assert_eq!(names, COLUMNS, "{rel}: columns in statement order");
+            let owner = create.lines().find(|l| l.trim_start().starts_with("workbin_owner ")).unwrap();
+            assert!(!owner.contains("NOT NULL"), "{rel}: workbin_owner is nullable");
+            let name_type = create.lines().find(|l| l.trim_start().starts_with("queue ")).unwrap();
+            let ty = |l: &str| l.split_whitespace().nth(1).unwrap().trim_end_matches(',').to_string();
+            assert_eq!(ty(owner), ty(name_type), "{rel}: workbin_owner has the type of the other names");
+            assert!(
+                stmts.iter().any(|s| s == "INSERT INTO ixn_schema (name, version) VALUES ('isdb', 2)"),
+                "{rel}: schema version 2"
+            );
+            assert!(script.contains("(schema version 2;"), "{rel}: header says version 2");
+        }
     }
 
     #[test]

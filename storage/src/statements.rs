@@ -28,8 +28,9 @@ use crate::InsertStrategy;
 type Inserter<'c> = ColumnarBulkInserter<StatementImpl<'c>, WithDataType<BoxColumnBuffer>>;
 
 /// Row counts of the multi-row statements, largest first. 256 rows is
-/// 4608 parameters; psqlODBC 13.02 loses protocol synchronization preparing
-/// a 512-row statement (9216 parameters), so 256 is the ceiling.
+/// 4864 parameters (19 columns); psqlODBC 13.02 lost protocol
+/// synchronization preparing a 512-row statement of 18 columns (9216
+/// parameters) while 256 rows (4608) worked, so 256 is the ceiling.
 const MULTI_ROW_SIZES: [usize; 4] = [256, 64, 8, 1];
 
 /// Properties (hex) longer than this are inserted one row at a time with
@@ -250,7 +251,8 @@ fn fill_inserts(stmt: &mut Stmt<'_>, rows: &[&InteractionRecord], data: &RowData
         for c in TEXT_COLUMNS {
             let mut colm = stmt.inserter.column_mut(base + c).as_text().expect("text buffer");
             for p in 0..sets {
-                colm.set_cell(p, Some(records::text_field(rows[row_at(p)], c).as_bytes()));
+                // None (a NULL workbin_owner) binds SQL NULL.
+                colm.set_cell(p, records::text_field(rows[row_at(p)], c).map(str::as_bytes));
             }
         }
         {

@@ -53,6 +53,24 @@ fn round_trip(connection_string: &str, create: bool, strategy: InsertStrategy, b
         expected.insert(r.id.clone(), r.clone());
         submit(0, StoreOp::Insert(Box::new(r)));
     }
+    // Workbins: every third of 300 records is in one, so one statement's
+    // parameters (multi-row slots, array rows) mix NULL and text in the
+    // workbin_owner column; owners at the edges: non-ASCII, exactly 255
+    // bytes (the limit), empty (kept as Some("") by SQLite and PostgreSQL).
+    for i in 0..300 {
+        let owner = (i % 3 == 0).then(|| format!("agent-{i}"));
+        let r = workbin_record(&format!("0001wb{i:010}"), 0, owner.as_deref());
+        expected.insert(r.id.clone(), r.clone());
+        submit((i % 2) as u16, StoreOp::Insert(Box::new(r)));
+    }
+    let edge_owners = ["Agent Müller – Platz ✓".to_string(), "é".repeat(127) + "a", String::new()];
+    for (i, owner) in edge_owners.iter().enumerate() {
+        let mut r = rich_record(&format!("0001wbedge{i:06}"), 100);
+        r.workbin_owner = Some(owner.clone());
+        assert!(owner.len() <= 255);
+        expected.insert(r.id.clone(), r.clone());
+        submit(0, StoreOp::Insert(Box::new(r)));
+    }
     // Upsert the first 100 twice; delete 100..150; insert+delete some;
     // upsert a row that was never inserted; delete one that never was.
     for v in 1..=2 {
@@ -63,6 +81,14 @@ fn round_trip(connection_string: &str, create: bool, strategy: InsertStrategy, b
             expected.insert(r.id.clone(), r.clone());
             submit(1, StoreOp::Upsert(Box::new(r)));
         }
+    }
+    // Every workbin record flips: from a queue into a workbin, from a
+    // workbin back to a queue (NULL again).
+    for i in 0..300 {
+        let owner = (i % 3 != 0).then(|| format!("group {i}"));
+        let r = workbin_record(&format!("0001wb{i:010}"), 1, owner.as_deref());
+        expected.insert(r.id.clone(), r.clone());
+        submit(1, StoreOp::Upsert(Box::new(r)));
     }
     for i in 100..150 {
         let id = format!("0001ins{i:09}");
@@ -100,6 +126,64 @@ fn round_trip(connection_string: &str, create: bool, strategy: InsertStrategy, b
         let got = loaded.get(id).unwrap_or_else(|| panic!("{id} missing"));
         assert_eq!(got, want, "{id} differs");
     }
+}
+
+/// One record in a workbin and one in a queue, written, read back, then
+/// swapped (the workbin one back to a queue, the other into a workbin).
+fn workbin_owner_round_trip(connection_string: &str, strategy: InsertStrategy) {
+    let cfg =
+        StorageConfig { insert_strategy: Some(strategy), create_schema: true, ..StorageConfig::new(connection_string) };
+    let in_workbin = workbin_record("0008inworkbin", 0, Some("Agent Smith"));
+    let in_queue = workbin_record("0008inqueue", 0, None);
+    assert_eq!(in_queue.workbin_owner, None);
+    let moved_out = workbin_record("0008inworkbin", 1, None);
+    let moved_in = workbin_record("0008inqueue", 1, Some("Support group"));
+    let mut token = 0;
+    for ops in [
+        vec![StoreOp::Insert(Box::new(in_workbin.clone())), StoreOp::Insert(Box::new(in_queue.clone()))],
+        vec![StoreOp::Upsert(Box::new(moved_out.clone())), StoreOp::Upsert(Box::new(moved_in.clone()))],
+    ] {
+        let expected = by_id(
+            ops.iter()
+                .map(|op| match op {
+                    StoreOp::Insert(r) | StoreOp::Upsert(r) => (**r).clone(),
+                    StoreOp::Delete(_) => unreachable!(),
+                })
+                .collect(),
+        );
+        let sink = Collect::new();
+        let writers = Storage::open(cfg.clone()).unwrap().start(vec![sink.clone() as Arc<dyn CompletionSink>]).unwrap();
+        let n = ops.len();
+        for op in ops {
+            token += 1;
+            writers.handle().submit(WriteRequest { shard: 0, token, op });
+        }
+        assert!(sink.wait(n, 30).values().all(|&ok| ok));
+        writers.shutdown();
+        let loaded = by_id(Storage::open(cfg.clone()).unwrap().load_live().unwrap());
+        assert_eq!(loaded, expected);
+    }
+}
+
+#[test]
+fn sqlite_workbin_owner_round_trip() {
+    init_logs();
+    for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow] {
+        let dir = TempDir::new("rt-workbin");
+        workbin_owner_round_trip(&sqlite_connection_string(&dir.0.join("ixn.db")), strategy);
+    }
+}
+
+#[test]
+fn postgres_workbin_owner_round_trip() {
+    init_logs();
+    let Some(cs) = pg_connection_string() else { return };
+    let cs = pg_private_db(&cs, "ixn_storage_workbin");
+    for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow] {
+        run_script(&cs, "postgresql/isdb_drop.sql", false);
+        workbin_owner_round_trip(&cs, strategy);
+    }
+    run_script(&cs, "postgresql/isdb_drop.sql", false);
 }
 
 #[test]

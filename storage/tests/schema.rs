@@ -47,10 +47,74 @@ fn wrong_version_is_refused() {
     Storage::open(StorageConfig { create_schema: true, ..StorageConfig::new(cs.clone()) }).unwrap();
     run_sql(&cs, "UPDATE ixn_schema SET version = 3 WHERE name = 'isdb'", false);
     let m = open_err(&cs, true);
-    assert!(m.contains("schema version 3, this server needs 1"), "{m}");
+    assert!(m.contains("schema version 3, this server needs 2"), "{m}");
     run_sql(&cs, "DELETE FROM ixn_schema", false);
     let m = open_err(&cs, true);
     assert!(m.contains("no 'isdb' row in table ixn_schema"), "{m}");
+}
+
+/// The tables of isdb schema version 1 (no workbin_owner), as the SQLite
+/// and PostgreSQL isdb.sql created them, with one live interaction.
+const ISDB_V1: &str = "
+CREATE TABLE interactions (
+  id                  VARCHAR(64)  NOT NULL PRIMARY KEY,
+  tenant              VARCHAR(255),
+  media_type          VARCHAR(255),
+  interaction_type    VARCHAR(255),
+  interaction_subtype VARCHAR(255),
+  queue               VARCHAR(255),
+  priority            BIGINT NOT NULL,
+  submitted_by        VARCHAR(255),
+  received_at         BIGINT,
+  submitted_at        BIGINT,
+  placed_in_queue_at  BIGINT,
+  moved_to_queue_at   BIGINT,
+  delivered_at        BIGINT,
+  assigned_at         BIGINT,
+  held_at             BIGINT,
+  completed_at        BIGINT,
+  properties          TEXT,
+  version             BIGINT NOT NULL
+);
+CREATE TABLE ixn_schema (
+  name    VARCHAR(64) NOT NULL PRIMARY KEY,
+  version INT NOT NULL
+);
+INSERT INTO ixn_schema (name, version) VALUES ('isdb', 1);
+INSERT INTO interactions (id, tenant, media_type, interaction_type, interaction_subtype, queue, priority,
+  submitted_by, received_at, properties, version)
+  VALUES ('0009fromv1', 'Environment', 'chat', 'Inbound', 'InboundNew', 'Chat inbound', 5, 'chat-server-1',
+  1760000000000, '', 3);
+";
+
+/// A version-1 database is refused with the statements that upgrade it;
+/// they work, and the interaction it held loads back with no workbin owner.
+fn version_1_is_refused_then_upgraded(cs: &str, script: &str) {
+    run_sql(cs, ISDB_V1, false);
+    let m = open_err(cs, true);
+    assert!(m.contains("has isdb schema version 1, this server needs 2"), "{m}");
+    let upgrade = "ALTER TABLE interactions ADD workbin_owner VARCHAR(255); \
+                   UPDATE ixn_schema SET version = 2 WHERE name = 'isdb';";
+    assert!(m.contains(&format!("`{upgrade}`")), "gives the upgrade statements: {m}");
+    assert!(m.contains(&format!("recreate them with {script}")), "{m}");
+    // Run the statements exactly as the message gives them.
+    let given = m.split('`').nth(1).unwrap();
+    assert_eq!(given, upgrade);
+    run_sql(cs, given, false);
+    let loaded = Storage::open(StorageConfig::new(cs)).unwrap().load_live().unwrap();
+    assert_eq!(loaded.len(), 1);
+    let r = &loaded[0];
+    assert_eq!(
+        (r.id.as_str(), r.queue.as_str(), r.version, r.received_at),
+        ("0009fromv1", "Chat inbound", 3, Some(1_760_000_000_000))
+    );
+    assert_eq!(r.workbin_owner, None);
+}
+
+#[test]
+fn version_1_database_is_refused_with_the_upgrade() {
+    let (_dir, cs) = sqlite("version1");
+    version_1_is_refused_then_upgraded(&cs, "storage/sql/sqlite/isdb.sql");
 }
 
 #[test]
@@ -73,11 +137,11 @@ fn missing_columns_are_named() {
          submitted_by VARCHAR(255), received_at BIGINT, submitted_at BIGINT, placed_in_queue_at BIGINT, \
          moved_to_queue_at BIGINT, delivered_at BIGINT, assigned_at BIGINT, completed_at BIGINT, properties TEXT);
          CREATE TABLE ixn_schema (name VARCHAR(64), version INT);
-         INSERT INTO ixn_schema VALUES ('isdb', 1)",
+         INSERT INTO ixn_schema VALUES ('isdb', 2)",
         false,
     );
     let m = open_err(&cs, true);
-    assert!(m.contains("lacks column(s) held_at, version"), "{m}");
+    assert!(m.contains("lacks column(s) held_at, version, workbin_owner"), "{m}");
 }
 
 #[test]
@@ -108,11 +172,13 @@ fn postgres_schema_validation() {
     let m = open_err(&cs, false);
     assert!(m.contains("has no table 'interactions'") && m.contains("storage/sql/postgresql/isdb.sql"), "{m}");
     Storage::open(StorageConfig { create_schema: true, ..StorageConfig::new(cs.clone()) }).unwrap();
-    run_sql(&cs, "UPDATE ixn_schema SET version = 2", false);
+    run_sql(&cs, "UPDATE ixn_schema SET version = 3", false);
     let m = open_err(&cs, true);
-    assert!(m.contains("schema version 2, this server needs 1"), "{m}");
-    run_sql(&cs, "UPDATE ixn_schema SET version = 1; ALTER TABLE interactions DROP COLUMN properties", false);
+    assert!(m.contains("schema version 3, this server needs 2"), "{m}");
+    run_sql(&cs, "UPDATE ixn_schema SET version = 2; ALTER TABLE interactions DROP COLUMN properties", false);
     let m = open_err(&cs, true);
     assert!(m.contains("lacks column(s) properties"), "{m}");
+    run_script(&cs, "postgresql/isdb_drop.sql", false);
+    version_1_is_refused_then_upgraded(&cs, "storage/sql/postgresql/isdb.sql");
     run_script(&cs, "postgresql/isdb_drop.sql", false);
 }

@@ -94,10 +94,15 @@ fn an_oversized_field_fails_only_its_own_write() {
     h.submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Insert(Box::new(record("0005good", 0))) });
     h.submit(WriteRequest { shard: 0, token: 2, op: StoreOp::Insert(Box::new(bad)) });
     h.submit(WriteRequest { shard: 0, token: 3, op: StoreOp::Delete("x".repeat(65)) });
-    let done = sinks[0].wait(3, 30);
-    assert_eq!((done[&1], done[&2], done[&3]), (true, false, false));
+    // workbin_owner is held to 255 bytes like the other names.
+    let bad_owner = workbin_record("0005badowner", 0, Some(&"w".repeat(256)));
+    h.submit(WriteRequest { shard: 0, token: 4, op: StoreOp::Insert(Box::new(bad_owner)) });
+    let owner_255 = workbin_record("0005owner255", 0, Some(&"w".repeat(255)));
+    h.submit(WriteRequest { shard: 0, token: 5, op: StoreOp::Insert(Box::new(owner_255)) });
+    let done = sinks[0].wait(5, 30);
+    assert_eq!((done[&1], done[&2], done[&3], done[&4], done[&5]), (true, false, false, false, true));
     writers.shutdown();
-    assert_eq!(live_ids(&cs), vec!["0005good".to_string()]);
+    assert_eq!(live_ids(&cs), vec!["0005good".to_string(), "0005owner255".to_string()]);
 }
 
 #[test]

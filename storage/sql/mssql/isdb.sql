@@ -3,7 +3,11 @@
 -- Live interactions only: a row is replaced (DELETE then INSERT) on every
 -- acknowledged change and deleted when the interaction completes. Times are
 -- epoch milliseconds; properties hold the hex of the protocol's key-value
--- list encoding. Keep in step with storage/sql/*/isdb.sql (schema version 1).
+-- list encoding. workbin_owner is set while the interaction is in a workbin
+-- (queue then names the workbin): the agent, place or group owning that
+-- workbin content; NULL while it is in a queue.
+-- Keep in step with storage/sql/*/isdb.sql (schema version 2; version 1
+-- lacked workbin_owner: docs/storage.md says how to upgrade).
 CREATE TABLE interactions (
   id                  VARCHAR(64)  NOT NULL PRIMARY KEY,
   tenant              VARCHAR(255),
@@ -22,10 +26,11 @@ CREATE TABLE interactions (
   held_at             BIGINT,
   completed_at        BIGINT,
   properties          VARCHAR(MAX),
-  version             BIGINT NOT NULL
+  version             BIGINT NOT NULL,
+  workbin_owner       VARCHAR(255)
 );
 CREATE TABLE ixn_schema (
   name    VARCHAR(64) NOT NULL PRIMARY KEY,
   version INT NOT NULL
 );
-INSERT INTO ixn_schema (name, version) VALUES ('isdb', 1);
+INSERT INTO ixn_schema (name, version) VALUES ('isdb', 2);

@@ -95,6 +95,7 @@ pub fn record(id: &str, version: i64) -> InteractionRecord {
         completed_at: None,
         properties: props,
         version,
+        workbin_owner: None,
     }
 }
 
@@ -116,6 +117,17 @@ pub fn rich_record(id: &str, big_props: usize) -> InteractionRecord {
     r.properties.push("Nested", Value::List(inner));
     r.properties.push("Big", Value::Str("x".repeat(big_props)));
     r.properties.push("Émoji", Value::Str("😀 ünïcödé".into()));
+    r
+}
+
+/// A record in a workbin owned by `owner` (`queue` names the workbin), or,
+/// with `None`, in a queue.
+pub fn workbin_record(id: &str, version: i64, owner: Option<&str>) -> InteractionRecord {
+    let mut r = record(id, version);
+    if let Some(owner) = owner {
+        r.queue = "Chat workbin".into();
+        r.workbin_owner = Some(owner.to_string());
+    }
     r
 }
 
