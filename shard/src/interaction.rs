@@ -43,7 +43,7 @@ pub struct Interaction {
     pub submitted_at: Millis,
     pub placed_in_queue_at: Millis,
     pub moved_to_queue_at: Millis,
-    /// Breaks ties in view order: submission order (see [`tie_of`]).
+    /// Breaks ties in view order: submission order (see [`tie_at`]).
     pub tie: u64,
     /// Number of changes made since submission (0 after submit). Stored, so
     /// a restart shows which acknowledged change is the last one kept.
@@ -65,25 +65,32 @@ pub struct Interaction {
     pub locked: bool,
 }
 
-/// The tie-breaker of view order, unique within a shard: the submission
-/// time (milliseconds since the id epoch) in the high 42 bits, then the
-/// shard's id sequence within that millisecond. A loaded client-given id,
-/// whose sequence was not stored, takes 2^21 plus 21 bits of the id's hash,
-/// so it sorts after the generated ids of its millisecond, in a fixed order.
-pub fn tie_of(id: &str, submitted_at: Millis) -> u64 {
-    match crate::id::decode(id) {
-        Some(p) => tie_from(p.time_ms, p.seq),
-        None => {
-            let ms = ((submitted_at - crate::id::ID_EPOCH_MS).max(0) as u64) & ((1 << 42) - 1);
-            (ms << 22) | (1 << 21) | (crate::id::fnv1a(id.as_bytes()) & 0x1f_ffff)
-        }
-    }
+/// Bits of a tie below the microsecond: a shard's sequence within one
+/// microsecond.
+pub const TIE_SEQ_BITS: u32 = 13;
+
+/// The tie-breaker of view order: the submission time in microseconds since
+/// the id epoch (2024-01-01), shifted left [`TIE_SEQ_BITS`], plus the
+/// shard's sequence within that microsecond. A shard never repeats one
+/// (see `Shard`'s tie clock), so ties follow submission order; across
+/// shards they follow the clock to the microsecond, which a client that
+/// waits for one acknowledgement before its next submit always sees in
+/// order. Stored (`submit_order`), so the order survives a restart. Fits in
+/// 63 bits until 2059.
+pub fn tie_at(now_us: i64) -> u64 {
+    (((now_us - crate::id::ID_EPOCH_MS * 1000).max(0)) as u64) << TIE_SEQ_BITS
 }
 
-/// The tie of an interaction made at `time_ms` with id sequence `seq`.
-pub fn tie_from(time_ms: Millis, seq: u32) -> u64 {
-    let ms = ((time_ms - crate::id::ID_EPOCH_MS).max(0) as u64) & ((1 << 42) - 1);
-    (ms << 22) | (seq as u64 & 0x1f_ffff)
+/// The tie of a stored interaction whose row has no `submit_order` (written
+/// before the column existed): its submission millisecond, then for a
+/// generated id the id's sequence, for a client-given id (after those) a
+/// fixed hash of the id.
+pub fn tie_of(id: &str, submitted_at: Millis) -> u64 {
+    let base = tie_at(submitted_at * 1000);
+    match crate::id::decode(id) {
+        Some(p) => base + (p.seq.min(0xfff) as u64),
+        None => base + 0x1000 + (crate::id::fnv1a(id.as_bytes()) & 0xfff),
+    }
 }
 
 /// What a shard needs to turn interactions into names: the catalog and its
@@ -197,6 +204,11 @@ pub struct InteractionRecord {
     /// content (an agent, place or group name); `queue` then names the
     /// workbin. `None` when it is in a queue.
     pub workbin_owner: Option<String>,
+    /// The interaction's place in submission order (its tie-breaker in
+    /// views, see [`Interaction::tie`]): kept so the order survives a
+    /// restart exactly. `None` in rows written before it existed: then
+    /// derived from the id and `submitted_at`.
+    pub submit_order: Option<i64>,
 }
 
 impl InteractionRecord {
@@ -315,6 +327,7 @@ impl Interaction {
             properties: self.properties().clone(),
             version: self.version as i64,
             workbin_owner,
+            submit_order: Some(self.tie as i64),
         }
     }
 
@@ -339,7 +352,10 @@ impl Interaction {
         };
         let submitted_at = r.submitted_at.unwrap_or(0);
         let mut ix = Interaction {
-            tie: tie_of(&r.id, submitted_at),
+            tie: match r.submit_order {
+                Some(t) => u64::try_from(t).map_err(|_| format!("submit_order {t} out of range"))?,
+                None => tie_of(&r.id, submitted_at),
+            },
             id: r.id.into(),
             properties: None,
             handling: (handling != HandlingTimes::default()).then(|| Box::new(handling)),

@@ -26,7 +26,7 @@ use ahash::AHashMap;
 use crate::catalog::{Catalog, TenantIdx, ViewIdx};
 use crate::coord::Op;
 use crate::id::{self, IdGen};
-use crate::interaction::{tie_from, Interaction, InteractionRecord, Millis, Names, Place};
+use crate::interaction::{tie_at, Interaction, InteractionRecord, Millis, Names, Place};
 use crate::peer::{Holder, LockKind, PeerMsg};
 use crate::proto::frame::Frame;
 use crate::proto::msg::{attr, ClientType, ErrorCode};
@@ -208,6 +208,10 @@ pub struct Shard {
     /// Snapshot cuts holding this shard, and the inputs they hold back.
     pub(crate) frozen: u32,
     held: VecDeque<Input>,
+    /// The time of the input being handled, in microseconds.
+    now_us: i64,
+    /// The last tie given to a submission (see [`tie_at`]).
+    last_tie: u64,
 }
 
 /// A request's immediate answer (`Some`), or `None` when storage answers later.
@@ -237,6 +241,8 @@ impl Shard {
             lockers: ahash::AHashSet::new(),
             frozen: 0,
             held: VecDeque::new(),
+            now_us: 0,
+            last_tie: 0,
         }
     }
 
@@ -327,13 +333,22 @@ impl Shard {
         }
         let ix = Interaction::from_record(record, &self.catalog, &mut self.syms)
             .map_err(|e| format!("interaction {id}: {e}"))?;
+        self.last_tie = self.last_tie.max(ix.tie);
         let slot = self.store.insert(ix);
         self.attach(slot, &mut Vec::new());
         Ok(())
     }
 
-    /// Feeds one input; appends what must happen to `out`.
+    /// Feeds one input at `now_ms`; appends what must happen to `out`.
     pub fn handle(&mut self, now_ms: Millis, input: Input, out: &mut Vec<Output>) {
+        self.handle_at(now_ms * 1000, input, out)
+    }
+
+    /// [`Shard::handle`] with the time in microseconds, which orders
+    /// submissions finely (see [`tie_at`]).
+    pub fn handle_at(&mut self, now_us: i64, input: Input, out: &mut Vec<Output>) {
+        self.now_us = now_us;
+        let now_ms = now_us.div_euclid(1000);
         if self.frozen > 0 && input.changes_interactions() {
             self.held.push_back(input);
             return;
@@ -458,13 +473,10 @@ impl Shard {
                 ));
             }
         }
-        let (id, tie): (Box<str>, u64) = match s.id {
+        let id: Box<str> = match s.id {
             Some(id) => {
                 self.check_client_id(&id)?;
-                // The tie comes from the shard's id sequence, as for a
-                // generated id, so submission order holds for both kinds.
-                let parts = id::decode(&self.ids.next(now_ms)).expect("generated ids decode");
-                (id.into(), tie_from(parts.time_ms, parts.seq))
+                id.into()
             }
             None => {
                 // A loaded interaction may hold an id this generator makes
@@ -473,10 +485,10 @@ impl Shard {
                 while self.store.find(&id).is_some() {
                     id = self.ids.next(now_ms);
                 }
-                let parts = id::decode(&id).expect("generated ids decode");
-                (id.into(), tie_from(parts.time_ms, parts.seq))
+                id.into()
             }
         };
+        let tie = self.next_tie();
         let mut ix = Interaction {
             id: id.clone(),
             properties: None,
@@ -505,6 +517,13 @@ impl Shard {
         let token = self.next_token - 1;
         self.pending.get_mut(&token).expect("just written").reveal = Some(id);
         Ok(None)
+    }
+
+    /// The next tie of this shard: the current microsecond, or one more
+    /// than the last tie if the clock has not moved past it (or went back).
+    fn next_tie(&mut self) -> u64 {
+        self.last_tie = tie_at(self.now_us).max(self.last_tie + 1);
+        self.last_tie
     }
 
     fn check_client_id(&self, id: &str) -> Result<(), ProtoError> {

@@ -1,5 +1,5 @@
 //! View indexes: for each view, the interactions of its queue that match
-//! its condition, sorted by its order, then by submission order ([`tie_of`]).
+//! its condition, sorted by its order, then by submission order ([`tie_at`]).
 //! Inserting, removing and taking the head are logarithmic in the size of
 //! the view (a B-tree).
 //!
@@ -9,7 +9,7 @@
 //! Missing values (a property an interaction lacks) sort last whatever the
 //! direction; integers sort before strings.
 //!
-//! [`tie_of`]: crate::interaction::tie_of
+//! [`tie_at`]: crate::interaction::tie_at
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;

@@ -81,7 +81,12 @@ pub struct Runtime {
 /// of routing-timeout and pull-hold-timeout.
 const TICK: Duration = Duration::from_millis(20);
 
-/// Milliseconds since the Unix epoch: the only clock the shard sees.
+/// Microseconds since the Unix epoch: the only clock the shard sees.
+pub fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -113,7 +118,7 @@ impl Runtime {
         let mut out = std::mem::take(&mut *self.scratch.borrow_mut());
         let mut input = Some(input);
         while let Some(i) = input.take() {
-            self.machine.borrow_mut().handle(now_ms(), i, &mut out);
+            self.machine.borrow_mut().handle_at(now_us(), i, &mut out);
             self.dispatch(&mut out);
             let next = self.to_self.borrow_mut().pop_front();
             input = next.map(|msg| Input::Peer { from: self.shard, msg });
