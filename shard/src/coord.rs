@@ -122,6 +122,8 @@ pub(crate) enum Op {
     Scan(ScanOp),
     Describe(DescribeOp),
     Depth(DepthOp),
+    /// A locking snapshot's release, waiting for every shard's unlock.
+    Release { caller: Caller, outstanding: u16 },
 }
 
 impl Op {
@@ -131,6 +133,7 @@ impl Op {
             Op::Scan(o) => &o.caller,
             Op::Describe(o) => &o.caller,
             Op::Depth(o) => &o.caller,
+            Op::Release { caller, .. } => caller,
         }
     }
 
@@ -334,7 +337,12 @@ impl Shard {
         f.push(attr::COUNT, count);
         for (to, ids) in left.into_iter().enumerate() {
             if !ids.is_empty() {
-                let msg = PeerMsg::Unlock { origin: p.caller.origin, kind: Some(LockKind::Routing), ids: Some(ids) };
+                let msg = PeerMsg::Unlock {
+                    origin: p.caller.origin,
+                    kind: Some(LockKind::Routing),
+                    ids: Some(ids),
+                    confirm: None,
+                };
                 out.push(Output::Peer { to: to as u16, msg });
             }
         }
@@ -488,7 +496,8 @@ impl Shard {
                     for (to, ids) in by_shard.into_iter().enumerate() {
                         if !ids.is_empty() {
                             let kind = Some(LockKind::Snapshot(snapshot));
-                            let msg = PeerMsg::Unlock { origin: s.caller.origin, kind, ids: Some(ids) };
+                            let msg =
+                                PeerMsg::Unlock { origin: s.caller.origin, kind, ids: Some(ids), confirm: None };
                             out.push(Output::Peer { to: to as u16, msg });
                         }
                     }
@@ -591,14 +600,28 @@ impl Shard {
         Self::reply(out, &d.caller, f);
     }
 
+    /// Releases a snapshot. A locking one is acknowledged only when every
+    /// shard has ended its locks, so any request made after the
+    /// acknowledgement sees them gone.
     pub(crate) fn release_snapshot(&mut self, caller: &Caller, snapshot: u64, out: &mut Vec<Output>) -> Reply {
         let locked = self.own_snapshot(caller, snapshot)?.locked;
         self.snapshots.remove(&snapshot);
-        if locked {
-            let msg = PeerMsg::Unlock { origin: caller.origin, kind: Some(LockKind::Snapshot(snapshot)), ids: None };
-            self.broadcast(msg, out);
+        if !locked {
+            return Ok(Some(event_ack(caller.ref_id)));
         }
-        Ok(Some(event_ack(caller.ref_id)))
+        let op = self.new_op(Op::Release { caller: caller.clone(), outstanding: self.params.shards });
+        let kind = Some(LockKind::Snapshot(snapshot));
+        self.broadcast(PeerMsg::Unlock { origin: caller.origin, kind, ids: None, confirm: Some(op) }, out);
+        Ok(None)
+    }
+
+    fn unlocked(&mut self, op: u64, out: &mut Vec<Output>) {
+        let Some(Op::Release { outstanding, .. }) = self.ops.get_mut(&op) else { return };
+        *outstanding -= 1;
+        if *outstanding == 0 {
+            let Some(Op::Release { caller, .. }) = self.ops.remove(&op) else { unreachable!() };
+            Self::reply(out, &caller, event_ack(caller.ref_id));
+        }
     }
 
     // ----- queue depth ----------------------------------------------------
@@ -669,7 +692,7 @@ impl Shard {
         }
         self.snapshots.retain(|_, s| s.owner != origin);
         if self.lockers.remove(&origin) {
-            self.broadcast(PeerMsg::Unlock { origin, kind: None, ids: None }, out);
+            self.broadcast(PeerMsg::Unlock { origin, kind: None, ids: None, confirm: None }, out);
         }
     }
 
@@ -735,7 +758,13 @@ impl Shard {
                 out.push(Output::Peer { to: from, msg: PeerMsg::Described { op, items } });
             }
             PeerMsg::Described { op, items } => self.described(from, op, items, out),
-            PeerMsg::Unlock { origin, kind, ids } => self.unlock_for(origin, kind, ids, out),
+            PeerMsg::Unlock { origin, kind, ids, confirm } => {
+                self.unlock_for(origin, kind, ids, out);
+                if let Some(op) = confirm {
+                    out.push(Output::Peer { to: from, msg: PeerMsg::Unlocked { op } });
+                }
+            }
+            PeerMsg::Unlocked { op } => self.unlocked(op, out),
             PeerMsg::QueueDepth { op, tenant } => {
                 let t = self.catalog.tenant_at(tenant);
                 let queues = t

@@ -95,8 +95,9 @@ pub enum PeerMsg {
     Described { op: u64, items: Vec<Option<KvList>> },
 
     /// Release locks: those of `holder` (all, or one snapshot's), or of the
-    /// listed interactions.
-    Unlock { origin: Origin, kind: Option<LockKind>, ids: Option<Vec<Box<str>>> },
+    /// listed interactions. With `confirm`, answer [`PeerMsg::Unlocked`].
+    Unlock { origin: Origin, kind: Option<LockKind>, ids: Option<Vec<Box<str>>>, confirm: Option<u64> },
+    Unlocked { op: u64 },
 
     QueueDepth { op: u64, tenant: TenantIdx },
     QueueDepths { op: u64, queues: Vec<QueueDepth> },
