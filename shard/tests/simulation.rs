@@ -154,6 +154,9 @@ struct Sim {
     storage: Vec<(u16, u64)>,
     replies: Vec<(Origin, Frame)>,
     now: i64,
+    /// Inputs handled in the current millisecond: each input is one
+    /// microsecond later than the previous one, as on a real clock.
+    tick_us: i64,
     rng: Rng,
     next_ref: u32,
 }
@@ -178,6 +181,7 @@ impl Sim {
             storage: Vec::new(),
             replies: Vec::new(),
             now: T0,
+            tick_us: 0,
             rng: Rng(seed),
             next_ref: 1,
         }
@@ -187,9 +191,16 @@ impl Sim {
         self.shards.len() as u16
     }
 
+    fn set_now(&mut self, now: i64) {
+        self.now = now;
+        self.tick_us = 0;
+    }
+
     fn input(&mut self, shard: u16, input: Input) {
         let mut out = Vec::new();
-        self.shards[shard as usize].handle(self.now, input, &mut out);
+        self.tick_us += 1;
+        assert!(self.tick_us < 1000, "a step handles under 1000 inputs");
+        self.shards[shard as usize].handle_at(self.now * 1000 + self.tick_us, input, &mut out);
         for o in out {
             match o {
                 Output::Reply { origin, frame } => self.replies.push((origin, frame)),
@@ -216,24 +227,34 @@ impl Sim {
     /// Delivers messages and storage completions in a random interleaving
     /// (each channel in order) until nothing is left.
     fn settle(&mut self) {
-        loop {
-            let n = self.n() as usize;
-            let busy: Vec<usize> = (0..self.net.len()).filter(|&i| !self.net[i].is_empty()).collect();
-            let choices = busy.len() + self.storage.len();
-            if choices == 0 {
-                return;
-            }
-            let c = self.rng.below(choices as u64) as usize;
-            if c < busy.len() {
-                let ch = busy[c];
-                let msg = self.net[ch].pop_front().expect("busy");
-                let (from, to) = ((ch / n) as u16, (ch % n) as u16);
-                self.input(to, Input::Peer { from, msg });
-            } else {
-                let (shard, token) = self.storage.swap_remove(c - busy.len());
-                self.input(shard, Input::StorageDone { token, ok: true });
-            }
+        while self.deliver_one() {}
+    }
+
+    /// Delivers one message or storage completion, chosen at random;
+    /// false when nothing is in flight.
+    fn deliver_one(&mut self) -> bool {
+        let n = self.n() as usize;
+        let busy: Vec<usize> = (0..self.net.len()).filter(|&i| !self.net[i].is_empty()).collect();
+        let choices = busy.len() + self.storage.len();
+        if choices == 0 {
+            return false;
         }
+        let c = self.rng.below(choices as u64) as usize;
+        if c < busy.len() {
+            let ch = busy[c];
+            let msg = self.net[ch].pop_front().expect("busy");
+            let (from, to) = ((ch / n) as u16, (ch % n) as u16);
+            self.input(to, Input::Peer { from, msg });
+        } else {
+            let (shard, token) = self.storage.swap_remove(c - busy.len());
+            self.input(shard, Input::StorageDone { token, ok: true });
+        }
+        true
+    }
+
+    fn try_take_reply(&mut self, origin: Origin, ref_id: u32) -> Option<Frame> {
+        let i = self.replies.iter().position(|(o, f)| *o == origin && f.ref_id == ref_id)?;
+        Some(self.replies.swap_remove(i).1)
     }
 
     fn take_reply(&mut self, origin: Origin, ref_id: u32) -> Frame {
@@ -560,7 +581,8 @@ impl Run {
     }
 
     fn advance(&mut self) {
-        self.sim.now += 1 + self.sim.rng.below(2 * RT as u64) as i64;
+        let now = self.sim.now + 1 + self.sim.rng.below(2 * RT as u64) as i64;
+        self.sim.set_now(now);
         for s in 0..self.sim.n() {
             self.sim.input(s, Input::Tick);
         }
@@ -644,6 +666,73 @@ impl Run {
         }
     }
 
+    /// A snapshot taken while one client submits a chain of interactions on
+    /// alternating shards, each submit sent only when the previous one was
+    /// acknowledged: whatever the interleaving, the snapshot holds a prefix
+    /// of the chain (a cut at one instant), after everything older.
+    fn snapshot_during_a_chain(&mut self) {
+        let cond = "priority >= 5";
+        let before = self.model.find(cond, false);
+        let client = self.routers[0];
+        let req = Request::TakeSnapshot { tenant: None, condition: cond.into(), lock: false, limit: None };
+        let snap_ref = self.sim.send(client, ClientType::RoutingEngine, req);
+        let n = self.sim.n();
+        let len = 2 + self.sim.rng.below(6) as usize;
+        let mut chain: Vec<String> = Vec::new();
+        let mut pending: Option<(Origin, u32)> = None;
+        loop {
+            if pending.is_none() && chain.len() < len {
+                let conn = Origin { shard: (chain.len() as u16) % n, conn: 2 };
+                let request = Request::Submit(Box::new(Submit {
+                    tenant: "default".into(),
+                    media_type: "chat".into(),
+                    interaction_type: "Inbound".into(),
+                    interaction_subtype: "InboundNew".into(),
+                    queue: "inbound".into(),
+                    priority: 9,
+                    properties: KvList::new(),
+                    id: None,
+                    received_at_ms: None,
+                }));
+                pending = Some((conn, self.sim.send(conn, ClientType::MediaServer, request)));
+            }
+            let moved = self.sim.deliver_one();
+            if let Some((o, r)) = pending {
+                if let Some(f) = self.sim.try_take_reply(o, r) {
+                    assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}: chain submit: {f:?}", self.ctx());
+                    chain.push(f.get_str(attr::INTERACTION_ID).unwrap().to_string());
+                    pending = None;
+                    continue;
+                }
+            }
+            if !moved && pending.is_none() {
+                break;
+            }
+            assert!(moved, "{}: the chain's submit is stuck", self.ctx());
+        }
+        let f = self.sim.take_reply(client, snap_ref);
+        assert_eq!(f.msg_type, msg_type::EVENT_SNAPSHOT_TAKEN, "{}: {f:?}", self.ctx());
+        let snap = f.get_int(attr::SNAPSHOT_ID).unwrap() as u64;
+        let f = self.sim.call(
+            client,
+            ClientType::RoutingEngine,
+            Request::GetSnapshotInteractions { snapshot: snap, start: 0, count: 1000 },
+        );
+        let got = ids_of(&f);
+        let cut = got.len().checked_sub(before.len()).unwrap_or_else(|| panic!("{}: snapshot lost older ones", self.ctx()));
+        let mut expected = before.clone();
+        expected.extend(chain.iter().take(cut).cloned());
+        assert_eq!(got, expected, "{}: the snapshot is not a cut: older {before:?}, chain {chain:?}", self.ctx());
+        let f = self.sim.call(client, ClientType::RoutingEngine, Request::ReleaseSnapshot { snapshot: snap });
+        assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}", self.ctx());
+        for id in chain {
+            let seq = self.model.next_seq;
+            self.model.next_seq += 1;
+            let ix = MIx { seq, priority: 9, lang: None, region: None, place: MPlace::Queue("inbound"), lock: None };
+            self.model.ixs.insert(id, ix);
+        }
+    }
+
     fn queue_depth(&mut self) {
         let f = self.sim.call(self.media, ClientType::MediaServer, Request::GetQueueDepth { tenant: "default".into() });
         for a in f.attrs.iter().filter(|a| a.id == attr::QUEUE_DEPTH) {
@@ -680,7 +769,7 @@ impl Run {
     fn run(mut self) {
         for step in 0..STEPS {
             self.step = step;
-            self.sim.now += 1;
+            self.sim.set_now(self.sim.now + 1);
             match self.sim.rng.below(100) {
                 0..=29 => self.submit(),
                 30..=39 => self.change(),
@@ -692,7 +781,8 @@ impl Run {
                 80..=85 => self.advance(),
                 86..=88 => self.close_router(),
                 89..=92 => self.find(),
-                93..=96 => self.snapshot(),
+                93..=94 => self.snapshot(),
+                95..=96 => self.snapshot_during_a_chain(),
                 _ => self.queue_depth(),
             }
             self.check_state();
