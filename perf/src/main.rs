@@ -152,6 +152,7 @@ fn record(id: String, version: i64) -> InteractionRecord {
         properties: props,
         version,
         workbin_owner: None,
+        submit_order: None,
     }
 }
 

@@ -32,13 +32,15 @@ pub(crate) fn load_live(conn: &Connection<'_>, target: &str) -> Result<Vec<Inter
         for (c, name) in COLUMNS.iter().enumerate() {
             let n = (c + 1) as u16;
             match c {
-                col::PRIORITY | col::VERSION | col::FIRST_TIME..=col::LAST_TIME => {
+                col::PRIORITY | col::VERSION | col::FIRST_TIME..=col::LAST_TIME | col::SUBMIT_ORDER => {
                     let mut v = Nullable::<i64>::null();
                     row.get_data(n, &mut v).map_err(|e| fail(name, &e))?;
                     let v = v.into_opt();
                     match c {
                         col::PRIORITY => r.priority = v.unwrap_or(0),
                         col::VERSION => r.version = v.unwrap_or(0),
+                        // NULL (a row upgraded from version 1) is None.
+                        col::SUBMIT_ORDER => r.submit_order = v,
                         _ => records::set_time_field(&mut r, c, v),
                     }
                 }

@@ -5,7 +5,7 @@ use ixn_shard::KvList;
 
 /// Columns of `interactions`, in the order every statement uses (the
 /// order of storage/sql/*/isdb.sql, schema version 2).
-pub(crate) const COLUMNS: [&str; 19] = [
+pub(crate) const COLUMNS: [&str; 20] = [
     "id",
     "tenant",
     "media_type",
@@ -25,6 +25,7 @@ pub(crate) const COLUMNS: [&str; 19] = [
     "properties",
     "version",
     "workbin_owner",
+    "submit_order",
 ];
 pub(crate) const NCOLS: usize = COLUMNS.len();
 
@@ -38,6 +39,8 @@ pub(crate) mod col {
     pub const VERSION: usize = 17;
     /// The only nullable short text column: NULL is `None`.
     pub const WORKBIN_OWNER: usize = 18;
+    /// Nullable BIGINT: NULL is `None` (rows upgraded from version 1).
+    pub const SUBMIT_ORDER: usize = 19;
 }
 
 /// Longest id the schema holds (VARCHAR(64)), in bytes.
@@ -138,6 +141,7 @@ pub(crate) fn empty_record() -> InteractionRecord {
         properties: KvList::new(),
         version: 0,
         workbin_owner: None,
+        submit_order: None,
     }
 }
 
@@ -194,10 +198,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn workbin_owner_is_the_nullable_last_column() {
+    fn workbin_owner_is_a_nullable_text_column() {
         assert_eq!(COLUMNS[col::WORKBIN_OWNER], "workbin_owner");
         assert_eq!(COLUMNS[col::VERSION], "version");
-        assert_eq!(NCOLS, 19);
+        assert_eq!(NCOLS, 20);
         let mut r = empty_record();
         r.id = "0001x".into();
         assert_eq!(text_field(&r, col::WORKBIN_OWNER), None);
@@ -210,6 +214,15 @@ mod tests {
         assert_eq!((r.workbin_owner.as_deref(), r.submitted_by.as_str()), (None, ""));
         set_text_field(&mut r, col::WORKBIN_OWNER, Some(String::new()));
         assert_eq!(r.workbin_owner.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn submit_order_is_the_nullable_last_column() {
+        assert_eq!(COLUMNS[col::SUBMIT_ORDER], "submit_order");
+        assert_eq!(col::SUBMIT_ORDER, NCOLS - 1);
+        assert!(!TEXT_COLUMNS.contains(&col::SUBMIT_ORDER));
+        assert!(!(col::FIRST_TIME..=col::LAST_TIME).contains(&col::SUBMIT_ORDER));
+        assert_eq!(empty_record().submit_order, None);
     }
 
     #[test]

@@ -7,20 +7,23 @@ use crate::records::COLUMNS;
 use crate::{msg_id, Engine, StorageError};
 
 /// The schema version this server reads and writes. Version 2 added the
-/// nullable column `interactions.workbin_owner` (after `version`).
+/// nullable columns `interactions.workbin_owner` and
+/// `interactions.submit_order` (after `version`, in that order).
 pub(crate) const SCHEMA_VERSION: i32 = 2;
 
 /// The statements that bring a version-1 database to version 2, for this
 /// engine's `isdb.sql` (the `*_nvc.sql` variants take NVARCHAR(255) /
-/// NVARCHAR2(255) instead). The message that refuses a version-1 database
-/// and docs/storage.md give them.
+/// NVARCHAR2(255) for workbin_owner instead). The message that refuses a
+/// version-1 database and docs/storage.md give them. Existing rows get NULL
+/// in both columns: in a queue, submission order derived from the id.
 pub(crate) fn upgrade_from_1(engine: &Engine) -> Vec<String> {
-    let ty = match engine {
-        Engine::Oracle => "VARCHAR2(255)",
-        _ => "VARCHAR(255)",
+    let (name, int) = match engine {
+        Engine::Oracle => ("VARCHAR2(255)", "NUMBER(19)"),
+        _ => ("VARCHAR(255)", "BIGINT"),
     };
     let mut v = vec![
-        format!("ALTER TABLE interactions ADD workbin_owner {ty}"),
+        format!("ALTER TABLE interactions ADD workbin_owner {name}"),
+        format!("ALTER TABLE interactions ADD submit_order {int}"),
         "UPDATE ixn_schema SET version = 2 WHERE name = 'isdb'".to_string(),
     ];
     if *engine == Engine::Oracle {
@@ -39,8 +42,8 @@ fn wrong_version(engine: &Engine, target: &str, script: &str, version: i64) -> S
         };
         format!(
             "the database at {target} has isdb schema version 1, this server needs {SCHEMA_VERSION} (version 2 adds \
-             the column interactions.workbin_owner); upgrade it in place, keeping its interactions, with `{};`{nvc}, \
-             or drop the tables and recreate them with {script}",
+             the columns interactions.workbin_owner and interactions.submit_order); upgrade it in place, keeping \
+             its interactions, with `{};`{nvc}, or drop the tables and recreate them with {script}",
             upgrade_from_1(engine).join("; ")
         )
     } else {
@@ -261,8 +264,9 @@ mod tests {
         assert_eq!(
             m,
             "the database at '/d/ixn.db' (SQLite3) has isdb schema version 1, this server needs 2 (version 2 adds \
-             the column interactions.workbin_owner); upgrade it in place, keeping its interactions, with \
-             `ALTER TABLE interactions ADD workbin_owner VARCHAR(255); \
+             the columns interactions.workbin_owner and interactions.submit_order); upgrade it in place, keeping \
+             its interactions, with `ALTER TABLE interactions ADD workbin_owner VARCHAR(255); \
+             ALTER TABLE interactions ADD submit_order BIGINT; \
              UPDATE ixn_schema SET version = 2 WHERE name = 'isdb';`, \
              or drop the tables and recreate them with storage/sql/sqlite/isdb.sql"
         );
@@ -270,18 +274,28 @@ mod tests {
         assert!(
             m.contains(
                 "`ALTER TABLE interactions ADD workbin_owner VARCHAR2(255); \
+                 ALTER TABLE interactions ADD submit_order NUMBER(19); \
                  UPDATE ixn_schema SET version = 2 WHERE name = 'isdb'; COMMIT;` (NVARCHAR2(255) instead of"
             ),
             "{m}"
         );
         let m = wrong_version(&Engine::MsSql, "DSN 'm'", "storage/sql/mssql/isdb.sql", 1);
-        assert!(m.contains("ADD workbin_owner VARCHAR(255); UPDATE") && m.contains("(NVARCHAR(255) instead of"), "{m}");
+        assert!(
+            m.contains("ADD workbin_owner VARCHAR(255); ALTER TABLE interactions ADD submit_order BIGINT; UPDATE")
+                && m.contains("(NVARCHAR(255) instead of"),
+            "{m}"
+        );
+        let m = wrong_version(&Engine::MariaDb, "DSN 'a'", "storage/sql/mariadb/isdb.sql", 1);
+        assert!(
+            m.contains("ADD workbin_owner VARCHAR(255); ALTER TABLE interactions ADD submit_order BIGINT; UPDATE"),
+            "{m}"
+        );
         let m = wrong_version(&Engine::Postgres, "h:1/x (PostgreSQL Unicode)", "storage/sql/postgresql/isdb.sql", 3);
         assert_eq!(m, "the database at h:1/x (PostgreSQL Unicode) has isdb schema version 3, this server needs 2");
     }
 
     #[test]
-    fn scripts_say_version_2_and_end_with_workbin_owner() {
+    fn scripts_say_version_2_and_end_with_workbin_owner_and_submit_order() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
         for rel in [
             "sqlite/isdb.sql",
@@ -303,6 +317,10 @@ mod tests {
             let name_type = create.lines().find(|l| l.trim_start().starts_with("queue ")).unwrap();
             let ty = |l: &str| l.split_whitespace().nth(1).unwrap().trim_end_matches(',').to_string();
             assert_eq!(ty(owner), ty(name_type), "{rel}: workbin_owner has the type of the other names");
+            let order = create.lines().find(|l| l.trim_start().starts_with("submit_order ")).unwrap();
+            assert!(!order.contains("NOT NULL"), "{rel}: submit_order is nullable");
+            let int_type = create.lines().find(|l| l.trim_start().starts_with("received_at ")).unwrap();
+            assert_eq!(ty(order), ty(int_type), "{rel}: submit_order has the type of the other integers");
             assert!(
                 stmts.iter().any(|s| s == "INSERT INTO ixn_schema (name, version) VALUES ('isdb', 2)"),
                 "{rel}: schema version 2"

@@ -28,7 +28,7 @@ use crate::InsertStrategy;
 type Inserter<'c> = ColumnarBulkInserter<StatementImpl<'c>, WithDataType<BoxColumnBuffer>>;
 
 /// Row counts of the multi-row statements, largest first. 256 rows is
-/// 4864 parameters (19 columns); psqlODBC 13.02 lost protocol
+/// 5120 parameters (20 columns); psqlODBC 13.02 lost protocol
 /// synchronization preparing a 512-row statement of 18 columns (9216
 /// parameters) while 256 rows (4608) worked, so 256 is the ceiling.
 const MULTI_ROW_SIZES: [usize; 4] = [256, 64, 8, 1];
@@ -66,7 +66,7 @@ fn insert_descs(k: usize, props_max: usize) -> Vec<BindParamDesc> {
         .map(|c| match c {
             col::ID => BindParamDesc::text(MAX_ID),
             col::PRIORITY | col::VERSION => BindParamDesc::i64(false),
-            col::FIRST_TIME..=col::LAST_TIME => BindParamDesc::i64(true),
+            col::FIRST_TIME..=col::LAST_TIME | col::SUBMIT_ORDER => BindParamDesc::i64(true),
             col::PROPERTIES => BindParamDesc::text(props_max),
             _ => BindParamDesc::text(MAX_NAME),
         })
@@ -271,6 +271,18 @@ fn fill_inserts(stmt: &mut Stmt<'_>, rows: &[&InteractionRecord], data: &RowData
             let mut colm = stmt.inserter.column_mut(base + c).as_nullable_slice::<i64>().expect("nullable i64 buffer");
             for p in 0..sets {
                 colm.set_cell(p, records::time_field(rows[row_at(p)], c));
+            }
+        }
+        {
+            // None (no order known, as for a row upgraded from version 1)
+            // binds SQL NULL, not 0.
+            let mut colm = stmt
+                .inserter
+                .column_mut(base + col::SUBMIT_ORDER)
+                .as_nullable_slice::<i64>()
+                .expect("nullable i64 buffer");
+            for p in 0..sets {
+                colm.set_cell(p, rows[row_at(p)].submit_order);
             }
         }
         {

@@ -40,9 +40,12 @@ fn round_trip(connection_string: &str, create: bool, strategy: InsertStrategy, b
         token += 1;
         h.submit(WriteRequest { shard, token, op });
     };
-    // 600 plain inserts, spread over both shards.
+    // 600 plain inserts, spread over both shards; two in three have a
+    // submit order, so one statement's parameters mix NULL and values in
+    // that column too.
     for i in 0..600 {
-        let r = common::record(&format!("0001ins{i:09}"), 0);
+        let mut r = common::record(&format!("0001ins{i:09}"), 0);
+        r.submit_order = (i % 3 != 0).then(|| submit_order(1_760_000_000_123, 2 * i + 1));
         expected.insert(r.id.clone(), r.clone());
         submit((i % 2) as u16, StoreOp::Insert(Box::new(r)));
     }
@@ -71,13 +74,16 @@ fn round_trip(connection_string: &str, create: bool, strategy: InsertStrategy, b
         expected.insert(r.id.clone(), r.clone());
         submit(0, StoreOp::Insert(Box::new(r)));
     }
-    // Upsert the first 100 twice; delete 100..150; insert+delete some;
-    // upsert a row that was never inserted; delete one that never was.
+    // Upsert the first 100 twice (a third of them going from a submit
+    // order to NULL, a third the other way); delete 100..150;
+    // insert+delete some; upsert a row that was never inserted; delete one
+    // that never was.
     for v in 1..=2 {
         for i in 0..100 {
             let mut r = common::record(&format!("0001ins{i:09}"), v);
             r.queue = format!("moved {v}");
             r.assigned_at = Some(1_760_000_100_000 + v);
+            r.submit_order = ((i + v) % 3 != 0).then(|| submit_order(1_760_000_000_123, 2 * i + 1));
             expected.insert(r.id.clone(), r.clone());
             submit(1, StoreOp::Upsert(Box::new(r)));
         }
@@ -128,16 +134,21 @@ fn round_trip(connection_string: &str, create: bool, strategy: InsertStrategy, b
     }
 }
 
-/// One record in a workbin and one in a queue, written, read back, then
-/// swapped (the workbin one back to a queue, the other into a workbin).
-fn workbin_owner_round_trip(connection_string: &str, strategy: InsertStrategy) {
+/// The nullable columns (workbin_owner, submit_order): one record in a
+/// workbin with a submit order near the top of the i64 range and one in a
+/// queue without one (NULL, as in a row upgraded from version 1), written,
+/// read back, then swapped (the workbin one back to a queue and to NULL, the
+/// other into a workbin with a realistic submit order).
+fn nullable_columns_round_trip(connection_string: &str, strategy: InsertStrategy) {
     let cfg =
         StorageConfig { insert_strategy: Some(strategy), create_schema: true, ..StorageConfig::new(connection_string) };
-    let in_workbin = workbin_record("0008inworkbin", 0, Some("Agent Smith"));
+    let mut in_workbin = workbin_record("0008inworkbin", 0, Some("Agent Smith"));
+    in_workbin.submit_order = Some(LARGE_SUBMIT_ORDER);
     let in_queue = workbin_record("0008inqueue", 0, None);
-    assert_eq!(in_queue.workbin_owner, None);
+    assert_eq!((&in_queue.workbin_owner, in_queue.submit_order), (&None, None));
     let moved_out = workbin_record("0008inworkbin", 1, None);
-    let moved_in = workbin_record("0008inqueue", 1, Some("Support group"));
+    let mut moved_in = workbin_record("0008inqueue", 1, Some("Support group"));
+    moved_in.submit_order = Some(submit_order(1_760_000_000_123, 8191));
     let mut token = 0;
     for ops in [
         vec![StoreOp::Insert(Box::new(in_workbin.clone())), StoreOp::Insert(Box::new(in_queue.clone()))],
@@ -166,22 +177,22 @@ fn workbin_owner_round_trip(connection_string: &str, strategy: InsertStrategy) {
 }
 
 #[test]
-fn sqlite_workbin_owner_round_trip() {
+fn sqlite_nullable_columns_round_trip() {
     init_logs();
     for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow] {
         let dir = TempDir::new("rt-workbin");
-        workbin_owner_round_trip(&sqlite_connection_string(&dir.0.join("ixn.db")), strategy);
+        nullable_columns_round_trip(&sqlite_connection_string(&dir.0.join("ixn.db")), strategy);
     }
 }
 
 #[test]
-fn postgres_workbin_owner_round_trip() {
+fn postgres_nullable_columns_round_trip() {
     init_logs();
     let Some(cs) = pg_connection_string() else { return };
     let cs = pg_private_db(&cs, "ixn_storage_workbin");
     for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow] {
         run_script(&cs, "postgresql/isdb_drop.sql", false);
-        workbin_owner_round_trip(&cs, strategy);
+        nullable_columns_round_trip(&cs, strategy);
     }
     run_script(&cs, "postgresql/isdb_drop.sql", false);
 }

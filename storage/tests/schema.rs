@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use ixn_storage::{sqlite_connection_string, Storage, StorageConfig};
+use std::sync::Arc;
+
+use ixn_storage::{sqlite_connection_string, CompletionSink, Storage, StorageConfig, StoreOp, WriteRequest};
 
 fn open_err(cs: &str, create: bool) -> String {
     match Storage::open(StorageConfig { create_schema: create, ..StorageConfig::new(cs) }) {
@@ -53,7 +55,7 @@ fn wrong_version_is_refused() {
     assert!(m.contains("no 'isdb' row in table ixn_schema"), "{m}");
 }
 
-/// The tables of isdb schema version 1 (no workbin_owner), as the SQLite
+/// The tables of isdb schema version 1 (no workbin_owner, no submit_order), as the SQLite
 /// and PostgreSQL isdb.sql created them, with one live interaction.
 const ISDB_V1: &str = "
 CREATE TABLE interactions (
@@ -88,12 +90,14 @@ INSERT INTO interactions (id, tenant, media_type, interaction_type, interaction_
 ";
 
 /// A version-1 database is refused with the statements that upgrade it;
-/// they work, and the interaction it held loads back with no workbin owner.
+/// they work, and the interaction it held loads back with no workbin owner
+/// and no submit order; a write of it with a submit order then reads back.
 fn version_1_is_refused_then_upgraded(cs: &str, script: &str) {
     run_sql(cs, ISDB_V1, false);
     let m = open_err(cs, true);
     assert!(m.contains("has isdb schema version 1, this server needs 2"), "{m}");
     let upgrade = "ALTER TABLE interactions ADD workbin_owner VARCHAR(255); \
+                   ALTER TABLE interactions ADD submit_order BIGINT; \
                    UPDATE ixn_schema SET version = 2 WHERE name = 'isdb';";
     assert!(m.contains(&format!("`{upgrade}`")), "gives the upgrade statements: {m}");
     assert!(m.contains(&format!("recreate them with {script}")), "{m}");
@@ -108,7 +112,19 @@ fn version_1_is_refused_then_upgraded(cs: &str, script: &str) {
         (r.id.as_str(), r.queue.as_str(), r.version, r.received_at),
         ("0009fromv1", "Chat inbound", 3, Some(1_760_000_000_000))
     );
-    assert_eq!(r.workbin_owner, None);
+    assert_eq!((&r.workbin_owner, r.submit_order), (&None, None));
+    // The upgraded table takes the new columns.
+    let mut r = r.clone();
+    r.version = 4;
+    r.submit_order = Some(LARGE_SUBMIT_ORDER);
+    let sink = Collect::new();
+    let writers =
+        Storage::open(StorageConfig::new(cs)).unwrap().start(vec![sink.clone() as Arc<dyn CompletionSink>]).unwrap();
+    writers.handle().submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Upsert(Box::new(r.clone())) });
+    assert!(sink.wait(1, 30)[&1]);
+    writers.shutdown();
+    let loaded = Storage::open(StorageConfig::new(cs)).unwrap().load_live().unwrap();
+    assert_eq!(loaded, vec![r]);
 }
 
 #[test]
@@ -141,7 +157,7 @@ fn missing_columns_are_named() {
         false,
     );
     let m = open_err(&cs, true);
-    assert!(m.contains("lacks column(s) held_at, version, workbin_owner"), "{m}");
+    assert!(m.contains("lacks column(s) held_at, version, workbin_owner, submit_order"), "{m}");
 }
 
 #[test]

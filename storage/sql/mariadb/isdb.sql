@@ -5,9 +5,12 @@
 -- epoch milliseconds; properties hold the hex of the protocol's key-value
 -- list encoding. workbin_owner is set while the interaction is in a workbin
 -- (queue then names the workbin): the agent, place or group owning that
--- workbin content; NULL while it is in a queue.
+-- workbin content; NULL while it is in a queue. submit_order is the
+-- interaction's position in submission order (microseconds since 2024-01-01
+-- shifted left 13 bits plus a per-shard sequence), the tie-breaker of view
+-- order; NULL in rows upgraded from version 1.
 -- Keep in step with storage/sql/*/isdb.sql (schema version 2; version 1
--- lacked workbin_owner: docs/storage.md says how to upgrade).
+-- lacked workbin_owner and submit_order: docs/storage.md says how to upgrade).
 CREATE TABLE interactions (
   id                  VARCHAR(64)  NOT NULL PRIMARY KEY,
   tenant              VARCHAR(255),
@@ -27,7 +30,8 @@ CREATE TABLE interactions (
   completed_at        BIGINT,
   properties          LONGTEXT,
   version             BIGINT NOT NULL,
-  workbin_owner       VARCHAR(255)
+  workbin_owner       VARCHAR(255),
+  submit_order        BIGINT
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 CREATE TABLE ixn_schema (
   name    VARCHAR(64) NOT NULL PRIMARY KEY,

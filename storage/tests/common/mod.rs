@@ -96,6 +96,7 @@ pub fn record(id: &str, version: i64) -> InteractionRecord {
         properties: props,
         version,
         workbin_owner: None,
+        submit_order: None,
     }
 }
 
@@ -111,6 +112,7 @@ pub fn rich_record(id: &str, big_props: usize) -> InteractionRecord {
     r.assigned_at = Some(i64::MIN + 1);
     r.held_at = Some(0);
     r.completed_at = Some(1_760_000_009_999);
+    r.submit_order = Some(LARGE_SUBMIT_ORDER);
     let mut inner = KvList::new();
     inner.push("n", Value::Int(-42));
     inner.push("b", Value::Bin(vec![0, 1, 2, 255, 0]));
@@ -118,6 +120,19 @@ pub fn rich_record(id: &str, big_props: usize) -> InteractionRecord {
     r.properties.push("Big", Value::Str("x".repeat(big_props)));
     r.properties.push("Émoji", Value::Str("😀 ünïcödé".into()));
     r
+}
+
+/// A submit order near the top of the i64 range: lost by anything that
+/// narrows it to 32 bits.
+pub const LARGE_SUBMIT_ORDER: i64 = 0x7fff_ffff_ffff_0000;
+
+/// A realistic submit order: microseconds since 2024-01-01 (UTC) at epoch
+/// millisecond `ms`, shifted left 13 bits, plus the shard's sequence `seq`.
+/// Above 2^58 for a time in 2025 and later, so an odd `seq` makes a value
+/// that an f64 cannot hold exactly.
+pub fn submit_order(ms: i64, seq: i64) -> i64 {
+    const EPOCH_2024_US: i64 = 1_704_067_200_000_000;
+    ((ms * 1000 - EPOCH_2024_US) << 13) + seq
 }
 
 /// A record in a workbin owned by `owner` (`queue` names the workbin), or,
