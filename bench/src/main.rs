@@ -5,6 +5,11 @@
 //! - `submit`: media-server connections submit with a window of outstanding
 //!   requests; reports acknowledged submissions per second and ack latency,
 //!   then reads every acknowledged id back and counts the missing (`lost`).
+//! - `backlog`: fills `inbound` with a large backlog, then times pulls in
+//!   view order, a snapshot of the whole backlog and two finds
+//!   (`backlog.rs`).
+
+mod backlog;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -28,6 +33,8 @@ struct Args {
 enum Scenario {
     /// Durable submissions: rate, ack latency, and a read-back of every acknowledged id.
     Submit(SubmitArgs),
+    /// A large backlog: fill, pulls in view order, a snapshot of it all, finds.
+    Backlog(backlog::BacklogArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -71,6 +78,7 @@ fn main() {
     let args = Args::parse();
     let result = match args.scenario {
         Scenario::Submit(a) => submit(a),
+        Scenario::Backlog(a) => backlog::backlog(a),
     };
     if let Err(e) = result {
         eprintln!("ixn-bench: {e}");

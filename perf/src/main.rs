@@ -5,6 +5,12 @@
 //! realistic records (5 short string properties) submitted at once, then
 //! measures committed rows per second and the per-batch commit cycle. The
 //! server's durable submit rate is compared with this figure.
+//!
+//! `ixn-perf backlog`: a large backlog in the shard state machines, in
+//! process: heap per queued interaction, pulls in view order, finds and a
+//! snapshot of the whole backlog (see `backlog.rs`).
+
+mod backlog;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -17,6 +23,11 @@ use ixn_storage::{
     WriteRequest,
 };
 
+/// Counts live heap bytes for `ixn-perf backlog` (the system allocator
+/// underneath).
+#[global_allocator]
+static GLOBAL: backlog::Counting = backlog::Counting;
+
 #[derive(Parser)]
 #[command(name = "ixn-perf", about = "ixn component benchmarks")]
 struct Cli {
@@ -28,6 +39,9 @@ struct Cli {
 enum Cmd {
     /// Storage ceiling: committed rows/s through the batched ODBC writers.
     Storage(StorageArgs),
+    /// A large backlog in the shard state machines, in process: heap per
+    /// interaction, pulls in view order, finds, a snapshot of it all.
+    Backlog(backlog::BacklogArgs),
 }
 
 #[derive(clap::Args)]
@@ -75,6 +89,13 @@ fn main() {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("ixn-perf storage: {e}");
+                1
+            }
+        },
+        Cmd::Backlog(a) => match backlog::run(a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("ixn-perf backlog: {e}");
                 1
             }
         },
