@@ -31,7 +31,7 @@ use crate::catalog::{TenantIdx, ViewIdx};
 use crate::condition::Condition;
 use crate::interaction::Millis;
 use crate::machine::{Caller, Origin, Output, Shard};
-use crate::peer::{Filter, Head, Holder, LockKind, PeerMsg, QueueDepth, ScanMode};
+use crate::peer::{Filter, Head, Holder, IdList, LockKind, PeerMsg, QueueDepth, ScanMode};
 use crate::proto::frame::{encoded_list_len, Frame};
 use crate::proto::msg::{attr, msg_type, ClientType, ErrorCode};
 use crate::proto::request::{event_ack, event_error, ProtoError, MAX_FIND_LIMIT};
@@ -90,7 +90,8 @@ pub(crate) struct ScanOp {
     what: ScanWhat,
     limit: u32,
     outstanding: u16,
-    found: Vec<(u64, u16, Box<str>, Option<KvList>)>,
+    /// Each shard's answer: (shard, ties, ids, descriptions).
+    parts: Vec<(u16, Vec<u64>, IdList, Vec<KvList>)>,
     total: u64,
     /// The client left; a snapshot still thaws the shards, but is not kept.
     orphaned: bool,
@@ -146,14 +147,16 @@ impl Op {
 #[derive(Debug)]
 pub struct Snapshot {
     owner: Origin,
-    entries: Vec<(u16, Box<str>)>,
+    /// The ids in snapshot order, and the shard of each.
+    ids: IdList,
+    shards: Vec<u16>,
     locked: bool,
 }
 
 type Reply = Result<Option<Frame>, ProtoError>;
 
-/// One match of a scan: (tie, id, description for a find).
-type Found = (u64, Box<str>, Option<KvList>);
+/// A shard's matches: ties, ids, and descriptions for a find.
+type Found = (Vec<u64>, IdList, Vec<KvList>);
 
 fn invalid_condition(e: impl std::fmt::Display) -> ProtoError {
     ProtoError::new(ErrorCode::InvalidCondition, format!("condition {e}"))
@@ -319,7 +322,7 @@ impl Shard {
         let mut f = Frame::new(msg_type::EVENT_PULLED_INTERACTIONS, p.caller.ref_id);
         let mut size = 0;
         let mut count = 0i64;
-        let mut left: Vec<Vec<Box<str>>> = vec![Vec::new(); self.params.shards as usize];
+        let mut left: Vec<IdList> = vec![IdList::new(); self.params.shards as usize];
         let mut full = false;
         for (h, shard, l) in p.got {
             let n = attr_len(&l);
@@ -327,7 +330,7 @@ impl Shard {
             // stays a prefix of the view's order.
             full = full || size + n + FRAME_MARGIN > self.params.max_frame;
             if full {
-                left[shard as usize].push(h.id);
+                left[shard as usize].push(&h.id);
                 continue;
             }
             size += n;
@@ -435,23 +438,18 @@ impl Shard {
             what,
             limit,
             outstanding: self.params.shards,
-            found: Vec::new(),
+            parts: Vec::new(),
             total: 0,
             orphaned: false,
         }));
         self.broadcast(PeerMsg::Scan { op, filter, limit, mode }, out);
     }
 
-    fn scanned(
-        &mut self,
-        from: u16,
-        op: u64,
-        found: Vec<(u64, Box<str>, Option<KvList>)>,
-        total: u64,
-        out: &mut Vec<Output>,
-    ) {
+    fn scanned(&mut self, from: u16, op: u64, part: (Vec<u64>, IdList, Vec<KvList>), total: u64, out: &mut Vec<Output>) {
         let Some(Op::Scan(s)) = self.ops.get_mut(&op) else { return };
-        s.found.extend(found.into_iter().map(|(tie, id, l)| (tie, from, id, l)));
+        let (ties, ids, described) = part;
+        assert_eq!(ties.len(), ids.len(), "one tie per id");
+        s.parts.push((from, ties, ids, described));
         s.total += total;
         s.outstanding -= 1;
         if s.outstanding == 0 {
@@ -461,8 +459,13 @@ impl Shard {
 
     fn scan_finish(&mut self, op: u64, out: &mut Vec<Output>) {
         let Some(Op::Scan(mut s)) = self.ops.remove(&op) else { return };
-        s.found.sort_by_key(|a| (a.0, a.1));
-        let extra = s.found.split_off(s.found.len().min(s.limit as usize));
+        // Merge the shards' answers in submission order: (tie, shard).
+        let mut order: Vec<(u64, u16, u32, u32)> = Vec::new();
+        for (p, (shard, ties, _, _)) in s.parts.iter().enumerate() {
+            order.extend(ties.iter().enumerate().map(|(i, &t)| (t, *shard, p as u32, i as u32)));
+        }
+        order.sort_unstable();
+        let extra = order.split_off(order.len().min(s.limit as usize));
         match s.what {
             ScanWhat::Find | ScanWhat::Workbin => {
                 let t = if matches!(s.what, ScanWhat::Find) {
@@ -473,8 +476,8 @@ impl Shard {
                 let mut f = Frame::new(t, s.caller.ref_id);
                 let mut size = 0;
                 let mut count = 0i64;
-                for (_, _, _, l) in s.found {
-                    let l = l.expect("find scans describe what they find");
+                for (_, _, p, i) in order {
+                    let l = std::mem::take(&mut s.parts[p as usize].3[i as usize]);
                     size += attr_len(&l);
                     if size + FRAME_MARGIN > self.params.max_frame {
                         break;
@@ -489,9 +492,9 @@ impl Shard {
             ScanWhat::Snapshot { snapshot, lock } => {
                 self.broadcast(PeerMsg::Thaw { op }, out);
                 if lock && !extra.is_empty() {
-                    let mut by_shard: Vec<Vec<Box<str>>> = vec![Vec::new(); self.params.shards as usize];
-                    for (_, shard, id, _) in extra {
-                        by_shard[shard as usize].push(id);
+                    let mut by_shard: Vec<IdList> = vec![IdList::new(); self.params.shards as usize];
+                    for (_, shard, p, i) in extra {
+                        by_shard[shard as usize].push(s.parts[p as usize].2.get(i as usize));
                     }
                     for (to, ids) in by_shard.into_iter().enumerate() {
                         if !ids.is_empty() {
@@ -505,12 +508,14 @@ impl Shard {
                 if s.orphaned {
                     return;
                 }
-                let entries: Vec<(u16, Box<str>)> = s.found.into_iter().map(|(_, sh, id, _)| (sh, id)).collect();
+                let ids: IdList = order.iter().map(|&(_, _, p, i)| s.parts[p as usize].2.get(i as usize)).collect();
+                let shards: Vec<u16> = order.iter().map(|&(_, shard, _, _)| shard).collect();
                 let f = Frame::new(msg_type::EVENT_SNAPSHOT_TAKEN, s.caller.ref_id)
                     .with(attr::SNAPSHOT_ID, snapshot as i64)
-                    .with(attr::COUNT, entries.len() as i64)
+                    .with(attr::COUNT, ids.len() as i64)
                     .with(attr::TOTAL, s.total as i64);
-                self.snapshots.insert(snapshot, Snapshot { owner: s.caller.origin, entries, locked: lock });
+                let snap = Snapshot { owner: s.caller.origin, ids, shards, locked: lock };
+                self.snapshots.insert(snapshot, snap);
                 Self::reply(out, &s.caller, f);
             }
         }
@@ -534,16 +539,17 @@ impl Shard {
         out: &mut Vec<Output>,
     ) -> Reply {
         let snap = self.own_snapshot(caller, snapshot)?;
-        let total = snap.entries.len() as u64;
-        let from = (start as usize).min(snap.entries.len());
-        let to = (from + count as usize).min(snap.entries.len());
+        let total = snap.ids.len() as u64;
+        let from = (start as usize).min(snap.ids.len());
+        let to = (from + count as usize).min(snap.ids.len());
         let mut positions = vec![Vec::new(); self.params.shards as usize];
         let mut ids: Vec<Vec<Box<str>>> = vec![Vec::new(); self.params.shards as usize];
         let mut items = Vec::with_capacity(to - from);
-        for (i, (shard, id)) in snap.entries[from..to].iter().enumerate() {
-            positions[*shard as usize].push(i);
-            ids[*shard as usize].push(id.clone());
-            items.push((id.clone(), None));
+        for (i, at) in (from..to).enumerate() {
+            let (shard, id) = (snap.shards[at], snap.ids.get(at));
+            positions[shard as usize].push(i);
+            ids[shard as usize].push(id.into());
+            items.push((id.into(), None));
         }
         let outstanding = ids.iter().filter(|v| !v.is_empty()).count() as u16;
         let d = DescribeOp { caller: caller.clone(), start, total, items, positions, outstanding };
@@ -735,13 +741,15 @@ impl Shard {
             PeerMsg::PullLocked { op, got, missed } => self.pull_locked(from, op, got, missed, out),
             PeerMsg::ViewFilled { op } => self.view_filled(op, out),
             PeerMsg::Scan { op, filter, limit, mode } => {
-                let (found, total) = self.scan(&filter, limit, &mode, out);
-                out.push(Output::Peer { to: from, msg: PeerMsg::Scanned { op, found, total } });
+                let ((ties, ids, described), total) = self.scan(&filter, limit, &mode, out);
+                out.push(Output::Peer { to: from, msg: PeerMsg::Scanned { op, ties, ids, described, total } });
                 if matches!(mode, ScanMode::Snapshot { .. }) {
                     self.frozen += 1;
                 }
             }
-            PeerMsg::Scanned { op, found, total } => self.scanned(from, op, found, total, out),
+            PeerMsg::Scanned { op, ties, ids, described, total } => {
+                self.scanned(from, op, (ties, ids, described), total, out)
+            }
             PeerMsg::Thaw { .. } => {
                 assert!(self.frozen > 0, "thaw without a cut");
                 self.frozen -= 1;
@@ -786,7 +794,7 @@ impl Shard {
     /// The first `limit` visible matches of `filter` in submission order,
     /// and how many matched. A locking snapshot takes only unlocked ones,
     /// and locks them.
-    fn scan(&mut self, filter: &Filter, limit: u32, mode: &ScanMode, out: &mut Vec<Output>) -> (Vec<Found>, u64) {
+    fn scan(&mut self, filter: &Filter, limit: u32, mode: &ScanMode, out: &mut Vec<Output>) -> (Found, u64) {
         let names = self.names();
         let owner = match filter {
             Filter::Workbin { owner, .. } => self.syms.lookup(owner),
@@ -819,18 +827,21 @@ impl Shard {
             }
         }
         let picked = best.into_sorted_vec();
-        let mut found = Vec::with_capacity(picked.len());
+        let mut ties = Vec::with_capacity(picked.len());
+        let mut ids = IdList::new();
+        let mut described = Vec::new();
         for (tie, slot) in picked {
-            let describe = matches!(mode, ScanMode::Find).then(|| {
+            if matches!(mode, ScanMode::Find) {
                 let lock = self.locks.get(&slot).map(|l| &*l.holder.name);
-                self.store.get(slot).summary(self.names(), lock)
-            });
-            found.push((tie, self.store.get(slot).id.clone(), describe));
+                described.push(self.store.get(slot).summary(self.names(), lock));
+            }
+            ties.push(tie);
+            ids.push(&self.store.get(slot).id);
             if let ScanMode::Snapshot { snapshot, lock: Some(holder) } = mode {
                 self.lock(slot, holder.clone(), LockKind::Snapshot(*snapshot), 0, out);
             }
         }
-        (found, total)
+        ((ties, ids, described), total)
     }
 
     /// Ends locks held by the connection `origin`: of one kind or all, on
@@ -839,7 +850,7 @@ impl Shard {
         &mut self,
         origin: Origin,
         kind: Option<LockKind>,
-        ids: Option<Vec<Box<str>>>,
+        ids: Option<IdList>,
         out: &mut Vec<Output>,
     ) {
         let matches = |l: &crate::machine::Lock| l.holder.origin == origin && kind.is_none_or(|k| k == l.kind);

@@ -356,7 +356,10 @@ impl Interaction {
                 Some(t) => u64::try_from(t).map_err(|_| format!("submit_order {t} out of range"))?,
                 None => tie_of(&r.id, submitted_at),
             },
-            id: r.id.into(),
+            // Copied, not moved: records are made on the thread that reads
+            // the database, and what a shard keeps should be its own
+            // allocation so that thread's memory can all be given back.
+            id: r.id.as_str().into(),
             properties: None,
             handling: (handling != HandlingTimes::default()).then(|| Box::new(handling)),
             priority: r.priority,
@@ -375,7 +378,7 @@ impl Interaction {
             visible: true,
             locked: false,
         };
-        ix.set_properties(r.properties);
+        ix.set_properties(r.properties.clone());
         Ok(ix)
     }
 

@@ -13,6 +13,54 @@ use crate::machine::Origin;
 use crate::value::KvList;
 use crate::view::ViewKey;
 
+/// Many interaction ids in one string: two allocations for any number of
+/// ids. Scans send their results between shards this way, and snapshots
+/// keep theirs so, because a million small strings made on one thread and
+/// freed on another leave work for the allocator of the first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdList {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl IdList {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, id: &str) {
+        self.text.push_str(id);
+        self.ends.push(u32::try_from(self.text.len()).expect("an id list under 4 GiB"));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+}
+
+impl<'a> FromIterator<&'a str> for IdList {
+    fn from_iter<T: IntoIterator<Item = &'a str>>(iter: T) -> Self {
+        let mut l = IdList::new();
+        for id in iter {
+            l.push(id);
+        }
+        l
+    }
+}
+
 /// A client that holds locks: its connection, and its name for answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Holder {
@@ -85,8 +133,9 @@ pub enum PeerMsg {
     /// Search: the first `limit` matches in submission order, and how many
     /// matched in all.
     Scan { op: u64, filter: Filter, limit: u32, mode: ScanMode },
-    /// (tie, id, description: for [`ScanMode::Find`] only).
-    Scanned { op: u64, found: Vec<(u64, Box<str>, Option<KvList>)>, total: u64 },
+    /// The matches in submission order: their ties and ids, and for
+    /// [`ScanMode::Find`] their descriptions (empty otherwise).
+    Scanned { op: u64, ties: Vec<u64>, ids: IdList, described: Vec<KvList>, total: u64 },
     /// Snapshot: the cut is taken; the shard may go on.
     Thaw { op: u64 },
 
@@ -96,7 +145,7 @@ pub enum PeerMsg {
 
     /// Release locks: those of `holder` (all, or one snapshot's), or of the
     /// listed interactions. With `confirm`, answer [`PeerMsg::Unlocked`].
-    Unlock { origin: Origin, kind: Option<LockKind>, ids: Option<Vec<Box<str>>>, confirm: Option<u64> },
+    Unlock { origin: Origin, kind: Option<LockKind>, ids: Option<IdList>, confirm: Option<u64> },
     Unlocked { op: u64 },
 
     QueueDepth { op: u64, tenant: TenantIdx },
