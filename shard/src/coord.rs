@@ -711,7 +711,7 @@ impl Shard {
                 let heads: Vec<Head> = index
                     .head(n as usize)
                     .into_iter()
-                    .map(|(key, tie, slot)| Head { key, tie, id: self.store.get(slot).id.clone() })
+                    .map(|(key, tie, slot)| Head { key, tie, id: (*self.store.get(slot).id).into() })
                     .collect();
                 if heads.is_empty() && watch {
                     self.watchers.entry((tenant, view)).or_default().push((from, op));

@@ -26,6 +26,47 @@ pub struct HandlingTimes {
     pub held_at: Millis,
 }
 
+/// An interaction id as a shard keeps it: a generated id (always 16 ASCII
+/// characters) inline, a client-given one on the heap. Reads as `&str`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum IxId {
+    Generated([u8; crate::id::ID_LEN]),
+    Client(Box<str>),
+}
+
+impl IxId {
+    pub fn new(id: &str) -> IxId {
+        match <[u8; crate::id::ID_LEN]>::try_from(id.as_bytes()) {
+            Ok(bytes) if crate::id::decode(id).is_some() => IxId::Generated(bytes),
+            _ => IxId::Client(id.into()),
+        }
+    }
+}
+
+impl std::ops::Deref for IxId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            // Only ever built from a decoded (ASCII) generated id.
+            IxId::Generated(b) => std::str::from_utf8(b).expect("generated ids are ASCII"),
+            IxId::Client(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Debug for IxId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for IxId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
 /// One live interaction, owned by exactly one shard.
 ///
 /// Kept small because a backlog holds millions (target: under 200 bytes
@@ -35,7 +76,7 @@ pub struct HandlingTimes {
 /// lives in the shard's lock table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Interaction {
-    pub id: Box<str>,
+    pub id: IxId,
     pub properties: Option<Box<KvList>>,
     pub handling: Option<Box<HandlingTimes>>,
     pub priority: i64,
@@ -359,7 +400,7 @@ impl Interaction {
             // Copied, not moved: records are made on the thread that reads
             // the database, and what a shard keeps should be its own
             // allocation so that thread's memory can all be given back.
-            id: r.id.as_str().into(),
+            id: IxId::new(&r.id),
             properties: None,
             handling: (handling != HandlingTimes::default()).then(|| Box::new(handling)),
             priority: r.priority,

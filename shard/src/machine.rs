@@ -26,7 +26,7 @@ use ahash::AHashMap;
 use crate::catalog::{Catalog, TenantIdx, ViewIdx};
 use crate::coord::Op;
 use crate::id::{self, IdGen};
-use crate::interaction::{tie_at, Interaction, InteractionRecord, Millis, Names, Place};
+use crate::interaction::{tie_at, Interaction, InteractionRecord, IxId, Millis, Names, Place};
 use crate::peer::{Holder, LockKind, PeerMsg};
 use crate::proto::frame::Frame;
 use crate::proto::msg::{attr, ClientType, ErrorCode};
@@ -305,7 +305,7 @@ impl Shard {
     /// The ids in one view on this shard, in view order.
     pub fn view_ids(&self, tenant: TenantIdx, view: ViewIdx) -> Vec<Box<str>> {
         let v = &self.views[tenant as usize][view as usize];
-        v.head(v.len()).into_iter().map(|(_, _, slot)| self.store.get(slot).id.clone()).collect()
+        v.head(v.len()).into_iter().map(|(_, _, slot)| (*self.store.get(slot).id).into()).collect()
     }
 
     /// The view key and tie of `id` in `view`, if it is in it here.
@@ -490,7 +490,7 @@ impl Shard {
         };
         let tie = self.next_tie();
         let mut ix = Interaction {
-            id: id.clone(),
+            id: IxId::new(&id),
             properties: None,
             handling: None,
             priority: s.priority,
