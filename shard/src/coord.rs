@@ -711,7 +711,10 @@ impl Shard {
                 let heads: Vec<Head> = index
                     .head(n as usize)
                     .into_iter()
-                    .map(|(key, tie, slot)| Head { key, tie, id: (*self.store.get(slot).id).into() })
+                    .map(|(key, tie)| {
+                        let slot = self.store.find_tie(tie).expect("a view entry's tie is held");
+                        Head { key, tie, id: (*self.store.get(slot).id).into() }
+                    })
                     .collect();
                 if heads.is_empty() && watch {
                     self.watchers.entry((tenant, view)).or_default().push((from, op));
@@ -726,7 +729,8 @@ impl Shard {
                 for h in heads {
                     let slot = self.store.find(&h.id);
                     let ok =
-                        slot.is_some_and(|s| self.views[tenant as usize][view as usize].contains(&h.key, h.tie, s));
+                        slot.is_some_and(|s| self.store.get(s).tie == h.tie)
+                            && self.views[tenant as usize][view as usize].contains(&h.key, h.tie);
                     match slot {
                         Some(slot) if ok => {
                             self.lock(slot, holder.clone(), LockKind::Routing, deadline, out);

@@ -305,7 +305,10 @@ impl Shard {
     /// The ids in one view on this shard, in view order.
     pub fn view_ids(&self, tenant: TenantIdx, view: ViewIdx) -> Vec<Box<str>> {
         let v = &self.views[tenant as usize][view as usize];
-        v.head(v.len()).into_iter().map(|(_, _, slot)| (*self.store.get(slot).id).into()).collect()
+        v.head(v.len())
+            .into_iter()
+            .map(|(_, tie)| (*self.store.get(self.store.find_tie(tie).expect("a view entry's tie is held")).id).into())
+            .collect()
     }
 
     /// The view key and tie of `id` in `view`, if it is in it here.
@@ -314,7 +317,7 @@ impl Shard {
         let ix = self.store.get(slot);
         let v = &self.views[tenant as usize][view as usize];
         let key = v.key(ix, self.names());
-        v.contains(&key, ix.tie, slot).then_some((key, ix.tie))
+        v.contains(&key, ix.tie).then_some((key, ix.tie))
     }
 
     /// Whether this shard owns `id`.
@@ -331,8 +334,14 @@ impl Shard {
         if self.store.find(&id).is_some() {
             return Err(format!("interaction {id} is stored twice"));
         }
-        let ix = Interaction::from_record(record, &self.catalog, &mut self.syms)
+        let mut ix = Interaction::from_record(record, &self.catalog, &mut self.syms)
             .map_err(|e| format!("interaction {id}: {e}"))?;
+        // Ties are unique in a shard. Two shards may have given the same
+        // one (the same microsecond) before a restart with fewer shards:
+        // the later loaded then takes the next free value.
+        while self.store.find_tie(ix.tie).is_some() {
+            ix.tie += 1;
+        }
         self.last_tie = self.last_tie.max(ix.tie);
         let slot = self.store.insert(ix);
         self.attach(slot, &mut Vec::new());
@@ -815,7 +824,7 @@ impl Shard {
             let view = &t.views[v as usize];
             if view.condition.as_ref().is_none_or(|c| ix.matches(c, n)) {
                 let index = &mut views[ix.tenant as usize][v as usize];
-                index.insert(index.key(ix, n), ix.tie, slot);
+                index.insert(index.key(ix, n), ix.tie);
                 if let Some(w) = watchers.remove(&(ix.tenant, v)) {
                     for (to, op) in w {
                         out.push(Output::Peer { to, msg: PeerMsg::ViewFilled { op } });
@@ -848,7 +857,7 @@ impl Shard {
             let view = &t.views[v as usize];
             if view.condition.as_ref().is_none_or(|c| ix.matches(c, n)) {
                 let index = &mut views[ix.tenant as usize][v as usize];
-                let removed = index.remove(index.key(ix, n), ix.tie, slot);
+                let removed = index.remove(index.key(ix, n), ix.tie);
                 assert!(removed, "interaction {} missing from view '{}'", ix.id, view.name);
             }
         }

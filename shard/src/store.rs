@@ -1,7 +1,8 @@
-//! A shard's interactions: a slab addressed by slot number, and a hash
-//! table from id to slot that stores only the slot (4 bytes per entry; the
-//! id is read from the slab when comparing). View indexes and locks refer
-//! to interactions by slot.
+//! A shard's interactions: a slab addressed by slot number, and two hash
+//! tables that store only the slot (4 bytes per entry; the key is read from
+//! the slab when comparing): one by id, one by tie (unique in a shard),
+//! through which view entries lead to their interaction. Locks refer to
+//! interactions by slot.
 
 use hashbrown::HashTable;
 
@@ -18,6 +19,7 @@ pub struct Store {
     chunks: Vec<Vec<Option<Interaction>>>,
     free: Vec<Slot>,
     table: HashTable<Slot>,
+    by_tie: HashTable<Slot>,
     hasher: ahash::RandomState,
     len: usize,
 }
@@ -34,6 +36,7 @@ impl Store {
             chunks: Vec::new(),
             free: Vec::new(),
             table: HashTable::new(),
+            by_tie: HashTable::new(),
             // Fixed seeds: the shard is deterministic (nothing depends on
             // the table's order, but replays stay byte-identical).
             hasher: ahash::RandomState::with_seeds(1, 2, 3, 4),
@@ -72,6 +75,16 @@ impl Store {
             .copied()
     }
 
+    /// The slot of the interaction with this tie, if this shard holds it.
+    pub fn find_tie(&self, tie: u64) -> Option<Slot> {
+        let chunks = &self.chunks;
+        self.by_tie
+            .find(self.hasher.hash_one(tie), |&s| {
+                chunks[s as usize / CHUNK][s as usize % CHUNK].as_ref().is_some_and(|ix| ix.tie == tie)
+            })
+            .copied()
+    }
+
     pub fn get(&self, slot: Slot) -> &Interaction {
         self.cell(slot).as_ref().expect("a live slot")
     }
@@ -84,10 +97,12 @@ impl Store {
         self.find(id).map(|s| self.get(s))
     }
 
-    /// Adds an interaction whose id is not held yet; returns its slot.
+    /// Adds an interaction whose id and tie are not held yet; returns its slot.
     pub fn insert(&mut self, ix: Interaction) -> Slot {
         assert!(self.find(&ix.id).is_none(), "interaction {} inserted twice", ix.id);
+        assert!(self.find_tie(ix.tie).is_none(), "tie {} held twice", ix.tie);
         let h = self.hash(&ix.id);
+        let ht = self.hasher.hash_one(ix.tie);
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -104,6 +119,9 @@ impl Store {
         self.table.insert_unique(h, slot, |&s| {
             hasher.hash_one(&*chunks[s as usize / CHUNK][s as usize % CHUNK].as_ref().expect("live").id)
         });
+        self.by_tie.insert_unique(ht, slot, |&s| {
+            hasher.hash_one(chunks[s as usize / CHUNK][s as usize % CHUNK].as_ref().expect("live").tie)
+        });
         self.len += 1;
         slot
     }
@@ -112,6 +130,9 @@ impl Store {
     pub fn remove(&mut self, slot: Slot) -> Interaction {
         let h = self.hash(&self.get(slot).id);
         let entry = self.table.find_entry(h, |&s| s == slot).expect("every live slot is in the table");
+        entry.remove();
+        let ht = self.hasher.hash_one(self.get(slot).tie);
+        let entry = self.by_tie.find_entry(ht, |&s| s == slot).expect("every live slot is in the tie table");
         entry.remove();
         let ix = self.cell_mut(slot).take().expect("a live slot");
         self.free.push(slot);

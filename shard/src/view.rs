@@ -5,7 +5,9 @@
 //!
 //! Keys: a view ordered by nothing or by one integer field (the common
 //! case, e.g. `priority DESC`) keys its entries by one `u64`, so an entry
-//! is 24 bytes; any other order keys them by a boxed list of parts.
+//! is 16 bytes (key and tie; the tie, unique in the shard, leads to the
+//! interaction through the store); any other order keys them by a boxed
+//! list of parts.
 //! Missing values (a property an interaction lacks) sort last whatever the
 //! direction; integers sort before strings.
 //!
@@ -17,7 +19,6 @@ use std::collections::BTreeSet;
 use crate::catalog::View;
 use crate::condition::Scalar;
 use crate::interaction::{Field, Interaction, Names};
-use crate::store::Slot;
 
 /// An owned value of an order key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -52,8 +53,8 @@ enum Plan {
 /// One view's index on one shard.
 pub struct ViewIndex {
     plan: Plan,
-    int: BTreeSet<(u64, u64, Slot)>,
-    general: BTreeSet<(Box<[KeyPart]>, u64, Slot)>,
+    int: BTreeSet<(u64, u64)>,
+    general: BTreeSet<(Box<[KeyPart]>, u64)>,
 }
 
 /// Maps an i64 onto a u64 with the same order (ascending) or the reverse.
@@ -112,35 +113,35 @@ impl ViewIndex {
         }
     }
 
-    pub fn insert(&mut self, key: ViewKey, tie: u64, slot: Slot) {
+    pub fn insert(&mut self, key: ViewKey, tie: u64) {
         let fresh = match key {
-            ViewKey::Int(k) => self.int.insert((k, tie, slot)),
-            ViewKey::Parts(p) => self.general.insert((p, tie, slot)),
+            ViewKey::Int(k) => self.int.insert((k, tie)),
+            ViewKey::Parts(p) => self.general.insert((p, tie)),
         };
-        assert!(fresh, "slot {slot} indexed twice in one view");
+        assert!(fresh, "tie {tie} indexed twice in one view");
     }
 
     /// Removes an entry; returns whether it was there.
-    pub fn remove(&mut self, key: ViewKey, tie: u64, slot: Slot) -> bool {
+    pub fn remove(&mut self, key: ViewKey, tie: u64) -> bool {
         match key {
-            ViewKey::Int(k) => self.int.remove(&(k, tie, slot)),
-            ViewKey::Parts(p) => self.general.remove(&(p, tie, slot)),
+            ViewKey::Int(k) => self.int.remove(&(k, tie)),
+            ViewKey::Parts(p) => self.general.remove(&(p, tie)),
         }
     }
 
-    pub fn contains(&self, key: &ViewKey, tie: u64, slot: Slot) -> bool {
+    pub fn contains(&self, key: &ViewKey, tie: u64) -> bool {
         match key {
-            ViewKey::Int(k) => self.int.contains(&(*k, tie, slot)),
-            ViewKey::Parts(p) => self.general.contains(&(p.clone(), tie, slot)),
+            ViewKey::Int(k) => self.int.contains(&(*k, tie)),
+            ViewKey::Parts(p) => self.general.contains(&(p.clone(), tie)),
         }
     }
 
-    /// The first `n` entries in view order: (key, tie, slot).
-    pub fn head(&self, n: usize) -> Vec<(ViewKey, u64, Slot)> {
+    /// The first `n` entries in view order: (key, tie).
+    pub fn head(&self, n: usize) -> Vec<(ViewKey, u64)> {
         let mut out = Vec::with_capacity(n.min(self.len()));
-        out.extend(self.int.iter().take(n).map(|&(k, t, s)| (ViewKey::Int(k), t, s)));
+        out.extend(self.int.iter().take(n).map(|&(k, t)| (ViewKey::Int(k), t)));
         let left = n - out.len();
-        out.extend(self.general.iter().take(left).map(|(k, t, s)| (ViewKey::Parts(k.clone()), *t, *s)));
+        out.extend(self.general.iter().take(left).map(|(k, t)| (ViewKey::Parts(k.clone()), *t)));
         out
     }
 }

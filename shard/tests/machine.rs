@@ -489,3 +489,32 @@ fn submission_order_follows_the_microsecond_clock_and_survives_a_reload() {
     let last_on_0 = ids.iter().filter(|(s, _)| *s == 0).map(|x| tie(&reloaded, x)).max().unwrap();
     assert!(reloaded[0].get(&id).unwrap().tie > last_on_0);
 }
+
+#[test]
+fn equal_stored_ties_from_two_former_shards_both_load() {
+    // Two shards may give the same tie in the same microsecond; after a
+    // restart on one shard both must load and both be routable.
+    let mut two = [shard(0, 2), shard(1, 2)];
+    let mut records = Vec::new();
+    for (s, sh) in two.iter_mut().enumerate() {
+        let mut out = Vec::new();
+        let input = Input::Request {
+            caller: caller(s as u32 + 1, ClientType::MediaServer),
+            request: submit("inbound", "chat", KvList::new()),
+        };
+        sh.handle_at(T0 * 1000, input, &mut out);
+        let (token, op) = only_store(&out);
+        sh.handle_at(T0 * 1000, Input::StorageDone { token, ok: true }, &mut Vec::new());
+        let StoreOp::Insert(r) = op else { panic!("an insert") };
+        records.push(*r);
+    }
+    assert_eq!(records[0].submit_order, records[1].submit_order, "same microsecond, same tie");
+    let mut one = shard(0, 1);
+    for r in records {
+        one.load(r).unwrap();
+    }
+    let ties: HashSet<u64> = one.interactions().map(|ix| ix.tie).collect();
+    assert_eq!(ties.len(), 2, "ties are unique in a shard");
+    let view = one.catalog().tenant_at(0).view_idx("inbound-by-priority").unwrap();
+    assert_eq!(one.view_ids(0, view).len(), 2);
+}
