@@ -39,9 +39,7 @@ fn lifecycle(engine: &Engine) {
     let mut ids = Vec::new();
     for i in 0..40 {
         let mut m = server.media_server();
-        let id = m
-            .submit(submit_request("default", "inbound", "chat", i % 5, kv![("n", i as i64), ("lang", "en")]))
-            .unwrap();
+        let id = m.submit(submit_request("default", "inbound", "chat", i % 5, kv![("n", i), ("lang", "en")])).unwrap();
         ids.push(id);
     }
     let owners: Vec<u16> = ids.iter().map(|id| owner_of(id, 2)).collect();

@@ -124,7 +124,10 @@ pub(crate) enum Op {
     Describe(DescribeOp),
     Depth(DepthOp),
     /// A locking snapshot's release, waiting for every shard's unlock.
-    Release { caller: Caller, outstanding: u16 },
+    Release {
+        caller: Caller,
+        outstanding: u16,
+    },
 }
 
 impl Op {
@@ -445,7 +448,14 @@ impl Shard {
         self.broadcast(PeerMsg::Scan { op, filter, limit, mode }, out);
     }
 
-    fn scanned(&mut self, from: u16, op: u64, part: (Vec<u64>, IdList, Vec<KvList>), total: u64, out: &mut Vec<Output>) {
+    fn scanned(
+        &mut self,
+        from: u16,
+        op: u64,
+        part: (Vec<u64>, IdList, Vec<KvList>),
+        total: u64,
+        out: &mut Vec<Output>,
+    ) {
         let Some(Op::Scan(s)) = self.ops.get_mut(&op) else { return };
         let (ties, ids, described) = part;
         assert_eq!(ties.len(), ids.len(), "one tie per id");
@@ -499,8 +509,7 @@ impl Shard {
                     for (to, ids) in by_shard.into_iter().enumerate() {
                         if !ids.is_empty() {
                             let kind = Some(LockKind::Snapshot(snapshot));
-                            let msg =
-                                PeerMsg::Unlock { origin: s.caller.origin, kind, ids: Some(ids), confirm: None };
+                            let msg = PeerMsg::Unlock { origin: s.caller.origin, kind, ids: Some(ids), confirm: None };
                             out.push(Output::Peer { to: to as u16, msg });
                         }
                     }
@@ -728,9 +737,8 @@ impl Shard {
                 let mut missed = 0;
                 for h in heads {
                     let slot = self.store.find(&h.id);
-                    let ok =
-                        slot.is_some_and(|s| self.store.get(s).tie == h.tie)
-                            && self.views[tenant as usize][view as usize].contains(&h.key, h.tie);
+                    let ok = slot.is_some_and(|s| self.store.get(s).tie == h.tie)
+                        && self.views[tenant as usize][view as usize].contains(&h.key, h.tie);
                     match slot {
                         Some(slot) if ok => {
                             self.lock(slot, holder.clone(), LockKind::Routing, deadline, out);
@@ -850,13 +858,7 @@ impl Shard {
 
     /// Ends locks held by the connection `origin`: of one kind or all, on
     /// the listed interactions or on all.
-    fn unlock_for(
-        &mut self,
-        origin: Origin,
-        kind: Option<LockKind>,
-        ids: Option<IdList>,
-        out: &mut Vec<Output>,
-    ) {
+    fn unlock_for(&mut self, origin: Origin, kind: Option<LockKind>, ids: Option<IdList>, out: &mut Vec<Output>) {
         let matches = |l: &crate::machine::Lock| l.holder.origin == origin && kind.is_none_or(|k| k == l.kind);
         let mut slots: Vec<Slot> = match ids {
             Some(ids) => ids

@@ -515,4 +515,3 @@ impl Interaction {
         l
     }
 }
-

@@ -121,33 +121,86 @@ pub enum PeerMsg {
     /// Pull, step 1: send up to `n` entries from the head of `view`. With
     /// `watch`, a shard whose view is empty remembers to send
     /// [`PeerMsg::ViewFilled`] when an entry arrives.
-    PullRead { op: u64, tenant: TenantIdx, view: ViewIdx, n: u32, watch: bool },
-    PullHeads { op: u64, heads: Vec<Head> },
+    PullRead {
+        op: u64,
+        tenant: TenantIdx,
+        view: ViewIdx,
+        n: u32,
+        watch: bool,
+    },
+    PullHeads {
+        op: u64,
+        heads: Vec<Head>,
+    },
     /// Pull, step 2: lock these to `holder` if each is still in the view
     /// with the same key, and describe the ones locked.
-    PullLock { op: u64, tenant: TenantIdx, view: ViewIdx, holder: Holder, heads: Vec<Head> },
-    PullLocked { op: u64, got: Vec<(Head, KvList)>, missed: u32 },
+    PullLock {
+        op: u64,
+        tenant: TenantIdx,
+        view: ViewIdx,
+        holder: Holder,
+        heads: Vec<Head>,
+    },
+    PullLocked {
+        op: u64,
+        got: Vec<(Head, KvList)>,
+        missed: u32,
+    },
     /// An entry arrived in a view that a waiting pull watched.
-    ViewFilled { op: u64 },
+    ViewFilled {
+        op: u64,
+    },
 
     /// Search: the first `limit` matches in submission order, and how many
     /// matched in all.
-    Scan { op: u64, filter: Filter, limit: u32, mode: ScanMode },
+    Scan {
+        op: u64,
+        filter: Filter,
+        limit: u32,
+        mode: ScanMode,
+    },
     /// The matches in submission order: their ties and ids, and for
     /// [`ScanMode::Find`] their descriptions (empty otherwise).
-    Scanned { op: u64, ties: Vec<u64>, ids: IdList, described: Vec<KvList>, total: u64 },
+    Scanned {
+        op: u64,
+        ties: Vec<u64>,
+        ids: IdList,
+        described: Vec<KvList>,
+        total: u64,
+    },
     /// Snapshot: the cut is taken; the shard may go on.
-    Thaw { op: u64 },
+    Thaw {
+        op: u64,
+    },
 
     /// Describe these interactions (a snapshot page); `None` for one gone.
-    Describe { op: u64, ids: Vec<Box<str>> },
-    Described { op: u64, items: Vec<Option<KvList>> },
+    Describe {
+        op: u64,
+        ids: Vec<Box<str>>,
+    },
+    Described {
+        op: u64,
+        items: Vec<Option<KvList>>,
+    },
 
     /// Release locks: those of `holder` (all, or one snapshot's), or of the
     /// listed interactions. With `confirm`, answer [`PeerMsg::Unlocked`].
-    Unlock { origin: Origin, kind: Option<LockKind>, ids: Option<IdList>, confirm: Option<u64> },
-    Unlocked { op: u64 },
+    Unlock {
+        origin: Origin,
+        kind: Option<LockKind>,
+        ids: Option<IdList>,
+        confirm: Option<u64>,
+    },
+    Unlocked {
+        op: u64,
+    },
 
-    QueueDepth { op: u64, tenant: TenantIdx },
-    QueueDepths { op: u64, queues: Vec<QueueDepth> },
+    QueueDepth {
+        op: u64,
+        tenant: TenantIdx,
+    },
+    QueueDepths {
+        op: u64,
+        queues: Vec<QueueDepth>,
+    },
 }

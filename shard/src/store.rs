@@ -69,9 +69,7 @@ impl Store {
         let h = self.hash(id);
         let chunks = &self.chunks;
         self.table
-            .find(h, |&s| {
-                chunks[s as usize / CHUNK][s as usize % CHUNK].as_ref().is_some_and(|ix| &*ix.id == id)
-            })
+            .find(h, |&s| chunks[s as usize / CHUNK][s as usize % CHUNK].as_ref().is_some_and(|ix| &*ix.id == id))
             .copied()
     }
 

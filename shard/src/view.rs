@@ -46,7 +46,10 @@ pub enum ViewKey {
 #[derive(Clone, Debug)]
 enum Plan {
     /// No order, or one integer field: `u64` keys.
-    Int { field: Option<Field>, descending: bool },
+    Int {
+        field: Option<Field>,
+        descending: bool,
+    },
     General(Vec<(Field, bool)>),
 }
 

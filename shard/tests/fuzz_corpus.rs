@@ -213,11 +213,11 @@ fn assert_expected(name: &str, steps: &[Step], expect: &Expect) {
             assert_eq!(last, &Step::Incomplete(0), "{name}");
         }
         Expect::BodyError => {
-            assert!(matches!(&steps[..], [Step::Frame { body: Err(_), .. }, Step::Incomplete(0)]), "{name}: {steps:?}");
+            assert!(matches!(steps, [Step::Frame { body: Err(_), .. }, Step::Incomplete(0)]), "{name}: {steps:?}");
         }
         Expect::RequestError(code) => {
             assert!(
-                matches!(&steps[..], [Step::Frame { request: Some(Err(c)), .. }, Step::Incomplete(0)] if c == code),
+                matches!(steps, [Step::Frame { request: Some(Err(c)), .. }, Step::Incomplete(0)] if c == code),
                 "{name}: {steps:?}"
             );
         }

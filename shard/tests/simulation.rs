@@ -378,14 +378,7 @@ impl Run {
         let text = |k: &str| properties.get(k).and_then(Value::as_str).map(str::to_string);
         self.model.ixs.insert(
             id,
-            MIx {
-                seq,
-                priority,
-                lang: text("lang"),
-                region: text("region"),
-                place: MPlace::Queue(queue),
-                lock: None,
-            },
+            MIx { seq, priority, lang: text("lang"), region: text("region"), place: MPlace::Queue(queue), lock: None },
         );
     }
 
@@ -445,11 +438,7 @@ impl Run {
             0 => None,
             i => Some(QUEUES[i as usize - 1]),
         };
-        let f = self.sim.call(
-            client,
-            ct,
-            Request::PlaceInQueue { id: id.clone(), queue: queue.map(str::to_string) },
-        );
+        let f = self.sim.call(client, ct, Request::PlaceInQueue { id: id.clone(), queue: queue.map(str::to_string) });
         let cur = self.model.ixs[&id].place.clone();
         let target = match (queue, &cur) {
             (Some(q), _) => Ok(q),
@@ -568,7 +557,12 @@ impl Run {
             let got = ids_of(&f);
             let pos: Vec<usize> = got
                 .iter()
-                .map(|id| model_view.iter().position(|m| m == id).unwrap_or_else(|| panic!("{}: {id} not in {view}", self.ctx())))
+                .map(|id| {
+                    model_view
+                        .iter()
+                        .position(|m| m == id)
+                        .unwrap_or_else(|| panic!("{}: {id} not in {view}", self.ctx()))
+                })
                 .collect();
             assert!(pos.windows(2).all(|w| w[0] < w[1]), "{}: a pull out of view order: {got:?}", self.ctx());
             for id in &got {
@@ -719,7 +713,8 @@ impl Run {
             Request::GetSnapshotInteractions { snapshot: snap, start: 0, count: 1000 },
         );
         let got = ids_of(&f);
-        let cut = got.len().checked_sub(before.len()).unwrap_or_else(|| panic!("{}: snapshot lost older ones", self.ctx()));
+        let cut =
+            got.len().checked_sub(before.len()).unwrap_or_else(|| panic!("{}: snapshot lost older ones", self.ctx()));
         let mut expected = before.clone();
         expected.extend(chain.iter().take(cut).cloned());
         assert_eq!(got, expected, "{}: the snapshot is not a cut: older {before:?}, chain {chain:?}", self.ctx());

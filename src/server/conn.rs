@@ -191,7 +191,16 @@ async fn write_loop(conn: &Conn, stream: &Shared) {
             spare = Vec::with_capacity(4096);
         }
     }
-    let _ = stream.0.borrow().shutdown(std::net::Shutdown::Both).await;
+    // A plain shutdown(2): holding the stream's RefCell across an await
+    // could meet the reader task borrowing it.
+    {
+        use std::os::fd::AsRawFd;
+        let fd = stream.0.borrow().as_raw_fd();
+        // SAFETY: the fd belongs to this connection's stream, open until
+        // the stream is dropped after both tasks end.
+        let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let _ = socket2::SockRef::from(&sock).shutdown(std::net::Shutdown::Both);
+    }
 }
 
 async fn read_loop(rt: &Runtime, conn: &Conn, stream: &Shared) {

@@ -254,7 +254,10 @@ pub fn sqlite_connection_string(path: &Path) -> String {
     // whole result into C heap memory first: loading a million interactions
     // at start then left the process about 450 MiB larger (measured with
     // bench/backlog-report.sh), and took longer.
-    format!("Driver=SQLite3;Database={};JournalMode=WAL;SyncPragma=FULL;Timeout=10000;StepAPI=1;", path.to_string_lossy())
+    format!(
+        "Driver=SQLite3;Database={};JournalMode=WAL;SyncPragma=FULL;Timeout=10000;StepAPI=1;",
+        path.to_string_lossy()
+    )
 }
 
 /// An open, validated database: the first connection, kept for loading and

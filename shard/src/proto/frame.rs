@@ -223,10 +223,14 @@ pub fn decode_list(bytes: &[u8]) -> Result<KvList, BodyError> {
     read_list_entries(&mut r, 0)
 }
 
+/// A whole frame at the start of a buffer: its header, its body, and its
+/// total length in bytes.
+pub type SplitFrame<'a> = (Header, &'a [u8], usize);
+
 /// Looks at the start of `buf`. `Ok(None)`: not a whole frame yet.
 /// `Ok(Some((header, body, total)))`: a whole frame of `total` bytes.
 /// `Err`: the stream is broken (the caller closes the connection).
-pub fn split_frame(buf: &[u8], max_frame: usize) -> Result<Option<(Header, &[u8], usize)>, FatalFrameError> {
+pub fn split_frame(buf: &[u8], max_frame: usize) -> Result<Option<SplitFrame<'_>>, FatalFrameError> {
     if buf.len() < HEADER_LEN {
         // Check the length prefix as soon as it is readable, so an oversized
         // length is refused before the peer sends the rest.

@@ -44,24 +44,69 @@ pub struct Submit {
 /// Every request of protocol v1.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    RegisterClient { client_type: ClientType, name: String, credential: Option<String> },
+    RegisterClient {
+        client_type: ClientType,
+        name: String,
+        credential: Option<String>,
+    },
     Ping,
     Submit(Box<Submit>),
-    GetInteractionProperties { id: String },
-    ChangeProperties { id: String, changed: KvList, deleted: Vec<String> },
+    GetInteractionProperties {
+        id: String,
+    },
+    ChangeProperties {
+        id: String,
+        changed: KvList,
+        deleted: Vec<String>,
+    },
     /// `queue: None` moves the interaction to the `next` queue of the one
     /// it is in (the workflow).
-    PlaceInQueue { id: String, queue: Option<String> },
-    StopProcessing { id: String, reason: Option<String> },
+    PlaceInQueue {
+        id: String,
+        queue: Option<String>,
+    },
+    StopProcessing {
+        id: String,
+        reason: Option<String>,
+    },
     /// A routing engine takes up to `count` interactions from a view.
-    Pull { tenant: String, view: String, count: u32 },
-    FindInteractions { tenant: Option<String>, condition: String, limit: u32 },
-    PlaceInWorkbin { id: String, workbin: String, owner: String },
-    GetWorkbinContent { tenant: String, workbin: String, owner: String },
-    TakeSnapshot { tenant: Option<String>, condition: String, lock: bool, limit: Option<u32> },
-    GetSnapshotInteractions { snapshot: u64, start: u32, count: u32 },
-    ReleaseSnapshot { snapshot: u64 },
-    GetQueueDepth { tenant: String },
+    Pull {
+        tenant: String,
+        view: String,
+        count: u32,
+    },
+    FindInteractions {
+        tenant: Option<String>,
+        condition: String,
+        limit: u32,
+    },
+    PlaceInWorkbin {
+        id: String,
+        workbin: String,
+        owner: String,
+    },
+    GetWorkbinContent {
+        tenant: String,
+        workbin: String,
+        owner: String,
+    },
+    TakeSnapshot {
+        tenant: Option<String>,
+        condition: String,
+        lock: bool,
+        limit: Option<u32>,
+    },
+    GetSnapshotInteractions {
+        snapshot: u64,
+        start: u32,
+        count: u32,
+    },
+    ReleaseSnapshot {
+        snapshot: u64,
+    },
+    GetQueueDepth {
+        tenant: String,
+    },
 }
 
 /// Largest RequestPull count.
@@ -189,7 +234,9 @@ impl Request {
                 lock: match opt_int(f, attr::LOCK, "Lock")? {
                     None | Some(0) => false,
                     Some(1) => true,
-                    Some(v) => return Err(ProtoError::new(ErrorCode::InvalidValue, format!("Lock must be 0 or 1, not {v}"))),
+                    Some(v) => {
+                        return Err(ProtoError::new(ErrorCode::InvalidValue, format!("Lock must be 0 or 1, not {v}")))
+                    }
                 },
                 limit: match f.get(attr::LIMIT) {
                     None => None,
@@ -333,9 +380,7 @@ fn bounded(f: &Frame, id: u16, name: &str, default: u32, min: u32, max: u32) -> 
     match opt_int(f, id, name)? {
         None => Ok(default),
         Some(v) if v >= min as i64 && v <= max as i64 => Ok(v as u32),
-        Some(v) => {
-            Err(ProtoError::new(ErrorCode::InvalidValue, format!("{name} must be {min} to {max}, not {v}")))
-        }
+        Some(v) => Err(ProtoError::new(ErrorCode::InvalidValue, format!("{name} must be {min} to {max}, not {v}"))),
     }
 }
 
