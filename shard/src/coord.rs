@@ -42,6 +42,10 @@ use crate::value::{KvList, Value};
 /// returns what it has.
 pub const MAX_PULL_ROUNDS: u32 = 16;
 
+/// Snapshots one connection may hold at once: each holds memory on its
+/// shard until released.
+pub const MAX_SNAPSHOTS_PER_CONNECTION: usize = 64;
+
 /// Room kept in a frame for the attributes besides the interactions.
 const FRAME_MARGIN: usize = 256;
 
@@ -309,6 +313,14 @@ impl Shard {
         }
     }
 
+    /// A waiting pull leaves watchers on the shards whose part of the view
+    /// was empty; they must not pile up while a view stays empty.
+    fn unwatch(&self, op: u64, p: &PullOp, out: &mut Vec<Output>) {
+        if p.deadline != 0 {
+            self.broadcast(PeerMsg::Unwatch { op, tenant: p.tenant, view: p.view }, out);
+        }
+    }
+
     fn view_filled(&mut self, op: u64, out: &mut Vec<Output>) {
         let Some(p) = self.pull_op(op) else { return };
         match p.phase {
@@ -321,6 +333,7 @@ impl Shard {
     /// in one frame is unlocked again, never silently kept.
     fn pull_finish(&mut self, op: u64, out: &mut Vec<Output>) {
         let Some(Op::Pull(mut p)) = self.ops.remove(&op) else { return };
+        self.unwatch(op, &p, out);
         p.got.sort_by(|(a, sa, _), (b, sb, _)| (&a.key, a.tie, sa).cmp(&(&b.key, b.tie, sb)));
         let mut f = Frame::new(msg_type::EVENT_PULLED_INTERACTIONS, p.caller.ref_id);
         let mut size = 0;
@@ -414,6 +427,14 @@ impl Shard {
     ) -> Reply {
         let condition = Arc::new(Condition::parse(condition).map_err(invalid_condition)?);
         let tenant = tenant.map(|t| self.tenant_idx(t)).transpose()?;
+        let open = self.snapshots.values().filter(|s| s.owner == caller.origin).count()
+            + self.ops.values().filter(|o| matches!(o, Op::Scan(s) if s.caller.origin == caller.origin)).count();
+        if open >= MAX_SNAPSHOTS_PER_CONNECTION {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidValue,
+                format!("this connection holds {open} snapshots, the most allowed; release one first"),
+            ));
+        }
         let limit = limit.unwrap_or(u32::MAX).min(self.params.max_snapshot);
         // Unique in the node: the coordinating shard in the high bits.
         let snapshot = ((self.params.shard as u64) << 40) | self.next_op;
@@ -701,7 +722,9 @@ impl Shard {
                 // A snapshot's cut must still be thawed: let it finish.
                 Some(Op::Scan(s)) if matches!(s.what, ScanWhat::Snapshot { .. }) => s.orphaned = true,
                 _ => {
-                    self.ops.remove(&op);
+                    if let Some(Op::Pull(p)) = self.ops.remove(&op) {
+                        self.unwatch(op, &p, out);
+                    }
                 }
             }
         }
@@ -752,6 +775,14 @@ impl Shard {
             }
             PeerMsg::PullLocked { op, got, missed } => self.pull_locked(from, op, got, missed, out),
             PeerMsg::ViewFilled { op } => self.view_filled(op, out),
+            PeerMsg::Unwatch { op, tenant, view } => {
+                if let Some(w) = self.watchers.get_mut(&(tenant, view)) {
+                    w.retain(|&(coord, o)| (coord, o) != (from, op));
+                    if w.is_empty() {
+                        self.watchers.remove(&(tenant, view));
+                    }
+                }
+            }
             PeerMsg::Scan { op, filter, limit, mode } => {
                 let ((ties, ids, described), total) = self.scan(&filter, limit, &mode, out);
                 out.push(Output::Peer { to: from, msg: PeerMsg::Scanned { op, ties, ids, described, total } });

@@ -272,6 +272,11 @@ impl Shard {
         self.pending.len()
     }
 
+    /// Pulls waiting on this shard's views (see `pull-hold-timeout`).
+    pub fn watchers(&self) -> usize {
+        self.watchers.values().map(Vec::len).sum()
+    }
+
     /// Requests this shard coordinates that have not been answered yet.
     pub fn pending_ops(&self) -> usize {
         self.ops.len()

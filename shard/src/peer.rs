@@ -150,6 +150,12 @@ pub enum PeerMsg {
     ViewFilled {
         op: u64,
     },
+    /// A pull that may have left watchers has ended: forget them.
+    Unwatch {
+        op: u64,
+        tenant: TenantIdx,
+        view: ViewIdx,
+    },
 
     /// Search: the first `limit` matches in submission order, and how many
     /// matched in all.

@@ -518,3 +518,72 @@ fn equal_stored_ties_from_two_former_shards_both_load() {
     let view = one.catalog().tenant_at(0).view_idx("inbound-by-priority").unwrap();
     assert_eq!(one.view_ids(0, view).len(), 2);
 }
+
+/// Runs one input on a one-shard node, feeding the shard's messages to
+/// itself, and returns the replies.
+fn run_alone(s: &mut Shard, now_ms: i64, input: Input) -> Vec<Frame> {
+    let mut pending = vec![input];
+    let mut replies = Vec::new();
+    while let Some(i) = pending.pop() {
+        let mut out = Vec::new();
+        s.handle(now_ms, i, &mut out);
+        for o in out {
+            match o {
+                Output::Peer { msg, .. } => pending.insert(0, Input::Peer { from: 0, msg }),
+                Output::Reply { frame, .. } => replies.push(frame),
+                Output::Store { token, .. } => pending.insert(0, Input::StorageDone { token, ok: true }),
+            }
+        }
+    }
+    replies
+}
+
+fn operator(ref_id: u32) -> Caller {
+    Caller { origin: Origin { shard: 0, conn: 9 }, ref_id, client_type: ClientType::Operator, client_name: "op".into() }
+}
+
+#[test]
+fn waiting_pulls_leave_no_watchers_behind() {
+    let params = ShardParams { pull_hold_ms: 100, ..ShardParams::new(1, 0, 1) };
+    let mut s = Shard::new(params, Arc::new(Catalog::embedded_default()));
+    let pull = |r| Input::Request {
+        caller: operator(r),
+        request: Request::Pull { tenant: "default".into(), view: "done".into(), count: 1 },
+    };
+    for r in 1..=50 {
+        // Each pull waits on the empty view, then its hold time ends.
+        assert!(run_alone(&mut s, T0 + r as i64 * 1000, pull(r)).is_empty(), "a pull on an empty view waits");
+        assert_eq!(s.watchers(), 1);
+        let replies = run_alone(&mut s, T0 + r as i64 * 1000 + 100, Input::Tick);
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].get_int(attr::COUNT), Some(0));
+        assert_eq!(s.watchers(), 0, "pull {r} left a watcher");
+    }
+    // A closed connection's waiting pull leaves none either.
+    run_alone(&mut s, T0, pull(99));
+    assert_eq!(s.watchers(), 1);
+    run_alone(&mut s, T0, Input::ConnClosed { origin: Origin { shard: 0, conn: 9 } });
+    assert_eq!(s.watchers(), 0);
+    assert_eq!(s.pending_ops(), 0);
+}
+
+#[test]
+fn a_connection_holds_a_bounded_number_of_snapshots() {
+    use ixn_shard::coord::MAX_SNAPSHOTS_PER_CONNECTION;
+    let mut s = shard(0, 1);
+    let take = |r| Input::Request {
+        caller: operator(r),
+        request: Request::TakeSnapshot { tenant: None, condition: "priority >= 0".into(), lock: false, limit: None },
+    };
+    let mut ids = Vec::new();
+    for r in 0..MAX_SNAPSHOTS_PER_CONNECTION as u32 {
+        let f = run_alone(&mut s, T0, take(r + 1)).pop().unwrap();
+        assert_eq!(f.msg_type, msg_type::EVENT_SNAPSHOT_TAKEN);
+        ids.push(f.get_int(attr::SNAPSHOT_ID).unwrap() as u64);
+    }
+    let f = run_alone(&mut s, T0, take(1000)).pop().unwrap();
+    assert_eq!(error_of(&f).unwrap().code, ErrorCode::InvalidValue, "{f:?}");
+    let release = Input::Request { caller: operator(1001), request: Request::ReleaseSnapshot { snapshot: ids[0] } };
+    assert_eq!(run_alone(&mut s, T0, release).pop().unwrap().msg_type, msg_type::EVENT_ACK);
+    assert_eq!(run_alone(&mut s, T0, take(1002)).pop().unwrap().msg_type, msg_type::EVENT_SNAPSHOT_TAKEN);
+}
