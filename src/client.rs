@@ -149,7 +149,7 @@ impl Client {
                 Err(e) => return Err(ClientError::Protocol(e.to_string())),
                 Ok(Some((h, body, total))) => {
                     let attrs = ixn_shard::proto::frame::decode_body(body).map_err(|e| ClientError::Protocol(e.0))?;
-                    let f = Frame { msg_type: h.msg_type(), ref_id: h.ref_id(), attrs };
+                    let f = Frame { msg_type: h.msg_type(), ref_id: h.ref_id(), attrs, raw: Vec::new() };
                     self.rpos += total;
                     return Ok(f);
                 }

@@ -32,7 +32,7 @@ use crate::condition::Condition;
 use crate::interaction::Millis;
 use crate::machine::{Caller, Origin, Output, Shard};
 use crate::peer::{Filter, Head, Holder, IdList, LockKind, PeerMsg, QueueDepth, ScanMode};
-use crate::proto::frame::{encoded_list_len, Frame};
+use crate::proto::frame::{encode_attr, encoded_list_len, Frame};
 use crate::proto::msg::{attr, msg_type, ClientType, ErrorCode};
 use crate::proto::request::{event_ack, event_error, ProtoError, MAX_FIND_LIMIT};
 use crate::store::Slot;
@@ -106,9 +106,13 @@ pub(crate) struct DescribeOp {
     caller: Caller,
     start: u32,
     total: u64,
-    items: Vec<(Box<str>, Option<KvList>)>,
+    /// Each entry's id, and where its encoded description lies in
+    /// `answers` (shard, start, end); none or empty: gone.
+    items: Vec<(Box<str>, Option<(u16, u32, u32)>)>,
     /// For each shard, the positions in `items` of the ids asked of it.
     positions: Vec<Vec<usize>>,
+    /// Each shard's Described buffer.
+    answers: Vec<Vec<u8>>,
     outstanding: u16,
 }
 
@@ -582,7 +586,8 @@ impl Shard {
             items.push((id.into(), None));
         }
         let outstanding = ids.iter().filter(|v| !v.is_empty()).count() as u16;
-        let d = DescribeOp { caller: caller.clone(), start, total, items, positions, outstanding };
+        let answers = vec![Vec::new(); self.params.shards as usize];
+        let d = DescribeOp { caller: caller.clone(), start, total, items, positions, answers, outstanding };
         if outstanding == 0 {
             self.page_finish(d, out);
             return Ok(None);
@@ -596,13 +601,16 @@ impl Shard {
         Ok(None)
     }
 
-    fn described(&mut self, from: u16, op: u64, items: Vec<Option<KvList>>, out: &mut Vec<Output>) {
+    fn described(&mut self, from: u16, op: u64, encoded: Vec<u8>, ends: Vec<u32>, out: &mut Vec<Output>) {
         let Some(Op::Describe(d)) = self.ops.get_mut(&op) else { return };
         let positions = std::mem::take(&mut d.positions[from as usize]);
-        assert_eq!(positions.len(), items.len(), "one description per id asked");
-        for (pos, item) in positions.into_iter().zip(items) {
-            d.items[pos].1 = item;
+        assert_eq!(positions.len(), ends.len(), "one description per id asked");
+        let mut start = 0;
+        for (pos, end) in positions.into_iter().zip(ends) {
+            d.items[pos].1 = Some((from, start, end));
+            start = end;
         }
+        d.answers[from as usize] = encoded;
         d.outstanding -= 1;
         if d.outstanding == 0 {
             let Some(Op::Describe(d)) = self.ops.remove(&op) else { unreachable!() };
@@ -614,21 +622,25 @@ impl Shard {
     /// snapshot order; an interaction gone since is `id` and `gone = 1`.
     fn page_finish(&self, d: DescribeOp, out: &mut Vec<Output>) {
         let mut f = Frame::new(msg_type::EVENT_SNAPSHOT_INTERACTIONS, d.caller.ref_id);
-        let mut size = 0;
+        let mut gone = Vec::new();
         let mut count = 0i64;
-        for (id, item) in d.items {
-            let l = item.unwrap_or_else(|| {
-                let mut l = KvList::new();
-                l.push("id", Value::Str(id.to_string()));
-                l.push("gone", Value::Int(1));
-                l
-            });
-            size += attr_len(&l);
-            if size + FRAME_MARGIN > self.params.max_frame {
+        for (id, at) in d.items {
+            let bytes = match at {
+                Some((shard, start, end)) if end > start => &d.answers[shard as usize][start as usize..end as usize],
+                _ => {
+                    let mut l = KvList::new();
+                    l.push("id", Value::Str(id.to_string()));
+                    l.push("gone", Value::Int(1));
+                    gone.clear();
+                    encode_attr(attr::INTERACTION, &Value::List(l), &mut gone);
+                    &gone[..]
+                }
+            };
+            if f.raw.len() + bytes.len() + FRAME_MARGIN > self.params.max_frame {
                 break;
             }
             count += 1;
-            f.push(attr::INTERACTION, l);
+            f.raw.extend_from_slice(bytes);
         }
         f.push(attr::START, d.start as i64);
         f.push(attr::COUNT, count);
@@ -798,17 +810,19 @@ impl Shard {
                 self.frozen -= 1;
             }
             PeerMsg::Describe { op, ids } => {
-                let items = ids
-                    .iter()
-                    .map(|id| {
-                        let slot = self.store.find(id)?;
-                        let ix = self.store.get(slot);
-                        ix.visible.then(|| ix.summary(self.names(), self.locks.get(&slot).map(|l| &*l.holder.name)))
-                    })
-                    .collect();
-                out.push(Output::Peer { to: from, msg: PeerMsg::Described { op, items } });
+                let mut encoded = Vec::new();
+                let mut ends = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    if let Some(slot) = self.store.find(id).filter(|&s| self.store.get(s).visible) {
+                        let lock = self.locks.get(&slot).map(|l| &*l.holder.name);
+                        let l = self.store.get(slot).summary(self.names(), lock);
+                        encode_attr(attr::INTERACTION, &Value::List(l), &mut encoded);
+                    }
+                    ends.push(u32::try_from(encoded.len()).expect("a page under 4 GiB"));
+                }
+                out.push(Output::Peer { to: from, msg: PeerMsg::Described { op, encoded, ends } });
             }
-            PeerMsg::Described { op, items } => self.described(from, op, items, out),
+            PeerMsg::Described { op, encoded, ends } => self.described(from, op, encoded, ends, out),
             PeerMsg::Unlock { origin, kind, ids, confirm } => {
                 self.unlock_for(origin, kind, ids, out);
                 if let Some(op) = confirm {

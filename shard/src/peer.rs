@@ -179,14 +179,19 @@ pub enum PeerMsg {
         op: u64,
     },
 
-    /// Describe these interactions (a snapshot page); `None` for one gone.
+    /// Describe these interactions (a snapshot page).
     Describe {
         op: u64,
         ids: Vec<Box<str>>,
     },
+    /// The descriptions as encoded INTERACTION attributes, one after the
+    /// other in one buffer; `ends[i]` is where the i-th ends, and an empty
+    /// one means that interaction is gone. (One buffer, because what one
+    /// shard allocates and another frees costs the first one later.)
     Described {
         op: u64,
-        items: Vec<Option<KvList>>,
+        encoded: Vec<u8>,
+        ends: Vec<u32>,
     },
 
     /// Release locks: those of `holder` (all, or one snapshot's), or of the

@@ -178,6 +178,7 @@ fn arb_frame_with(levels: u32) -> BoxedStrategy<Frame> {
             msg_type,
             ref_id,
             attrs: attrs.into_iter().map(|(id, value)| Attr { id, value }).collect(),
+            raw: Vec::new(),
         })
         .boxed()
 }
@@ -228,7 +229,7 @@ fn arb_request_like_frame() -> BoxedStrategy<Frame> {
         },
     );
     (types, any::<u32>(), vec(attr, 0..16))
-        .prop_map(|(msg_type, ref_id, attrs)| Frame { msg_type, ref_id, attrs })
+        .prop_map(|(msg_type, ref_id, attrs)| Frame { msg_type, ref_id, attrs, raw: Vec::new() })
         .boxed()
 }
 
@@ -348,7 +349,7 @@ proptest! {
         prop_assert_eq!(total, bytes.len());
         prop_assert_eq!(got, &body[..]);
         if let Ok(attrs) = decode_body(got) {
-            let again = Frame { msg_type: h.msg_type(), ref_id: h.ref_id(), attrs }.encode();
+            let again = Frame { msg_type: h.msg_type(), ref_id: h.ref_id(), attrs, raw: Vec::new() }.encode();
             let mut expect = bytes.clone();
             expect[7] = 0;
             prop_assert_eq!(again, expect);
@@ -407,6 +408,7 @@ proptest! {
             msg_type: h.msg_type(),
             ref_id: h.ref_id(),
             attrs: attrs.clone().expect("valid body"),
+            raw: Vec::new(),
         }).collect();
         prop_assert_eq!(&decoded, &frames);
         prop_assert_eq!(decode_stream_chunked(&bytes, ABSOLUTE_MAX_FRAME, &chunks), whole);
@@ -751,4 +753,21 @@ fn documented_numbers_match_the_code() {
         let row = format!("| {id} | {name} | {ty} |");
         assert!(doc.contains(&row), "attribute table lacks {row:?}");
     }
+}
+
+/// Attributes passed on pre-encoded (Frame::raw) go on the wire exactly as
+/// if they had been pushed after the others.
+#[test]
+fn pre_encoded_attributes_encode_like_pushed_ones() {
+    use ixn_shard::proto::frame::encode_attr;
+    let l = kv![("id", "X1"), ("priority", 3)];
+    let pushed = Frame::new(msg_type::EVENT_SNAPSHOT_INTERACTIONS, 7)
+        .with(attr::COUNT, 2i64)
+        .with(attr::INTERACTION, l.clone())
+        .with(attr::INTERACTION, kv![("id", "X2")]);
+    let mut raw = Frame::new(msg_type::EVENT_SNAPSHOT_INTERACTIONS, 7).with(attr::COUNT, 2i64);
+    encode_attr(attr::INTERACTION, &Value::List(l), &mut raw.raw);
+    encode_attr(attr::INTERACTION, &Value::List(kv![("id", "X2")]), &mut raw.raw);
+    assert_eq!(raw.encode(), pushed.encode());
+    assert_eq!(decode_frame(&raw.encode(), DEFAULT_MAX_FRAME), Ok(pushed));
 }

@@ -297,6 +297,10 @@ impl Sim {
 }
 
 fn ids_of(f: &Frame) -> Vec<String> {
+    // Answers may carry attributes pre-encoded (Frame::raw): read the frame
+    // as a client would.
+    let f = ixn_shard::proto::frame::decode_frame(&f.encode(), ixn_shard::proto::frame::ABSOLUTE_MAX_FRAME)
+        .expect("the server's answers decode");
     f.attrs
         .iter()
         .filter(|a| a.id == attr::INTERACTION)

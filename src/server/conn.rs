@@ -269,7 +269,7 @@ fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
     let ref_id = header.ref_id();
     conn.unanswered.set(conn.unanswered.get() + 1);
     let frame = match decode_body(body) {
-        Ok(attrs) => Frame { msg_type: header.msg_type(), ref_id, attrs },
+        Ok(attrs) => Frame { msg_type: header.msg_type(), ref_id, attrs, raw: Vec::new() },
         Err(e) => return conn.error(ref_id, ErrorCode::MalformedBody, format!("malformed body: {e}")),
     };
     let request = match Request::decode(&frame) {

@@ -114,11 +114,16 @@ pub struct Frame {
     pub msg_type: u16,
     pub ref_id: u32,
     pub attrs: Vec<Attr>,
+    /// Attributes already encoded (see [`encode_attr`]), sent after
+    /// `attrs`. Only the server's own answers use it, to pass on what
+    /// another shard encoded without rebuilding it; a decoded frame has
+    /// every attribute in `attrs` and nothing here.
+    pub raw: Vec<u8>,
 }
 
 impl Frame {
     pub fn new(msg_type: u16, ref_id: u32) -> Self {
-        Frame { msg_type, ref_id, attrs: Vec::new() }
+        Frame { msg_type, ref_id, attrs: Vec::new(), raw: Vec::new() }
     }
 
     /// Adds an attribute (builder style).
@@ -153,9 +158,9 @@ impl Frame {
         let start = out.len();
         out.extend_from_slice(&[0u8; HEADER_LEN]);
         for a in &self.attrs {
-            out.extend_from_slice(&a.id.to_le_bytes());
-            encode_value(&a.value, out);
+            encode_attr(a.id, &a.value, out);
         }
+        out.extend_from_slice(&self.raw);
         let length = (out.len() - start) as u32;
         let header = Header::new(length, self.msg_type, self.ref_id);
         out[start..start + HEADER_LEN].copy_from_slice(bytemuck::bytes_of(&header));
@@ -166,6 +171,12 @@ impl Frame {
         self.encode_into(&mut out);
         out
     }
+}
+
+/// Encodes one attribute (id, type tag, length, payload), appending to `out`.
+pub fn encode_attr(id: u16, v: &Value, out: &mut Vec<u8>) {
+    out.extend_from_slice(&id.to_le_bytes());
+    encode_value(v, out);
 }
 
 /// Encodes `type tag, u32 length, payload`.
@@ -285,7 +296,7 @@ pub fn decode_frame(buf: &[u8], max_frame: usize) -> Result<Frame, String> {
                 return Err("trailing bytes after frame".into());
             }
             let attrs = decode_body(body).map_err(|e| e.0)?;
-            Ok(Frame { msg_type: h.msg_type(), ref_id: h.ref_id(), attrs })
+            Ok(Frame { msg_type: h.msg_type(), ref_id: h.ref_id(), attrs, raw: Vec::new() })
         }
     }
 }

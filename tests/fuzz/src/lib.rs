@@ -115,7 +115,7 @@ fn frame_step(header: &Header, body: &[u8], total: usize, bytes: &[u8]) -> Step 
         Err(e) => return Step::Frame { msg_type, ref_id, total, body: Err(e.0), request: None },
     };
     let count = attrs.len();
-    let frame = Frame { msg_type, ref_id, attrs };
+    let frame = Frame { msg_type, ref_id, attrs, raw: Vec::new() };
     let mut expect = bytes.to_vec();
     expect[7] = 0; // flags: ignored on input, written as 0
     assert_eq!(frame.encode(), expect, "decoding then encoding changed the frame");
