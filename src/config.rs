@@ -220,6 +220,30 @@ struct TenantEntry {
     business_process: Vec<ProcessEntry>,
     #[serde(default)]
     workbin: Vec<WorkbinEntry>,
+    #[serde(default)]
+    agent: Vec<AgentEntry>,
+    #[serde(default)]
+    place: Vec<PlaceEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct AgentEntry {
+    login_id: Spanned<String>,
+    /// Skill name to level (1-10).
+    #[serde(default)]
+    skills: std::collections::BTreeMap<String, i64>,
+    /// Media type name to the most interactions of it held at once.
+    #[serde(default)]
+    capacity: std::collections::BTreeMap<String, i64>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PlaceEntry {
+    name: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -450,6 +474,15 @@ fn build_catalog(tenants: &[TenantEntry], enable_submit: bool) -> Result<Catalog
             })?;
             t.add_workbin(w.name.get_ref(), kind).map_err(|e| (w.name.span(), e))?;
         }
+        for a in &te.agent {
+            let skills: Vec<(&str, i64)> = a.skills.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let capacity: Vec<(&str, i64)> = a.capacity.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let groups: Vec<&str> = a.groups.iter().map(String::as_str).collect();
+            t.add_agent(a.login_id.get_ref(), &skills, &capacity, &groups).map_err(|e| (a.login_id.span(), e))?;
+        }
+        for p in &te.place {
+            t.add_place(p.name.get_ref()).map_err(|e| (p.name.span(), e))?;
+        }
         for p in &te.business_process {
             for q in &p.queue {
                 if let Some(next) = &q.next {
@@ -527,6 +560,9 @@ mod tests {
                 out.push(format!("view {} queue {} {:?} {:?} {}", v.name, v.queue, v.condition, v.order, v.implicit));
             }
             out.extend(t.workbins.iter().map(|w| format!("workbin {} {:?}", w.name, w.kind)));
+            out.extend(t.agents.iter().map(|a| format!("agent {a:?}")));
+            out.extend(t.places.iter().map(|p| format!("place {}", p.name)));
+            out.push(format!("groups {:?}", t.groups));
         }
         out
     }

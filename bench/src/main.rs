@@ -10,6 +10,7 @@
 //!   (`backlog.rs`).
 
 mod backlog;
+mod genconfig;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -35,6 +36,8 @@ enum Scenario {
     Submit(SubmitArgs),
     /// A large backlog: fill, pulls in view order, a snapshot of it all, finds.
     Backlog(backlog::BacklogArgs),
+    /// Print a server configuration: the embedded default with A agents and places.
+    GenConfig(genconfig::GenConfigArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -79,6 +82,7 @@ fn main() {
     let result = match args.scenario {
         Scenario::Submit(a) => submit(a),
         Scenario::Backlog(a) => backlog::backlog(a),
+        Scenario::GenConfig(a) => genconfig::gen_config(a),
     };
     if let Err(e) = result {
         eprintln!("ixn-bench: {e}");

@@ -64,6 +64,35 @@ impl WorkbinKind {
     }
 }
 
+/// Index of an agent within its tenant.
+pub type AgentIdx = u32;
+/// Index of a place within its tenant.
+pub type PlaceIdx = u32;
+/// Index of an agent group within its tenant.
+pub type GroupIdx = u16;
+
+/// Highest skill level; levels are 1 to this.
+pub const MAX_SKILL_LEVEL: u8 = 10;
+
+/// A person who handles interactions, as configured. Logging in, readiness
+/// and delivery use it (issue 4, in progress).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Agent {
+    pub login_id: String,
+    /// Skill name and level (1 to [`MAX_SKILL_LEVEL`]), sorted by name.
+    pub skills: Vec<(String, u8)>,
+    /// How many interactions of a media type it may hold at once; a media
+    /// type not listed: none.
+    pub capacity: Vec<(MediaIdx, u16)>,
+    pub groups: Vec<GroupIdx>,
+}
+
+/// Where an agent works (a desk, a seat): agents log in on a place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub name: String,
+}
+
 /// Personal or group storage for interactions outside any queue.
 #[derive(Clone, Debug)]
 pub struct Workbin {
@@ -98,8 +127,14 @@ pub struct Tenant {
     pub queues: Vec<Queue>,
     pub views: Vec<View>,
     pub workbins: Vec<Workbin>,
+    pub agents: Vec<Agent>,
+    pub places: Vec<Place>,
+    /// Agent group names; groups exist by being named by an agent.
+    pub groups: Vec<String>,
     media_by_name: AHashMap<String, MediaIdx>,
     queue_by_name: AHashMap<String, QueueIdx>,
+    agent_by_login: AHashMap<String, AgentIdx>,
+    place_by_name: AHashMap<String, PlaceIdx>,
 }
 
 impl Tenant {
@@ -111,8 +146,13 @@ impl Tenant {
             queues: Vec::new(),
             views: Vec::new(),
             workbins: Vec::new(),
+            agents: Vec::new(),
+            places: Vec::new(),
+            groups: Vec::new(),
             media_by_name: AHashMap::new(),
             queue_by_name: AHashMap::new(),
+            agent_by_login: AHashMap::new(),
+            place_by_name: AHashMap::new(),
         }
     }
 
@@ -187,6 +227,78 @@ impl Tenant {
         Ok((self.workbins.len() - 1) as WorkbinIdx)
     }
 
+    /// Adds an agent. `skills` are (name, level 1-10); `capacity` is (media
+    /// type name, most held at once); `groups` are group names, created on
+    /// first use. Errors name what is wrong.
+    pub fn add_agent(
+        &mut self,
+        login_id: &str,
+        skills: &[(&str, i64)],
+        capacity: &[(&str, i64)],
+        groups: &[&str],
+    ) -> Result<AgentIdx, String> {
+        if login_id.is_empty() || login_id.len() > 255 {
+            return Err(format!("agent login id '{login_id}' must be 1 to 255 bytes"));
+        }
+        if self.agent_by_login.contains_key(login_id) {
+            return Err(format!("agent '{login_id}' is defined twice in tenant '{}'", self.name));
+        }
+        let mut sk = Vec::with_capacity(skills.len());
+        for &(name, level) in skills {
+            if !(1..=MAX_SKILL_LEVEL as i64).contains(&level) {
+                return Err(format!("agent '{login_id}': skill '{name}' level {level} is not 1 to {MAX_SKILL_LEVEL}"));
+            }
+            sk.push((name.to_string(), level as u8));
+        }
+        sk.sort();
+        let mut cap = Vec::with_capacity(capacity.len());
+        for &(media, n) in capacity {
+            let m = self.media_type(media).ok_or_else(|| {
+                format!("agent '{login_id}': capacity names unknown media type '{media}' of tenant '{}'", self.name)
+            })?;
+            if !(0..=u16::MAX as i64).contains(&n) {
+                return Err(format!("agent '{login_id}': capacity for '{media}' must be 0 to {}", u16::MAX));
+            }
+            cap.push((m, n as u16));
+        }
+        let mut gs = Vec::with_capacity(groups.len());
+        for g in groups {
+            let idx = match self.groups.iter().position(|x| x == g) {
+                Some(i) => i,
+                None => {
+                    self.groups.push(g.to_string());
+                    self.groups.len() - 1
+                }
+            };
+            gs.push(idx as GroupIdx);
+        }
+        let idx = self.agents.len() as AgentIdx;
+        self.agents.push(Agent { login_id: login_id.into(), skills: sk, capacity: cap, groups: gs });
+        self.agent_by_login.insert(login_id.into(), idx);
+        Ok(idx)
+    }
+
+    pub fn add_place(&mut self, name: &str) -> Result<PlaceIdx, String> {
+        if name.is_empty() || name.len() > 255 {
+            return Err(format!("place name '{name}' must be 1 to 255 bytes"));
+        }
+        if self.place_by_name.contains_key(name) {
+            return Err(format!("place '{name}' is defined twice in tenant '{}'", self.name));
+        }
+        let idx = self.places.len() as PlaceIdx;
+        self.places.push(Place { name: name.into() });
+        self.place_by_name.insert(name.into(), idx);
+        Ok(idx)
+    }
+
+    pub fn agent(&self, login_id: &str) -> Option<AgentIdx> {
+        self.agent_by_login.get(login_id).copied()
+    }
+
+    pub fn place(&self, name: &str) -> Option<PlaceIdx> {
+        self.place_by_name.get(name).copied()
+    }
+
     /// Gives every queue without a configured view its implicit view
     /// (named like the queue; skipped if a configured view has that name).
     fn add_implicit_views(&mut self) {
@@ -248,8 +360,10 @@ impl Catalog {
     /// types chat, email, sms, workitem enabled and voice disabled, business
     /// process `default` with queues `inbound` (next: `done`) and `done`, the view
     /// `inbound-by-priority` on `inbound` (priority descending, then
-    /// submission order), the implicit view `done`, and two workbins:
-    /// `personal` (per agent) and `team` (per agent group).
+    /// submission order), the implicit view `done`, two workbins:
+    /// `personal` (per agent) and `team` (per agent group), and agents
+    /// `agent1` to `agent10` (skill `english` 5, capacity chat 3 and email 1,
+    /// group `agents`) with places `place1` to `place10`.
     pub fn embedded_default() -> Self {
         let mut t = Tenant::new("default");
         for m in ["chat", "email", "sms", "workitem"] {
@@ -261,6 +375,11 @@ impl Catalog {
         t.add_view("inbound", "inbound-by-priority", None, Some("priority DESC")).expect("valid view");
         t.add_workbin("personal", WorkbinKind::Agent).expect("unique");
         t.add_workbin("team", WorkbinKind::AgentGroup).expect("unique");
+        for i in 1..=10 {
+            let login = format!("agent{i}");
+            t.add_agent(&login, &[("english", 5)], &[("chat", 3), ("email", 1)], &["agents"]).expect("valid agent");
+            t.add_place(&format!("place{i}")).expect("unique");
+        }
         Catalog::new(vec![t], true).expect("unique")
     }
 

@@ -101,14 +101,17 @@ pub(crate) struct ScanOp {
     orphaned: bool,
 }
 
+/// Bytes `start..end` of one shard's Described buffer.
+type Span = (u16, u32, u32);
+
 #[derive(Debug)]
 pub(crate) struct DescribeOp {
     caller: Caller,
     start: u32,
     total: u64,
     /// Each entry's id, and where its encoded description lies in
-    /// `answers` (shard, start, end); none or empty: gone.
-    items: Vec<(Box<str>, Option<(u16, u32, u32)>)>,
+    /// `answers`; none or empty: gone.
+    items: Vec<(Box<str>, Option<Span>)>,
     /// For each shard, the positions in `items` of the ids asked of it.
     positions: Vec<Vec<usize>>,
     /// Each shard's Described buffer.
