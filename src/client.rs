@@ -17,7 +17,7 @@ use ixn_shard::proto::frame::{split_frame, Frame, ABSOLUTE_MAX_FRAME};
 use ixn_shard::proto::request::error_of;
 use ixn_shard::proto::request::DEFAULT_SNAPSHOT_PAGE;
 use ixn_shard::proto::{attr, msg_type, ClientType, ProtoError, Request, Submit};
-use ixn_shard::{KvList, Value};
+use ixn_shard::KvList;
 
 #[derive(Debug)]
 pub enum ClientError {
@@ -333,7 +333,7 @@ impl Client {
     pub fn queue_depth_in(&mut self, tenant: &str) -> Result<Vec<KvList>> {
         let req = Request::GetQueueDepth { tenant: tenant.to_string() };
         let f = self.call_expecting(&req, msg_type::EVENT_QUEUE_DEPTH)?;
-        Ok(repeated(&f, attr::QUEUE_DEPTH))
+        Ok(f.lists(attr::QUEUE_DEPTH))
     }
 
     /// Moves an interaction into `owner`'s content of a workbin.
@@ -379,19 +379,7 @@ impl Client {
 /// The Interaction (41) attributes of an answer, in order: one list per
 /// interaction (docs/protocol.md, "Interaction lists").
 pub fn interactions(f: &Frame) -> Vec<KvList> {
-    repeated(f, attr::INTERACTION)
-}
-
-/// Every list-valued attribute `id` of a frame, in order.
-fn repeated(f: &Frame, id: u16) -> Vec<KvList> {
-    f.attrs
-        .iter()
-        .filter(|a| a.id == id)
-        .filter_map(|a| match &a.value {
-            Value::List(l) => Some(l.clone()),
-            _ => None,
-        })
-        .collect()
+    f.lists(attr::INTERACTION)
 }
 
 /// A non-negative int attribute the answer must carry.

@@ -227,18 +227,7 @@ fn pos(shard: u16, ix: &Interaction) -> ViewPos {
 }
 
 fn ids_of(f: &Frame) -> Vec<String> {
-    // Answers may carry attributes pre-encoded (Frame::raw): read the frame
-    // as a client would.
-    let f = ixn_shard::proto::frame::decode_frame(&f.encode(), ixn_shard::proto::frame::ABSOLUTE_MAX_FRAME)
-        .expect("the server's answers decode");
-    f.attrs
-        .iter()
-        .filter(|a| a.id == attr::INTERACTION)
-        .filter_map(|a| match &a.value {
-            Value::List(l) => l.get("id").and_then(Value::as_str).map(str::to_string),
-            _ => None,
-        })
-        .collect()
+    f.lists(attr::INTERACTION).iter().filter_map(|l| l.get("id").and_then(Value::as_str).map(str::to_string)).collect()
 }
 
 fn int_of(f: &Frame, id: u16, what: &str) -> Result<i64, String> {
@@ -417,7 +406,7 @@ pub fn run(a: BacklogArgs) -> Result<(), String> {
             }
             for id in &ids {
                 let (shard, ix) = mesh.interaction(id).ok_or_else(|| format!("pulled {id}, which no shard has"))?;
-                if !ix.locked {
+                if mesh.shards[shard as usize].lock_of(id).is_none() {
                     return Err(format!("pulled {id} is not locked"));
                 }
                 let here = pos(shard, ix);
@@ -448,7 +437,7 @@ pub fn run(a: BacklogArgs) -> Result<(), String> {
     let mut locked = 0usize;
     for (s, shard) in mesh.shards.iter().enumerate() {
         for ix in shard.interactions() {
-            if ix.locked {
+            if shard.lock_of(&ix.id).is_some() {
                 locked += 1;
             } else if matches!(ix.place, Place::Queue(_)) && last.is_some_and(|l| pos(s as u16, ix) <= l) {
                 return Err(format!("{} was skipped by the pulls", ix.id));

@@ -34,7 +34,7 @@ use crate::machine::{Caller, Origin, Output, Shard};
 use crate::peer::{Filter, Head, Holder, IdList, LockKind, PeerMsg, QueueDepth, ScanMode};
 use crate::proto::frame::{encode_attr, encoded_list_len, Frame};
 use crate::proto::msg::{attr, msg_type, ClientType, ErrorCode};
-use crate::proto::request::{event_ack, event_error, ProtoError, MAX_FIND_LIMIT};
+use crate::proto::request::{event_ack, ProtoError, MAX_FIND_LIMIT};
 use crate::store::Slot;
 use crate::value::{KvList, Value};
 
@@ -48,6 +48,11 @@ pub const MAX_SNAPSHOTS_PER_CONNECTION: usize = 64;
 
 /// Room kept in a frame for the attributes besides the interactions.
 const FRAME_MARGIN: usize = 256;
+
+/// Global view order of heads from several shards: key, tie, then shard.
+fn view_order(a: &Head, sa: u16, b: &Head, sb: u16) -> std::cmp::Ordering {
+    (&a.key, a.tie, sa).cmp(&(&b.key, b.tie, sb))
+}
 
 /// Bytes an INTERACTION attribute holding `l` takes in a frame.
 fn attr_len(l: &KvList) -> usize {
@@ -190,6 +195,23 @@ impl Shard {
         id
     }
 
+    /// Ends `origin`'s locks of `kind` on the listed ids, each list sent to
+    /// its shard (`by_shard[shard]`).
+    fn unlock_ids(origin: Origin, kind: LockKind, by_shard: Vec<IdList>, out: &mut Vec<Output>) {
+        for (to, ids) in by_shard.into_iter().enumerate() {
+            if !ids.is_empty() {
+                let msg = PeerMsg::Unlock { origin, kind: Some(kind), ids: Some(ids), confirm: None };
+                out.push(Output::Peer { to: to as u16, msg });
+            }
+        }
+    }
+
+    /// Whether an attribute of `n` bytes still fits in an answer that has
+    /// `used` bytes of interactions.
+    fn fits(&self, used: usize, n: usize) -> bool {
+        used + n + FRAME_MARGIN <= self.params.max_frame
+    }
+
     fn reply(out: &mut Vec<Output>, caller: &Caller, frame: Frame) {
         out.push(Output::Reply { origin: caller.origin, frame });
     }
@@ -270,7 +292,7 @@ impl Shard {
         }
         let need = (p.want - p.got.len() as u32) as usize;
         let mut picked = std::mem::take(&mut p.candidates);
-        picked.sort_by(|(a, sa), (b, sb)| (&a.key, a.tie, sa).cmp(&(&b.key, b.tie, sb)));
+        picked.sort_by(|(a, sa), (b, sb)| view_order(a, *sa, b, *sb));
         picked.truncate(need);
         if picked.is_empty() {
             if !p.got.is_empty() || p.deadline == 0 || now_ms >= p.deadline {
@@ -341,7 +363,7 @@ impl Shard {
     fn pull_finish(&mut self, op: u64, out: &mut Vec<Output>) {
         let Some(Op::Pull(mut p)) = self.ops.remove(&op) else { return };
         self.unwatch(op, &p, out);
-        p.got.sort_by(|(a, sa, _), (b, sb, _)| (&a.key, a.tie, sa).cmp(&(&b.key, b.tie, sb)));
+        p.got.sort_by(|(a, sa, _), (b, sb, _)| view_order(a, *sa, b, *sb));
         let mut f = Frame::new(msg_type::EVENT_PULLED_INTERACTIONS, p.caller.ref_id);
         let mut size = 0;
         let mut count = 0i64;
@@ -351,7 +373,7 @@ impl Shard {
             let n = attr_len(&l);
             // Once one does not fit, the rest go back too, so the answer
             // stays a prefix of the view's order.
-            full = full || size + n + FRAME_MARGIN > self.params.max_frame;
+            full = full || !self.fits(size, n);
             if full {
                 left[shard as usize].push(&h.id);
                 continue;
@@ -361,17 +383,7 @@ impl Shard {
             f.push(attr::INTERACTION, l);
         }
         f.push(attr::COUNT, count);
-        for (to, ids) in left.into_iter().enumerate() {
-            if !ids.is_empty() {
-                let msg = PeerMsg::Unlock {
-                    origin: p.caller.origin,
-                    kind: Some(LockKind::Routing),
-                    ids: Some(ids),
-                    confirm: None,
-                };
-                out.push(Output::Peer { to: to as u16, msg });
-            }
-        }
+        Self::unlock_ids(p.caller.origin, LockKind::Routing, left, out);
         Self::reply(out, &p.caller, f);
     }
 
@@ -415,9 +427,7 @@ impl Shard {
         out: &mut Vec<Output>,
     ) -> Reply {
         let t = self.tenant_idx(tenant)?;
-        let w = self.catalog.tenant_at(t).workbin(workbin).ok_or_else(|| {
-            ProtoError::new(ErrorCode::UnknownWorkbin, format!("unknown workbin '{workbin}' in tenant '{tenant}'"))
-        })?;
+        let w = self.workbin_idx(t, workbin)?;
         let filter = Filter::Workbin { tenant: t, workbin: w, owner: owner.into() };
         self.start_scan(caller, ScanWhat::Workbin, filter, MAX_FIND_LIMIT, ScanMode::Find, out);
         Ok(None)
@@ -434,8 +444,9 @@ impl Shard {
     ) -> Reply {
         let condition = Arc::new(Condition::parse(condition).map_err(invalid_condition)?);
         let tenant = tenant.map(|t| self.tenant_idx(t)).transpose()?;
+        let taking = |o: &Op| matches!(o, Op::Scan(s) if s.caller.origin == caller.origin && matches!(s.what, ScanWhat::Snapshot { .. }));
         let open = self.snapshots.values().filter(|s| s.owner == caller.origin).count()
-            + self.ops.values().filter(|o| matches!(o, Op::Scan(s) if s.caller.origin == caller.origin)).count();
+            + self.ops.values().filter(|o| taking(o)).count();
         if open >= MAX_SNAPSHOTS_PER_CONNECTION {
             return Err(ProtoError::new(
                 ErrorCode::InvalidValue,
@@ -516,10 +527,11 @@ impl Shard {
                 let mut count = 0i64;
                 for (_, _, p, i) in order {
                     let l = std::mem::take(&mut s.parts[p as usize].3[i as usize]);
-                    size += attr_len(&l);
-                    if size + FRAME_MARGIN > self.params.max_frame {
+                    let n = attr_len(&l);
+                    if !self.fits(size, n) {
                         break;
                     }
+                    size += n;
                     count += 1;
                     f.push(attr::INTERACTION, l);
                 }
@@ -534,13 +546,7 @@ impl Shard {
                     for (_, shard, p, i) in extra {
                         by_shard[shard as usize].push(s.parts[p as usize].2.get(i as usize));
                     }
-                    for (to, ids) in by_shard.into_iter().enumerate() {
-                        if !ids.is_empty() {
-                            let kind = Some(LockKind::Snapshot(snapshot));
-                            let msg = PeerMsg::Unlock { origin: s.caller.origin, kind, ids: Some(ids), confirm: None };
-                            out.push(Output::Peer { to: to as u16, msg });
-                        }
-                    }
+                    Self::unlock_ids(s.caller.origin, LockKind::Snapshot(snapshot), by_shard, out);
                 }
                 if s.orphaned {
                     return;
@@ -639,7 +645,7 @@ impl Shard {
                     &gone[..]
                 }
             };
-            if f.raw.len() + bytes.len() + FRAME_MARGIN > self.params.max_frame {
+            if !self.fits(f.raw.len(), bytes.len()) {
                 break;
             }
             count += 1;
@@ -780,8 +786,7 @@ impl Shard {
                     match slot {
                         Some(slot) if ok => {
                             self.lock(slot, holder.clone(), LockKind::Routing, deadline, out);
-                            let l = self.store.get(slot).summary(self.names(), Some(&holder.name));
-                            got.push((h, l));
+                            got.push((h, self.describe(slot)));
                         }
                         _ => missed += 1,
                     }
@@ -817,9 +822,7 @@ impl Shard {
                 let mut ends = Vec::with_capacity(ids.len());
                 for id in &ids {
                     if let Some(slot) = self.store.find(id).filter(|&s| self.store.get(s).visible) {
-                        let lock = self.locks.get(&slot).map(|l| &*l.holder.name);
-                        let l = self.store.get(slot).summary(self.names(), lock);
-                        encode_attr(attr::INTERACTION, &Value::List(l), &mut encoded);
+                        encode_attr(attr::INTERACTION, &Value::List(self.describe(slot)), &mut encoded);
                     }
                     ends.push(u32::try_from(encoded.len()).expect("a page under 4 GiB"));
                 }
@@ -864,7 +867,7 @@ impl Shard {
         let mut best: BinaryHeap<(u64, Slot)> = BinaryHeap::new();
         let mut total = 0u64;
         for (slot, ix) in self.store.iter() {
-            if !ix.visible || (locking && ix.locked) {
+            if !ix.visible || (locking && self.locks.contains_key(&slot)) {
                 continue;
             }
             let hit = match filter {
@@ -892,8 +895,7 @@ impl Shard {
         let mut described = Vec::new();
         for (tie, slot) in picked {
             if matches!(mode, ScanMode::Find) {
-                let lock = self.locks.get(&slot).map(|l| &*l.holder.name);
-                described.push(self.store.get(slot).summary(self.names(), lock));
+                described.push(self.describe(slot));
             }
             ties.push(tie);
             ids.push(&self.store.get(slot).id);
@@ -921,12 +923,4 @@ impl Shard {
             self.unlock(slot, out);
         }
     }
-}
-
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<PeerMsg>();
-    is_send::<Arc<Condition>>();
-    let _ = event_error;
 }

@@ -102,8 +102,6 @@ pub struct Interaction {
     /// Whether its submission is committed, so views and search may show
     /// it. A submit is indexed only when its write is durable.
     pub visible: bool,
-    /// Whether a client holds a lock on it (details in the lock table).
-    pub locked: bool,
 }
 
 /// Bits of a tie below the microsecond: a shard's sequence within one
@@ -417,7 +415,6 @@ impl Interaction {
             submitted_by: syms.intern(&r.submitted_by),
             stored: true,
             visible: true,
-            locked: false,
         };
         ix.set_properties(r.properties.clone());
         Ok(ix)

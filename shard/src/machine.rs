@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use ahash::AHashMap;
 
-use crate::catalog::{Catalog, TenantIdx, ViewIdx};
+use crate::catalog::{Catalog, QueueIdx, TenantIdx, ViewIdx, WorkbinIdx};
 use crate::coord::Op;
 use crate::id::{self, IdGen};
 use crate::interaction::{tie_at, Interaction, InteractionRecord, IxId, Millis, Names, Place};
@@ -442,7 +442,8 @@ impl Shard {
     }
 
     /// Sends the current state of `slot` to storage; the reply waits for it.
-    fn write(&mut self, slot: Slot, reply_to: Option<Origin>, reply: Frame, undo: Undo, out: &mut Vec<Output>) {
+    /// Returns the write's token.
+    fn write(&mut self, slot: Slot, reply_to: Option<Origin>, reply: Frame, undo: Undo, out: &mut Vec<Output>) -> u64 {
         let record = Box::new(self.store.get(slot).to_record(self.names()));
         let ix = self.store.get_mut(slot);
         let op = if ix.stored { StoreOp::Upsert(record) } else { StoreOp::Insert(record) };
@@ -450,6 +451,7 @@ impl Shard {
         let token = self.new_token();
         self.pending.insert(token, Pending { reply_to, reply, undo, reveal: None });
         out.push(Output::Store { token, op });
+        token
     }
 
     fn submit(&mut self, now_ms: Millis, caller: &Caller, s: Submit, out: &mut Vec<Output>) -> Reply {
@@ -522,13 +524,11 @@ impl Shard {
             submitted_by: self.syms.intern(&caller.client_name),
             stored: false,
             visible: false,
-            locked: false,
         };
         ix.set_properties(s.properties);
         let slot = self.store.insert(ix);
         let reply = event_ack(caller.ref_id).with(attr::INTERACTION_ID, &*id);
-        self.write(slot, Some(caller.origin), reply, Undo::ForgetSubmitted(id.clone()), out);
-        let token = self.next_token - 1;
+        let token = self.write(slot, Some(caller.origin), reply, Undo::ForgetSubmitted(id.clone()), out);
         self.pending.get_mut(&token).expect("just written").reveal = Some(id);
         Ok(None)
     }
@@ -570,10 +570,17 @@ impl Shard {
             .ok_or_else(|| ProtoError::new(ErrorCode::UnknownTenant, format!("unknown tenant '{name}'")))
     }
 
-    fn queue_idx(&self, tenant: TenantIdx, name: &str) -> Result<crate::catalog::QueueIdx, ProtoError> {
+    fn queue_idx(&self, tenant: TenantIdx, name: &str) -> Result<QueueIdx, ProtoError> {
         let t = self.catalog.tenant_at(tenant);
         t.queue(name).ok_or_else(|| {
             ProtoError::new(ErrorCode::UnknownQueue, format!("unknown queue '{name}' in tenant '{}'", t.name))
+        })
+    }
+
+    pub(crate) fn workbin_idx(&self, tenant: TenantIdx, name: &str) -> Result<WorkbinIdx, ProtoError> {
+        let t = self.catalog.tenant_at(tenant);
+        t.workbin(name).ok_or_else(|| {
+            ProtoError::new(ErrorCode::UnknownWorkbin, format!("unknown workbin '{name}' in tenant '{}'", t.name))
         })
     }
 
@@ -697,11 +704,7 @@ impl Shard {
         out: &mut Vec<Output>,
     ) -> Reply {
         let slot = self.live(id)?;
-        let tenant = self.store.get(slot).tenant;
-        let t = self.catalog.tenant_at(tenant);
-        let w = t.workbin(workbin).ok_or_else(|| {
-            ProtoError::new(ErrorCode::UnknownWorkbin, format!("unknown workbin '{workbin}' in tenant '{}'", t.name))
-        })?;
+        let w = self.workbin_idx(self.store.get(slot).tenant, workbin)?;
         if owner.is_empty() || owner.len() > MAX_NAME_LEN {
             return Err(ProtoError::new(
                 ErrorCode::InvalidValue,
@@ -722,7 +725,6 @@ impl Shard {
         self.drop_lock(slot);
         let ix = self.store.get_mut(slot);
         ix.place = place;
-        ix.locked = false;
         if matches!(place, Place::Queue(_)) {
             ix.placed_in_queue_at = now_ms;
             ix.moved_to_queue_at = now_ms;
@@ -736,8 +738,7 @@ impl Shard {
         self.check_lock(slot, caller)?;
         self.detach(slot);
         self.drop_lock(slot);
-        let mut ix = self.store.remove(slot);
-        ix.locked = false;
+        let ix = self.store.remove(slot);
         let token = self.new_token();
         self.pending.insert(
             token,
@@ -811,7 +812,7 @@ impl Shard {
     /// it in the queue's views whose condition it meets. Pulls waiting on
     /// those views are told.
     pub(crate) fn attach(&mut self, slot: Slot, out: &mut Vec<Output>) {
-        let Shard { store, views, depth, catalog, syms, watchers, .. } = self;
+        let Shard { store, views, depth, catalog, syms, watchers, locks, .. } = self;
         let ix = store.get(slot);
         let Place::Queue(q) = ix.place else { return };
         if !ix.visible {
@@ -819,21 +820,17 @@ impl Shard {
         }
         let count = &mut depth[ix.tenant as usize][q as usize];
         count.interactions += 1;
-        if ix.locked {
+        if locks.contains_key(&slot) {
             count.locked += 1;
             return;
         }
         let n = Names { catalog, syms };
-        let t = catalog.tenant_at(ix.tenant);
-        for &v in &t.queues[q as usize].views {
-            let view = &t.views[v as usize];
-            if view.condition.as_ref().is_none_or(|c| ix.matches(c, n)) {
-                let index = &mut views[ix.tenant as usize][v as usize];
-                index.insert(index.key(ix, n), ix.tie);
-                if let Some(w) = watchers.remove(&(ix.tenant, v)) {
-                    for (to, op) in w {
-                        out.push(Output::Peer { to, msg: PeerMsg::ViewFilled { op } });
-                    }
+        for v in views_holding(ix, q, n) {
+            let index = &mut views[ix.tenant as usize][v as usize];
+            index.insert(index.key(ix, n), ix.tie);
+            if let Some(w) = watchers.remove(&(ix.tenant, v)) {
+                for (to, op) in w {
+                    out.push(Output::Peer { to, msg: PeerMsg::ViewFilled { op } });
                 }
             }
         }
@@ -842,7 +839,7 @@ impl Shard {
     /// Undoes [`Shard::attach`]; call before changing anything a view or
     /// count depends on, then attach again.
     pub(crate) fn detach(&mut self, slot: Slot) {
-        let Shard { store, views, depth, catalog, syms, .. } = self;
+        let Shard { store, views, depth, catalog, syms, locks, .. } = self;
         let ix = store.get(slot);
         let Place::Queue(q) = ix.place else { return };
         if !ix.visible {
@@ -851,49 +848,55 @@ impl Shard {
         let count = &mut depth[ix.tenant as usize][q as usize];
         assert!(count.interactions > 0, "queue count below zero");
         count.interactions -= 1;
-        if ix.locked {
+        if locks.contains_key(&slot) {
             assert!(count.locked > 0, "locked count below zero");
             count.locked -= 1;
             return;
         }
         let n = Names { catalog, syms };
-        let t = catalog.tenant_at(ix.tenant);
-        for &v in &t.queues[q as usize].views {
-            let view = &t.views[v as usize];
-            if view.condition.as_ref().is_none_or(|c| ix.matches(c, n)) {
-                let index = &mut views[ix.tenant as usize][v as usize];
-                let removed = index.remove(index.key(ix, n), ix.tie);
-                assert!(removed, "interaction {} missing from view '{}'", ix.id, view.name);
-            }
+        for v in views_holding(ix, q, n) {
+            let index = &mut views[ix.tenant as usize][v as usize];
+            let removed = index.remove(index.key(ix, n), ix.tie);
+            assert!(
+                removed,
+                "interaction {} missing from view '{}'",
+                ix.id,
+                catalog.tenant_at(ix.tenant).views[v as usize].name
+            );
         }
     }
 
     /// Locks a visible, unlocked interaction to `holder`.
     pub(crate) fn lock(&mut self, slot: Slot, holder: Holder, kind: LockKind, deadline: Millis, out: &mut Vec<Output>) {
-        debug_assert!(!self.store.get(slot).locked);
+        debug_assert!(!self.locks.contains_key(&slot));
         self.detach(slot);
-        self.store.get_mut(slot).locked = true;
-        self.attach(slot, out);
         if deadline != 0 {
             self.deadlines.insert((deadline, slot));
         }
         self.locks.insert(slot, Lock { holder, kind, deadline });
+        self.attach(slot, out);
     }
 
     /// Ends the lock on `slot`; the interaction is back in its views, at
     /// the place its key gives it (its original place unless it changed).
     pub(crate) fn unlock(&mut self, slot: Slot, out: &mut Vec<Output>) {
-        if !self.store.get(slot).locked {
+        if !self.locks.contains_key(&slot) {
             return;
         }
         self.detach(slot);
         self.drop_lock(slot);
-        self.store.get_mut(slot).locked = false;
         self.attach(slot, out);
     }
 
-    /// Forgets the lock entry of `slot` (the caller fixes `locked` and the
-    /// counts).
+    /// The interaction at `slot` as an entry of an interaction list, with
+    /// the client holding a lock on it, if any.
+    pub(crate) fn describe(&self, slot: Slot) -> KvList {
+        let lock = self.locks.get(&slot).map(|l| &*l.holder.name);
+        self.store.get(slot).summary(self.names(), lock)
+    }
+
+    /// Forgets the lock entry of `slot`; call between detach and attach,
+    /// since the lock decides what those count and index.
     fn drop_lock(&mut self, slot: Slot) {
         if let Some(l) = self.locks.remove(&slot) {
             if l.deadline != 0 {
@@ -930,6 +933,17 @@ impl Shard {
         }
         Ok(())
     }
+}
+
+/// The views of queue `q` whose condition `ix` meets: those that hold it
+/// while it is unlocked (attach and detach must agree on them).
+fn views_holding<'a>(ix: &'a Interaction, q: QueueIdx, n: Names<'a>) -> impl Iterator<Item = ViewIdx> + 'a {
+    let t = n.catalog.tenant_at(ix.tenant);
+    t.queues[q as usize]
+        .views
+        .iter()
+        .copied()
+        .filter(move |&v| t.views[v as usize].condition.as_ref().is_none_or(|c| ix.matches(c, n)))
 }
 
 /// Longest interaction type, subtype or client name stored (the database

@@ -297,15 +297,7 @@ impl Sim {
 }
 
 fn ids_of(f: &Frame) -> Vec<String> {
-    // Answers may carry attributes pre-encoded (Frame::raw): read the frame
-    // as a client would.
-    let f = ixn_shard::proto::frame::decode_frame(&f.encode(), ixn_shard::proto::frame::ABSOLUTE_MAX_FRAME)
-        .expect("the server's answers decode");
-    f.attrs
-        .iter()
-        .filter(|a| a.id == attr::INTERACTION)
-        .map(|a| a.value.as_list().unwrap().get("id").unwrap().as_str().unwrap().to_string())
-        .collect()
+    f.lists(attr::INTERACTION).iter().map(|l| l.get("id").unwrap().as_str().unwrap().to_string()).collect()
 }
 
 fn code(f: &Frame) -> Option<ErrorCode> {

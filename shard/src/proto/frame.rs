@@ -153,6 +153,13 @@ impl Frame {
         self.get(id).and_then(Value::as_list)
     }
 
+    /// Every list-valued attribute `id`, in order, pre-encoded ones
+    /// ([`Frame::raw`]) included: how a client would read the frame.
+    pub fn lists(&self, id: u16) -> Vec<KvList> {
+        let raw = decode_body(&self.raw).expect("pre-encoded attributes decode");
+        self.attrs.iter().chain(raw.iter()).filter(|a| a.id == id).filter_map(|a| a.value.as_list().cloned()).collect()
+    }
+
     /// Encodes the frame, appending to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let start = out.len();
