@@ -54,6 +54,9 @@ pub struct Client {
     rbuf: Vec<u8>,
     rpos: usize,
     wbuf: Vec<u8>,
+    /// Unsolicited events (reference id 0: invitations, reporting events)
+    /// read while waiting for an answer, kept for [`Client::next_event`].
+    events: std::collections::VecDeque<Frame>,
 }
 
 impl Client {
@@ -73,6 +76,7 @@ impl Client {
                         rbuf: Vec::with_capacity(64 << 10),
                         rpos: 0,
                         wbuf: Vec::new(),
+                        events: std::collections::VecDeque::new(),
                     });
                 }
                 Err(e) => last = e,
@@ -179,13 +183,18 @@ impl Client {
     }
 
     /// Sends one request and waits for its answer. EventError becomes
-    /// `ClientError::Server`. Frames for other reference ids are dropped,
+    /// `ClientError::Server`. Unsolicited events met meanwhile are kept for
+    /// [`Client::next_event`]; answers for other reference ids are dropped,
     /// so do not mix `call` with pipelined requests in flight.
     pub fn call(&mut self, req: &Request) -> Result<Frame> {
         let r = self.queue(req);
         self.flush()?;
         loop {
             let f = self.recv()?;
+            if f.ref_id == 0 && f.msg_type >= msg_type::EVENT_INVITE {
+                self.events.push_back(f);
+                continue;
+            }
             if f.ref_id != r {
                 continue;
             }
@@ -361,6 +370,136 @@ impl Client {
         Ok((interactions(&f), count_of(&f, attr::TOTAL, "Total")?))
     }
 
+    /// The next unsolicited event (EventInvite, EventRevoked, a reporting
+    /// event...), waiting up to `timeout`; `None` if none came. Answers to
+    /// requests read meanwhile are dropped.
+    pub fn next_event(&mut self, timeout: Duration) -> Result<Option<Frame>> {
+        if let Some(f) = self.events.pop_front() {
+            return Ok(Some(f));
+        }
+        let old = self.stream.read_timeout()?;
+        self.stream.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        let deadline = std::time::Instant::now() + timeout;
+        let got = loop {
+            match self.recv() {
+                Ok(f) if f.ref_id == 0 => break Ok(Some(f)),
+                Ok(_) => {}
+                Err(ClientError::Io(e)) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    break Ok(None)
+                }
+                Err(e) => break Err(e),
+            }
+            if std::time::Instant::now() >= deadline {
+                break Ok(None);
+            }
+        };
+        self.stream.set_read_timeout(old)?;
+        got
+    }
+
+    /// Waits up to `timeout` for an event of type `msg_type`, skipping
+    /// others; `None` if none came.
+    pub fn wait_event(&mut self, msg_type: u16, timeout: Duration) -> Result<Option<Frame>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            match self.next_event(left)? {
+                Some(f) if f.msg_type == msg_type => return Ok(Some(f)),
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    // ----- agents --------------------------------------------------------------
+
+    /// Logs `agent` in on `place` (tenant `default`) on this connection;
+    /// `media` (name, capacity; 0 = configured), empty = every configured
+    /// media type. The agent starts not ready.
+    pub fn login(&mut self, agent: &str, place: &str, media: &[(&str, u16)]) -> Result<Frame> {
+        self.call(&Request::AgentLogin {
+            tenant: "default".into(),
+            agent: agent.into(),
+            place: place.into(),
+            media: media.iter().map(|(m, c)| (m.to_string(), *c)).collect(),
+            reason: None,
+        })
+    }
+
+    /// Logs out the agent of this connection (`None`) or the one named.
+    pub fn logout(&mut self, agent: Option<&str>) -> Result<()> {
+        let req = Request::AgentLogout { tenant: "default".into(), agent: agent.map(Into::into), reason: None };
+        self.call(&req).map(drop)
+    }
+
+    /// Ready (or not) for one media type, or all (`None`).
+    pub fn set_ready(&mut self, agent: Option<&str>, media: Option<&str>, ready: bool, reason: Option<&str>) -> Result<()> {
+        self.call(&Request::SetReady {
+            tenant: "default".into(),
+            agent: agent.map(Into::into),
+            media: media.map(Into::into),
+            ready,
+            reason: reason.map(Into::into),
+        })
+        .map(drop)
+    }
+
+    pub fn ready(&mut self) -> Result<()> {
+        self.set_ready(None, None, true, None)
+    }
+
+    pub fn set_dnd(&mut self, agent: Option<&str>, on: bool) -> Result<()> {
+        self.call(&Request::SetDoNotDisturb { tenant: "default".into(), agent: agent.map(Into::into), on }).map(drop)
+    }
+
+    /// The state of one agent, or of every agent of tenant `default`
+    /// (docs/protocol.md, "Agent state").
+    pub fn agent_state(&mut self, agent: Option<&str>) -> Result<Vec<KvList>> {
+        let req = Request::GetAgentState { tenant: "default".into(), agent: agent.map(Into::into) };
+        let f = self.call_expecting(&req, msg_type::EVENT_AGENT_STATE)?;
+        Ok(f.lists(attr::AGENT_STATE))
+    }
+
+    pub fn accept(&mut self, id: &str, ticket: Option<u64>) -> Result<()> {
+        self.call(&Request::Accept { id: id.into(), ticket }).map(drop)
+    }
+
+    pub fn reject(&mut self, id: &str, ticket: Option<u64>, reason: Option<&str>) -> Result<()> {
+        self.call(&Request::Reject { id: id.into(), ticket, reason: reason.map(Into::into) }).map(drop)
+    }
+
+    /// Offers an interaction to an agent (routing engines after a pull,
+    /// operators); returns the invitation's ticket.
+    pub fn deliver(&mut self, id: &str, agent: &str) -> Result<u64> {
+        let f = self.call(&Request::Deliver { id: id.into(), agent: agent.into() })?;
+        Ok(f.get_int(attr::TICKET).unwrap_or(0) as u64)
+    }
+
+    pub fn hold(&mut self, id: &str) -> Result<()> {
+        self.call(&Request::Hold { id: id.into() }).map(drop)
+    }
+
+    pub fn resume(&mut self, id: &str) -> Result<()> {
+        self.call(&Request::Resume { id: id.into() }).map(drop)
+    }
+
+    pub fn transfer(&mut self, id: &str, agent: &str) -> Result<u64> {
+        let f = self.call(&Request::TransferToAgent { id: id.into(), agent: agent.into() })?;
+        Ok(f.get_int(attr::TICKET).unwrap_or(0) as u64)
+    }
+
+    pub fn leave(&mut self, id: &str, queue: Option<&str>) -> Result<()> {
+        self.call(&Request::LeaveInteraction { id: id.into(), queue: queue.map(Into::into) }).map(drop)
+    }
+
+    /// Subscribes to the reporting stream (of one tenant, or all).
+    pub fn subscribe(&mut self, tenant: Option<&str>) -> Result<()> {
+        self.call(&Request::Subscribe { tenant: tenant.map(Into::into) }).map(drop)
+    }
+
     /// [`Client::call`], and a check that the answer is of type `want`.
     fn call_expecting(&mut self, req: &Request, want: u16) -> Result<Frame> {
         let f = self.call(req)?;
@@ -373,6 +512,16 @@ impl Client {
             )));
         }
         Ok(f)
+    }
+
+    /// Takes the connection apart, for a caller that drives the socket
+    /// itself from here on (ixn-bench polls many in non-blocking mode):
+    /// the stream, the bytes read but not yet parsed (the start of the next
+    /// frames), and the unsolicited events [`Client::call`] kept. Requests
+    /// queued but not flushed are dropped.
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>, Vec<Frame>) {
+        let rest = self.rbuf[self.rpos..].to_vec();
+        (self.stream, rest, self.events.into_iter().collect())
     }
 }
 

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use ixn_shard::catalog::{Catalog, Tenant, WorkbinKind};
+use ixn_shard::machine::{AgentParams, MultipleConnections};
 use ixn_shard::proto::frame::{ABSOLUTE_MAX_FRAME, DEFAULT_MAX_FRAME, HEADER_LEN};
 use ixn_shard::proto::ClientType;
 use serde::Deserialize;
@@ -166,6 +167,48 @@ pub struct Settings {
     pub pull_hold_timeout: f64,
     /// Most interactions one snapshot holds.
     pub max_interactions_per_snapshot: u32,
+    /// Seconds an invitation to an agent waits for an answer before it is
+    /// revoked and the interaction goes back to its place in its queue.
+    pub delivering_timeout: f64,
+    /// Seconds an agent may handle an interaction before it goes back to
+    /// its queue.
+    pub handling_timeout: f64,
+    /// Whether an invitation that times out sets the agent not ready for
+    /// its media type.
+    pub not_ready_on_invitation_timeout: bool,
+    /// Seconds an agent stays logged in after its last connection dropped;
+    /// 0: logged out at once.
+    pub login_session_timeout: f64,
+    /// `true`, `false` or `"force-logout"`.
+    #[serde(deserialize_with = "de_multiple_connections")]
+    pub allow_multiple_agent_connections: MultipleConnections,
+    /// A place holds one agent at a time.
+    pub agent_login_control: bool,
+    /// Licensed agent seats of this node (logins at once); absent: unlimited.
+    pub agent_seats: Option<u32>,
+    /// `"queue"` or `"workbin:NAME"`; absent: `"queue"`. Checked and turned
+    /// into [`Catalog::handled_at_restart_workbin`].
+    pub handled_at_restart: Option<Spanned<String>>,
+}
+
+impl Settings {
+    /// The agent options as the shards take them (milliseconds).
+    pub fn agent_params(&self) -> AgentParams {
+        AgentParams {
+            delivering_timeout_ms: secs_to_ms(self.delivering_timeout),
+            handling_timeout_ms: secs_to_ms(self.handling_timeout),
+            not_ready_on_invitation_timeout: self.not_ready_on_invitation_timeout,
+            login_session_timeout_ms: secs_to_ms(self.login_session_timeout),
+            multiple_connections: self.allow_multiple_agent_connections,
+            agent_login_control: self.agent_login_control,
+            agent_seats: self.agent_seats.unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// Seconds (checked to be 0 to 1e9 at parse) to whole milliseconds.
+fn secs_to_ms(s: f64) -> i64 {
+    (s * 1000.0).round() as i64
 }
 
 impl Default for Settings {
@@ -179,6 +222,14 @@ impl Default for Settings {
             routing_timeout: 720.0 * 60.0,
             pull_hold_timeout: 0.0,
             max_interactions_per_snapshot: 500,
+            delivering_timeout: 30.0,
+            handling_timeout: 180.0 * 60.0,
+            not_ready_on_invitation_timeout: false,
+            login_session_timeout: 1440.0,
+            allow_multiple_agent_connections: MultipleConnections::Allow,
+            agent_login_control: true,
+            agent_seats: None,
+            handled_at_restart: None,
         }
     }
 }
@@ -269,7 +320,16 @@ struct QueueEntry {
     next: Option<Spanned<String>>,
     #[serde(default)]
     view: Vec<ViewEntry>,
+    /// The built-in routing strategy: only "longest-idle".
+    strategy: Option<Spanned<String>>,
+    /// The view the strategy delivers from; absent: the queue's first.
+    strategy_view: Option<Spanned<String>>,
+    /// The property naming an interaction's required skills.
+    skills_property: Option<Spanned<String>>,
 }
+
+/// The only built-in strategy.
+pub const STRATEGY_LONGEST_IDLE: &str = "longest-idle";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -297,6 +357,32 @@ fn de_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Erro
 fn de_cores<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CoreList, D::Error> {
     let s = String::deserialize(d)?;
     CoreList::parse(&s).map_err(serde::de::Error::custom)
+}
+
+/// `allow-multiple-agent-connections`: a TOML boolean or one of the strings
+/// "true", "false", "force-logout".
+fn de_multiple_connections<'de, D: serde::Deserializer<'de>>(d: D) -> Result<MultipleConnections, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bool(bool),
+        Str(String),
+    }
+    let bad = |what: String| {
+        serde::de::Error::custom(format!(
+            "allow-multiple-agent-connections {what} must be true, false or \"force-logout\""
+        ))
+    };
+    match Raw::deserialize(d).map_err(|_| bad("value".into()))? {
+        Raw::Bool(true) => Ok(MultipleConnections::Allow),
+        Raw::Bool(false) => Ok(MultipleConnections::Refuse),
+        Raw::Str(s) => match s.as_str() {
+            "true" => Ok(MultipleConnections::Allow),
+            "false" => Ok(MultipleConnections::Refuse),
+            "force-logout" => Ok(MultipleConnections::ForceLogout),
+            _ => Err(bad(format!("'{s}'"))),
+        },
+    }
 }
 
 fn de_client_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ClientType, D::Error> {
@@ -383,6 +469,24 @@ impl Config {
                 "[settings] max-interactions-per-snapshot must be at least 1".into(),
             ));
         }
+        if !(s.delivering_timeout > 0.0 && s.delivering_timeout <= 1e9) {
+            return Err(key_at(
+                "delivering-timeout",
+                "[settings] delivering-timeout must be more than 0 seconds, at most 1000000000".into(),
+            ));
+        }
+        if !(s.handling_timeout > 0.0 && s.handling_timeout <= 1e9) {
+            return Err(key_at(
+                "handling-timeout",
+                "[settings] handling-timeout must be more than 0 seconds, at most 1000000000".into(),
+            ));
+        }
+        if !(0.0..=1e9).contains(&s.login_session_timeout) {
+            return Err(key_at(
+                "login-session-timeout",
+                "[settings] login-session-timeout must be 0 to 1000000000 seconds".into(),
+            ));
+        }
         let sv = &file.server;
         // These values parsed fine but break a rule; point at their line.
         if !(HEADER_LEN..=ABSOLUTE_MAX_FRAME).contains(&sv.max_frame_size) {
@@ -413,6 +517,10 @@ impl Config {
         };
         let mut catalog = catalog;
         catalog.enable_submit = file.cluster_settings.enable_submit;
+        if let Some(h) = &file.settings.handled_at_restart {
+            catalog.handled_at_restart_workbin =
+                handled_at_restart(h.get_ref(), &catalog).map_err(|msg| at(h.span(), msg))?;
+        }
         for (i, c) in file.client.iter().enumerate() {
             if file.client[..i].iter().any(|o| o.name == c.name) {
                 return Err(ConfigError(format!(
@@ -447,6 +555,27 @@ impl Config {
 }
 
 type SpannedError = (std::ops::Range<usize>, String);
+
+/// `handled-at-restart`: `"queue"` (None) or `"workbin:NAME"` (Some(NAME)),
+/// NAME a workbin of type agent in at least one tenant.
+fn handled_at_restart(value: &str, catalog: &Catalog) -> Result<Option<String>, String> {
+    if value == "queue" {
+        return Ok(None);
+    }
+    let Some(name) = value.strip_prefix("workbin:") else {
+        return Err(format!("handled-at-restart '{value}' must be \"queue\" or \"workbin:NAME\""));
+    };
+    let kinds: Vec<WorkbinKind> =
+        catalog.tenants.iter().filter_map(|t| t.workbin(name).map(|w| t.workbins[w as usize].kind)).collect();
+    if kinds.contains(&WorkbinKind::Agent) {
+        return Ok(Some(name.to_string()));
+    }
+    Err(match kinds.first() {
+        Some(k) => format!("handled-at-restart: workbin '{name}' has type \"{}\", not \"agent\"", k.name()),
+        None if name.is_empty() => "handled-at-restart: \"workbin:\" must name a workbin".to_string(),
+        None => format!("handled-at-restart: no tenant has a workbin '{name}' (it must have type \"agent\")"),
+    })
+}
 
 fn build_catalog(tenants: &[TenantEntry], enable_submit: bool) -> Result<Catalog, SpannedError> {
     let mut built = Vec::new();
@@ -503,6 +632,45 @@ fn build_catalog(tenants: &[TenantEntry], enable_submit: bool) -> Result<Catalog
                         (span.unwrap_or_else(|| v.name.span()), e)
                     })?;
                 }
+                match &q.strategy {
+                    Some(st) => {
+                        if st.get_ref() != STRATEGY_LONGEST_IDLE {
+                            return Err((
+                                st.span(),
+                                format!(
+                                    "queue '{}': strategy '{}' is not a built-in strategy: use \"{STRATEGY_LONGEST_IDLE}\"",
+                                    q.name.get_ref(),
+                                    st.get_ref()
+                                ),
+                            ));
+                        }
+                        let view = q.strategy_view.as_ref().map(|v| v.get_ref().as_str());
+                        let skills = q.skills_property.as_ref().map(|p| p.get_ref().as_str());
+                        t.set_strategy(q.name.get_ref(), view, skills).map_err(|e| {
+                            let span = if e.contains("skills-property") {
+                                q.skills_property.as_ref().map(|p| p.span())
+                            } else {
+                                None
+                            };
+                            (span.unwrap_or_else(|| q.name.span()), e)
+                        })?;
+                    }
+                    None => {
+                        for (key, value) in
+                            [("strategy-view", &q.strategy_view), ("skills-property", &q.skills_property)]
+                        {
+                            if let Some(v) = value {
+                                return Err((
+                                    v.span(),
+                                    format!(
+                                        "queue '{}': {key} needs strategy = \"{STRATEGY_LONGEST_IDLE}\"",
+                                        q.name.get_ref()
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
             }
         }
         if t.queues.is_empty() {
@@ -510,11 +678,30 @@ fn build_catalog(tenants: &[TenantEntry], enable_submit: bool) -> Result<Catalog
         }
         built.push(t);
     }
-    let names: Vec<_> = tenants.iter().map(|t| t.name.clone()).collect();
-    Catalog::new(built, enable_submit).map_err(|e| {
-        let span = names.last().map(|n| n.span()).unwrap_or(0..0);
-        (span, e)
-    })
+    Catalog::new(built, enable_submit).map_err(|e| (catalog_error_span(tenants, &e), e))
+}
+
+/// Where an error of [`Catalog::new`] points: for a strategy's view (an
+/// error "tenant 'T': queue 'Q': strategy-view ..."), that queue's
+/// strategy-view value (or its name); otherwise the last tenant's name.
+fn catalog_error_span(tenants: &[TenantEntry], e: &str) -> std::ops::Range<usize> {
+    let strategy_queue = e.strip_prefix("tenant '").and_then(|r| {
+        let (tn, r) = r.split_once("': queue '")?;
+        let (qn, _) = r.split_once("': ")?;
+        Some((tn, qn))
+    });
+    if let Some((tn, qn)) = strategy_queue {
+        let queue = tenants
+            .iter()
+            .filter(|t| t.name.get_ref() == tn)
+            .flat_map(|t| t.business_process.iter())
+            .flat_map(|p| p.queue.iter())
+            .find(|q| q.name.get_ref() == qn);
+        if let Some(q) = queue {
+            return q.strategy_view.as_ref().map(|v| v.span()).unwrap_or_else(|| q.name.span());
+        }
+    }
+    tenants.last().map(|t| t.name.span()).unwrap_or(0..0)
 }
 
 /// 1-based line where `key = ...` is set (the last such line), or 0.
@@ -555,6 +742,10 @@ mod tests {
             for q in &t.queues {
                 let next = q.next.map(|n| t.queues[n as usize].name.clone());
                 out.push(format!("queue {} process {} next {next:?} views {:?}", q.name, q.process, q.views));
+                // The strategy by what it resolved to, not how it was named.
+                let strategy =
+                    q.strategy.as_ref().map(|s| (t.views[s.view as usize].name.clone(), s.skills_property.clone()));
+                out.push(format!("queue {} strategy {strategy:?}", q.name));
             }
             for v in &t.views {
                 out.push(format!("view {} queue {} {:?} {:?} {}", v.name, v.queue, v.condition, v.order, v.implicit));
@@ -564,6 +755,7 @@ mod tests {
             out.extend(t.places.iter().map(|p| format!("place {}", p.name)));
             out.push(format!("groups {:?}", t.groups));
         }
+        out.push(format!("handled-at-restart {:?}", c.handled_at_restart_workbin));
         out
     }
 
@@ -586,6 +778,7 @@ mod tests {
         assert_eq!(a.routing_timeout, b.routing_timeout);
         assert_eq!(a.pull_hold_timeout, b.pull_hold_timeout);
         assert_eq!(a.max_interactions_per_snapshot, b.max_interactions_per_snapshot);
+        assert_eq!(format!("{:?}", a.agent_params()), format!("{:?}", b.agent_params()));
         assert_eq!(format!("{:?}", file.cluster), format!("{:?}", default.cluster));
         assert!(file.clients.is_empty());
     }
@@ -675,6 +868,234 @@ order = "priority DESC, submitted_at"
         assert!(e.0.starts_with("v.toml:12:"), "{}", e.0);
         let d = Config::embedded_default();
         assert!(d.catalog.tenant_at(0).view("inbound-by-priority").is_some());
+    }
+
+    #[test]
+    fn agent_settings_default_to_the_vendor_values() {
+        let c = Config::parse("", "t.toml").unwrap();
+        let p = c.settings.agent_params();
+        assert_eq!(p.delivering_timeout_ms, 30_000);
+        assert_eq!(p.handling_timeout_ms, 10_800_000);
+        assert!(!p.not_ready_on_invitation_timeout);
+        assert_eq!(p.login_session_timeout_ms, 1_440_000);
+        assert_eq!(p.multiple_connections, MultipleConnections::Allow);
+        assert!(p.agent_login_control);
+        assert_eq!(p.agent_seats, u32::MAX);
+        assert_eq!(c.catalog.handled_at_restart_workbin, None);
+        let d = AgentParams::default();
+        assert_eq!(format!("{p:?}"), format!("{d:?}"));
+        assert_eq!(format!("{:?}", Config::embedded_default().settings.agent_params()), format!("{d:?}"));
+    }
+
+    #[test]
+    fn agent_settings_take_good_values() {
+        let text = "[settings]\ndelivering-timeout = 2.5\nhandling-timeout = 600\n\
+                    not-ready-on-invitation-timeout = true\nlogin-session-timeout = 0\n\
+                    allow-multiple-agent-connections = \"force-logout\"\nagent-login-control = false\n\
+                    agent-seats = 25\nhandled-at-restart = \"queue\"\n";
+        let c = Config::parse(text, "t.toml").unwrap();
+        let p = c.settings.agent_params();
+        assert_eq!(p.delivering_timeout_ms, 2_500);
+        assert_eq!(p.handling_timeout_ms, 600_000);
+        assert!(p.not_ready_on_invitation_timeout);
+        assert_eq!(p.login_session_timeout_ms, 0);
+        assert_eq!(p.multiple_connections, MultipleConnections::ForceLogout);
+        assert!(!p.agent_login_control);
+        assert_eq!(p.agent_seats, 25);
+        assert_eq!(c.catalog.handled_at_restart_workbin, None);
+        let p = Config::parse("[settings]\nagent-seats = 0\nlogin-session-timeout = 0.25\n", "t.toml")
+            .unwrap()
+            .settings
+            .agent_params();
+        assert_eq!((p.agent_seats, p.login_session_timeout_ms), (0, 250));
+    }
+
+    #[test]
+    fn allow_multiple_agent_connections_takes_booleans_and_strings() {
+        for (value, want) in [
+            ("true", MultipleConnections::Allow),
+            ("false", MultipleConnections::Refuse),
+            ("\"true\"", MultipleConnections::Allow),
+            ("\"false\"", MultipleConnections::Refuse),
+            ("\"force-logout\"", MultipleConnections::ForceLogout),
+        ] {
+            let text = format!("[settings]\nallow-multiple-agent-connections = {value}\n");
+            let c = Config::parse(&text, "t.toml").unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert_eq!(c.settings.allow_multiple_agent_connections, want, "{value}");
+        }
+        for value in ["\"yes\"", "1", "\"Force-Logout\""] {
+            let text = format!("[settings]\n\nallow-multiple-agent-connections = {value}\n");
+            let e = Config::parse(&text, "t.toml").unwrap_err();
+            assert!(
+                e.0.starts_with("t.toml:3:") && e.0.contains("allow-multiple-agent-connections"),
+                "{value}: {}",
+                e.0
+            );
+        }
+    }
+
+    #[test]
+    fn bad_agent_settings_name_their_line() {
+        for (line, what) in [
+            ("delivering-timeout = 0", "delivering-timeout must be more than 0"),
+            ("delivering-timeout = -1.5", "delivering-timeout must be more than 0"),
+            ("delivering-timeout = nan", "delivering-timeout must be more than 0"),
+            ("handling-timeout = 0", "handling-timeout must be more than 0"),
+            ("handling-timeout = 2e9", "handling-timeout must be more than 0"),
+            ("login-session-timeout = -1", "login-session-timeout must be 0 to"),
+            ("agent-seats = -1", "expected u32"),
+            ("agent-seats = \"ten\"", "invalid type"),
+            ("agent-login-control = \"yes\"", "invalid type"),
+            ("not-ready-on-invitation-timeout = 1", "invalid type"),
+            ("handled-at-restart = \"stay\"", "must be \"queue\" or \"workbin:NAME\""),
+            ("handled-at-restart = \"workbin:\"", "must name a workbin"),
+            ("handled-at-restart = \"workbin:nope\"", "no tenant has a workbin 'nope'"),
+            ("handled-at-restart = \"workbin:team\"", "has type \"agent-group\", not \"agent\""),
+        ] {
+            let text = format!("[settings]\nrouting-timeout = 10\n{line}\n");
+            let e = Config::parse(&text, "x.toml").unwrap_err();
+            assert!(e.0.starts_with("x.toml:3:") && e.0.contains(what), "{line}: {}", e.0);
+        }
+        let e = Config::parse("[settings]\nhandling-timeout-secs = 5\n", "x.toml").unwrap_err();
+        assert!(e.0.starts_with("x.toml:2:") && e.0.contains("unknown field"), "{}", e.0);
+    }
+
+    #[test]
+    fn handled_at_restart_names_an_agent_workbin() {
+        let c = Config::parse("[settings]\nhandled-at-restart = \"workbin:personal\"\n", "t.toml").unwrap();
+        assert_eq!(c.catalog.handled_at_restart_workbin.as_deref(), Some("personal"));
+        // Enough that one tenant has it with type agent.
+        let two = r#"
+[settings]
+handled-at-restart = "workbin:mine"
+[[tenant]]
+name = "a"
+media-types = { chat = true }
+[[tenant.business-process]]
+name = "bp"
+[[tenant.business-process.queue]]
+name = "in"
+[[tenant.workbin]]
+name = "mine"
+type = "agent"
+[[tenant]]
+name = "b"
+media-types = { chat = true }
+[[tenant.business-process]]
+name = "bp"
+[[tenant.business-process.queue]]
+name = "in"
+"#;
+        let c = Config::parse(two, "t.toml").unwrap();
+        assert_eq!(c.catalog.handled_at_restart_workbin.as_deref(), Some("mine"));
+        let e = Config::parse(&two.replace("type = \"agent\"", "type = \"place\""), "t.toml").unwrap_err();
+        assert!(e.0.starts_with("t.toml:3:") && e.0.contains("\"place\""), "{}", e.0);
+    }
+
+    const STRATEGY_BASE: &str = r#"
+[[tenant]]
+name = "acme"
+media-types = { chat = true }
+[[tenant.business-process]]
+name = "bp"
+[[tenant.business-process.queue]]
+name = "in"
+strategy = "longest-idle"
+[[tenant.business-process.queue.view]]
+name = "in-first"
+[[tenant.business-process.queue.view]]
+name = "in-second"
+order = "priority DESC"
+[[tenant.business-process.queue]]
+name = "out"
+"#;
+
+    #[test]
+    fn queue_strategies_parse() {
+        let c = Config::parse(STRATEGY_BASE, "s.toml").unwrap();
+        let t = c.catalog.tenant_at(0);
+        let q = &t.queues[t.queue("in").unwrap() as usize];
+        let s = q.strategy.as_ref().expect("a strategy");
+        assert_eq!(t.views[s.view as usize].name, "in-first");
+        assert_eq!(s.skills_property, ixn_shard::catalog::DEFAULT_SKILLS_PROPERTY);
+        assert!(t.queues[t.queue("out").unwrap() as usize].strategy.is_none());
+
+        let named = STRATEGY_BASE.replace(
+            "strategy = \"longest-idle\"\n",
+            "strategy = \"longest-idle\"\nstrategy-view = \"in-second\"\nskills-property = \"Skills\"\n",
+        );
+        let c = Config::parse(&named, "s.toml").unwrap();
+        let t = c.catalog.tenant_at(0);
+        let s = t.queues[t.queue("in").unwrap() as usize].strategy.as_ref().unwrap();
+        assert_eq!((t.views[s.view as usize].name.as_str(), s.skills_property.as_str()), ("in-second", "Skills"));
+
+        // A queue without configured views: its implicit view.
+        let implicit = STRATEGY_BASE.replace("name = \"out\"\n", "name = \"out\"\nstrategy = \"longest-idle\"\n");
+        let c = Config::parse(&implicit, "s.toml").unwrap();
+        let t = c.catalog.tenant_at(0);
+        let s = t.queues[t.queue("out").unwrap() as usize].strategy.as_ref().unwrap();
+        assert!(t.views[s.view as usize].implicit);
+        assert_eq!(t.views[s.view as usize].name, "out");
+
+        let d = Config::embedded_default();
+        let t = d.catalog.tenant_at(0);
+        let s = t.queues[t.queue("inbound").unwrap() as usize].strategy.as_ref().unwrap();
+        assert_eq!(t.views[s.view as usize].name, "inbound-by-priority");
+    }
+
+    #[test]
+    fn bad_strategies_name_their_line() {
+        let cases = [
+            // (replace what, with what, line, message part)
+            (
+                "strategy = \"longest-idle\"\n",
+                "strategy = \"round-robin\"\n",
+                9,
+                "'round-robin' is not a built-in strategy",
+            ),
+            (
+                "strategy = \"longest-idle\"\n",
+                "strategy = \"longest-idle\"\nstrategy-view = \"nowhere\"\n",
+                10,
+                "strategy-view names unknown view 'nowhere'",
+            ),
+            (
+                "name = \"out\"\n",
+                "name = \"out\"\nstrategy = \"longest-idle\"\nstrategy-view = \"in-first\"\n",
+                18,
+                "strategy-view 'in-first' is a view of another queue",
+            ),
+            (
+                "strategy = \"longest-idle\"\n",
+                "strategy = \"longest-idle\"\nskills-property = \"\"\n",
+                10,
+                "skills-property must not be empty",
+            ),
+            ("strategy = \"longest-idle\"\n", "strategy-view = \"in-first\"\n", 9, "strategy-view needs strategy"),
+            ("strategy = \"longest-idle\"\n", "skills-property = \"Skills\"\n", 9, "skills-property needs strategy"),
+            ("strategy = \"longest-idle\"\n", "strategy = 1\n", 9, "invalid type"),
+            ("strategy = \"longest-idle\"\n", "strategy-name = \"longest-idle\"\n", 9, "unknown field"),
+        ];
+        for (from, to, line, what) in cases {
+            let text = STRATEGY_BASE.replace(from, to);
+            assert_ne!(text, STRATEGY_BASE);
+            let e = Config::parse(&text, "s.toml").unwrap_err();
+            assert!(e.0.starts_with(&format!("s.toml:{line}:")) && e.0.contains(what), "{to}: {}", e.0);
+        }
+    }
+
+    #[test]
+    fn the_complete_example_parses() {
+        let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md"));
+        let section = &doc[doc.find("## A complete example").expect("section")..];
+        let start = section.find("```toml").expect("a toml block") + "```toml".len();
+        let text = &section[start..start + section[start..].find("```").expect("block end")];
+        let c = Config::parse(text, "docs/configuration.md").unwrap();
+        let p = c.settings.agent_params();
+        assert_eq!(p.multiple_connections, MultipleConnections::Refuse);
+        assert_eq!(c.catalog.handled_at_restart_workbin.as_deref(), Some("agent-drafts"));
+        let t = c.catalog.tenant_at(c.catalog.tenant("acme").unwrap());
+        assert!(t.queues[t.queue("support-routing").unwrap() as usize].strategy.is_some());
     }
 
     #[test]

@@ -231,3 +231,107 @@ fn a_client_that_does_not_read_is_disconnected() {
     other.ping().unwrap();
     assert!(other.get(&id).is_ok());
 }
+
+/// Bad agent, invitation and reporting requests (issue 4): each gets its
+/// error with a code and text, the canary is untouched and not locked, and
+/// the connection and the server go on.
+#[test]
+fn bad_agent_requests_get_errors_and_change_nothing() {
+    use ixn_shard::KvList;
+    let (_dir, server) = start();
+    let mut c = server.client();
+    let canary = c.submit(submit_request("default", "inbound", "chat", 1, kv![("lang", "en")])).unwrap();
+    let login = |f: Frame| f;
+    let cases: Vec<(Frame, ErrorCode)> = vec![
+        // AgentId must be a string.
+        (
+            login(Frame::new(msg_type::REQUEST_AGENT_LOGIN, 1).with(attr::AGENT_ID, 5i64).with(attr::PLACE, "place1")),
+            ErrorCode::WrongAttributeType,
+        ),
+        (Frame::new(msg_type::REQUEST_AGENT_LOGIN, 2).with(attr::AGENT_ID, "agent1"), ErrorCode::MissingAttribute),
+        (
+            Frame::new(msg_type::REQUEST_AGENT_LOGIN, 3)
+                .with(attr::AGENT_ID, "agent1")
+                .with(attr::PLACE, "place1")
+                .with(attr::MEDIA_LIST, kv![("chat", "three")]),
+            ErrorCode::WrongAttributeType,
+        ),
+        (
+            Frame::new(msg_type::REQUEST_AGENT_LOGIN, 4)
+                .with(attr::AGENT_ID, "agent1")
+                .with(attr::PLACE, "place1")
+                .with(attr::MEDIA_LIST, kv![("chat", 70_000i64)]),
+            ErrorCode::InvalidValue,
+        ),
+        (
+            Frame::new(msg_type::REQUEST_AGENT_LOGIN, 5).with(attr::AGENT_ID, "agent99").with(attr::PLACE, "place1"),
+            ErrorCode::UnknownAgent,
+        ),
+        (
+            Frame::new(msg_type::REQUEST_AGENT_LOGIN, 6)
+                .with(attr::AGENT_ID, "agent1")
+                .with(attr::PLACE, "place1")
+                .with(attr::MEDIA_LIST, kv![("fax", 1i64)]),
+            ErrorCode::UnknownMediaType,
+        ),
+        (Frame::new(msg_type::REQUEST_ACCEPT, 7).with(attr::INTERACTION_ID, "nope"), ErrorCode::UnknownInteraction),
+        (
+            Frame::new(msg_type::REQUEST_ACCEPT, 8).with(attr::INTERACTION_ID, canary.as_str()),
+            ErrorCode::UnknownInvitation,
+        ),
+        (
+            Frame::new(msg_type::REQUEST_ACCEPT, 9)
+                .with(attr::INTERACTION_ID, canary.as_str())
+                .with(attr::TICKET, 0i64),
+            ErrorCode::InvalidValue,
+        ),
+        (
+            Frame::new(msg_type::REQUEST_SET_DO_NOT_DISTURB, 10)
+                .with(attr::AGENT_ID, "agent1")
+                .with(attr::DO_NOT_DISTURB, 2i64),
+            ErrorCode::InvalidValue,
+        ),
+        (
+            Frame::new(msg_type::REQUEST_DELIVER, 11)
+                .with(attr::INTERACTION_ID, canary.as_str())
+                .with(attr::AGENT_ID, "agent99"),
+            ErrorCode::UnknownAgent,
+        ),
+        (
+            Frame::new(msg_type::REQUEST_DELIVER, 12)
+                .with(attr::INTERACTION_ID, canary.as_str())
+                .with(attr::AGENT_ID, "agent1"),
+            ErrorCode::AgentNotLoggedIn,
+        ),
+        (Frame::new(msg_type::REQUEST_HOLD, 13).with(attr::INTERACTION_ID, canary.as_str()), ErrorCode::InvalidState),
+        (Frame::new(msg_type::REQUEST_READY_FOR_MEDIA, 14), ErrorCode::AgentNotLoggedIn),
+        (
+            Frame::new(msg_type::REQUEST_NOT_READY_FOR_MEDIA, 15).with(attr::AGENT_ID, "agent2"),
+            ErrorCode::AgentNotLoggedIn,
+        ),
+        (Frame::new(msg_type::REQUEST_UNSUBSCRIBE, 16), ErrorCode::InvalidState),
+        (
+            Frame::new(msg_type::REQUEST_GET_AGENT_STATE, 17).with(attr::AGENT_ID, KvList::new()),
+            ErrorCode::WrongAttributeType,
+        ),
+    ];
+    for (f, code) in cases {
+        let r = f.ref_id;
+        c.queue_frame(&f);
+        c.flush().unwrap();
+        expect_error(&mut c, r, code);
+    }
+    // A media server may not subscribe to reporting events or log agents in.
+    let mut ms = server.media_server();
+    let r = ms.subscribe(None).unwrap_err();
+    assert!(matches!(r, ClientError::Server(ref e) if e.code == ErrorCode::NotPermitted), "{r}");
+    let r = ms.login("agent1", "place1", &[]).unwrap_err();
+    assert!(matches!(r, ClientError::Server(ref e) if e.code == ErrorCode::NotPermitted), "{r}");
+    ms.ping().unwrap();
+    // Nothing changed: the canary is as submitted and nobody holds it.
+    assert_unchanged(&server, &canary);
+    let found = c.find("lang = 'en'", 10).unwrap().0;
+    assert!(found[0].get("locked_by").is_none());
+    let state = c.agent_state(Some("agent1")).unwrap();
+    assert_eq!(state[0].get("state"), Some(&Value::Str("logged-out".into())));
+}

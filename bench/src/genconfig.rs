@@ -1,6 +1,8 @@
 //! `ixn-bench gen-config`: the embedded default configuration with a
 //! chosen number of agents and places, for runs with large populations
-//! (`ixn-server --config FILE`).
+//! (`ixn-server --config FILE`). Queue `inbound` keeps the embedded
+//! default's built-in strategy (`longest-idle` from `inbound-by-priority`),
+//! so the server routes to the generated agents (`ixn-bench cycle`).
 
 use std::fmt::Write;
 
@@ -31,6 +33,8 @@ name = "default"
 [[tenant.business-process.queue]]
 name = "inbound"
 next = "done"
+strategy = "longest-idle"
+strategy-view = "inbound-by-priority"
 
 [[tenant.business-process.queue.view]]
 name = "inbound-by-priority"
@@ -86,6 +90,11 @@ mod tests {
             t.queues.iter().map(|q| q.name.clone()).chain(t.views.iter().map(|v| v.name.clone())).collect()
         };
         assert_eq!(names(f), names(d));
+        // The built-in strategy routes `inbound` to the agents, as in the
+        // embedded default (ixn-bench cycle relies on it).
+        let strategies = |t: &ixn_shard::catalog::Tenant| -> Vec<_> { t.queues.iter().map(|q| q.strategy.clone()).collect() };
+        assert_eq!(strategies(f), strategies(d));
+        assert!(f.queues.iter().any(|q| q.name == "inbound" && q.strategy.is_some()));
     }
 
     #[test]

@@ -8,8 +8,15 @@
 //! - `backlog`: fills `inbound` with a large backlog, then times pulls in
 //!   view order, a snapshot of the whole backlog and two finds
 //!   (`backlog.rs`).
+//! - `cycle`: agents log in and become ready, media servers submit chats,
+//!   the built-in strategy invites the agents, which accept and stop each
+//!   one; reports cycles per second, submit-to-invite and invite-to-accept
+//!   latency, and checks nothing was lost, duplicated or over capacity
+//!   (`cycle.rs`).
+//! - `gen-config`: prints a configuration with many agents (`genconfig.rs`).
 
 mod backlog;
+mod cycle;
 mod genconfig;
 
 use std::collections::HashMap;
@@ -36,6 +43,8 @@ enum Scenario {
     Submit(SubmitArgs),
     /// A large backlog: fill, pulls in view order, a snapshot of it all, finds.
     Backlog(backlog::BacklogArgs),
+    /// Whole cycles: agents log in, media servers submit, the built-in strategy invites, agents accept and stop.
+    Cycle(cycle::CycleArgs),
     /// Print a server configuration: the embedded default with A agents and places.
     GenConfig(genconfig::GenConfigArgs),
 }
@@ -82,6 +91,7 @@ fn main() {
     let result = match args.scenario {
         Scenario::Submit(a) => submit(a),
         Scenario::Backlog(a) => backlog::backlog(a),
+        Scenario::Cycle(a) => cycle::cycle(a),
         Scenario::GenConfig(a) => genconfig::gen_config(a),
     };
     if let Err(e) = result {

@@ -175,6 +175,7 @@ impl Mesh {
                     self.writes.push((to, token));
                 }
                 Output::Peer { to: dest, msg } => self.queue.push_back((dest, Input::Peer { from: to, msg })),
+                Output::Event { .. } | Output::Bind { .. } => {}
             }
         }
         self.out = out;
@@ -272,7 +273,7 @@ struct PullRun {
 }
 
 fn caller(shard: u16, conn: u64, ref_id: u32, client_type: ClientType, name: &Arc<str>) -> Caller {
-    Caller { origin: Origin { shard, conn }, ref_id, client_type, client_name: name.clone() }
+    Caller { origin: Origin { shard, conn }, ref_id, client_type, client_name: name.clone(), agent: None }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -174,6 +174,7 @@ fn record(id: String, version: i64) -> InteractionRecord {
         version,
         workbin_owner: None,
         submit_order: None,
+        assigned_to: None,
     }
 }
 

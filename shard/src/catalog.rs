@@ -32,7 +32,30 @@ pub struct Queue {
     pub next: Option<QueueIdx>,
     /// The views on this queue (indexes into [`Tenant::views`]).
     pub views: Vec<ViewIdx>,
+    /// The built-in routing strategy that delivers from this queue to
+    /// agents, if any (issue 4).
+    pub strategy: Option<Strategy>,
 }
+
+/// Built-in routing on a queue: deliver the interactions of one of its
+/// views, in view order, each to the ready agent with free capacity for its
+/// media type whose skills meet the interaction's required skills, choosing
+/// the agent idle the longest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Strategy {
+    /// The view delivered from (resolved by [`Catalog::new`]).
+    pub view: ViewIdx,
+    /// Its name as configured; `None`: the queue's first view.
+    pub view_name: Option<String>,
+    /// The property naming the skills an interaction needs: a string
+    /// `"english:5,billing:3"` (name, or name:minimum level) or a list
+    /// {skill name: int minimum level}. Absent: any agent will do.
+    pub skills_property: String,
+}
+
+/// The property the built-in strategy reads required skills from, unless
+/// the queue names another.
+pub const DEFAULT_SKILLS_PROPERTY: &str = "RequiredSkills";
 
 /// Whose content a workbin holds: each owner of that kind has its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,7 +203,7 @@ impl Tenant {
                 return Err(format!("queue '{q}' is defined twice in tenant '{}'", self.name));
             }
             let idx = self.queues.len() as QueueIdx;
-            self.queues.push(Queue { name: (*q).into(), process, next: None, views: Vec::new() });
+            self.queues.push(Queue { name: (*q).into(), process, next: None, views: Vec::new(), strategy: None });
             self.queue_by_name.insert((*q).into(), idx);
         }
         Ok(process)
@@ -216,6 +239,52 @@ impl Tenant {
         self.queues[q as usize].views.push(self.views.len() as ViewIdx);
         self.views.push(View { name: name.into(), queue: q, condition, order, implicit: false });
         Ok(())
+    }
+
+    /// Gives `queue` the built-in strategy, delivering from `view` (a view
+    /// of that queue; `None`: its first view, resolved with the implicit
+    /// views by [`Catalog::new`]).
+    pub fn set_strategy(
+        &mut self,
+        queue: &str,
+        view: Option<&str>,
+        skills_property: Option<&str>,
+    ) -> Result<(), String> {
+        let q = self.queue(queue).ok_or_else(|| format!("strategy names unknown queue '{queue}'"))?;
+        let skills_property = skills_property.unwrap_or(DEFAULT_SKILLS_PROPERTY);
+        if skills_property.is_empty() {
+            return Err(format!("queue '{queue}': skills-property must not be empty"));
+        }
+        self.queues[q as usize].strategy =
+            Some(Strategy { view: 0, view_name: view.map(str::to_string), skills_property: skills_property.into() });
+        Ok(())
+    }
+
+    /// Resolves each strategy's view (after the implicit views exist).
+    fn resolve_strategies(&mut self) -> Result<(), String> {
+        for q in 0..self.queues.len() {
+            let Some(s) = &self.queues[q].strategy else { continue };
+            let qname = &self.queues[q].name;
+            let view = match &s.view_name {
+                None => *self.queues[q].views.first().expect("every queue has a view after add_implicit_views"),
+                Some(name) => {
+                    let v = self
+                        .view_idx(name)
+                        .ok_or_else(|| format!("queue '{qname}': strategy-view names unknown view '{name}'"))?;
+                    if self.views[v as usize].queue != q as QueueIdx {
+                        return Err(format!("queue '{qname}': strategy-view '{name}' is a view of another queue"));
+                    }
+                    v
+                }
+            };
+            self.queues[q].strategy.as_mut().expect("checked").view = view;
+        }
+        Ok(())
+    }
+
+    /// The queues with a built-in strategy.
+    pub fn strategy_queues(&self) -> impl Iterator<Item = (QueueIdx, &Strategy)> {
+        self.queues.iter().enumerate().filter_map(|(i, q)| q.strategy.as_ref().map(|s| (i as QueueIdx, s)))
     }
 
     /// Adds a workbin; its name must not be a queue's or another workbin's.
@@ -339,6 +408,11 @@ pub struct Catalog {
     /// `[cluster-settings] enable-submit`: whether this node creates
     /// interactions at all.
     pub enable_submit: bool,
+    /// `[settings] handled-at-restart`: where interactions that agents were
+    /// handling go when the server restarts. `None`: back to their queue;
+    /// `Some(w)`: the handling agent's content of workbin `w` (a workbin of
+    /// kind agent, in every tenant that has one by that name).
+    pub handled_at_restart_workbin: Option<String>,
     tenant_by_name: AHashMap<String, TenantIdx>,
 }
 
@@ -347,13 +421,14 @@ impl Catalog {
         let mut tenant_by_name = AHashMap::new();
         for t in &mut tenants {
             t.add_implicit_views();
+            t.resolve_strategies().map_err(|e| format!("tenant '{}': {e}", t.name))?;
         }
         for (i, t) in tenants.iter().enumerate() {
             if tenant_by_name.insert(t.name.clone(), i as TenantIdx).is_some() {
                 return Err(format!("tenant '{}' is defined twice", t.name));
             }
         }
-        Ok(Catalog { tenants, enable_submit, tenant_by_name })
+        Ok(Catalog { tenants, enable_submit, handled_at_restart_workbin: None, tenant_by_name })
     }
 
     /// The embedded default (README, "Quick start"): tenant `default`, media
@@ -363,7 +438,8 @@ impl Catalog {
     /// submission order), the implicit view `done`, two workbins:
     /// `personal` (per agent) and `team` (per agent group), and agents
     /// `agent1` to `agent10` (skill `english` 5, capacity chat 3 and email 1,
-    /// group `agents`) with places `place1` to `place10`.
+    /// group `agents`) with places `place1` to `place10`; queue `inbound`
+    /// has the built-in strategy, delivering from `inbound-by-priority`.
     pub fn embedded_default() -> Self {
         let mut t = Tenant::new("default");
         for m in ["chat", "email", "sms", "workitem"] {
@@ -373,6 +449,7 @@ impl Catalog {
         t.add_process("default", &["inbound", "done"]).expect("unique");
         t.link_next("inbound", "done").expect("both queues exist");
         t.add_view("inbound", "inbound-by-priority", None, Some("priority DESC")).expect("valid view");
+        t.set_strategy("inbound", Some("inbound-by-priority"), None).expect("inbound exists");
         t.add_workbin("personal", WorkbinKind::Agent).expect("unique");
         t.add_workbin("team", WorkbinKind::AgentGroup).expect("unique");
         for i in 1..=10 {

@@ -851,6 +851,38 @@ impl Shard {
                 out.push(Output::Peer { to: from, msg: PeerMsg::QueueDepths { op, queues } });
             }
             PeerMsg::QueueDepths { op, queues } => self.queue_depths(op, queues, out),
+            PeerMsg::AgentAvail { agent, avail } => self.agent_avail(agent, avail, out),
+            PeerMsg::RouteRead { op, tenant, view, n } => self.route_read(from, op, tenant, view, n, out),
+            PeerMsg::RouteHeads { op, heads } => self.route_heads(from, op, heads, out),
+            PeerMsg::StrategyWake { tenant, view } => self.wake_routes(tenant, Some(view), out),
+            PeerMsg::Offer { op, tenant, view, head, agent, media } => {
+                self.offer(from, op, tenant, view, head, agent, media, out)
+            }
+            PeerMsg::OfferDone { op, agent, media, outcome } => self.offer_done(op, agent, media, outcome, out),
+            PeerMsg::Reserve { ticket, id, agent, media } => self.reserve(from, ticket, id, agent, media, out),
+            PeerMsg::Reserved { ticket, id: _, agent, result } => self.reserved(now_ms, ticket, agent, result, out),
+            PeerMsg::Release { agent, media, id, not_ready } => self.release(now_ms, agent, media, &id, not_ready, out),
+            PeerMsg::Accepted { agent, id } => self.accepted(agent, &id),
+            PeerMsg::Republish { agent } => self.republish(agent, out),
+            PeerMsg::Revoke { agent, id } => self.revoke(now_ms, agent, &id, out),
+            PeerMsg::LoginClaim { op, agent, place, control, seats } => {
+                self.ledger_claim(from, op, agent, place, control, seats, out)
+            }
+            PeerMsg::LoginClaimed { op, result } => self.login_claimed(now_ms, op, result, out),
+            PeerMsg::LoginFree { agent } => self.ledger_free(agent),
+            PeerMsg::DesktopGone { origin, agent } => self.desktop_gone(now_ms, origin, agent, out),
+            PeerMsg::AgentStates { op, tenant } => {
+                let states = self.homed_agents(tenant);
+                out.push(Output::Peer { to: from, msg: PeerMsg::AgentStateList { op, states } });
+            }
+            PeerMsg::AgentStateList { op, states } => self.agent_state_list(op, states, out),
+            PeerMsg::Subscribe { op, origin, tenant } => {
+                self.subs.retain(|(o, _)| *o != origin);
+                self.subs.push((origin, tenant));
+                out.push(Output::Peer { to: from, msg: PeerMsg::Subscribed { op } });
+            }
+            PeerMsg::Subscribed { op } => self.subscribed(op, out),
+            PeerMsg::Unsubscribe { origin } => self.subs.retain(|(o, _)| *o != origin),
         }
     }
 

@@ -24,6 +24,9 @@ pub struct HandlingTimes {
     pub delivered_at: Millis,
     pub assigned_at: Millis,
     pub held_at: Millis,
+    /// The agent (login id) handling it, once an invitation was accepted;
+    /// stored, so a restart knows what was being handled.
+    pub assigned_to: Option<Sym>,
 }
 
 /// An interaction id as a shard keeps it: a generated id (always 16 ASCII
@@ -248,6 +251,9 @@ pub struct InteractionRecord {
     /// restart exactly. `None` in rows written before it existed: then
     /// derived from the id and `submitted_at`.
     pub submit_order: Option<i64>,
+    /// The login id of the agent handling the interaction (it accepted an
+    /// invitation), `None` while nobody handles it. Schema version 3.
+    pub assigned_to: Option<String>,
 }
 
 impl InteractionRecord {
@@ -367,6 +373,7 @@ impl Interaction {
             version: self.version as i64,
             workbin_owner,
             submit_order: Some(self.tie as i64),
+            assigned_to: self.handling.as_deref().and_then(|h| h.assigned_to).map(|a| n.syms.name(a).to_string()),
         }
     }
 
@@ -388,6 +395,7 @@ impl Interaction {
             delivered_at: r.delivered_at.unwrap_or(0),
             assigned_at: r.assigned_at.unwrap_or(0),
             held_at: r.held_at.unwrap_or(0),
+            assigned_to: r.assigned_to.as_deref().map(|a| syms.intern(a)),
         };
         let submitted_at = r.submitted_at.unwrap_or(0);
         let mut ix = Interaction {

@@ -3,6 +3,7 @@
 //! random number, so everything here can be tested directly and replayed
 //! deterministically (see `machine` and docs/architecture.md).
 
+pub mod agent;
 pub mod catalog;
 pub mod condition;
 pub mod coord;
@@ -11,6 +12,8 @@ pub mod interaction;
 pub mod machine;
 pub mod peer;
 pub mod proto;
+pub mod report;
+pub mod routing;
 pub mod store;
 pub mod symbols;
 pub mod value;

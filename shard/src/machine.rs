@@ -23,13 +23,14 @@ use std::sync::Arc;
 
 use ahash::AHashMap;
 
-use crate::catalog::{Catalog, QueueIdx, TenantIdx, ViewIdx, WorkbinIdx};
+use crate::agent::{AgentRef, AgentState, Ledger, PendingLogin};
+use crate::catalog::{AgentIdx, Catalog, QueueIdx, TenantIdx, ViewIdx, WorkbinIdx};
 use crate::coord::Op;
 use crate::id::{self, IdGen};
 use crate::interaction::{tie_at, Interaction, InteractionRecord, IxId, Millis, Names, Place};
 use crate::peer::{Holder, LockKind, PeerMsg};
 use crate::proto::frame::Frame;
-use crate::proto::msg::{attr, ClientType, ErrorCode};
+use crate::proto::msg::{attr, msg_type, ClientType, ErrorCode};
 use crate::proto::request::{event_ack, event_error, ProtoError, Request, Submit};
 use crate::store::{Slot, Store};
 use crate::symbols::Symbols;
@@ -51,6 +52,8 @@ pub struct Caller {
     pub ref_id: u32,
     pub client_type: ClientType,
     pub client_name: Arc<str>,
+    /// The agent logged in on the caller's connection, if any.
+    pub agent: Option<AgentRef>,
 }
 
 #[derive(Clone, Debug)]
@@ -64,8 +67,9 @@ pub enum Input {
     Peer { from: u16, msg: PeerMsg },
     /// Time passed: expire locks and waiting pulls whose time is up.
     Tick,
-    /// A connection of this shard closed: its locks, pulls and snapshots end.
-    ConnClosed { origin: Origin },
+    /// A connection of this shard closed: its locks, pulls, snapshots and
+    /// subscription end; the home of the agent logged in on it is told.
+    ConnClosed { origin: Origin, agent: Option<AgentRef> },
 }
 
 impl Input {
@@ -74,7 +78,14 @@ impl Input {
     fn changes_interactions(&self) -> bool {
         match self {
             Input::Request { .. } | Input::StorageDone { .. } | Input::Tick | Input::ConnClosed { .. } => true,
-            Input::Peer { msg, .. } => matches!(msg, PeerMsg::PullLock { .. } | PeerMsg::Unlock { .. }),
+            Input::Peer { msg, .. } => matches!(
+                msg,
+                PeerMsg::PullLock { .. }
+                    | PeerMsg::Unlock { .. }
+                    | PeerMsg::Offer { .. }
+                    | PeerMsg::Reserved { .. }
+                    | PeerMsg::Revoke { .. }
+            ),
         }
     }
 }
@@ -107,6 +118,13 @@ pub enum Output {
     Store { token: u64, op: StoreOp },
     /// Send `msg` to shard `to` (possibly this one) as `Input::Peer`.
     Peer { to: u16, msg: PeerMsg },
+    /// Send an unsolicited event (reference id 0: an invitation, a
+    /// reporting event) to the connection at `origin`. Not an answer.
+    Event { origin: Origin, frame: Frame },
+    /// The connection at `origin` now carries `agent` (a login) or none (a
+    /// logout); its later requests name it as [`Caller::agent`]. Emitted
+    /// before the login's answer, on the same path, so it arrives first.
+    Bind { origin: Origin, agent: Option<AgentRef> },
 }
 
 /// What to do if a write fails.
@@ -121,12 +139,19 @@ enum Undo {
 
 /// A write waiting for its storage completion.
 #[derive(Debug)]
-struct Pending {
+pub(crate) struct Pending {
     reply_to: Option<Origin>,
     reply: Frame,
     undo: Undo,
     /// A submit becomes visible to views and search once committed.
     reveal: Option<Box<str>>,
+    /// Reporting events sent once the write commits.
+    reports: Vec<(TenantIdx, Frame)>,
+    /// Events of the same interaction that came after this write, sent
+    /// after its own whether it commits or not (keeps their order).
+    pub(crate) after: Vec<(TenantIdx, Frame)>,
+    /// The interaction written (empty for a clean-up delete).
+    id: Box<str>,
 }
 
 /// A lock on one interaction.
@@ -163,6 +188,55 @@ pub struct ShardParams {
     pub pull_hold_ms: Millis,
     /// Most interactions one snapshot holds.
     pub max_snapshot: u32,
+    /// Agents, invitations and handling (issue 4).
+    pub agents: AgentParams,
+}
+
+/// What `allow-multiple-agent-connections` allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MultipleConnections {
+    /// An agent may be logged in from several desktop connections at once.
+    Allow,
+    /// A second connection's login is refused while the first is there.
+    Refuse,
+    /// A second connection's login logs the first connection out.
+    ForceLogout,
+}
+
+/// The agent options of `[settings]` (docs/configuration.md).
+#[derive(Clone, Copy, Debug)]
+pub struct AgentParams {
+    /// `delivering-timeout`: how long an invitation waits for an answer.
+    pub delivering_timeout_ms: Millis,
+    /// `handling-timeout`: how long an agent may hold an interaction
+    /// before it goes back to its queue.
+    pub handling_timeout_ms: Millis,
+    /// `not-ready-on-invitation-timeout`: an invitation that times out
+    /// sets the agent not ready for its media type.
+    pub not_ready_on_invitation_timeout: bool,
+    /// `login-session-timeout`: how long an agent stays logged in after its
+    /// last connection dropped, so a desktop can reconnect.
+    pub login_session_timeout_ms: Millis,
+    /// `allow-multiple-agent-connections`.
+    pub multiple_connections: MultipleConnections,
+    /// `agent-login-control`: a place holds one agent at a time.
+    pub agent_login_control: bool,
+    /// `agent-seats`: licensed agent seats of this node (logins at once).
+    pub agent_seats: u32,
+}
+
+impl Default for AgentParams {
+    fn default() -> Self {
+        AgentParams {
+            delivering_timeout_ms: 30_000,
+            handling_timeout_ms: 180 * 60 * 1000,
+            not_ready_on_invitation_timeout: false,
+            login_session_timeout_ms: 1440 * 1000,
+            multiple_connections: MultipleConnections::Allow,
+            agent_login_control: true,
+            agent_seats: u32::MAX,
+        }
+    }
 }
 
 impl ShardParams {
@@ -177,6 +251,7 @@ impl ShardParams {
             routing_timeout_ms: 720 * 60 * 1000,
             pull_hold_ms: 0,
             max_snapshot: 500,
+            agents: AgentParams::default(),
         }
     }
 }
@@ -188,7 +263,7 @@ pub struct Shard {
     pub(crate) syms: Symbols,
     ids: IdGen,
     next_token: u64,
-    pending: AHashMap<u64, Pending>,
+    pub(crate) pending: AHashMap<u64, Pending>,
     /// `views[tenant][view]`.
     pub(crate) views: Vec<Vec<ViewIndex>>,
     /// `depth[tenant][queue]`.
@@ -212,6 +287,42 @@ pub struct Shard {
     now_us: i64,
     /// The last tie given to a submission (see [`tie_at`]).
     last_tie: u64,
+
+    // ----- agents (agent.rs): the agents homed here -----
+    pub(crate) agents: AHashMap<AgentRef, AgentState>,
+    pub(crate) pending_logins: AHashMap<u64, PendingLogin>,
+    /// Login sessions waiting for a reconnection, by deadline.
+    pub(crate) session_deadlines: BTreeSet<(Millis, AgentRef)>,
+    /// Shard 0 only: seats and places taken on this node.
+    pub(crate) ledger: Ledger,
+    /// RequestGetAgentState for all agents: (caller, shards to hear from,
+    /// states so far).
+    pub(crate) agent_state_ops: AHashMap<u64, (Caller, u16, Vec<(AgentIdx, KvList)>)>,
+
+    // ----- routing (routing.rs) -----
+    /// Interactions of this shard offered to or handled by an agent.
+    pub(crate) links: AHashMap<Slot, crate::routing::Link>,
+    pub(crate) link_deadlines: BTreeSet<(Millis, Slot)>,
+    /// Reservations asked of agents' homes, by ticket; and by id.
+    pub(crate) reservations: AHashMap<u64, crate::routing::Reservation>,
+    pub(crate) reserving: AHashMap<Box<str>, u64>,
+    /// The tenants whose strategies this shard runs (their dispatcher).
+    pub(crate) dispatch: AHashMap<TenantIdx, crate::routing::Dispatch>,
+    pub(crate) rounds: AHashMap<u64, crate::routing::Round>,
+    /// Strategy views read by a round: the first entry to arrive wakes the
+    /// dispatcher (the shard named).
+    pub(crate) strategy_watch: AHashMap<(TenantIdx, ViewIdx), u16>,
+    pub(crate) agent_lock_name: Arc<str>,
+
+    // ----- reporting (report.rs) -----
+    /// Every subscribed reporting connection of the node, and its tenant.
+    pub(crate) subs: Vec<(Origin, Option<TenantIdx>)>,
+    /// Subscribed connections of this shard.
+    pub(crate) subscribed_here: ahash::AHashSet<Origin>,
+    /// The last write in flight of each interaction that has one, so an
+    /// event reported now waits for that write's events.
+    pub(crate) last_write: AHashMap<Box<str>, u64>,
+    pub(crate) pending_subs: AHashMap<u64, crate::report::PendingSubscribe>,
 }
 
 /// A request's immediate answer (`Some`), or `None` when storage answers later.
@@ -222,6 +333,16 @@ impl Shard {
         assert!(params.shard < params.shards);
         let views = catalog.tenants.iter().map(|t| t.views.iter().map(ViewIndex::new).collect()).collect();
         let depth = catalog.tenants.iter().map(|t| vec![QueueCount::default(); t.queues.len()]).collect();
+        let dispatch = catalog
+            .tenants
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| {
+                crate::agent::dispatcher_of(*i as TenantIdx, params.shards) == params.shard
+                    && t.strategy_queues().next().is_some()
+            })
+            .map(|(i, t)| (i as TenantIdx, crate::routing::Dispatch::new(t)))
+            .collect();
         Shard {
             params,
             catalog,
@@ -243,6 +364,23 @@ impl Shard {
             held: VecDeque::new(),
             now_us: 0,
             last_tie: 0,
+            agents: AHashMap::new(),
+            pending_logins: AHashMap::new(),
+            session_deadlines: BTreeSet::new(),
+            ledger: Ledger::default(),
+            agent_state_ops: AHashMap::new(),
+            links: AHashMap::new(),
+            link_deadlines: BTreeSet::new(),
+            reservations: AHashMap::new(),
+            reserving: AHashMap::new(),
+            dispatch,
+            rounds: AHashMap::new(),
+            strategy_watch: AHashMap::new(),
+            agent_lock_name: Shard::strategy_lock_name(),
+            subs: Vec::new(),
+            subscribed_here: ahash::AHashSet::new(),
+            last_write: AHashMap::new(),
+            pending_subs: AHashMap::new(),
         }
     }
 
@@ -285,7 +423,10 @@ impl Shard {
     /// Whether something will happen on a [`Input::Tick`]: a routing lock
     /// or a waiting pull has a deadline.
     pub fn has_deadlines(&self) -> bool {
-        !self.deadlines.is_empty() || self.ops.values().any(Op::has_deadline)
+        !self.deadlines.is_empty()
+            || !self.link_deadlines.is_empty()
+            || !self.session_deadlines.is_empty()
+            || self.ops.values().any(Op::has_deadline)
     }
 
     pub fn get(&self, id: &str) -> Option<&Interaction> {
@@ -341,6 +482,7 @@ impl Shard {
         }
         let mut ix = Interaction::from_record(record, &self.catalog, &mut self.syms)
             .map_err(|e| format!("interaction {id}: {e}"))?;
+        self.recover_handled(&mut ix);
         // Ties are unique in a shard. Two shards may have given the same
         // one (the same microsecond) before a restart with fewer shards:
         // the later loaded then takes the next free value.
@@ -351,6 +493,20 @@ impl Shard {
         let slot = self.store.insert(ix);
         self.attach(slot, &mut Vec::new());
         Ok(())
+    }
+
+    /// An interaction an agent was handling when the server stopped: agent
+    /// sessions do not survive a restart, so it goes back to its queue (at
+    /// its place) or, with `handled-at-restart = "workbin:NAME"`, to the
+    /// agent's content of that workbin. The row says so at its next write.
+    fn recover_handled(&mut self, ix: &mut Interaction) {
+        let Some(agent) = ix.handling.as_deref_mut().and_then(|h| h.assigned_to.take()) else { return };
+        let Some(name) = &self.catalog.handled_at_restart_workbin else { return };
+        let t = self.catalog.tenant_at(ix.tenant);
+        if let Some(w) = t.workbin(name).filter(|&w| t.workbins[w as usize].kind == crate::catalog::WorkbinKind::Agent)
+        {
+            ix.place = Place::Workbin { workbin: w, owner: agent };
+        }
     }
 
     /// Feeds one input at `now_ms`; appends what must happen to `out`.
@@ -382,7 +538,14 @@ impl Shard {
             Input::StorageDone { token, ok } => self.storage_done(token, ok, out),
             Input::Peer { from, msg } => self.handle_peer(now_ms, from, msg, out),
             Input::Tick => self.tick(now_ms, out),
-            Input::ConnClosed { origin } => self.conn_closed(origin, out),
+            Input::ConnClosed { origin, agent } => {
+                self.conn_closed(origin, out);
+                self.unsubscribe(origin, out);
+                if let Some(agent) = agent {
+                    let to = crate::agent::home_of(agent, self.params.shards);
+                    out.push(Output::Peer { to, msg: PeerMsg::DesktopGone { origin, agent } });
+                }
+            }
         }
     }
 
@@ -404,7 +567,9 @@ impl Shard {
                 self.change_properties(&caller, &id, changed, deleted, out)
             }
             Request::PlaceInQueue { id, queue } => self.place_in_queue(now_ms, &caller, &id, queue.as_deref(), out),
-            Request::StopProcessing { id, reason: _ } => self.stop_processing(&caller, &id, out),
+            Request::StopProcessing { id, reason } => {
+                self.stop_processing(now_ms, &caller, &id, reason.as_deref(), out)
+            }
             Request::PlaceInWorkbin { id, workbin, owner } => {
                 self.place_in_workbin(now_ms, &caller, &id, &workbin, &owner, out)
             }
@@ -423,6 +588,29 @@ impl Shard {
             }
             Request::ReleaseSnapshot { snapshot } => self.release_snapshot(&caller, snapshot, out),
             Request::GetQueueDepth { tenant } => self.start_queue_depth(&caller, &tenant, out),
+            Request::GetAgentState { tenant, agent: None } => self.start_agent_states(&caller, &tenant, out),
+            r @ (Request::AgentLogin { .. }
+            | Request::AgentLogout { .. }
+            | Request::SetReady { .. }
+            | Request::AddMedia { .. }
+            | Request::RemoveMedia { .. }
+            | Request::SetDoNotDisturb { .. }
+            | Request::GetAgentState { .. }) => self.agent_request(now_ms, &caller, r, out),
+            Request::Accept { id, ticket } => self.accept(now_ms, &caller, &id, ticket, out),
+            Request::Reject { id, ticket, reason } => self.reject(now_ms, &caller, &id, ticket, reason.as_deref(), out),
+            Request::Deliver { id, agent } => self.deliver(&caller, &id, &agent, out),
+            Request::Hold { id } => self.hold(now_ms, &caller, &id, true, out),
+            Request::Resume { id } => self.hold(now_ms, &caller, &id, false, out),
+            Request::TransferToAgent { id, agent } => self.transfer(&caller, &id, &agent, out),
+            Request::LeaveInteraction { id, queue } => self.leave(now_ms, &caller, &id, queue.as_deref(), out),
+            Request::Subscribe { tenant } => self.subscribe(&caller, tenant.as_deref(), out),
+            Request::Unsubscribe => {
+                if self.unsubscribe(caller.origin, out) {
+                    Ok(Some(event_ack(ref_id)))
+                } else {
+                    Err(ProtoError::new(ErrorCode::InvalidState, "this connection is not subscribed"))
+                }
+            }
             Request::RegisterClient { .. } | Request::Ping => Err(ProtoError::new(
                 ErrorCode::Internal,
                 format!("{} is handled by the connection, not a shard", request.name()),
@@ -435,12 +623,6 @@ impl Shard {
         }
     }
 
-    fn new_token(&mut self) -> u64 {
-        let t = self.next_token;
-        self.next_token += 1;
-        t
-    }
-
     /// Sends the current state of `slot` to storage; the reply waits for it.
     /// Returns the write's token.
     fn write(&mut self, slot: Slot, reply_to: Option<Origin>, reply: Frame, undo: Undo, out: &mut Vec<Output>) -> u64 {
@@ -449,9 +631,36 @@ impl Shard {
         let op = if ix.stored { StoreOp::Upsert(record) } else { StoreOp::Insert(record) };
         ix.stored = true;
         let token = self.new_token();
-        self.pending.insert(token, Pending { reply_to, reply, undo, reveal: None });
+        let id: Box<str> = (*self.store.get(slot).id).into();
+        self.last_write.insert(id.clone(), token);
+        self.pending
+            .insert(token, Pending { reply_to, reply, undo, reveal: None, reports: Vec::new(), after: Vec::new(), id });
         out.push(Output::Store { token, op });
         token
+    }
+
+    /// Writes `slot` and acknowledges `caller` when committed, sending
+    /// `reports` then.
+    pub(crate) fn write_reporting(
+        &mut self,
+        slot: Slot,
+        caller: &Caller,
+        reports: Vec<(TenantIdx, Frame)>,
+        out: &mut Vec<Output>,
+    ) {
+        let token = self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Nothing, out);
+        self.pending.get_mut(&token).expect("just written").reports = reports;
+    }
+
+    /// Writes `slot` with no one to answer (a time-out's change).
+    pub(crate) fn write_silent(&mut self, slot: Slot, _origin: Origin, out: &mut Vec<Output>) {
+        self.write(slot, None, Frame::new(0, 0), Undo::Nothing, out);
+    }
+
+    pub(crate) fn new_token(&mut self) -> u64 {
+        let t = self.next_token;
+        self.next_token += 1;
+        t
     }
 
     fn submit(&mut self, now_ms: Millis, caller: &Caller, s: Submit, out: &mut Vec<Output>) -> Reply {
@@ -480,6 +689,7 @@ impl Shard {
         }
         let queue = self.queue_idx(tenant, &s.queue)?;
         check_properties(&s.properties)?;
+        self.check_skills(tenant, &s.properties)?;
         self.check_size(&s.properties)?;
         for (what, v) in [("InteractionType", &s.interaction_type), ("InteractionSubtype", &s.interaction_subtype)] {
             if v.is_empty() || v.len() > MAX_NAME_LEN {
@@ -570,7 +780,7 @@ impl Shard {
             .ok_or_else(|| ProtoError::new(ErrorCode::UnknownTenant, format!("unknown tenant '{name}'")))
     }
 
-    fn queue_idx(&self, tenant: TenantIdx, name: &str) -> Result<QueueIdx, ProtoError> {
+    pub(crate) fn queue_idx(&self, tenant: TenantIdx, name: &str) -> Result<QueueIdx, ProtoError> {
         let t = self.catalog.tenant_at(tenant);
         t.queue(name).ok_or_else(|| {
             ProtoError::new(ErrorCode::UnknownQueue, format!("unknown queue '{name}' in tenant '{}'", t.name))
@@ -584,7 +794,7 @@ impl Shard {
         })
     }
 
-    fn live(&self, id: &str) -> Result<Slot, ProtoError> {
+    pub(crate) fn live(&self, id: &str) -> Result<Slot, ProtoError> {
         self.store
             .find(id)
             .ok_or_else(|| ProtoError::new(ErrorCode::UnknownInteraction, format!("no interaction {id}")))
@@ -594,6 +804,9 @@ impl Shard {
     /// locked. Operators may override a lock.
     fn check_lock(&self, slot: Slot, caller: &Caller) -> Result<(), ProtoError> {
         match self.locks.get(&slot) {
+            // The agent an interaction is offered to or handled by may
+            // move, transfer or stop it.
+            Some(l) if matches!(l.kind, LockKind::Agent(a) if caller.agent == Some(a)) => Ok(()),
             Some(l) if l.holder.origin != caller.origin && caller.client_type != ClientType::Operator => {
                 Err(ProtoError::new(
                     ErrorCode::InteractionLocked,
@@ -604,6 +817,8 @@ impl Shard {
                         match l.kind {
                             LockKind::Routing => "routing".to_string(),
                             LockKind::Snapshot(s) => format!("snapshot {s}"),
+                            LockKind::Agent(a) =>
+                                format!("offered to or handled by agent '{}'", self.agent_login_id(a)),
                         }
                     ),
                 ))
@@ -639,6 +854,9 @@ impl Shard {
                 "nothing to change: give Properties or DeletedKeys",
             ));
         }
+        let tenant = self.store.get(slot).tenant;
+        self.check_skills(tenant, &changed)?;
+        let told = (self.links.contains_key(&slot) || self.reporting(tenant)).then(|| changed.clone());
         let mut properties = self.store.get(slot).properties().clone();
         for (k, v) in changed.into_entries() {
             properties.set(k, v);
@@ -654,8 +872,34 @@ impl Shard {
         ix.set_properties(properties);
         ix.version += 1;
         self.attach(slot, out);
-        self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Nothing, out);
+        let mut reports = Vec::new();
+        if let Some(changed) = told {
+            self.notify_parties(slot, caller, &changed, &deleted, out);
+            let now_ms = self.now_us.div_euclid(1000);
+            reports.extend(
+                self.ix_event(now_ms, msg_type::EVENT_PROPERTIES_CHANGED, slot, |f| {
+                    if !changed.is_empty() {
+                        f.push(attr::PROPERTIES, changed.clone());
+                    }
+                })
+                .map(|f| (tenant, f)),
+            );
+        }
+        self.write_reporting(slot, caller, reports, out);
         Ok(None)
+    }
+
+    /// Required skills named by a strategy's skills-property must parse,
+    /// or the interaction could never be routed.
+    fn check_skills(&self, tenant: TenantIdx, props: &KvList) -> Result<(), ProtoError> {
+        for (_, s) in self.catalog.tenant_at(tenant).strategy_queues() {
+            if let Some(v) = props.get(&s.skills_property) {
+                crate::routing::parse_skills(v).map_err(|e| {
+                    ProtoError::new(ErrorCode::InvalidValue, format!("property {}: {e}", s.skills_property))
+                })?;
+            }
+        }
+        Ok(())
     }
 
     fn place_in_queue(
@@ -689,8 +933,23 @@ impl Shard {
             }
         };
         self.check_lock(slot, caller)?;
+        let tenant = self.store.get(slot).tenant;
+        let mut reports = Vec::new();
+        if matches!(self.store.get(slot).place, Place::Workbin { .. }) {
+            reports
+                .extend(self.ix_event(now_ms, msg_type::EVENT_TAKEN_FROM_WORKBIN, slot, |_| {}).map(|f| (tenant, f)));
+        }
+        let from = self.store.get(slot).queue().map(|q| self.catalog.tenant_at(tenant).queues[q as usize].name.clone());
         self.move_to(slot, Place::Queue(q), now_ms, out);
-        self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Nothing, out);
+        reports.extend(
+            self.ix_event(now_ms, msg_type::EVENT_PLACED_IN_QUEUE, slot, |f| {
+                if let Some(from) = &from {
+                    f.push(attr::FROM_QUEUE, from.as_str());
+                }
+            })
+            .map(|f| (tenant, f)),
+        );
+        self.write_reporting(slot, caller, reports, out);
         Ok(None)
     }
 
@@ -713,14 +972,17 @@ impl Shard {
         }
         self.check_lock(slot, caller)?;
         let owner = self.syms.intern(owner);
+        let tenant = self.store.get(slot).tenant;
         self.move_to(slot, Place::Workbin { workbin: w, owner }, now_ms, out);
-        self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Nothing, out);
+        let reports = self.ix_event(now_ms, msg_type::EVENT_PLACED_IN_WORKBIN, slot, |_| {}).map(|f| (tenant, f));
+        self.write_reporting(slot, caller, reports.into_iter().collect(), out);
         Ok(None)
     }
 
     /// Moves an interaction to `place` in one step: it leaves every view of
     /// its old queue and enters those of the new one. Any lock ends.
-    fn move_to(&mut self, slot: Slot, place: Place, now_ms: Millis, out: &mut Vec<Output>) {
+    pub(crate) fn move_to(&mut self, slot: Slot, place: Place, now_ms: Millis, out: &mut Vec<Output>) {
+        self.end_link(now_ms, slot, false, Some("moved"), out);
         self.detach(slot);
         self.drop_lock(slot);
         let ix = self.store.get_mut(slot);
@@ -733,9 +995,27 @@ impl Shard {
         self.attach(slot, out);
     }
 
-    fn stop_processing(&mut self, caller: &Caller, id: &str, out: &mut Vec<Output>) -> Reply {
+    fn stop_processing(
+        &mut self,
+        now_ms: Millis,
+        caller: &Caller,
+        id: &str,
+        reason: Option<&str>,
+        out: &mut Vec<Output>,
+    ) -> Reply {
         let slot = self.live(id)?;
         self.check_lock(slot, caller)?;
+        self.end_link(now_ms, slot, false, Some("stopped"), out);
+        let tenant = self.store.get(slot).tenant;
+        let reports = self
+            .ix_event(now_ms, msg_type::EVENT_PROCESSING_STOPPED, slot, |f| {
+                if let Some(r) = reason {
+                    f.push(attr::REASON, r);
+                }
+            })
+            .map(|f| (tenant, f))
+            .into_iter()
+            .collect();
         self.detach(slot);
         self.drop_lock(slot);
         let ix = self.store.remove(slot);
@@ -747,8 +1027,12 @@ impl Shard {
                 reply: event_ack(caller.ref_id),
                 undo: Undo::Restore(Box::new(ix)),
                 reveal: None,
+                reports,
+                after: Vec::new(),
+                id: id.into(),
             },
         );
+        self.last_write.insert(id.into(), token);
         out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()) });
         Ok(None)
     }
@@ -760,15 +1044,24 @@ impl Shard {
             debug_assert!(false, "storage completion for unknown token {token}");
             return;
         };
+        if self.last_write.get(&p.id) == Some(&token) {
+            self.last_write.remove(&p.id);
+        }
         if ok {
+            let now_ms = self.now_us.div_euclid(1000);
             if let Some(id) = &p.reveal {
                 // Stopped before its submit committed: nothing to reveal.
                 if let Some(slot) = self.store.find(id) {
                     self.store.get_mut(slot).visible = true;
+                    for t in [msg_type::EVENT_INTERACTION_SUBMITTED, msg_type::EVENT_PLACED_IN_QUEUE] {
+                        self.report_ix(now_ms, t, slot, |_| {}, out);
+                    }
                     self.attach(slot, out);
                 }
             }
+            self.emit_reports(p.reports, out);
         }
+        self.emit_reports(p.after, out);
         let Some(origin) = p.reply_to else { return };
         if ok {
             out.push(Output::Reply { origin, frame: p.reply });
@@ -786,7 +1079,15 @@ impl Shard {
                 let token = self.new_token();
                 self.pending.insert(
                     token,
-                    Pending { reply_to: None, reply: Frame::new(0, 0), undo: Undo::Nothing, reveal: None },
+                    Pending {
+                        reply_to: None,
+                        reply: Frame::new(0, 0),
+                        undo: Undo::Nothing,
+                        reveal: None,
+                        reports: Vec::new(),
+                        after: Vec::new(),
+                        id: "".into(),
+                    },
                 );
                 out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()) });
             }
@@ -812,7 +1113,7 @@ impl Shard {
     /// it in the queue's views whose condition it meets. Pulls waiting on
     /// those views are told.
     pub(crate) fn attach(&mut self, slot: Slot, out: &mut Vec<Output>) {
-        let Shard { store, views, depth, catalog, syms, watchers, locks, .. } = self;
+        let Shard { store, views, depth, catalog, syms, watchers, locks, strategy_watch, .. } = self;
         let ix = store.get(slot);
         let Place::Queue(q) = ix.place else { return };
         if !ix.visible {
@@ -831,6 +1132,11 @@ impl Shard {
             if let Some(w) = watchers.remove(&(ix.tenant, v)) {
                 for (to, op) in w {
                     out.push(Output::Peer { to, msg: PeerMsg::ViewFilled { op } });
+                }
+            }
+            if !strategy_watch.is_empty() {
+                if let Some(to) = strategy_watch.remove(&(ix.tenant, v)) {
+                    out.push(Output::Peer { to, msg: PeerMsg::StrategyWake { tenant: ix.tenant, view: v } });
                 }
             }
         }
@@ -916,6 +1222,8 @@ impl Shard {
     fn tick(&mut self, now_ms: Millis, out: &mut Vec<Output>) {
         self.expire_locks(now_ms, out);
         self.expire_ops(now_ms, out);
+        self.expire_links(now_ms, out);
+        self.expire_sessions(now_ms, out);
     }
 }
 
@@ -944,6 +1252,30 @@ fn views_holding<'a>(ix: &'a Interaction, q: QueueIdx, n: Names<'a>) -> impl Ite
         .iter()
         .copied()
         .filter(move |&v| t.views[v as usize].condition.as_ref().is_none_or(|c| ix.matches(c, n)))
+}
+
+/// The shard a request must run on: the owner of the interaction it names,
+/// the home of the agent it names (or of the caller's agent), else the
+/// shard that received it. The server's router and the simulation use it.
+pub fn target_shard(catalog: &Catalog, shards: u16, here: u16, caller: &Caller, request: &Request) -> u16 {
+    if let Some(id) = request.interaction_id() {
+        return id::owner_of(id, shards);
+    }
+    let Some((tenant, agent)) = request.agent() else { return here };
+    let agent = match agent {
+        Some(login) => {
+            let Some(t) = catalog.tenant(tenant) else { return here };
+            match catalog.tenant_at(t).agent(login) {
+                Some(a) => AgentRef { tenant: t, agent: a },
+                None => return here,
+            }
+        }
+        None => match caller.agent {
+            Some(a) => a,
+            None => return here,
+        },
+    };
+    crate::agent::home_of(agent, shards)
 }
 
 /// Longest interaction type, subtype or client name stored (the database

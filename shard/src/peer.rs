@@ -7,9 +7,12 @@
 
 use std::sync::Arc;
 
-use crate::catalog::{TenantIdx, ViewIdx, WorkbinIdx};
+use crate::agent::AgentRef;
+use crate::catalog::{AgentIdx, MediaIdx, PlaceIdx, TenantIdx, ViewIdx, WorkbinIdx};
 use crate::condition::Condition;
+use crate::interaction::Millis;
 use crate::machine::Origin;
+use crate::proto::request::ProtoError;
 use crate::value::KvList;
 use crate::view::ViewKey;
 
@@ -76,6 +79,34 @@ pub enum LockKind {
     Routing,
     /// Held by a locking snapshot until it is released.
     Snapshot(u64),
+    /// Offered to, or handled by, an agent (see `routing.rs`); ends when the
+    /// invitation or the handling ends.
+    Agent(AgentRef),
+}
+
+/// One candidate of a built-in strategy's round: a view head with what the
+/// strategy needs to choose an agent for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteHead {
+    pub head: Head,
+    pub media: MediaIdx,
+    /// Required skills: (name, minimum level).
+    pub skills: Vec<(Box<str>, u8)>,
+}
+
+/// What an agent can take now, as its home shard tells the dispatcher:
+/// per media type, free capacity and since when the agent is idle on it.
+pub type Availability = Vec<(MediaIdx, u16, Millis)>;
+
+/// How an offer made by a strategy round ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OfferOutcome {
+    /// The agent is invited.
+    Invited,
+    /// The interaction was no longer there as seen (moved, locked, gone).
+    Missed,
+    /// The agent's home refused the reservation (capacity, readiness).
+    Refused,
 }
 
 /// One candidate from a shard's view head.
@@ -213,5 +244,131 @@ pub enum PeerMsg {
     QueueDepths {
         op: u64,
         queues: Vec<QueueDepth>,
+    },
+
+    // ----- agents, invitations and built-in routing (agent.rs, routing.rs) -----
+    /// Agent home -> tenant's dispatcher: what the agent can take now
+    /// (empty: nothing).
+    AgentAvail {
+        agent: AgentRef,
+        avail: Availability,
+    },
+    /// Dispatcher -> every shard: the first `n` entries of `view`, with
+    /// media and required skills; arms a [`PeerMsg::StrategyWake`].
+    RouteRead {
+        op: u64,
+        tenant: TenantIdx,
+        view: ViewIdx,
+        n: u32,
+    },
+    RouteHeads {
+        op: u64,
+        heads: Vec<RouteHead>,
+    },
+    /// Owner -> dispatcher: an entry entered a view a round read.
+    StrategyWake {
+        tenant: TenantIdx,
+        view: ViewIdx,
+    },
+    /// Dispatcher -> owner: offer this head to `agent` if it is still in
+    /// the view as read.
+    Offer {
+        op: u64,
+        tenant: TenantIdx,
+        view: ViewIdx,
+        head: Head,
+        agent: AgentRef,
+        media: MediaIdx,
+    },
+    /// Owner -> dispatcher.
+    OfferDone {
+        op: u64,
+        agent: AgentRef,
+        media: MediaIdx,
+        outcome: OfferOutcome,
+    },
+    /// Dispatcher -> home: send the agent's availability again, even if
+    /// unchanged (the dispatcher's copy proved stale).
+    Republish {
+        agent: AgentRef,
+    },
+    /// Owner -> agent home: reserve one unit of the agent's capacity for
+    /// `media` for interaction `id`, atomically against its state.
+    Reserve {
+        ticket: u64,
+        id: Box<str>,
+        agent: AgentRef,
+        media: MediaIdx,
+    },
+    /// Home -> owner: the reservation, with the agent's desktops and place.
+    Reserved {
+        ticket: u64,
+        id: Box<str>,
+        agent: AgentRef,
+        result: Result<(Vec<Origin>, PlaceIdx), ProtoError>,
+    },
+    /// Owner -> home: the agent no longer holds `id` (rejected, revoked,
+    /// left, moved, stopped). `not_ready`: set the agent not ready for
+    /// `media` (an invitation timed out with not-ready-on-invitation-timeout).
+    Release {
+        agent: AgentRef,
+        media: MediaIdx,
+        id: Box<str>,
+        not_ready: bool,
+    },
+    /// Owner -> home: the agent accepted `id`.
+    Accepted {
+        agent: AgentRef,
+        id: Box<str>,
+    },
+    /// Home -> owner: the agent logged out; its invitation to `id` ends.
+    Revoke {
+        agent: AgentRef,
+        id: Box<str>,
+    },
+    /// Home -> shard 0: take a licensed seat (and, with
+    /// agent-login-control, the place) for a login.
+    LoginClaim {
+        op: u64,
+        agent: AgentRef,
+        place: PlaceIdx,
+        control: bool,
+        seats: u32,
+    },
+    LoginClaimed {
+        op: u64,
+        result: Result<(), ProtoError>,
+    },
+    /// Home -> shard 0: the agent logged out.
+    LoginFree {
+        agent: AgentRef,
+    },
+    /// Connection's shard -> home: a desktop connection of `agent` closed.
+    DesktopGone {
+        origin: Origin,
+        agent: AgentRef,
+    },
+    /// Coordinator -> every shard: describe the agents homed there.
+    AgentStates {
+        op: u64,
+        tenant: TenantIdx,
+    },
+    AgentStateList {
+        op: u64,
+        states: Vec<(AgentIdx, KvList)>,
+    },
+
+    // ----- reporting (report.rs) -----
+    /// Send reporting events to `origin` (of one tenant or all).
+    Subscribe {
+        op: u64,
+        origin: Origin,
+        tenant: Option<TenantIdx>,
+    },
+    Subscribed {
+        op: u64,
+    },
+    Unsubscribe {
+        origin: Origin,
     },
 }

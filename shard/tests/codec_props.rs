@@ -193,7 +193,10 @@ fn attr_type(id: u16) -> u8 {
     match id {
         attr::CLIENT_TYPE | attr::ERROR_CODE | attr::NODE_ID | attr::PROTOCOL_VERSION | attr::SHARD_COUNT => TAG_INT,
         attr::PRIORITY | attr::RECEIVED_AT..=attr::SERVER_TIME | attr::VERSION => TAG_INT,
-        attr::PROPERTIES | attr::DELETED_KEYS => TAG_LIST,
+        attr::COUNT | attr::LIMIT | attr::LOCK | attr::SNAPSHOT_ID | attr::START | attr::TOTAL => TAG_INT,
+        attr::CAPACITY | attr::DO_NOT_DISTURB | attr::TICKET | attr::EVENT_SEQUENCE | attr::EVENT_TIME => TAG_INT,
+        attr::PROPERTIES | attr::DELETED_KEYS | attr::INTERACTION | attr::QUEUE_DEPTH => TAG_LIST,
+        attr::MEDIA_LIST | attr::AGENT_STATE => TAG_LIST,
         _ => TAG_STR,
     }
 }
@@ -210,11 +213,13 @@ fn arb_request_like_frame() -> BoxedStrategy<Frame> {
         Just(msg_type::REQUEST_CHANGE_PROPERTIES),
         Just(msg_type::REQUEST_PLACE_IN_QUEUE),
         Just(msg_type::REQUEST_STOP_PROCESSING),
+        (msg_type::REQUEST_AGENT_LOGIN..=msg_type::REQUEST_UNSUBSCRIBE),
         any::<u16>(),
     ];
     let ids = prop_oneof![
         6 => prop::sample::select(vec![1u16, 2, 3, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 28]),
-        1 => 0u16..40,
+        4 => prop::sample::select(vec![16u16, 17, 18, 21, 25, 64, 65, 66, 67, 68, 69]),
+        1 => 0u16..80,
     ];
     let attr = (ids, 0u8..6, -2i64..10, "[a-z]{0,6}", vec((arb_key(), arb_leaf()), 0..4), arb_any_value(3)).prop_map(
         |(id, pick, int, text, entries, other)| {
@@ -690,7 +695,7 @@ fn documented_numbers_match_the_code() {
         let row = format!("| {n} | {name} |");
         assert!(doc.contains(&row), "message table lacks {row:?}");
     }
-    assert_eq!(named, 24, "message types named by the code");
+    assert_eq!(named, 67, "message types named by the code");
     for code in 0..200 {
         if let Some(e) = ErrorCode::from_code(code) {
             assert_eq!(e.code(), code);
@@ -748,6 +753,17 @@ fn documented_numbers_match_the_code() {
         (attr::START, "Start", "int"),
         (attr::QUEUE_DEPTH, "QueueDepth", "list"),
         (attr::TOTAL, "Total", "int"),
+        (attr::AGENT_ID, "AgentId", "string"),
+        (attr::PLACE, "Place", "string"),
+        (attr::MEDIA_LIST, "MediaList", "list"),
+        (attr::CAPACITY, "Capacity", "int"),
+        (attr::DO_NOT_DISTURB, "DoNotDisturb", "int"),
+        (attr::TICKET, "Ticket", "int"),
+        (attr::AGENT_STATE, "AgentState", "list"),
+        (attr::EVENT_SEQUENCE, "EventSequence", "int"),
+        (attr::EVENT_TIME, "EventTime", "int"),
+        (attr::FROM_QUEUE, "FromQueue", "string"),
+        (attr::FROM_AGENT, "FromAgent", "string"),
     ];
     for (id, name, ty) in attrs {
         let row = format!("| {id} | {name} | {ty} |");

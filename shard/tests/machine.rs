@@ -22,7 +22,7 @@ fn shard(shard: u16, shards: u16) -> Shard {
 }
 
 fn caller(ref_id: u32, client_type: ClientType) -> Caller {
-    Caller { origin: Origin { shard: 0, conn: 7 }, ref_id, client_type, client_name: "media".into() }
+    Caller { origin: Origin { shard: 0, conn: 7 }, ref_id, client_type, client_name: "media".into(), agent: None }
 }
 
 fn submit(queue: &str, media: &str, props: KvList) -> Request {
@@ -312,7 +312,9 @@ fn random_histories_answer_every_request_once() {
                         }
                     }
                     Output::Store { token, .. } => inflight.push(token),
-                    Output::Peer { .. } => panic!("seed {seed}: no request here spans shards"),
+                    Output::Peer { .. } | Output::Event { .. } | Output::Bind { .. } => {
+                        panic!("seed {seed}: no request here spans shards")
+                    }
                 }
             }
         }
@@ -332,7 +334,9 @@ fn random_histories_answer_every_request_once() {
                         }
                     }
                     Output::Store { token, .. } => inflight.push(token),
-                    Output::Peer { .. } => panic!("seed {seed}: no request here spans shards"),
+                    Output::Peer { .. } | Output::Event { .. } | Output::Bind { .. } => {
+                        panic!("seed {seed}: no request here spans shards")
+                    }
                 }
             }
         }
@@ -414,6 +418,7 @@ fn properties_leave_room_to_be_listed_in_answers() {
         ref_id: 3,
         client_type: ClientType::Operator,
         client_name: "op".into(),
+        agent: None,
     };
     let mut out = Vec::new();
     s.handle(
@@ -431,6 +436,7 @@ fn properties_leave_room_to_be_listed_in_answers() {
             Output::Peer { msg, .. } => s.handle(T0, Input::Peer { from: 0, msg }, &mut out),
             Output::Reply { frame: f, .. } => frame = Some(f),
             Output::Store { .. } => panic!("a pull writes nothing"),
+            Output::Event { .. } | Output::Bind { .. } => {}
         }
     }
     let frame = frame.expect("the pull answered");
@@ -532,6 +538,7 @@ fn run_alone(s: &mut Shard, now_ms: i64, input: Input) -> Vec<Frame> {
                 Output::Peer { msg, .. } => pending.insert(0, Input::Peer { from: 0, msg }),
                 Output::Reply { frame, .. } => replies.push(frame),
                 Output::Store { token, .. } => pending.insert(0, Input::StorageDone { token, ok: true }),
+                Output::Event { .. } | Output::Bind { .. } => {}
             }
         }
     }
@@ -539,7 +546,7 @@ fn run_alone(s: &mut Shard, now_ms: i64, input: Input) -> Vec<Frame> {
 }
 
 fn operator(ref_id: u32) -> Caller {
-    Caller { origin: Origin { shard: 0, conn: 9 }, ref_id, client_type: ClientType::Operator, client_name: "op".into() }
+    Caller { origin: Origin { shard: 0, conn: 9 }, ref_id, client_type: ClientType::Operator, client_name: "op".into(), agent: None }
 }
 
 #[test]
@@ -562,7 +569,7 @@ fn waiting_pulls_leave_no_watchers_behind() {
     // A closed connection's waiting pull leaves none either.
     run_alone(&mut s, T0, pull(99));
     assert_eq!(s.watchers(), 1);
-    run_alone(&mut s, T0, Input::ConnClosed { origin: Origin { shard: 0, conn: 9 } });
+    run_alone(&mut s, T0, Input::ConnClosed { origin: Origin { shard: 0, conn: 9 }, agent: None });
     assert_eq!(s.watchers(), 0);
     assert_eq!(s.pending_ops(), 0);
 }

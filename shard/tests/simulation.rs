@@ -209,6 +209,7 @@ impl Sim {
                     let n = self.n() as usize;
                     self.net[shard as usize * n + to as usize].push_back(msg);
                 }
+                Output::Event { .. } | Output::Bind { .. } => {}
             }
         }
     }
@@ -219,7 +220,7 @@ impl Sim {
         let ref_id = self.next_ref;
         self.next_ref += 1;
         let target = request.interaction_id().map(|id| owner_of(id, self.n())).unwrap_or(origin.shard);
-        let caller = Caller { origin, ref_id, client_type, client_name: format!("client-{}", origin.conn).into() };
+        let caller = Caller { origin, ref_id, client_type, client_name: format!("client-{}", origin.conn).into(), agent: None };
         self.input(target, Input::Request { caller, request });
         ref_id
     }
@@ -587,7 +588,7 @@ impl Run {
 
     fn close_router(&mut self) {
         let r = *self.sim.rng.pick(&self.routers).unwrap();
-        self.sim.input(r.shard, Input::ConnClosed { origin: r });
+        self.sim.input(r.shard, Input::ConnClosed { origin: r, agent: None });
         self.sim.settle();
         for ix in self.model.ixs.values_mut() {
             if ix.lock.as_ref().is_some_and(|l| l.holder == r) {

@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
+use ixn_shard::agent::AgentRef;
 use ixn_shard::machine::{Caller, Origin};
 use ixn_shard::proto::frame::{decode_body, split_frame, FatalFrameError, Header, HEADER_LEN, PROTOCOL_VERSION};
 use ixn_shard::proto::request::{event_ack, event_error, ProtoError};
@@ -38,6 +39,10 @@ pub struct Conn {
     closing: Cell<bool>,
     dead: Cell<bool>,
     client: RefCell<Option<(ClientType, Arc<str>)>>,
+    /// The agent logged in on this connection (set by its home shard).
+    pub agent: Cell<Option<AgentRef>>,
+    /// Number of the last unsolicited event sent (EventSequence).
+    events_sent: Cell<u64>,
     max_pending: usize,
     max_output: usize,
     max_frame: usize,
@@ -56,6 +61,8 @@ impl Conn {
             closing: Cell::new(false),
             dead: Cell::new(false),
             client: RefCell::new(None),
+            agent: Cell::new(None),
+            events_sent: Cell::new(0),
             max_pending: config.server.max_pending_requests,
             max_output: config.server.max_output_buffer,
             max_frame: config.server.max_frame_size,
@@ -101,6 +108,35 @@ impl Conn {
         if self.unanswered.get() < self.max_pending {
             self.read_resume.notify();
         }
+    }
+
+    /// Queues an unsolicited event (not an answer), numbered with
+    /// EventSequence. Bounded like answers (max-output-buffer).
+    pub fn event(&self, mut frame: Frame) {
+        if self.dead.get() || self.closing.get() {
+            return;
+        }
+        let seq = self.events_sent.get() + 1;
+        self.events_sent.set(seq);
+        frame.push(attr::EVENT_SEQUENCE, seq as i64);
+        let len = {
+            let mut out = self.out.borrow_mut();
+            frame.encode_into(&mut out);
+            out.len()
+        };
+        if len > self.max_output {
+            tracing::warn!(
+                msg_id = msgid::SLOW_CLIENT,
+                conn = self.id,
+                peer = ?self.peer,
+                unsent_bytes = len,
+                limit = self.max_output,
+                "client disconnected: it does not read its events (max-output-buffer exceeded)"
+            );
+            self.kill();
+            return;
+        }
+        self.out_notify.notify();
     }
 
     fn error(&self, ref_id: u32, code: ErrorCode, text: impl Into<String>) {
@@ -247,7 +283,7 @@ async fn read_loop(rt: &Runtime, conn: &Conn, stream: &Shared) {
     };
     conn.close_after_flush();
     rt.remove_conn(conn.id);
-    rt.conn_closed(conn.id);
+    rt.conn_closed(conn.id, conn.agent.get());
     let client = conn.client.borrow().as_ref().map(|(_, n)| n.to_string());
     tracing::info!(msg_id = msgid::CLIENT_DISCONNECTED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, ?client, reason, "client disconnected");
 }
@@ -303,7 +339,8 @@ fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
         (Request::Ping, Some(_)) => conn.answer(&event_ack(ref_id).with(attr::SERVER_TIME, now_ms())),
         (_, Some(_)) if rt.stopping.get() => conn.error(ref_id, ErrorCode::ShuttingDown, "the server is shutting down"),
         (request, Some((client_type, client_name))) => {
-            let caller = Caller { origin: Origin { shard: rt.shard, conn: conn.id }, ref_id, client_type, client_name };
+            let origin = Origin { shard: rt.shard, conn: conn.id };
+            let caller = Caller { origin, ref_id, client_type, client_name, agent: conn.agent.get() };
             rt.route(caller, request);
         }
     }

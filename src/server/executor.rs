@@ -17,6 +17,7 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::TcpListener;
 use glommio::{Latency, Shares, TaskQueueHandle};
+use ixn_shard::agent::AgentRef;
 use ixn_shard::catalog::Catalog;
 use ixn_shard::interaction::InteractionRecord;
 use ixn_shard::machine::{Caller, Input, Origin, Output, Shard, ShardParams};
@@ -37,6 +38,10 @@ pub enum ShardMsg {
     Reply { conn: u64, frame: Frame },
     /// A message of the shards' own protocol (ixn_shard::peer).
     Peer { from: u16, msg: PeerMsg },
+    /// An unsolicited event for a connection of the receiver.
+    Event { conn: u64, frame: Frame },
+    /// A connection of the receiver now carries this agent (or none).
+    Bind { conn: u64, agent: Option<AgentRef> },
 }
 
 /// Everything a shard needs, handed to its executor thread at start.
@@ -94,9 +99,9 @@ pub fn now_ms() -> i64 {
 impl Runtime {
     /// Sends a request to the shard that owns it: here, or across the mesh.
     pub fn route(&self, caller: Caller, request: Request) {
-        let target = match request.interaction_id() {
-            Some(id) => ixn_shard::id::owner_of(id, self.shards),
-            None => self.shard,
+        let target = {
+            let m = self.machine.borrow();
+            ixn_shard::machine::target_shard(m.catalog(), self.shards, self.shard, &caller, &request)
         };
         if target == self.shard {
             self.run_machine(Input::Request { caller, request });
@@ -127,8 +132,8 @@ impl Runtime {
     }
 
     /// A connection of this shard closed: its locks, pulls and snapshots end.
-    pub fn conn_closed(&self, conn: u64) {
-        self.run_machine(Input::ConnClosed { origin: Origin { shard: self.shard, conn } });
+    pub fn conn_closed(&self, conn: u64, agent: Option<AgentRef>) {
+        self.run_machine(Input::ConnClosed { origin: Origin { shard: self.shard, conn }, agent });
     }
 
     fn dispatch(&self, out: &mut Vec<Output>) {
@@ -149,6 +154,20 @@ impl Runtime {
                         self.send_peer(to, ShardMsg::Peer { from: self.shard, msg });
                     }
                 }
+                Output::Event { origin, frame } => {
+                    if origin.shard == self.shard {
+                        self.deliver_event(origin.conn, frame);
+                    } else {
+                        self.send_peer(origin.shard, ShardMsg::Event { conn: origin.conn, frame });
+                    }
+                }
+                Output::Bind { origin, agent } => {
+                    if origin.shard == self.shard {
+                        self.bind(origin.conn, agent);
+                    } else {
+                        self.send_peer(origin.shard, ShardMsg::Bind { conn: origin.conn, agent });
+                    }
+                }
             }
         }
     }
@@ -162,6 +181,32 @@ impl Runtime {
         }
     }
 
+    /// Hands an unsolicited event to a connection of this shard.
+    pub fn deliver_event(&self, conn: u64, frame: Frame) {
+        let c = self.conns.borrow().get(&conn).cloned();
+        if let Some(c) = c {
+            c.event(frame);
+        }
+    }
+
+    fn bind(&self, conn: u64, agent: Option<AgentRef>) {
+        let c = self.conns.borrow().get(&conn).cloned();
+        match c {
+            Some(c) => c.agent.set(agent),
+            // Closed meanwhile: its home hears of the close after this.
+            None => {
+                if let Some(agent) = agent {
+                    // The login completed after the connection closed: the
+                    // home must still start the login session.
+                    self.run_machine(Input::ConnClosed {
+                        origin: Origin { shard: self.shard, conn },
+                        agent: Some(agent),
+                    });
+                }
+            }
+        }
+    }
+
     pub fn remove_conn(&self, id: u64) {
         self.conns.borrow_mut().remove(&id);
     }
@@ -171,6 +216,8 @@ impl Runtime {
             ShardMsg::Request { caller, request } => self.run_machine(Input::Request { caller, request }),
             ShardMsg::Reply { conn, frame } => self.deliver(conn, frame),
             ShardMsg::Peer { from, msg } => self.run_machine(Input::Peer { from, msg }),
+            ShardMsg::Event { conn, frame } => self.deliver_event(conn, frame),
+            ShardMsg::Bind { conn, agent } => self.bind(conn, agent),
         }
     }
 
@@ -193,6 +240,7 @@ pub async fn shard_main(ctx: ShardContext) {
         routing_timeout_ms: (ctx.config.settings.routing_timeout * 1000.0) as i64,
         pull_hold_ms: (ctx.config.settings.pull_hold_timeout * 1000.0) as i64,
         max_snapshot: ctx.config.settings.max_interactions_per_snapshot,
+        agents: ctx.config.settings.agent_params(),
     };
     let mut machine = Shard::new(params, ctx.catalog.clone());
     let loaded = ctx.records.len();

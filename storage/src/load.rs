@@ -64,8 +64,8 @@ pub(crate) fn load_live(conn: &Connection<'_>, target: &str) -> Result<Vec<Inter
                 }
                 _ => {
                     text.clear();
-                    // false: SQL NULL (None for workbin_owner, '' for the
-                    // other names).
+                    // false: SQL NULL (None for workbin_owner and
+                    // assigned_to, '' for the other names).
                     let present = row.get_text(n, &mut text).map_err(|e| fail(name, &e))?;
                     let s = if present {
                         Some(std::str::from_utf8(&text).map(str::to_owned).map_err(|_| {

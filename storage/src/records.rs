@@ -4,8 +4,8 @@ use ixn_shard::interaction::InteractionRecord;
 use ixn_shard::KvList;
 
 /// Columns of `interactions`, in the order every statement uses (the
-/// order of storage/sql/*/isdb.sql, schema version 2).
-pub(crate) const COLUMNS: [&str; 20] = [
+/// order of storage/sql/*/isdb.sql, schema version 3).
+pub(crate) const COLUMNS: [&str; 21] = [
     "id",
     "tenant",
     "media_type",
@@ -26,6 +26,7 @@ pub(crate) const COLUMNS: [&str; 20] = [
     "version",
     "workbin_owner",
     "submit_order",
+    "assigned_to",
 ];
 pub(crate) const NCOLS: usize = COLUMNS.len();
 
@@ -37,10 +38,14 @@ pub(crate) mod col {
     pub const LAST_TIME: usize = 15;
     pub const PROPERTIES: usize = 16;
     pub const VERSION: usize = 17;
-    /// The only nullable short text column: NULL is `None`.
+    /// Nullable short text column: NULL is `None`.
     pub const WORKBIN_OWNER: usize = 18;
     /// Nullable BIGINT: NULL is `None` (rows upgraded from version 1).
     pub const SUBMIT_ORDER: usize = 19;
+    /// Nullable short text column (schema version 3): NULL is `None`
+    /// (nobody handles the interaction, and rows upgraded from version 1
+    /// or 2).
+    pub const ASSIGNED_TO: usize = 20;
 }
 
 /// Longest id the schema holds (VARCHAR(64)), in bytes.
@@ -50,8 +55,8 @@ pub(crate) const MAX_ID: usize = 64;
 pub(crate) const MAX_NAME: usize = 255;
 
 /// The short text columns of a record, by column index (id, names).
-/// `None` only for a NULL `workbin_owner` (the other names are never NULL
-/// when ixn writes them).
+/// `None` only for a NULL `workbin_owner` or `assigned_to` (the other names
+/// are never NULL when ixn writes them).
 pub(crate) fn text_field(r: &InteractionRecord, c: usize) -> Option<&str> {
     match c {
         0 => Some(&r.id),
@@ -62,12 +67,13 @@ pub(crate) fn text_field(r: &InteractionRecord, c: usize) -> Option<&str> {
         5 => Some(&r.queue),
         7 => Some(&r.submitted_by),
         col::WORKBIN_OWNER => r.workbin_owner.as_deref(),
+        col::ASSIGNED_TO => r.assigned_to.as_deref(),
         _ => unreachable!("column {c} is not a short text column"),
     }
 }
 
 /// Indexes of the short text columns (VARCHAR(64) id, VARCHAR(255) names).
-pub(crate) const TEXT_COLUMNS: [usize; 8] = [0, 1, 2, 3, 4, 5, 7, col::WORKBIN_OWNER];
+pub(crate) const TEXT_COLUMNS: [usize; 9] = [0, 1, 2, 3, 4, 5, 7, col::WORKBIN_OWNER, col::ASSIGNED_TO];
 
 pub(crate) fn time_field(r: &InteractionRecord, c: usize) -> Option<i64> {
     match c {
@@ -99,8 +105,8 @@ pub(crate) fn set_time_field(r: &mut InteractionRecord, c: usize, v: Option<i64>
 }
 
 /// Sets a short text column from the database: NULL (`None`) is `None` for
-/// `workbin_owner` and the empty string for the others (Oracle stores ''
-/// as NULL).
+/// `workbin_owner` and `assigned_to`, the empty string for the others
+/// (Oracle stores '' as NULL).
 pub(crate) fn set_text_field(r: &mut InteractionRecord, c: usize, v: Option<String>) {
     let f = match c {
         0 => &mut r.id,
@@ -112,6 +118,10 @@ pub(crate) fn set_text_field(r: &mut InteractionRecord, c: usize, v: Option<Stri
         7 => &mut r.submitted_by,
         col::WORKBIN_OWNER => {
             r.workbin_owner = v;
+            return;
+        }
+        col::ASSIGNED_TO => {
+            r.assigned_to = v;
             return;
         }
         _ => unreachable!("column {c} is not a short text column"),
@@ -142,6 +152,7 @@ pub(crate) fn empty_record() -> InteractionRecord {
         version: 0,
         workbin_owner: None,
         submit_order: None,
+        assigned_to: None,
     }
 }
 
@@ -201,7 +212,7 @@ mod tests {
     fn workbin_owner_is_a_nullable_text_column() {
         assert_eq!(COLUMNS[col::WORKBIN_OWNER], "workbin_owner");
         assert_eq!(COLUMNS[col::VERSION], "version");
-        assert_eq!(NCOLS, 20);
+        assert_eq!(NCOLS, 21);
         let mut r = empty_record();
         r.id = "0001x".into();
         assert_eq!(text_field(&r, col::WORKBIN_OWNER), None);
@@ -217,12 +228,35 @@ mod tests {
     }
 
     #[test]
-    fn submit_order_is_the_nullable_last_column() {
+    fn submit_order_is_the_nullable_column_after_workbin_owner() {
         assert_eq!(COLUMNS[col::SUBMIT_ORDER], "submit_order");
-        assert_eq!(col::SUBMIT_ORDER, NCOLS - 1);
+        assert_eq!(col::SUBMIT_ORDER, col::WORKBIN_OWNER + 1);
         assert!(!TEXT_COLUMNS.contains(&col::SUBMIT_ORDER));
         assert!(!(col::FIRST_TIME..=col::LAST_TIME).contains(&col::SUBMIT_ORDER));
         assert_eq!(empty_record().submit_order, None);
+    }
+
+    #[test]
+    fn assigned_to_is_the_nullable_last_text_column() {
+        assert_eq!(COLUMNS[col::ASSIGNED_TO], "assigned_to");
+        assert_eq!(col::ASSIGNED_TO, col::SUBMIT_ORDER + 1);
+        assert_eq!(col::ASSIGNED_TO, NCOLS - 1);
+        assert!(TEXT_COLUMNS.contains(&col::ASSIGNED_TO));
+        let mut r = empty_record();
+        assert_eq!(r.assigned_to, None);
+        r.id = "0001x".into();
+        assert_eq!(text_field(&r, col::ASSIGNED_TO), None, "None binds SQL NULL");
+        r.assigned_to = Some("agent7".into());
+        assert_eq!(text_field(&r, col::ASSIGNED_TO), Some("agent7"));
+        // Apart from workbin_owner: setting one leaves the other alone.
+        assert_eq!(text_field(&r, col::WORKBIN_OWNER), None);
+        // NULL reads back as None, not as Some("").
+        set_text_field(&mut r, col::ASSIGNED_TO, None);
+        assert_eq!(r.assigned_to, None);
+        set_text_field(&mut r, col::ASSIGNED_TO, Some("agent7".into()));
+        assert_eq!((r.assigned_to.as_deref(), r.workbin_owner.as_deref()), (Some("agent7"), None));
+        set_text_field(&mut r, col::ASSIGNED_TO, Some(String::new()));
+        assert_eq!(r.assigned_to.as_deref(), Some(""));
     }
 
     #[test]
@@ -234,6 +268,18 @@ mod tests {
         assert_eq!(refuse_reason(&r), None, "255 bytes fit");
         r.workbin_owner = Some("é".repeat(128));
         assert_eq!(refuse_reason(&r).as_deref(), Some("workbin_owner of 256 bytes (255 allowed)"));
+    }
+
+    #[test]
+    fn an_assigned_to_over_255_bytes_is_refused() {
+        let mut r = empty_record();
+        r.id = "0001x".into();
+        r.assigned_to = Some("é".repeat(127) + "a");
+        assert_eq!(refuse_reason(&r), None, "255 bytes fit");
+        r.assigned_to = Some("é".repeat(128));
+        assert_eq!(refuse_reason(&r).as_deref(), Some("assigned_to of 256 bytes (255 allowed)"));
+        r.assigned_to = Some("a".repeat(256));
+        assert_eq!(refuse_reason(&r).as_deref(), Some("assigned_to of 256 bytes (255 allowed)"));
     }
 
     #[test]

@@ -8,47 +8,68 @@ use crate::{msg_id, Engine, StorageError};
 
 /// The schema version this server reads and writes. Version 2 added the
 /// nullable columns `interactions.workbin_owner` and
-/// `interactions.submit_order` (after `version`, in that order).
-pub(crate) const SCHEMA_VERSION: i32 = 2;
+/// `interactions.submit_order` (after `version`, in that order); version 3
+/// added the nullable column `interactions.assigned_to` (after
+/// `submit_order`).
+pub(crate) const SCHEMA_VERSION: i32 = 3;
 
-/// The statements that bring a version-1 database to version 2, for this
-/// engine's `isdb.sql` (the `*_nvc.sql` variants take NVARCHAR(255) /
-/// NVARCHAR2(255) for workbin_owner instead). The message that refuses a
-/// version-1 database and docs/storage.md give them. Existing rows get NULL
-/// in both columns: in a queue, submission order derived from the id.
-pub(crate) fn upgrade_from_1(engine: &Engine) -> Vec<String> {
+/// What each version added, for the refusal of an older database.
+const ADDED_IN: [(i64, &str); 2] = [
+    (2, "the columns interactions.workbin_owner and interactions.submit_order"),
+    (3, "the column interactions.assigned_to"),
+];
+
+/// The statements that bring a database at schema version `from` (1 or 2)
+/// to [`SCHEMA_VERSION`] in place, for this engine's `isdb.sql` (the
+/// `*_nvc.sql` variants take NVARCHAR(255) / NVARCHAR2(255) for the name
+/// columns instead); `None` for any other version. The message that
+/// refuses such a database and docs/storage.md give them. Existing rows
+/// get NULL in the added columns: in a queue, submission order derived
+/// from the id, nobody handling it. `ALTER TABLE ... ADD` appends, so the
+/// columns end in the order of the creation scripts.
+pub(crate) fn upgrade_from(engine: &Engine, from: i64) -> Option<Vec<String>> {
     let (name, int) = match engine {
         Engine::Oracle => ("VARCHAR2(255)", "NUMBER(19)"),
         _ => ("VARCHAR(255)", "BIGINT"),
     };
-    let mut v = vec![
-        format!("ALTER TABLE interactions ADD workbin_owner {name}"),
-        format!("ALTER TABLE interactions ADD submit_order {int}"),
-        "UPDATE ixn_schema SET version = 2 WHERE name = 'isdb'".to_string(),
-    ];
+    let mut v = Vec::new();
+    if from == 1 {
+        v.push(format!("ALTER TABLE interactions ADD workbin_owner {name}"));
+        v.push(format!("ALTER TABLE interactions ADD submit_order {int}"));
+    }
+    if from == 1 || from == 2 {
+        v.push(format!("ALTER TABLE interactions ADD assigned_to {name}"));
+    } else {
+        return None;
+    }
+    v.push(format!("UPDATE ixn_schema SET version = {SCHEMA_VERSION} WHERE name = 'isdb'"));
     if *engine == Engine::Oracle {
         v.push("COMMIT".to_string());
     }
-    v
+    Some(v)
 }
 
 /// The refusal of a database at `version` (not [`SCHEMA_VERSION`]).
 fn wrong_version(engine: &Engine, target: &str, script: &str, version: i64) -> String {
-    if version == 1 {
-        let nvc = match engine {
-            Engine::MsSql => " (NVARCHAR(255) instead of VARCHAR(255) if the tables came from isdb_nvc.sql)",
-            Engine::Oracle => " (NVARCHAR2(255) instead of VARCHAR2(255) if the tables came from isdb_nvc.sql)",
-            _ => "",
-        };
-        format!(
-            "the database at {target} has isdb schema version 1, this server needs {SCHEMA_VERSION} (version 2 adds \
-             the columns interactions.workbin_owner and interactions.submit_order); upgrade it in place, keeping \
-             its interactions, with `{};`{nvc}, or drop the tables and recreate them with {script}",
-            upgrade_from_1(engine).join("; ")
-        )
-    } else {
-        format!("the database at {target} has isdb schema version {version}, this server needs {SCHEMA_VERSION}")
-    }
+    let Some(upgrade) = upgrade_from(engine, version) else {
+        return format!(
+            "the database at {target} has isdb schema version {version}, this server needs {SCHEMA_VERSION}"
+        );
+    };
+    let nvc = match engine {
+        Engine::MsSql => " (NVARCHAR(255) instead of VARCHAR(255) if the tables came from isdb_nvc.sql)",
+        Engine::Oracle => " (NVARCHAR2(255) instead of VARCHAR2(255) if the tables came from isdb_nvc.sql)",
+        _ => "",
+    };
+    let added: Vec<String> =
+        ADDED_IN.iter().filter(|(v, _)| *v > version).map(|(v, what)| format!("version {v} adds {what}")).collect();
+    format!(
+        "the database at {target} has isdb schema version {version}, this server needs {SCHEMA_VERSION} ({}); \
+         upgrade it in place, keeping its interactions, with `{};`{nvc}, or drop the tables and recreate them \
+         with {script}",
+        added.join(", "),
+        upgrade.join("; ")
+    )
 }
 
 const SQLITE_ISDB: &str = include_str!("../sql/sqlite/isdb.sql");
@@ -255,19 +276,63 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert!(s[0].starts_with("CREATE TABLE interactions"));
         assert!(s[2].starts_with("INSERT INTO ixn_schema"));
+        assert!(s[0].ends_with("submit_order        BIGINT,\n  assigned_to         VARCHAR(255)\n)"), "{}", s[0]);
         assert_eq!(statements(POSTGRESQL_ISDB).len(), 3);
     }
 
     #[test]
-    fn version_1_is_refused_with_the_upgrade() {
+    fn version_2_is_refused_with_the_upgrade() {
+        let m = wrong_version(&Engine::Sqlite, "'/d/ixn.db' (SQLite3)", "storage/sql/sqlite/isdb.sql", 2);
+        assert_eq!(
+            m,
+            "the database at '/d/ixn.db' (SQLite3) has isdb schema version 2, this server needs 3 (version 3 adds \
+             the column interactions.assigned_to); upgrade it in place, keeping its interactions, with \
+             `ALTER TABLE interactions ADD assigned_to VARCHAR(255); \
+             UPDATE ixn_schema SET version = 3 WHERE name = 'isdb';`, \
+             or drop the tables and recreate them with storage/sql/sqlite/isdb.sql"
+        );
+        let m = wrong_version(&Engine::Oracle, "DSN 'o'", "storage/sql/oracle/isdb.sql", 2);
+        assert!(
+            m.contains(
+                "`ALTER TABLE interactions ADD assigned_to VARCHAR2(255); \
+                 UPDATE ixn_schema SET version = 3 WHERE name = 'isdb'; COMMIT;` (NVARCHAR2(255) instead of \
+                 VARCHAR2(255) if the tables came from isdb_nvc.sql), or drop"
+            ),
+            "{m}"
+        );
+        let m = wrong_version(&Engine::MsSql, "DSN 'm'", "storage/sql/mssql/isdb.sql", 2);
+        assert!(
+            m.contains(
+                "`ALTER TABLE interactions ADD assigned_to VARCHAR(255); \
+                 UPDATE ixn_schema SET version = 3 WHERE name = 'isdb';` (NVARCHAR(255) instead of"
+            ),
+            "{m}"
+        );
+        let m = wrong_version(&Engine::MariaDb, "DSN 'a'", "storage/sql/mariadb/isdb.sql", 2);
+        assert!(
+            m.contains(
+                "`ALTER TABLE interactions ADD assigned_to VARCHAR(255); \
+                 UPDATE ixn_schema SET version = 3 WHERE name = 'isdb';`, or drop"
+            ),
+            "{m}"
+        );
+        let m = wrong_version(&Engine::Postgres, "h:1/x (PostgreSQL Unicode)", "storage/sql/postgresql/isdb.sql", 2);
+        assert!(m.contains("`ALTER TABLE interactions ADD assigned_to VARCHAR(255); UPDATE"), "{m}");
+        assert!(m.ends_with("recreate them with storage/sql/postgresql/isdb.sql"), "{m}");
+    }
+
+    #[test]
+    fn version_1_is_refused_with_the_upgrade_to_3() {
         let m = wrong_version(&Engine::Sqlite, "'/d/ixn.db' (SQLite3)", "storage/sql/sqlite/isdb.sql", 1);
         assert_eq!(
             m,
-            "the database at '/d/ixn.db' (SQLite3) has isdb schema version 1, this server needs 2 (version 2 adds \
-             the columns interactions.workbin_owner and interactions.submit_order); upgrade it in place, keeping \
-             its interactions, with `ALTER TABLE interactions ADD workbin_owner VARCHAR(255); \
+            "the database at '/d/ixn.db' (SQLite3) has isdb schema version 1, this server needs 3 (version 2 adds \
+             the columns interactions.workbin_owner and interactions.submit_order, version 3 adds the column \
+             interactions.assigned_to); upgrade it in place, keeping its interactions, with \
+             `ALTER TABLE interactions ADD workbin_owner VARCHAR(255); \
              ALTER TABLE interactions ADD submit_order BIGINT; \
-             UPDATE ixn_schema SET version = 2 WHERE name = 'isdb';`, \
+             ALTER TABLE interactions ADD assigned_to VARCHAR(255); \
+             UPDATE ixn_schema SET version = 3 WHERE name = 'isdb';`, \
              or drop the tables and recreate them with storage/sql/sqlite/isdb.sql"
         );
         let m = wrong_version(&Engine::Oracle, "DSN 'o'", "storage/sql/oracle/isdb.sql", 1);
@@ -275,27 +340,74 @@ mod tests {
             m.contains(
                 "`ALTER TABLE interactions ADD workbin_owner VARCHAR2(255); \
                  ALTER TABLE interactions ADD submit_order NUMBER(19); \
-                 UPDATE ixn_schema SET version = 2 WHERE name = 'isdb'; COMMIT;` (NVARCHAR2(255) instead of"
+                 ALTER TABLE interactions ADD assigned_to VARCHAR2(255); \
+                 UPDATE ixn_schema SET version = 3 WHERE name = 'isdb'; COMMIT;` (NVARCHAR2(255) instead of"
             ),
             "{m}"
         );
         let m = wrong_version(&Engine::MsSql, "DSN 'm'", "storage/sql/mssql/isdb.sql", 1);
         assert!(
-            m.contains("ADD workbin_owner VARCHAR(255); ALTER TABLE interactions ADD submit_order BIGINT; UPDATE")
-                && m.contains("(NVARCHAR(255) instead of"),
+            m.contains(
+                "ADD workbin_owner VARCHAR(255); ALTER TABLE interactions ADD submit_order BIGINT; \
+                 ALTER TABLE interactions ADD assigned_to VARCHAR(255); UPDATE ixn_schema SET version = 3"
+            ) && m.contains("(NVARCHAR(255) instead of"),
             "{m}"
         );
         let m = wrong_version(&Engine::MariaDb, "DSN 'a'", "storage/sql/mariadb/isdb.sql", 1);
         assert!(
-            m.contains("ADD workbin_owner VARCHAR(255); ALTER TABLE interactions ADD submit_order BIGINT; UPDATE"),
+            m.contains(
+                "ADD workbin_owner VARCHAR(255); ALTER TABLE interactions ADD submit_order BIGINT; \
+                 ALTER TABLE interactions ADD assigned_to VARCHAR(255); UPDATE ixn_schema SET version = 3"
+            ),
             "{m}"
         );
-        let m = wrong_version(&Engine::Postgres, "h:1/x (PostgreSQL Unicode)", "storage/sql/postgresql/isdb.sql", 3);
-        assert_eq!(m, "the database at h:1/x (PostgreSQL Unicode) has isdb schema version 3, this server needs 2");
     }
 
     #[test]
-    fn scripts_say_version_2_and_end_with_workbin_owner_and_submit_order() {
+    fn other_versions_are_refused_without_an_upgrade() {
+        for v in [0, 4, 99, -1] {
+            assert_eq!(upgrade_from(&Engine::Sqlite, v), None);
+            let m =
+                wrong_version(&Engine::Postgres, "h:1/x (PostgreSQL Unicode)", "storage/sql/postgresql/isdb.sql", v);
+            assert_eq!(
+                m,
+                format!("the database at h:1/x (PostgreSQL Unicode) has isdb schema version {v}, this server needs 3")
+            );
+        }
+    }
+
+    /// Upgrading adds exactly the columns a version lacks, with the types
+    /// the creation script gives them, in the script's order.
+    #[test]
+    fn upgrades_add_the_missing_columns_with_the_script_types() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+        for (engine, rel) in [
+            (Engine::Sqlite, "sqlite/isdb.sql"),
+            (Engine::Postgres, "postgresql/isdb.sql"),
+            (Engine::MsSql, "mssql/isdb.sql"),
+            (Engine::Oracle, "oracle/isdb.sql"),
+            (Engine::MariaDb, "mariadb/isdb.sql"),
+        ] {
+            let script = std::fs::read_to_string(dir.join(rel)).unwrap();
+            let create = &statements(&script)[0];
+            let ty = |c: &str| {
+                let l = create.lines().find(|l| l.trim_start().starts_with(&format!("{c} "))).unwrap();
+                l.split_whitespace().nth(1).unwrap().trim_end_matches(',').to_string()
+            };
+            for (from, added) in [(1, &COLUMNS[18..]), (2, &COLUMNS[20..])] {
+                let up = upgrade_from(&engine, from).unwrap();
+                let alters: Vec<String> =
+                    added.iter().map(|c| format!("ALTER TABLE interactions ADD {c} {}", ty(c))).collect();
+                assert_eq!(&up[..alters.len()], &alters[..], "{rel} from {from}");
+                assert_eq!(up[alters.len()], "UPDATE ixn_schema SET version = 3 WHERE name = 'isdb'", "{rel}");
+                let rest: Vec<&str> = up[alters.len() + 1..].iter().map(String::as_str).collect();
+                assert_eq!(rest, if engine == Engine::Oracle { vec!["COMMIT"] } else { vec![] }, "{rel}");
+            }
+        }
+    }
+
+    #[test]
+    fn scripts_say_version_3_and_end_with_workbin_owner_submit_order_and_assigned_to() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
         for rel in [
             "sqlite/isdb.sql",
@@ -312,20 +424,24 @@ mod tests {
             let names: Vec<&str> =
                 create.lines().skip(1).filter_map(|l| l.strip_prefix("  ")?.split_whitespace().next()).collect();
             assert_eq!(names, COLUMNS, "{rel}: columns in statement order");
-            let owner = create.lines().find(|l| l.trim_start().starts_with("workbin_owner ")).unwrap();
-            assert!(!owner.contains("NOT NULL"), "{rel}: workbin_owner is nullable");
-            let name_type = create.lines().find(|l| l.trim_start().starts_with("queue ")).unwrap();
+            assert_eq!(names[names.len() - 3..], ["workbin_owner", "submit_order", "assigned_to"], "{rel}");
+            let line = |c: &str| create.lines().find(|l| l.trim_start().starts_with(&format!("{c} "))).unwrap();
             let ty = |l: &str| l.split_whitespace().nth(1).unwrap().trim_end_matches(',').to_string();
-            assert_eq!(ty(owner), ty(name_type), "{rel}: workbin_owner has the type of the other names");
-            let order = create.lines().find(|l| l.trim_start().starts_with("submit_order ")).unwrap();
+            let name_type = ty(line("queue"));
+            for c in ["workbin_owner", "assigned_to"] {
+                assert!(!line(c).contains("NOT NULL"), "{rel}: {c} is nullable");
+                assert_eq!(ty(line(c)), name_type, "{rel}: {c} has the type of the other names");
+            }
+            assert!(name_type.ends_with("(255)"), "{rel}: {name_type}");
+            let order = line("submit_order");
             assert!(!order.contains("NOT NULL"), "{rel}: submit_order is nullable");
-            let int_type = create.lines().find(|l| l.trim_start().starts_with("received_at ")).unwrap();
-            assert_eq!(ty(order), ty(int_type), "{rel}: submit_order has the type of the other integers");
+            assert_eq!(ty(order), ty(line("received_at")), "{rel}: submit_order has the type of the other integers");
             assert!(
-                stmts.iter().any(|s| s == "INSERT INTO ixn_schema (name, version) VALUES ('isdb', 2)"),
-                "{rel}: schema version 2"
+                stmts.iter().any(|s| s == "INSERT INTO ixn_schema (name, version) VALUES ('isdb', 3)"),
+                "{rel}: schema version 3"
             );
-            assert!(script.contains("(schema version 2;"), "{rel}: header says version 2");
+            assert!(!script.contains("VALUES ('isdb', 2)"), "{rel}: no other version");
+            assert!(script.contains("(schema version 3;"), "{rel}: header says version 3");
         }
     }
 

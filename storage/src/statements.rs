@@ -28,7 +28,7 @@ use crate::InsertStrategy;
 type Inserter<'c> = ColumnarBulkInserter<StatementImpl<'c>, WithDataType<BoxColumnBuffer>>;
 
 /// Row counts of the multi-row statements, largest first. 256 rows is
-/// 5120 parameters (20 columns); psqlODBC 13.02 lost protocol
+/// 5376 parameters (21 columns, schema version 3); psqlODBC 13.02 lost protocol
 /// synchronization preparing a 512-row statement of 18 columns (9216
 /// parameters) while 256 rows (4608) worked, so 256 is the ceiling.
 const MULTI_ROW_SIZES: [usize; 4] = [256, 64, 8, 1];
@@ -251,7 +251,8 @@ fn fill_inserts(stmt: &mut Stmt<'_>, rows: &[&InteractionRecord], data: &RowData
         for c in TEXT_COLUMNS {
             let mut colm = stmt.inserter.column_mut(base + c).as_text().expect("text buffer");
             for p in 0..sets {
-                // None (a NULL workbin_owner) binds SQL NULL.
+                // None (a NULL workbin_owner or assigned_to) binds SQL
+                // NULL.
                 colm.set_cell(p, records::text_field(rows[row_at(p)], c).map(str::as_bytes));
             }
         }
@@ -291,5 +292,29 @@ fn fill_inserts(stmt: &mut Stmt<'_>, rows: &[&InteractionRecord], data: &RowData
                 colm.set_cell(p, Some(data.props(row_at(p))));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_names_every_column_and_binds_assigned_to_last() {
+        let sql = insert_sql(2);
+        assert!(
+            sql.starts_with(
+                "INSERT INTO interactions (id, tenant, media_type, interaction_type, interaction_subtype, queue, \
+                 priority, submitted_by, received_at, submitted_at, placed_in_queue_at, moved_to_queue_at, \
+                 delivered_at, assigned_at, held_at, completed_at, properties, version, workbin_owner, submit_order, \
+                 assigned_to) VALUES ("
+            ),
+            "{sql}"
+        );
+        assert_eq!(sql.matches('?').count(), 2 * 21);
+        assert_eq!(insert_descs(3, 512).len(), 3 * NCOLS);
+        // The largest multi-row statement stays well below the 9216
+        // parameters psqlODBC 13.02 could not prepare.
+        assert_eq!(MULTI_ROW_SIZES[0] * NCOLS, 5376);
     }
 }

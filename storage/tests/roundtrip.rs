@@ -41,11 +41,12 @@ fn round_trip(connection_string: &str, create: bool, strategy: InsertStrategy, b
         h.submit(WriteRequest { shard, token, op });
     };
     // 600 plain inserts, spread over both shards; two in three have a
-    // submit order, so one statement's parameters mix NULL and values in
-    // that column too.
+    // submit order and one in four an agent handling it, so one
+    // statement's parameters mix NULL and values in those columns too.
     for i in 0..600 {
         let mut r = common::record(&format!("0001ins{i:09}"), 0);
         r.submit_order = (i % 3 != 0).then(|| submit_order(1_760_000_000_123, 2 * i + 1));
+        r.assigned_to = (i % 4 == 1).then(|| format!("agent{}", i % 10));
         expected.insert(r.id.clone(), r.clone());
         submit((i % 2) as u16, StoreOp::Insert(Box::new(r)));
     }
@@ -74,6 +75,15 @@ fn round_trip(connection_string: &str, create: bool, strategy: InsertStrategy, b
         expected.insert(r.id.clone(), r.clone());
         submit(0, StoreOp::Insert(Box::new(r)));
     }
+    // Agents handling interactions, at the same edges: non-ASCII, exactly
+    // 255 bytes, empty (Some("") on SQLite and PostgreSQL), and None.
+    let edge_agents = [Some("Agent Jürgen ✓".to_string()), Some("ä".repeat(127) + "z"), Some(String::new()), None];
+    for (i, agent) in edge_agents.iter().enumerate() {
+        let mut r = rich_record(&format!("0001asedge{i:06}"), 100);
+        r.assigned_to = agent.clone();
+        expected.insert(r.id.clone(), r.clone());
+        submit(1, StoreOp::Insert(Box::new(r)));
+    }
     // Upsert the first 100 twice (a third of them going from a submit
     // order to NULL, a third the other way); delete 100..150;
     // insert+delete some; upsert a row that was never inserted; delete one
@@ -84,6 +94,8 @@ fn round_trip(connection_string: &str, create: bool, strategy: InsertStrategy, b
             r.queue = format!("moved {v}");
             r.assigned_at = Some(1_760_000_100_000 + v);
             r.submit_order = ((i + v) % 3 != 0).then(|| submit_order(1_760_000_000_123, 2 * i + 1));
+            // Some become handled, some stop being handled, some change agent.
+            r.assigned_to = ((i + v) % 4 == 1 || i % 5 == 0).then(|| format!("agent{}", (i + v) % 10));
             expected.insert(r.id.clone(), r.clone());
             submit(1, StoreOp::Upsert(Box::new(r)));
         }
@@ -134,21 +146,27 @@ fn round_trip(connection_string: &str, create: bool, strategy: InsertStrategy, b
     }
 }
 
-/// The nullable columns (workbin_owner, submit_order): one record in a
-/// workbin with a submit order near the top of the i64 range and one in a
-/// queue without one (NULL, as in a row upgraded from version 1), written,
-/// read back, then swapped (the workbin one back to a queue and to NULL, the
-/// other into a workbin with a realistic submit order).
+/// The nullable columns (workbin_owner, submit_order, assigned_to): one
+/// record in a workbin with a submit order near the top of the i64 range
+/// and nobody handling it, and one in a queue without a submit order (NULL,
+/// as in a row upgraded from version 1) handled by agent7, written, read
+/// back, then swapped (the workbin one back to a queue, to NULL and handled
+/// by agent7, the other into a workbin with a realistic submit order and
+/// nobody handling it).
 fn nullable_columns_round_trip(connection_string: &str, strategy: InsertStrategy) {
     let cfg =
         StorageConfig { insert_strategy: Some(strategy), create_schema: true, ..StorageConfig::new(connection_string) };
     let mut in_workbin = workbin_record("0008inworkbin", 0, Some("Agent Smith"));
     in_workbin.submit_order = Some(LARGE_SUBMIT_ORDER);
-    let in_queue = workbin_record("0008inqueue", 0, None);
+    assert_eq!(in_workbin.assigned_to, None);
+    let mut in_queue = workbin_record("0008inqueue", 0, None);
+    in_queue.assigned_to = Some("agent7".into());
     assert_eq!((&in_queue.workbin_owner, in_queue.submit_order), (&None, None));
-    let moved_out = workbin_record("0008inworkbin", 1, None);
+    let mut moved_out = workbin_record("0008inworkbin", 1, None);
+    moved_out.assigned_to = Some("agent7".into());
     let mut moved_in = workbin_record("0008inqueue", 1, Some("Support group"));
     moved_in.submit_order = Some(submit_order(1_760_000_000_123, 8191));
+    assert_eq!(moved_in.assigned_to, None);
     let mut token = 0;
     for ops in [
         vec![StoreOp::Insert(Box::new(in_workbin.clone())), StoreOp::Insert(Box::new(in_queue.clone()))],
@@ -173,7 +191,77 @@ fn nullable_columns_round_trip(connection_string: &str, strategy: InsertStrategy
         writers.shutdown();
         let loaded = by_id(Storage::open(cfg.clone()).unwrap().load_live().unwrap());
         assert_eq!(loaded, expected);
+        // Spelled out, so a NULL read back as Some("") cannot pass.
+        let agents: Vec<(&str, Option<&str>)> =
+            loaded.values().map(|r| (r.id.as_str(), r.assigned_to.as_deref())).collect();
+        assert!(
+            agents == [("0008inqueue", Some("agent7")), ("0008inworkbin", None)]
+                || agents == [("0008inqueue", None), ("0008inworkbin", Some("agent7"))],
+            "{agents:?}"
+        );
     }
+}
+
+/// assigned_to alone: Some("agent7") and None in one statement, read back,
+/// then flipped, then a delete; one writer per strategy.
+fn assigned_to_round_trip(connection_string: &str, strategy: InsertStrategy) {
+    let cfg =
+        StorageConfig { insert_strategy: Some(strategy), create_schema: true, ..StorageConfig::new(connection_string) };
+    let handled = assigned_record("0010handled", 0, Some("agent7"));
+    let waiting = assigned_record("0010waiting", 0, None);
+    let mut token = 0;
+    // Each step: the ops, then (id, assigned_to) of every row after them.
+    type Step<'a> = (Vec<StoreOp>, Vec<(&'a str, Option<&'a str>)>);
+    let steps: Vec<Step> = vec![
+        (
+            vec![StoreOp::Insert(Box::new(handled.clone())), StoreOp::Insert(Box::new(waiting.clone()))],
+            vec![("0010handled", Some("agent7")), ("0010waiting", None)],
+        ),
+        (
+            vec![
+                StoreOp::Upsert(Box::new(assigned_record("0010handled", 1, None))),
+                StoreOp::Upsert(Box::new(assigned_record("0010waiting", 1, Some("agent7")))),
+            ],
+            vec![("0010handled", None), ("0010waiting", Some("agent7"))],
+        ),
+        (vec![StoreOp::Delete("0010waiting".into())], vec![("0010handled", None)]),
+    ];
+    for (ops, want) in steps {
+        let sink = Collect::new();
+        let writers = Storage::open(cfg.clone()).unwrap().start(vec![sink.clone() as Arc<dyn CompletionSink>]).unwrap();
+        let n = ops.len();
+        for op in ops {
+            token += 1;
+            writers.handle().submit(WriteRequest { shard: 0, token, op });
+        }
+        assert!(sink.wait(n, 30).values().all(|&ok| ok));
+        writers.shutdown();
+        let loaded = by_id(Storage::open(cfg.clone()).unwrap().load_live().unwrap());
+        let got: Vec<(&str, Option<&str>)> =
+            loaded.values().map(|r| (r.id.as_str(), r.assigned_to.as_deref())).collect();
+        assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn sqlite_assigned_to_round_trip() {
+    init_logs();
+    for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow] {
+        let dir = TempDir::new("rt-assigned");
+        assigned_to_round_trip(&sqlite_connection_string(&dir.0.join("ixn.db")), strategy);
+    }
+}
+
+#[test]
+fn postgres_assigned_to_round_trip() {
+    init_logs();
+    let Some(cs) = pg_connection_string() else { return };
+    let cs = pg_private_db(&cs, "ixn_storage_assigned");
+    for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow] {
+        run_script(&cs, "postgresql/isdb_drop.sql", false);
+        assigned_to_round_trip(&cs, strategy);
+    }
+    run_script(&cs, "postgresql/isdb_drop.sql", false);
 }
 
 #[test]

@@ -47,15 +47,15 @@ fn creates_once_then_validates() {
 fn wrong_version_is_refused() {
     let (_dir, cs) = sqlite("version");
     Storage::open(StorageConfig { create_schema: true, ..StorageConfig::new(cs.clone()) }).unwrap();
-    run_sql(&cs, "UPDATE ixn_schema SET version = 3 WHERE name = 'isdb'", false);
+    run_sql(&cs, "UPDATE ixn_schema SET version = 4 WHERE name = 'isdb'", false);
     let m = open_err(&cs, true);
-    assert!(m.contains("schema version 3, this server needs 2"), "{m}");
+    assert!(m.ends_with("has isdb schema version 4, this server needs 3"), "no upgrade offered: {m}");
     run_sql(&cs, "DELETE FROM ixn_schema", false);
     let m = open_err(&cs, true);
     assert!(m.contains("no 'isdb' row in table ixn_schema"), "{m}");
 }
 
-/// The tables of isdb schema version 1 (no workbin_owner, no submit_order), as the SQLite
+/// The tables of isdb schema version 1 (no workbin_owner, submit_order, assigned_to), as the SQLite
 /// and PostgreSQL isdb.sql created them, with one live interaction.
 const ISDB_V1: &str = "
 CREATE TABLE interactions (
@@ -89,22 +89,91 @@ INSERT INTO interactions (id, tenant, media_type, interaction_type, interaction_
   1760000000000, '', 3);
 ";
 
-/// A version-1 database is refused with the statements that upgrade it;
-/// they work, and the interaction it held loads back with no workbin owner
-/// and no submit order; a write of it with a submit order then reads back.
-fn version_1_is_refused_then_upgraded(cs: &str, script: &str) {
-    run_sql(cs, ISDB_V1, false);
+/// The tables of isdb schema version 2 (no assigned_to), as the SQLite and
+/// PostgreSQL isdb.sql created them, with two live interactions: one in a
+/// workbin with a submit order, one in a queue without.
+const ISDB_V2: &str = "
+CREATE TABLE interactions (
+  id                  VARCHAR(64)  NOT NULL PRIMARY KEY,
+  tenant              VARCHAR(255),
+  media_type          VARCHAR(255),
+  interaction_type    VARCHAR(255),
+  interaction_subtype VARCHAR(255),
+  queue               VARCHAR(255),
+  priority            BIGINT NOT NULL,
+  submitted_by        VARCHAR(255),
+  received_at         BIGINT,
+  submitted_at        BIGINT,
+  placed_in_queue_at  BIGINT,
+  moved_to_queue_at   BIGINT,
+  delivered_at        BIGINT,
+  assigned_at         BIGINT,
+  held_at             BIGINT,
+  completed_at        BIGINT,
+  properties          TEXT,
+  version             BIGINT NOT NULL,
+  workbin_owner       VARCHAR(255),
+  submit_order        BIGINT
+);
+CREATE TABLE ixn_schema (
+  name    VARCHAR(64) NOT NULL PRIMARY KEY,
+  version INT NOT NULL
+);
+INSERT INTO ixn_schema (name, version) VALUES ('isdb', 2);
+INSERT INTO interactions (id, tenant, media_type, interaction_type, interaction_subtype, queue, priority,
+  submitted_by, received_at, properties, version, workbin_owner, submit_order)
+  VALUES ('0009fromv2wb', 'Environment', 'chat', 'Inbound', 'InboundNew', 'Chat workbin', 5, 'chat-server-1',
+  1760000000000, '', 3, 'Agent Smith', 9223372036854710272);
+INSERT INTO interactions (id, tenant, media_type, interaction_type, interaction_subtype, queue, priority,
+  submitted_by, received_at, properties, version)
+  VALUES ('0009fromv2q', 'Environment', 'chat', 'Inbound', 'InboundNew', 'Chat inbound', 5, 'chat-server-1',
+  1760000000001, '', 1);
+";
+
+/// Opens `cs`, expecting it refused for schema version `version` with
+/// `upgrade` as the statements; checks the message, runs the statements
+/// exactly as the message gives them.
+fn refused_then_upgraded(cs: &str, script: &str, version: i64, adds: &str, upgrade: &str) {
     let m = open_err(cs, true);
-    assert!(m.contains("has isdb schema version 1, this server needs 2"), "{m}");
-    let upgrade = "ALTER TABLE interactions ADD workbin_owner VARCHAR(255); \
-                   ALTER TABLE interactions ADD submit_order BIGINT; \
-                   UPDATE ixn_schema SET version = 2 WHERE name = 'isdb';";
+    assert!(m.contains(&format!("has isdb schema version {version}, this server needs 3 ({adds})")), "{m}");
     assert!(m.contains(&format!("`{upgrade}`")), "gives the upgrade statements: {m}");
-    assert!(m.contains(&format!("recreate them with {script}")), "{m}");
-    // Run the statements exactly as the message gives them.
+    assert!(m.ends_with(&format!("recreate them with {script}")), "{m}");
     let given = m.split('`').nth(1).unwrap();
     assert_eq!(given, upgrade);
     run_sql(cs, given, false);
+}
+
+/// Writes `r` (an upgraded row, now with an agent) through a writer and
+/// reads the database back: it must hold exactly `want`.
+fn write_then_load(cs: &str, r: &ixn_storage::InteractionRecord, want: Vec<ixn_storage::InteractionRecord>) {
+    let sink = Collect::new();
+    let writers =
+        Storage::open(StorageConfig::new(cs)).unwrap().start(vec![sink.clone() as Arc<dyn CompletionSink>]).unwrap();
+    writers.handle().submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Upsert(Box::new(r.clone())) });
+    assert!(sink.wait(1, 30)[&1]);
+    writers.shutdown();
+    let mut loaded = Storage::open(StorageConfig::new(cs)).unwrap().load_live().unwrap();
+    loaded.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(loaded, want);
+}
+
+/// A version-1 database is refused with the statements that upgrade it to
+/// version 3; they work, and the interaction it held loads back with no
+/// workbin owner, no submit order and no agent; a write of it with a
+/// submit order and an agent then reads back.
+fn version_1_is_refused_then_upgraded(cs: &str, script: &str) {
+    run_sql(cs, ISDB_V1, false);
+    refused_then_upgraded(
+        cs,
+        script,
+        1,
+        "version 2 adds the columns interactions.workbin_owner and interactions.submit_order, \
+         version 3 adds the column interactions.assigned_to",
+        "ALTER TABLE interactions ADD workbin_owner VARCHAR(255); \
+         ALTER TABLE interactions ADD submit_order BIGINT; \
+         ALTER TABLE interactions ADD assigned_to VARCHAR(255); \
+         UPDATE ixn_schema SET version = 3 WHERE name = 'isdb';",
+    );
     let loaded = Storage::open(StorageConfig::new(cs)).unwrap().load_live().unwrap();
     assert_eq!(loaded.len(), 1);
     let r = &loaded[0];
@@ -112,25 +181,67 @@ fn version_1_is_refused_then_upgraded(cs: &str, script: &str) {
         (r.id.as_str(), r.queue.as_str(), r.version, r.received_at),
         ("0009fromv1", "Chat inbound", 3, Some(1_760_000_000_000))
     );
-    assert_eq!((&r.workbin_owner, r.submit_order), (&None, None));
+    assert_eq!((&r.workbin_owner, r.submit_order, &r.assigned_to), (&None, None, &None));
     // The upgraded table takes the new columns.
     let mut r = r.clone();
     r.version = 4;
     r.submit_order = Some(LARGE_SUBMIT_ORDER);
-    let sink = Collect::new();
-    let writers =
-        Storage::open(StorageConfig::new(cs)).unwrap().start(vec![sink.clone() as Arc<dyn CompletionSink>]).unwrap();
-    writers.handle().submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Upsert(Box::new(r.clone())) });
-    assert!(sink.wait(1, 30)[&1]);
-    writers.shutdown();
+    r.assigned_to = Some("agent7".into());
+    write_then_load(cs, &r, vec![r.clone()]);
+}
+
+/// A version-2 database is refused with the statements that add
+/// assigned_to; they work, both interactions load back as they were with
+/// no agent (NULL is None), and one then takes agent7.
+fn version_2_is_refused_then_upgraded(cs: &str, script: &str) {
+    run_sql(cs, ISDB_V2, false);
+    refused_then_upgraded(
+        cs,
+        script,
+        2,
+        "version 3 adds the column interactions.assigned_to",
+        "ALTER TABLE interactions ADD assigned_to VARCHAR(255); UPDATE ixn_schema SET version = 3 WHERE name = 'isdb';",
+    );
     let loaded = Storage::open(StorageConfig::new(cs)).unwrap().load_live().unwrap();
-    assert_eq!(loaded, vec![r]);
+    let mut loaded = loaded;
+    loaded.sort_by(|a, b| a.id.cmp(&b.id));
+    let got: Vec<_> = loaded
+        .iter()
+        .map(|r| (r.id.as_str(), r.version, r.workbin_owner.as_deref(), r.submit_order, r.assigned_to.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("0009fromv2q", 1, None, None, None),
+            ("0009fromv2wb", 3, Some("Agent Smith"), Some(LARGE_SUBMIT_ORDER), None),
+        ]
+    );
+    let mut handled = loaded[0].clone();
+    handled.version = 2;
+    handled.assigned_at = Some(1_760_000_000_300);
+    handled.assigned_to = Some("agent7".into());
+    write_then_load(cs, &handled, vec![handled.clone(), loaded[1].clone()]);
 }
 
 #[test]
 fn version_1_database_is_refused_with_the_upgrade() {
     let (_dir, cs) = sqlite("version1");
     version_1_is_refused_then_upgraded(&cs, "storage/sql/sqlite/isdb.sql");
+}
+
+#[test]
+fn version_2_database_is_refused_with_the_upgrade() {
+    let (_dir, cs) = sqlite("version2");
+    version_2_is_refused_then_upgraded(&cs, "storage/sql/sqlite/isdb.sql");
+}
+
+#[test]
+fn version_3_without_assigned_to_is_refused() {
+    // Says version 3, but the ALTER was never run.
+    let (_dir, cs) = sqlite("noassigned");
+    run_sql(&cs, &ISDB_V2.replace("VALUES ('isdb', 2)", "VALUES ('isdb', 3)"), false);
+    let m = open_err(&cs, true);
+    assert!(m.contains("does not match isdb schema version 3: it lacks column(s) assigned_to ("), "{m}");
 }
 
 #[test]
@@ -153,11 +264,11 @@ fn missing_columns_are_named() {
          submitted_by VARCHAR(255), received_at BIGINT, submitted_at BIGINT, placed_in_queue_at BIGINT, \
          moved_to_queue_at BIGINT, delivered_at BIGINT, assigned_at BIGINT, completed_at BIGINT, properties TEXT);
          CREATE TABLE ixn_schema (name VARCHAR(64), version INT);
-         INSERT INTO ixn_schema VALUES ('isdb', 2)",
+         INSERT INTO ixn_schema VALUES ('isdb', 3)",
         false,
     );
     let m = open_err(&cs, true);
-    assert!(m.contains("lacks column(s) held_at, version, workbin_owner, submit_order"), "{m}");
+    assert!(m.contains("lacks column(s) held_at, version, workbin_owner, submit_order, assigned_to ("), "{m}");
 }
 
 #[test]
@@ -188,13 +299,22 @@ fn postgres_schema_validation() {
     let m = open_err(&cs, false);
     assert!(m.contains("has no table 'interactions'") && m.contains("storage/sql/postgresql/isdb.sql"), "{m}");
     Storage::open(StorageConfig { create_schema: true, ..StorageConfig::new(cs.clone()) }).unwrap();
-    run_sql(&cs, "UPDATE ixn_schema SET version = 3", false);
+    run_sql(&cs, "UPDATE ixn_schema SET version = 4", false);
     let m = open_err(&cs, true);
-    assert!(m.contains("schema version 3, this server needs 2"), "{m}");
-    run_sql(&cs, "UPDATE ixn_schema SET version = 2; ALTER TABLE interactions DROP COLUMN properties", false);
+    assert!(m.ends_with("has isdb schema version 4, this server needs 3"), "{m}");
+    run_sql(&cs, "UPDATE ixn_schema SET version = 3; ALTER TABLE interactions DROP COLUMN properties", false);
     let m = open_err(&cs, true);
-    assert!(m.contains("lacks column(s) properties"), "{m}");
+    assert!(m.contains("lacks column(s) properties ("), "{m}");
+    run_sql(
+        &cs,
+        "ALTER TABLE interactions ADD properties TEXT; ALTER TABLE interactions DROP COLUMN assigned_to",
+        false,
+    );
+    let m = open_err(&cs, true);
+    assert!(m.contains("lacks column(s) assigned_to ("), "{m}");
     run_script(&cs, "postgresql/isdb_drop.sql", false);
     version_1_is_refused_then_upgraded(&cs, "storage/sql/postgresql/isdb.sql");
+    run_script(&cs, "postgresql/isdb_drop.sql", false);
+    version_2_is_refused_then_upgraded(&cs, "storage/sql/postgresql/isdb.sql");
     run_script(&cs, "postgresql/isdb_drop.sql", false);
 }

@@ -99,10 +99,18 @@ fn an_oversized_field_fails_only_its_own_write() {
     h.submit(WriteRequest { shard: 0, token: 4, op: StoreOp::Insert(Box::new(bad_owner)) });
     let owner_255 = workbin_record("0005owner255", 0, Some(&"w".repeat(255)));
     h.submit(WriteRequest { shard: 0, token: 5, op: StoreOp::Insert(Box::new(owner_255)) });
-    let done = sinks[0].wait(5, 30);
-    assert_eq!((done[&1], done[&2], done[&3], done[&4], done[&5]), (true, false, false, false, true));
+    // So is assigned_to.
+    let bad_agent = assigned_record("0005badagent", 0, Some(&"a".repeat(256)));
+    h.submit(WriteRequest { shard: 0, token: 6, op: StoreOp::Insert(Box::new(bad_agent)) });
+    let agent_255 = assigned_record("0005agent255", 0, Some(&"a".repeat(255)));
+    h.submit(WriteRequest { shard: 0, token: 7, op: StoreOp::Insert(Box::new(agent_255)) });
+    let done = sinks[0].wait(7, 30);
+    assert_eq!(
+        (done[&1], done[&2], done[&3], done[&4], done[&5], done[&6], done[&7]),
+        (true, false, false, false, true, false, true)
+    );
     writers.shutdown();
-    assert_eq!(live_ids(&cs), vec!["0005good".to_string(), "0005owner255".to_string()]);
+    assert_eq!(live_ids(&cs), vec!["0005agent255".to_string(), "0005good".to_string(), "0005owner255".to_string()]);
 }
 
 #[test]

@@ -18,6 +18,24 @@ pub mod msg_type {
     pub const REQUEST_GET_SNAPSHOT_INTERACTIONS: u16 = 26;
     pub const REQUEST_RELEASE_SNAPSHOT: u16 = 27;
     pub const REQUEST_GET_QUEUE_DEPTH: u16 = 28;
+    pub const REQUEST_AGENT_LOGIN: u16 = 40;
+    pub const REQUEST_AGENT_LOGOUT: u16 = 41;
+    /// RequestCancelNotReadyForMedia: ready for one media type, or all.
+    pub const REQUEST_READY_FOR_MEDIA: u16 = 42;
+    pub const REQUEST_NOT_READY_FOR_MEDIA: u16 = 43;
+    pub const REQUEST_ADD_MEDIA: u16 = 44;
+    pub const REQUEST_REMOVE_MEDIA: u16 = 45;
+    pub const REQUEST_SET_DO_NOT_DISTURB: u16 = 46;
+    pub const REQUEST_GET_AGENT_STATE: u16 = 47;
+    pub const REQUEST_ACCEPT: u16 = 48;
+    pub const REQUEST_REJECT: u16 = 49;
+    pub const REQUEST_DELIVER: u16 = 50;
+    pub const REQUEST_HOLD: u16 = 51;
+    pub const REQUEST_RESUME: u16 = 52;
+    pub const REQUEST_TRANSFER_TO_AGENT: u16 = 53;
+    pub const REQUEST_LEAVE_INTERACTION: u16 = 54;
+    pub const REQUEST_SUBSCRIBE: u16 = 55;
+    pub const REQUEST_UNSUBSCRIBE: u16 = 56;
 
     pub const EVENT_ACK: u16 = 128;
     pub const EVENT_ERROR: u16 = 129;
@@ -28,6 +46,47 @@ pub mod msg_type {
     pub const EVENT_SNAPSHOT_TAKEN: u16 = 148;
     pub const EVENT_SNAPSHOT_INTERACTIONS: u16 = 149;
     pub const EVENT_QUEUE_DEPTH: u16 = 150;
+    /// Answer to RequestGetAgentState: one AGENT_STATE list per agent.
+    pub const EVENT_AGENT_STATE: u16 = 151;
+
+    // Unsolicited events to agent desktops (reference id 0).
+    /// An interaction is offered to the agent: accept or reject it.
+    pub const EVENT_INVITE: u16 = 160;
+    /// An invitation ended without an accept (time-out, logout, the
+    /// interaction moved or stopped).
+    pub const EVENT_REVOKED: u16 = 161;
+    /// The agent's connection was logged out by the server (another
+    /// connection forced it out, the login session timed out, an operator).
+    pub const EVENT_LOGGED_OUT: u16 = 162;
+
+    // Reporting events, to subscribed reporting clients (reference id 0).
+    pub const EVENT_INTERACTION_SUBMITTED: u16 = 176;
+    pub const EVENT_PLACED_IN_QUEUE: u16 = 177;
+    pub const EVENT_TAKEN_FROM_QUEUE: u16 = 178;
+    pub const EVENT_AGENT_INVITED: u16 = 179;
+    pub const EVENT_INVITE_REVOKED: u16 = 180;
+    pub const EVENT_REJECTED: u16 = 181;
+    pub const EVENT_PARTY_ADDED: u16 = 182;
+    pub const EVENT_PARTY_REMOVED: u16 = 183;
+    pub const EVENT_PROPERTIES_CHANGED: u16 = 184;
+    pub const EVENT_HELD: u16 = 185;
+    pub const EVENT_RESUMED: u16 = 186;
+    pub const EVENT_PLACED_IN_WORKBIN: u16 = 187;
+    pub const EVENT_TAKEN_FROM_WORKBIN: u16 = 188;
+    pub const EVENT_PROCESSING_STOPPED: u16 = 189;
+    pub const EVENT_AGENT_LOGIN: u16 = 190;
+    pub const EVENT_AGENT_LOGOUT: u16 = 191;
+    pub const EVENT_READY_FOR_MEDIA: u16 = 192;
+    pub const EVENT_NOT_READY_FOR_MEDIA: u16 = 193;
+    pub const EVENT_MEDIA_ADDED: u16 = 194;
+    pub const EVENT_MEDIA_REMOVED: u16 = 195;
+    pub const EVENT_DO_NOT_DISTURB_ON: u16 = 196;
+    pub const EVENT_DO_NOT_DISTURB_OFF: u16 = 197;
+
+    /// Whether `t` is a reporting event (sent to subscribers).
+    pub fn is_reporting(t: u16) -> bool {
+        (EVENT_INTERACTION_SUBMITTED..=EVENT_DO_NOT_DISTURB_OFF).contains(&t)
+    }
 
     /// Name of a message type, for logs and the CLI.
     pub fn name(t: u16) -> &'static str {
@@ -56,6 +115,49 @@ pub mod msg_type {
             EVENT_SNAPSHOT_TAKEN => "EventSnapshotTaken",
             EVENT_SNAPSHOT_INTERACTIONS => "EventSnapshotInteractions",
             EVENT_QUEUE_DEPTH => "EventQueueDepth",
+            REQUEST_AGENT_LOGIN => "RequestAgentLogin",
+            REQUEST_AGENT_LOGOUT => "RequestAgentLogout",
+            REQUEST_READY_FOR_MEDIA => "RequestCancelNotReadyForMedia",
+            REQUEST_NOT_READY_FOR_MEDIA => "RequestNotReadyForMedia",
+            REQUEST_ADD_MEDIA => "RequestAddMedia",
+            REQUEST_REMOVE_MEDIA => "RequestRemoveMedia",
+            REQUEST_SET_DO_NOT_DISTURB => "RequestSetDoNotDisturb",
+            REQUEST_GET_AGENT_STATE => "RequestGetAgentState",
+            REQUEST_ACCEPT => "RequestAccept",
+            REQUEST_REJECT => "RequestReject",
+            REQUEST_DELIVER => "RequestDeliver",
+            REQUEST_HOLD => "RequestHold",
+            REQUEST_RESUME => "RequestResume",
+            REQUEST_TRANSFER_TO_AGENT => "RequestTransferToAgent",
+            REQUEST_LEAVE_INTERACTION => "RequestLeaveInteraction",
+            REQUEST_SUBSCRIBE => "RequestSubscribe",
+            REQUEST_UNSUBSCRIBE => "RequestUnsubscribe",
+            EVENT_AGENT_STATE => "EventAgentState",
+            EVENT_INVITE => "EventInvite",
+            EVENT_REVOKED => "EventRevoked",
+            EVENT_LOGGED_OUT => "EventLoggedOut",
+            EVENT_INTERACTION_SUBMITTED => "EventInteractionSubmitted",
+            EVENT_PLACED_IN_QUEUE => "EventPlacedInQueue",
+            EVENT_TAKEN_FROM_QUEUE => "EventTakenFromQueue",
+            EVENT_AGENT_INVITED => "EventAgentInvited",
+            EVENT_INVITE_REVOKED => "EventInviteRevoked",
+            EVENT_REJECTED => "EventRejected",
+            EVENT_PARTY_ADDED => "EventPartyAdded",
+            EVENT_PARTY_REMOVED => "EventPartyRemoved",
+            EVENT_PROPERTIES_CHANGED => "EventPropertiesChanged",
+            EVENT_HELD => "EventHeld",
+            EVENT_RESUMED => "EventResumed",
+            EVENT_PLACED_IN_WORKBIN => "EventPlacedInWorkbin",
+            EVENT_TAKEN_FROM_WORKBIN => "EventTakenFromWorkbin",
+            EVENT_PROCESSING_STOPPED => "EventProcessingStopped",
+            EVENT_AGENT_LOGIN => "EventAgentLogin",
+            EVENT_AGENT_LOGOUT => "EventAgentLogout",
+            EVENT_READY_FOR_MEDIA => "EventReadyForMedia",
+            EVENT_NOT_READY_FOR_MEDIA => "EventNotReadyForMedia",
+            EVENT_MEDIA_ADDED => "EventMediaAdded",
+            EVENT_MEDIA_REMOVED => "EventMediaRemoved",
+            EVENT_DO_NOT_DISTURB_ON => "EventDoNotDisturbOn",
+            EVENT_DO_NOT_DISTURB_OFF => "EventDoNotDisturbOff",
             _ => "Unknown",
         }
     }
@@ -145,6 +247,33 @@ pub mod attr {
     pub const QUEUE_DEPTH: u16 = 49;
     /// int: how many matched in all (an answer may describe fewer).
     pub const TOTAL: u16 = 50;
+
+    /// string: an agent's login id.
+    pub const AGENT_ID: u16 = 64;
+    /// string: a place name.
+    pub const PLACE: u16 = 65;
+    /// list: media type name -> int capacity (RequestAgentLogin: the media
+    /// to log in on; 0 or a capacity above the configured one means the
+    /// configured capacity).
+    pub const MEDIA_LIST: u16 = 66;
+    /// int: how many interactions of one media type at once.
+    pub const CAPACITY: u16 = 67;
+    /// int: 1 on, 0 off (do-not-disturb).
+    pub const DO_NOT_DISTURB: u16 = 68;
+    /// int: the number of one invitation, given in EventInvite and named
+    /// again by RequestAccept and RequestReject.
+    pub const TICKET: u16 = 69;
+    /// list: one agent's state (docs/protocol.md "Agent state"). Repeated.
+    pub const AGENT_STATE: u16 = 70;
+    /// int: a reporting event's number on the subscriber's connection,
+    /// 1, 2, 3... with no gaps.
+    pub const EVENT_SEQUENCE: u16 = 71;
+    /// int: when the event happened, milliseconds since the Unix epoch.
+    pub const EVENT_TIME: u16 = 72;
+    /// string: the queue an interaction came from or was in.
+    pub const FROM_QUEUE: u16 = 73;
+    /// string: the agent an interaction came from (transfers).
+    pub const FROM_AGENT: u16 = 74;
 }
 
 /// What kind of application a client is; decides what it may do.
@@ -247,6 +376,28 @@ pub enum ErrorCode {
     UnknownSnapshot = 41,
     /// A condition or order does not parse; the text says where.
     InvalidCondition = 42,
+    UnknownAgent = 43,
+    UnknownPlace = 44,
+    /// The request needs a logged-in agent and there is none on this
+    /// connection (or the named agent is not logged in).
+    AgentNotLoggedIn = 45,
+    /// The agent is already logged in elsewhere and
+    /// `allow-multiple-agent-connections` is false.
+    AgentAlreadyLoggedIn = 46,
+    /// Every licensed agent seat of this node is taken.
+    NoLicense = 47,
+    /// The agent is not logged in on that media type.
+    MediaNotLoggedIn = 48,
+    /// The agent has no free capacity for the interaction's media type, is
+    /// not ready, or is in do-not-disturb.
+    AgentNotAvailable = 49,
+    /// No such invitation (never sent, already answered, or revoked).
+    UnknownInvitation = 53,
+    /// The interaction is not in the state the request needs (not handled
+    /// by this agent, already held, not held...).
+    InvalidState = 54,
+    /// The place is taken by another agent.
+    PlaceTaken = 55,
     /// The change could not be committed to the database; it is not acknowledged.
     StorageFailure = 50,
     /// The server is shutting down and takes no new requests.
@@ -290,6 +441,16 @@ impl ErrorCode {
             40 => UnknownWorkbin,
             41 => UnknownSnapshot,
             42 => InvalidCondition,
+            43 => UnknownAgent,
+            44 => UnknownPlace,
+            45 => AgentNotLoggedIn,
+            46 => AgentAlreadyLoggedIn,
+            47 => NoLicense,
+            48 => MediaNotLoggedIn,
+            49 => AgentNotAvailable,
+            53 => UnknownInvitation,
+            54 => InvalidState,
+            55 => PlaceTaken,
             50 => StorageFailure,
             51 => ShuttingDown,
             52 => Overloaded,

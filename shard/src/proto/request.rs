@@ -107,6 +107,93 @@ pub enum Request {
     GetQueueDepth {
         tenant: String,
     },
+
+    /// An agent desktop logs an agent in on a place with a media list
+    /// (media type, capacity; 0 means the configured capacity).
+    AgentLogin {
+        tenant: String,
+        agent: String,
+        place: String,
+        media: Vec<(String, u16)>,
+        reason: Option<String>,
+    },
+    /// `agent: None` means the agent logged in on this connection (for
+    /// every agent request below).
+    AgentLogout {
+        tenant: String,
+        agent: Option<String>,
+        reason: Option<String>,
+    },
+    /// Ready (RequestCancelNotReadyForMedia) or not ready
+    /// (RequestNotReadyForMedia) for one media type, or all (`media: None`).
+    SetReady {
+        tenant: String,
+        agent: Option<String>,
+        media: Option<String>,
+        ready: bool,
+        reason: Option<String>,
+    },
+    AddMedia {
+        tenant: String,
+        agent: Option<String>,
+        media: String,
+        capacity: u16,
+    },
+    RemoveMedia {
+        tenant: String,
+        agent: Option<String>,
+        media: String,
+    },
+    SetDoNotDisturb {
+        tenant: String,
+        agent: Option<String>,
+        on: bool,
+    },
+    /// One agent's state, or every configured agent's (`agent: None` from a
+    /// connection with no agent logged in).
+    GetAgentState {
+        tenant: String,
+        agent: Option<String>,
+    },
+    Accept {
+        id: String,
+        ticket: Option<u64>,
+    },
+    Reject {
+        id: String,
+        ticket: Option<u64>,
+        reason: Option<String>,
+    },
+    /// A routing engine (holding the interaction's routing lock) or an
+    /// operator offers an interaction to a chosen agent.
+    Deliver {
+        id: String,
+        agent: String,
+    },
+    Hold {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    /// The handling agent passes the interaction to another agent: it is
+    /// offered to `agent`, and the first agent leaves it.
+    TransferToAgent {
+        id: String,
+        agent: String,
+    },
+    /// The handling agent leaves the interaction: it goes back to its queue
+    /// (or `queue`), at its original place.
+    LeaveInteraction {
+        id: String,
+        queue: Option<String>,
+    },
+    /// A reporting client asks for every reporting event (of one tenant,
+    /// or all with `tenant: None`).
+    Subscribe {
+        tenant: Option<String>,
+    },
+    Unsubscribe,
 }
 
 /// Largest RequestPull count.
@@ -127,7 +214,14 @@ impl Request {
             | Request::ChangeProperties { id, .. }
             | Request::PlaceInQueue { id, .. }
             | Request::StopProcessing { id, .. }
-            | Request::PlaceInWorkbin { id, .. } => Some(id),
+            | Request::PlaceInWorkbin { id, .. }
+            | Request::Accept { id, .. }
+            | Request::Reject { id, .. }
+            | Request::Deliver { id, .. }
+            | Request::Hold { id }
+            | Request::Resume { id }
+            | Request::TransferToAgent { id, .. }
+            | Request::LeaveInteraction { id, .. } => Some(id),
             Request::Submit(s) => s.id.as_deref(),
             Request::RegisterClient { .. }
             | Request::Ping
@@ -137,7 +231,31 @@ impl Request {
             | Request::TakeSnapshot { .. }
             | Request::GetSnapshotInteractions { .. }
             | Request::ReleaseSnapshot { .. }
-            | Request::GetQueueDepth { .. } => None,
+            | Request::GetQueueDepth { .. }
+            | Request::AgentLogin { .. }
+            | Request::AgentLogout { .. }
+            | Request::SetReady { .. }
+            | Request::AddMedia { .. }
+            | Request::RemoveMedia { .. }
+            | Request::SetDoNotDisturb { .. }
+            | Request::GetAgentState { .. }
+            | Request::Subscribe { .. }
+            | Request::Unsubscribe => None,
+        }
+    }
+
+    /// The agent a request about an agent names: (tenant, login id; `None`
+    /// for the agent of the caller's connection). Decides the home shard.
+    pub fn agent(&self) -> Option<(&str, Option<&str>)> {
+        match self {
+            Request::AgentLogin { tenant, agent, .. } => Some((tenant, Some(agent))),
+            Request::AgentLogout { tenant, agent, .. }
+            | Request::SetReady { tenant, agent, .. }
+            | Request::AddMedia { tenant, agent, .. }
+            | Request::RemoveMedia { tenant, agent, .. }
+            | Request::SetDoNotDisturb { tenant, agent, .. } => Some((tenant, agent.as_deref())),
+            Request::GetAgentState { tenant, agent: Some(a) } => Some((tenant, Some(a))),
+            _ => None,
         }
     }
 
@@ -158,6 +276,23 @@ impl Request {
             Request::GetSnapshotInteractions { .. } => "RequestGetSnapshotInteractions",
             Request::ReleaseSnapshot { .. } => "RequestReleaseSnapshot",
             Request::GetQueueDepth { .. } => "RequestGetQueueDepth",
+            Request::AgentLogin { .. } => "RequestAgentLogin",
+            Request::AgentLogout { .. } => "RequestAgentLogout",
+            Request::SetReady { ready: true, .. } => "RequestCancelNotReadyForMedia",
+            Request::SetReady { ready: false, .. } => "RequestNotReadyForMedia",
+            Request::AddMedia { .. } => "RequestAddMedia",
+            Request::RemoveMedia { .. } => "RequestRemoveMedia",
+            Request::SetDoNotDisturb { .. } => "RequestSetDoNotDisturb",
+            Request::GetAgentState { .. } => "RequestGetAgentState",
+            Request::Accept { .. } => "RequestAccept",
+            Request::Reject { .. } => "RequestReject",
+            Request::Deliver { .. } => "RequestDeliver",
+            Request::Hold { .. } => "RequestHold",
+            Request::Resume { .. } => "RequestResume",
+            Request::TransferToAgent { .. } => "RequestTransferToAgent",
+            Request::LeaveInteraction { .. } => "RequestLeaveInteraction",
+            Request::Subscribe { .. } => "RequestSubscribe",
+            Request::Unsubscribe => "RequestUnsubscribe",
         }
     }
 
@@ -250,6 +385,69 @@ impl Request {
             },
             REQUEST_RELEASE_SNAPSHOT => Request::ReleaseSnapshot { snapshot: snapshot_id(f)? },
             REQUEST_GET_QUEUE_DEPTH => Request::GetQueueDepth { tenant: tenant_or_default(f)? },
+            REQUEST_AGENT_LOGIN => Request::AgentLogin {
+                tenant: tenant_or_default(f)?,
+                agent: req_str(f, attr::AGENT_ID, "AgentId")?,
+                place: req_str(f, attr::PLACE, "Place")?,
+                media: media_list(f)?,
+                reason: opt_str(f, attr::REASON, "Reason")?,
+            },
+            REQUEST_AGENT_LOGOUT => Request::AgentLogout {
+                tenant: tenant_or_default(f)?,
+                agent: opt_str(f, attr::AGENT_ID, "AgentId")?,
+                reason: opt_str(f, attr::REASON, "Reason")?,
+            },
+            REQUEST_READY_FOR_MEDIA | REQUEST_NOT_READY_FOR_MEDIA => Request::SetReady {
+                tenant: tenant_or_default(f)?,
+                agent: opt_str(f, attr::AGENT_ID, "AgentId")?,
+                media: opt_str(f, attr::MEDIA_TYPE, "MediaType")?,
+                ready: f.msg_type == REQUEST_READY_FOR_MEDIA,
+                reason: opt_str(f, attr::REASON, "Reason")?,
+            },
+            REQUEST_ADD_MEDIA => Request::AddMedia {
+                tenant: tenant_or_default(f)?,
+                agent: opt_str(f, attr::AGENT_ID, "AgentId")?,
+                media: req_str(f, attr::MEDIA_TYPE, "MediaType")?,
+                capacity: bounded(f, attr::CAPACITY, "Capacity", 0, 0, u16::MAX as u32)? as u16,
+            },
+            REQUEST_REMOVE_MEDIA => Request::RemoveMedia {
+                tenant: tenant_or_default(f)?,
+                agent: opt_str(f, attr::AGENT_ID, "AgentId")?,
+                media: req_str(f, attr::MEDIA_TYPE, "MediaType")?,
+            },
+            REQUEST_SET_DO_NOT_DISTURB => Request::SetDoNotDisturb {
+                tenant: tenant_or_default(f)?,
+                agent: opt_str(f, attr::AGENT_ID, "AgentId")?,
+                on: flag(f, attr::DO_NOT_DISTURB, "DoNotDisturb")?
+                    .ok_or_else(|| missing(attr::DO_NOT_DISTURB, "DoNotDisturb"))?,
+            },
+            REQUEST_GET_AGENT_STATE => {
+                Request::GetAgentState { tenant: tenant_or_default(f)?, agent: opt_str(f, attr::AGENT_ID, "AgentId")? }
+            }
+            REQUEST_ACCEPT => {
+                Request::Accept { id: req_str(f, attr::INTERACTION_ID, "InteractionId")?, ticket: ticket(f)? }
+            }
+            REQUEST_REJECT => Request::Reject {
+                id: req_str(f, attr::INTERACTION_ID, "InteractionId")?,
+                ticket: ticket(f)?,
+                reason: opt_str(f, attr::REASON, "Reason")?,
+            },
+            REQUEST_DELIVER => Request::Deliver {
+                id: req_str(f, attr::INTERACTION_ID, "InteractionId")?,
+                agent: req_str(f, attr::AGENT_ID, "AgentId")?,
+            },
+            REQUEST_HOLD => Request::Hold { id: req_str(f, attr::INTERACTION_ID, "InteractionId")? },
+            REQUEST_RESUME => Request::Resume { id: req_str(f, attr::INTERACTION_ID, "InteractionId")? },
+            REQUEST_TRANSFER_TO_AGENT => Request::TransferToAgent {
+                id: req_str(f, attr::INTERACTION_ID, "InteractionId")?,
+                agent: req_str(f, attr::AGENT_ID, "AgentId")?,
+            },
+            REQUEST_LEAVE_INTERACTION => Request::LeaveInteraction {
+                id: req_str(f, attr::INTERACTION_ID, "InteractionId")?,
+                queue: opt_str(f, attr::QUEUE, "Queue")?,
+            },
+            REQUEST_SUBSCRIBE => Request::Subscribe { tenant: opt_str(f, attr::TENANT, "Tenant")? },
+            REQUEST_UNSUBSCRIBE => Request::Unsubscribe,
             other => {
                 return Err(ProtoError::new(
                     ErrorCode::UnknownMessage,
@@ -366,8 +564,147 @@ impl Request {
             Request::GetQueueDepth { tenant } => {
                 Frame::new(REQUEST_GET_QUEUE_DEPTH, ref_id).with(attr::TENANT, tenant.as_str())
             }
+            Request::AgentLogin { tenant, agent, place, media, reason } => {
+                let mut l = KvList::new();
+                for (m, c) in media {
+                    l.push(m.as_str(), Value::Int(*c as i64));
+                }
+                let mut f = Frame::new(REQUEST_AGENT_LOGIN, ref_id)
+                    .with(attr::TENANT, tenant.as_str())
+                    .with(attr::AGENT_ID, agent.as_str())
+                    .with(attr::PLACE, place.as_str())
+                    .with(attr::MEDIA_LIST, l);
+                push_opt(&mut f, attr::REASON, reason);
+                f
+            }
+            Request::AgentLogout { tenant, agent, reason } => {
+                let mut f = agent_frame(REQUEST_AGENT_LOGOUT, ref_id, tenant, agent);
+                push_opt(&mut f, attr::REASON, reason);
+                f
+            }
+            Request::SetReady { tenant, agent, media, ready, reason } => {
+                let t = if *ready { REQUEST_READY_FOR_MEDIA } else { REQUEST_NOT_READY_FOR_MEDIA };
+                let mut f = agent_frame(t, ref_id, tenant, agent);
+                push_opt(&mut f, attr::MEDIA_TYPE, media);
+                push_opt(&mut f, attr::REASON, reason);
+                f
+            }
+            Request::AddMedia { tenant, agent, media, capacity } => {
+                agent_frame(REQUEST_ADD_MEDIA, ref_id, tenant, agent)
+                    .with(attr::MEDIA_TYPE, media.as_str())
+                    .with(attr::CAPACITY, *capacity as i64)
+            }
+            Request::RemoveMedia { tenant, agent, media } => {
+                agent_frame(REQUEST_REMOVE_MEDIA, ref_id, tenant, agent).with(attr::MEDIA_TYPE, media.as_str())
+            }
+            Request::SetDoNotDisturb { tenant, agent, on } => {
+                agent_frame(REQUEST_SET_DO_NOT_DISTURB, ref_id, tenant, agent).with(attr::DO_NOT_DISTURB, *on as i64)
+            }
+            Request::GetAgentState { tenant, agent } => agent_frame(REQUEST_GET_AGENT_STATE, ref_id, tenant, agent),
+            Request::Accept { id, ticket } => {
+                let mut f = Frame::new(REQUEST_ACCEPT, ref_id).with(attr::INTERACTION_ID, id.as_str());
+                if let Some(t) = ticket {
+                    f.push(attr::TICKET, *t as i64);
+                }
+                f
+            }
+            Request::Reject { id, ticket, reason } => {
+                let mut f = Frame::new(REQUEST_REJECT, ref_id).with(attr::INTERACTION_ID, id.as_str());
+                if let Some(t) = ticket {
+                    f.push(attr::TICKET, *t as i64);
+                }
+                push_opt(&mut f, attr::REASON, reason);
+                f
+            }
+            Request::Deliver { id, agent } => Frame::new(REQUEST_DELIVER, ref_id)
+                .with(attr::INTERACTION_ID, id.as_str())
+                .with(attr::AGENT_ID, agent.as_str()),
+            Request::Hold { id } => Frame::new(REQUEST_HOLD, ref_id).with(attr::INTERACTION_ID, id.as_str()),
+            Request::Resume { id } => Frame::new(REQUEST_RESUME, ref_id).with(attr::INTERACTION_ID, id.as_str()),
+            Request::TransferToAgent { id, agent } => Frame::new(REQUEST_TRANSFER_TO_AGENT, ref_id)
+                .with(attr::INTERACTION_ID, id.as_str())
+                .with(attr::AGENT_ID, agent.as_str()),
+            Request::LeaveInteraction { id, queue } => {
+                let mut f = Frame::new(REQUEST_LEAVE_INTERACTION, ref_id).with(attr::INTERACTION_ID, id.as_str());
+                push_opt(&mut f, attr::QUEUE, queue);
+                f
+            }
+            Request::Subscribe { tenant } => {
+                let mut f = Frame::new(REQUEST_SUBSCRIBE, ref_id);
+                push_opt(&mut f, attr::TENANT, tenant);
+                f
+            }
+            Request::Unsubscribe => Frame::new(REQUEST_UNSUBSCRIBE, ref_id),
         }
     }
+}
+
+fn push_opt(f: &mut Frame, id: u16, v: &Option<String>) {
+    if let Some(v) = v {
+        f.push(id, v.as_str());
+    }
+}
+
+/// A frame about an agent: the tenant, and the agent if named.
+fn agent_frame(t: u16, ref_id: u32, tenant: &str, agent: &Option<String>) -> Frame {
+    let mut f = Frame::new(t, ref_id).with(attr::TENANT, tenant);
+    push_opt(&mut f, attr::AGENT_ID, agent);
+    f
+}
+
+/// An optional 0/1 attribute.
+fn flag(f: &Frame, id: u16, name: &str) -> Result<Option<bool>, ProtoError> {
+    match opt_int(f, id, name)? {
+        None => Ok(None),
+        Some(0) => Ok(Some(false)),
+        Some(1) => Ok(Some(true)),
+        Some(v) => Err(ProtoError::new(ErrorCode::InvalidValue, format!("{name} must be 0 or 1, not {v}"))),
+    }
+}
+
+fn ticket(f: &Frame) -> Result<Option<u64>, ProtoError> {
+    match opt_int(f, attr::TICKET, "Ticket")? {
+        None => Ok(None),
+        Some(v) if v > 0 => Ok(Some(v as u64)),
+        Some(v) => Err(ProtoError::new(ErrorCode::InvalidValue, format!("Ticket must be positive, not {v}"))),
+    }
+}
+
+/// Most media types one login names.
+pub const MAX_LOGIN_MEDIA: usize = 64;
+
+/// RequestAgentLogin's MediaList: media name -> int capacity (0 to 65535).
+fn media_list(f: &Frame) -> Result<Vec<(String, u16)>, ProtoError> {
+    let l = opt_list(f, attr::MEDIA_LIST, "MediaList")?.unwrap_or_default();
+    if l.len() > MAX_LOGIN_MEDIA {
+        return Err(ProtoError::new(
+            ErrorCode::InvalidValue,
+            format!("MediaList names {} media types; at most {MAX_LOGIN_MEDIA}", l.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(l.len());
+    for (k, v) in l.iter() {
+        let c = match v {
+            Value::Int(c) if (0..=u16::MAX as i64).contains(c) => *c as u16,
+            Value::Int(c) => {
+                return Err(ProtoError::new(
+                    ErrorCode::InvalidValue,
+                    format!("MediaList capacity for '{k}' must be 0 to {}, not {c}", u16::MAX),
+                ))
+            }
+            other => {
+                return Err(ProtoError::new(
+                    ErrorCode::WrongAttributeType,
+                    format!("MediaList value for '{k}' must be int, got {}", other.type_name()),
+                ))
+            }
+        };
+        if out.iter().any(|(m, _): &(String, u16)| m == k) {
+            return Err(ProtoError::new(ErrorCode::InvalidValue, format!("MediaList names '{k}' twice")));
+        }
+        out.push((k.to_string(), c));
+    }
+    Ok(out)
 }
 
 /// The Tenant attribute, `default` when absent.
@@ -483,6 +820,41 @@ mod tests {
             Request::GetQueueDepth { tenant: "default".into() },
             Request::StopProcessing { id: "a".into(), reason: Some("done".into()) },
             Request::GetInteractionProperties { id: "a".into() },
+            Request::AgentLogin {
+                tenant: "default".into(),
+                agent: "agent1".into(),
+                place: "place1".into(),
+                media: vec![("chat".into(), 3), ("email".into(), 0)],
+                reason: Some("start".into()),
+            },
+            Request::AgentLogout { tenant: "default".into(), agent: None, reason: None },
+            Request::SetReady {
+                tenant: "default".into(),
+                agent: Some("a".into()),
+                media: Some("chat".into()),
+                ready: true,
+                reason: None,
+            },
+            Request::SetReady {
+                tenant: "t".into(),
+                agent: None,
+                media: None,
+                ready: false,
+                reason: Some("break".into()),
+            },
+            Request::AddMedia { tenant: "default".into(), agent: None, media: "sms".into(), capacity: 2 },
+            Request::RemoveMedia { tenant: "default".into(), agent: None, media: "sms".into() },
+            Request::SetDoNotDisturb { tenant: "default".into(), agent: None, on: true },
+            Request::GetAgentState { tenant: "default".into(), agent: None },
+            Request::Accept { id: "a".into(), ticket: Some(4) },
+            Request::Reject { id: "a".into(), ticket: None, reason: Some("busy".into()) },
+            Request::Deliver { id: "a".into(), agent: "agent2".into() },
+            Request::Hold { id: "a".into() },
+            Request::Resume { id: "a".into() },
+            Request::TransferToAgent { id: "a".into(), agent: "agent3".into() },
+            Request::LeaveInteraction { id: "a".into(), queue: Some("inbound".into()) },
+            Request::Subscribe { tenant: None },
+            Request::Unsubscribe,
         ];
         for r in reqs {
             assert_eq!(Request::decode(&r.encode(9)).unwrap(), r);

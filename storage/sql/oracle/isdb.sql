@@ -8,9 +8,12 @@
 -- workbin content; NULL while it is in a queue. submit_order is the
 -- interaction's position in submission order (microseconds since 2024-01-01
 -- shifted left 13 bits plus a per-shard sequence), the tie-breaker of view
--- order; NULL in rows upgraded from version 1.
--- Keep in step with storage/sql/*/isdb.sql (schema version 2; version 1
--- lacked workbin_owner and submit_order: docs/storage.md says how to upgrade).
+-- order; NULL in rows upgraded from version 1. assigned_to is the login id
+-- of the agent handling the interaction (it accepted an invitation); NULL
+-- while nobody handles it.
+-- Keep in step with storage/sql/*/isdb.sql (schema version 3; version 1
+-- lacked workbin_owner, submit_order and assigned_to, version 2 lacked
+-- assigned_to: docs/storage.md says how to upgrade).
 CREATE TABLE interactions (
   id                  VARCHAR2(64)  NOT NULL PRIMARY KEY,
   tenant              VARCHAR2(255),
@@ -31,11 +34,12 @@ CREATE TABLE interactions (
   properties          CLOB,
   version             NUMBER(19) NOT NULL,
   workbin_owner       VARCHAR2(255),
-  submit_order        NUMBER(19)
+  submit_order        NUMBER(19),
+  assigned_to         VARCHAR2(255)
 );
 CREATE TABLE ixn_schema (
   name    VARCHAR2(64) NOT NULL PRIMARY KEY,
   version NUMBER(10) NOT NULL
 );
-INSERT INTO ixn_schema (name, version) VALUES ('isdb', 2);
+INSERT INTO ixn_schema (name, version) VALUES ('isdb', 3);
 COMMIT;

@@ -8,9 +8,12 @@
 -- workbin content; NULL while it is in a queue. submit_order is the
 -- interaction's position in submission order (microseconds since 2024-01-01
 -- shifted left 13 bits plus a per-shard sequence), the tie-breaker of view
--- order; NULL in rows upgraded from version 1.
--- Keep in step with storage/sql/*/isdb.sql (schema version 2; version 1
--- lacked workbin_owner and submit_order: docs/storage.md says how to upgrade).
+-- order; NULL in rows upgraded from version 1. assigned_to is the login id
+-- of the agent handling the interaction (it accepted an invitation); NULL
+-- while nobody handles it.
+-- Keep in step with storage/sql/*/isdb.sql (schema version 3; version 1
+-- lacked workbin_owner, submit_order and assigned_to, version 2 lacked
+-- assigned_to: docs/storage.md says how to upgrade).
 CREATE TABLE interactions (
   id                  VARCHAR(64)  NOT NULL PRIMARY KEY,
   tenant              VARCHAR(255),
@@ -31,10 +34,11 @@ CREATE TABLE interactions (
   properties          TEXT,
   version             BIGINT NOT NULL,
   workbin_owner       VARCHAR(255),
-  submit_order        BIGINT
+  submit_order        BIGINT,
+  assigned_to         VARCHAR(255)
 );
 CREATE TABLE ixn_schema (
   name    VARCHAR(64) NOT NULL PRIMARY KEY,
   version INT NOT NULL
 );
-INSERT INTO ixn_schema (name, version) VALUES ('isdb', 2);
+INSERT INTO ixn_schema (name, version) VALUES ('isdb', 3);

@@ -97,11 +97,12 @@ pub fn record(id: &str, version: i64) -> InteractionRecord {
         version,
         workbin_owner: None,
         submit_order: None,
+        assigned_to: None,
     }
 }
 
 /// A record using every kind of value: non-ASCII text, every time set,
-/// nested lists, binary, large integers, empty strings.
+/// nested lists, binary, large integers, empty strings; handled by agent7.
 pub fn rich_record(id: &str, big_props: usize) -> InteractionRecord {
     let mut r = record(id, 7);
     r.queue = "Müller – Warteschlange ✓".into();
@@ -113,6 +114,7 @@ pub fn rich_record(id: &str, big_props: usize) -> InteractionRecord {
     r.held_at = Some(0);
     r.completed_at = Some(1_760_000_009_999);
     r.submit_order = Some(LARGE_SUBMIT_ORDER);
+    r.assigned_to = Some("agent7".into());
     let mut inner = KvList::new();
     inner.push("n", Value::Int(-42));
     inner.push("b", Value::Bin(vec![0, 1, 2, 255, 0]));
@@ -143,6 +145,15 @@ pub fn workbin_record(id: &str, version: i64, owner: Option<&str>) -> Interactio
         r.queue = "Chat workbin".into();
         r.workbin_owner = Some(owner.to_string());
     }
+    r
+}
+
+/// A record handled by agent `agent` (`assigned_to`), or, with `None`, by
+/// nobody.
+pub fn assigned_record(id: &str, version: i64, agent: Option<&str>) -> InteractionRecord {
+    let mut r = record(id, version);
+    r.assigned_at = agent.map(|_| 1_760_000_000_200 + version);
+    r.assigned_to = agent.map(str::to_string);
     r
 }
 
