@@ -345,13 +345,15 @@ impl Shard {
         if !others.is_empty() {
             match policy {
                 MultipleConnections::Allow => {}
-                MultipleConnections::Refuse => return Err(err(
-                    ErrorCode::AgentAlreadyLoggedIn,
-                    format!(
+                MultipleConnections::Refuse => {
+                    return Err(err(
+                        ErrorCode::AgentAlreadyLoggedIn,
+                        format!(
                         "agent '{}' is logged in from another connection (allow-multiple-agent-connections = false)",
                         self.agent_login_id(a)
                     ),
-                )),
+                    ))
+                }
                 MultipleConnections::ForceLogout => {
                     for o in &others {
                         self.unbind(*o, a, "logged in from another connection", out);
@@ -520,15 +522,7 @@ impl Shard {
                 self.unbind(*o, a, reason, out);
             }
         }
-        // The owners end the invitations and release them; an invitation
-        // accepted meanwhile stays handled (its Accepted is on its way), so
-        // the holdings here are changed only by the owners' answers.
-        let st = self.agent_state_mut(a);
-        let invited: Vec<Box<str>> = st.held.iter().filter(|h| !h.accepted).map(|h| h.id.clone()).collect();
-        for id in invited {
-            let to = crate::id::owner_of(&id, self.params.shards);
-            out.push(Output::Peer { to, msg: PeerMsg::Revoke { agent: a, id } });
-        }
+        self.revoke_invitations(a, out);
         out.push(Output::Peer { to: LEDGER_SHARD, msg: PeerMsg::LoginFree { agent: a } });
         let place = self.place_name(a.tenant, login.place).to_string();
         self.report_agent(
@@ -816,8 +810,20 @@ impl Shard {
         }
         login.lost_at = now_ms;
         self.session_deadlines.insert((now_ms + timeout, a));
-        // No desktop: nothing can be offered to it meanwhile.
+        // No desktop: its invitations go back to their queues now, and
+        // nothing can be offered to it meanwhile.
+        self.revoke_invitations(a, out);
         self.publish_unavailable(a, out);
+    }
+
+    /// Asks the owners to end `a`'s unanswered invitations; their releases
+    /// change its holdings (an invitation accepted meanwhile stays).
+    fn revoke_invitations(&mut self, a: AgentRef, out: &mut Vec<Output>) {
+        let st = self.agent_state(a);
+        for h in st.held.iter().filter(|h| !h.accepted) {
+            let to = crate::id::owner_of(&h.id, self.params.shards);
+            out.push(Output::Peer { to, msg: PeerMsg::Revoke { agent: a, id: h.id.clone() } });
+        }
     }
 
     fn publish_unavailable(&mut self, a: AgentRef, out: &mut Vec<Output>) {

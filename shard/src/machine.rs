@@ -147,9 +147,10 @@ pub(crate) struct Pending {
     reveal: Option<Box<str>>,
     /// Reporting events sent once the write commits.
     reports: Vec<(TenantIdx, Frame)>,
-    /// Events of the same interaction that came after this write, sent
-    /// after its own whether it commits or not (keeps their order).
-    pub(crate) after: Vec<(TenantIdx, Frame)>,
+    /// Events about the same interaction that came after this write (to
+    /// subscribers, to the agent's desktops), sent after its answer and its
+    /// own events whether it commits or not, so they keep their order.
+    pub(crate) after: Vec<Output>,
     /// The interaction written (empty for a clean-up delete).
     id: Box<str>,
 }
@@ -1038,7 +1039,7 @@ impl Shard {
     }
 
     fn storage_done(&mut self, token: u64, ok: bool, out: &mut Vec<Output>) {
-        let Some(p) = self.pending.remove(&token) else {
+        let Some(mut p) = self.pending.remove(&token) else {
             // A completion for a write this shard never made: a bug in the
             // server's plumbing. Refuse loudly in tests, ignore in release.
             debug_assert!(false, "storage completion for unknown token {token}");
@@ -1047,6 +1048,13 @@ impl Shard {
         if self.last_write.get(&p.id) == Some(&token) {
             self.last_write.remove(&p.id);
         }
+        let after = std::mem::take(&mut p.after);
+        self.complete(p, ok, out);
+        out.extend(after);
+    }
+
+    /// A write's answer, its events and, if it failed, its undoing.
+    fn complete(&mut self, p: Pending, ok: bool, out: &mut Vec<Output>) {
         if ok {
             let now_ms = self.now_us.div_euclid(1000);
             if let Some(id) = &p.reveal {
@@ -1061,7 +1069,6 @@ impl Shard {
             }
             self.emit_reports(p.reports, out);
         }
-        self.emit_reports(p.after, out);
         let Some(origin) = p.reply_to else { return };
         if ok {
             out.push(Output::Reply { origin, frame: p.reply });

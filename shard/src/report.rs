@@ -97,8 +97,9 @@ impl Shard {
     }
 
     /// Reports an interaction event now, or, if a write of that
-    /// interaction is still in flight, right after that write's own events
-    /// (committed or not), so each interaction's events stay in order.
+    /// interaction is still in flight, right after that write's answer and
+    /// events (committed or not), so each interaction's events keep their
+    /// order.
     pub(crate) fn report_ix(
         &mut self,
         now_ms: Millis,
@@ -109,12 +110,21 @@ impl Shard {
     ) {
         let tenant = self.store.get(slot).tenant;
         let Some(f) = self.ix_event(now_ms, msg_type, slot, extra) else { return };
-        let id = &*self.store.get(slot).id;
-        if let Some(p) = self.last_write.get(id).and_then(|t| self.pending.get_mut(t)) {
-            p.after.push((tenant, f));
-            return;
+        let mut events = Vec::new();
+        self.emit(tenant, f, &mut events);
+        for e in events {
+            self.send_ordered(slot, e, out);
         }
-        self.emit(tenant, f, out);
+    }
+
+    /// Sends `o`, an event about the interaction at `slot`, after the
+    /// answer and events of that interaction's write in flight, if any.
+    pub(crate) fn send_ordered(&mut self, slot: Slot, o: Output, out: &mut Vec<Output>) {
+        let id = &*self.store.get(slot).id;
+        match self.last_write.get(id).and_then(|t| self.pending.get_mut(t)) {
+            Some(p) => p.after.push(o),
+            None => out.push(o),
+        }
     }
 
     /// Sends events that waited for a commit.

@@ -614,7 +614,7 @@ impl Shard {
             .with(attr::MEDIA_TYPE, t.media[media as usize].name.as_str());
         f.push(attr::INTERACTION, self.describe(slot));
         for o in &desktops {
-            out.push(Output::Event { origin: *o, frame: f.clone() });
+            self.send_ordered(slot, Output::Event { origin: *o, frame: f.clone() }, out);
         }
         self.report_ix(
             now_ms,
@@ -661,7 +661,7 @@ impl Shard {
                     .with(attr::AGENT_ID, login.as_str())
                     .with(attr::REASON, reason);
                 for o in &link.desktops {
-                    out.push(Output::Event { origin: *o, frame: f.clone() });
+                    self.send_ordered(slot, Output::Event { origin: *o, frame: f.clone() }, out);
                 }
                 self.report_ix(
                     now_ms,
@@ -688,7 +688,7 @@ impl Shard {
                         .with(attr::AGENT_ID, login.as_str())
                         .with(attr::REASON, reason);
                     for o in &link.desktops {
-                        out.push(Output::Event { origin: *o, frame: f.clone() });
+                        self.send_ordered(slot, Output::Event { origin: *o, frame: f.clone() }, out);
                     }
                 }
                 self.report_ix(
@@ -855,12 +855,14 @@ impl Shard {
             {
                 false
             }
-            _ => return Err(err(
-                ErrorCode::InteractionLocked,
-                format!(
+            _ => {
+                return Err(err(
+                    ErrorCode::InteractionLocked,
+                    format!(
                     "pull interaction {id} (RequestPull) before delivering it: this client holds no routing lock on it"
                 ),
-            )),
+                ))
+            }
         };
         let a = self.resolve_agent(caller, &self.catalog.tenant_at(tenant).name.clone(), Some(agent))?;
         if locked_here {
@@ -938,7 +940,7 @@ impl Shard {
     pub(crate) fn revoke(&mut self, now_ms: Millis, agent: AgentRef, id: &str, out: &mut Vec<Output>) {
         let Some(slot) = self.store.find(id) else { return };
         if self.links.get(&slot).is_some_and(|l| l.agent == agent && l.state == LinkState::Invited) {
-            self.end_link(now_ms, slot, false, Some("agent logged out"), out);
+            self.end_link(now_ms, slot, false, Some("agent logged out or disconnected"), out);
         }
     }
 

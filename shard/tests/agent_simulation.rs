@@ -105,7 +105,10 @@ struct Desk {
 struct Sim {
     shards: Vec<Shard>,
     net: Vec<VecDeque<PeerMsg>>,
-    storage: Vec<(u16, u64)>,
+    /// Writes in flight: (shard, token, interaction id). The server's
+    /// writers commit one interaction's writes in order (one writer per
+    /// id), so only the oldest write of each id may complete next.
+    storage: Vec<(u16, u64, String)>,
     now: i64,
     tick_us: i64,
     rng: Rng,
@@ -237,7 +240,7 @@ impl Sim {
         for o in out {
             match o {
                 Output::Reply { frame, .. } => self.answer(frame),
-                Output::Store { token, .. } => self.storage.push((shard, token)),
+                Output::Store { token, op } => self.storage.push((shard, token, op.id().to_string())),
                 Output::Peer { to, msg } => {
                     let n = self.n() as usize;
                     self.net[shard as usize * n + to as usize].push_back(msg);
@@ -380,7 +383,10 @@ impl Sim {
             rounds += 1;
             assert!(rounds < 200_000, "seed {}: the node does not settle", self.seed);
             let channels: Vec<usize> = (0..self.net.len()).filter(|&c| !self.net[c].is_empty()).collect();
-            let total = channels.len() + self.storage.len();
+            let mut seen = std::collections::HashSet::new();
+            let ready: Vec<usize> =
+                (0..self.storage.len()).filter(|&i| seen.insert(self.storage[i].2.clone())).collect();
+            let total = channels.len() + ready.len();
             if total == 0 {
                 break;
             }
@@ -391,7 +397,7 @@ impl Sim {
                 let msg = self.net[c].pop_front().expect("non-empty");
                 self.input((c % n) as u16, Input::Peer { from: (c / n) as u16, msg });
             } else {
-                let (shard, token) = self.storage.swap_remove(pick - channels.len());
+                let (shard, token, _) = self.storage.remove(ready[pick - channels.len()]);
                 self.input(shard, Input::StorageDone { token, ok: true });
             }
         }
