@@ -267,10 +267,7 @@ impl Shared {
     /// Interactions the agents were offered that no media server of this
     /// run acknowledged (a backlog from before the run).
     fn foreign(&self) -> u64 {
-        self.tracks
-            .iter()
-            .map(|m| m.lock().expect("track lock").values().filter(|t| !t.acked).count() as u64)
-            .sum()
+        self.tracks.iter().map(|m| m.lock().expect("track lock").values().filter(|t| !t.acked).count() as u64).sum()
     }
 }
 
@@ -283,7 +280,13 @@ struct MediaResult {
     first_error: Option<String>,
 }
 
-fn media_server(i: usize, a: &CycleArgs, shared: &Shared, deadline: Instant, max_open: i64) -> Result<MediaResult, String> {
+fn media_server(
+    i: usize,
+    a: &CycleArgs,
+    shared: &Shared,
+    deadline: Instant,
+    max_open: i64,
+) -> Result<MediaResult, String> {
     let mut c = Client::connect_as(a.server.as_str(), ClientType::MediaServer, MEDIA_CLIENT, a.credential.as_deref())
         .map_err(|e| format!("media server {i}: {e}"))?;
     let mut r = MediaResult { submit_to_invite: histogram(), ack: histogram(), errors: 0, first_error: None };
@@ -469,8 +472,9 @@ struct AgentResult {
 fn set_up(a: &CycleArgs, k: u32) -> Result<Desk, String> {
     let name = format!("agent{k}");
     let what = |step: &str, e: ixn::client::ClientError| format!("{name}: {step}: {e}");
-    let mut c = Client::connect_as(a.server.as_str(), ClientType::AgentDesktop, DESKTOP_CLIENT, a.credential.as_deref())
-        .map_err(|e| what("register", e))?;
+    let mut c =
+        Client::connect_as(a.server.as_str(), ClientType::AgentDesktop, DESKTOP_CLIENT, a.credential.as_deref())
+            .map_err(|e| what("register", e))?;
     let login = Request::AgentLogin {
         tenant: a.tenant.clone(),
         agent: name.clone(),
@@ -570,7 +574,6 @@ impl AgentLoop {
                     let id = f.get_str(attr::INTERACTION_ID).unwrap_or("");
                     let d = &mut self.desks[i];
                     if let Some(pos) = d.held.iter().position(|h| &**h == id) {
-                        if std::env::var("DBG").is_ok() && self.counts.revoked < 5 { eprintln!("DBG revoke {id} {:?} pending {}", f.get_str(attr::REASON), d.pending.len()); }
                         d.held.swap_remove(pos);
                         self.counts.revoked += 1;
                         self.shared.released(id, agent);
@@ -649,7 +652,11 @@ impl AgentLoop {
         loop {
             let now = Instant::now();
             if logout_deadline.is_none() && self.shared.stop_agents.load(Ordering::Relaxed) {
-                let req = Request::AgentLogout { tenant: self.tenant.clone(), agent: None, reason: Some("bench done".into()) };
+                let req = Request::AgentLogout {
+                    tenant: self.tenant.clone(),
+                    agent: None,
+                    reason: Some("bench done".into()),
+                };
                 for d in self.desks.iter_mut().filter(|d| !d.closed && !d.logged_out) {
                     d.send(&req, Pending::Logout);
                 }
@@ -701,8 +708,8 @@ impl AgentLoop {
             if n == 0 {
                 continue;
             }
-            for i in 0..fds.len() {
-                let rev = fds[i].revents;
+            for (i, fd) in fds.iter().enumerate() {
+                let rev = fd.revents;
                 if rev == 0 || self.desks[i].closed {
                     continue;
                 }
@@ -736,17 +743,23 @@ fn agent_thread(
     ready: mpsc::Sender<Result<u64, String>>,
 ) -> Result<AgentResult, String> {
     let mut desks = Vec::with_capacity(agents.len());
+    let mut failed = None;
     for k in agents {
         match set_up(&a, k) {
             Ok(d) => desks.push(d),
             Err(e) => {
-                let _ = ready.send(Err(e.clone()));
-                return Err(e);
+                failed = Some(e);
+                break;
             }
         }
     }
     let capacity = desks.iter().map(|d| d.capacity as u64).sum();
-    let _ = ready.send(Ok(capacity));
+    let _ = ready.send(match &failed {
+        None => Ok(capacity),
+        Some(e) => Err(e.clone()),
+    });
+    // After a failed setup the loop still runs, to log out the agents
+    // already logged in when the main thread says stop.
     let mut l = AgentLoop {
         tenant: a.tenant.clone(),
         desks,
@@ -758,6 +771,9 @@ fn agent_thread(
         counts: AgentCounts::default(),
     };
     l.run()?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
     Ok(AgentResult { submit_to_invite: l.submit_to_invite, invite_to_accept: l.invite_to_accept, counts: l.counts })
 }
 
@@ -858,7 +874,9 @@ pub fn cycle(a: CycleArgs) -> Result<(), String> {
     let load_end = Instant::now();
     // Drain: every acknowledged submission completed, or time up.
     let drain_end = load_end + Duration::from_secs(a.drain);
-    while shared.acked_completed.load(Ordering::Relaxed) < shared.acked.load(Ordering::Relaxed) && Instant::now() < drain_end {
+    while shared.acked_completed.load(Ordering::Relaxed) < shared.acked.load(Ordering::Relaxed)
+        && Instant::now() < drain_end
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
     shared.stop_agents.store(true, Ordering::Relaxed);
@@ -971,4 +989,59 @@ pub fn cycle(a: CycleArgs) -> Result<(), String> {
         std::fs::write(path, format!("{out}\n")).map_err(|e| format!("cannot write {path}: {e}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submit_to_invite_is_measured_whichever_comes_first() {
+        let s = Shared::new();
+        let mut h = histogram();
+        let sent = Instant::now();
+        // Ack first, then the invitation.
+        s.acked("A", sent, &mut h);
+        s.invited("A", 1, sent + Duration::from_millis(2), &mut h);
+        // The invitation first (its ack not read yet).
+        s.invited("B", 2, sent + Duration::from_millis(3), &mut h);
+        s.acked("B", sent, &mut h);
+        assert_eq!(h.len(), 2);
+        assert!(h.min() >= 1900 && h.max() <= 3100, "{} {}", h.min(), h.max());
+        assert_eq!(s.duplicates.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn completions_and_duplicates_are_counted() {
+        let s = Shared::new();
+        let mut h = histogram();
+        let t = Instant::now();
+        s.open.store(3, Ordering::Relaxed);
+        // Completed before its ack was read: still one acked completion.
+        s.invited("A", 1, t, &mut h);
+        s.released("A", 1);
+        s.completed("A", t);
+        s.acked("A", t, &mut h);
+        // Offered to a second agent while the first holds it.
+        s.acked("B", t, &mut h);
+        s.invited("B", 1, t, &mut h);
+        s.invited("B", 2, t, &mut h);
+        assert_eq!(s.duplicates.load(Ordering::Relaxed), 1);
+        // Revoked from agent 2, offered to agent 1 again: fine.
+        s.released("B", 2);
+        s.invited("B", 1, t, &mut h);
+        assert_eq!(s.duplicates.load(Ordering::Relaxed), 1);
+        s.completed("B", t);
+        // Completed twice, and invited after its completion.
+        s.completed("B", t);
+        s.invited("B", 3, t, &mut h);
+        assert_eq!(s.duplicates.load(Ordering::Relaxed), 3);
+        // Acked, never completed: lost.
+        s.acked("C", t, &mut h);
+        assert_eq!(s.acked.load(Ordering::Relaxed), 3);
+        assert_eq!(s.acked_completed.load(Ordering::Relaxed), 2);
+        assert_eq!(s.foreign(), 0);
+        s.invited("D", 1, t, &mut h);
+        assert_eq!(s.foreign(), 1);
+    }
 }

@@ -92,7 +92,8 @@ mod tests {
         assert_eq!(names(f), names(d));
         // The built-in strategy routes `inbound` to the agents, as in the
         // embedded default (ixn-bench cycle relies on it).
-        let strategies = |t: &ixn_shard::catalog::Tenant| -> Vec<_> { t.queues.iter().map(|q| q.strategy.clone()).collect() };
+        let strategies =
+            |t: &ixn_shard::catalog::Tenant| -> Vec<_> { t.queues.iter().map(|q| q.strategy.clone()).collect() };
         assert_eq!(strategies(f), strategies(d));
         assert!(f.queues.iter().any(|q| q.name == "inbound" && q.strategy.is_some()));
     }

@@ -377,6 +377,7 @@ impl Shard {
         event_ack(ref_id)
             .with(attr::AGENT_ID, self.agent_login_id(a))
             .with(attr::PLACE, self.place_name(a.tenant, place))
+            .with(attr::MEDIA_LIST, self.media_list(a))
     }
 
     /// The ledger's answer to a login's claim.

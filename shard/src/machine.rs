@@ -323,6 +323,8 @@ pub struct Shard {
     /// The last write in flight of each interaction that has one, so an
     /// event reported now waits for that write's events.
     pub(crate) last_write: AHashMap<Box<str>, u64>,
+    /// The agent that last rejected each interaction (routing.rs).
+    pub(crate) rejected_by: AHashMap<Box<str>, AgentIdx>,
     pub(crate) pending_subs: AHashMap<u64, crate::report::PendingSubscribe>,
 }
 
@@ -381,6 +383,7 @@ impl Shard {
             subs: Vec::new(),
             subscribed_here: ahash::AHashSet::new(),
             last_write: AHashMap::new(),
+            rejected_by: AHashMap::new(),
             pending_subs: AHashMap::new(),
         }
     }
@@ -934,6 +937,7 @@ impl Shard {
             }
         };
         self.check_lock(slot, caller)?;
+        self.end_own_link(now_ms, slot, caller, "moved", out);
         let tenant = self.store.get(slot).tenant;
         let mut reports = Vec::new();
         if matches!(self.store.get(slot).place, Place::Workbin { .. }) {
@@ -972,6 +976,7 @@ impl Shard {
             ));
         }
         self.check_lock(slot, caller)?;
+        self.end_own_link(now_ms, slot, caller, "moved", out);
         let owner = self.syms.intern(owner);
         let tenant = self.store.get(slot).tenant;
         self.move_to(slot, Place::Workbin { workbin: w, owner }, now_ms, out);
@@ -1006,6 +1011,7 @@ impl Shard {
     ) -> Reply {
         let slot = self.live(id)?;
         self.check_lock(slot, caller)?;
+        self.end_own_link(now_ms, slot, caller, "stopped", out);
         self.end_link(now_ms, slot, false, Some("stopped"), out);
         let tenant = self.store.get(slot).tenant;
         let reports = self
@@ -1020,6 +1026,7 @@ impl Shard {
         self.detach(slot);
         self.drop_lock(slot);
         let ix = self.store.remove(slot);
+        self.rejected_by.remove(id);
         let token = self.new_token();
         self.pending.insert(
             token,

@@ -92,6 +92,8 @@ pub struct RouteHead {
     pub media: MediaIdx,
     /// Required skills: (name, minimum level).
     pub skills: Vec<(Box<str>, u8)>,
+    /// The agent that last rejected it: offered to another agent first.
+    pub avoid: Option<AgentIdx>,
 }
 
 /// What an agent can take now, as its home shard tells the dispatcher:

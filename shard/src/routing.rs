@@ -329,7 +329,8 @@ impl Shard {
                 // Checked when set (submit, change), so a bad value here
                 // is only possible from an old row: it needs no skill.
                 let skills = ix.properties().get(prop).and_then(|v| parse_skills(v).ok()).unwrap_or_default();
-                RouteHead { head: Head { key, tie, id: (*ix.id).into() }, media: ix.media, skills }
+                let avoid = self.rejected_by.get(&*ix.id).copied();
+                RouteHead { head: Head { key, tie, id: (*ix.id).into() }, media: ix.media, skills, avoid }
             })
             .collect();
         self.strategy_watch.insert((tenant, view), from);
@@ -358,7 +359,14 @@ impl Shard {
         let d = self.dispatch.get_mut(&tenant).expect("a dispatcher");
         for (h, owner) in std::mem::take(&mut round.heads) {
             let Some(set) = d.by_media.get(h.media as usize) else { continue };
-            let pick = set.iter().find(|(_, a)| skills_meet(&agents[*a as usize].skills, &h.skills)).map(|&(_, a)| a);
+            // Longest idle first; the agent that rejected it last only if
+            // nobody else can take it.
+            let able = |a: &AgentIdx| skills_meet(&agents[*a as usize].skills, &h.skills);
+            let pick = set
+                .iter()
+                .map(|&(_, a)| a)
+                .find(|a| Some(*a) != h.avoid && able(a))
+                .or_else(|| h.avoid.filter(|a| set.iter().any(|&(_, x)| x == *a) && able(a)));
             let Some(agent) = pick else { continue };
             d.adjust(agent, h.media, true);
             round.offers += 1;
@@ -634,14 +642,28 @@ impl Shard {
     }
 
     /// Ends the link of `slot`, if any: the agent's home releases the unit,
-    /// an invitation is revoked on the desktops (with `revoke`'s reason),
-    /// the interaction is unlocked (back at its place in its views).
+    /// the agent's desktops get EventRevoked (with `revoke`'s reason, if
+    /// any), the interaction is unlocked (back at its place in its views).
     pub(crate) fn end_link(
         &mut self,
         now_ms: Millis,
         slot: Slot,
         not_ready: bool,
         revoke: Option<&str>,
+        out: &mut Vec<Output>,
+    ) -> Option<Link> {
+        self.end_link_with(now_ms, slot, not_ready, revoke, true, out)
+    }
+
+    /// [`Shard::end_link`]; `tell` false sends the desktops nothing (the
+    /// agent asked for the change itself).
+    fn end_link_with(
+        &mut self,
+        now_ms: Millis,
+        slot: Slot,
+        not_ready: bool,
+        revoke: Option<&str>,
+        tell: bool,
         out: &mut Vec<Output>,
     ) -> Option<Link> {
         let link = self.links.remove(&slot)?;
@@ -660,7 +682,7 @@ impl Shard {
                     .with(attr::TICKET, link.ticket as i64)
                     .with(attr::AGENT_ID, login.as_str())
                     .with(attr::REASON, reason);
-                for o in &link.desktops {
+                for o in link.desktops.iter().filter(|_| tell) {
                     self.send_ordered(slot, Output::Event { origin: *o, frame: f.clone() }, out);
                 }
                 self.report_ix(
@@ -687,7 +709,7 @@ impl Shard {
                         .with(attr::TICKET, link.ticket as i64)
                         .with(attr::AGENT_ID, login.as_str())
                         .with(attr::REASON, reason);
-                    for o in &link.desktops {
+                    for o in link.desktops.iter().filter(|_| tell) {
                         self.send_ordered(slot, Output::Event { origin: *o, frame: f.clone() }, out);
                     }
                 }
@@ -805,6 +827,7 @@ impl Shard {
             out,
         );
         self.end_link(now_ms, slot, false, None, out);
+        self.rejected_by.insert(id.into(), link.agent.agent);
         Ok(Some(event_ack(caller.ref_id)))
     }
 
@@ -924,7 +947,8 @@ impl Shard {
     ) -> Reply {
         let slot = self.my_link(caller, id, LinkState::Handling, None)?;
         let q = queue.map(|q| self.queue_idx(self.store.get(slot).tenant, q)).transpose()?;
-        self.end_link(now_ms, slot, false, Some("left"), out);
+        // Its own leave: no EventRevoked to its desktops.
+        self.end_link_with(now_ms, slot, false, Some("left"), false, out);
         let mut reports = Vec::new();
         if let Some(q) = q {
             self.move_to(slot, Place::Queue(q), now_ms, out);
@@ -1014,5 +1038,22 @@ impl Shard {
     /// Reservations this shard is waiting for.
     pub fn pending_reservations(&self) -> usize {
         self.reservations.len()
+    }
+}
+
+impl Shard {
+    /// A request from the agent an interaction is linked to ends the link
+    /// without telling that agent's desktops (it asked).
+    pub(crate) fn end_own_link(
+        &mut self,
+        now_ms: Millis,
+        slot: Slot,
+        caller: &Caller,
+        reason: &str,
+        out: &mut Vec<Output>,
+    ) {
+        if self.links.get(&slot).is_some_and(|l| caller.agent == Some(l.agent)) {
+            self.end_link_with(now_ms, slot, false, Some(reason), false, out);
+        }
     }
 }

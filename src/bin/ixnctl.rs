@@ -493,7 +493,9 @@ fn run(args: &Args) -> Result<(), String> {
         }
         Command::Transfer { id, agent } => {
             let ticket = c.transfer(id, agent).map_err(err)?;
-            out(args, json!({"ok": true, "ticket": ticket}), || format!("transferred {id} to {agent} (ticket {ticket})"));
+            out(args, json!({"ok": true, "ticket": ticket}), || {
+                format!("transferred {id} to {agent} (ticket {ticket})")
+            });
         }
         Command::Leave { id, queue } => {
             c.leave(id, queue.as_deref()).map_err(err)?;
@@ -699,7 +701,8 @@ fn agent_command(args: &Args, c: &mut Client, command: &AgentCommand) -> Result<
             });
         }
         AgentCommand::Logout { agent, reason, tenant } => {
-            let req = Request::AgentLogout { tenant: tenant.clone(), agent: Some(agent.clone()), reason: reason.clone() };
+            let req =
+                Request::AgentLogout { tenant: tenant.clone(), agent: Some(agent.clone()), reason: reason.clone() };
             c.call(&req).map_err(err)?;
             out(args, json!({"ok": true}), || format!("{agent} logged out"));
         }
@@ -745,7 +748,14 @@ fn agent_command(args: &Args, c: &mut Client, command: &AgentCommand) -> Result<
     Ok(())
 }
 
-fn set_ready(c: &mut Client, tenant: &str, agent: &str, media: Option<&str>, ready: bool, reason: Option<&str>) -> Result<(), String> {
+fn set_ready(
+    c: &mut Client,
+    tenant: &str,
+    agent: &str,
+    media: Option<&str>,
+    ready: bool,
+    reason: Option<&str>,
+) -> Result<(), String> {
     let req = Request::SetReady {
         tenant: tenant.to_string(),
         agent: Some(agent.to_string()),
@@ -779,7 +789,8 @@ fn parse_media(media: &[String]) -> Result<Vec<(String, u16)>, String> {
 
 /// place K for agent K.
 fn default_place(agent: &str) -> Result<String, String> {
-    let digits: String = agent.chars().rev().take_while(char::is_ascii_digit).collect::<Vec<_>>().into_iter().rev().collect();
+    let digits: String =
+        agent.chars().rev().take_while(char::is_ascii_digit).collect::<Vec<_>>().into_iter().rev().collect();
     if digits.is_empty() {
         return Err(format!("agent '{agent}' does not end with a number: give --place"));
     }
@@ -823,7 +834,10 @@ fn held_summary(l: &KvList) -> Vec<String> {
 }
 
 fn agent_table(agents: &[KvList]) -> String {
-    let mut t = format!("{:<16} {:<12} {:<12} {:<4} {:<36} interactions", "agent", "state", "place", "dnd", "media (held/capacity)");
+    let mut t = format!(
+        "{:<16} {:<12} {:<12} {:<4} {:<36} interactions",
+        "agent", "state", "place", "dnd", "media (held/capacity)"
+    );
     for a in agents {
         let dnd = if int_of(a, "do_not_disturb") == Some(1) { "on" } else { "-" };
         let line = format!(
@@ -949,7 +963,10 @@ fn event_line(f: &Frame) -> String {
 fn watch(args: &Args, c: &mut Client, tenant: Option<&str>, count: Option<u64>) -> Result<(), String> {
     c.subscribe(tenant).map_err(err)?;
     if !args.json {
-        eprintln!("ixnctl: watching {} (Ctrl-C to stop)", tenant.map(|t| format!("tenant {t}")).unwrap_or("every tenant".into()));
+        eprintln!(
+            "ixnctl: watching {} (Ctrl-C to stop)",
+            tenant.map(|t| format!("tenant {t}")).unwrap_or("every tenant".into())
+        );
     }
     let mut seen = 0u64;
     let stdout = std::io::stdout();
@@ -1102,7 +1119,9 @@ fn agent_work(args: &Args, w: &Work) -> Result<(), String> {
         for (_, id) in extract(&mut handling, |(d, _)| *d <= now) {
             match c.stop(&id, Some("handled")) {
                 Ok(()) => {
-                    say(args, json!({"event": "stopped", "id": id, "reason": "handled"}), || format!("stopped {id} (handled)"));
+                    say(args, json!({"event": "stopped", "id": id, "reason": "handled"}), || {
+                        format!("stopped {id} (handled)")
+                    });
                     stopped.push_back(id);
                     if stopped.len() > 64 {
                         stopped.pop_front();
@@ -1162,7 +1181,9 @@ fn agent_work(args: &Args, w: &Work) -> Result<(), String> {
                 asking.retain(|a| a.id != id);
                 handling.retain(|(_, h)| *h != id);
                 unanswered.retain(|(_, u, _)| *u != id);
-                say(args, json!({"event": "revoked", "id": id, "reason": reason}), || format!("revoked {id}: {reason}"));
+                say(args, json!({"event": "revoked", "id": id, "reason": reason}), || {
+                    format!("revoked {id}: {reason}")
+                });
             }
             msg_type::EVENT_LOGGED_OUT => {
                 let reason = f.get_str(attr::REASON).unwrap_or("").to_string();
@@ -1181,7 +1202,9 @@ fn agent_work(args: &Args, w: &Work) -> Result<(), String> {
     result?;
     // Ctrl-C: answer what is open, give back what is handled, log out.
     eprintln!();
-    for (id, ticket) in asking.into_iter().map(|a| (a.id, a.ticket)).chain(unanswered.into_iter().map(|(_, i, t)| (i, t))) {
+    for (id, ticket) in
+        asking.into_iter().map(|a| (a.id, a.ticket)).chain(unanswered.into_iter().map(|(_, i, t)| (i, t)))
+    {
         reject(args, &mut c, &id, ticket, "agent leaving");
     }
     for (_, id) in handling {
@@ -1192,7 +1215,8 @@ fn agent_work(args: &Args, w: &Work) -> Result<(), String> {
             }),
         }
     }
-    let logout = Request::AgentLogout { tenant: w.tenant.clone(), agent: None, reason: Some("ixnctl agent work ended".into()) };
+    let logout =
+        Request::AgentLogout { tenant: w.tenant.clone(), agent: None, reason: Some("ixnctl agent work ended".into()) };
     c.call(&logout).map_err(err)?;
     say(args, json!({"event": "logged-out", "agent": w.agent}), || format!("{} logged out", w.agent));
     Ok(())
@@ -1214,7 +1238,9 @@ fn accept(args: &Args, c: &mut Client, w: &Work, id: &str, ticket: Option<u64>, 
 
 fn reject(args: &Args, c: &mut Client, id: &str, ticket: Option<u64>, reason: &str) {
     match c.reject(id, ticket, Some(reason)) {
-        Ok(()) => say(args, json!({"event": "rejected", "id": id, "reason": reason}), || format!("rejected {id} ({reason})")),
+        Ok(()) => {
+            say(args, json!({"event": "rejected", "id": id, "reason": reason}), || format!("rejected {id} ({reason})"))
+        }
         Err(e) => say(args, json!({"event": "error", "id": id, "error": e.to_string()}), || {
             format!("could not reject {id}: {e}")
         }),
@@ -1262,15 +1288,22 @@ mod tests {
         assert_eq!(utc(951_782_400_001), "2000-02-29T00:00:00.001Z");
         assert_eq!(default_place("agent12").unwrap(), "place12");
         assert!(default_place("alice").is_err());
-        assert_eq!(parse_media(&["chat".into(), "email:1".into()]).unwrap(), vec![("chat".into(), 0), ("email".into(), 1)]);
+        assert_eq!(
+            parse_media(&["chat".into(), "email:1".into()]).unwrap(),
+            vec![("chat".into(), 0), ("email".into(), 1)]
+        );
         assert!(parse_media(&["chat:x".into()]).is_err());
     }
 
     #[test]
     fn agent_state_lines() {
         let chat = list(vec![("capacity", Value::Int(3)), ("ready", Value::Int(1)), ("held", Value::Int(1))]);
-        let email =
-            list(vec![("capacity", Value::Int(1)), ("ready", Value::Int(0)), ("held", Value::Int(0)), ("reason", Value::Str("break".into()))]);
+        let email = list(vec![
+            ("capacity", Value::Int(1)),
+            ("ready", Value::Int(0)),
+            ("held", Value::Int(0)),
+            ("reason", Value::Str("break".into())),
+        ]);
         let a = list(vec![
             ("agent_id", Value::Str("agent1".into())),
             ("state", Value::Str("logged-in".into())),
@@ -1280,7 +1313,7 @@ mod tests {
             ("interactions", Value::List(list(vec![("X1", Value::Str("handling".into()))]))),
         ]);
         assert_eq!(media_summary(&a), vec!["chat 1/3 ready", "email 0/1 not-ready(break)"]);
-        let t = agent_table(&[a.clone()]);
+        let t = agent_table(std::slice::from_ref(&a));
         assert!(t.lines().nth(1).unwrap().starts_with("agent1 ") && t.ends_with("X1(handling)"), "{t}");
         assert!(agent_block(&a).contains("\ninteractions:\n  X1(handling)"));
     }

@@ -149,8 +149,8 @@ pub enum Request {
         agent: Option<String>,
         on: bool,
     },
-    /// One agent's state, or every configured agent's (`agent: None` from a
-    /// connection with no agent logged in).
+    /// One agent's state, or every configured agent's of the tenant
+    /// (`agent: None`, whatever agent the connection carries).
     GetAgentState {
         tenant: String,
         agent: Option<String>,
