@@ -355,3 +355,33 @@ fn a_reporting_client_sees_the_whole_cycle() {
         assert_eq!(media_state(fr, "chat").get("held"), Some(&Value::Int(0)));
     }
 }
+
+#[test]
+fn a_transfer_invites_the_other_agent_and_frees_the_first() {
+    let dir = TempDir::new("agents-transfer");
+    let s = start(&Engine::Sqlite, &dir, "");
+    let mut x1 = desktop(&s, "x1", "p3");
+    let mut ms = s.media_server();
+    let id = submit(&mut ms, None);
+    let got = invite(&mut x1, LONG).expect("x1 is invited");
+    x1.accept(&id, Some(ticket(&got))).unwrap();
+    // x2 logs in ready but nothing else waits, so it is idle.
+    let mut x2 = desktop(&s, "x2", "p4");
+    let t = x1.transfer(&id, "x2").unwrap();
+    let got = invite(&mut x2, LONG).expect("x2 is invited by the transfer");
+    assert_eq!((invited_id(&got), ticket(&got)), (id.clone(), t));
+    assert_eq!(got.get_str(attr::FROM_AGENT), Some("x1"));
+    // x1 no longer holds it and may take new work.
+    let state = x1.agent_state(Some("x1")).unwrap();
+    assert_eq!(media_state(&state[0], "chat").get("held"), Some(&Value::Int(0)));
+    let r = x1.stop(&id, None);
+    assert!(r.is_err(), "x1 may not stop what it passed on");
+    x2.accept(&id, Some(t)).unwrap();
+    // Transferring to an agent that cannot take it changes nothing.
+    let r = x2.transfer(&id, "en1");
+    assert!(
+        matches!(r, Err(ixn::client::ClientError::Server(ref e)) if e.code == ErrorCode::AgentNotLoggedIn),
+        "{r:?}"
+    );
+    x2.stop(&id, Some("done")).unwrap();
+}

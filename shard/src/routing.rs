@@ -565,7 +565,11 @@ impl Shard {
             let holder = self.agent_holder(dispatcher);
             self.lock(slot, holder, LockKind::Agent(agent), 0, out);
         }
-        self.invite(now_ms, slot, agent, r.media, ticket, desktops, place, out);
+        let from = match &r.via {
+            Via::Transfer { from, .. } => Some(self.agent_login_id(*from).to_string()),
+            _ => None,
+        };
+        self.invite(now_ms, slot, (agent, r.media, ticket), desktops, place, from.as_deref(), out);
         match r.via {
             Via::Strategy { dispatcher, op } => out.push(Output::Peer {
                 to: dispatcher,
@@ -595,15 +599,17 @@ impl Shard {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// Sends the invitation: `from` is the agent transferring it, if any
+    /// (FromAgent in EventInvite and EventAgentInvited).
+    #[allow(clippy::too_many_arguments)]
     fn invite(
         &mut self,
         now_ms: Millis,
         slot: Slot,
-        agent: AgentRef,
-        media: MediaIdx,
-        ticket: u64,
+        (agent, media, ticket): (AgentRef, MediaIdx, u64),
         desktops: Vec<Origin>,
         place: PlaceIdx,
+        from: Option<&str>,
         out: &mut Vec<Output>,
     ) {
         let deadline = now_ms + self.params.agents.delivering_timeout_ms;
@@ -620,6 +626,9 @@ impl Shard {
             .with(attr::AGENT_ID, login)
             .with(attr::PLACE, place_name)
             .with(attr::MEDIA_TYPE, t.media[media as usize].name.as_str());
+        if let Some(from) = from {
+            f.push(attr::FROM_AGENT, from);
+        }
         f.push(attr::INTERACTION, self.describe(slot));
         for o in &desktops {
             self.send_ordered(slot, Output::Event { origin: *o, frame: f.clone() }, out);
@@ -632,6 +641,9 @@ impl Shard {
                 f.push(attr::AGENT_ID, login);
                 f.push(attr::PLACE, place_name);
                 f.push(attr::TICKET, ticket as i64);
+                if let Some(from) = from {
+                    f.push(attr::FROM_AGENT, from);
+                }
             },
             out,
         );
