@@ -241,11 +241,10 @@ fn bad_agent_requests_get_errors_and_change_nothing() {
     let (_dir, server) = start();
     let mut c = server.client();
     let canary = c.submit(submit_request("default", "inbound", "chat", 1, kv![("lang", "en")])).unwrap();
-    let login = |f: Frame| f;
     let cases: Vec<(Frame, ErrorCode)> = vec![
         // AgentId must be a string.
         (
-            login(Frame::new(msg_type::REQUEST_AGENT_LOGIN, 1).with(attr::AGENT_ID, 5i64).with(attr::PLACE, "place1")),
+            Frame::new(msg_type::REQUEST_AGENT_LOGIN, 1).with(attr::AGENT_ID, 5i64).with(attr::PLACE, "place1"),
             ErrorCode::WrongAttributeType,
         ),
         (Frame::new(msg_type::REQUEST_AGENT_LOGIN, 2).with(attr::AGENT_ID, "agent1"), ErrorCode::MissingAttribute),
@@ -334,4 +333,38 @@ fn bad_agent_requests_get_errors_and_change_nothing() {
     assert!(found[0].get("locked_by").is_none());
     let state = c.agent_state(Some("agent1")).unwrap();
     assert_eq!(state[0].get("state"), Some(&Value::Str("logged-out".into())));
+}
+
+/// A reporting subscriber that does not read is disconnected past
+/// max-output-buffer (invariant 6); the server and other clients go on.
+#[test]
+fn a_subscriber_that_does_not_read_is_disconnected() {
+    let dir = TempDir::new("slow-sub");
+    let cfg = write_config(&dir.0, &Engine::Sqlite, "0", "max-output-buffer = 1048576\n");
+    let server = Server::start(&cfg);
+    let mut stuck = server.client_as(ixn_shard::proto::ClientType::ReportingEngine, "stuck");
+    stuck.subscribe(None).unwrap();
+    let mut c = server.client();
+    let id = c.submit(submit_request("default", "inbound", "chat", 0, kv![("lang", "en")])).unwrap();
+    // Each change is reported with its 200 KB property: 150 of them are
+    // 30 MB, far past the bound and what the sockets hold, and the
+    // subscriber reads none.
+    for i in 0..150 {
+        c.change(&id, kv![("blob", Value::Bin(vec![i as u8; 200_000]))], vec![]).unwrap();
+    }
+    let mut waited = 0;
+    while !server.log().contains("does not read its events (max-output-buffer exceeded)") {
+        std::thread::sleep(Duration::from_millis(50));
+        waited += 1;
+        assert!(waited < 200, "stuck subscriber was not disconnected; log:\n{}", server.log());
+    }
+    // Everything was applied and the server goes on.
+    let f = c.get(&id).unwrap();
+    assert_eq!(f.get_int(attr::VERSION), Some(150));
+    c.change(&id, kv![("after", 1i64)], vec![]).unwrap();
+    let mut fresh = server.client_as(ixn_shard::proto::ClientType::ReportingEngine, "fresh");
+    fresh.subscribe(None).unwrap();
+    c.change(&id, kv![("seen", 1i64)], vec![]).unwrap();
+    let ev = fresh.wait_event(msg_type::EVENT_PROPERTIES_CHANGED, Duration::from_secs(10)).unwrap();
+    assert!(ev.is_some(), "a new subscriber gets events");
 }

@@ -647,10 +647,9 @@ impl Shard {
             },
             out,
         );
-        self.links.insert(
-            slot,
-            Link { agent, media, ticket, state: LinkState::Invited, desktops, place, held: false, deadline },
-        );
+        let link = Link { agent, media, ticket, state: LinkState::Invited, desktops, place, held: false, deadline };
+        let before = self.links.insert(slot, link);
+        assert!(before.is_none(), "invariant 2: an interaction offered to two agents at once");
     }
 
     /// Ends the link of `slot`, if any: the agent's home releases the unit,
