@@ -390,3 +390,31 @@ fn a_transfer_invites_the_other_agent_and_frees_the_first() {
     );
     x2.stop(&id, Some("done")).unwrap();
 }
+
+#[test]
+fn a_media_server_may_end_an_interaction_an_agent_handles() {
+    let dir = TempDir::new("agents-media-stop");
+    let s = start(&Engine::Sqlite, &dir, "");
+    let mut x1 = desktop(&s, "x1", "p3");
+    let mut ms = s.media_server();
+    let id = submit(&mut ms, None);
+    let got = invite(&mut x1, LONG).expect("x1 is invited");
+    x1.accept(&id, Some(ticket(&got))).unwrap();
+    // The customer left: the media server stops it; a routing engine may not.
+    let mut router = s.client_as(ClientType::RoutingEngine, "router");
+    let r = router.stop(&id, None);
+    assert!(
+        matches!(r, Err(ixn::client::ClientError::Server(ref e)) if e.code == ErrorCode::InteractionLocked),
+        "{r:?}"
+    );
+    ms.stop(&id, Some("customer left")).unwrap();
+    let revoked = x1.wait_event(msg_type::EVENT_REVOKED, LONG).unwrap().expect("the desktop is told");
+    assert_eq!(revoked.get_str(attr::INTERACTION_ID), Some(id.as_str()));
+    assert_eq!(revoked.get_str(attr::REASON), Some("stopped"));
+    let state = x1.agent_state(Some("x1")).unwrap();
+    assert_eq!(media_state(&state[0], "chat").get("held"), Some(&Value::Int(0)));
+    // The freed capacity takes the next one.
+    let next = submit(&mut ms, None);
+    let got = invite(&mut x1, LONG).expect("x1 is invited again");
+    assert_eq!(invited_id(&got), next);
+}

@@ -1010,7 +1010,13 @@ impl Shard {
         out: &mut Vec<Output>,
     ) -> Reply {
         let slot = self.live(id)?;
-        self.check_lock(slot, caller)?;
+        // A media server may end an interaction that is with an agent (the
+        // customer left): the agent's desktops are told (EventRevoked).
+        let ended_by_media = caller.client_type == ClientType::MediaServer
+            && self.locks.get(&slot).is_some_and(|l| matches!(l.kind, LockKind::Agent(_)));
+        if !ended_by_media {
+            self.check_lock(slot, caller)?;
+        }
         self.end_own_link(now_ms, slot, caller, "stopped", out);
         self.end_link(now_ms, slot, false, Some("stopped"), out);
         let tenant = self.store.get(slot).tenant;
