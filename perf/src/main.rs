@@ -9,8 +9,12 @@
 //! `ixn-perf backlog`: a large backlog in the shard state machines, in
 //! process: heap per queued interaction, pulls in view order, finds and a
 //! snapshot of the whole backlog (see `backlog.rs`).
+//!
+//! `ixn-perf cycle`: whole cycles with agents in the shard state machines
+//! alone, in process (see `cycle.rs`).
 
 mod backlog;
+mod cycle;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -42,6 +46,9 @@ enum Cmd {
     /// A large backlog in the shard state machines, in process: heap per
     /// interaction, pulls in view order, finds, a snapshot of it all.
     Backlog(backlog::BacklogArgs),
+    /// Whole cycles (submit, invite, accept, stop) in the shard state
+    /// machines alone, in process: cost per cycle, messages and writes.
+    Cycle(cycle::CycleArgs),
 }
 
 #[derive(clap::Args)]
@@ -96,6 +103,13 @@ fn main() {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("ixn-perf backlog: {e}");
+                1
+            }
+        },
+        Cmd::Cycle(a) => match cycle::run(a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("ixn-perf cycle: {e}");
                 1
             }
         },

@@ -124,6 +124,10 @@ pub(crate) struct PendingLogin {
     pub reason: Option<String>,
 }
 
+/// RequestGetAgentState for all agents, coordinated here: the caller, the
+/// shards still to answer, the states so far (by agent index).
+pub(crate) type AgentStatesOp = (Caller, u16, Vec<(AgentIdx, KvList)>);
+
 /// Shard 0's node-wide ledger of logged-in agents and taken places.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Ledger {
@@ -448,6 +452,7 @@ impl Shard {
     }
 
     /// The ledger (shard 0): a login's claim of a seat and a place.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn ledger_claim(
         &mut self,
         from: u16,

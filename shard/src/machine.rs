@@ -298,7 +298,7 @@ pub struct Shard {
     pub(crate) ledger: Ledger,
     /// RequestGetAgentState for all agents: (caller, shards to hear from,
     /// states so far).
-    pub(crate) agent_state_ops: AHashMap<u64, (Caller, u16, Vec<(AgentIdx, KvList)>)>,
+    pub(crate) agent_state_ops: AHashMap<u64, crate::agent::AgentStatesOp>,
 
     // ----- routing (routing.rs) -----
     /// Interactions of this shard offered to or handled by an agent.

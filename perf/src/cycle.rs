@@ -1,0 +1,213 @@
+//! `ixn-perf cycle`: whole cycles (submit, invitation, accept, stop) in the
+//! shard state machines alone, in process, on one thread: no network, no
+//! database (every write completes at once, in order), no executor. It
+//! measures what the pure core costs per cycle, summed over all shards,
+//! and how many messages between shards and writes a cycle takes, so the
+//! server's figures (`ixn-bench cycle`) can be read against it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ixn_shard::agent::AgentRef;
+use ixn_shard::catalog::{Catalog, Tenant};
+use ixn_shard::machine::{target_shard, Caller, Input, Origin, Output, Shard, ShardParams};
+use ixn_shard::proto::request::error_of;
+use ixn_shard::proto::{attr, msg_type, ClientType, Frame, Request, Submit};
+use ixn_shard::KvList;
+
+#[derive(clap::Args)]
+pub struct CycleArgs {
+    /// Agents agent1..agentA, each ready for chat.
+    #[arg(long, default_value_t = 1000)]
+    agents: u32,
+    /// Chat capacity of each agent.
+    #[arg(long, default_value_t = 3)]
+    capacity: i64,
+    /// Shards (state machines), all driven by this one thread.
+    #[arg(long, default_value_t = 2)]
+    shards: u16,
+    /// Cycles to complete.
+    #[arg(long, default_value_t = 200_000)]
+    cycles: u64,
+    /// Submissions in flight at a time.
+    #[arg(long, default_value_t = 256)]
+    window: u64,
+}
+
+struct Node {
+    shards: Vec<Shard>,
+    queue: VecDeque<(u16, Input)>,
+    now_us: i64,
+    bound: HashMap<Origin, AgentRef>,
+    events: Vec<(Origin, Frame)>,
+    replies: Vec<Frame>,
+    out: Vec<Output>,
+    peer_msgs: u64,
+    writes: u64,
+}
+
+impl Node {
+    fn deliver(&mut self, to: u16, input: Input) {
+        self.now_us += 1;
+        let mut out = std::mem::take(&mut self.out);
+        self.shards[to as usize].handle_at(self.now_us, input, &mut out);
+        for o in out.drain(..) {
+            match o {
+                Output::Reply { frame, .. } => self.replies.push(frame),
+                Output::Store { token, .. } => {
+                    self.writes += 1;
+                    self.queue.push_back((to, Input::StorageDone { token, ok: true }));
+                }
+                Output::Peer { to: dest, msg } => {
+                    if dest != to {
+                        self.peer_msgs += 1;
+                    }
+                    self.queue.push_back((dest, Input::Peer { from: to, msg }));
+                }
+                Output::Event { origin, frame } => self.events.push((origin, frame)),
+                Output::Bind { origin, agent } => {
+                    match agent {
+                        Some(a) => self.bound.insert(origin, a),
+                        None => self.bound.remove(&origin),
+                    };
+                }
+            }
+        }
+        self.out = out;
+    }
+
+    fn settle(&mut self) {
+        while let Some((to, i)) = self.queue.pop_front() {
+            self.deliver(to, i);
+        }
+    }
+
+    fn send(&mut self, origin: Origin, ref_id: u32, client_type: ClientType, request: Request) {
+        let caller =
+            Caller { origin, ref_id, client_type, client_name: "perf".into(), agent: self.bound.get(&origin).copied() };
+        let to = target_shard(self.shards[0].catalog(), self.shards.len() as u16, origin.shard, &caller, &request);
+        self.deliver(to, Input::Request { caller, request });
+    }
+}
+
+fn catalog(agents: u32, capacity: i64) -> Result<Catalog, String> {
+    let mut t = Tenant::new("default");
+    t.add_media("chat", true)?;
+    t.add_process("default", &["inbound"])?;
+    t.set_strategy("inbound", None, None)?;
+    for i in 1..=agents {
+        t.add_agent(&format!("agent{i}"), &[("english", 5)], &[("chat", capacity)], &[])?;
+        t.add_place(&format!("place{i}"))?;
+    }
+    Catalog::new(vec![t], true)
+}
+
+fn submit() -> Request {
+    Request::Submit(Box::new(Submit {
+        tenant: "default".into(),
+        media_type: "chat".into(),
+        interaction_type: "Inbound".into(),
+        interaction_subtype: "InboundNew".into(),
+        queue: "inbound".into(),
+        priority: 0,
+        properties: KvList::new(),
+        id: None,
+        received_at_ms: None,
+    }))
+}
+
+pub fn run(a: CycleArgs) -> Result<(), String> {
+    let catalog = Arc::new(catalog(a.agents, a.capacity)?);
+    let shards = (0..a.shards).map(|s| Shard::new(ShardParams::new(1, s, a.shards), catalog.clone())).collect();
+    let mut n = Node {
+        shards,
+        queue: VecDeque::new(),
+        now_us: 1_800_000_000_000_000,
+        bound: HashMap::new(),
+        events: Vec::new(),
+        replies: Vec::new(),
+        out: Vec::new(),
+        peer_msgs: 0,
+        writes: 0,
+    };
+    let desk = |i: u32| Origin { shard: (i % a.shards as u32) as u16, conn: 1 + i as u64 };
+    let mut next_ref = 1u32;
+    for i in 1..=a.agents {
+        let login = Request::AgentLogin {
+            tenant: "default".into(),
+            agent: format!("agent{i}"),
+            place: format!("place{i}"),
+            media: vec![],
+            reason: None,
+        };
+        n.send(desk(i), next_ref, ClientType::AgentDesktop, login);
+        next_ref += 1;
+        n.settle();
+        let ready = Request::SetReady { tenant: "default".into(), agent: None, media: None, ready: true, reason: None };
+        n.send(desk(i), next_ref, ClientType::AgentDesktop, ready);
+        next_ref += 1;
+        n.settle();
+    }
+    if let Some(e) = n.replies.iter().find_map(error_of) {
+        return Err(format!("setting up the agents: {e}"));
+    }
+    n.replies.clear();
+    let (peer0, writes0) = (n.peer_msgs, n.writes);
+    // What each outstanding request is: accept (of id by desk) or stop.
+    let mut accepts: HashMap<u32, (Origin, String)> = HashMap::new();
+    let mut stops: HashMap<u32, ()> = HashMap::new();
+    let (mut submitted, mut completed, mut open) = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    while completed < a.cycles {
+        let before = (submitted, completed, next_ref);
+        while open < a.window && submitted < a.cycles {
+            let ms = Origin { shard: (submitted % a.shards as u64) as u16, conn: 1_000_000 };
+            n.send(ms, next_ref, ClientType::MediaServer, submit());
+            next_ref = next_ref.wrapping_add(1).max(1);
+            submitted += 1;
+            open += 1;
+        }
+        n.settle();
+        for (origin, f) in std::mem::take(&mut n.events) {
+            if f.msg_type != msg_type::EVENT_INVITE {
+                continue;
+            }
+            let id = f.get_str(attr::INTERACTION_ID).ok_or("EventInvite without id")?.to_string();
+            let ticket = f.get_int(attr::TICKET).map(|t| t as u64);
+            accepts.insert(next_ref, (origin, id.clone()));
+            n.send(origin, next_ref, ClientType::AgentDesktop, Request::Accept { id, ticket });
+            next_ref = next_ref.wrapping_add(1).max(1);
+        }
+        n.settle();
+        for f in std::mem::take(&mut n.replies) {
+            if let Some(e) = error_of(&f) {
+                return Err(format!("request {} refused: {e}", f.ref_id));
+            }
+            if let Some((origin, id)) = accepts.remove(&f.ref_id) {
+                stops.insert(next_ref, ());
+                n.send(origin, next_ref, ClientType::AgentDesktop, Request::StopProcessing { id, reason: None });
+                next_ref = next_ref.wrapping_add(1).max(1);
+            } else if stops.remove(&f.ref_id).is_some() {
+                completed += 1;
+                open -= 1;
+            }
+        }
+        if (submitted, completed, next_ref) == before {
+            return Err(format!("stalled after {completed} cycles with {open} open"));
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let peer = (n.peer_msgs - peer0) as f64 / completed as f64;
+    let writes = (n.writes - writes0) as f64 / completed as f64;
+    println!(
+        "cycle (in process, one thread, {} shards, {} agents x {}): {completed} cycles in {secs:.2} s = {:.0}/s \
+         ({:.2} us each); per cycle {peer:.1} messages between shards, {writes:.1} writes",
+        a.shards,
+        a.agents,
+        a.capacity,
+        completed as f64 / secs,
+        secs * 1e6 / completed as f64
+    );
+    Ok(())
+}
