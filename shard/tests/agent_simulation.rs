@@ -303,7 +303,7 @@ impl Sim {
             (Pending::Login { agent }, Some(_)) => {
                 // The desktop gives up and disconnects.
                 if let Some(conn) = self.desks[agent].conn {
-                    if self.bound.get(&conn).is_none() {
+                    if !self.bound.contains_key(&conn) {
                         self.desks[agent].logged_in = false;
                     }
                 }
