@@ -418,3 +418,21 @@ fn a_media_server_may_end_an_interaction_an_agent_handles() {
     let got = invite(&mut x1, LONG).expect("x1 is invited again");
     assert_eq!(invited_id(&got), next);
 }
+
+#[test]
+fn an_operator_can_make_an_agent_leave_and_its_desktop_is_told() {
+    let dir = TempDir::new("agents-op-leave");
+    let s = start(&Engine::Sqlite, &dir, "");
+    let mut x1 = desktop(&s, "x1", "p3");
+    let mut ms = s.media_server();
+    let id = submit(&mut ms, None);
+    let got = invite(&mut x1, LONG).expect("x1 is invited");
+    x1.accept(&id, Some(ticket(&got))).unwrap();
+    x1.set_ready(None, None, false, Some("wrap-up")).unwrap();
+    let mut op = s.client();
+    op.leave(&id, Some("done")).unwrap();
+    let revoked = x1.wait_event(msg_type::EVENT_REVOKED, LONG).unwrap().expect("the desktop is told");
+    assert_eq!(revoked.get_str(attr::REASON), Some("left"));
+    let f = op.get(&id).unwrap();
+    assert_eq!(f.get_str(attr::QUEUE), Some("done"));
+}

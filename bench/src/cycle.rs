@@ -569,8 +569,8 @@ impl AgentLoop {
                     d.send(&Request::Accept { id: id.to_string(), ticket }, Pending::Accept { id, invited: now });
                 }
                 msg_type::EVENT_REVOKED => {
-                    // The server also says so for what this desk stopped
-                    // itself (reason `stopped`): it no longer holds those.
+                    // The interaction is no longer this desk's (a time-out,
+                    // a move or stop by someone else); its own stops get none.
                     let id = f.get_str(attr::INTERACTION_ID).unwrap_or("");
                     let d = &mut self.desks[i];
                     if let Some(pos) = d.held.iter().position(|h| &**h == id) {

@@ -1074,8 +1074,13 @@ impl Shard {
                 // Stopped before its submit committed: nothing to reveal.
                 if let Some(slot) = self.store.find(id) {
                     self.store.get_mut(slot).visible = true;
+                    // This write's own events: out now, ahead of any
+                    // later write's (report_ix would queue them behind it).
+                    let tenant = self.store.get(slot).tenant;
                     for t in [msg_type::EVENT_INTERACTION_SUBMITTED, msg_type::EVENT_PLACED_IN_QUEUE] {
-                        self.report_ix(now_ms, t, slot, |_| {}, out);
+                        if let Some(f) = self.ix_event(now_ms, t, slot, |_| {}) {
+                            self.emit_reports(vec![(tenant, f)], out);
+                        }
                     }
                     self.attach(slot, out);
                 }

@@ -958,12 +958,19 @@ impl Shard {
     ) -> Reply {
         let slot = self.my_link(caller, id, LinkState::Handling, None)?;
         let q = queue.map(|q| self.queue_idx(self.store.get(slot).tenant, q)).transpose()?;
-        // Its own leave: no EventRevoked to its desktops.
-        self.end_link_with(now_ms, slot, false, Some("left"), false, out);
+        // The agent's own leave tells its desktops nothing; an operator's
+        // does (EventRevoked, reason `left`).
+        let own = self.links.get(&slot).is_some_and(|l| caller.agent == Some(l.agent));
+        self.end_link_with(now_ms, slot, false, Some("left"), !own, out);
         let mut reports = Vec::new();
         if let Some(q) = q {
-            self.move_to(slot, Place::Queue(q), now_ms, out);
             let tenant = self.store.get(slot).tenant;
+            if matches!(self.store.get(slot).place, Place::Workbin { .. }) {
+                reports.extend(
+                    self.ix_event(now_ms, msg_type::EVENT_TAKEN_FROM_WORKBIN, slot, |_| {}).map(|f| (tenant, f)),
+                );
+            }
+            self.move_to(slot, Place::Queue(q), now_ms, out);
             reports.extend(self.ix_event(now_ms, msg_type::EVENT_PLACED_IN_QUEUE, slot, |_| {}).map(|f| (tenant, f)));
         }
         self.store.get_mut(slot).version += 1;
@@ -1002,7 +1009,7 @@ impl Shard {
     /// Tells the other parties of a linked interaction that its properties
     /// changed.
     pub(crate) fn notify_parties(
-        &self,
+        &mut self,
         slot: Slot,
         caller: &Caller,
         changed: &KvList,
@@ -1022,8 +1029,10 @@ impl Shard {
             }
             f.push(attr::DELETED_KEYS, l);
         }
-        for o in link.desktops.iter().filter(|&&o| o != caller.origin) {
-            out.push(Output::Event { origin: *o, frame: f.clone() });
+        let to: Vec<Origin> = link.desktops.iter().copied().filter(|&o| o != caller.origin).collect();
+        // Behind the interaction's write in flight, like its EventInvite.
+        for o in to {
+            self.send_ordered(slot, Output::Event { origin: o, frame: f.clone() }, out);
         }
     }
 

@@ -1078,8 +1078,9 @@ fn agent_work(args: &Args, w: &Work) -> Result<(), String> {
     let mut asking: VecDeque<Asking> = VecDeque::new();
     // Accepted interactions and when to stop them.
     let mut handling: Vec<(Instant, String)> = Vec::new();
-    // Interactions this desktop stopped: the server still tells it they
-    // are no longer its own (EventRevoked, reason `stopped`), not news.
+    // Interactions this desktop stopped itself: the server sends no
+    // EventRevoked for those; kept so that one arriving anyway (a media
+    // server or an operator stopped it at the same moment) is not news.
     let mut stopped: VecDeque<String> = VecDeque::new();
     // Invitations to reject (no terminal, no --auto-accept), and when.
     let mut unanswered: Vec<(Instant, String, Option<u64>)> = Vec::new();
