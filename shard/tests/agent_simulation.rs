@@ -145,10 +145,21 @@ const REPORTER: Origin = Origin { shard: 0, conn: 200_000 };
 
 #[derive(Clone, Debug)]
 enum Pending {
-    Submit { media: String },
-    Login { agent: usize },
-    Accept { agent: usize, id: String },
-    Stop { id: String },
+    Submit {
+        media: String,
+    },
+    Login {
+        agent: usize,
+    },
+    /// `from`: the desktop connection that sent it.
+    Accept {
+        agent: usize,
+        id: String,
+        from: Origin,
+    },
+    Stop {
+        id: String,
+    },
     Other,
 }
 
@@ -308,7 +319,9 @@ impl Sim {
                     }
                 }
             }
-            (Pending::Accept { agent, id }, None) => {
+            // A desktop that has been replaced by another meanwhile does
+            // not pass what it accepted to its successor.
+            (Pending::Accept { agent, id, from }, None) if self.desks[agent].conn == Some(from) => {
                 self.desks[agent].handling.insert(id);
             }
             (Pending::Stop { id }, None) => {
@@ -503,7 +516,7 @@ impl Sim {
                         o,
                         ClientType::AgentDesktop,
                         Request::Accept { id: id.clone(), ticket },
-                        Pending::Accept { agent: a, id },
+                        Pending::Accept { agent: a, id, from: o },
                     );
                 } else {
                     self.send(
