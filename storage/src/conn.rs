@@ -236,3 +236,43 @@ mod tests {
         assert_eq!(describe_target("Driver=X;Uid=a;Pwd=b"), "'Driver=X;Uid=a;Pwd=***'");
     }
 }
+
+/// PostgreSQL advisory lock key of ixn's writer sessions ("ixn" in ASCII).
+pub(crate) const WRITER_LOCK_KEY: i64 = 0x69_78_6e;
+
+/// How long a start waits for the writer sessions of a previous server on
+/// the same PostgreSQL database to end.
+pub(crate) const PREVIOUS_WRITERS_WAIT_S: u32 = 30;
+
+/// PostgreSQL only: waits until no other session holds ixn's writer lock.
+/// A server killed with SIGKILL leaves its backends running until they
+/// finish the statement they were given, so a COMMIT it sent may still
+/// complete after a new server has loaded its rows; that late commit could
+/// then overwrite what the new server writes. Every writer session holds
+/// the lock shared ([`hold_writer_lock`]); taking it exclusively here
+/// waits for the old sessions to end. A live server on the same database
+/// holds it for good: the start then fails with a clear message.
+pub(crate) fn wait_for_previous_writers(conn: &Connection<'static>, target: &str) -> Result<(), StorageError> {
+    let run = |sql: &str| conn.execute(sql, (), None).map(drop);
+    run(&format!("SET lock_timeout = '{PREVIOUS_WRITERS_WAIT_S}s'"))
+        .map_err(|e| StorageError::new(format!("could not set lock_timeout on {target}: {}", diag(&e))))?;
+    let taken = run(&format!("SELECT pg_advisory_lock({WRITER_LOCK_KEY})"));
+    let reset = run("SET lock_timeout = 0");
+    taken.map_err(|e| {
+        StorageError::new(format!(
+            "the database at {target} still has writer sessions of another ixn-server after \
+             {PREVIOUS_WRITERS_WAIT_S} s (advisory lock {WRITER_LOCK_KEY}): another server is using this \
+             database, or a previous one's transactions have not ended ({})",
+            diag(&e)
+        ))
+    })?;
+    run(&format!("SELECT pg_advisory_unlock({WRITER_LOCK_KEY})"))
+        .map_err(|e| StorageError::new(format!("could not release the start lock on {target}: {}", diag(&e))))?;
+    reset.map_err(|e| StorageError::new(format!("could not reset lock_timeout on {target}: {}", diag(&e))))
+}
+
+/// PostgreSQL only: a writer session holds ixn's writer lock shared for as
+/// long as it lives (see [`wait_for_previous_writers`]).
+pub(crate) fn hold_writer_lock(conn: &Connection<'static>) -> Result<(), odbc_api::Error> {
+    conn.execute(&format!("SELECT pg_advisory_lock_shared({WRITER_LOCK_KEY})"), (), None).map(drop)
+}

@@ -283,6 +283,11 @@ impl Storage {
         })?;
         let engine = Engine::from_dbms_name(&dbms);
         schema::ensure(&conn, conn_id, &engine, &target, cfg.create_schema)?;
+        if engine == Engine::Postgres {
+            // Before loading: no transaction of a killed predecessor may
+            // still commit behind our back.
+            conn::wait_for_previous_writers(&conn, &target)?;
+        }
         let mut writers = cfg.writers.max(1);
         if engine == Engine::Sqlite && writers != 1 {
             tracing::info!(

@@ -302,6 +302,12 @@ impl Writer {
 
     /// Writes batches over one connection until it fails or the writer stops.
     fn session(&mut self, conn: &Connection<'static>) -> SessionEnd {
+        if self.engine == Engine::Postgres {
+            if let Err(e) = conn::hold_writer_lock(conn) {
+                // A safety net for the next start, not needed to write.
+                tracing::warn!(writer = self.n, error = %diag(&e), "could not take the writer advisory lock");
+            }
+        }
         if let Err(e) = conn.set_autocommit(false) {
             self.attempt_failed(format!("could not turn autocommit off: {}", diag(&e)));
             return SessionEnd::Reconnect;

@@ -133,3 +133,36 @@ fn shutdown_finishes_queued_writes_and_refuses_later_ones() {
     assert_eq!(sinks[0].snapshot().get(&9999), Some(&false), "answered at once with ok=false");
     assert_eq!(live_ids(&cs).len(), 5000);
 }
+
+/// PostgreSQL: a start waits until the writer sessions of a server still
+/// on the database have ended (a killed server's backends may still finish
+/// a COMMIT), and then opens.
+#[test]
+fn postgres_start_waits_for_the_previous_servers_writer_sessions() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    init_logs();
+    let Some(cs) = pg_connection_string() else { return };
+    let cs = pg_private_db(&cs, "ixn_storage_startlock");
+    run_script(&cs, "postgresql/isdb_drop.sql", true);
+    let first = Storage::open(StorageConfig { create_schema: true, ..StorageConfig::new(cs.clone()) }).unwrap();
+    let sink = Collect::new();
+    let writers = first.start(vec![sink.clone() as Arc<dyn CompletionSink>]).unwrap();
+    // One committed write: the writer session (and its lock) is up.
+    writers.handle().submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Insert(Box::new(record("0009lock", 0))) });
+    assert_eq!(sink.wait(1, 30).get(&1), Some(&true));
+    let released = Arc::new(AtomicBool::new(false));
+    let second = {
+        let (released, cs) = (released.clone(), cs.clone());
+        std::thread::spawn(move || {
+            let opened = Storage::open(StorageConfig::new(cs)).map(|s| s.load_live().unwrap().len());
+            (opened.map_err(|e| e.message), released.load(Ordering::SeqCst))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    released.store(true, Ordering::SeqCst);
+    writers.shutdown();
+    let (opened, after_release) = second.join().unwrap();
+    assert_eq!(opened, Ok(1), "the second start opens and sees the first one's row");
+    assert!(after_release, "the second start returned before the first server's writer sessions ended");
+    run_script(&cs, "postgresql/isdb_drop.sql", true);
+}
