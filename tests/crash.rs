@@ -138,12 +138,10 @@ fn verify(server: &Server, known: &Mutex<HashMap<String, Known>>, round: usize) 
             entry.acked,
             entry.sent
         );
-        // What survived is now the floor for the next round. A change sent
-        // but never acknowledged may still surface later: a database can
-        // finish a COMMIT it had received from the killed server after the
-        // new one loaded (seen once on PostgreSQL: 497 loaded, 498 in the
-        // next round). It was never acknowledged, so either is right; what
-        // was seen must not go back.
-        *entry = Known { acked: counter, sent: entry.sent.max(counter) };
+        // What survived is now the truth for the next round: nothing sent
+        // before the kill may surface later. (It once did on PostgreSQL, a
+        // killed server's COMMIT landing after the restart had loaded; a
+        // start now waits for the old writer sessions, docs/storage.md.)
+        *entry = Known { acked: counter, sent: counter };
     }
 }
