@@ -436,7 +436,13 @@ impl Client {
     }
 
     /// Ready (or not) for one media type, or all (`None`).
-    pub fn set_ready(&mut self, agent: Option<&str>, media: Option<&str>, ready: bool, reason: Option<&str>) -> Result<()> {
+    pub fn set_ready(
+        &mut self,
+        agent: Option<&str>,
+        media: Option<&str>,
+        ready: bool,
+        reason: Option<&str>,
+    ) -> Result<()> {
         self.call(&Request::SetReady {
             tenant: "default".into(),
             agent: agent.map(Into::into),

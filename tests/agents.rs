@@ -105,6 +105,25 @@ fn media_state(state: &KvList, media: &str) -> KvList {
         .unwrap_or_default()
 }
 
+/// The error code a request was refused with.
+fn refusal<T: std::fmt::Debug>(r: ixn::client::Result<T>) -> ErrorCode {
+    match r {
+        Err(ixn::client::ClientError::Server(e)) => e.code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// x1 logged in and ready, handling one interaction the media server
+/// submitted: (x1's desktop, the media server, the interaction).
+fn x1_handling_one(s: &Server) -> (Client, Client, String) {
+    let mut x1 = desktop(s, "x1", "p3");
+    let mut ms = s.media_server();
+    let id = submit(&mut ms, None);
+    let got = invite(&mut x1, LONG).expect("x1 is invited");
+    x1.accept(&id, Some(ticket(&got))).unwrap();
+    (x1, ms, id)
+}
+
 const SHORT: Duration = Duration::from_millis(400);
 const LONG: Duration = Duration::from_secs(10);
 
@@ -141,20 +160,12 @@ fn skills_and_capacity_decide_who_gets_what() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].get("id"), Some(&Value::Str(hard)));
     // Accept needs the ticket of the invitation, and the right agent.
-    let wrong = fr.accept(&e2, None).unwrap_err();
-    assert!(
-        matches!(wrong, ixn::client::ClientError::Server(ref e) if e.code == ErrorCode::UnknownInvitation),
-        "{wrong}"
-    );
-    let stale = en.accept(&e2, Some(ticket(&got) + 1000)).unwrap_err();
-    assert!(
-        matches!(stale, ixn::client::ClientError::Server(ref e) if e.code == ErrorCode::UnknownInvitation),
-        "{stale}"
-    );
+    assert_eq!(refusal(fr.accept(&e2, None)), ErrorCode::UnknownInvitation);
+    assert_eq!(refusal(en.accept(&e2, Some(ticket(&got) + 1000))), ErrorCode::UnknownInvitation);
     en.accept(&e2, Some(ticket(&got))).unwrap();
     // A malformed skills property is refused at submit.
     let bad = ms.submit(submit_request("default", "inbound", "chat", 0, kv![("RequiredSkills", "english:x")]));
-    assert!(matches!(bad, Err(ixn::client::ClientError::Server(ref e)) if e.code == ErrorCode::InvalidValue));
+    assert_eq!(refusal(bad), ErrorCode::InvalidValue);
 }
 
 #[test]
@@ -274,10 +285,7 @@ fn logins_are_checked_and_places_and_seats_are_limited() {
     let dir = TempDir::new("agents-login");
     let s = start(&Engine::Sqlite, &dir, "agent-seats = 2\nallow-multiple-agent-connections = false\n");
     let mut a = s.client_as(ClientType::AgentDesktop, "d1");
-    let code = |r: ixn::client::Result<Frame>| match r {
-        Err(ixn::client::ClientError::Server(e)) => e.code,
-        other => panic!("expected a refusal, got {other:?}"),
-    };
+    let code = refusal::<Frame>;
     assert_eq!(code(a.login("nobody", "p1", &[])), ErrorCode::UnknownAgent);
     assert_eq!(code(a.login("en1", "nowhere", &[])), ErrorCode::UnknownPlace);
     assert_eq!(code(a.login("fr1", "p1", &[("email", 0)])), ErrorCode::InvalidValue);
@@ -296,8 +304,7 @@ fn logins_are_checked_and_places_and_seats_are_limited() {
     c.login("x2", "p4", &[]).unwrap();
     // Requests for an agent need one on the connection.
     let mut d = s.client_as(ClientType::AgentDesktop, "d4");
-    let r = d.set_ready(None, None, true, None);
-    assert!(matches!(r, Err(ixn::client::ClientError::Server(ref e)) if e.code == ErrorCode::AgentNotLoggedIn));
+    assert_eq!(refusal(d.set_ready(None, None, true, None)), ErrorCode::AgentNotLoggedIn);
 }
 
 /// The whole cycle as a reporting client sees it, on every engine.
@@ -365,11 +372,7 @@ fn a_reporting_client_sees_the_whole_cycle() {
 fn a_transfer_invites_the_other_agent_and_frees_the_first() {
     let dir = TempDir::new("agents-transfer");
     let s = start(&Engine::Sqlite, &dir, "");
-    let mut x1 = desktop(&s, "x1", "p3");
-    let mut ms = s.media_server();
-    let id = submit(&mut ms, None);
-    let got = invite(&mut x1, LONG).expect("x1 is invited");
-    x1.accept(&id, Some(ticket(&got))).unwrap();
+    let (mut x1, _ms, id) = x1_handling_one(&s);
     // x2 logs in ready but nothing else waits, so it is idle.
     let mut x2 = desktop(&s, "x2", "p4");
     let t = x1.transfer(&id, "x2").unwrap();
@@ -383,11 +386,7 @@ fn a_transfer_invites_the_other_agent_and_frees_the_first() {
     assert!(r.is_err(), "x1 may not stop what it passed on");
     x2.accept(&id, Some(t)).unwrap();
     // Transferring to an agent that cannot take it changes nothing.
-    let r = x2.transfer(&id, "en1");
-    assert!(
-        matches!(r, Err(ixn::client::ClientError::Server(ref e)) if e.code == ErrorCode::AgentNotLoggedIn),
-        "{r:?}"
-    );
+    assert_eq!(refusal(x2.transfer(&id, "en1")), ErrorCode::AgentNotLoggedIn);
     x2.stop(&id, Some("done")).unwrap();
 }
 
@@ -395,18 +394,10 @@ fn a_transfer_invites_the_other_agent_and_frees_the_first() {
 fn a_media_server_may_end_an_interaction_an_agent_handles() {
     let dir = TempDir::new("agents-media-stop");
     let s = start(&Engine::Sqlite, &dir, "");
-    let mut x1 = desktop(&s, "x1", "p3");
-    let mut ms = s.media_server();
-    let id = submit(&mut ms, None);
-    let got = invite(&mut x1, LONG).expect("x1 is invited");
-    x1.accept(&id, Some(ticket(&got))).unwrap();
+    let (mut x1, mut ms, id) = x1_handling_one(&s);
     // The customer left: the media server stops it; a routing engine may not.
     let mut router = s.client_as(ClientType::RoutingEngine, "router");
-    let r = router.stop(&id, None);
-    assert!(
-        matches!(r, Err(ixn::client::ClientError::Server(ref e)) if e.code == ErrorCode::InteractionLocked),
-        "{r:?}"
-    );
+    assert_eq!(refusal(router.stop(&id, None)), ErrorCode::InteractionLocked);
     ms.stop(&id, Some("customer left")).unwrap();
     let revoked = x1.wait_event(msg_type::EVENT_REVOKED, LONG).unwrap().expect("the desktop is told");
     assert_eq!(revoked.get_str(attr::INTERACTION_ID), Some(id.as_str()));
@@ -423,11 +414,7 @@ fn a_media_server_may_end_an_interaction_an_agent_handles() {
 fn an_operator_can_make_an_agent_leave_and_its_desktop_is_told() {
     let dir = TempDir::new("agents-op-leave");
     let s = start(&Engine::Sqlite, &dir, "");
-    let mut x1 = desktop(&s, "x1", "p3");
-    let mut ms = s.media_server();
-    let id = submit(&mut ms, None);
-    let got = invite(&mut x1, LONG).expect("x1 is invited");
-    x1.accept(&id, Some(ticket(&got))).unwrap();
+    let (mut x1, _ms, id) = x1_handling_one(&s);
     x1.set_ready(None, None, false, Some("wrap-up")).unwrap();
     let mut op = s.client();
     op.leave(&id, Some("done")).unwrap();

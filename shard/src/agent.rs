@@ -819,7 +819,7 @@ impl Shard {
         // No desktop: its invitations go back to their queues now, and
         // nothing can be offered to it meanwhile.
         self.revoke_invitations(a, out);
-        self.publish_unavailable(a, out);
+        self.publish(a, out);
     }
 
     /// Asks the owners to end `a`'s unanswered invitations; their releases
@@ -830,19 +830,6 @@ impl Shard {
             let to = crate::id::owner_of(&h.id, self.params.shards);
             out.push(Output::Peer { to, msg: PeerMsg::Revoke { agent: a, id: h.id.clone() } });
         }
-    }
-
-    fn publish_unavailable(&mut self, a: AgentRef, out: &mut Vec<Output>) {
-        if self.catalog.tenant_at(a.tenant).strategy_queues().next().is_none() {
-            return;
-        }
-        let st = self.agent_state_mut(a);
-        if st.published.is_empty() {
-            return;
-        }
-        st.published.clear();
-        let to = dispatcher_of(a.tenant, self.params.shards);
-        out.push(Output::Peer { to, msg: PeerMsg::AgentAvail { agent: a, avail: Vec::new() } });
     }
 
     /// Login sessions whose time is up end.

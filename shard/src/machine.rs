@@ -143,8 +143,8 @@ pub(crate) struct Pending {
     reply_to: Option<Origin>,
     reply: Frame,
     undo: Undo,
-    /// A submit becomes visible to views and search once committed.
-    reveal: Option<Box<str>>,
+    /// A submit: `id` becomes visible to views and search once committed.
+    reveal: bool,
     /// Reporting events sent once the write commits.
     reports: Vec<(TenantIdx, Frame)>,
     /// Events about the same interaction that came after this write (to
@@ -152,7 +152,7 @@ pub(crate) struct Pending {
     /// own events whether it commits or not, so they keep their order.
     pub(crate) after: Vec<Output>,
     /// The interaction written (empty for a clean-up delete).
-    id: Box<str>,
+    id: IxId,
 }
 
 /// A lock on one interaction.
@@ -322,9 +322,9 @@ pub struct Shard {
     pub(crate) subscribed_here: ahash::AHashSet<Origin>,
     /// The last write in flight of each interaction that has one, so an
     /// event reported now waits for that write's events.
-    pub(crate) last_write: AHashMap<Box<str>, u64>,
+    pub(crate) last_write: AHashMap<IxId, u64>,
     /// The agent that last rejected each interaction (routing.rs).
-    pub(crate) rejected_by: AHashMap<Box<str>, AgentIdx>,
+    pub(crate) rejected_by: AHashMap<IxId, AgentIdx>,
     pub(crate) pending_subs: AHashMap<u64, crate::report::PendingSubscribe>,
 }
 
@@ -379,7 +379,7 @@ impl Shard {
             dispatch,
             rounds: AHashMap::new(),
             strategy_watch: AHashMap::new(),
-            agent_lock_name: Shard::strategy_lock_name(),
+            agent_lock_name: crate::routing::AGENT_LOCK_NAME.into(),
             subs: Vec::new(),
             subscribed_here: ahash::AHashSet::new(),
             last_write: AHashMap::new(),
@@ -635,10 +635,13 @@ impl Shard {
         let op = if ix.stored { StoreOp::Upsert(record) } else { StoreOp::Insert(record) };
         ix.stored = true;
         let token = self.new_token();
-        let id: Box<str> = (*self.store.get(slot).id).into();
+        // Generated ids are inline: no allocation on this path.
+        let id = self.store.get(slot).id.clone();
         self.last_write.insert(id.clone(), token);
-        self.pending
-            .insert(token, Pending { reply_to, reply, undo, reveal: None, reports: Vec::new(), after: Vec::new(), id });
+        self.pending.insert(
+            token,
+            Pending { reply_to, reply, undo, reveal: false, reports: Vec::new(), after: Vec::new(), id },
+        );
         out.push(Output::Store { token, op });
         token
     }
@@ -657,7 +660,7 @@ impl Shard {
     }
 
     /// Writes `slot` with no one to answer (a time-out's change).
-    pub(crate) fn write_silent(&mut self, slot: Slot, _origin: Origin, out: &mut Vec<Output>) {
+    pub(crate) fn write_silent(&mut self, slot: Slot, out: &mut Vec<Output>) {
         self.write(slot, None, Frame::new(0, 0), Undo::Nothing, out);
     }
 
@@ -743,7 +746,7 @@ impl Shard {
         let slot = self.store.insert(ix);
         let reply = event_ack(caller.ref_id).with(attr::INTERACTION_ID, &*id);
         let token = self.write(slot, Some(caller.origin), reply, Undo::ForgetSubmitted(id.clone()), out);
-        self.pending.get_mut(&token).expect("just written").reveal = Some(id);
+        self.pending.get_mut(&token).expect("just written").reveal = true;
         Ok(None)
     }
 
@@ -1031,8 +1034,9 @@ impl Shard {
             .collect();
         self.detach(slot);
         self.drop_lock(slot);
+        let ixid = self.store.get(slot).id.clone();
         let ix = self.store.remove(slot);
-        self.rejected_by.remove(id);
+        self.rejected_by.remove(&ix.id);
         let token = self.new_token();
         self.pending.insert(
             token,
@@ -1040,13 +1044,13 @@ impl Shard {
                 reply_to: Some(caller.origin),
                 reply: event_ack(caller.ref_id),
                 undo: Undo::Restore(Box::new(ix)),
-                reveal: None,
+                reveal: false,
                 reports,
                 after: Vec::new(),
-                id: id.into(),
+                id: ixid.clone(),
             },
         );
-        self.last_write.insert(id.into(), token);
+        self.last_write.insert(ixid, token);
         out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()) });
         Ok(None)
     }
@@ -1070,16 +1074,16 @@ impl Shard {
     fn complete(&mut self, p: Pending, ok: bool, out: &mut Vec<Output>) {
         if ok {
             let now_ms = self.now_us.div_euclid(1000);
-            if let Some(id) = &p.reveal {
+            if p.reveal {
                 // Stopped before its submit committed: nothing to reveal.
-                if let Some(slot) = self.store.find(id) {
+                if let Some(slot) = self.store.find(&p.id) {
                     self.store.get_mut(slot).visible = true;
                     // This write's own events: out now, ahead of any
                     // later write's (report_ix would queue them behind it).
                     let tenant = self.store.get(slot).tenant;
                     for t in [msg_type::EVENT_INTERACTION_SUBMITTED, msg_type::EVENT_PLACED_IN_QUEUE] {
                         if let Some(f) = self.ix_event(now_ms, t, slot, |_| {}) {
-                            self.emit_reports(vec![(tenant, f)], out);
+                            self.emit(tenant, f, out);
                         }
                     }
                     self.attach(slot, out);
@@ -1108,10 +1112,10 @@ impl Shard {
                         reply_to: None,
                         reply: Frame::new(0, 0),
                         undo: Undo::Nothing,
-                        reveal: None,
+                        reveal: false,
                         reports: Vec::new(),
                         after: Vec::new(),
-                        id: "".into(),
+                        id: IxId::new(""),
                     },
                 );
                 out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()) });

@@ -38,7 +38,7 @@ impl Shard {
         self.subs.iter().any(|(_, t)| t.is_none_or(|t| t == tenant))
     }
 
-    fn emit(&self, tenant: TenantIdx, frame: Frame, out: &mut Vec<Output>) {
+    pub(crate) fn emit(&self, tenant: TenantIdx, frame: Frame, out: &mut Vec<Output>) {
         for (origin, t) in &self.subs {
             if t.is_none_or(|t| t == tenant) {
                 out.push(Output::Event { origin: *origin, frame: frame.clone() });
@@ -120,7 +120,7 @@ impl Shard {
     /// Sends `o`, an event about the interaction at `slot`, after the
     /// answer and events of that interaction's write in flight, if any.
     pub(crate) fn send_ordered(&mut self, slot: Slot, o: Output, out: &mut Vec<Output>) {
-        let id = &*self.store.get(slot).id;
+        let id = &self.store.get(slot).id;
         match self.last_write.get(id).and_then(|t| self.pending.get_mut(t)) {
             Some(p) => p.after.push(o),
             None => out.push(o),

@@ -31,7 +31,6 @@
 //! agent's home to release the unit.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use ahash::AHashMap;
 
@@ -168,6 +167,9 @@ pub(crate) struct Dispatch {
     /// Per media type: agents with free capacity, longest idle first.
     pub by_media: Vec<BTreeSet<(Millis, AgentIdx)>>,
     pub routes: Vec<Route>,
+    /// The sum of the copy's free capacity, kept as it changes (a round
+    /// starts only when it is above 0).
+    free: u64,
 }
 
 impl Dispatch {
@@ -179,11 +181,13 @@ impl Dispatch {
                 .strategy_queues()
                 .map(|(_, s)| Route { view: s.view, running: None, dirty: false, n: 0 })
                 .collect(),
+            free: 0,
         }
     }
 
     fn total_free(&self) -> u64 {
-        self.avail.values().flatten().map(|&(_, f, _)| f as u64).sum()
+        debug_assert_eq!(self.free, self.avail.values().flatten().map(|&(_, f, _)| f as u64).sum::<u64>());
+        self.free
     }
 
     fn set(&mut self, agent: AgentIdx, avail: Availability) {
@@ -191,12 +195,14 @@ impl Dispatch {
             for (m, free, idle) in old {
                 if free > 0 {
                     self.by_media[m as usize].remove(&(idle, agent));
+                    self.free -= free as u64;
                 }
             }
         }
         for &(m, free, idle) in &avail {
             if free > 0 {
                 self.by_media[m as usize].insert((idle, agent));
+                self.free += free as u64;
             }
         }
         if !avail.is_empty() {
@@ -209,6 +215,7 @@ impl Dispatch {
         let Some(entry) = self.avail.get_mut(&agent).and_then(|v| v.iter_mut().find(|e| e.0 == media)) else { return };
         if entry.1 > 0 {
             self.by_media[media as usize].remove(&(entry.2, agent));
+            self.free -= entry.1 as u64;
             entry.1 = 0;
         }
     }
@@ -218,12 +225,17 @@ impl Dispatch {
     fn adjust(&mut self, agent: AgentIdx, media: MediaIdx, take: bool) {
         let Some(entry) = self.avail.get_mut(&agent).and_then(|v| v.iter_mut().find(|e| e.0 == media)) else { return };
         if take {
-            entry.1 = entry.1.saturating_sub(1);
+            if entry.1 == 0 {
+                return;
+            }
+            entry.1 -= 1;
+            self.free -= 1;
             if entry.1 == 0 {
                 self.by_media[media as usize].remove(&(entry.2, agent));
             }
         } else {
             entry.1 += 1;
+            self.free += 1;
             if entry.1 == 1 {
                 self.by_media[media as usize].insert((entry.2, agent));
             }
@@ -247,6 +259,9 @@ pub(crate) struct Round {
     /// An offer missed or was refused: others may be possible.
     pub retry: bool,
 }
+
+/// The holder name of agent locks (shown as `locked_by`).
+pub const AGENT_LOCK_NAME: &str = "agent-delivery";
 
 /// Most entries one round reads from each shard.
 pub const MAX_ROUND_READ: u32 = 4096;
@@ -329,7 +344,7 @@ impl Shard {
                 // Checked when set (submit, change), so a bad value here
                 // is only possible from an old row: it needs no skill.
                 let skills = ix.properties().get(prop).and_then(|v| parse_skills(v).ok()).unwrap_or_default();
-                let avoid = self.rejected_by.get(&*ix.id).copied();
+                let avoid = self.rejected_by.get(&ix.id).copied();
                 RouteHead { head: Head { key, tie, id: (*ix.id).into() }, media: ix.media, skills, avoid }
             })
             .collect();
@@ -838,7 +853,7 @@ impl Shard {
             out,
         );
         self.end_link(now_ms, slot, false, None, out);
-        self.rejected_by.insert(id.into(), link.agent.agent);
+        self.rejected_by.insert(self.store.get(slot).id.clone(), link.agent.agent);
         Ok(Some(event_ack(caller.ref_id)))
     }
 
@@ -999,8 +1014,7 @@ impl Shard {
                 LinkState::Handling => {
                     self.end_link(now_ms, slot, false, Some("handling-timeout"), out);
                     self.store.get_mut(slot).version += 1;
-                    let origin = Origin { shard: self.params.shard, conn: 0 };
-                    self.write_silent(slot, origin, out);
+                    self.write_silent(slot, out);
                 }
             }
         }
@@ -1034,11 +1048,6 @@ impl Shard {
         for o in to {
             self.send_ordered(slot, Output::Event { origin: o, frame: f.clone() }, out);
         }
-    }
-
-    /// The name strategy locks carry (shown as `locked_by`).
-    pub(crate) fn strategy_lock_name() -> Arc<str> {
-        "agent-delivery".into()
     }
 }
 

@@ -546,7 +546,13 @@ fn run_alone(s: &mut Shard, now_ms: i64, input: Input) -> Vec<Frame> {
 }
 
 fn operator(ref_id: u32) -> Caller {
-    Caller { origin: Origin { shard: 0, conn: 9 }, ref_id, client_type: ClientType::Operator, client_name: "op".into(), agent: None }
+    Caller {
+        origin: Origin { shard: 0, conn: 9 },
+        ref_id,
+        client_type: ClientType::Operator,
+        client_name: "op".into(),
+        agent: None,
+    }
 }
 
 #[test]

@@ -220,7 +220,8 @@ impl Sim {
         let ref_id = self.next_ref;
         self.next_ref += 1;
         let target = request.interaction_id().map(|id| owner_of(id, self.n())).unwrap_or(origin.shard);
-        let caller = Caller { origin, ref_id, client_type, client_name: format!("client-{}", origin.conn).into(), agent: None };
+        let caller =
+            Caller { origin, ref_id, client_type, client_name: format!("client-{}", origin.conn).into(), agent: None };
         self.input(target, Input::Request { caller, request });
         ref_id
     }

@@ -216,27 +216,6 @@ pub(crate) fn describe_target(s: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_attributes_with_braces() {
-        let s = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5;Pwd={a;b}}c};Database=x";
-        assert_eq!(attribute(s, "driver").as_deref(), Some("PostgreSQL Unicode"));
-        assert_eq!(attribute(s, "PWD").as_deref(), Some("a;b}c"));
-        assert_eq!(attribute(s, "database").as_deref(), Some("x"));
-        assert_eq!(describe_target(s), "127.0.0.1:5/x (PostgreSQL Unicode)");
-    }
-
-    #[test]
-    fn describes_sqlite_and_dsn() {
-        assert_eq!(describe_target("Driver=SQLite3;Database=/d/ixn.db;"), "'/d/ixn.db' (SQLite3)");
-        assert_eq!(describe_target("DSN=prod;Uid=a;Pwd=b"), "DSN 'prod'");
-        assert_eq!(describe_target("Driver=X;Uid=a;Pwd=b"), "'Driver=X;Uid=a;Pwd=***'");
-    }
-}
-
 /// PostgreSQL advisory lock key of ixn's writer sessions ("ixn" in ASCII).
 pub(crate) const WRITER_LOCK_KEY: i64 = 0x69_78_6e;
 
@@ -275,4 +254,25 @@ pub(crate) fn wait_for_previous_writers(conn: &Connection<'static>, target: &str
 /// long as it lives (see [`wait_for_previous_writers`]).
 pub(crate) fn hold_writer_lock(conn: &Connection<'static>) -> Result<(), odbc_api::Error> {
     conn.execute(&format!("SELECT pg_advisory_lock_shared({WRITER_LOCK_KEY})"), (), None).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_attributes_with_braces() {
+        let s = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5;Pwd={a;b}}c};Database=x";
+        assert_eq!(attribute(s, "driver").as_deref(), Some("PostgreSQL Unicode"));
+        assert_eq!(attribute(s, "PWD").as_deref(), Some("a;b}c"));
+        assert_eq!(attribute(s, "database").as_deref(), Some("x"));
+        assert_eq!(describe_target(s), "127.0.0.1:5/x (PostgreSQL Unicode)");
+    }
+
+    #[test]
+    fn describes_sqlite_and_dsn() {
+        assert_eq!(describe_target("Driver=SQLite3;Database=/d/ixn.db;"), "'/d/ixn.db' (SQLite3)");
+        assert_eq!(describe_target("DSN=prod;Uid=a;Pwd=b"), "DSN 'prod'");
+        assert_eq!(describe_target("Driver=X;Uid=a;Pwd=b"), "'Driver=X;Uid=a;Pwd=***'");
+    }
 }
