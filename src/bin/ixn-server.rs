@@ -30,6 +30,7 @@ struct Args {
 
 fn main() {
     ixn::logging::init();
+    ixn::server::fatal::install_panic_hook();
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("ixn-server: {e}");

@@ -5,17 +5,21 @@
 //! listener per shard, then start one pinned glommio executor per core.
 //! Stop (SIGTERM or SIGINT): each shard stops taking requests, waits for its
 //! writes to commit and its answers to go out, then ends; the writers drain
-//! and close last.
+//! and close last. A panic on any thread ends the process at once (`fatal`).
 
 pub mod conn;
 pub mod executor;
+pub mod fatal;
+pub mod faults;
 pub mod msgid;
 pub mod notify;
+pub mod watchdog;
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -29,6 +33,15 @@ use executor::{shard_main, ShardContext};
 
 /// Glommio refuses to start an executor with less locked memory than this.
 const GLOMMIO_MIN_MEMLOCK: u64 = 512 << 10;
+
+/// How long a start waits for the listening address to be released, by a
+/// previous server that was just killed (its sockets close only when the
+/// kernel has torn down its io_uring instances, a few ms to a few hundred
+/// ms after the process died) or by one still stopping.
+pub const LISTEN_RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a start waits for every shard to be accepting connections.
+const SHARDS_START_WAIT: Duration = Duration::from_secs(60);
 
 /// Runs the server until SIGTERM or SIGINT. Errors are start-up errors,
 /// worded for an operator.
@@ -44,7 +57,7 @@ pub fn run(config: Config) -> Result<(), String> {
     } else {
         None
     };
-    check_address_free(config.server.listen)?;
+    wait_for_address(config.server.listen)?;
     tracing::info!(msg_id = msgid::SERVER_STARTING, config = %config.source, shards, ?cores, "ixn-server starting");
 
     let storage = Storage::open(StorageConfig {
@@ -81,6 +94,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let drained = Arc::new(AtomicUsize::new(0));
     let mesh_ids = Arc::new((0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect::<Vec<_>>());
     let started = Arc::new(AtomicUsize::new(0));
+    let watchdog = watchdog::Watchdog::start(shards as usize)?;
     let mut handles = Vec::new();
     for (((shard, core), listener), records) in cores.iter().enumerate().zip(listeners).zip(per_shard) {
         let ctx = ShardContext {
@@ -98,19 +112,22 @@ pub fn run(config: Config) -> Result<(), String> {
             mesh_ids: mesh_ids.clone(),
             started: started.clone(),
         };
+        let watchdog = watchdog.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(*core))
             .name(&format!("ixn-shard-{shard}"))
             .io_memory(config.server.io_memory)
-            .spawn(move || shard_main(ctx))
+            .spawn(move || async move {
+                // First, before anything that waits on another thread.
+                watchdog.spawn_heartbeat(shard);
+                faults::spawn_on_shard(shard as u16);
+                shard_main(ctx).await
+            })
             .map_err(|e| format!("cannot start the executor for shard {shard} on core {core}: {e}"))?;
         handles.push(handle);
     }
     drop(mesh);
-    // A shard that fails to start panics; its join below reports why.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while started.load(Ordering::SeqCst) < shards as usize && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    // A shard that fails to start panics, which ends the process (fatal).
+    wait_for_shards(&started, shards as usize)?;
     // The records loaded at start were allocated on this thread and freed
     // by the shards (which copy what they keep). This thread allocates
     // little from now on, so mimalloc would keep those pages: give them
@@ -132,6 +149,7 @@ pub fn run(config: Config) -> Result<(), String> {
         );
         println!("ixn-server: no clients configured, so only loopback connections may register (protected mode)");
     }
+    faults::main_point();
 
     let mut failed = None;
     for (i, h) in handles.into_iter().enumerate() {
@@ -143,6 +161,26 @@ pub fn run(config: Config) -> Result<(), String> {
     writers.shutdown();
     tracing::info!(msg_id = msgid::SERVER_STOPPED, "ixn-server stopped");
     failed.map_or(Ok(()), Err)
+}
+
+/// Waits until every shard counts itself started (accepting connections).
+/// Not in time: the start fails rather than print a ready line while a
+/// shard does not accept (its connections would wait in the backlog).
+fn wait_for_shards(started: &AtomicUsize, shards: usize) -> Result<(), String> {
+    let deadline = Instant::now() + SHARDS_START_WAIT;
+    loop {
+        let n = started.load(Ordering::SeqCst);
+        if n >= shards {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "only {n} of {shards} shards started within {} s; see the log for the shards that logged 1010 (shard started)",
+                SHARDS_START_WAIT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// Groups stored interactions by owning shard, refusing to start if one
@@ -239,12 +277,49 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
 }
 
 /// SO_REUSEPORT would let a second server share the port with a running
-/// one; a plain bind first tells whether something already listens there.
-fn check_address_free(addr: SocketAddr) -> Result<(), String> {
+/// one, or let the listeners of one that was just killed (still open while
+/// the kernel tears down its io_uring instances) take part of the new
+/// connections and drop them. So a plain bind (without SO_REUSEPORT) first
+/// tells whether something still listens there; if so the start waits for
+/// it to go, up to LISTEN_RELEASE_WAIT, as a supervisor restarts at once.
+fn wait_for_address(addr: SocketAddr) -> Result<(), String> {
     if addr.port() == 0 {
         return Ok(());
     }
+    let started = Instant::now();
+    let mut logged = false;
+    loop {
+        let error = match try_plain_bind(addr)? {
+            None => return Ok(()),
+            Some(e) => e,
+        };
+        if started.elapsed() >= LISTEN_RELEASE_WAIT {
+            return Err(format!(
+                "cannot listen on {addr}: {error} for {} s (is another ixn-server running?)",
+                LISTEN_RELEASE_WAIT.as_secs()
+            ));
+        }
+        if !logged {
+            tracing::info!(
+                msg_id = msgid::ADDRESS_BUSY,
+                %addr,
+                wait_s = LISTEN_RELEASE_WAIT.as_secs(),
+                "listening address in use; waiting for it to be released (a previous server still closing?)"
+            );
+            logged = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Binds and closes a socket on `addr` without SO_REUSEPORT: `Some(error)`
+/// when the address is in use, `None` when it is free.
+fn try_plain_bind(addr: SocketAddr) -> Result<Option<std::io::Error>, String> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(|e| e.to_string())?;
     s.set_reuse_address(true).map_err(|e| e.to_string())?;
-    s.bind(&addr.into()).map_err(|e| format!("cannot listen on {addr}: {e} (is another ixn-server running?)"))
+    match s.bind(&addr.into()) {
+        Ok(()) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(Some(e)),
+        Err(e) => Err(format!("cannot listen on {addr}: {e}")),
+    }
 }

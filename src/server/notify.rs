@@ -70,6 +70,7 @@ impl CompletionInbox {
 
 impl CompletionSink for CompletionInbox {
     fn complete(&self, done: &mut Vec<(u64, bool)>) {
+        super::faults::writer_point();
         for c in done.drain(..) {
             self.queue.push(c);
         }
