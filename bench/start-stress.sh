@@ -11,10 +11,13 @@
 # 10) from the moment the last shard logged 1010 (shard started), when no
 # ready line comes within READY_S + 60 s, or when the server does not stop
 # within 20 s of SIGTERM.
+# The server logs at IXN_LOG=info,ixn=debug,odbc_api=error, so that each
+# wake by the watchdog (1013) is counted.
 # Output: one line per failed start, a progress line every 50 starts, and a
 # last line `PASS: N starts, 0 failed, slowest ready X ms after the last
-# 1010` or `FAIL: K of N starts failed ...`; exit status 0 or 1. Logs of
-# failed starts are kept under $OUT (default /tmp/ixn-start-stress).
+# 1010; ...` or `FAIL: K of N starts failed ...`; exit status 0 or 1. Logs
+# of failed starts, and of starts slower than SLOW_MS (default 500), are
+# kept under $OUT (default /tmp/ixn-start-stress).
 # Usage: [BIN=DIR] [STARTS=200] [LOAD=4] [NICE=0] [ENGINE=sqlite|pg] [PROFILE=release|debug] bench/start-stress.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +25,7 @@ starts=${STARTS:-200}
 load=${LOAD:-4}
 nice_=${NICE:-0}
 ready_s=${READY_S:-10}
+slow_ms=${SLOW_MS:-500}
 engine=${ENGINE:-sqlite}
 profile=${PROFILE:-release}
 out=${OUT:-/tmp/ixn-start-stress}
@@ -65,14 +69,18 @@ EOF
 }
 
 failed=0
+slow=0
+woken=0
 slowest=0
 for n in $(seq "$starts"); do
   dir="$out/start$n"
   mkdir -p "$dir"
   printf '[server]\nlisten = "127.0.0.1:%s"\ncores = "0,1"\ndata-dir = "%s"\n%s\n' "$port" "$dir/data" "$settings" > "$dir/ixn.toml"
-  "$bin/ixn-server" --config "$dir/ixn.toml" > "$dir/server.out" 2> "$dir/server.log" &
+  : > "$dir/server.out"
+  IXN_LOG=info,ixn=debug,odbc_api=error "$bin/ixn-server" --config "$dir/ixn.toml" > "$dir/server.out" 2> "$dir/server.log" &
   server=$!
   ok=1
+  keep=0
   for _ in $(seq $(((ready_s + 60) * 20))); do
     grep -q "ready: listening" "$dir/server.out" && break
     kill -0 "$server" 2>/dev/null || break
@@ -85,6 +93,8 @@ for n in $(seq "$starts"); do
     [ "$gap" -gt "$slowest" ] && slowest=$gap
     if [ "$gap" -lt 0 ] || [ "$gap" -gt $((ready_s * 1000)) ]; then
       echo "start $n: ready line $gap ms after the last shard started"; ok=0
+    elif [ "$gap" -gt "$slow_ms" ]; then
+      slow=$((slow + 1)); keep=1
     fi
   fi
   kill -TERM "$server" 2>/dev/null
@@ -94,12 +104,15 @@ for n in $(seq "$starts"); do
   fi
   wait "$server" 2>/dev/null
   server=""
-  if [ "$ok" = 1 ]; then rm -rf "$dir"; else failed=$((failed + 1)); fi
+  grep -q "msg_id=1013" "$dir/server.log" && woken=$((woken + 1))
+  [ "$ok" = 1 ] || failed=$((failed + 1))
+  [ "$ok" = 1 ] && [ "$keep" = 0 ] && rm -rf "$dir"
   [ $((n % 50)) = 0 ] && echo "... $n starts, $failed failed, slowest ready ${slowest} ms after the last 1010"
 done
+summary="slowest ready ${slowest} ms after the last 1010; $slow over $slow_ms ms; the watchdog woke a shard in $woken starts ($load busy loops at nice $nice_, $engine)"
 if [ "$failed" = 0 ]; then
-  echo "PASS: $starts starts, 0 failed, slowest ready ${slowest} ms after the last 1010 ($load busy loops at nice $nice_, $engine)"
+  echo "PASS: $starts starts, 0 failed, $summary"
   exit 0
 fi
-echo "FAIL: $failed of $starts starts failed, slowest ready ${slowest} ms after the last 1010 ($load busy loops at nice $nice_, $engine); logs under $out"
+echo "FAIL: $failed of $starts starts failed, $summary; logs under $out"
 exit 1

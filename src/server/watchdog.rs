@@ -2,26 +2,19 @@
 //! through a wake-up that the runtime lost.
 //!
 //! glommio 0.9.0 can put an executor to sleep while one of its tasks has
-//! been woken and is waiting to run. Two ways were seen on this machine
-//! (bench/stall-stress.sh and bench/start-stress.sh reproduce their
-//! effects; docs/architecture.md, "Lost wake-ups", has the details):
-//!
-//! 1. Its run loop parks whenever a round of `run_task_queues` ran
-//!    nothing, and a round runs nothing when the latency ring already holds
-//!    a completion at its first preemption check, e.g. the 2 ms preemption
-//!    timer, which expires while the thread is descheduled by other load
-//!    just after it was armed. A task woken just before (the completion
-//!    task, woken by a writer thread) then sits in an active queue while the
-//!    executor sleeps.
-//! 2. Now and then a sleeping executor does not wake for a completion on
-//!    its latency ring (the eventfd a foreign wake writes, or the timer of
-//!    its next timeout), until something else wakes it.
-//!
-//! Either way the executor stays asleep until another event arrives. When
-//! the lost wake-up was a writer's (the completion inbox), no other event
-//! comes: every answer waits on that shard, and later completions do not
-//! ring again because the inbox's waker was spent on the lost one. At
-//! start, inside the shards' mesh join, nothing else is armed at all.
+//! been woken and is waiting to run: its run loop parks whenever a round of
+//! `run_task_queues` ran nothing, and a round runs nothing when the latency
+//! ring already holds a completion at its first preemption check, e.g. the
+//! preemption timer, expired while the thread was descheduled by other load
+//! just after the reactor armed it. Tasks woken in that reactor pass (the
+//! completion task, woken by a writer thread; the tasks whose timers just
+//! fired) then sit in their queues while the executor sleeps, until some
+//! timer still armed or some I/O completion wakes it. When none is left
+//! (the pass fired them all; at start, in the shards' mesh join, there are
+//! none), the shard stalls: every answer waits, and later completions do
+//! not ring again because the inbox's waker was spent on the stranded wake.
+//! docs/architecture.md, "Lost wake-ups", has the interleaving;
+//! bench/start-stress.sh and bench/stall-stress.sh exercise it.
 //!
 //! So each shard runs a heartbeat task, in its own latency-sensitive queue,
 //! that records a beat every `BEAT`; a plain thread checks every `CHECK`
