@@ -131,8 +131,12 @@ pub enum Output {
 #[derive(Clone, Debug)]
 enum Undo {
     Nothing,
-    /// A submit that was never acknowledged: drop it again.
-    ForgetSubmitted(Box<str>),
+    /// A submit that was never acknowledged: drop it again. The tie names
+    /// this submit's interaction, not a later one with the same id.
+    ForgetSubmitted {
+        id: IxId,
+        tie: u64,
+    },
     /// A stop that was never acknowledged: the interaction is live again.
     Restore(Box<Interaction>),
 }
@@ -143,8 +147,10 @@ pub(crate) struct Pending {
     reply_to: Option<Origin>,
     reply: Frame,
     undo: Undo,
-    /// A submit: `id` becomes visible to views and search once committed.
-    reveal: bool,
+    /// A submit: the interaction with this tie becomes visible to views
+    /// and search once committed. By tie, not id: a client-given id may be
+    /// stopped and submitted again before this write completes.
+    reveal: Option<u64>,
     /// Reporting events sent once the write commits.
     reports: Vec<(TenantIdx, Frame)>,
     /// Events about the same interaction that came after this write (to
@@ -638,10 +644,8 @@ impl Shard {
         // Generated ids are inline: no allocation on this path.
         let id = self.store.get(slot).id.clone();
         self.last_write.insert(id.clone(), token);
-        self.pending.insert(
-            token,
-            Pending { reply_to, reply, undo, reveal: false, reports: Vec::new(), after: Vec::new(), id },
-        );
+        self.pending
+            .insert(token, Pending { reply_to, reply, undo, reveal: None, reports: Vec::new(), after: Vec::new(), id });
         out.push(Output::Store { token, op });
         token
     }
@@ -745,8 +749,9 @@ impl Shard {
         ix.set_properties(s.properties);
         let slot = self.store.insert(ix);
         let reply = event_ack(caller.ref_id).with(attr::INTERACTION_ID, &*id);
-        let token = self.write(slot, Some(caller.origin), reply, Undo::ForgetSubmitted(id.clone()), out);
-        self.pending.get_mut(&token).expect("just written").reveal = true;
+        let undo = Undo::ForgetSubmitted { id: IxId::new(&id), tie };
+        let token = self.write(slot, Some(caller.origin), reply, undo, out);
+        self.pending.get_mut(&token).expect("just written").reveal = Some(tie);
         Ok(None)
     }
 
@@ -777,6 +782,15 @@ impl Shard {
         }
         if self.store.find(id).is_some() {
             return Err(ProtoError::new(ErrorCode::DuplicateInteractionId, format!("interaction {id} already exists")));
+        }
+        if self.last_write.contains_key(&IxId::new(id)) {
+            // Its stop (or a failed submit's clean-up) is not committed yet.
+            // Were this submit taken, a failing stop would bring back the
+            // first interaction beside it under one id.
+            return Err(ProtoError::new(
+                ErrorCode::DuplicateInteractionId,
+                format!("interaction {id} is being stopped; submit it again once the stop is acknowledged"),
+            ));
         }
         Ok(())
     }
@@ -1044,7 +1058,7 @@ impl Shard {
                 reply_to: Some(caller.origin),
                 reply: event_ack(caller.ref_id),
                 undo: Undo::Restore(Box::new(ix)),
-                reveal: false,
+                reveal: None,
                 reports,
                 after: Vec::new(),
                 id: ixid.clone(),
@@ -1053,6 +1067,28 @@ impl Shard {
         self.last_write.insert(ixid, token);
         out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()) });
         Ok(None)
+    }
+
+    /// The interaction a stop still in flight would restore, if the stop
+    /// of the interaction with `tie` is in flight. A submit's completion
+    /// that finds its interaction already stopped settles it there: a
+    /// failed stop must bring back what was committed, as it was, and
+    /// nothing that never was. The stop is the id's last write (a submit
+    /// of an id being stopped is refused), so `last_write` finds it.
+    fn stopped_in_flight(&mut self, id: &IxId, tie: u64) -> Option<&mut Undo> {
+        let p = self.last_write.get(id).and_then(|t| self.pending.get_mut(t))?;
+        matches!(&p.undo, Undo::Restore(ix) if ix.tie == tie).then_some(&mut p.undo)
+    }
+
+    /// Drops an interaction whose submit failed: whatever happened to it
+    /// meanwhile (a link, a lock, views) ends with it.
+    fn forget(&mut self, slot: Slot, out: &mut Vec<Output>) {
+        let now_ms = self.now_us.div_euclid(1000);
+        self.end_link(now_ms, slot, false, Some("stopped"), out);
+        self.detach(slot);
+        self.drop_lock(slot);
+        let ix = self.store.remove(slot);
+        self.rejected_by.remove(&ix.id);
     }
 
     fn storage_done(&mut self, token: u64, ok: bool, out: &mut Vec<Output>) {
@@ -1074,9 +1110,14 @@ impl Shard {
     fn complete(&mut self, p: Pending, ok: bool, out: &mut Vec<Output>) {
         if ok {
             let now_ms = self.now_us.div_euclid(1000);
-            if p.reveal {
-                // Stopped before its submit committed: nothing to reveal.
-                if let Some(slot) = self.store.find(&p.id) {
+            if let Some(tie) = p.reveal {
+                // Stopped before its submit committed: if the stop fails,
+                // it comes back visible.
+                if let Some(Undo::Restore(ix)) = self.stopped_in_flight(&p.id, tie) {
+                    ix.visible = true;
+                }
+                if let Some(slot) = self.store.find_tie(tie) {
+                    assert!(!self.store.get(slot).visible, "interaction {} revealed twice", p.id);
                     self.store.get_mut(slot).visible = true;
                     // This write's own events: out now, ahead of any
                     // later write's (report_ix would queue them behind it).
@@ -1098,24 +1139,29 @@ impl Shard {
         }
         match p.undo {
             Undo::Nothing => {}
-            Undo::ForgetSubmitted(id) => {
-                if let Some(slot) = self.store.find(&id) {
-                    self.detach(slot);
-                    self.drop_lock(slot);
-                    self.store.remove(slot);
+            Undo::ForgetSubmitted { id, tie } => {
+                match self.store.find_tie(tie) {
+                    Some(slot) => self.forget(slot, out),
+                    None => {
+                        if let Some(undo) = self.stopped_in_flight(&id, tie) {
+                            *undo = Undo::Nothing;
+                        }
+                    }
                 }
                 // Remove whatever a later write of this id may have stored.
+                // Until it commits the id counts as being stopped.
                 let token = self.new_token();
+                self.last_write.insert(id.clone(), token);
                 self.pending.insert(
                     token,
                     Pending {
                         reply_to: None,
                         reply: Frame::new(0, 0),
                         undo: Undo::Nothing,
-                        reveal: false,
+                        reveal: None,
                         reports: Vec::new(),
                         after: Vec::new(),
-                        id: IxId::new(""),
+                        id: id.clone(),
                     },
                 );
                 out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()) });
@@ -1123,10 +1169,11 @@ impl Shard {
             Undo::Restore(ix) => {
                 let mut ix = *ix;
                 ix.stored = true;
-                if self.store.find(&ix.id).is_none() {
-                    let slot = self.store.insert(ix);
-                    self.attach(slot, out);
-                }
+                // A submit of an id being stopped is refused, so nothing
+                // took its place meanwhile.
+                assert!(self.store.find(&ix.id).is_none(), "interaction {} restored beside a live one", ix.id);
+                let slot = self.store.insert(ix);
+                self.attach(slot, out);
             }
         }
         let err = ProtoError::new(
