@@ -35,7 +35,9 @@ use crate::proto::request::{event_ack, event_error, ProtoError, Request, Submit}
 use crate::store::{Slot, Store};
 use crate::symbols::Symbols;
 use crate::value::KvList;
-use crate::view::ViewIndex;
+
+pub(crate) mod indexing;
+use indexing::Index;
 
 /// Where a request came from: the shard that holds the connection and the
 /// connection's number on that shard. Replies go back there.
@@ -271,13 +273,9 @@ pub struct Shard {
     ids: IdGen,
     next_token: u64,
     pub(crate) pending: AHashMap<u64, Pending>,
-    /// `views[tenant][view]`.
-    pub(crate) views: Vec<Vec<ViewIndex>>,
-    /// `depth[tenant][queue]`.
-    pub(crate) depth: Vec<Vec<QueueCount>>,
-    pub(crate) locks: AHashMap<Slot, Lock>,
-    /// Routing locks by deadline.
-    deadlines: BTreeSet<(Millis, Slot)>,
+    /// View indexes, queue counts and locks: changed only through
+    /// `indexing.rs`.
+    pub(crate) index: Index,
     /// Pulls waiting for an entry in a view: (coordinating shard, op).
     pub(crate) watchers: AHashMap<(TenantIdx, ViewIdx), Vec<(u16, u64)>>,
     /// Requests this shard coordinates, by op number.
@@ -340,8 +338,6 @@ type Reply = Result<Option<Frame>, ProtoError>;
 impl Shard {
     pub fn new(params: ShardParams, catalog: Arc<Catalog>) -> Self {
         assert!(params.shard < params.shards);
-        let views = catalog.tenants.iter().map(|t| t.views.iter().map(ViewIndex::new).collect()).collect();
-        let depth = catalog.tenants.iter().map(|t| vec![QueueCount::default(); t.queues.len()]).collect();
         let dispatch = catalog
             .tenants
             .iter()
@@ -352,6 +348,7 @@ impl Shard {
             })
             .map(|(i, t)| (i as TenantIdx, crate::routing::Dispatch::new(t)))
             .collect();
+        let index = Index::new(&catalog);
         Shard {
             params,
             catalog,
@@ -360,10 +357,7 @@ impl Shard {
             ids: IdGen::new(params.node, params.shard, params.shards),
             next_token: 1,
             pending: AHashMap::new(),
-            views,
-            depth,
-            locks: AHashMap::new(),
-            deadlines: BTreeSet::new(),
+            index,
             watchers: AHashMap::new(),
             ops: AHashMap::new(),
             next_op: 1,
@@ -433,7 +427,7 @@ impl Shard {
     /// Whether something will happen on a [`Input::Tick`]: a routing lock
     /// or a waiting pull has a deadline.
     pub fn has_deadlines(&self) -> bool {
-        !self.deadlines.is_empty()
+        self.index.has_deadlines()
             || !self.link_deadlines.is_empty()
             || !self.session_deadlines.is_empty()
             || self.ops.values().any(Op::has_deadline)
@@ -455,12 +449,12 @@ impl Shard {
     /// The client holding a lock on `id`, and what for.
     pub fn lock_of(&self, id: &str) -> Option<(Holder, LockKind)> {
         let slot = self.store.find(id)?;
-        self.locks.get(&slot).map(|l| (l.holder.clone(), l.kind))
+        self.index.lock(slot).map(|l| (l.holder.clone(), l.kind))
     }
 
     /// The ids in one view on this shard, in view order.
     pub fn view_ids(&self, tenant: TenantIdx, view: ViewIdx) -> Vec<Box<str>> {
-        let v = &self.views[tenant as usize][view as usize];
+        let v = &self.index.view(tenant, view);
         v.head(v.len())
             .into_iter()
             .map(|(_, tie)| (*self.store.get(self.store.find_tie(tie).expect("a view entry's tie is held")).id).into())
@@ -471,7 +465,7 @@ impl Shard {
     pub fn view_position(&self, id: &str, tenant: TenantIdx, view: ViewIdx) -> Option<(crate::view::ViewKey, u64)> {
         let slot = self.store.find(id)?;
         let ix = self.store.get(slot);
-        let v = &self.views[tenant as usize][view as usize];
+        let v = &self.index.view(tenant, view);
         let key = v.key(ix, self.names());
         v.contains(&key, ix.tie).then_some((key, ix.tie))
     }
@@ -500,8 +494,7 @@ impl Shard {
             ix.tie += 1;
         }
         self.last_tie = self.last_tie.max(ix.tie);
-        let slot = self.store.insert(ix);
-        self.attach(slot, &mut Vec::new());
+        self.admit(ix, &mut Vec::new());
         Ok(())
     }
 
@@ -637,9 +630,7 @@ impl Shard {
     /// Returns the write's token.
     fn write(&mut self, slot: Slot, reply_to: Option<Origin>, reply: Frame, undo: Undo, out: &mut Vec<Output>) -> u64 {
         let record = Box::new(self.store.get(slot).to_record(self.names()));
-        let ix = self.store.get_mut(slot);
-        let op = if ix.stored { StoreOp::Upsert(record) } else { StoreOp::Insert(record) };
-        ix.stored = true;
+        let op = if self.mark_stored(slot) { StoreOp::Upsert(record) } else { StoreOp::Insert(record) };
         let token = self.new_token();
         // Generated ids are inline: no allocation on this path.
         let id = self.store.get(slot).id.clone();
@@ -747,7 +738,8 @@ impl Shard {
             visible: false,
         };
         ix.set_properties(s.properties);
-        let slot = self.store.insert(ix);
+        // Not visible until committed: in no view yet.
+        let slot = self.admit(ix, out);
         let reply = event_ack(caller.ref_id).with(attr::INTERACTION_ID, &*id);
         let undo = Undo::ForgetSubmitted { id: IxId::new(&id), tie };
         let token = self.write(slot, Some(caller.origin), reply, undo, out);
@@ -824,7 +816,7 @@ impl Shard {
     /// Refuses a change by `caller` to an interaction another client has
     /// locked. Operators may override a lock.
     fn check_lock(&self, slot: Slot, caller: &Caller) -> Result<(), ProtoError> {
-        match self.locks.get(&slot) {
+        match self.index.lock(slot) {
             // The agent an interaction is offered to or handled by may
             // move, transfer or stop it.
             Some(l) if matches!(l.kind, LockKind::Agent(a) if caller.agent == Some(a)) => Ok(()),
@@ -888,11 +880,10 @@ impl Shard {
             properties.remove(k);
         }
         self.check_size(&properties)?;
-        self.detach(slot);
-        let ix = self.store.get_mut(slot);
-        ix.set_properties(properties);
-        ix.version += 1;
-        self.attach(slot, out);
+        self.modify(slot, out, |ix| {
+            ix.set_properties(properties);
+            ix.version += 1;
+        });
         let mut reports = Vec::new();
         if let Some(changed) = told {
             self.notify_parties(slot, caller, &changed, &deleted, out);
@@ -1006,16 +997,14 @@ impl Shard {
     /// its old queue and enters those of the new one. Any lock ends.
     pub(crate) fn move_to(&mut self, slot: Slot, place: Place, now_ms: Millis, out: &mut Vec<Output>) {
         self.end_link(now_ms, slot, false, Some("moved"), out);
-        self.detach(slot);
-        self.drop_lock(slot);
-        let ix = self.store.get_mut(slot);
-        ix.place = place;
-        if matches!(place, Place::Queue(_)) {
-            ix.placed_in_queue_at = now_ms;
-            ix.moved_to_queue_at = now_ms;
-        }
-        ix.version += 1;
-        self.attach(slot, out);
+        self.modify_unlocked(slot, out, |ix| {
+            ix.place = place;
+            if matches!(place, Place::Queue(_)) {
+                ix.placed_in_queue_at = now_ms;
+                ix.moved_to_queue_at = now_ms;
+            }
+            ix.version += 1;
+        });
     }
 
     fn stop_processing(
@@ -1030,7 +1019,7 @@ impl Shard {
         // A media server may end an interaction that is with an agent (the
         // customer left): the agent's desktops are told (EventRevoked).
         let ended_by_media = caller.client_type == ClientType::MediaServer
-            && self.locks.get(&slot).is_some_and(|l| matches!(l.kind, LockKind::Agent(_)));
+            && self.index.lock(slot).is_some_and(|l| matches!(l.kind, LockKind::Agent(_)));
         if !ended_by_media {
             self.check_lock(slot, caller)?;
         }
@@ -1046,10 +1035,8 @@ impl Shard {
             .map(|f| (tenant, f))
             .into_iter()
             .collect();
-        self.detach(slot);
-        self.drop_lock(slot);
         let ixid = self.store.get(slot).id.clone();
-        let ix = self.store.remove(slot);
+        let ix = self.evict(slot);
         self.rejected_by.remove(&ix.id);
         let token = self.new_token();
         self.pending.insert(
@@ -1085,9 +1072,7 @@ impl Shard {
     fn forget(&mut self, slot: Slot, out: &mut Vec<Output>) {
         let now_ms = self.now_us.div_euclid(1000);
         self.end_link(now_ms, slot, false, Some("stopped"), out);
-        self.detach(slot);
-        self.drop_lock(slot);
-        let ix = self.store.remove(slot);
+        let ix = self.evict(slot);
         self.rejected_by.remove(&ix.id);
     }
 
@@ -1117,17 +1102,16 @@ impl Shard {
                     ix.visible = true;
                 }
                 if let Some(slot) = self.store.find_tie(tie) {
-                    assert!(!self.store.get(slot).visible, "interaction {} revealed twice", p.id);
-                    self.store.get_mut(slot).visible = true;
                     // This write's own events: out now, ahead of any
-                    // later write's (report_ix would queue them behind it).
+                    // later write's (report_ix would queue them behind it),
+                    // and ahead of the wake-ups its views send.
                     let tenant = self.store.get(slot).tenant;
                     for t in [msg_type::EVENT_INTERACTION_SUBMITTED, msg_type::EVENT_PLACED_IN_QUEUE] {
                         if let Some(f) = self.ix_event(now_ms, t, slot, |_| {}) {
                             self.emit(tenant, f, out);
                         }
                     }
-                    self.attach(slot, out);
+                    self.reveal(slot, out);
                 }
             }
             self.emit_reports(p.reports, out);
@@ -1172,8 +1156,7 @@ impl Shard {
                 // A submit of an id being stopped is refused, so nothing
                 // took its place meanwhile.
                 assert!(self.store.find(&ix.id).is_none(), "interaction {} restored beside a live one", ix.id);
-                let slot = self.store.insert(ix);
-                self.attach(slot, out);
+                self.admit(ix, out);
             }
         }
         let err = ProtoError::new(
@@ -1183,116 +1166,11 @@ impl Shard {
         out.push(Output::Reply { origin, frame: event_error(p.reply.ref_id, &err) });
     }
 
-    // ----- queue counts, view indexes and locks ---------------------------
-
-    /// Counts a visible interaction in its queue and, unless locked, enters
-    /// it in the queue's views whose condition it meets. Pulls waiting on
-    /// those views are told.
-    pub(crate) fn attach(&mut self, slot: Slot, out: &mut Vec<Output>) {
-        let Shard { store, views, depth, catalog, syms, watchers, locks, strategy_watch, .. } = self;
-        let ix = store.get(slot);
-        let Place::Queue(q) = ix.place else { return };
-        if !ix.visible {
-            return;
-        }
-        let count = &mut depth[ix.tenant as usize][q as usize];
-        count.interactions += 1;
-        if locks.contains_key(&slot) {
-            count.locked += 1;
-            return;
-        }
-        let n = Names { catalog, syms };
-        for v in views_holding(ix, q, n) {
-            let index = &mut views[ix.tenant as usize][v as usize];
-            index.insert(index.key(ix, n), ix.tie);
-            if let Some(w) = watchers.remove(&(ix.tenant, v)) {
-                for (to, op) in w {
-                    out.push(Output::Peer { to, msg: PeerMsg::ViewFilled { op } });
-                }
-            }
-            if !strategy_watch.is_empty() {
-                if let Some(to) = strategy_watch.remove(&(ix.tenant, v)) {
-                    out.push(Output::Peer { to, msg: PeerMsg::StrategyWake { tenant: ix.tenant, view: v } });
-                }
-            }
-        }
-    }
-
-    /// Undoes [`Shard::attach`]; call before changing anything a view or
-    /// count depends on, then attach again.
-    pub(crate) fn detach(&mut self, slot: Slot) {
-        let Shard { store, views, depth, catalog, syms, locks, .. } = self;
-        let ix = store.get(slot);
-        let Place::Queue(q) = ix.place else { return };
-        if !ix.visible {
-            return;
-        }
-        let count = &mut depth[ix.tenant as usize][q as usize];
-        assert!(count.interactions > 0, "queue count below zero");
-        count.interactions -= 1;
-        if locks.contains_key(&slot) {
-            assert!(count.locked > 0, "locked count below zero");
-            count.locked -= 1;
-            return;
-        }
-        let n = Names { catalog, syms };
-        for v in views_holding(ix, q, n) {
-            let index = &mut views[ix.tenant as usize][v as usize];
-            let removed = index.remove(index.key(ix, n), ix.tie);
-            assert!(
-                removed,
-                "interaction {} missing from view '{}'",
-                ix.id,
-                catalog.tenant_at(ix.tenant).views[v as usize].name
-            );
-        }
-    }
-
-    /// Locks a visible, unlocked interaction to `holder`.
-    pub(crate) fn lock(&mut self, slot: Slot, holder: Holder, kind: LockKind, deadline: Millis, out: &mut Vec<Output>) {
-        debug_assert!(!self.locks.contains_key(&slot));
-        self.detach(slot);
-        if deadline != 0 {
-            self.deadlines.insert((deadline, slot));
-        }
-        self.locks.insert(slot, Lock { holder, kind, deadline });
-        self.attach(slot, out);
-    }
-
-    /// Ends the lock on `slot`; the interaction is back in its views, at
-    /// the place its key gives it (its original place unless it changed).
-    pub(crate) fn unlock(&mut self, slot: Slot, out: &mut Vec<Output>) {
-        if !self.locks.contains_key(&slot) {
-            return;
-        }
-        self.detach(slot);
-        self.drop_lock(slot);
-        self.attach(slot, out);
-    }
-
     /// The interaction at `slot` as an entry of an interaction list, with
     /// the client holding a lock on it, if any.
     pub(crate) fn describe(&self, slot: Slot) -> KvList {
-        let lock = self.locks.get(&slot).map(|l| &*l.holder.name);
+        let lock = self.index.lock(slot).map(|l| &*l.holder.name);
         self.store.get(slot).summary(self.names(), lock)
-    }
-
-    /// Forgets the lock entry of `slot`; call between detach and attach,
-    /// since the lock decides what those count and index.
-    fn drop_lock(&mut self, slot: Slot) {
-        if let Some(l) = self.locks.remove(&slot) {
-            if l.deadline != 0 {
-                self.deadlines.remove(&(l.deadline, slot));
-            }
-        }
-    }
-
-    /// Routing locks whose time is up end: the interactions go back.
-    fn expire_locks(&mut self, now_ms: Millis, out: &mut Vec<Output>) {
-        while self.deadlines.first().is_some_and(|&(deadline, _)| deadline <= now_ms) {
-            let (_, slot) = self.deadlines.pop_first().expect("checked");
-            self.unlock(slot, out);
-        }
     }
 
     fn tick(&mut self, now_ms: Millis, out: &mut Vec<Output>) {
