@@ -13,10 +13,13 @@
 //! Durability rule (brief, invariant 1): a change is applied in memory at
 //! once, sent to storage as a full-row write, and acknowledged only when the
 //! storage completion for that write comes back successful. If storage
-//! fails, the request is answered with StorageFailure and the change is
-//! undone where it can be (a failed submit is forgotten, a failed stop is
-//! restored); a failed property change stays in memory and is written again
-//! with the next change, which is allowed because it was never acknowledged.
+//! refuses a write (it completes with ok = false: definitely not applied),
+//! the request is answered with StorageFailure and the change is undone (a
+//! failed submit is forgotten, a failed stop is restored, a failed property
+//! change or place is reverted); later writes of the same interaction, made
+//! on top of it, fail with it. An accept, hold or leave stays in memory and
+//! is written with the next change, which is allowed because it was never
+//! acknowledged.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -141,6 +144,9 @@ enum Undo {
     },
     /// A stop that was never acknowledged: the interaction is live again.
     Restore(Box<Interaction>),
+    /// A change (properties, place) that was never acknowledged: the
+    /// interaction as it was before it.
+    Revert(Box<Interaction>),
 }
 
 /// A write waiting for its storage completion.
@@ -155,12 +161,18 @@ pub(crate) struct Pending {
     reveal: Option<u64>,
     /// Reporting events sent once the write commits.
     reports: Vec<(TenantIdx, Frame)>,
+    /// An earlier write of the same interaction failed and was undone in
+    /// memory; this one was made on top of it, so it is answered as failed
+    /// whatever storage says, and undoes nothing.
+    doomed: bool,
     /// Events about the same interaction that came after this write (to
     /// subscribers, to the agent's desktops), sent after its answer and its
     /// own events whether it commits or not, so they keep their order.
     pub(crate) after: Vec<Output>,
-    /// The interaction written (empty for a clean-up delete).
+    /// The interaction written.
     id: IxId,
+    /// This write's token: later writes have larger ones.
+    token: u64,
 }
 
 /// A lock on one interaction.
@@ -635,8 +647,20 @@ impl Shard {
         // Generated ids are inline: no allocation on this path.
         let id = self.store.get(slot).id.clone();
         self.last_write.insert(id.clone(), token);
-        self.pending
-            .insert(token, Pending { reply_to, reply, undo, reveal: None, reports: Vec::new(), after: Vec::new(), id });
+        self.pending.insert(
+            token,
+            Pending {
+                reply_to,
+                reply,
+                undo,
+                reveal: None,
+                reports: Vec::new(),
+                doomed: false,
+                after: Vec::new(),
+                id,
+                token,
+            },
+        );
         out.push(Output::Store { token, op });
         token
     }
@@ -651,6 +675,20 @@ impl Shard {
         out: &mut Vec<Output>,
     ) {
         let token = self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Nothing, out);
+        self.pending.get_mut(&token).expect("just written").reports = reports;
+    }
+
+    /// [`Shard::write_reporting`] for a change that is undone if its write
+    /// fails: `before` is the interaction as it was before the change.
+    pub(crate) fn write_revertible(
+        &mut self,
+        slot: Slot,
+        caller: &Caller,
+        reports: Vec<(TenantIdx, Frame)>,
+        before: Box<Interaction>,
+        out: &mut Vec<Output>,
+    ) {
+        let token = self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Revert(before), out);
         self.pending.get_mut(&token).expect("just written").reports = reports;
     }
 
@@ -880,6 +918,7 @@ impl Shard {
             properties.remove(k);
         }
         self.check_size(&properties)?;
+        let before = Box::new(self.store.get(slot).clone());
         self.modify(slot, out, |ix| {
             ix.set_properties(properties);
             ix.version += 1;
@@ -897,7 +936,7 @@ impl Shard {
                 .map(|f| (tenant, f)),
             );
         }
-        self.write_reporting(slot, caller, reports, out);
+        self.write_revertible(slot, caller, reports, before, out);
         Ok(None)
     }
 
@@ -945,6 +984,7 @@ impl Shard {
             }
         };
         self.check_lock(slot, caller)?;
+        let before = Box::new(self.store.get(slot).clone());
         self.end_own_link(now_ms, slot, caller, "moved", out);
         let tenant = self.store.get(slot).tenant;
         let mut reports = Vec::new();
@@ -962,7 +1002,7 @@ impl Shard {
             })
             .map(|f| (tenant, f)),
         );
-        self.write_reporting(slot, caller, reports, out);
+        self.write_revertible(slot, caller, reports, before, out);
         Ok(None)
     }
 
@@ -984,12 +1024,13 @@ impl Shard {
             ));
         }
         self.check_lock(slot, caller)?;
+        let before = Box::new(self.store.get(slot).clone());
         self.end_own_link(now_ms, slot, caller, "moved", out);
         let owner = self.syms.intern(owner);
         let tenant = self.store.get(slot).tenant;
         self.move_to(slot, Place::Workbin { workbin: w, owner }, now_ms, out);
         let reports = self.ix_event(now_ms, msg_type::EVENT_PLACED_IN_WORKBIN, slot, |_| {}).map(|f| (tenant, f));
-        self.write_reporting(slot, caller, reports.into_iter().collect(), out);
+        self.write_revertible(slot, caller, reports.into_iter().collect(), before, out);
         Ok(None)
     }
 
@@ -1047,8 +1088,10 @@ impl Shard {
                 undo: Undo::Restore(Box::new(ix)),
                 reveal: None,
                 reports,
+                doomed: false,
                 after: Vec::new(),
                 id: ixid.clone(),
+                token,
             },
         );
         self.last_write.insert(ixid, token);
@@ -1093,63 +1136,25 @@ impl Shard {
 
     /// A write's answer, its events and, if it failed, its undoing.
     fn complete(&mut self, p: Pending, ok: bool, out: &mut Vec<Output>) {
-        if ok {
-            let now_ms = self.now_us.div_euclid(1000);
-            if let Some(tie) = p.reveal {
-                // Stopped before its submit committed: if the stop fails,
-                // it comes back visible.
-                if let Some(Undo::Restore(ix)) = self.stopped_in_flight(&p.id, tie) {
-                    ix.visible = true;
-                }
-                if let Some(slot) = self.store.find_tie(tie) {
-                    // This write's own events: out now, ahead of any
-                    // later write's (report_ix would queue them behind it),
-                    // and ahead of the wake-ups its views send.
-                    let tenant = self.store.get(slot).tenant;
-                    for t in [msg_type::EVENT_INTERACTION_SUBMITTED, msg_type::EVENT_PLACED_IN_QUEUE] {
-                        if let Some(f) = self.ix_event(now_ms, t, slot, |_| {}) {
-                            self.emit(tenant, f, out);
-                        }
-                    }
-                    self.reveal(slot, out);
-                }
+        if p.doomed {
+            if let Some(origin) = p.reply_to {
+                let err = ProtoError::new(
+                    ErrorCode::StorageFailure,
+                    "an earlier change of this interaction could not be committed; this one, made on top of it, \
+                     is not applied",
+                );
+                out.push(Output::Reply { origin, frame: event_error(p.reply.ref_id, &err) });
             }
-            self.emit_reports(p.reports, out);
-        }
-        let Some(origin) = p.reply_to else { return };
-        if ok {
-            out.push(Output::Reply { origin, frame: p.reply });
             return;
         }
+        if ok {
+            self.committed(p, out);
+            return;
+        }
+        let ref_id = p.reply.ref_id;
         match p.undo {
             Undo::Nothing => {}
-            Undo::ForgetSubmitted { id, tie } => {
-                match self.store.find_tie(tie) {
-                    Some(slot) => self.forget(slot, out),
-                    None => {
-                        if let Some(undo) = self.stopped_in_flight(&id, tie) {
-                            *undo = Undo::Nothing;
-                        }
-                    }
-                }
-                // Remove whatever a later write of this id may have stored.
-                // Until it commits the id counts as being stopped.
-                let token = self.new_token();
-                self.last_write.insert(id.clone(), token);
-                self.pending.insert(
-                    token,
-                    Pending {
-                        reply_to: None,
-                        reply: Frame::new(0, 0),
-                        undo: Undo::Nothing,
-                        reveal: None,
-                        reports: Vec::new(),
-                        after: Vec::new(),
-                        id: id.clone(),
-                    },
-                );
-                out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()) });
-            }
+            Undo::ForgetSubmitted { id, tie } => self.forget_submitted(p.token, id, tie, out),
             Undo::Restore(ix) => {
                 let mut ix = *ix;
                 ix.stored = true;
@@ -1158,12 +1163,122 @@ impl Shard {
                 assert!(self.store.find(&ix.id).is_none(), "interaction {} restored beside a live one", ix.id);
                 self.admit(ix, out);
             }
+            Undo::Revert(before) => self.revert(p.token, *before, out),
         }
-        let err = ProtoError::new(
-            ErrorCode::StorageFailure,
-            "the change could not be committed to the database; it is not applied",
+        if let Some(origin) = p.reply_to {
+            let err = ProtoError::new(
+                ErrorCode::StorageFailure,
+                "the change could not be committed to the database; it is not applied",
+            );
+            out.push(Output::Reply { origin, frame: event_error(ref_id, &err) });
+        }
+    }
+
+    /// A committed write: a submit becomes visible, its events go out, its
+    /// request is acknowledged.
+    fn committed(&mut self, p: Pending, out: &mut Vec<Output>) {
+        let now_ms = self.now_us.div_euclid(1000);
+        if let Some(tie) = p.reveal {
+            // Stopped before its submit committed: if the stop fails, it
+            // comes back visible.
+            if let Some(Undo::Restore(ix)) = self.stopped_in_flight(&p.id, tie) {
+                ix.visible = true;
+            }
+            if let Some(slot) = self.store.find_tie(tie) {
+                // This write's own events: out now, ahead of any later
+                // write's (report_ix would queue them behind it), and ahead
+                // of the wake-ups its views send.
+                let tenant = self.store.get(slot).tenant;
+                for t in [msg_type::EVENT_INTERACTION_SUBMITTED, msg_type::EVENT_PLACED_IN_QUEUE] {
+                    if let Some(f) = self.ix_event(now_ms, t, slot, |_| {}) {
+                        self.emit(tenant, f, out);
+                    }
+                }
+                self.reveal(slot, out);
+            }
+        }
+        self.emit_reports(p.reports, out);
+        if let Some(origin) = p.reply_to {
+            out.push(Output::Reply { origin, frame: p.reply });
+        }
+    }
+
+    /// A submit failed: its interaction is dropped, every later write of it
+    /// fails with it, and a delete removes whatever those may store.
+    fn forget_submitted(&mut self, token: u64, id: IxId, tie: u64, out: &mut Vec<Output>) {
+        self.doom_later_writes(&id, token);
+        if let Some(slot) = self.store.find_tie(tie) {
+            self.forget(slot, out);
+        }
+        // Until the delete commits the id counts as being stopped.
+        let token = self.new_token();
+        self.last_write.insert(id.clone(), token);
+        self.pending.insert(
+            token,
+            Pending {
+                reply_to: None,
+                reply: Frame::new(0, 0),
+                undo: Undo::Nothing,
+                reveal: None,
+                reports: Vec::new(),
+                doomed: false,
+                after: Vec::new(),
+                id: id.clone(),
+                token,
+            },
         );
-        out.push(Output::Reply { origin, frame: event_error(p.reply.ref_id, &err) });
+        out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()) });
+    }
+
+    /// A change failed: the interaction is as it was before it. Later
+    /// writes of it carry the change in their rows, so they fail too and,
+    /// if there were any, one more write puts the row back as it was.
+    fn revert(&mut self, token: u64, mut before: Interaction, out: &mut Vec<Output>) {
+        let later = self.doom_later_writes(&before.id, token);
+        // Writes of one interaction complete in order: its submit has
+        // committed (had it failed, this write would be doomed).
+        before.visible = true;
+        before.stored = true;
+        let slot = match self.store.find_tie(before.tie) {
+            Some(slot) => {
+                let linked = self.links.contains_key(&slot);
+                self.modify(slot, out, |ix| {
+                    // An agent's link is not undone: what it says of the
+                    // agent (handling times, assigned_to) stays.
+                    let handling = ix.handling.take();
+                    *ix = before;
+                    if linked {
+                        ix.handling = handling;
+                    } else {
+                        ix.clear_assignment();
+                    }
+                });
+                slot
+            }
+            None => {
+                // A later stop, doomed now, removed it.
+                assert!(later, "interaction {} gone with no later write", before.id);
+                before.clear_assignment();
+                self.admit(before, out)
+            }
+        };
+        if later {
+            self.write_silent(slot, out);
+        }
+    }
+
+    /// Marks every write of `id` made after `token` as doomed; returns
+    /// whether there was any. Runs only when a write fails.
+    fn doom_later_writes(&mut self, id: &IxId, token: u64) -> bool {
+        if self.last_write.get(id).is_none_or(|&last| last <= token) {
+            return false;
+        }
+        let mut any = false;
+        for p in self.pending.values_mut().filter(|p| p.token > token && &p.id == id) {
+            p.doomed = true;
+            any = true;
+        }
+        any
     }
 
     /// The interaction at `slot` as an entry of an interaction list, with
