@@ -200,6 +200,10 @@ pub struct ShardParams {
     /// Largest encoded size of one interaction's properties: keeps every
     /// answer describing an interaction well inside a frame.
     pub max_properties_bytes: usize,
+    /// Most property keys of one interaction, nested lists' keys included
+    /// (`max-properties-per-interaction`): bounds the work of any request
+    /// about properties, checked before that work.
+    pub max_property_keys: usize,
     /// Largest frame sent (`max-frame-size`): answers listing interactions
     /// stop before it.
     pub max_frame: usize,
@@ -268,6 +272,7 @@ impl ShardParams {
             shard,
             shards,
             max_properties_bytes: crate::proto::frame::DEFAULT_MAX_FRAME / 2,
+            max_property_keys: DEFAULT_MAX_PROPERTY_KEYS,
             max_frame: crate::proto::frame::DEFAULT_MAX_FRAME,
             routing_timeout_ms: 720 * 60 * 1000,
             pull_hold_ms: 0,
@@ -728,7 +733,7 @@ impl Shard {
             ));
         }
         let queue = self.queue_idx(tenant, &s.queue)?;
-        check_properties(&s.properties)?;
+        self.check_properties(&s.properties)?;
         self.check_skills(tenant, &s.properties)?;
         self.check_size(&s.properties)?;
         for (what, v) in [("InteractionType", &s.interaction_type), ("InteractionSubtype", &s.interaction_subtype)] {
@@ -892,8 +897,15 @@ impl Shard {
         out: &mut Vec<Output>,
     ) -> Reply {
         let slot = self.live(id)?;
-        check_properties(&changed)?;
-        if let Some(k) = deleted.iter().find(|k| changed.get(k).is_some()) {
+        let max = self.params.max_property_keys;
+        if deleted.len() > max {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidValue,
+                format!("{} keys to delete; at most {max} are allowed (max-properties-per-interaction)", deleted.len()),
+            ));
+        }
+        self.check_properties(&changed)?;
+        if let Some(k) = changed.first_key_among(&deleted) {
             return Err(ProtoError::new(
                 ErrorCode::InvalidValue,
                 format!("property '{k}' is both changed and deleted"),
@@ -909,13 +921,16 @@ impl Shard {
         self.check_skills(tenant, &changed)?;
         let told = (self.links.contains_key(&slot) || self.reporting(tenant)).then(|| changed.clone());
         let mut properties = self.store.get(slot).properties().clone();
-        for (k, v) in changed.into_entries() {
-            properties.set(k, v);
-        }
-        for k in &deleted {
-            // Deleting a key that is not there is not an error: the result is
-            // the same, and clients retrying a change must not fail.
-            properties.remove(k);
+        // Deleting a key that is not there is not an error: the result is
+        // the same, and clients retrying a change must not fail.
+        properties.apply(changed, &deleted);
+        // An interaction loaded with more keys than the bound allows (the
+        // option was lowered) may still change without growing.
+        let current = self.store.get(slot).properties();
+        if properties.entries_up_to(self.params.max_property_keys).is_none()
+            && properties.entries_up_to(usize::MAX) > current.entries_up_to(usize::MAX)
+        {
+            self.check_properties_count(&properties)?;
         }
         self.check_size(&properties)?;
         let before = Box::new(self.store.get(slot).clone());
@@ -1297,6 +1312,41 @@ impl Shard {
 }
 
 impl Shard {
+    /// Property lists in requests must be within `max-properties-per-interaction`
+    /// entries (nested lists' entries count), checked before any work per
+    /// entry; must not name a key twice or use an empty key; and must leave
+    /// room to be nested in an interaction list.
+    fn check_properties(&self, l: &KvList) -> Result<(), ProtoError> {
+        self.check_properties_count(l)?;
+        let levels = list_levels(l);
+        if levels > MAX_PROPERTY_LEVELS {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidValue,
+                format!("properties nest {levels} list levels; at most {MAX_PROPERTY_LEVELS} are allowed"),
+            ));
+        }
+        if l.has_duplicate_keys() {
+            return Err(ProtoError::new(ErrorCode::InvalidValue, "a property key appears twice"));
+        }
+        if l.iter().any(|(k, _)| k.is_empty()) {
+            return Err(ProtoError::new(ErrorCode::InvalidValue, "a property key is empty"));
+        }
+        Ok(())
+    }
+
+    /// An interaction's properties, nested lists' entries included, are at
+    /// most `max-properties-per-interaction` entries.
+    fn check_properties_count(&self, l: &KvList) -> Result<(), ProtoError> {
+        let max = self.params.max_property_keys;
+        if l.len() > max || l.entries_up_to(max).is_none() {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidValue,
+                format!("properties would hold more than {max} keys (max-properties-per-interaction)"),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_size(&self, properties: &KvList) -> Result<(), ProtoError> {
         let size = crate::proto::frame::encoded_list_len(properties);
         if size > self.params.max_properties_bytes {
@@ -1347,6 +1397,9 @@ pub fn target_shard(catalog: &Catalog, shards: u16, here: u16, caller: &Caller, 
     crate::agent::home_of(agent, shards)
 }
 
+/// The default of `max-properties-per-interaction`.
+pub const DEFAULT_MAX_PROPERTY_KEYS: usize = 1000;
+
 /// Longest interaction type, subtype or client name stored (the database
 /// columns are 255 characters wide).
 pub const MAX_NAME_LEN: usize = 255;
@@ -1358,23 +1411,4 @@ pub const MAX_PROPERTY_LEVELS: usize = crate::proto::frame::MAX_LIST_DEPTH - 2;
 
 fn list_levels(l: &KvList) -> usize {
     1 + l.iter().filter_map(|(_, v)| v.as_list()).map(list_levels).max().unwrap_or(0)
-}
-
-/// Property lists in requests must not name a key twice or use an empty
-/// key, and must leave room to be nested in an interaction list.
-fn check_properties(l: &KvList) -> Result<(), ProtoError> {
-    let levels = list_levels(l);
-    if levels > MAX_PROPERTY_LEVELS {
-        return Err(ProtoError::new(
-            ErrorCode::InvalidValue,
-            format!("properties nest {levels} list levels; at most {MAX_PROPERTY_LEVELS} are allowed"),
-        ));
-    }
-    if l.has_duplicate_keys() {
-        return Err(ProtoError::new(ErrorCode::InvalidValue, "a property key appears twice"));
-    }
-    if l.iter().any(|(k, _)| k.is_empty()) {
-        return Err(ProtoError::new(ErrorCode::InvalidValue, "a property key is empty"));
-    }
-    Ok(())
 }
