@@ -90,6 +90,8 @@ impl Input {
                     | PeerMsg::Offer { .. }
                     | PeerMsg::Reserved { .. }
                     | PeerMsg::Revoke { .. }
+                    // A locking snapshot's last slice takes locks.
+                    | PeerMsg::ScanSlice { .. }
             ),
         }
     }
@@ -213,6 +215,9 @@ pub struct ShardParams {
     pub pull_hold_ms: Millis,
     /// Most interactions one snapshot holds.
     pub max_snapshot: u32,
+    /// Slots one slice of a scan examines (scan.rs): the longest a find or
+    /// snapshot holds the shard in one step.
+    pub scan_slice: u32,
     /// Agents, invitations and handling (issue 4).
     pub agents: AgentParams,
 }
@@ -277,6 +282,7 @@ impl ShardParams {
             routing_timeout_ms: 720 * 60 * 1000,
             pull_hold_ms: 0,
             max_snapshot: 500,
+            scan_slice: crate::scan::SCAN_SLICE,
             agents: AgentParams::default(),
         }
     }
@@ -299,6 +305,8 @@ pub struct Shard {
     pub(crate) ops: AHashMap<u64, Op>,
     pub(crate) next_op: u64,
     pub(crate) snapshots: AHashMap<u64, crate::coord::Snapshot>,
+    /// Scans in progress on this shard (scan.rs).
+    pub(crate) scans: Vec<crate::scan::ScanSession>,
     /// Connections of this shard that have pulled or taken a locking
     /// snapshot: only their closing sends every shard an unlock.
     pub(crate) lockers: ahash::AHashSet<Origin>,
@@ -379,6 +387,7 @@ impl Shard {
             ops: AHashMap::new(),
             next_op: 1,
             snapshots: AHashMap::new(),
+            scans: Vec::new(),
             lockers: ahash::AHashSet::new(),
             frozen: 0,
             held: VecDeque::new(),
