@@ -240,3 +240,38 @@ fn a_snapshot_holds_the_matches_at_its_cut_while_the_shard_changes_between_slice
         }
     }
 }
+
+#[test]
+fn scans_are_refused_to_client_types_not_allowed_and_past_the_bound() {
+    use ixn_shard::machine::ClientTypes;
+    use ixn_shard::proto::ErrorCode;
+    let params = ShardParams {
+        scan_slice: SLICE,
+        find_clients: ClientTypes::of(&[ClientType::Operator]),
+        snapshot_clients: ClientTypes::of(&[ClientType::RoutingEngine]),
+        ..ShardParams::new(1, 0, 1)
+    };
+    let mut o = One::new();
+    o.s = Shard::new(params, Arc::new(Catalog::embedded_default()));
+    backlog(&mut o);
+    let find = || Request::FindInteractions { tenant: None, condition: "lang = 'en'".into(), limit: 10 };
+    let snap = || Request::TakeSnapshot { tenant: None, condition: "lang = 'en'".into(), lock: false, limit: None };
+    let code = |o: &One, r: u32| error_of(&o.answers[&r]).map(|e| e.code);
+    let r = o.request(ClientType::AgentDesktop, find());
+    assert_eq!(code(&o, r), Some(ErrorCode::NotPermitted));
+    let r = o.request(ClientType::Operator, snap());
+    assert_eq!(code(&o, r), Some(ErrorCode::NotPermitted));
+    // Eight scans at once through one shard; the ninth is refused, and
+    // taken again once one has ended.
+    let running: Vec<u32> = (0..8).map(|_| o.request(ClientType::Operator, find())).collect();
+    let r = o.request(ClientType::Operator, find());
+    assert_eq!(code(&o, r), Some(ErrorCode::Overloaded));
+    o.pump();
+    for r in running {
+        o.answer(r);
+    }
+    let r = o.request(ClientType::RoutingEngine, snap());
+    o.pump();
+    o.answer(r);
+    assert_eq!(o.s.scans_in_progress(), 0);
+}

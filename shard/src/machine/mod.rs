@@ -218,8 +218,35 @@ pub struct ShardParams {
     /// Slots one slice of a scan examines (scan.rs): the longest a find or
     /// snapshot holds the shard in one step.
     pub scan_slice: u32,
+    /// The client types that may search (`find-client-types`).
+    pub find_clients: ClientTypes,
+    /// The client types that may take snapshots (`snapshot-client-types`).
+    pub snapshot_clients: ClientTypes,
     /// Agents, invitations and handling (issue 4).
     pub agents: AgentParams,
+}
+
+/// A set of client types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientTypes(u8);
+
+impl ClientTypes {
+    pub fn all() -> Self {
+        ClientTypes::of(&ClientType::ALL)
+    }
+
+    pub fn of(types: &[ClientType]) -> Self {
+        ClientTypes(types.iter().fold(0, |bits, &t| bits | 1 << t as u8))
+    }
+
+    pub fn contains(self, t: ClientType) -> bool {
+        self.0 & (1 << t as u8) != 0
+    }
+
+    /// The names of its types, for messages.
+    pub fn names(self) -> Vec<&'static str> {
+        ClientType::ALL.into_iter().filter(|&t| self.contains(t)).map(ClientType::name).collect()
+    }
 }
 
 /// What `allow-multiple-agent-connections` allows.
@@ -283,6 +310,8 @@ impl ShardParams {
             pull_hold_ms: 0,
             max_snapshot: 500,
             scan_slice: crate::scan::SCAN_SLICE,
+            find_clients: ClientTypes::all(),
+            snapshot_clients: ClientTypes::all(),
             agents: AgentParams::default(),
         }
     }
