@@ -167,6 +167,10 @@ pub(crate) struct Pending {
     /// memory; this one was made on top of it, so it is answered as failed
     /// whatever storage says, and undoes nothing.
     doomed: bool,
+    /// A stop whose interaction had a change fail while it was in flight,
+    /// with doomed writes in between: if the stop fails, the restored row
+    /// is written again (a doomed write may have stored the refused change).
+    put_back: bool,
     /// Events about the same interaction that came after this write (to
     /// subscribers, to the agent's desktops), sent after its answer and its
     /// own events whether it commits or not, so they keep their order.
@@ -739,6 +743,7 @@ impl Shard {
                 reveal: None,
                 reports: Vec::new(),
                 doomed: false,
+                put_back: false,
                 after: Vec::new(),
                 id,
                 token,
@@ -1184,6 +1189,7 @@ impl Shard {
                 reveal: None,
                 reports,
                 doomed: false,
+                put_back: false,
                 after: Vec::new(),
                 id: ixid.clone(),
                 token,
@@ -1236,7 +1242,13 @@ impl Shard {
 
     /// A write's answer, its events and, if it failed, its undoing.
     fn complete(&mut self, p: Pending, ok: bool, out: &mut Vec<Output>) {
+        // A change that stays applied in memory whatever storage says
+        // (accept, hold, leave: no undo) is reported as memory has it.
+        let kept = matches!(p.undo, Undo::Nothing);
         if p.doomed {
+            if kept {
+                self.emit_reports(p.reports, out);
+            }
             if let Some(origin) = p.reply_to {
                 let err = ProtoError::new(
                     ErrorCode::StorageFailure,
@@ -1252,6 +1264,9 @@ impl Shard {
             return;
         }
         let ref_id = p.reply.ref_id;
+        if kept {
+            self.emit_reports(p.reports, out);
+        }
         match p.undo {
             Undo::Nothing => {}
             Undo::ForgetSubmitted { id, tie } => self.forget_submitted(p.token, id, tie, out),
@@ -1261,7 +1276,11 @@ impl Shard {
                 // A submit of an id being stopped is refused, so nothing
                 // took its place meanwhile.
                 assert!(self.store.find(&ix.id).is_none(), "interaction {} restored beside a live one", ix.id);
-                self.admit(ix, out);
+                let slot = self.admit(ix, out);
+                if p.put_back {
+                    // Doomed writes before it may have stored a refused change.
+                    self.write_silent(slot, out);
+                }
             }
             Undo::Revert(before) => self.revert(p.token, *before, out),
         }
@@ -1280,9 +1299,16 @@ impl Shard {
         let now_ms = self.now_us.div_euclid(1000);
         if let Some(tie) = p.reveal {
             // Stopped before its submit committed: if the stop fails, it
-            // comes back visible.
+            // comes back visible. Its submission is reported all the same,
+            // before the stop's own event.
             if let Some(Undo::Restore(ix)) = self.stopped_in_flight(&p.id, tie) {
                 ix.visible = true;
+                let ix = ix.clone();
+                for t in [msg_type::EVENT_INTERACTION_SUBMITTED, msg_type::EVENT_PLACED_IN_QUEUE] {
+                    if let Some(f) = self.event_of(now_ms, t, &ix, |_| {}) {
+                        self.emit(ix.tenant, f, out);
+                    }
+                }
             }
             if let Some(slot) = self.store.find_tie(tie) {
                 // This write's own events: out now, ahead of any later
@@ -1307,8 +1333,14 @@ impl Shard {
     /// fails with it, and a delete removes whatever those may store.
     fn forget_submitted(&mut self, token: u64, id: IxId, tie: u64, out: &mut Vec<Output>) {
         self.doom_later_writes(&id, token);
-        if let Some(slot) = self.store.find_tie(tie) {
-            self.forget(slot, out);
+        match self.store.find_tie(tie) {
+            Some(slot) => self.forget(slot, out),
+            // Stopped since: if the stop fails, nothing comes back.
+            None => {
+                if let Some(undo) = self.stopped_in_flight(&id, tie) {
+                    *undo = Undo::Nothing;
+                }
+            }
         }
         // Until the delete commits the id counts as being stopped.
         let token = self.new_token();
@@ -1322,6 +1354,7 @@ impl Shard {
                 reveal: None,
                 reports: Vec::new(),
                 doomed: false,
+                put_back: false,
                 after: Vec::new(),
                 id: id.clone(),
                 token,
@@ -1332,13 +1365,28 @@ impl Shard {
 
     /// A change failed: the interaction is as it was before it. Later
     /// writes of it carry the change in their rows, so they fail too and,
-    /// if there were any, one more write puts the row back as it was.
+    /// if there were any, one more write puts the row back as it was. A
+    /// later stop carries nothing of it: it stands, and if it fails it
+    /// brings back the interaction as it was before the failed change.
     fn revert(&mut self, token: u64, mut before: Interaction, out: &mut Vec<Output>) {
         let later = self.doom_later_writes(&before.id, token);
         // Writes of one interaction complete in order: its submit has
         // committed (had it failed, this write would be doomed).
         before.visible = true;
         before.stored = true;
+        if self.store.find_tie(before.tie).is_none() {
+            // Stopped since, by a stop still in flight (the id's last write).
+            let stop = *self.last_write.get(&before.id).expect("a stop in flight");
+            let p = self.pending.get_mut(&stop).expect("in flight");
+            let Undo::Restore(ix) = &mut p.undo else {
+                unreachable!("interaction {} gone with no stop in flight", before.id)
+            };
+            assert_eq!(ix.tie, before.tie, "the stop in flight is this interaction's");
+            before.clear_assignment();
+            **ix = before;
+            p.put_back = later;
+            return;
+        }
         let slot = match self.store.find_tie(before.tie) {
             Some(slot) => {
                 let linked = self.links.contains_key(&slot);
@@ -1355,12 +1403,7 @@ impl Shard {
                 });
                 slot
             }
-            None => {
-                // A later stop, doomed now, removed it.
-                assert!(later, "interaction {} gone with no later write", before.id);
-                before.clear_assignment();
-                self.admit(before, out)
-            }
+            None => unreachable!("checked"),
         };
         if later {
             self.write_silent(slot, out);
@@ -1369,14 +1412,17 @@ impl Shard {
 
     /// Marks every write of `id` made after `token` as doomed; returns
     /// whether there was any. Runs only when a write fails.
+    /// A stop is never doomed: it carries nothing of the failed write.
     fn doom_later_writes(&mut self, id: &IxId, token: u64) -> bool {
         if self.last_write.get(id).is_none_or(|&last| last <= token) {
             return false;
         }
         let mut any = false;
         for p in self.pending.values_mut().filter(|p| p.token > token && &p.id == id) {
-            p.doomed = true;
-            any = true;
+            if !matches!(p.undo, Undo::Restore(_)) {
+                p.doomed = true;
+                any = true;
+            }
         }
         any
     }
