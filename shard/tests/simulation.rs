@@ -823,6 +823,8 @@ struct Chaos {
     sim: Sim,
     waiting: BTreeMap<u32, Waiting>,
     answered: HashSet<u32>,
+    /// Connections closed: the server drops what is sent to them.
+    closed: HashSet<Origin>,
     /// Ids acknowledged by a submit (some stopped since).
     ids: Vec<String>,
     /// Interactions each router was given by a pull.
@@ -843,6 +845,7 @@ impl Chaos {
             sim,
             waiting: BTreeMap::new(),
             answered: HashSet::new(),
+            closed: HashSet::new(),
             ids: Vec::new(),
             pulled: HashMap::new(),
             routers: Vec::new(),
@@ -876,6 +879,9 @@ impl Chaos {
     /// Takes the answers that came: each for a request waiting, once.
     fn answers(&mut self) {
         for (origin, f) in std::mem::take(&mut self.sim.replies) {
+            if self.closed.contains(&origin) {
+                continue;
+            }
             let r = f.ref_id;
             let w = self.waiting.remove(&r).unwrap_or_else(|| {
                 let twice = self.answered.contains(&r);
@@ -1040,6 +1046,9 @@ impl Chaos {
                 80..=82 => {
                     let r = *self.sim.node.rng.pick(&self.routers).unwrap();
                     self.sim.input(r.shard, Input::ConnClosed { origin: r, agent: None });
+                    // Its requests die with it; answers to it are dropped.
+                    self.waiting.retain(|_, w| w.origin != r);
+                    self.closed.insert(r);
                     self.pulled.remove(&r);
                     let i = self.routers.iter().position(|&x| x == r).unwrap();
                     self.routers[i].conn += 10;

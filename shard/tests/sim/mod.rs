@@ -146,6 +146,15 @@ pub fn describe(input: &Input) -> String {
     line
 }
 
+/// A write in one line.
+pub fn describe_op(op: &StoreOp) -> String {
+    match op {
+        StoreOp::Insert(r) => format!("Insert {} version {} order {:?}", r.id, r.version, r.submit_order),
+        StoreOp::Upsert(r) => format!("Upsert {} version {} order {:?} queue {}", r.id, r.version, r.submit_order, r.queue),
+        StoreOp::Delete(id) => format!("Delete {id}"),
+    }
+}
+
 /// A write sent to storage and not completed yet.
 #[derive(Clone, Debug)]
 pub struct Write {
@@ -154,6 +163,12 @@ pub struct Write {
     pub op: StoreOp,
     /// Its completion is held back (an unknown outcome) until released.
     pub held: bool,
+    /// Sent by a request (not by a storage completion: the delete that
+    /// removes what a failed submit may have left).
+    pub requested: bool,
+    /// The submission it writes (its `submit_order`); for a delete, the
+    /// one the last row sent before it named.
+    pub order: Option<i64>,
 }
 
 /// The last acknowledged write of an interaction id: what a client was
@@ -280,6 +295,7 @@ impl Node {
         self.tick_us += 1;
         let at_us = self.now * 1000 + self.tick_us;
         self.remember(format!("{at_us} -> shard {shard}: {}", describe(&input)));
+        let completion = matches!(input, Input::StorageDone { .. });
         let s = &mut self.shards[shard as usize];
         let before = s.capacity_use();
         let mut out = Vec::new();
@@ -294,7 +310,7 @@ impl Node {
         let mut acked = false;
         for o in out {
             match o {
-                Output::Store { token, op } => self.sent(shard, token, op),
+                Output::Store { token, op } => self.sent(shard, token, op, !completion),
                 Output::Peer { to, msg } => {
                     let n = self.n() as usize;
                     self.net[shard as usize * n + to as usize].push_back(msg);
@@ -308,15 +324,16 @@ impl Node {
         acked
     }
 
-    fn sent(&mut self, shard: u16, token: u64, op: StoreOp) {
-        match &op {
+    fn sent(&mut self, shard: u16, token: u64, op: StoreOp, requested: bool) {
+        let order = match &op {
             StoreOp::Insert(r) | StoreOp::Upsert(r) => {
                 self.last_row.insert(r.id.clone(), r.submit_order);
+                r.submit_order
             }
-            StoreOp::Delete(_) => {}
-        }
+            StoreOp::Delete(id) => self.last_row.get(id).copied().flatten(),
+        };
         let held = self.faults.hold > 0 && self.rng.chance(self.faults.hold);
-        self.writes.push(Write { shard, token, op, held });
+        self.writes.push(Write { shard, token, op, held, requested, order });
     }
 
     /// Indexes in `writes` of those that may complete next: the oldest of
@@ -370,7 +387,7 @@ impl Node {
         if ok && acked && !deferred {
             let a = match w.op {
                 StoreOp::Insert(r) | StoreOp::Upsert(r) => Acked::Live(r),
-                StoreOp::Delete(id) => Acked::Stopped { submit_order: self.last_row.get(&id).copied().flatten() },
+                StoreOp::Delete(_) => Acked::Stopped { submit_order: w.order },
             };
             self.acked.insert(id, a);
         }
@@ -419,14 +436,24 @@ impl Node {
     /// the database. Returns the interactions loaded.
     pub fn crash_and_reload(&mut self, shards: u16) -> usize {
         self.remember(format!("crash: {} writes in flight; restart with {shards} shards", self.writes.len()));
-        let mut by_id: BTreeMap<String, Vec<StoreOp>> = BTreeMap::new();
+        let mut by_id: BTreeMap<String, Vec<Write>> = BTreeMap::new();
         for w in std::mem::take(&mut self.writes) {
-            by_id.entry(w.op.id().to_string()).or_default().push(w.op);
+            by_id.entry(w.op.id().to_string()).or_default().push(w);
         }
-        for ops in by_id.values() {
-            let landed = self.rng.below(ops.len() as u64 + 1) as usize;
-            for op in &ops[..landed] {
-                Self::apply(&mut self.db, op);
+        for (id, writes) in by_id {
+            let landed = self.rng.below(writes.len() as u64 + 1) as usize;
+            for w in &writes[..landed] {
+                self.remember(format!("  landed unanswered: {}", describe_op(&w.op)));
+                Self::apply(&mut self.db, &w.op);
+                // A change a client asked for may be in the database though
+                // its answer was lost: from now on that is what it has.
+                if w.requested {
+                    let a = match &w.op {
+                        StoreOp::Insert(r) | StoreOp::Upsert(r) => Acked::Live(r.clone()),
+                        StoreOp::Delete(_) => Acked::Stopped { submit_order: w.order },
+                    };
+                    self.acked.insert(id.clone(), a);
+                }
             }
         }
         self.outbox.clear();
