@@ -53,7 +53,7 @@ use ixn_shard::proto::request::error_of;
 use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame, Request, Submit};
 use ixn_shard::routing::{parse_skills, skills_meet};
 use ixn_shard::{KvList, Value};
-use sim::{run_seeds, Node, Rng};
+use sim::{cover, run_seeds, Node, Rng};
 
 const T0: i64 = 1_800_000_000_000;
 const STEPS: usize = 150;
@@ -181,6 +181,8 @@ enum Pending {
         id: String,
     },
     Pull,
+    Leave,
+    Deliver,
     Other,
 }
 
@@ -387,8 +389,11 @@ impl Sim {
             // A desktop that has been replaced by another meanwhile does
             // not pass what it accepted to its successor.
             (Pending::Accept { agent, id, from }, None) if self.desks[agent].conn == Some(from) => {
+                cover("an interaction handled");
                 self.desks[agent].handling.insert(id);
             }
+            (Pending::Leave, None) => cover("an agent left what it handled"),
+            (Pending::Deliver, None) => cover("a routing engine delivered"),
             (Pending::Stop { id }, None) => {
                 self.live.remove(&id);
                 for d in &mut self.desks {
@@ -572,11 +577,14 @@ impl Sim {
         let len = self.pulled.len() as u64;
         let i = self.rng().below(len) as usize;
         let id = self.pulled.swap_remove(i);
-        let r = match self.rng().below(4) {
-            0 => Request::PlaceInQueue { id, queue: Some(if self.rng().chance(50) { "routed" } else { "inbound" }.into()) },
-            _ => Request::Deliver { id, agent: format!("a{}", self.rng().below(AGENTS as u64)) },
-        };
-        self.send(router, ClientType::RoutingEngine, r, Pending::Other);
+        if self.rng().chance(25) {
+            let q = if self.rng().chance(50) { "routed" } else { "inbound" };
+            let r = Request::PlaceInQueue { id, queue: Some(q.into()) };
+            self.send(router, ClientType::RoutingEngine, r, Pending::Other);
+        } else {
+            let r = Request::Deliver { id, agent: format!("a{}", self.rng().below(AGENTS as u64)) };
+            self.send(router, ClientType::RoutingEngine, r, Pending::Deliver);
+        }
     }
 
     /// A login with the configured capacities, or a chosen one (possibly
@@ -690,7 +698,7 @@ impl Sim {
                     0 => {
                         self.desks[a].handling.remove(&id);
                         let r = Request::LeaveInteraction { id, queue: None };
-                        self.send(o, ClientType::AgentDesktop, r, Pending::Other);
+                        self.send(o, ClientType::AgentDesktop, r, Pending::Leave);
                     }
                     1 => {
                         let r = if self.rng().chance(50) { Request::Hold { id } } else { Request::Resume { id } };
@@ -827,6 +835,9 @@ impl Sim {
             for (m, media) in ["chat", "email"].into_iter().enumerate() {
                 let n = v.held.iter().filter(|(_, hm, _)| *hm == m as u16).count() as i64;
                 assert!(n <= configured(i as usize, media), "{ctx}: a{i} holds {n} {media}");
+                if v.media.iter().any(|&(lm, cap, _)| lm == m as u16 && (cap as i64) < n) {
+                    cover("an agent holds more than its capacity now");
+                }
             }
         }
         assert_eq!(linked, held, "{ctx}: owners' links and agents' holds differ");
@@ -886,7 +897,16 @@ fn run(seed: u64) {
 
 #[test]
 fn agents_across_shards_keep_invariants_2_3_and_7() {
-    run_seeds("agent_simulation", "agents_across_shards_keep_invariants_2_3_and_7", 100, run);
+    let situations = [
+        "an interaction handled",
+        "an agent left what it handled",
+        "a routing engine delivered",
+        "an agent holds more than its capacity now",
+        "a write failed",
+        "a write held back",
+        "a write in flight landed at a crash",
+    ];
+    run_seeds("agent_simulation", "agents_across_shards_keep_invariants_2_3_and_7", 100, &situations, run);
 }
 
 /// The simulation must be able to fail: an agent configured with capacity

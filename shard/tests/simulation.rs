@@ -40,7 +40,7 @@ use ixn_shard::peer::LockKind;
 use ixn_shard::proto::request::error_of;
 use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame, Request, Submit};
 use ixn_shard::{KvList, Value};
-use sim::{run_seeds, Node, Rng};
+use sim::{cover, run_seeds, Node, Rng};
 
 const T0: i64 = 1_800_000_000_000;
 /// Routing timeout in the simulation, milliseconds.
@@ -799,7 +799,8 @@ fn leak(q: &str) -> &'static str {
 
 #[test]
 fn shards_match_the_single_list_model() {
-    run_seeds("simulation", "shards_match_the_single_list_model", 150, |seed| Run::new(seed).run());
+    let situations = ["a write failed"];
+    run_seeds("simulation", "shards_match_the_single_list_model", 150, &situations, |seed| Run::new(seed).run());
 }
 
 // ---------------------------------------------------------------------------
@@ -906,7 +907,12 @@ impl Chaos {
                 continue;
             }
             match (w.what, f.get_str(attr::INTERACTION_ID)) {
-                ("submit", Some(id)) => self.ids.push(id.to_string()),
+                ("submit", Some(id)) => {
+                    if self.ids.iter().any(|x| x == id) {
+                        cover("a client-given id submitted again after its stop");
+                    }
+                    self.ids.push(id.to_string())
+                }
                 ("pull", _) => self.pulled.entry(origin).or_default().extend(ids_of(&f)),
                 _ => {}
             }
@@ -1075,7 +1081,18 @@ impl Chaos {
 
 #[test]
 fn pipelines_failing_storage_and_crashes_lose_nothing_acknowledged() {
-    run_seeds("simulation", "pipelines_failing_storage_and_crashes_lose_nothing_acknowledged", 150, |seed| {
-        Chaos::new(seed).run()
-    });
+    let situations = [
+        "a write failed",
+        "a write held back",
+        "a write in flight landed at a crash",
+        "a write in flight lost at a crash",
+        "a client-given id submitted again after its stop",
+    ];
+    run_seeds(
+        "simulation",
+        "pipelines_failing_storage_and_crashes_lose_nothing_acknowledged",
+        150,
+        &situations,
+        |seed| Chaos::new(seed).run(),
+    );
 }

@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ixn_shard::audit::check_capacity_growth;
@@ -63,6 +63,19 @@ impl Rng {
     }
 }
 
+/// How often each situation the simulations mean to reach was reached,
+/// over all runs of this test binary.
+static COVERAGE: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
+
+/// Counts one occurrence of `situation`.
+pub fn cover(situation: &'static str) {
+    *COVERAGE.lock().unwrap_or_else(|e| e.into_inner()).entry(situation).or_default() += 1;
+}
+
+fn covered(situation: &str) -> u64 {
+    COVERAGE.lock().unwrap_or_else(|e| e.into_inner()).get(situation).copied().unwrap_or(0)
+}
+
 fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
     let v = std::env::var(name).ok()?;
     Some(v.parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")))
@@ -78,8 +91,10 @@ fn fresh_seed() -> u64 {
 /// Runs `run` for the fixed seeds `0..fixed` (or `IXN_SIM_SEEDS`), then
 /// for fresh random seeds until `IXN_SIM_SECONDS` have passed; with
 /// `IXN_SIM_SEED` only that seed. A failing seed is printed with how to
-/// replay it and how many seeds ran before it.
-pub fn run_seeds(file: &str, test: &str, fixed: u64, run: impl Fn(u64)) {
+/// replay it and how many seeds ran before it. After 50 seeds or more,
+/// each of the `situations` must have been reached (see [`cover`]): a
+/// simulation that stopped reaching what it is for fails.
+pub fn run_seeds(file: &str, test: &str, fixed: u64, situations: &[&str], run: impl Fn(u64)) {
     if let Some(seed) = env_number::<u64>("IXN_SIM_SEED") {
         run(seed);
         return;
@@ -115,6 +130,11 @@ pub fn run_seeds(file: &str, test: &str, fixed: u64, run: impl Fn(u64)) {
         fixed_time.as_secs_f64(),
         (start.elapsed() - fixed_time).as_secs_f64()
     );
+    for situation in situations {
+        let n = covered(situation);
+        eprintln!("{test}: {situation}: {n} times");
+        assert!(n > 0 || ran < 50, "{test}: in {ran} seeds the simulation never reached: {situation}");
+    }
 }
 
 /// An input in one line: requests by who sent them and what they ask.
@@ -333,6 +353,9 @@ impl Node {
             StoreOp::Delete(id) => self.last_row.get(id).copied().flatten(),
         };
         let held = self.faults.hold > 0 && self.rng.chance(self.faults.hold);
+        if held {
+            cover("a write held back");
+        }
         self.writes.push(Write { shard, token, op, held, requested, order });
     }
 
@@ -372,6 +395,9 @@ impl Node {
     fn complete(&mut self, i: usize) {
         let w = self.writes.remove(i);
         let ok = !(self.faults.fail > 0 && self.rng.chance(self.faults.fail));
+        if !ok {
+            cover("a write failed");
+        }
         if ok {
             Self::apply(&mut self.db, &w.op);
         }
@@ -442,6 +468,7 @@ impl Node {
         }
         for (id, writes) in by_id {
             let landed = self.rng.below(writes.len() as u64 + 1) as usize;
+            cover(if landed > 0 { "a write in flight landed at a crash" } else { "a write in flight lost at a crash" });
             for w in &writes[..landed] {
                 self.remember(format!("  landed unanswered: {}", describe_op(&w.op)));
                 Self::apply(&mut self.db, &w.op);
