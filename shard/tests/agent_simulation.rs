@@ -635,8 +635,35 @@ impl Sim {
     }
 
     /// A media type removed, or added with some capacity (maybe below what
-    /// the agent holds of it).
+    /// the agent holds of it); or, for an agent that handles something, its
+    /// capacity lowered at once: the media type removed and added again
+    /// with capacity 1, or a logout and a login with chat capacity 1,
+    /// without waiting for the answers.
     fn media_change(&mut self, a: usize, o: Origin) {
+        if !self.desks[a].handling.is_empty() && self.rng().chance(50) {
+            let (tenant, chat) = (String::from("default"), String::from("chat"));
+            let lower = if self.rng().chance(50) {
+                [
+                    Request::RemoveMedia { tenant: tenant.clone(), agent: None, media: chat.clone() },
+                    Request::AddMedia { tenant: tenant.clone(), agent: None, media: chat.clone(), capacity: 1 },
+                ]
+            } else {
+                self.desks[a].logged_in = false;
+                self.desks[a].invites.clear();
+                let place = format!("p{a}");
+                [
+                    Request::AgentLogout { tenant: tenant.clone(), agent: None, reason: None },
+                    Request::AgentLogin { tenant: tenant.clone(), agent: format!("a{a}"), place, media: vec![(chat.clone(), 1)], reason: None },
+                ]
+            };
+            for r in lower {
+                let p = if matches!(r, Request::AgentLogin { .. }) { Pending::Login { agent: a } } else { Pending::Other };
+                self.send(o, ClientType::AgentDesktop, r, p);
+            }
+            let r = Request::SetReady { tenant, agent: None, media: None, ready: true, reason: None };
+            self.send(o, ClientType::AgentDesktop, r, Pending::Other);
+            return;
+        }
         let media = if configured(a, "email") > 0 && self.rng().chance(40) { "email" } else { "chat" };
         let r = if self.rng().chance(50) {
             Request::RemoveMedia { tenant: "default".into(), agent: None, media: media.into() }
@@ -656,7 +683,7 @@ impl Sim {
         let branch = self.rng().below(100);
         let any = self.rng().below(AGENTS as u64) as usize;
         let a = match branch {
-            34..=59 => self.rng().pick(&busy).copied().unwrap_or(any),
+            34..=59 | 67..=70 => self.rng().pick(&busy).copied().unwrap_or(any),
             _ => any,
         };
         let conn = self.desks[a].conn;
