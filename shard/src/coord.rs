@@ -760,7 +760,7 @@ impl Shard {
     pub(crate) fn handle_peer(&mut self, now_ms: Millis, from: u16, msg: PeerMsg, out: &mut Vec<Output>) {
         match msg {
             PeerMsg::PullRead { op, tenant, view, n, watch } => {
-                let index = &self.views[tenant as usize][view as usize];
+                let index = &self.index.view(tenant, view);
                 let heads: Vec<Head> = index
                     .head(n as usize)
                     .into_iter()
@@ -782,7 +782,7 @@ impl Shard {
                 for h in heads {
                     let slot = self.store.find(&h.id);
                     let ok = slot.is_some_and(|s| self.store.get(s).tie == h.tie)
-                        && self.views[tenant as usize][view as usize].contains(&h.key, h.tie);
+                        && self.index.view(tenant, view).contains(&h.key, h.tie);
                     match slot {
                         Some(slot) if ok => {
                             self.lock(slot, holder.clone(), LockKind::Routing, deadline, out);
@@ -841,11 +841,11 @@ impl Shard {
                 let queues = t
                     .queues
                     .iter()
-                    .zip(&self.depth[tenant as usize])
+                    .zip(self.index.queue_counts(tenant))
                     .map(|(q, c)| QueueDepth {
                         interactions: c.interactions,
                         locked: c.locked,
-                        views: q.views.iter().map(|&v| self.views[tenant as usize][v as usize].len() as u64).collect(),
+                        views: q.views.iter().map(|&v| self.index.view(tenant, v).len() as u64).collect(),
                     })
                     .collect();
                 out.push(Output::Peer { to: from, msg: PeerMsg::QueueDepths { op, queues } });
@@ -899,7 +899,7 @@ impl Shard {
         let mut best: BinaryHeap<(u64, Slot)> = BinaryHeap::new();
         let mut total = 0u64;
         for (slot, ix) in self.store.iter() {
-            if !ix.visible || (locking && self.locks.contains_key(&slot)) {
+            if !ix.visible || (locking && self.index.is_locked(slot)) {
                 continue;
             }
             let hit = match filter {
@@ -946,9 +946,9 @@ impl Shard {
             Some(ids) => ids
                 .iter()
                 .filter_map(|id| self.store.find(id))
-                .filter(|s| self.locks.get(s).is_some_and(matches))
+                .filter(|s| self.index.lock(*s).is_some_and(matches))
                 .collect(),
-            None => self.locks.iter().filter(|(_, l)| matches(l)).map(|(&s, _)| s).collect(),
+            None => self.index.locks().filter(|(_, l)| matches(l)).map(|(s, _)| s).collect(),
         };
         slots.sort_unstable();
         for slot in slots {

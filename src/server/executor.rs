@@ -236,6 +236,7 @@ pub async fn shard_main(ctx: ShardContext) {
         shard: ctx.shard,
         shards: ctx.shards,
         max_properties_bytes: ctx.config.server.max_frame_size / 2,
+        max_property_keys: ctx.config.settings.max_properties_per_interaction,
         max_frame: ctx.config.server.max_frame_size,
         routing_timeout_ms: (ctx.config.settings.routing_timeout * 1000.0) as i64,
         pull_hold_ms: (ctx.config.settings.pull_hold_timeout * 1000.0) as i64,
