@@ -20,12 +20,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::agent::{home_of, AgentRef};
 use crate::catalog::MediaIdx;
-use crate::interaction::Place;
 use crate::machine::Shard;
 use crate::peer::LockKind;
 use crate::routing::LinkState;
 use crate::store::Slot;
-use crate::view::ViewKey;
 
 /// One agent's use of one media type, on its home shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,9 +40,10 @@ impl Shard {
     /// Checks every invariant of this shard's state; the error names the
     /// first one broken and the interaction or agent concerned.
     pub fn audit(&self) -> Result<(), String> {
+        // Views, queue counts and the lock table (machine/indexing.rs owns
+        // them and checks them).
+        self.audit_index()?;
         let live: BTreeSet<Slot> = self.store.iter().map(|(s, _)| s).collect();
-        self.audit_views()?;
-        self.audit_counts()?;
         self.audit_locks(&live)?;
         self.audit_links(&live)?;
         self.audit_reservations()?;
@@ -58,115 +57,16 @@ impl Shard {
         &self.store.get(slot).id
     }
 
-    /// Each view index holds exactly the visible, unlocked interactions of
-    /// its queue that meet its condition, each under the key computed from
-    /// its fields now.
-    fn audit_views(&self) -> Result<(), String> {
-        let names = self.names();
-        for (t, tenant) in self.catalog.tenants.iter().enumerate() {
-            for (v, view) in tenant.views.iter().enumerate() {
-                let index = &self.views[t][v];
-                let mut expected: BTreeMap<u64, (ViewKey, Slot)> = BTreeMap::new();
-                for (slot, ix) in self.store.iter() {
-                    let held = ix.tenant as usize == t
-                        && ix.visible
-                        && ix.place == Place::Queue(view.queue)
-                        && !self.locks.contains_key(&slot)
-                        && view.condition.as_ref().is_none_or(|c| ix.matches(c, names));
-                    if held {
-                        expected.insert(ix.tie, (index.key(ix, names), slot));
-                    }
-                }
-                let entries = index.head(index.len());
-                if entries.len() != index.len() {
-                    return Err(format!("view '{}': head lists {} of {} entries", view.name, entries.len(), index.len()));
-                }
-                for (key, tie) in &entries {
-                    let Some((want, slot)) = expected.remove(tie) else {
-                        let why = match self.store.find_tie(*tie) {
-                            None => "no interaction has this tie".to_string(),
-                            Some(s) => format!("{} should not be in it ({})", self.id_at(s), self.why_out(s, t, v)),
-                        };
-                        return Err(format!("view '{}' holds tie {tie} under {key:?}: {why}", view.name));
-                    };
-                    if want != *key {
-                        return Err(format!(
-                            "view '{}' holds {} under the stale key {key:?}; its key is now {want:?}",
-                            view.name,
-                            self.id_at(slot)
-                        ));
-                    }
-                }
-                if let Some((tie, (key, slot))) = expected.into_iter().next() {
-                    return Err(format!(
-                        "view '{}' lacks {} (key {key:?}, tie {tie}), which is in its queue, visible, unlocked and \
-                         meets its condition",
-                        view.name,
-                        self.id_at(slot)
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Why the interaction at `slot` does not belong in view `v`.
-    fn why_out(&self, slot: Slot, t: usize, v: usize) -> String {
-        let ix = self.store.get(slot);
-        let view = &self.catalog.tenants[t].views[v];
-        if ix.tenant as usize != t || ix.place != Place::Queue(view.queue) {
-            "it is not in the view's queue".into()
-        } else if !ix.visible {
-            "its submit is not committed".into()
-        } else if let Some(l) = self.locks.get(&slot) {
-            format!("it is locked ({:?})", l.kind)
-        } else {
-            "it does not meet the view's condition".into()
-        }
-    }
-
-    /// Each queue's counts: its visible interactions, and how many of them
-    /// are locked.
-    fn audit_counts(&self) -> Result<(), String> {
-        let mut counted = vec![];
-        for tenant in &self.catalog.tenants {
-            counted.push(vec![(0u64, 0u64); tenant.queues.len()]);
-        }
-        for (slot, ix) in self.store.iter() {
-            if let (Place::Queue(q), true) = (ix.place, ix.visible) {
-                let c = &mut counted[ix.tenant as usize][q as usize];
-                c.0 += 1;
-                c.1 += self.locks.contains_key(&slot) as u64;
-            }
-        }
-        for (t, tenant) in self.catalog.tenants.iter().enumerate() {
-            for (q, queue) in tenant.queues.iter().enumerate() {
-                let have = self.depth[t][q];
-                let (interactions, locked) = counted[t][q];
-                if (have.interactions, have.locked) != (interactions, locked) {
-                    return Err(format!(
-                        "queue '{}' counts {} interactions, {} locked; it holds {interactions}, {locked} locked",
-                        queue.name, have.interactions, have.locked
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Locks are on live, visible interactions; an agent's lock goes with
-    /// a link to that agent or a strategy's reservation for it in flight.
+    /// An agent's lock goes with a link to that agent or a strategy's
+    /// reservation for it in flight.
     fn audit_locks(&self, live: &BTreeSet<Slot>) -> Result<(), String> {
-        for (slot, lock) in &self.locks {
-            if !live.contains(slot) {
+        for (slot, lock) in self.index.locks() {
+            if !live.contains(&slot) {
                 return Err(format!("a lock ({:?}) on slot {slot}, which holds no interaction", lock.kind));
             }
-            let id = self.id_at(*slot);
-            if !self.store.get(*slot).visible {
-                return Err(format!("{id} is locked ({:?}) before its submit is committed", lock.kind));
-            }
             let LockKind::Agent(agent) = lock.kind else { continue };
-            let linked = self.links.get(slot).is_some_and(|l| l.agent == agent);
+            let id = self.id_at(slot);
+            let linked = self.links.get(&slot).is_some_and(|l| l.agent == agent);
             let reserving = self.reserving.get(id).and_then(|t| self.reservations.get(t)).is_some_and(|r| {
                 r.agent == agent && matches!(r.via, crate::routing::Via::Strategy { .. })
             });
@@ -187,7 +87,7 @@ impl Shard {
                 return Err(format!("a link to agent {:?} on slot {slot}, which holds no interaction", link.agent));
             }
             let id = self.id_at(*slot);
-            let kind = self.locks.get(slot).map(|l| l.kind);
+            let kind = self.index.lock(*slot).map(|l| l.kind);
             if kind != Some(LockKind::Agent(link.agent)) {
                 return Err(format!("{id} is linked to agent {:?} but locked {kind:?}", link.agent));
             }

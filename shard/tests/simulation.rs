@@ -285,9 +285,9 @@ impl Run {
         let mut rng = Rng(seed);
         let n = 1 + rng.below(4) as u16;
         let mut sim = Sim::new(n, seed ^ 0x5151, format!("single-list model, seed {seed}"));
-        // Some runs with storage that fails now and then: a failed change
-        // stays in memory unacknowledged, a failed submit is forgotten, a
-        // failed stop is undone.
+        // Some runs with storage that fails now and then: whatever the
+        // database refused is undone in memory (a submit forgotten, a
+        // change, move or stop undone), and the model keeps it as it was.
         sim.node.faults.fail = [0, 0, 3, 10][rng.below(4) as usize];
         let routers = (0..3).map(|i| Origin { shard: (i % n as u64) as u16, conn: 100 + i }).collect();
         Run { sim, model: Model::default(), routers, media: Origin { shard: 0, conn: 1 }, seed, step: 0 }
@@ -371,10 +371,11 @@ impl Run {
             ClientType::MediaServer,
             Request::ChangeProperties { id: id.clone(), changed: changed.clone(), deleted: deleted.clone() },
         );
-        // Failed or not, the change is made in memory.
-        if !self.failed(&f) {
-            assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}: change refused: {f:?}", self.ctx());
+        // A change the database refused is undone in memory.
+        if self.failed(&f) {
+            return;
         }
+        assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}: change refused: {f:?}", self.ctx());
         let ix = self.model.ixs.get_mut(&id).unwrap();
         ix.version += 1;
         for (k, v) in changed.iter() {
@@ -438,13 +439,16 @@ impl Run {
                 assert_eq!(code(&f), Some(ErrorCode::InteractionLocked), "{}: place of locked {id}", self.ctx())
             }
             Ok(q) => {
-                // Failed or not, the move is made in memory.
-                if !self.failed(&f) {
-                    assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}: place of {id}: {f:?}", self.ctx());
+                let ix = self.model.ixs.get_mut(&id).unwrap();
+                // The move ended any lock; the database refusing it undoes
+                // the move, not the unlock.
+                ix.lock = None;
+                if self.failed(&f) {
+                    return;
                 }
+                assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}: place of {id}: {f:?}", self.ctx());
                 let ix = self.model.ixs.get_mut(&id).unwrap();
                 ix.place = MPlace::Queue(q);
-                ix.lock = None;
                 ix.version += 1;
             }
         }
@@ -463,12 +467,14 @@ impl Run {
             assert_eq!(code(&f), Some(ErrorCode::InteractionLocked), "{}", self.ctx());
             return;
         }
-        if !self.failed(&f) {
-            assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}: workbin: {f:?}", self.ctx());
+        let ix = self.model.ixs.get_mut(&id).unwrap();
+        ix.lock = None;
+        if self.failed(&f) {
+            return;
         }
+        assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}: workbin: {f:?}", self.ctx());
         let ix = self.model.ixs.get_mut(&id).unwrap();
         ix.place = MPlace::Workbin(owner.into());
-        ix.lock = None;
         ix.version += 1;
         // Its content, through the coordinator of a random connection.
         let f = self.sim.call(
