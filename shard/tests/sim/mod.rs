@@ -166,6 +166,12 @@ pub fn describe(input: &Input) -> String {
     line
 }
 
+/// What clients change and are acknowledged for in a row: its place,
+/// priority and properties (and what never changes).
+fn client_fields(r: &InteractionRecord) -> impl PartialEq + '_ {
+    (&r.id, r.version, &r.queue, &r.workbin_owner, r.priority, &r.properties, r.submit_order, r.placed_in_queue_at)
+}
+
 /// A write in one line.
 pub fn describe_op(op: &StoreOp) -> String {
     match op {
@@ -329,6 +335,23 @@ impl Node {
         }
         let mut acked = false;
         for o in out {
+            if self.trace {
+                match &o {
+                    Output::Store { token, op } => eprintln!("    <- write {token}: {}", describe_op(op)),
+                    Output::Reply { frame, .. } => eprintln!(
+                        "    <- answer to ref {}: {} {:?}",
+                        frame.ref_id,
+                        msg_type::name(frame.msg_type),
+                        ixn_shard::proto::request::error_of(frame).map(|e| e.code)
+                    ),
+                    Output::Event { frame, .. } if msg_type::is_reporting(frame.msg_type) => eprintln!(
+                        "    <- event {} {:?}",
+                        msg_type::name(frame.msg_type),
+                        frame.get_str(ixn_shard::proto::attr::INTERACTION_ID)
+                    ),
+                    _ => {}
+                }
+            }
             match o {
                 Output::Store { token, op } => self.sent(shard, token, op, !completion),
                 Output::Peer { to, msg } => {
@@ -473,8 +496,12 @@ impl Node {
                 self.remember(format!("  landed unanswered: {}", describe_op(&w.op)));
                 Self::apply(&mut self.db, &w.op);
                 // A change a client asked for may be in the database though
-                // its answer was lost: from now on that is what it has.
-                if w.requested {
+                // its answer was lost, and so may a row the shard wrote to
+                // put back what the database had refused: from now on that
+                // is what it has. Not so a delete no client asked for (what
+                // a failed submit may have left): it must not remove what
+                // was acknowledged.
+                if w.requested || !matches!(w.op, StoreOp::Delete(_)) {
                     let a = match &w.op {
                         StoreOp::Insert(r) | StoreOp::Upsert(r) => Acked::Live(r.clone()),
                         StoreOp::Delete(_) => Acked::Stopped { submit_order: w.order },
@@ -528,7 +555,14 @@ impl Node {
                         panic!("{}\n{}: acknowledged {id} (version {}) lost in a crash", self.history(), self.ctx, want.version)
                     };
                     let same = row.submit_order == want.submit_order;
-                    let newer = row.version > want.version || **want == *row;
+                    // A later change raised the version, or this is the
+                    // acknowledged change as clients see it. Handling
+                    // fields (invitation and assignment times, the agent)
+                    // may differ at the same version: an accept that the
+                    // database refused stays in memory and is written with
+                    // the next row, and a refused change is put back
+                    // without undoing the agent's link.
+                    let newer = row.version > want.version || client_fields(row) == client_fields(want);
                     assert!(
                         same && newer,
                         "{}\n{}: {id} came back as {row:?}, older than or other than its acknowledged row {want:?}",
