@@ -88,6 +88,20 @@ impl Store {
         self.cell(slot).as_ref().expect("a live slot")
     }
 
+    /// One past the last slot ever used: every interaction added later has
+    /// a slot at or past it, or a slot freed before.
+    pub fn slot_end(&self) -> Slot {
+        match self.chunks.last() {
+            None => 0,
+            Some(last) => ((self.chunks.len() - 1) * CHUNK + last.len()) as Slot,
+        }
+    }
+
+    /// The interaction at `slot`, if it holds one.
+    pub fn try_get(&self, slot: Slot) -> Option<&Interaction> {
+        self.chunks.get(slot as usize / CHUNK)?.get(slot as usize % CHUNK)?.as_ref()
+    }
+
     /// Whether `slot` holds an interaction.
     pub fn is_live(&self, slot: Slot) -> bool {
         self.chunks.get(slot as usize / CHUNK).and_then(|c| c.get(slot as usize % CHUNK)).is_some_and(Option::is_some)

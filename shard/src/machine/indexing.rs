@@ -13,6 +13,9 @@
 //! inserts or removes interactions, only against a [`Reindex`] token, which
 //! only this module can make; the index state ([`Index`]) has private
 //! fields. Code elsewhere reads freely and changes through these methods.
+//!
+//! The same path tells scans in progress (scan.rs) before anything they
+//! read changes, so each keeps seeing the shard as at its cut.
 
 use std::collections::BTreeSet;
 
@@ -88,6 +91,7 @@ impl Shard {
         out: &mut Vec<Output>,
         change: impl FnOnce(&mut Interaction) -> R,
     ) -> R {
+        self.before_change(slot);
         self.detach(slot);
         let r = self.change_detached(slot, change);
         self.attach(slot, out);
@@ -101,6 +105,7 @@ impl Shard {
         out: &mut Vec<Output>,
         change: impl FnOnce(&mut Interaction) -> R,
     ) -> R {
+        self.before_change(slot);
         self.detach(slot);
         self.drop_lock(slot);
         let r = self.change_detached(slot, change);
@@ -133,6 +138,7 @@ impl Shard {
     /// Adds an interaction to the store and to its views and counts.
     pub(crate) fn admit(&mut self, ix: Interaction, out: &mut Vec<Output>) -> Slot {
         let slot = self.store.insert(ix, &Reindex(()));
+        self.after_admit(slot);
         self.attach(slot, out);
         slot
     }
@@ -140,6 +146,7 @@ impl Shard {
     /// Removes an interaction from its views, counts and locks, then from
     /// the store.
     pub(crate) fn evict(&mut self, slot: Slot) -> Interaction {
+        self.before_change(slot);
         self.detach(slot);
         self.drop_lock(slot);
         self.store.remove(slot, &Reindex(()))
@@ -149,6 +156,7 @@ impl Shard {
     /// views (it stays counted in its queue, as locked).
     pub(crate) fn lock(&mut self, slot: Slot, holder: Holder, kind: LockKind, deadline: Millis, out: &mut Vec<Output>) {
         assert!(!self.index.locks.contains_key(&slot), "interaction {} locked twice", self.store.get(slot).id);
+        self.before_change(slot);
         self.detach(slot);
         if deadline != 0 {
             self.index.deadlines.insert((deadline, slot));
@@ -163,6 +171,7 @@ impl Shard {
         if !self.index.locks.contains_key(&slot) {
             return;
         }
+        self.before_change(slot);
         self.detach(slot);
         self.drop_lock(slot);
         self.attach(slot, out);

@@ -90,6 +90,8 @@ impl Input {
                     | PeerMsg::Offer { .. }
                     | PeerMsg::Reserved { .. }
                     | PeerMsg::Revoke { .. }
+                    // A locking snapshot's last slice takes locks.
+                    | PeerMsg::ScanSlice { .. }
             ),
         }
     }
@@ -213,8 +215,38 @@ pub struct ShardParams {
     pub pull_hold_ms: Millis,
     /// Most interactions one snapshot holds.
     pub max_snapshot: u32,
+    /// Slots one slice of a scan examines (scan.rs): the longest a find or
+    /// snapshot holds the shard in one step.
+    pub scan_slice: u32,
+    /// The client types that may search (`find-client-types`).
+    pub find_clients: ClientTypes,
+    /// The client types that may take snapshots (`snapshot-client-types`).
+    pub snapshot_clients: ClientTypes,
     /// Agents, invitations and handling (issue 4).
     pub agents: AgentParams,
+}
+
+/// A set of client types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientTypes(u8);
+
+impl ClientTypes {
+    pub fn all() -> Self {
+        ClientTypes::of(&ClientType::ALL)
+    }
+
+    pub fn of(types: &[ClientType]) -> Self {
+        ClientTypes(types.iter().fold(0, |bits, &t| bits | 1 << t as u8))
+    }
+
+    pub fn contains(self, t: ClientType) -> bool {
+        self.0 & (1 << t as u8) != 0
+    }
+
+    /// The names of its types, for messages.
+    pub fn names(self) -> Vec<&'static str> {
+        ClientType::ALL.into_iter().filter(|&t| self.contains(t)).map(ClientType::name).collect()
+    }
 }
 
 /// What `allow-multiple-agent-connections` allows.
@@ -277,6 +309,9 @@ impl ShardParams {
             routing_timeout_ms: 720 * 60 * 1000,
             pull_hold_ms: 0,
             max_snapshot: 500,
+            scan_slice: crate::scan::SCAN_SLICE,
+            find_clients: ClientTypes::all(),
+            snapshot_clients: ClientTypes::all(),
             agents: AgentParams::default(),
         }
     }
@@ -299,6 +334,8 @@ pub struct Shard {
     pub(crate) ops: AHashMap<u64, Op>,
     pub(crate) next_op: u64,
     pub(crate) snapshots: AHashMap<u64, crate::coord::Snapshot>,
+    /// Scans in progress on this shard (scan.rs).
+    pub(crate) scans: Vec<crate::scan::ScanSession>,
     /// Connections of this shard that have pulled or taken a locking
     /// snapshot: only their closing sends every shard an unlock.
     pub(crate) lockers: ahash::AHashSet<Origin>,
@@ -379,6 +416,7 @@ impl Shard {
             ops: AHashMap::new(),
             next_op: 1,
             snapshots: AHashMap::new(),
+            scans: Vec::new(),
             lockers: ahash::AHashSet::new(),
             frozen: 0,
             held: VecDeque::new(),
