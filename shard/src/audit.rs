@@ -67,9 +67,11 @@ impl Shard {
             let LockKind::Agent(agent) = lock.kind else { continue };
             let id = self.id_at(slot);
             let linked = self.links.get(&slot).is_some_and(|l| l.agent == agent);
-            let reserving = self.reserving.get(id).and_then(|t| self.reservations.get(t)).is_some_and(|r| {
-                r.agent == agent && matches!(r.via, crate::routing::Via::Strategy { .. })
-            });
+            let reserving = self
+                .reserving
+                .get(id)
+                .and_then(|t| self.reservations.get(t))
+                .is_some_and(|r| r.agent == agent && matches!(r.via, crate::routing::Via::Strategy { .. }));
             if !linked && !reserving {
                 return Err(format!("{id} is locked to agent {agent:?} with no link or reservation for it"));
             }
@@ -98,11 +100,8 @@ impl Shard {
         }
         for (slot, ix) in self.store.iter() {
             let assigned = ix.handling.as_deref().and_then(|h| h.assigned_to).map(|s| self.syms.name(s));
-            let handler = self
-                .links
-                .get(&slot)
-                .filter(|l| l.state == LinkState::Handling)
-                .map(|l| self.agent_login_id(l.agent));
+            let handler =
+                self.links.get(&slot).filter(|l| l.state == LinkState::Handling).map(|l| self.agent_login_id(l.agent));
             if assigned != handler {
                 return Err(format!("{} names {assigned:?} as its handler; its link says {handler:?}", ix.id));
             }
@@ -113,11 +112,7 @@ impl Shard {
     /// Reservations in flight, by ticket and by id, are one list.
     fn audit_reservations(&self) -> Result<(), String> {
         if self.reservations.len() != self.reserving.len() {
-            return Err(format!(
-                "{} reservations by ticket, {} by id",
-                self.reservations.len(),
-                self.reserving.len()
-            ));
+            return Err(format!("{} reservations by ticket, {} by id", self.reservations.len(), self.reserving.len()));
         }
         for (ticket, r) in &self.reservations {
             if self.reserving.get(&r.id) != Some(ticket) {
@@ -256,4 +251,3 @@ pub fn check_capacity_growth(before: &[CapacityUse], after: &[CapacityUse]) -> R
     }
     Ok(())
 }
-

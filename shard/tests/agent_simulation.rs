@@ -187,12 +187,7 @@ enum Pending {
 }
 
 fn params(agents: AgentParams) -> impl Fn(u16, u16) -> ShardParams {
-    move |s, n| ShardParams {
-        agents,
-        max_properties_bytes: 4096,
-        routing_timeout_ms: RT,
-        ..ShardParams::new(1, s, n)
-    }
+    move |s, n| ShardParams { agents, max_properties_bytes: 4096, routing_timeout_ms: RT, ..ShardParams::new(1, s, n) }
 }
 
 impl Sim {
@@ -653,11 +648,18 @@ impl Sim {
                 let place = format!("p{a}");
                 [
                     Request::AgentLogout { tenant: tenant.clone(), agent: None, reason: None },
-                    Request::AgentLogin { tenant: tenant.clone(), agent: format!("a{a}"), place, media: vec![(chat.clone(), 1)], reason: None },
+                    Request::AgentLogin {
+                        tenant: tenant.clone(),
+                        agent: format!("a{a}"),
+                        place,
+                        media: vec![(chat.clone(), 1)],
+                        reason: None,
+                    },
                 ]
             };
             for r in lower {
-                let p = if matches!(r, Request::AgentLogin { .. }) { Pending::Login { agent: a } } else { Pending::Other };
+                let p =
+                    if matches!(r, Request::AgentLogin { .. }) { Pending::Login { agent: a } } else { Pending::Other };
                 self.send(o, ClientType::AgentDesktop, r, p);
             }
             let r = Request::SetReady { tenant, agent: None, media: None, ready: true, reason: None };
@@ -678,8 +680,9 @@ impl Sim {
         // Answers and handling go to an agent with something to answer or
         // handle, so that invitations go on to be accepted, held, left and
         // stopped.
-        let busy: Vec<usize> =
-            (0..AGENTS as usize).filter(|&i| !self.desks[i].invites.is_empty() || !self.desks[i].handling.is_empty()).collect();
+        let busy: Vec<usize> = (0..AGENTS as usize)
+            .filter(|&i| !self.desks[i].invites.is_empty() || !self.desks[i].handling.is_empty())
+            .collect();
         let branch = self.rng().below(100);
         let any = self.rng().below(AGENTS as u64) as usize;
         let a = match branch {

@@ -160,7 +160,12 @@ impl Model {
 // ---------------------------------------------------------------------------
 
 fn params(shard: u16, shards: u16) -> ShardParams {
-    ShardParams { routing_timeout_ms: RT, max_snapshot: 1000, max_properties_bytes: 4096, ..ShardParams::new(1, shard, shards) }
+    ShardParams {
+        routing_timeout_ms: RT,
+        max_snapshot: 1000,
+        max_properties_bytes: 4096,
+        ..ShardParams::new(1, shard, shards)
+    }
 }
 
 struct Sim {
@@ -892,7 +897,11 @@ impl Chaos {
             let r = f.ref_id;
             let w = self.waiting.remove(&r).unwrap_or_else(|| {
                 let twice = self.answered.contains(&r);
-                panic!("{}\n{}: answer {f:?} to request {r}, answered before: {twice}", self.sim.node.history(), self.ctx())
+                panic!(
+                    "{}\n{}: answer {f:?} to request {r}, answered before: {twice}",
+                    self.sim.node.history(),
+                    self.ctx()
+                )
             });
             assert_eq!(w.origin, origin, "{}: answer to the wrong connection", self.ctx());
             self.answered.insert(r);
@@ -964,10 +973,7 @@ impl Chaos {
                 let queue = [None, Some("inbound"), Some("vip"), Some("done")][rng.below(4) as usize];
                 (Request::PlaceInQueue { id, queue: queue.map(str::to_string) }, "place")
             }
-            8 => (
-                Request::PlaceInWorkbin { id, workbin: "personal".into(), owner: "agent1".into() },
-                "workbin",
-            ),
+            8 => (Request::PlaceInWorkbin { id, workbin: "personal".into(), owner: "agent1".into() }, "workbin"),
             _ => (Request::GetInteractionProperties { id }, "get"),
         }
     }
@@ -1002,7 +1008,12 @@ impl Chaos {
         let view = VIEWS[self.sim.node.rng.below(VIEWS.len() as u64) as usize];
         let router = *self.sim.node.rng.pick(&self.routers).unwrap();
         let count = 1 + self.sim.node.rng.below(3) as u32;
-        self.send(router, ClientType::RoutingEngine, Request::Pull { tenant: "default".into(), view: view.into(), count }, "pull");
+        self.send(
+            router,
+            ClientType::RoutingEngine,
+            Request::Pull { tenant: "default".into(), view: view.into(), count },
+            "pull",
+        );
     }
 
     /// A router moves or stops what it pulled, while other writes race.

@@ -176,7 +176,9 @@ fn client_fields(r: &InteractionRecord) -> impl PartialEq + '_ {
 pub fn describe_op(op: &StoreOp) -> String {
     match op {
         StoreOp::Insert(r) => format!("Insert {} version {} order {:?}", r.id, r.version, r.submit_order),
-        StoreOp::Upsert(r) => format!("Upsert {} version {} order {:?} queue {}", r.id, r.version, r.submit_order, r.queue),
+        StoreOp::Upsert(r) => {
+            format!("Upsert {} version {} order {:?} queue {}", r.id, r.version, r.submit_order, r.queue)
+        }
         StoreOp::Delete(id) => format!("Delete {id}"),
     }
 }
@@ -386,7 +388,9 @@ impl Node {
     /// each interaction, unless held back.
     fn ready_writes(&self) -> Vec<usize> {
         let mut seen = BTreeSet::new();
-        (0..self.writes.len()).filter(|&i| seen.insert(self.writes[i].op.id().to_string()) && !self.writes[i].held).collect()
+        (0..self.writes.len())
+            .filter(|&i| seen.insert(self.writes[i].op.id().to_string()) && !self.writes[i].held)
+            .collect()
     }
 
     /// Whether any write is held back.
@@ -552,7 +556,12 @@ impl Node {
             match a {
                 Acked::Live(want) => {
                     let Some(row) = row else {
-                        panic!("{}\n{}: acknowledged {id} (version {}) lost in a crash", self.history(), self.ctx, want.version)
+                        panic!(
+                            "{}\n{}: acknowledged {id} (version {}) lost in a crash",
+                            self.history(),
+                            self.ctx,
+                            want.version
+                        )
                     };
                     let same = row.submit_order == want.submit_order;
                     // A later change raised the version, or this is the
@@ -597,9 +606,8 @@ impl Node {
             let ix = self.shards[owner_of(id, self.n()) as usize].get(id);
             match a {
                 Acked::Live(want) => {
-                    let ix = ix.unwrap_or_else(|| {
-                        panic!("{}\n{}: acknowledged {id} is not live", self.history(), self.ctx)
-                    });
+                    let ix =
+                        ix.unwrap_or_else(|| panic!("{}\n{}: acknowledged {id} is not live", self.history(), self.ctx));
                     assert!(
                         Some(ix.tie as i64) == want.submit_order && ix.version as i64 >= want.version,
                         "{}\n{}: {id} in memory (tie {}, version {}) is not its acknowledged submission {want:?}",
