@@ -811,7 +811,7 @@ fn leak(q: &str) -> &'static str {
 #[test]
 fn shards_match_the_single_list_model() {
     let situations = ["a write failed"];
-    run_seeds("simulation", "shards_match_the_single_list_model", 150, &situations, |seed| Run::new(seed).run());
+    run_seeds("simulation", "shards_match_the_single_list_model", 100, &situations, |seed| Run::new(seed).run());
 }
 
 // ---------------------------------------------------------------------------
