@@ -40,9 +40,10 @@ impl Shard {
     /// Checks every invariant of this shard's state; the error names the
     /// first one broken and the interaction or agent concerned.
     pub fn audit(&self) -> Result<(), String> {
-        // Views, queue counts and the lock table (machine/indexing.rs owns
-        // them and checks them).
+        // Views, queue counts, the lock table and the interned names'
+        // counts of users (machine/indexing.rs owns them and checks them).
         self.audit_index()?;
+        self.audit_names()?;
         let live: BTreeSet<Slot> = self.store.iter().map(|(s, _)| s).collect();
         self.audit_locks(&live)?;
         self.audit_links(&live)?;
