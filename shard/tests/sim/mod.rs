@@ -495,6 +495,7 @@ impl Node {
         }
         for (id, writes) in by_id {
             let landed = self.rng.below(writes.len() as u64 + 1) as usize;
+            let mut landed_unanswered = false;
             cover(if landed > 0 { "a write in flight landed at a crash" } else { "a write in flight lost at a crash" });
             for w in &writes[..landed] {
                 self.remember(format!("  landed unanswered: {}", describe_op(&w.op)));
@@ -511,6 +512,11 @@ impl Node {
                         StoreOp::Delete(_) => Acked::Stopped { submit_order: w.order },
                     };
                     self.acked.insert(id.clone(), a);
+                    landed_unanswered = true;
+                } else if landed_unanswered {
+                    // A failed submit's clean-up behind rows that only
+                    // landed now: what they stored was never acknowledged.
+                    self.acked.remove(&id);
                 }
             }
         }
