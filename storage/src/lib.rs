@@ -21,6 +21,7 @@
 
 mod coalesce_impl;
 mod conn;
+mod faults;
 mod load;
 mod records;
 mod schema;
@@ -34,6 +35,7 @@ use std::sync::Arc;
 pub use ixn_shard::interaction::InteractionRecord;
 pub use ixn_shard::machine::StoreOp;
 
+pub use faults::Faults;
 pub use writer::{WriterHandle, Writers};
 
 /// The coalescing rules of a writer batch, exposed for tests and tools.
@@ -270,6 +272,7 @@ pub struct Storage {
     target: String,
     conn: odbc_api::Connection<'static>,
     conn_id: u64,
+    faults: Option<Arc<Faults>>,
 }
 
 impl Storage {
@@ -298,7 +301,7 @@ impl Storage {
             writers = 1;
         }
         let strategy = cfg.insert_strategy.unwrap_or_else(|| engine.default_strategy());
-        Ok(Storage { cfg, engine, strategy, writers, target, conn, conn_id })
+        Ok(Storage { cfg, engine, strategy, writers, target, conn, conn_id, faults: None })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -320,6 +323,12 @@ impl Storage {
         load::load_live(&self.conn, &self.target)
     }
 
+    /// For tests: the writers [`Storage::start`] runs meet the faults set
+    /// on `faults` (a lost COMMIT reply, failing connection attempts).
+    pub fn inject_faults(&mut self, faults: Arc<Faults>) {
+        self.faults = Some(faults);
+    }
+
     /// Starts the writer threads; `sinks[i]` receives completions for shard i.
     pub fn start(self, sinks: Vec<Arc<dyn CompletionSink>>) -> Result<Writers, StorageError> {
         writer::start(
@@ -331,6 +340,7 @@ impl Storage {
                 writers: self.writers,
                 batch_max: self.cfg.batch_max.max(1),
                 first: (self.conn, self.conn_id),
+                faults: self.faults,
             },
             sinks,
         )

@@ -12,7 +12,7 @@ use crate::coalesce_impl::Coalescer;
 use crate::conn::{self, diag};
 use crate::records::refuse_reason;
 use crate::statements::{RowData, Statements};
-use crate::{msg_id, CompletionSink, Engine, InsertStrategy, StorageError, StoreOp, WriteRequest};
+use crate::{msg_id, CompletionSink, Engine, Faults, InsertStrategy, StorageError, StoreOp, WriteRequest};
 
 /// Attempts of one batch: the first and up to 3 retries.
 const MAX_ATTEMPTS: u32 = 4;
@@ -31,6 +31,7 @@ pub(crate) struct Setup {
     pub writers: usize,
     pub batch_max: usize,
     pub first: (Connection<'static>, u64),
+    pub faults: Option<Arc<Faults>>,
 }
 
 struct Shared {
@@ -125,7 +126,7 @@ impl Writers {
 }
 
 pub(crate) fn start(setup: Setup, sinks: Vec<Arc<dyn CompletionSink>>) -> Result<Writers, StorageError> {
-    let Setup { connection_string, target, engine, strategy, writers, batch_max, first } = setup;
+    let Setup { connection_string, target, engine, strategy, writers, batch_max, first, faults } = setup;
     // Connect every writer here, so a database that refuses connections
     // fails the start instead of the first writes.
     let mut conns = vec![first];
@@ -149,6 +150,7 @@ pub(crate) fn start(setup: Setup, sinks: Vec<Arc<dyn CompletionSink>>) -> Result
             batch_max,
             batch: Batch::default(),
             stopping: false,
+            faults: faults.clone(),
         };
         let t = std::thread::Builder::new()
             .name(format!("ixn-db-writer-{n}"))
@@ -186,6 +188,7 @@ struct Writer {
     batch_max: usize,
     batch: Batch,
     stopping: bool,
+    faults: Option<Arc<Faults>>,
 }
 
 enum SessionEnd {
@@ -245,6 +248,10 @@ impl Writer {
             if self.batch.is_empty() && !self.gather() {
                 return None;
             }
+            if self.faults.as_ref().is_some_and(|f| f.refuse_connect()) {
+                self.attempt_failed("injected: the connection attempt failed".to_string());
+                continue;
+            }
             match conn::connect(&self.connection_string, &self.target) {
                 Ok(c) => return Some(c),
                 Err(e) => self.attempt_failed(e.message),
@@ -264,6 +271,9 @@ impl Writer {
                 self.stopping = true;
                 return false;
             }
+        }
+        if let Some(f) = &self.faults {
+            f.wait_while_held();
         }
         while self.batch.tokens.len() < self.batch_max {
             match self.rx.try_recv() {
@@ -328,7 +338,12 @@ impl Writer {
                 let mut d: Vec<&str> = reuse(std::mem::take(&mut deletes));
                 let mut i: Vec<&InteractionRecord> = reuse(std::mem::take(&mut inserts));
                 self.batch.coalescer.plan_with(retry, &mut d, &mut i);
-                let r = write(conn, &mut stmts, &mut data, &d, &i);
+                let r = write(conn, &mut stmts, &mut data, &d, &i).map_err(|e| diag(&e)).and_then(|()| {
+                    match self.faults.as_ref().is_some_and(|f| f.lose_commit_reply()) {
+                        true => Err("injected: the reply to COMMIT was lost".to_string()),
+                        false => Ok(()),
+                    }
+                });
                 // Keep the vectors' storage for the next batch, without
                 // keeping borrows of this one.
                 deletes = reuse(d);
@@ -358,7 +373,7 @@ impl Writer {
                 }
                 Err(e) => {
                     let _ = conn.rollback();
-                    self.attempt_failed(diag(&e));
+                    self.attempt_failed(e);
                     return SessionEnd::Reconnect;
                 }
             }
@@ -368,6 +383,9 @@ impl Writer {
     /// Counts a failed attempt: logs it, backs off, or gives the batch up
     /// after the last attempt.
     fn attempt_failed(&mut self, error: String) {
+        if let Some(f) = &self.faults {
+            f.note_failed_attempt();
+        }
         self.batch.attempts += 1;
         let attempt = self.batch.attempts;
         let ops = self.batch.tokens.len();
