@@ -1,5 +1,6 @@
 //! Faults the writers can be made to meet on purpose, for tests: a COMMIT
-//! whose reply is lost, connection attempts that fail; and a hold that lets
+//! whose reply is lost, a COMMIT that fails, connection attempts that
+//! fail; and a hold that lets
 //! a test queue many writes into one batch.
 //!
 //! Off unless [`crate::Storage::inject_faults`] was called. A writer then
@@ -13,6 +14,7 @@ use std::sync::{Arc, Condvar, Mutex};
 #[derive(Debug, Default)]
 pub struct Faults {
     lost_commit_replies: AtomicU32,
+    failing_commits: AtomicU32,
     failing_connects: AtomicU32,
     unreachable: AtomicBool,
     connects_failed: AtomicU64,
@@ -32,6 +34,12 @@ impl Faults {
     /// arrives.
     pub fn lose_commit_replies(&self, n: u32) {
         self.lost_commit_replies.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` COMMITs fail: the writer rolls back instead and is
+    /// told COMMIT failed, so it cannot know the outcome either.
+    pub fn fail_commits(&self, n: u32) {
+        self.failing_commits.store(n, Ordering::SeqCst);
     }
 
     /// The next `n` connection attempts of the writers fail.
@@ -89,6 +97,11 @@ impl Faults {
         self.failed_attempts.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Whether the COMMIT about to be sent is to fail instead.
+    pub(crate) fn fail_commit(&self) -> bool {
+        take_one(&self.failing_commits)
+    }
+
     /// Whether this connection attempt is to fail.
     pub(crate) fn refuse_connect(&self) -> bool {
         let refuse = self.unreachable.load(Ordering::SeqCst) || take_one(&self.failing_connects);
@@ -115,6 +128,8 @@ mod tests {
         f.lose_commit_replies(2);
         f.fail_connects(1);
         assert!(f.lose_commit_reply() && f.lose_commit_reply() && !f.lose_commit_reply());
+        f.fail_commits(1);
+        assert!(f.fail_commit() && !f.fail_commit());
         assert!(f.refuse_connect() && !f.refuse_connect());
         f.set_unreachable(true);
         assert!(f.refuse_connect() && f.refuse_connect());
