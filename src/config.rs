@@ -167,6 +167,8 @@ pub struct Settings {
     pub pull_hold_timeout: f64,
     /// Most interactions one snapshot holds.
     pub max_interactions_per_snapshot: u32,
+    /// Most property keys of one interaction, nested lists' keys included.
+    pub max_properties_per_interaction: usize,
     /// Seconds an invitation to an agent waits for an answer before it is
     /// revoked and the interaction goes back to its place in its queue.
     pub delivering_timeout: f64,
@@ -206,6 +208,10 @@ impl Settings {
     }
 }
 
+/// Largest `max-properties-per-interaction`: a frame (1 MiB at most by
+/// default) holds no more entries than this anyway.
+const MAX_PROPERTIES_PER_INTERACTION: usize = 100_000;
+
 /// Seconds (checked to be 0 to 1e9 at parse) to whole milliseconds.
 fn secs_to_ms(s: f64) -> i64 {
     (s * 1000.0).round() as i64
@@ -222,6 +228,7 @@ impl Default for Settings {
             routing_timeout: 720.0 * 60.0,
             pull_hold_timeout: 0.0,
             max_interactions_per_snapshot: 500,
+            max_properties_per_interaction: ixn_shard::machine::DEFAULT_MAX_PROPERTY_KEYS,
             delivering_timeout: 30.0,
             handling_timeout: 180.0 * 60.0,
             not_ready_on_invitation_timeout: false,
@@ -467,6 +474,12 @@ impl Config {
             return Err(key_at(
                 "max-interactions-per-snapshot",
                 "[settings] max-interactions-per-snapshot must be at least 1".into(),
+            ));
+        }
+        if !(1..=MAX_PROPERTIES_PER_INTERACTION).contains(&s.max_properties_per_interaction) {
+            return Err(key_at(
+                "max-properties-per-interaction",
+                format!("[settings] max-properties-per-interaction must be 1 to {MAX_PROPERTIES_PER_INTERACTION}"),
             ));
         }
         if !(s.delivering_timeout > 0.0 && s.delivering_timeout <= 1e9) {
@@ -778,6 +791,7 @@ mod tests {
         assert_eq!(a.routing_timeout, b.routing_timeout);
         assert_eq!(a.pull_hold_timeout, b.pull_hold_timeout);
         assert_eq!(a.max_interactions_per_snapshot, b.max_interactions_per_snapshot);
+        assert_eq!(a.max_properties_per_interaction, b.max_properties_per_interaction);
         assert_eq!(format!("{:?}", a.agent_params()), format!("{:?}", b.agent_params()));
         assert_eq!(format!("{:?}", file.cluster), format!("{:?}", default.cluster));
         assert!(file.clients.is_empty());
