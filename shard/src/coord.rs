@@ -35,7 +35,7 @@ use std::sync::Arc;
 use crate::catalog::{TenantIdx, ViewIdx};
 use crate::condition::Condition;
 use crate::interaction::Millis;
-use crate::machine::{Caller, Origin, Output, Shard};
+use crate::machine::{Caller, ClientTypes, Origin, Output, Shard};
 use crate::peer::{Filter, Head, Holder, IdList, LockKind, PeerMsg, QueueDepth, ScanMode};
 use crate::proto::frame::{encode_attr, encoded_list_len, Frame};
 use crate::proto::msg::{attr, msg_type, ClientType, ErrorCode};
@@ -420,6 +420,7 @@ impl Shard {
         limit: u32,
         out: &mut Vec<Output>,
     ) -> Reply {
+        Self::may_scan(caller, self.params.find_clients, "search interactions", "find-client-types")?;
         let condition = Arc::new(Condition::parse(condition).map_err(invalid_condition)?);
         let tenant = tenant.map(|t| self.tenant_idx(t)).transpose()?;
         let filter = Filter::Condition { tenant, condition };
@@ -451,6 +452,7 @@ impl Shard {
         limit: Option<u32>,
         out: &mut Vec<Output>,
     ) -> Reply {
+        Self::may_scan(caller, self.params.snapshot_clients, "take snapshots", "snapshot-client-types")?;
         let condition = Arc::new(Condition::parse(condition).map_err(invalid_condition)?);
         let tenant = tenant.map(|t| self.tenant_idx(t)).transpose()?;
         let taking = |o: &Op| matches!(o, Op::Scan(s) if s.caller.origin == caller.origin && matches!(s.what, ScanWhat::Snapshot { .. }));
@@ -473,6 +475,16 @@ impl Shard {
         let filter = Filter::Condition { tenant, condition };
         self.start_scan(caller, ScanWhat::Snapshot { snapshot, lock }, filter, limit, mode, out)?;
         Ok(None)
+    }
+
+    fn may_scan(caller: &Caller, allowed: ClientTypes, what: &str, option: &str) -> Result<(), ProtoError> {
+        if allowed.contains(caller.client_type) {
+            return Ok(());
+        }
+        Err(ProtoError::new(
+            ErrorCode::NotPermitted,
+            format!("a {} client may not {what} ({option} = {:?})", caller.client_type.name(), allowed.names()),
+        ))
     }
 
     fn start_scan(

@@ -38,6 +38,7 @@ impl T {
         let mut out = Vec::new();
         self.s.handle(self.now, input, &mut out);
         self.s.audit_index().expect("indexes in step");
+        self.s.audit_names().expect("name counts in step");
         let mut got = Got::default();
         for o in out {
             match o {

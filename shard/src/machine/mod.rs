@@ -218,8 +218,42 @@ pub struct ShardParams {
     /// Slots one slice of a scan examines (scan.rs): the longest a find or
     /// snapshot holds the shard in one step.
     pub scan_slice: u32,
+    /// Most distinct names (interaction types, client names, workbin
+    /// owners, agents) the shard's interactions may use at once.
+    pub max_names: usize,
+    /// Most requests held back while a snapshot's cut holds the shard;
+    /// more are refused (52 Overloaded). Other inputs are never refused:
+    /// their number is bounded by the requests and writes in flight.
+    pub max_held_requests: usize,
+    /// The client types that may search (`find-client-types`).
+    pub find_clients: ClientTypes,
+    /// The client types that may take snapshots (`snapshot-client-types`).
+    pub snapshot_clients: ClientTypes,
     /// Agents, invitations and handling (issue 4).
     pub agents: AgentParams,
+}
+
+/// A set of client types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientTypes(u8);
+
+impl ClientTypes {
+    pub fn all() -> Self {
+        ClientTypes::of(&ClientType::ALL)
+    }
+
+    pub fn of(types: &[ClientType]) -> Self {
+        ClientTypes(types.iter().fold(0, |bits, &t| bits | 1 << t as u8))
+    }
+
+    pub fn contains(self, t: ClientType) -> bool {
+        self.0 & (1 << t as u8) != 0
+    }
+
+    /// The names of its types, for messages.
+    pub fn names(self) -> Vec<&'static str> {
+        ClientType::ALL.into_iter().filter(|&t| self.contains(t)).map(ClientType::name).collect()
+    }
 }
 
 /// What `allow-multiple-agent-connections` allows.
@@ -283,6 +317,10 @@ impl ShardParams {
             pull_hold_ms: 0,
             max_snapshot: 500,
             scan_slice: crate::scan::SCAN_SLICE,
+            max_names: crate::symbols::MAX_NAMES,
+            max_held_requests: MAX_HELD_REQUESTS,
+            find_clients: ClientTypes::all(),
+            snapshot_clients: ClientTypes::all(),
             agents: AgentParams::default(),
         }
     }
@@ -293,6 +331,10 @@ pub struct Shard {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) store: Store,
     pub(crate) syms: Symbols,
+    /// Names no interaction uses any more, waiting for the writes in flight.
+    retiring: crate::symbols::Retiring,
+    /// Names left with no user in the current step.
+    unused_names: Vec<crate::symbols::Sym>,
     ids: IdGen,
     next_token: u64,
     pub(crate) pending: AHashMap<u64, Pending>,
@@ -313,6 +355,8 @@ pub struct Shard {
     /// Snapshot cuts holding this shard, and the inputs they hold back.
     pub(crate) frozen: u32,
     held: VecDeque<Input>,
+    /// Requests among `held`.
+    held_requests: usize,
     /// The time of the input being handled, in microseconds.
     now_us: i64,
     /// The last tie given to a submission (see [`tie_at`]).
@@ -379,6 +423,8 @@ impl Shard {
             catalog,
             store: Store::new(),
             syms: Symbols::new(),
+            retiring: Default::default(),
+            unused_names: Vec::new(),
             ids: IdGen::new(params.node, params.shard, params.shards),
             next_token: 1,
             pending: AHashMap::new(),
@@ -391,6 +437,7 @@ impl Shard {
             lockers: ahash::AHashSet::new(),
             frozen: 0,
             held: VecDeque::new(),
+            held_requests: 0,
             now_us: 0,
             last_tie: 0,
             agents: AHashMap::new(),
@@ -433,6 +480,12 @@ impl Shard {
 
     pub fn is_empty(&self) -> bool {
         self.store.is_empty()
+    }
+
+    /// Interned names held (types, client names, workbin owners, agents),
+    /// and those no interaction uses that wait for writes in flight.
+    pub fn names_held(&self) -> (usize, usize) {
+        (self.syms.len(), self.retiring.len())
     }
 
     /// Writes sent to storage and not yet completed.
@@ -549,6 +602,18 @@ impl Shard {
         self.now_us = now_us;
         let now_ms = now_us.div_euclid(1000);
         if self.frozen > 0 && input.changes_interactions() {
+            if let Input::Request { caller, .. } = &input {
+                // Requests are what clients can pile up during a cut.
+                if self.held_requests >= self.params.max_held_requests {
+                    let e = ProtoError::new(
+                        ErrorCode::Overloaded,
+                        "the shard is taking a snapshot and holds too many requests already; retry",
+                    );
+                    out.push(Output::Reply { origin: caller.origin, frame: event_error(caller.ref_id, &e) });
+                    return;
+                }
+                self.held_requests += 1;
+            }
             self.held.push_back(input);
             return;
         }
@@ -557,8 +622,12 @@ impl Shard {
         // order, unless another cut began meanwhile.
         while self.frozen == 0 {
             let Some(next) = self.held.pop_front() else { break };
+            if matches!(next, Input::Request { .. }) {
+                self.held_requests -= 1;
+            }
             self.apply(now_ms, next, out);
         }
+        self.retire_names();
     }
 
     fn apply(&mut self, now_ms: Millis, input: Input, out: &mut Vec<Output>) {
@@ -753,6 +822,7 @@ impl Shard {
                 ));
             }
         }
+        self.check_name_room(&[&s.interaction_type, &s.interaction_subtype, &caller.client_name])?;
         let id: Box<str> = match s.id {
             Some(id) => {
                 self.check_client_id(&id)?;
@@ -1047,6 +1117,7 @@ impl Shard {
                 format!("WorkbinOwner must be 1 to {MAX_NAME_LEN} bytes"),
             ));
         }
+        self.check_name_room(&[owner])?;
         self.check_lock(slot, caller)?;
         let before = Box::new(self.store.get(slot).clone());
         self.end_own_link(now_ms, slot, caller, "moved", out);
@@ -1150,12 +1221,17 @@ impl Shard {
             debug_assert!(false, "storage completion for unknown token {token}");
             return;
         };
+
         if self.last_write.get(&p.id) == Some(&token) {
             self.last_write.remove(&p.id);
         }
         let after = std::mem::take(&mut p.after);
         self.complete(p, ok, out);
         out.extend(after);
+        // After its undoing, which may bring back names the write held.
+        if let Some(freed) = self.retiring.completed(token) {
+            self.free_names(freed);
+        }
     }
 
     /// A write's answer, its events and, if it failed, its undoing.
@@ -1356,6 +1432,23 @@ impl Shard {
         Ok(())
     }
 
+    /// Names a request would add must fit in the shard's table of names
+    /// (a client could otherwise grow it without bound).
+    fn check_name_room(&self, names: &[&str]) -> Result<(), ProtoError> {
+        let new = names.iter().filter(|n| self.syms.lookup(n).is_none()).count();
+        if new > 0 && self.syms.len() + new > self.params.max_names {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidValue,
+                format!(
+                    "this shard holds {} distinct interaction types, client names and workbin owners, the most \
+                     allowed; use one already in use",
+                    self.params.max_names
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_size(&self, properties: &KvList) -> Result<(), ProtoError> {
         let size = crate::proto::frame::encoded_list_len(properties);
         if size > self.params.max_properties_bytes {
@@ -1405,6 +1498,11 @@ pub fn target_shard(catalog: &Catalog, shards: u16, here: u16, caller: &Caller, 
     };
     crate::agent::home_of(agent, shards)
 }
+
+/// Requests a shard holds back during a snapshot's cut, by default: the cut
+/// lasts one round trip between shards, in which even 10,000 busy
+/// connections send far fewer.
+pub const MAX_HELD_REQUESTS: usize = 65_536;
 
 /// The default of `max-properties-per-interaction`.
 pub const DEFAULT_MAX_PROPERTY_KEYS: usize = 1000;
