@@ -825,12 +825,7 @@ impl Shard {
         self.check_skills(tenant, &s.properties)?;
         self.check_size(&s.properties)?;
         for (what, v) in [("InteractionType", &s.interaction_type), ("InteractionSubtype", &s.interaction_subtype)] {
-            if v.is_empty() || v.len() > MAX_NAME_LEN {
-                return Err(ProtoError::new(
-                    ErrorCode::InvalidValue,
-                    format!("{what} must be 1 to {MAX_NAME_LEN} bytes"),
-                ));
-            }
+            check_name(what, v)?;
         }
         self.check_name_room(&[&s.interaction_type, &s.interaction_subtype, &caller.client_name])?;
         let id: Box<str> = match s.id {
@@ -1121,12 +1116,7 @@ impl Shard {
     ) -> Reply {
         let slot = self.live(id)?;
         let w = self.workbin_idx(self.store.get(slot).tenant, workbin)?;
-        if owner.is_empty() || owner.len() > MAX_NAME_LEN {
-            return Err(ProtoError::new(
-                ErrorCode::InvalidValue,
-                format!("WorkbinOwner must be 1 to {MAX_NAME_LEN} bytes"),
-            ));
-        }
+        check_name("WorkbinOwner", owner)?;
         self.check_name_room(&[owner])?;
         self.check_lock(slot, caller)?;
         let before = Box::new(self.store.get(slot).clone());
@@ -1569,6 +1559,19 @@ pub const DEFAULT_MAX_PROPERTY_KEYS: usize = 1000;
 /// Longest interaction type, subtype or client name stored (the database
 /// columns are 255 characters wide).
 pub const MAX_NAME_LEN: usize = 255;
+
+/// A name stored in a text column: 1 to [`MAX_NAME_LEN`] bytes, and no NUL
+/// character (ODBC drivers cut text at one: the database would store
+/// another name than the one acknowledged).
+fn check_name(what: &str, v: &str) -> Result<(), ProtoError> {
+    if v.is_empty() || v.len() > MAX_NAME_LEN {
+        return Err(ProtoError::new(ErrorCode::InvalidValue, format!("{what} must be 1 to {MAX_NAME_LEN} bytes")));
+    }
+    if v.contains('\0') {
+        return Err(ProtoError::new(ErrorCode::InvalidValue, format!("{what} must not contain a NUL character")));
+    }
+    Ok(())
+}
 
 /// Deepest nesting of property lists, the list itself counting 1. Interaction
 /// lists in answers carry properties one level down (docs/protocol.md 7.9),
