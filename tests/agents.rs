@@ -1,4 +1,4 @@
-//! Agents over TCP against the real server (issue 4): skills and capacity
+//! Agents over TCP against the real server: skills and capacity
 //! decide who gets what, longest-idle order, invitation time-outs, a
 //! desktop that drops and reconnects within the login session, and the
 //! reporting stream of a whole cycle.

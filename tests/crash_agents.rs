@@ -1,4 +1,4 @@
-//! Crash test for the agent half of the lifecycle (issue 4): interactions
+//! Crash test for the agent half of the lifecycle: interactions
 //! queued, offered to agents and being handled when the server is killed
 //! with SIGKILL are all there after a restart, each once: the queued and
 //! the offered ones in their queue, the handled ones where
