@@ -101,6 +101,11 @@ impl Client {
         Ok(self.stream.set_read_timeout(t)?)
     }
 
+    /// This end's address (the server sees it as the peer).
+    pub fn local_addr(&self) -> Result<std::net::SocketAddr> {
+        Ok(self.stream.local_addr()?)
+    }
+
     /// The reference id the next request will carry.
     pub fn next_ref_id(&self) -> u32 {
         self.next_ref

@@ -6,9 +6,17 @@
 //! `max-pending-requests` unanswered requests, and a client whose unsent
 //! answers pass `max-output-buffer` bytes is disconnected with a logged
 //! reason, so a slow or stuck client never holds a shard's memory.
+//!
+//! Closing: a connection ends gracefully (its queued answers are written,
+//! then FIN) when the client closes, after a fatal framing error and at
+//! shutdown. The server drops a connection abortively ([`Conn::kill`]) when
+//! the client does not keep up: the kernel's queue for it is discarded, a
+//! reset is sent, and both tasks wake and end, so the descriptor is freed
+//! at once instead of when the client finally closes.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -30,6 +38,9 @@ use crate::config::Config;
 pub struct Conn {
     pub id: u64,
     pub peer: Option<SocketAddr>,
+    /// The socket, closed when the last reference to the connection goes
+    /// (after both tasks ended). Each task borrows it only inside a poll.
+    stream: RefCell<TcpStream>,
     out: RefCell<Vec<u8>>,
     /// Bytes taken from `out` and being written now.
     writing: Cell<bool>,
@@ -38,6 +49,8 @@ pub struct Conn {
     read_resume: LocalNotify,
     closing: Cell<bool>,
     dead: Cell<bool>,
+    /// Why the server dropped the connection, for the 1022 line.
+    cause: Cell<Option<&'static str>>,
     client: RefCell<Option<(ClientType, Arc<str>)>>,
     /// The agent logged in on this connection (set by its home shard).
     pub agent: Cell<Option<AgentRef>>,
@@ -49,10 +62,11 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(id: u64, peer: Option<SocketAddr>, config: &Config) -> Rc<Conn> {
+    pub fn new(id: u64, peer: Option<SocketAddr>, stream: TcpStream, config: &Config) -> Rc<Conn> {
         Rc::new(Conn {
             id,
             peer,
+            stream: RefCell::new(stream),
             out: RefCell::new(Vec::with_capacity(4096)),
             writing: Cell::new(false),
             out_notify: LocalNotify::default(),
@@ -60,6 +74,7 @@ impl Conn {
             read_resume: LocalNotify::default(),
             closing: Cell::new(false),
             dead: Cell::new(false),
+            cause: Cell::new(None),
             client: RefCell::new(None),
             agent: Cell::new(None),
             events_sent: Cell::new(0),
@@ -101,7 +116,7 @@ impl Conn {
                 limit = self.max_output,
                 "client disconnected: it does not read its answers (max-output-buffer exceeded)"
             );
-            self.kill();
+            self.kill("max-output-buffer exceeded");
             return;
         }
         self.out_notify.notify();
@@ -133,7 +148,7 @@ impl Conn {
                 limit = self.max_output,
                 "client disconnected: it does not read its events (max-output-buffer exceeded)"
             );
-            self.kill();
+            self.kill("max-output-buffer exceeded");
             return;
         }
         self.out_notify.notify();
@@ -155,51 +170,71 @@ impl Conn {
         self.read_resume.notify();
     }
 
-    /// Drop the connection now.
-    fn kill(&self) {
-        self.dead.set(true);
-        self.out.borrow_mut().clear();
+    /// Drops the connection now, abortively: `cause` is logged with its
+    /// close (1022). Linger 0 makes the final close send a reset and
+    /// discard what the kernel still holds for this client (a client that
+    /// does not read would otherwise keep it, and the socket, for as long
+    /// as it stays connected); the shutdown wakes a reader or writer
+    /// blocked on the socket now, so both tasks end and the descriptor is
+    /// freed.
+    fn kill(&self, cause: &'static str) {
+        if self.dead.replace(true) {
+            return;
+        }
+        self.cause.set(Some(cause));
+        // Give the queued bytes back at once, not just forget them.
+        *self.out.borrow_mut() = Vec::new();
+        let sock = self.sock();
+        let _ = socket2::SockRef::from(&sock).set_linger(Some(std::time::Duration::ZERO));
+        let _ = socket2::SockRef::from(&sock).shutdown(std::net::Shutdown::Both);
         self.out_notify.notify();
         self.read_resume.notify();
+    }
+
+    /// The socket, for plain socket calls. The stream (and so the
+    /// descriptor) lives as long as `self`; borrowing the RefCell across
+    /// an await could meet the other task's poll, so only the fd is taken.
+    fn sock(&self) -> BorrowedFd<'_> {
+        let fd = self.stream.borrow().as_raw_fd();
+        // SAFETY: the fd belongs to `self.stream`, which `self` owns and
+        // closes only when it is dropped.
+        unsafe { BorrowedFd::borrow_raw(fd) }
     }
 }
 
 /// glommio's stream has separate read and write readiness sources, so one
 /// reader task and one writer task can share it; each poll borrows briefly.
-struct Shared(Rc<RefCell<TcpStream>>);
-
-impl AsyncRead for &Shared {
+impl AsyncRead for &Conn {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+        Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for &Shared {
+impl AsyncWrite for &Conn {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+        Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+        Pin::new(&mut *self.stream.borrow_mut()).poll_flush(cx)
     }
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+        Pin::new(&mut *self.stream.borrow_mut()).poll_close(cx)
     }
 }
 
 /// Starts the reader and writer tasks of a new connection.
-pub fn spawn(rt: Rc<Runtime>, conn: Rc<Conn>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
+pub fn spawn(rt: Rc<Runtime>, conn: Rc<Conn>) {
+    let _ = conn.stream.borrow().set_nodelay(true);
     tracing::debug!(msg_id = msgid::CLIENT_CONNECTED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, "client connected");
-    let stream = Rc::new(Shared(Rc::new(RefCell::new(stream))));
     let queue = rt.queue;
     {
-        let (conn, stream) = (conn.clone(), stream.clone());
-        glommio::spawn_local_into(async move { write_loop(&conn, &stream).await }, queue).expect("spawn").detach();
+        let conn = conn.clone();
+        glommio::spawn_local_into(async move { write_loop(&conn).await }, queue).expect("spawn").detach();
     }
-    glommio::spawn_local_into(async move { read_loop(&rt, &conn, &stream).await }, queue).expect("spawn").detach();
+    glommio::spawn_local_into(async move { read_loop(&rt, &conn).await }, queue).expect("spawn").detach();
 }
 
-async fn write_loop(conn: &Conn, stream: &Shared) {
+async fn write_loop(conn: &Conn) {
     let mut spare = Vec::with_capacity(4096);
     loop {
         if conn.dead.get() {
@@ -214,12 +249,12 @@ async fn write_loop(conn: &Conn, stream: &Shared) {
         }
         std::mem::swap(&mut *conn.out.borrow_mut(), &mut spare);
         conn.writing.set(true);
-        let mut w = stream;
+        let mut w = conn;
         let res = w.write_all(&spare).await;
         conn.writing.set(false);
         spare.clear();
         if res.is_err() {
-            conn.kill();
+            conn.kill("write error");
             break;
         }
         // Keep memory bounded after a burst.
@@ -227,19 +262,12 @@ async fn write_loop(conn: &Conn, stream: &Shared) {
             spare = Vec::with_capacity(4096);
         }
     }
-    // A plain shutdown(2): holding the stream's RefCell across an await
-    // could meet the reader task borrowing it.
-    {
-        use std::os::fd::AsRawFd;
-        let fd = stream.0.borrow().as_raw_fd();
-        // SAFETY: the fd belongs to this connection's stream, open until
-        // the stream is dropped after both tasks end.
-        let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        let _ = socket2::SockRef::from(&sock).shutdown(std::net::Shutdown::Both);
-    }
+    // Every answer is out (or the connection is dead): a plain shutdown(2)
+    // ends the reader too.
+    let _ = socket2::SockRef::from(&conn.sock()).shutdown(std::net::Shutdown::Both);
 }
 
-async fn read_loop(rt: &Runtime, conn: &Conn, stream: &Shared) {
+async fn read_loop(rt: &Runtime, conn: &Conn) {
     let mut buf = vec![0u8; 64 << 10];
     let mut filled = 0;
     let reason = 'conn: loop {
@@ -249,8 +277,13 @@ async fn read_loop(rt: &Runtime, conn: &Conn, stream: &Shared) {
         if conn.dead.get() || conn.closing.get() {
             break 'conn "closed by server";
         }
-        let mut r = stream;
-        let n = match r.read(&mut buf[filled..]).await {
+        let mut r = conn;
+        let got = r.read(&mut buf[filled..]).await;
+        if conn.dead.get() || conn.closing.get() {
+            // The server dropped or closed it while the read waited.
+            break 'conn "closed by server";
+        }
+        let n = match got {
             Ok(0) => break 'conn "closed by client",
             Ok(n) => n,
             Err(_) => break 'conn "read error",
@@ -285,7 +318,8 @@ async fn read_loop(rt: &Runtime, conn: &Conn, stream: &Shared) {
     rt.remove_conn(conn.id);
     rt.conn_closed(conn.id, conn.agent.get());
     let client = conn.client.borrow().as_ref().map(|(_, n)| n.to_string());
-    tracing::info!(msg_id = msgid::CLIENT_DISCONNECTED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, ?client, reason, "client disconnected");
+    let cause = conn.cause.get().unwrap_or(if rt.stopping.get() { "shutdown" } else { "none" });
+    tracing::info!(msg_id = msgid::CLIENT_DISCONNECTED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, ?client, reason, cause, "client disconnected");
 }
 
 fn fatal_frame(conn: &Conn, e: &FatalFrameError) {

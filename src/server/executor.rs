@@ -406,9 +406,9 @@ async fn accept_loop(rt: Rc<Runtime>, listener: TcpListener) {
         }
         let id = rt.next_conn.get();
         rt.next_conn.set(id + 1);
-        let conn = Conn::new(id, peer, &rt.config);
+        let conn = Conn::new(id, peer, stream, &rt.config);
         rt.conns.borrow_mut().insert(id, conn.clone());
-        conn::spawn(rt.clone(), conn, stream);
+        conn::spawn(rt.clone(), conn);
     }
 }
 
