@@ -106,3 +106,49 @@ fn a_slow_subscriber_is_closed_by_the_server() {
     let ev = fresh.wait_event(msg_type::EVENT_PROPERTIES_CHANGED, Duration::from_secs(10)).unwrap();
     assert!(ev.is_some(), "a new subscriber gets events");
 }
+
+/// Client requests for another shard wait in a bounded queue: past
+/// `max-shard-queue` messages, a request gets EventError 52 (Overloaded)
+/// with a text instead of being queued. Every request still gets exactly
+/// one answer, and once the queue drains requests go through again.
+#[test]
+fn requests_past_the_shard_queue_bound_are_refused() {
+    use ixn_shard::proto::request::error_of;
+    use ixn_shard::proto::{ErrorCode, Request};
+    let dir = TempDir::new("conn-shard-queue");
+    let cfg = write_config(&dir.0, &Engine::Sqlite, common::two_cores(), "max-shard-queue = 4\n");
+    let server = Server::start(&cfg);
+    let _log = LogOnPanic(&server);
+    let mut conns = common::media_conns(&server, 2);
+    let on_1 = conns.iter().position(|(_, s)| *s == 1).unwrap();
+    let id = conns[on_1].0.submit(submit_request("default", "inbound", "chat", 0, kv![("lang", "en")])).unwrap();
+    assert_eq!(ixn_shard::id::owner_of(&id, 2), 1);
+    let on_0 = conns.iter().position(|(_, s)| *s == 0).unwrap();
+    let c = &mut conns[on_0].0;
+    // 300 reads of an interaction of shard 1, sent at once from shard 0.
+    let mut sent = std::collections::HashSet::new();
+    for _ in 0..300 {
+        sent.insert(c.queue(&Request::GetInteractionProperties { id: id.clone() }));
+    }
+    c.flush().unwrap();
+    let (mut answered, mut refused) = (0, 0);
+    while !sent.is_empty() {
+        let f = c.recv().expect("an answer to every request");
+        assert!(sent.remove(&f.ref_id), "one answer per request (ref id {})", f.ref_id);
+        match error_of(&f) {
+            None => {
+                assert_eq!(f.msg_type, msg_type::EVENT_INTERACTION_PROPERTIES);
+                answered += 1;
+            }
+            Some(e) => {
+                assert_eq!(e.code, ErrorCode::Overloaded, "{e}");
+                assert!(e.text.contains("max-shard-queue"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "nothing was refused: all {answered} requests were queued");
+    assert!(answered >= 4, "requests within the bound are served ({answered})");
+    // The queue drained: the next request goes through.
+    assert_eq!(c.get(&id).unwrap().get_str(attr::INTERACTION_ID), Some(id.as_str()));
+}

@@ -375,7 +375,9 @@ fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
         (request, Some((client_type, client_name))) => {
             let origin = Origin { shard: rt.shard, conn: conn.id };
             let caller = Caller { origin, ref_id, client_type, client_name, agent: conn.agent.get() };
-            rt.route(caller, request);
+            if let Err(e) = rt.route(caller, request) {
+                conn.answer(&event_error(ref_id, &e));
+            }
         }
     }
 }
