@@ -15,6 +15,7 @@
 //! at once instead of when the client finally closes.
 
 use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::pin::Pin;
@@ -22,11 +23,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use ixn_shard::agent::AgentRef;
 use ixn_shard::machine::{Caller, Origin};
-use ixn_shard::proto::frame::{decode_body, split_frame, FatalFrameError, Header, HEADER_LEN, PROTOCOL_VERSION};
+use ixn_shard::proto::frame::{decode_body, split_frame, FatalFrameError, Header, PROTOCOL_VERSION};
 use ixn_shard::proto::request::{event_ack, event_error, ProtoError};
 use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame, Request};
 
@@ -67,7 +68,7 @@ impl Conn {
             id,
             peer,
             stream: RefCell::new(stream),
-            out: RefCell::new(Vec::with_capacity(4096)),
+            out: RefCell::new(Vec::new()),
             writing: Cell::new(false),
             out_notify: LocalNotify::default(),
             unanswered: Cell::new(0),
@@ -234,8 +235,12 @@ pub fn spawn(rt: Rc<Runtime>, conn: Rc<Conn>) {
     glommio::spawn_local_into(async move { read_loop(&rt, &conn).await }, queue).expect("spawn").detach();
 }
 
+/// Writes what is queued on the connection. Memory: while the client has
+/// nothing to receive, the connection holds no output buffer; one is taken
+/// when an answer is queued and both are given back when the writer has
+/// sent everything and goes idle again.
 async fn write_loop(conn: &Conn) {
-    let mut spare = Vec::with_capacity(4096);
+    let mut sending = Vec::new();
     loop {
         if conn.dead.get() {
             break;
@@ -244,22 +249,20 @@ async fn write_loop(conn: &Conn) {
             if conn.closing.get() {
                 break;
             }
+            sending = Vec::new();
+            *conn.out.borrow_mut() = Vec::new();
             conn.out_notify.wait().await;
             continue;
         }
-        std::mem::swap(&mut *conn.out.borrow_mut(), &mut spare);
+        std::mem::swap(&mut *conn.out.borrow_mut(), &mut sending);
         conn.writing.set(true);
         let mut w = conn;
-        let res = w.write_all(&spare).await;
+        let res = w.write_all(&sending).await;
         conn.writing.set(false);
-        spare.clear();
+        sending.clear();
         if res.is_err() {
             conn.kill("write error");
             break;
-        }
-        // Keep memory bounded after a burst.
-        if spare.capacity() > (1 << 20) {
-            spare = Vec::with_capacity(4096);
         }
     }
     // Every answer is out (or the connection is dead): a plain shutdown(2)
@@ -267,9 +270,14 @@ async fn write_loop(conn: &Conn) {
     let _ = socket2::SockRef::from(&conn.sock()).shutdown(std::net::Shutdown::Both);
 }
 
+/// Reads, frames and handles the client's requests. Memory: reads land in
+/// the shard's one read buffer ([`Runtime::read_buf`]), lent for the
+/// length of one poll, and complete frames are handled straight from it;
+/// only the bytes of a frame that has not fully arrived are copied into a
+/// buffer of the connection's own, sized to that frame and given back when
+/// it is complete. An idle connection holds no read buffer.
 async fn read_loop(rt: &Runtime, conn: &Conn) {
-    let mut buf = vec![0u8; 64 << 10];
-    let mut filled = 0;
+    let mut partial: Vec<u8> = Vec::new();
     let reason = 'conn: loop {
         while conn.unanswered.get() >= conn.max_pending && !conn.dead.get() && !conn.closing.get() {
             conn.read_resume.wait().await;
@@ -277,8 +285,11 @@ async fn read_loop(rt: &Runtime, conn: &Conn) {
         if conn.dead.get() || conn.closing.get() {
             break 'conn "closed by server";
         }
-        let mut r = conn;
-        let got = r.read(&mut buf[filled..]).await;
+        let got = poll_fn(|cx| {
+            let mut buf = rt.read_buf.borrow_mut();
+            Pin::new(&mut &*conn).poll_read(cx, &mut buf)
+        })
+        .await;
         if conn.dead.get() || conn.closing.get() {
             // The server dropped or closed it while the read waited.
             break 'conn "closed by server";
@@ -288,30 +299,25 @@ async fn read_loop(rt: &Runtime, conn: &Conn) {
             Ok(n) => n,
             Err(_) => break 'conn "read error",
         };
-        filled += n;
-        let mut pos = 0;
-        loop {
-            match split_frame(&buf[pos..filled], conn.max_frame) {
-                Err(e) => {
-                    fatal_frame(conn, &e);
-                    break 'conn "framing error";
-                }
-                Ok(None) => break,
-                Ok(Some((header, body, total))) => {
-                    handle_frame(rt, conn, &header, body);
-                    pos += total;
-                }
-            }
+        // No await from here to the end of the iteration: nothing else
+        // can read into the shard's buffer meanwhile.
+        let buf = rt.read_buf.borrow();
+        let handled = if partial.is_empty() {
+            handle_frames(rt, conn, &buf[..n]).map(|used| partial.extend_from_slice(&buf[used..n]))
+        } else {
+            partial.extend_from_slice(&buf[..n]);
+            handle_frames(rt, conn, &partial).map(|used| drop(partial.drain(..used)))
+        };
+        if handled.is_err() {
+            break 'conn "framing error";
         }
-        buf.copy_within(pos..filled, 0);
-        filled -= pos;
-        // Make room for the frame in progress (its length is already checked
-        // against the limit by split_frame).
-        let need = if filled >= 4 { u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize } else { HEADER_LEN };
-        if need > buf.len() {
-            buf.resize(need, 0);
-        } else if filled == 0 && buf.len() > (1 << 20) {
-            buf = vec![0u8; 64 << 10];
+        if partial.is_empty() {
+            partial = Vec::new();
+        } else if partial.len() >= 4 {
+            // Room for the whole frame in progress; split_frame has checked
+            // its length against max-frame-size already.
+            let need = u32::from_le_bytes([partial[0], partial[1], partial[2], partial[3]]) as usize;
+            partial.reserve_exact(need.saturating_sub(partial.len()));
         }
     };
     conn.close_after_flush();
@@ -320,6 +326,25 @@ async fn read_loop(rt: &Runtime, conn: &Conn) {
     let client = conn.client.borrow().as_ref().map(|(_, n)| n.to_string());
     let cause = conn.cause.get().unwrap_or(if rt.stopping.get() { "shutdown" } else { "none" });
     tracing::info!(msg_id = msgid::CLIENT_DISCONNECTED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, ?client, reason, cause, "client disconnected");
+}
+
+/// Handles the complete frames at the start of `bytes`; returns how many
+/// bytes they took. Err: a fatal framing error (answered and logged).
+fn handle_frames(rt: &Runtime, conn: &Conn, bytes: &[u8]) -> Result<usize, ()> {
+    let mut pos = 0;
+    loop {
+        match split_frame(&bytes[pos..], conn.max_frame) {
+            Err(e) => {
+                fatal_frame(conn, &e);
+                return Err(());
+            }
+            Ok(None) => return Ok(pos),
+            Ok(Some((header, body, total))) => {
+                handle_frame(rt, conn, &header, body);
+                pos += total;
+            }
+        }
+    }
 }
 
 fn fatal_frame(conn: &Conn, e: &FatalFrameError) {

@@ -80,6 +80,10 @@ pub struct Runtime {
     pub stopping: Cell<bool>,
     pub queue: TaskQueueHandle,
     max_conns: usize,
+    /// The shard's one read buffer: every connection's reader reads into it
+    /// for the length of one poll and handles the complete frames from it
+    /// (src/server/conn.rs), so idle connections hold none.
+    pub read_buf: RefCell<Vec<u8>>,
     /// `max-shard-queue`: the bound of each queue to another shard that
     /// client requests respect.
     max_shard_queue: usize,
@@ -88,6 +92,9 @@ pub struct Runtime {
 /// How often the shard's clock ticks while it has deadlines: the precision
 /// of routing-timeout and pull-hold-timeout.
 const TICK: Duration = Duration::from_millis(20);
+
+/// Bytes of the shard's read buffer: the most one read takes from a socket.
+const READ_BUF_LEN: usize = 64 << 10;
 
 /// Microseconds since the Unix epoch: the only clock the shard sees.
 pub fn now_us() -> i64 {
@@ -322,6 +329,7 @@ pub async fn shard_main(ctx: ShardContext) {
         stopping: Cell::new(false),
         queue,
         max_conns,
+        read_buf: RefCell::new(vec![0; READ_BUF_LEN]),
         max_shard_queue: ctx.config.server.max_shard_queue,
     });
 
