@@ -22,13 +22,14 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use ixn_shard::agent::AgentRef;
 use ixn_shard::machine::{Caller, Origin};
 use ixn_shard::proto::frame::{decode_body, split_frame, FatalFrameError, Header, PROTOCOL_VERSION};
-use ixn_shard::proto::request::{event_ack, event_error, ProtoError};
+use ixn_shard::proto::request::{event_ack, event_error, heartbeat_timeout_of, ProtoError};
 use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame, Request};
 
 use super::executor::{now_ms, Runtime};
@@ -52,6 +53,9 @@ pub struct Conn {
     dead: Cell<bool>,
     /// Why the server dropped the connection, for the 1022 line.
     cause: Cell<Option<&'static str>>,
+    /// The heartbeat timeout the client asked for, in milliseconds (0:
+    /// none): its reads time out after this long without a byte.
+    heartbeat_ms: Cell<u32>,
     client: RefCell<Option<(ClientType, Arc<str>)>>,
     /// The agent logged in on this connection (set by its home shard).
     pub agent: Cell<Option<AgentRef>>,
@@ -76,6 +80,7 @@ impl Conn {
             closing: Cell::new(false),
             dead: Cell::new(false),
             cause: Cell::new(None),
+            heartbeat_ms: Cell::new(0),
             client: RefCell::new(None),
             agent: Cell::new(None),
             events_sent: Cell::new(0),
@@ -171,6 +176,15 @@ impl Conn {
         self.read_resume.notify();
     }
 
+    /// The client asked for heartbeats: from now on the server closes the
+    /// connection when a read has waited `ms` milliseconds without a byte
+    /// (glommio's read timeout; it runs only while the reader waits on the
+    /// socket, not while it holds back under max-pending-requests).
+    fn start_heartbeat(&self, ms: u32) {
+        self.heartbeat_ms.set(ms);
+        let _ = self.stream.borrow().set_read_timeout(Some(Duration::from_millis(ms as u64)));
+    }
+
     /// Drops the connection now, abortively: `cause` is logged with its
     /// close (1022). Linger 0 makes the final close send a reset and
     /// discard what the kernel still holds for this client (a client that
@@ -186,7 +200,7 @@ impl Conn {
         // Give the queued bytes back at once, not just forget them.
         *self.out.borrow_mut() = Vec::new();
         let sock = self.sock();
-        let _ = socket2::SockRef::from(&sock).set_linger(Some(std::time::Duration::ZERO));
+        let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
         let _ = socket2::SockRef::from(&sock).shutdown(std::net::Shutdown::Both);
         self.out_notify.notify();
         self.read_resume.notify();
@@ -226,6 +240,13 @@ impl AsyncWrite for &Conn {
 /// Starts the reader and writer tasks of a new connection.
 pub fn spawn(rt: Rc<Runtime>, conn: Rc<Conn>) {
     let _ = conn.stream.borrow().set_nodelay(true);
+    set_keepalive(&conn, rt.config.server.tcp_keepalive);
+    let write_timeout = rt.config.server.write_timeout;
+    if write_timeout > 0 {
+        // glommio times each write that waits: from the first time the
+        // socket takes nothing until it takes bytes again.
+        let _ = conn.stream.borrow().set_write_timeout(Some(Duration::from_secs(write_timeout)));
+    }
     tracing::debug!(msg_id = msgid::CLIENT_CONNECTED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, "client connected");
     let queue = rt.queue;
     {
@@ -239,6 +260,23 @@ pub fn spawn(rt: Rc<Runtime>, conn: Rc<Conn>) {
 /// nothing to receive, the connection holds no output buffer; one is taken
 /// when an answer is queued and both are given back when the writer has
 /// sent everything and goes idle again.
+/// TCP keepalive (`tcp-keepalive` seconds idle, then a probe every third
+/// of that, three probes): the kernel closes a connection to a peer that
+/// is gone, even one that never asked for heartbeats.
+fn set_keepalive(conn: &Conn, idle_secs: u64) {
+    if idle_secs == 0 {
+        return;
+    }
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(idle_secs))
+        .with_interval(Duration::from_secs((idle_secs / 3).max(1)))
+        .with_retries(3);
+    let sock = conn.sock();
+    if let Err(e) = socket2::SockRef::from(&sock).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(conn = conn.id, error = %e, "cannot set TCP keepalive");
+    }
+}
+
 async fn write_loop(conn: &Conn) {
     let mut sending = Vec::new();
     loop {
@@ -259,11 +297,22 @@ async fn write_loop(conn: &Conn) {
         let mut w = conn;
         let res = w.write_all(&sending).await;
         conn.writing.set(false);
-        sending.clear();
-        if res.is_err() {
-            conn.kill("write error");
+        if let Err(e) = res {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                tracing::warn!(
+                    msg_id = msgid::WRITE_TIMEOUT,
+                    conn = conn.id,
+                    peer = ?conn.peer,
+                    queued_bytes = sending.len() + conn.out.borrow().len(),
+                    "client disconnected: its writes made no progress for write-timeout"
+                );
+                conn.kill("write timeout");
+            } else {
+                conn.kill("write error");
+            }
             break;
         }
+        sending.clear();
     }
     // Every answer is out (or the connection is dead): a plain shutdown(2)
     // ends the reader too.
@@ -297,6 +346,17 @@ async fn read_loop(rt: &Runtime, conn: &Conn) {
         let n = match got {
             Ok(0) => break 'conn "closed by client",
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                tracing::warn!(
+                    msg_id = msgid::HEARTBEAT_TIMEOUT,
+                    conn = conn.id,
+                    peer = ?conn.peer,
+                    heartbeat_ms = conn.heartbeat_ms.get(),
+                    "client disconnected: nothing received within its heartbeat timeout"
+                );
+                conn.kill("heartbeat timeout");
+                break 'conn "closed by server";
+            }
             Err(_) => break 'conn "read error",
         };
         // No await from here to the end of the iteration: nothing else
@@ -371,6 +431,15 @@ fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
         Ok(r) => r,
         Err(e) => return conn.answer(&event_error(ref_id, &e)),
     };
+    // The heartbeat is the connection's business, not the state machine's:
+    // read here, with the request's other attributes (errors 13 and 14).
+    let heartbeat = match &request {
+        Request::RegisterClient { .. } => match heartbeat_timeout_of(&frame) {
+            Ok(h) => h,
+            Err(e) => return conn.answer(&event_error(ref_id, &e)),
+        },
+        _ => None,
+    };
     let client = conn.client.borrow().clone();
     match (request, client) {
         (Request::RegisterClient { .. }, Some(_)) => {
@@ -379,13 +448,17 @@ fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
         (Request::RegisterClient { client_type, name, credential }, None) => {
             match authenticate(&rt.config, conn.peer, client_type, &name, credential.as_deref()) {
                 Ok(()) => {
-                    tracing::info!(msg_id = msgid::CLIENT_REGISTERED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, client = %name, client_type = client_type.name(), "client registered");
+                    tracing::info!(msg_id = msgid::CLIENT_REGISTERED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, client = %name, client_type = client_type.name(), heartbeat_ms = heartbeat.unwrap_or(0), "client registered");
                     *conn.client.borrow_mut() = Some((client_type, name.into()));
-                    let ack = event_ack(ref_id)
+                    let mut ack = event_ack(ref_id)
                         .with(attr::SERVER_NAME, rt.config.server.application_name.as_str())
                         .with(attr::NODE_ID, rt.config.server.node_id as i64)
                         .with(attr::PROTOCOL_VERSION, PROTOCOL_VERSION as i64)
                         .with(attr::SHARD_COUNT, rt.shards as i64);
+                    if let Some(ms) = heartbeat {
+                        conn.start_heartbeat(ms);
+                        ack.push(attr::HEARTBEAT_TIMEOUT, ms as i64);
+                    }
                     conn.answer(&ack);
                 }
                 Err(text) => {
