@@ -73,7 +73,8 @@ pub struct Heartbeat {
     pub remote_timeout: Duration,
     /// addp-timeout: how long this client waits without a byte from the
     /// server, while it sends pings, before it closes the connection and
-    /// reports the server gone.
+    /// reports the server gone. A write that cannot go out for this long
+    /// fails too (the server takes nothing).
     pub timeout: Duration,
 }
 
