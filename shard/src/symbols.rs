@@ -127,10 +127,16 @@ pub(crate) struct Retiring {
     sealed: Option<Batch>,
     /// Still taking names; its boundary moves with each.
     open: Option<Batch>,
+    /// The batch each retired name waits in: its latest retirement. A name
+    /// used again and retired again waits in a later batch, and the earlier
+    /// one must not free it.
+    latest: AHashMap<Sym, u64>,
+    next_batch: u64,
 }
 
 #[derive(Debug)]
 struct Batch {
+    id: u64,
     /// Writes with tokens below this were in flight when the last name
     /// joined.
     boundary: u64,
@@ -145,9 +151,15 @@ impl Retiring {
     /// names that may be freed now.
     pub(crate) fn retire(&mut self, s: Sym, next_token: u64, in_flight: usize) -> Option<Vec<Sym>> {
         if in_flight == 0 && self.sealed.is_none() && self.open.is_none() {
+            self.latest.remove(&s);
             return Some(vec![s]);
         }
-        let open = self.open.get_or_insert(Batch { boundary: 0, waiting: 0, names: Vec::new() });
+        if self.open.is_none() {
+            self.next_batch += 1;
+        }
+        let id = self.next_batch;
+        let open = self.open.get_or_insert(Batch { id, boundary: 0, waiting: 0, names: Vec::new() });
+        self.latest.insert(s, open.id);
         open.boundary = next_token;
         open.waiting = in_flight;
         open.names.push(s);
@@ -174,7 +186,12 @@ impl Retiring {
         let mut freed: Option<Vec<Sym>> = None;
         while self.sealed.as_ref().is_some_and(|b| b.waiting == 0) {
             let b = self.sealed.take().expect("checked");
-            freed.get_or_insert_with(Vec::new).extend(b.names);
+            for s in b.names {
+                if self.latest.get(&s) == Some(&b.id) {
+                    self.latest.remove(&s);
+                    freed.get_or_insert_with(Vec::new).push(s);
+                }
+            }
             self.sealed = self.open.take();
         }
         freed

@@ -130,3 +130,27 @@ fn names_are_bounded_and_room_comes_back() {
     let refused = t.ask(owner).expect("refused at once");
     assert_eq!(error_of(&refused).unwrap().code, ErrorCode::InvalidValue);
 }
+
+#[test]
+fn a_name_used_again_and_retired_again_waits_for_its_latest_retirement() {
+    let mut t = T::new(1000);
+    let id = t.submit("InboundNew").unwrap();
+    let to_workbin = || Request::PlaceInWorkbin { id: id.clone(), workbin: "personal".into(), owner: "o1".into() };
+    assert!(t.ask(to_workbin()).is_none());
+    t.commit_all();
+    // Pipelined: out of the workbin (o1 has no user: it retires behind this
+    // write), back in (o1 used again), stopped (o1 retires again, behind
+    // the stop, whose copy names it).
+    assert!(t.ask(Request::PlaceInQueue { id: id.clone(), queue: Some("inbound".into()) }).is_none());
+    assert!(t.ask(to_workbin()).is_none());
+    t.stop(&id);
+    let first = t.writes.remove(0);
+    t.feed(Input::StorageDone { token: first, ok: true });
+    assert!(t.s.names_held().0 >= 4, "o1 still held: the stop's copy names it");
+    let second = t.writes.remove(0);
+    t.feed(Input::StorageDone { token: second, ok: true });
+    let stop = t.writes.remove(0);
+    let answer = t.feed(Input::StorageDone { token: stop, ok: false }).expect("an answer");
+    assert_eq!(error_of(&answer).unwrap().code, ErrorCode::StorageFailure);
+    assert_eq!(t.s.record(&id).unwrap().workbin_owner.as_deref(), Some("o1"), "restored in o1's workbin");
+}

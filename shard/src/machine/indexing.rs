@@ -130,7 +130,7 @@ impl Shard {
 
     /// The interaction no longer uses `names`: those with no user left
     /// retire at the end of the step ([`Shard::retire_names`]).
-    fn release_names(&mut self, names: [Option<Sym>; 5]) {
+    pub(super) fn release_names(&mut self, names: [Option<Sym>; 5]) {
         for s in names.into_iter().flatten() {
             if self.syms.release(s) {
                 self.unused_names.push(s);
@@ -299,11 +299,17 @@ impl Shard {
     }
 
     /// Checks that every name's count of users is the number of interactions
-    /// using it, and that every name an interaction uses is held.
+    /// using it (and of copies pinned by writes in flight), and that every
+    /// name an interaction uses is held.
     pub fn audit_names(&self) -> Result<(), String> {
         let mut users: ahash::AHashMap<Sym, u32> = ahash::AHashMap::new();
         for (_, ix) in self.store.iter() {
             for s in names_of(ix).into_iter().flatten() {
+                *users.entry(s).or_default() += 1;
+            }
+        }
+        for names in self.pending.values().filter_map(|p| p.pinned) {
+            for s in names.into_iter().flatten() {
                 *users.entry(s).or_default() += 1;
             }
         }
@@ -387,7 +393,7 @@ impl Shard {
 
 /// The interned names an interaction uses: type, subtype, submitter,
 /// workbin owner, handling agent.
-fn names_of(ix: &Interaction) -> [Option<Sym>; 5] {
+pub(super) fn names_of(ix: &Interaction) -> [Option<Sym>; 5] {
     let owner = match ix.place {
         Place::Workbin { owner, .. } => Some(owner),
         Place::Queue(_) => None,

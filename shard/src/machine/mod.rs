@@ -171,6 +171,10 @@ pub(crate) struct Pending {
     /// with doomed writes in between: if the stop fails, the restored row
     /// is written again (a doomed write may have stored the refused change).
     put_back: bool,
+    /// Names this write's copy of an interaction uses, counted as in use
+    /// until it completes: set when a failed change's copy moves to a later
+    /// stop, past the writes the names' retirement waits for.
+    pub(crate) pinned: Option<[Option<crate::symbols::Sym>; 5]>,
     /// Events about the same interaction that came after this write (to
     /// subscribers, to the agent's desktops), sent after its answer and its
     /// own events whether it commits or not, so they keep their order.
@@ -744,6 +748,7 @@ impl Shard {
                 reports: Vec::new(),
                 doomed: false,
                 put_back: false,
+                pinned: None,
                 after: Vec::new(),
                 id,
                 token,
@@ -1190,6 +1195,7 @@ impl Shard {
                 reports,
                 doomed: false,
                 put_back: false,
+                pinned: None,
                 after: Vec::new(),
                 id: ixid.clone(),
                 token,
@@ -1232,8 +1238,12 @@ impl Shard {
             self.last_write.remove(&p.id);
         }
         let after = std::mem::take(&mut p.after);
+        let pinned = p.pinned.take();
         self.complete(p, ok, out);
         out.extend(after);
+        if let Some(names) = pinned {
+            self.release_names(names);
+        }
         // After its undoing, which may bring back names the write held.
         if let Some(freed) = self.retiring.completed(token) {
             self.free_names(freed);
@@ -1332,15 +1342,10 @@ impl Shard {
     /// A submit failed: its interaction is dropped, every later write of it
     /// fails with it, and a delete removes whatever those may store.
     fn forget_submitted(&mut self, token: u64, id: IxId, tie: u64, out: &mut Vec<Output>) {
-        self.doom_later_writes(&id, token);
-        match self.store.find_tie(tie) {
-            Some(slot) => self.forget(slot, out),
-            // Stopped since: if the stop fails, nothing comes back.
-            None => {
-                if let Some(undo) = self.stopped_in_flight(&id, tie) {
-                    *undo = Undo::Nothing;
-                }
-            }
+        // A stop too: there was never anything to stop, nor to report.
+        self.doom_later_writes(&id, token, true);
+        if let Some(slot) = self.store.find_tie(tie) {
+            self.forget(slot, out);
         }
         // Until the delete commits the id counts as being stopped.
         let token = self.new_token();
@@ -1355,6 +1360,7 @@ impl Shard {
                 reports: Vec::new(),
                 doomed: false,
                 put_back: false,
+                pinned: None,
                 after: Vec::new(),
                 id: id.clone(),
                 token,
@@ -1369,7 +1375,7 @@ impl Shard {
     /// later stop carries nothing of it: it stands, and if it fails it
     /// brings back the interaction as it was before the failed change.
     fn revert(&mut self, token: u64, mut before: Interaction, out: &mut Vec<Output>) {
-        let later = self.doom_later_writes(&before.id, token);
+        let later = self.doom_later_writes(&before.id, token, false);
         // Writes of one interaction complete in order: its submit has
         // committed (had it failed, this write would be doomed).
         before.visible = true;
@@ -1383,8 +1389,14 @@ impl Shard {
             };
             assert_eq!(ix.tie, before.tie, "the stop in flight is this interaction's");
             before.clear_assignment();
+            let names = indexing::names_of(&before);
             **ix = before;
             p.put_back = later;
+            assert!(p.pinned.is_none(), "one failed change moves its copy to a stop");
+            p.pinned = Some(names);
+            for s in names.into_iter().flatten() {
+                self.syms.acquire(s);
+            }
             return;
         }
         let slot = match self.store.find_tie(before.tie) {
@@ -1412,14 +1424,15 @@ impl Shard {
 
     /// Marks every write of `id` made after `token` as doomed; returns
     /// whether there was any. Runs only when a write fails.
-    /// A stop is never doomed: it carries nothing of the failed write.
-    fn doom_later_writes(&mut self, id: &IxId, token: u64) -> bool {
+    /// A stop is doomed only with `stops`: it carries nothing of a failed
+    /// change, but stops nothing after a failed submit.
+    fn doom_later_writes(&mut self, id: &IxId, token: u64, stops: bool) -> bool {
         if self.last_write.get(id).is_none_or(|&last| last <= token) {
             return false;
         }
         let mut any = false;
         for p in self.pending.values_mut().filter(|p| p.token > token && &p.id == id) {
-            if !matches!(p.undo, Undo::Restore(_)) {
+            if stops || !matches!(p.undo, Undo::Restore(_)) {
                 p.doomed = true;
                 any = true;
             }
