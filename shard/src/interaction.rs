@@ -17,7 +17,7 @@ pub enum Place {
     Workbin { workbin: WorkbinIdx, owner: Sym },
 }
 
-/// Times set once an agent is involved (issue 4); most queued interactions
+/// Times set once an agent is involved; most queued interactions
 /// have none, so they live behind one pointer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HandlingTimes {
@@ -273,6 +273,13 @@ impl InteractionRecord {
 impl Interaction {
     pub fn properties(&self) -> &KvList {
         self.properties.as_deref().unwrap_or(&EMPTY_LIST)
+    }
+
+    /// Forgets which agent handles it (the agent's link has ended).
+    pub fn clear_assignment(&mut self) {
+        if let Some(h) = self.handling.as_deref_mut() {
+            h.assigned_to = None;
+        }
     }
 
     /// Sets the properties, keeping no allocation when they are empty.

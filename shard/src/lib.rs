@@ -4,6 +4,7 @@
 //! deterministically (see `machine` and docs/architecture.md).
 
 pub mod agent;
+pub mod audit;
 pub mod catalog;
 pub mod condition;
 pub mod coord;
@@ -14,6 +15,7 @@ pub mod peer;
 pub mod proto;
 pub mod report;
 pub mod routing;
+pub mod scan;
 pub mod store;
 pub mod symbols;
 pub mod value;
