@@ -14,9 +14,13 @@
 //!   latency, and checks nothing was lost, duplicated or over capacity
 //!   (`cycle.rs`).
 //! - `gen-config`: prints a configuration with many agents (`genconfig.rs`).
+//! - `fuzz`: starts its own server and fuzzes it over many TCP connections
+//!   with valid and mutated frames, checking that it survives and answers
+//!   (`fuzz.rs`).
 
 mod backlog;
 mod cycle;
+mod fuzz;
 mod genconfig;
 
 use std::collections::HashMap;
@@ -47,6 +51,8 @@ enum Scenario {
     Cycle(cycle::CycleArgs),
     /// Print a server configuration: the embedded default with A agents and places.
     GenConfig(genconfig::GenConfigArgs),
+    /// Fuzz a server it starts: many connections, valid and mutated frames, resets and floods.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -93,6 +99,7 @@ fn main() {
         Scenario::Backlog(a) => backlog::backlog(a),
         Scenario::Cycle(a) => cycle::cycle(a),
         Scenario::GenConfig(a) => genconfig::gen_config(a),
+        Scenario::Fuzz(a) => fuzz::fuzz(a),
     };
     if let Err(e) = result {
         eprintln!("ixn-bench: {e}");
