@@ -217,8 +217,15 @@ impl std::fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "  submissions acknowledged {}, invitations {}, accepts acknowledged {}, pulled {}, fatal closes seen {}, connections the server dropped (output buffer or limit) {}",
-            s.submitted, s.invites, s.accepted, s.pulled, s.fatal_closes, s.excused_closes
+            "  submissions acknowledged {}, invitations {}, accepts acknowledged {}, pulled {}, fatal closes seen {}, connections the server dropped (output buffer or limit) {}; drain {:.1} s, stop {:.1} s",
+            s.submitted,
+            s.invites,
+            s.accepted,
+            s.pulled,
+            s.fatal_closes,
+            s.excused_closes,
+            s.drain.as_secs_f64(),
+            s.stop.as_secs_f64()
         )?;
         let codes: Vec<String> = s.errors.iter().map(|(c, n)| format!("{c}: {n}")).collect();
         write!(f, "  EventError by code: {}", codes.join(", "))
@@ -280,6 +287,10 @@ pub struct Stats {
     pub fatal_closes: u64,
     pub excused_closes: u64,
     pub errors: BTreeMap<i64, u64>,
+    /// Time the answers still due took to arrive at the end.
+    pub drain: Duration,
+    /// Time the server took to stop on SIGTERM.
+    pub stop: Duration,
 }
 
 /// A failure found while running: why, and on which connection.
@@ -297,7 +308,11 @@ fn fail<T>(conn: Option<u64>, reason: String) -> Result<T, Fail> {
 pub fn run(o: &Options) -> Result<Summary, Box<Failure>> {
     let dir = match &o.keep_dir {
         Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("ixn-fuzz-{}-{}", o.seed, std::process::id())),
+        None => {
+            static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::env::temp_dir().join(format!("ixn-fuzz-{}-{}-{}-{n}", o.seed, o.shards, std::process::id()))
+        }
     };
     let early = |reason: String| {
         Box::new(Failure {
@@ -381,6 +396,8 @@ struct Fuzzer<'o> {
     rng: Rng,
     start: Instant,
     server: ServerProcess,
+    /// The server's address, parsed.
+    addr: std::net::SocketAddr,
     world: World,
     history: History,
     stats: Stats,
@@ -397,6 +414,11 @@ struct Fuzzer<'o> {
     suspects: Vec<(u64, u16, Instant, String)>,
     next_watch: Instant,
     next_ghosts: Instant,
+    /// No connect before this (after one timed out).
+    connect_after: Instant,
+    /// When a control connection last got an answer: tells a lost answer
+    /// (the shards answer meanwhile) from a stalled server.
+    last_control_answer: Instant,
 }
 
 /// How often the process and the log are looked at.
@@ -405,6 +427,11 @@ const WATCH_EVERY: Duration = Duration::from_millis(200);
 const PING_EVERY: Duration = Duration::from_millis(500);
 /// How long the log may take to show why the server closed a connection.
 const EXCUSE_GRACE: Duration = Duration::from_secs(2);
+/// A connect that takes longer is given up (a full accept queue drops the
+/// SYN and the kernel retries a second later), and no connect is tried for
+/// `CONNECT_BACKOFF`, so that the loop and its oracles go on.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(50);
+const CONNECT_BACKOFF: Duration = Duration::from_millis(200);
 /// Bytes a connection may have unsent before it waits.
 const MAX_UNSENT: usize = 256 << 10;
 
@@ -415,6 +442,7 @@ impl<'o> Fuzzer<'o> {
             o,
             rng,
             start: now,
+            addr: server.addr.parse().expect("the server prints its address as IP:port"),
             server,
             world: World::new(o.client_ids),
             history: History::default(),
@@ -427,6 +455,8 @@ impl<'o> Fuzzer<'o> {
             suspects: Vec::new(),
             next_watch: now,
             next_ghosts: now + Duration::from_millis(500),
+            connect_after: now,
+            last_control_answer: now,
         }
     }
 
@@ -511,11 +541,12 @@ impl<'o> Fuzzer<'o> {
             let frame = request.encode(r);
             let bytes = frame.encode();
             self.history.sent(self.start.elapsed(), c.conn.serial, &frame, None, &bytes);
-            c.conn.send(&bytes);
+            let end = c.conn.send(&bytes);
             c.conn.pending.insert(
                 r,
                 Pending {
-                    sent_at: now,
+                    sent_at: None,
+                    end,
                     name: request.name(),
                     expect: Some(answers_of(frame.msg_type)),
                     follow: Follow::Nothing,
@@ -537,7 +568,7 @@ impl<'o> Fuzzer<'o> {
                 continue;
             }
             if let Some(c) = self.slots[i].take() {
-                self.close(c, now);
+                self.close(c);
             }
             // Spread the openings: at most a few per round.
             if self.rng.chance(0.5) {
@@ -548,13 +579,12 @@ impl<'o> Fuzzer<'o> {
     }
 
     /// Closes a connection the way its generator draws: FIN, RST, or RST in
-    /// the middle of a frame.
-    fn close(&mut self, mut c: Conn, now: Instant) {
-        let at = self.at();
-        // A clean connection that the server closed is judged in `watch`.
-        if c.eof && c.checked() {
+    /// the middle of a frame. One the server closed is just dropped.
+    fn close(&mut self, mut c: Conn) {
+        if c.eof {
             return;
         }
+        let at = self.at();
         match c.rng.below(4) {
             0 => {
                 self.history.note(at, c.serial, "close (FIN)".into());
@@ -576,25 +606,33 @@ impl<'o> Fuzzer<'o> {
                 c.close_with_reset();
             }
         }
-        let _ = now;
+    }
+
+    /// A new connection to the server, unless connecting is backing off.
+    fn connect(&mut self, now: Instant) -> Option<TcpStream> {
+        if now < self.connect_after {
+            return None;
+        }
+        match TcpStream::connect_timeout(&self.addr, CONNECT_TIMEOUT) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.history.note(self.at(), 0, format!("connect failed: {e}"));
+                self.connect_after = Instant::now() + CONNECT_BACKOFF;
+                None
+            }
+        }
     }
 
     /// Opens a fuzzing connection and queues its registration.
     fn open(&mut self, now: Instant) -> Option<Conn> {
-        let stream = match TcpStream::connect(self.server.addr.as_str()) {
-            Ok(s) => s,
-            Err(e) => {
-                self.history.note(self.at(), 0, format!("connect failed: {e}"));
-                return None;
-            }
-        };
+        let stream = self.connect(now)?;
         let role = Role::FUZZING[self.rng.weighted(&[5, 5, 3, 2, 1, 2])];
         self.serial += 1;
         let mut c = Conn::new(self.serial, role, stream, self.rng.fork(), now).ok()?;
         self.stats.connections += 1;
         let r = &mut c.rng;
         c.window = *r.pick(&[1, 2, 4, 4, 8, 16]);
-        c.mutation_rate = if r.chance(0.55) { 0.0 } else { *r.pick(&[0.02, 0.05, 0.1, 0.3]) };
+        c.mutation_rate = if r.chance(0.5) { 0.0 } else { *r.pick(&[0.05, 0.1, 0.2, 0.4]) };
         c.ends_at = now + Duration::from_millis(r.range(500, 15_000));
         c.trickle = r.chance(0.05).then(|| r.range(1, 7) as usize);
         self.history.note(
@@ -646,8 +684,8 @@ impl<'o> Fuzzer<'o> {
         }
         c.next_action = now + Duration::from_millis(if c.rng.chance(0.3) { 0 } else { c.rng.range(1, 40) });
         match c.rng.below(1000) {
-            0..=2 => self.flood(c, now),
-            3 => self.go_deaf(c, now),
+            0 | 1 => self.flood(c, now),
+            2 => self.go_deaf(c, now),
             _ => {
                 let seat = Seat {
                     role: c.role,
@@ -724,15 +762,15 @@ impl<'o> Fuzzer<'o> {
                     self.stats.mutated_framed += 1;
                 }
                 let expect = if kind.is_none() { Some(answers_of(frame.msg_type)) } else { None };
-                c.pending.insert(r, Pending { sent_at: now, name: p.request.name(), expect, follow: p.follow });
-                c.send(&bytes);
+                let end = c.send(&bytes);
+                c.pending.insert(r, Pending { sent_at: None, end, name: p.request.name(), expect, follow: p.follow });
                 true
             }
             Effect::Fatal(code) => {
                 self.stats.mutated_fatal += 1;
-                c.send(&bytes);
+                let end = c.send(&bytes);
                 if c.state == Stream::Clean {
-                    c.state = Stream::Doomed { since: now, code };
+                    c.state = Stream::Doomed { since: None, end, code };
                 }
                 false
             }
@@ -784,7 +822,7 @@ impl<'o> Fuzzer<'o> {
         let n = if self.rng.chance(0.3) { self.rng.range(20, 60) } else { self.rng.range(1, 4) };
         self.history.note(at, 0, format!("{n} short-lived connections"));
         for _ in 0..n {
-            let Ok(mut stream) = TcpStream::connect(self.server.addr.as_str()) else { continue };
+            let Some(mut stream) = self.connect(now) else { break };
             self.stats.ghosts += 1;
             let _ = stream.set_nonblocking(true);
             let (name, password) = Role::MediaServer.client();
@@ -925,6 +963,9 @@ impl<'o> Fuzzer<'o> {
             return self.unsolicited(c, &f);
         }
         self.stats.answers += 1;
+        if c.role == Role::Control {
+            self.last_control_answer = now;
+        }
         let Some(p) = c.pending.remove(&f.ref_id) else {
             if c.checked() {
                 return fail(
@@ -1074,16 +1115,19 @@ impl<'o> Fuzzer<'o> {
                             return fail(
                                 Some(c.serial),
                                 format!(
-                                    "no answer to {} (ref {r}) on a {:?} connection after {:.1} s",
+                                    "no answer to {} (ref {r}) on a {:?} connection after {:.1} s (the control connections were last answered {:.1} s ago)",
                                     p.name,
                                     c.role,
-                                    waited.as_secs_f64()
+                                    waited.as_secs_f64(),
+                                    now.saturating_duration_since(self.last_control_answer).as_secs_f64()
                                 ),
                             );
                         }
                     }
                 }
-                Stream::Doomed { since, code } if now.duration_since(since) > deadline && !c.eof => {
+                Stream::Doomed { since: Some(since), code, .. }
+                    if now.saturating_duration_since(since) > deadline && !c.eof =>
+                {
                     return fail(
                         Some(c.serial),
                         format!(
@@ -1144,7 +1188,8 @@ impl<'o> Fuzzer<'o> {
     /// The end: no new requests; the answers still due must come; each shard
     /// answers a last ping; SIGTERM stops the server with status 0.
     fn finish(&mut self) -> Result<(), Fail> {
-        let until = Instant::now() + self.o.deadline + Duration::from_secs(1);
+        let drain_start = Instant::now();
+        let until = drain_start + self.o.deadline + Duration::from_secs(1);
         for c in &mut self.controls {
             c.next_ping = Instant::now();
         }
@@ -1167,8 +1212,12 @@ impl<'o> Fuzzer<'o> {
         }
         self.ghosts.clear();
         self.watch(Instant::now() + WATCH_EVERY)?;
+        self.stats.drain = drain_start.elapsed();
         let timeout = Duration::from_secs(30);
-        match self.server.terminate(timeout) {
+        let stop_start = Instant::now();
+        let stopped = self.server.terminate(timeout);
+        self.stats.stop = stop_start.elapsed();
+        match stopped {
             Ok(status) if status.success() => {}
             Ok(status) => return fail(None, format!("ixn-server stopped on SIGTERM with {status}")),
             Err(e) => return fail(None, e),

@@ -20,7 +20,13 @@ use super::rng::Rng;
 
 /// A request sent and not yet answered.
 pub struct Pending {
-    pub sent_at: Instant,
+    /// When its last byte went to the kernel; `None` while it waits in the
+    /// connection's own buffer (a trickling or flooded connection may take
+    /// a while to write it, and the server cannot answer what it has not
+    /// got). The deadline runs from here.
+    pub sent_at: Option<Instant>,
+    /// The connection's byte count at the end of the frame.
+    pub end: u64,
     pub name: &'static str,
     /// The answer types allowed; `None` for a mutated frame (it may have
     /// become any request).
@@ -33,9 +39,10 @@ pub struct Pending {
 pub enum Stream {
     /// Every frame sent so far is whole: answers are checked.
     Clean,
-    /// A fatal frame was sent (length or version): the server must send
+    /// A fatal frame was queued (length or version), ending at byte `end`
+    /// of the stream: once it is written (`since`), the server must send
     /// EventError with this code and close, by the deadline.
-    Doomed { since: Instant, code: ErrorCode },
+    Doomed { since: Option<Instant>, end: u64, code: ErrorCode },
     /// Broken in a way that leaves nothing to expect.
     Broken,
 }
@@ -50,6 +57,9 @@ pub struct Conn {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     wpos: usize,
+    /// Bytes queued and bytes written since the connection opened.
+    queued: u64,
+    written: u64,
     /// At most this many bytes per write (1..): frames arrive in pieces.
     pub trickle: Option<usize>,
     next_ref: u32,
@@ -91,6 +101,8 @@ impl Conn {
             rbuf: Vec::with_capacity(16 << 10),
             wbuf: Vec::new(),
             wpos: 0,
+            queued: 0,
+            written: 0,
             trickle: None,
             next_ref: 1,
             pending: HashMap::new(),
@@ -148,14 +160,17 @@ impl Conn {
         self.wbuf.len() - self.wpos
     }
 
-    /// Queues bytes to send.
-    pub fn send(&mut self, bytes: &[u8]) {
+    /// Queues bytes to send; returns the stream offset where they end.
+    pub fn send(&mut self, bytes: &[u8]) -> u64 {
         self.wbuf.extend_from_slice(bytes);
+        self.queued += bytes.len() as u64;
+        self.queued
     }
 
     /// Writes what the socket takes now. A write error means the server
     /// closed the connection.
     pub fn write_some(&mut self) {
+        let before = self.written;
         while self.wpos < self.wbuf.len() && !self.eof {
             let end = match self.trickle {
                 Some(n) => (self.wpos + n).min(self.wbuf.len()),
@@ -163,7 +178,10 @@ impl Conn {
             };
             match self.stream.write(&self.wbuf[self.wpos..end]) {
                 Ok(0) => self.eof = true,
-                Ok(n) => self.wpos += n,
+                Ok(n) => {
+                    self.wpos += n;
+                    self.written += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => self.eof = true,
@@ -178,6 +196,25 @@ impl Conn {
         } else if self.wpos > 1 << 20 {
             self.wbuf.drain(..self.wpos);
             self.wpos = 0;
+        }
+        if self.written > before {
+            self.mark_written(Instant::now());
+        }
+    }
+
+    /// Starts the clock of every request (and of a fatal frame) whose last
+    /// byte is now written.
+    fn mark_written(&mut self, now: Instant) {
+        let written = self.written;
+        for p in self.pending.values_mut() {
+            if p.sent_at.is_none() && p.end <= written {
+                p.sent_at = Some(now);
+            }
+        }
+        if let Stream::Doomed { since: since @ None, end, .. } = &mut self.state {
+            if *end <= written {
+                *since = Some(now);
+            }
         }
     }
 
@@ -218,12 +255,13 @@ impl Conn {
         }
     }
 
-    /// The oldest request still waiting, if any: (ref id, how long).
+    /// The request written longest ago and still waiting, if any: (ref
+    /// id, how long it has waited).
     pub fn oldest_pending(&self, now: Instant) -> Option<(u32, &Pending, Duration)> {
         self.pending
             .iter()
-            .min_by_key(|(_, p)| p.sent_at)
-            .map(|(r, p)| (*r, p, now.saturating_duration_since(p.sent_at)))
+            .filter_map(|(r, p)| p.sent_at.map(|t| (*r, p, now.saturating_duration_since(t))))
+            .max_by_key(|(_, _, waited)| *waited)
     }
 
     /// Closes with RST (SO_LINGER 0) instead of FIN: the server sees a reset.
