@@ -524,34 +524,35 @@ impl<'o> Fuzzer<'o> {
         Ok(())
     }
 
+    /// Each control connection pings every half second (a ping answers from
+    /// the connection's own shard) and, every other second or so, asks for
+    /// the queue depths (which go through every shard); one of each may be
+    /// in flight, so a shard that stops answering is told from cross-shard
+    /// work that stops.
     fn ping_controls(&mut self, now: Instant) {
         for c in &mut self.controls {
-            if now < c.next_ping || !c.conn.pending.is_empty() {
+            if now < c.next_ping {
                 continue;
             }
             c.next_ping = now + PING_EVERY;
-            // A ping answers from the connection's own shard; the queue depth
-            // goes through every shard.
-            let request = if c.conn.rng.chance(0.25) {
-                Request::GetQueueDepth { tenant: "default".into() }
-            } else {
-                Request::Ping
-            };
-            let r = c.conn.take_ref();
-            let frame = request.encode(r);
-            let bytes = frame.encode();
-            self.history.sent(self.start.elapsed(), c.conn.serial, &frame, None, &bytes);
-            let end = c.conn.send(&bytes);
-            c.conn.pending.insert(
-                r,
-                Pending {
-                    sent_at: None,
-                    end,
-                    name: request.name(),
-                    expect: Some(answers_of(frame.msg_type)),
-                    follow: Follow::Nothing,
-                },
-            );
+            let waiting = |name: &str| c.conn.pending.values().any(|p| p.name == name);
+            let mut requests = Vec::new();
+            if !waiting("RequestPing") {
+                requests.push(Request::Ping);
+            }
+            if !waiting("RequestGetQueueDepth") && c.conn.rng.chance(0.25) {
+                requests.push(Request::GetQueueDepth { tenant: "default".into() });
+            }
+            for request in requests {
+                let r = c.conn.take_ref();
+                let frame = request.encode(r);
+                let bytes = frame.encode();
+                self.history.sent(self.start.elapsed(), c.conn.serial, &frame, None, &bytes);
+                let end = c.conn.send(&bytes);
+                let expect = Some(answers_of(frame.msg_type));
+                let pending = Pending { sent_at: None, end, name: request.name(), expect, follow: Follow::Nothing };
+                c.conn.pending.insert(r, pending);
+            }
         }
     }
 
@@ -963,6 +964,7 @@ impl<'o> Fuzzer<'o> {
             return self.unsolicited(c, &f);
         }
         self.stats.answers += 1;
+        c.last_answer = Some(now);
         if c.role == Role::Control {
             self.last_control_answer = now;
         }
@@ -1145,7 +1147,16 @@ impl<'o> Fuzzer<'o> {
                 if waited > deadline {
                     return fail(
                         Some(c.conn.serial),
-                        format!("shard {} stopped answering: no answer to {} (ref {r}) on its control connection after {:.1} s", c.shard, p.name, waited.as_secs_f64()),
+                        format!(
+                            "shard {} stopped answering: no answer to {} (ref {r}) on its control connection after {:.1} s; that connection's last answer came {}",
+                            c.shard,
+                            p.name,
+                            waited.as_secs_f64(),
+                            match c.conn.last_answer {
+                                Some(t) => format!("{:.1} s ago", now.saturating_duration_since(t).as_secs_f64()),
+                                None => "never".into(),
+                            }
+                        ),
                     );
                 }
             }

@@ -86,6 +86,8 @@ pub struct Conn {
     pub subscribed: bool,
     /// Requests to send before anything else (answers to invitations...).
     pub reactions: Vec<super::gen::Planned>,
+    /// When the last answer (not an unsolicited event) arrived.
+    pub last_answer: Option<Instant>,
 }
 
 impl Conn {
@@ -122,6 +124,7 @@ impl Conn {
             snapshots: Vec::new(),
             subscribed: false,
             reactions: Vec::new(),
+            last_answer: None,
         })
     }
 
