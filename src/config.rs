@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use ixn_shard::catalog::{Catalog, Tenant, WorkbinKind};
-use ixn_shard::machine::{AgentParams, MultipleConnections};
+use ixn_shard::machine::{AgentParams, ClientTypes, MultipleConnections};
 use ixn_shard::proto::frame::{ABSOLUTE_MAX_FRAME, DEFAULT_MAX_FRAME, HEADER_LEN};
 use ixn_shard::proto::ClientType;
 use serde::Deserialize;
@@ -167,6 +167,14 @@ pub struct Settings {
     pub pull_hold_timeout: f64,
     /// Most interactions one snapshot holds.
     pub max_interactions_per_snapshot: u32,
+    /// Most property keys of one interaction, nested lists' keys included.
+    pub max_properties_per_interaction: usize,
+    /// Client types that may search (RequestFindInteractions).
+    #[serde(deserialize_with = "de_client_types")]
+    pub find_client_types: ClientTypes,
+    /// Client types that may take snapshots.
+    #[serde(deserialize_with = "de_client_types")]
+    pub snapshot_client_types: ClientTypes,
     /// Seconds an invitation to an agent waits for an answer before it is
     /// revoked and the interaction goes back to its place in its queue.
     pub delivering_timeout: f64,
@@ -206,6 +214,10 @@ impl Settings {
     }
 }
 
+/// Largest `max-properties-per-interaction`: a frame (1 MiB at most by
+/// default) holds no more entries than this anyway.
+const MAX_PROPERTIES_PER_INTERACTION: usize = 100_000;
+
 /// Seconds (checked to be 0 to 1e9 at parse) to whole milliseconds.
 fn secs_to_ms(s: f64) -> i64 {
     (s * 1000.0).round() as i64
@@ -222,6 +234,9 @@ impl Default for Settings {
             routing_timeout: 720.0 * 60.0,
             pull_hold_timeout: 0.0,
             max_interactions_per_snapshot: 500,
+            max_properties_per_interaction: ixn_shard::machine::DEFAULT_MAX_PROPERTY_KEYS,
+            find_client_types: ClientTypes::all(),
+            snapshot_client_types: ClientTypes::all(),
             delivering_timeout: 30.0,
             handling_timeout: 180.0 * 60.0,
             not_ready_on_invitation_timeout: false,
@@ -385,6 +400,19 @@ fn de_multiple_connections<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Mul
     }
 }
 
+/// A list of client type names, such as `["operator", "routing-engine"]`.
+fn de_client_types<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ClientTypes, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    let mut types = Vec::new();
+    for n in &names {
+        let t = ClientType::from_name(n).ok_or_else(|| {
+            serde::de::Error::custom(format!("unknown client type '{n}' (one of {:?})", ClientTypes::all().names()))
+        })?;
+        types.push(t);
+    }
+    Ok(ClientTypes::of(&types))
+}
+
 fn de_client_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ClientType, D::Error> {
     let s = String::deserialize(d)?;
     ClientType::from_name(&s).ok_or_else(|| {
@@ -467,6 +495,12 @@ impl Config {
             return Err(key_at(
                 "max-interactions-per-snapshot",
                 "[settings] max-interactions-per-snapshot must be at least 1".into(),
+            ));
+        }
+        if !(1..=MAX_PROPERTIES_PER_INTERACTION).contains(&s.max_properties_per_interaction) {
+            return Err(key_at(
+                "max-properties-per-interaction",
+                format!("[settings] max-properties-per-interaction must be 1 to {MAX_PROPERTIES_PER_INTERACTION}"),
             ));
         }
         if !(s.delivering_timeout > 0.0 && s.delivering_timeout <= 1e9) {
@@ -778,6 +812,9 @@ mod tests {
         assert_eq!(a.routing_timeout, b.routing_timeout);
         assert_eq!(a.pull_hold_timeout, b.pull_hold_timeout);
         assert_eq!(a.max_interactions_per_snapshot, b.max_interactions_per_snapshot);
+        assert_eq!(a.max_properties_per_interaction, b.max_properties_per_interaction);
+        assert_eq!(a.find_client_types, b.find_client_types);
+        assert_eq!(a.snapshot_client_types, b.snapshot_client_types);
         assert_eq!(format!("{:?}", a.agent_params()), format!("{:?}", b.agent_params()));
         assert_eq!(format!("{:?}", file.cluster), format!("{:?}", default.cluster));
         assert!(file.clients.is_empty());
@@ -805,6 +842,20 @@ mod tests {
         let e = Config::parse("[settings]\ndbprotocol = \"db-server\"\n", "x.toml").unwrap_err();
         assert!(e.0.starts_with("x.toml:2:"), "{}", e.0);
         let e = Config::parse("[settings]\nnumber-of-database-connections = 0\n", "x.toml").unwrap_err();
+        assert!(e.0.starts_with("x.toml:2:"), "{}", e.0);
+    }
+
+    #[test]
+    fn scan_client_types_are_read_and_checked() {
+        let c = Config::parse("[settings]\nsnapshot-client-types = [\"operator\", \"routing-engine\"]\n", "x.toml")
+            .unwrap();
+        let t = c.settings.snapshot_client_types;
+        assert!(t.contains(ClientType::Operator) && t.contains(ClientType::RoutingEngine));
+        assert!(!t.contains(ClientType::AgentDesktop));
+        assert_eq!(c.settings.find_client_types, ClientTypes::all());
+        let e = Config::parse("[settings]\n\nfind-client-types = [\"desk\"]\n", "x.toml").unwrap_err();
+        assert!(e.0.starts_with("x.toml:3:") && e.0.contains("unknown client type 'desk'"), "{}", e.0);
+        let e = Config::parse("[settings]\nmax-properties-per-interaction = 0\n", "x.toml").unwrap_err();
         assert!(e.0.starts_with("x.toml:2:"), "{}", e.0);
     }
 

@@ -80,6 +80,13 @@ pub(crate) struct Held {
 }
 
 /// The state of one agent on its home shard.
+///
+/// The capacity rule (invariant 3): an agent's capacity for a media type
+/// may be lowered below what it holds of that type (a login again with a
+/// smaller media list, RemoveMedia then AddMedia); what it holds stays with
+/// it, and it is offered nothing new of that type until it holds fewer than
+/// its capacity. [`Shard::reserve`] is the only place holdings grow, and it
+/// asserts the agent is below capacity.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AgentState {
     pub login: Option<Login>,
@@ -723,11 +730,15 @@ impl Shard {
         let result = self.check_available(a, media);
         let result = result.map(|()| {
             let st = self.agent_state_mut(a);
-            st.held.push(Held { id: id.clone(), media, accepted: false });
             let login = st.login.as_ref().expect("checked available");
             let m = login.media.iter().find(|m| m.media == media).expect("checked available");
-            assert!(st.held_for(media) <= m.capacity, "invariant 3: capacity exceeded");
-            (login.conns.to_vec(), login.place)
+            // Invariant 3, as the capacity rule states it: a unit is taken
+            // only below capacity, so holdings grow past it never; they
+            // exceed it only when the capacity was lowered below them.
+            assert!(st.held_for(media) < m.capacity, "invariant 3: an offer to an agent at or over its capacity");
+            let granted = (login.conns.to_vec(), login.place);
+            st.held.push(Held { id: id.clone(), media, accepted: false });
+            granted
         });
         out.push(Output::Peer { to: from, msg: PeerMsg::Reserved { ticket, id, agent: a, result } });
         self.publish(a, out);

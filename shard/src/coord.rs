@@ -19,18 +19,23 @@
 //! interaction, and a conflict costs the loser one more round.
 //!
 //! **Snapshots** cut every shard at one instant: each shard, when asked,
-//! lists its matches and then holds back every input that would change an
+//! takes its cut (scan.rs: from then on it keeps seeing its interactions as
+//! they were then) and holds back every input that would change an
 //! interaction until the coordinator, having heard from all shards, sends
-//! `Thaw`. At the moment the last shard lists its matches, every shard is
-//! held, so the lists together are the state of the node at that moment.
+//! `Thaw`. At the moment the last shard takes its cut, every shard is held,
+//! so the cuts together are the state of the node at that moment. The hold
+//! lasts one round trip; the scans themselves run afterwards, in slices,
+//! while the shards serve other requests.
+//!
+//! Finds and workbin reads scan each shard in slices too, each shard at its
+//! own cut, without holding anything.
 
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use crate::catalog::{TenantIdx, ViewIdx};
 use crate::condition::Condition;
 use crate::interaction::Millis;
-use crate::machine::{Caller, Origin, Output, Shard};
+use crate::machine::{Caller, ClientTypes, Origin, Output, Shard};
 use crate::peer::{Filter, Head, Holder, IdList, LockKind, PeerMsg, QueueDepth, ScanMode};
 use crate::proto::frame::{encode_attr, encoded_list_len, Frame};
 use crate::proto::msg::{attr, msg_type, ClientType, ErrorCode};
@@ -45,6 +50,11 @@ pub const MAX_PULL_ROUNDS: u32 = 16;
 /// Snapshots one connection may hold at once: each holds memory on its
 /// shard until released.
 pub const MAX_SNAPSHOTS_PER_CONNECTION: usize = 64;
+
+/// Searches and snapshots one shard coordinates at once: each scans every
+/// shard, and a shard keeps a session (and its changes since the cut) for
+/// each.
+pub const MAX_SCANS_PER_SHARD: usize = 8;
 
 /// Room kept in a frame for the attributes besides the interactions.
 const FRAME_MARGIN: usize = 256;
@@ -104,6 +114,8 @@ pub(crate) struct ScanOp {
     total: u64,
     /// The client left; a snapshot still thaws the shards, but is not kept.
     orphaned: bool,
+    /// Snapshot: shards that have not taken their cut yet.
+    cuts_outstanding: u16,
 }
 
 /// Bytes `start..end` of one shard's Described buffer.
@@ -173,9 +185,6 @@ pub struct Snapshot {
 }
 
 type Reply = Result<Option<Frame>, ProtoError>;
-
-/// A shard's matches: ties, ids, and descriptions for a find.
-type Found = (Vec<u64>, IdList, Vec<KvList>);
 
 fn invalid_condition(e: impl std::fmt::Display) -> ProtoError {
     ProtoError::new(ErrorCode::InvalidCondition, format!("condition {e}"))
@@ -411,10 +420,11 @@ impl Shard {
         limit: u32,
         out: &mut Vec<Output>,
     ) -> Reply {
+        Self::may_scan(caller, self.params.find_clients, "search interactions", "find-client-types")?;
         let condition = Arc::new(Condition::parse(condition).map_err(invalid_condition)?);
         let tenant = tenant.map(|t| self.tenant_idx(t)).transpose()?;
         let filter = Filter::Condition { tenant, condition };
-        self.start_scan(caller, ScanWhat::Find, filter, limit, ScanMode::Find, out);
+        self.start_scan(caller, ScanWhat::Find, filter, limit, ScanMode::Find, out)?;
         Ok(None)
     }
 
@@ -429,7 +439,7 @@ impl Shard {
         let t = self.tenant_idx(tenant)?;
         let w = self.workbin_idx(t, workbin)?;
         let filter = Filter::Workbin { tenant: t, workbin: w, owner: owner.into() };
-        self.start_scan(caller, ScanWhat::Workbin, filter, MAX_FIND_LIMIT, ScanMode::Find, out);
+        self.start_scan(caller, ScanWhat::Workbin, filter, MAX_FIND_LIMIT, ScanMode::Find, out)?;
         Ok(None)
     }
 
@@ -442,6 +452,7 @@ impl Shard {
         limit: Option<u32>,
         out: &mut Vec<Output>,
     ) -> Reply {
+        Self::may_scan(caller, self.params.snapshot_clients, "take snapshots", "snapshot-client-types")?;
         let condition = Arc::new(Condition::parse(condition).map_err(invalid_condition)?);
         let tenant = tenant.map(|t| self.tenant_idx(t)).transpose()?;
         let taking = |o: &Op| matches!(o, Op::Scan(s) if s.caller.origin == caller.origin && matches!(s.what, ScanWhat::Snapshot { .. }));
@@ -462,8 +473,18 @@ impl Shard {
         }
         let mode = ScanMode::Snapshot { snapshot, lock: holder };
         let filter = Filter::Condition { tenant, condition };
-        self.start_scan(caller, ScanWhat::Snapshot { snapshot, lock }, filter, limit, mode, out);
+        self.start_scan(caller, ScanWhat::Snapshot { snapshot, lock }, filter, limit, mode, out)?;
         Ok(None)
+    }
+
+    fn may_scan(caller: &Caller, allowed: ClientTypes, what: &str, option: &str) -> Result<(), ProtoError> {
+        if allowed.contains(caller.client_type) {
+            return Ok(());
+        }
+        Err(ProtoError::new(
+            ErrorCode::NotPermitted,
+            format!("a {} client may not {what} ({option} = {:?})", caller.client_type.name(), allowed.names()),
+        ))
     }
 
     fn start_scan(
@@ -474,7 +495,14 @@ impl Shard {
         limit: u32,
         mode: ScanMode,
         out: &mut Vec<Output>,
-    ) {
+    ) -> Result<(), ProtoError> {
+        let running = self.ops.values().filter(|o| matches!(o, Op::Scan(_))).count();
+        if running >= MAX_SCANS_PER_SHARD {
+            return Err(ProtoError::new(
+                ErrorCode::Overloaded,
+                format!("{running} searches and snapshots are in progress on this shard, the most allowed; retry"),
+            ));
+        }
         let op = self.new_op(Op::Scan(ScanOp {
             caller: caller.clone(),
             what,
@@ -483,8 +511,19 @@ impl Shard {
             parts: Vec::new(),
             total: 0,
             orphaned: false,
+            cuts_outstanding: self.params.shards,
         }));
         self.broadcast(PeerMsg::Scan { op, filter, limit, mode }, out);
+        Ok(())
+    }
+
+    /// A shard has taken a snapshot's cut; once all have, they may go on.
+    fn cut_taken(&mut self, op: u64, out: &mut Vec<Output>) {
+        let Some(Op::Scan(s)) = self.ops.get_mut(&op) else { return };
+        s.cuts_outstanding -= 1;
+        if s.cuts_outstanding == 0 {
+            self.broadcast(PeerMsg::Thaw { op }, out);
+        }
     }
 
     fn scanned(
@@ -540,7 +579,6 @@ impl Shard {
                 Self::reply(out, &s.caller, f);
             }
             ScanWhat::Snapshot { snapshot, lock } => {
-                self.broadcast(PeerMsg::Thaw { op }, out);
                 if lock && !extra.is_empty() {
                     let mut by_shard: Vec<IdList> = vec![IdList::new(); self.params.shards as usize];
                     for (_, shard, p, i) in extra {
@@ -760,7 +798,7 @@ impl Shard {
     pub(crate) fn handle_peer(&mut self, now_ms: Millis, from: u16, msg: PeerMsg, out: &mut Vec<Output>) {
         match msg {
             PeerMsg::PullRead { op, tenant, view, n, watch } => {
-                let index = &self.views[tenant as usize][view as usize];
+                let index = &self.index.view(tenant, view);
                 let heads: Vec<Head> = index
                     .head(n as usize)
                     .into_iter()
@@ -782,7 +820,7 @@ impl Shard {
                 for h in heads {
                     let slot = self.store.find(&h.id);
                     let ok = slot.is_some_and(|s| self.store.get(s).tie == h.tie)
-                        && self.views[tenant as usize][view as usize].contains(&h.key, h.tie);
+                        && self.index.view(tenant, view).contains(&h.key, h.tie);
                     match slot {
                         Some(slot) if ok => {
                             self.lock(slot, holder.clone(), LockKind::Routing, deadline, out);
@@ -804,18 +842,27 @@ impl Shard {
                 }
             }
             PeerMsg::Scan { op, filter, limit, mode } => {
-                let ((ties, ids, described), total) = self.scan(&filter, limit, &mode, out);
-                out.push(Output::Peer { to: from, msg: PeerMsg::Scanned { op, ties, ids, described, total } });
-                if matches!(mode, ScanMode::Snapshot { .. }) {
+                let snapshot = matches!(mode, ScanMode::Snapshot { .. });
+                if self.open_scan(from, op, filter, limit, mode) {
+                    out.push(Output::Peer { to: self.params.shard, msg: PeerMsg::ScanSlice { coord: from, op } });
+                }
+                if snapshot {
+                    // Hold every change until all shards have their cut.
                     self.frozen += 1;
+                    out.push(Output::Peer { to: from, msg: PeerMsg::CutTaken { op } });
                 }
             }
+            PeerMsg::CutTaken { op } => self.cut_taken(op, out),
+            PeerMsg::ScanSlice { coord, op } => self.scan_slice(coord, op, out),
             PeerMsg::Scanned { op, ties, ids, described, total } => {
                 self.scanned(from, op, (ties, ids, described), total, out)
             }
-            PeerMsg::Thaw { .. } => {
+            PeerMsg::Thaw { op } => {
                 assert!(self.frozen > 0, "thaw without a cut");
                 self.frozen -= 1;
+                if self.run_scan(from, op) {
+                    out.push(Output::Peer { to: self.params.shard, msg: PeerMsg::ScanSlice { coord: from, op } });
+                }
             }
             PeerMsg::Describe { op, ids } => {
                 let mut encoded = Vec::new();
@@ -841,11 +888,11 @@ impl Shard {
                 let queues = t
                     .queues
                     .iter()
-                    .zip(&self.depth[tenant as usize])
+                    .zip(self.index.queue_counts(tenant))
                     .map(|(q, c)| QueueDepth {
                         interactions: c.interactions,
                         locked: c.locked,
-                        views: q.views.iter().map(|&v| self.views[tenant as usize][v as usize].len() as u64).collect(),
+                        views: q.views.iter().map(|&v| self.index.view(tenant, v).len() as u64).collect(),
                     })
                     .collect();
                 out.push(Output::Peer { to: from, msg: PeerMsg::QueueDepths { op, queues } });
@@ -886,58 +933,6 @@ impl Shard {
         }
     }
 
-    /// The first `limit` visible matches of `filter` in submission order,
-    /// and how many matched. A locking snapshot takes only unlocked ones,
-    /// and locks them.
-    fn scan(&mut self, filter: &Filter, limit: u32, mode: &ScanMode, out: &mut Vec<Output>) -> (Found, u64) {
-        let names = self.names();
-        let owner = match filter {
-            Filter::Workbin { owner, .. } => self.syms.lookup(owner),
-            Filter::Condition { .. } => None,
-        };
-        let locking = matches!(mode, ScanMode::Snapshot { lock: Some(_), .. });
-        let mut best: BinaryHeap<(u64, Slot)> = BinaryHeap::new();
-        let mut total = 0u64;
-        for (slot, ix) in self.store.iter() {
-            if !ix.visible || (locking && self.locks.contains_key(&slot)) {
-                continue;
-            }
-            let hit = match filter {
-                Filter::Condition { tenant, condition } => {
-                    tenant.is_none_or(|t| t == ix.tenant) && ix.matches(condition, names)
-                }
-                Filter::Workbin { tenant, workbin, .. } => {
-                    ix.tenant == *tenant
-                        && matches!(ix.place, crate::interaction::Place::Workbin { workbin: w, owner: o }
-                            if w == *workbin && Some(o) == owner)
-                }
-            };
-            if !hit {
-                continue;
-            }
-            total += 1;
-            best.push((ix.tie, slot));
-            if best.len() > limit as usize {
-                best.pop();
-            }
-        }
-        let picked = best.into_sorted_vec();
-        let mut ties = Vec::with_capacity(picked.len());
-        let mut ids = IdList::new();
-        let mut described = Vec::new();
-        for (tie, slot) in picked {
-            if matches!(mode, ScanMode::Find) {
-                described.push(self.describe(slot));
-            }
-            ties.push(tie);
-            ids.push(&self.store.get(slot).id);
-            if let ScanMode::Snapshot { snapshot, lock: Some(holder) } = mode {
-                self.lock(slot, holder.clone(), LockKind::Snapshot(*snapshot), 0, out);
-            }
-        }
-        ((ties, ids, described), total)
-    }
-
     /// Ends locks held by the connection `origin`: of one kind or all, on
     /// the listed interactions or on all.
     fn unlock_for(&mut self, origin: Origin, kind: Option<LockKind>, ids: Option<IdList>, out: &mut Vec<Output>) {
@@ -946,9 +941,9 @@ impl Shard {
             Some(ids) => ids
                 .iter()
                 .filter_map(|id| self.store.find(id))
-                .filter(|s| self.locks.get(s).is_some_and(matches))
+                .filter(|s| self.index.lock(*s).is_some_and(matches))
                 .collect(),
-            None => self.locks.iter().filter(|(_, l)| matches(l)).map(|(&s, _)| s).collect(),
+            None => self.index.locks().filter(|(_, l)| matches(l)).map(|(s, _)| s).collect(),
         };
         slots.sort_unstable();
         for slot in slots {

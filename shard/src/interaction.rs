@@ -275,6 +275,13 @@ impl Interaction {
         self.properties.as_deref().unwrap_or(&EMPTY_LIST)
     }
 
+    /// Forgets which agent handles it (the agent's link has ended).
+    pub fn clear_assignment(&mut self) {
+        if let Some(h) = self.handling.as_deref_mut() {
+            h.assigned_to = None;
+        }
+    }
+
     /// Sets the properties, keeping no allocation when they are empty.
     pub fn set_properties(&mut self, p: KvList) {
         self.properties = (!p.is_empty()).then(|| Box::new(p));

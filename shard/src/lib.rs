@@ -14,6 +14,7 @@ pub mod peer;
 pub mod proto;
 pub mod report;
 pub mod routing;
+pub mod scan;
 pub mod store;
 pub mod symbols;
 pub mod value;

@@ -143,9 +143,9 @@ pub struct QueueDepth {
 pub enum ScanMode {
     /// Describe the matches (search, workbin content).
     Find,
-    /// A snapshot's cut: list the matches, lock them to `lock` if given
-    /// (those not locked by another client), then hold every change until
-    /// [`PeerMsg::Thaw`] so all shards are cut at one instant.
+    /// A snapshot: cut, hold every change until [`PeerMsg::Thaw`] so all
+    /// shards are cut at one instant, then list the matches at the cut and
+    /// lock them to `lock` if given (those not locked at the cut).
     Snapshot { snapshot: u64, lock: Option<Holder> },
 }
 
@@ -191,7 +191,10 @@ pub enum PeerMsg {
     },
 
     /// Search: the first `limit` matches in submission order, and how many
-    /// matched in all.
+    /// matched in all. The receiver takes its cut at once and scans in
+    /// slices (scan.rs); for a snapshot it holds every change and answers
+    /// [`PeerMsg::CutTaken`] first, and scans only after
+    /// [`PeerMsg::Thaw`].
     Scan {
         op: u64,
         filter: Filter,
@@ -207,8 +210,19 @@ pub enum PeerMsg {
         described: Vec<KvList>,
         total: u64,
     },
-    /// Snapshot: the cut is taken; the shard may go on.
+    /// Snapshot: this shard has taken its cut and holds every change.
+    CutTaken {
+        op: u64,
+    },
+    /// Snapshot: every shard has taken its cut, so the cuts are one instant
+    /// of the node; each shard may go on, and scan.
     Thaw {
+        op: u64,
+    },
+    /// The next slice of a scan (the shard sends it to itself; the server
+    /// runs other work before it).
+    ScanSlice {
+        coord: u16,
         op: u64,
     },
 

@@ -334,7 +334,7 @@ impl Shard {
         let t = self.catalog.tenant_at(tenant);
         let q = t.views[view as usize].queue;
         let prop = t.queues[q as usize].strategy.as_ref().map(|s| s.skills_property.as_str()).unwrap_or("");
-        let index = &self.views[tenant as usize][view as usize];
+        let index = &self.index.view(tenant, view);
         let heads = index
             .head(n as usize)
             .into_iter()
@@ -487,7 +487,7 @@ impl Shard {
     ) {
         let slot = self.store.find(&head.id).filter(|&s| {
             self.store.get(s).tie == head.tie
-                && self.views[tenant as usize][view as usize].contains(&head.key, head.tie)
+                && self.index.view(tenant, view).contains(&head.key, head.tie)
                 && !self.reserving.contains_key(&head.id)
         });
         let Some(slot) = slot else {
@@ -528,11 +528,11 @@ impl Shard {
         let slot = self.store.find(&r.id);
         let still = slot.is_some_and(|s| match &r.via {
             Via::Strategy { .. } => {
-                self.locks.get(&s).is_some_and(|l| l.kind == LockKind::Agent(agent)) && !self.links.contains_key(&s)
+                self.index.lock(s).is_some_and(|l| l.kind == LockKind::Agent(agent)) && !self.links.contains_key(&s)
             }
             Via::Request { caller, .. } => {
                 !self.links.contains_key(&s)
-                    && self.locks.get(&s).is_some_and(|l| {
+                    && self.index.lock(s).is_some_and(|l| {
                         l.kind == LockKind::Routing
                             && (l.holder.origin == caller.origin || caller.client_type == ClientType::Operator)
                     })
@@ -629,8 +629,9 @@ impl Shard {
     ) {
         let deadline = now_ms + self.params.agents.delivering_timeout_ms;
         self.link_deadlines.insert((deadline, slot));
-        let ix = self.store.get_mut(slot);
-        ix.handling.get_or_insert_with(|| Box::new(HandlingTimes::default())).delivered_at = now_ms;
+        self.modify(slot, out, |ix| {
+            ix.handling.get_or_insert_with(|| Box::new(HandlingTimes::default())).delivered_at = now_ms;
+        });
         let catalog = self.catalog.clone();
         let t = catalog.tenant_at(agent.tenant);
         let login = t.agents[agent.agent as usize].login_id.as_str();
@@ -725,9 +726,11 @@ impl Shard {
             }
             (LinkState::Invited, None) => {}
             (LinkState::Handling, reason) => {
-                if let Some(h) = self.store.get_mut(slot).handling.as_deref_mut() {
-                    h.assigned_to = None;
-                }
+                self.modify(slot, out, |ix| {
+                    if let Some(h) = ix.handling.as_deref_mut() {
+                        h.assigned_to = None;
+                    }
+                });
                 if let Some(reason) = reason {
                     // The agent's desktops learn it is no longer theirs.
                     let f = Frame::new(msg_type::EVENT_REVOKED, 0)
@@ -753,7 +756,7 @@ impl Shard {
                 );
             }
         }
-        if self.locks.get(&slot).is_some_and(|l| l.kind == LockKind::Agent(link.agent)) {
+        if self.index.lock(slot).is_some_and(|l| l.kind == LockKind::Agent(link.agent)) {
             self.unlock(slot, out);
         }
         Some(link)
@@ -798,11 +801,13 @@ impl Shard {
         self.link_deadlines.insert((deadline, slot));
         let login = self.agent_login_id(agent).to_string();
         let sym = self.syms.intern(&login);
-        let ix = self.store.get_mut(slot);
-        let h = ix.handling.get_or_insert_with(|| Box::new(HandlingTimes::default()));
-        h.assigned_at = now_ms;
-        h.assigned_to = Some(sym);
-        ix.version += 1;
+        self.modify(slot, out, |ix| {
+            let h = ix.handling.get_or_insert_with(|| Box::new(HandlingTimes::default()));
+            h.assigned_at = now_ms;
+            h.assigned_to = Some(sym);
+            ix.version += 1;
+        });
+        let ix = self.store.get(slot);
         let tenant = ix.tenant;
         let place_name = self.catalog.tenant_at(tenant).places[place as usize].name.clone();
         let taken = match ix.place {
@@ -896,7 +901,7 @@ impl Shard {
         if !own_workbin && !matches!(ix.place, Place::Queue(_)) && caller.client_type != ClientType::Operator {
             return Err(err(ErrorCode::InvalidState, format!("interaction {id} is not in a queue")));
         }
-        let locked_here = match self.locks.get(&slot) {
+        let locked_here = match self.index.lock(slot) {
             None if own_workbin || caller.client_type == ClientType::Operator => true,
             Some(l)
                 if l.kind == LockKind::Routing
@@ -949,12 +954,13 @@ impl Shard {
         link.held = on;
         let agent = link.agent;
         let login = self.agent_login_id(agent).to_string();
-        let ix = self.store.get_mut(slot);
-        if on {
-            ix.handling.get_or_insert_with(|| Box::new(HandlingTimes::default())).held_at = now_ms;
-        }
-        ix.version += 1;
-        let tenant = ix.tenant;
+        self.modify(slot, out, |ix| {
+            if on {
+                ix.handling.get_or_insert_with(|| Box::new(HandlingTimes::default())).held_at = now_ms;
+            }
+            ix.version += 1;
+        });
+        let tenant = self.store.get(slot).tenant;
         let t = if on { msg_type::EVENT_HELD } else { msg_type::EVENT_RESUMED };
         let reports = self.ix_event(now_ms, t, slot, |f| f.push(attr::AGENT_ID, login.as_str())).map(|f| (tenant, f));
         self.write_reporting(slot, caller, reports.into_iter().collect(), out);
@@ -976,6 +982,10 @@ impl Shard {
         // The agent's own leave tells its desktops nothing; an operator's
         // does (EventRevoked, reason `left`).
         let own = self.links.get(&slot).is_some_and(|l| caller.agent == Some(l.agent));
+        // Leaving changes the row (no agent any more): a new version, set
+        // while the interaction is still locked, so it re-enters its views
+        // under its new key.
+        self.modify(slot, out, |ix| ix.version += 1);
         self.end_link_with(now_ms, slot, false, Some("left"), !own, out);
         let mut reports = Vec::new();
         if let Some(q) = q {
@@ -988,7 +998,6 @@ impl Shard {
             self.move_to(slot, Place::Queue(q), now_ms, out);
             reports.extend(self.ix_event(now_ms, msg_type::EVENT_PLACED_IN_QUEUE, slot, |_| {}).map(|f| (tenant, f)));
         }
-        self.store.get_mut(slot).version += 1;
         self.write_reporting(slot, caller, reports, out);
         Ok(None)
     }
@@ -1012,8 +1021,9 @@ impl Shard {
                     self.end_link(now_ms, slot, not_ready, Some("delivering-timeout"), out);
                 }
                 LinkState::Handling => {
+                    // A new version before the unlock, as for a leave.
+                    self.modify(slot, out, |ix| ix.version += 1);
                     self.end_link(now_ms, slot, false, Some("handling-timeout"), out);
-                    self.store.get_mut(slot).version += 1;
                     self.write_silent(slot, out);
                 }
             }

@@ -7,6 +7,7 @@
 use hashbrown::HashTable;
 
 use crate::interaction::Interaction;
+use crate::machine::indexing::Reindex;
 
 /// Position of an interaction in its shard's slab.
 pub type Slot = u32;
@@ -87,7 +88,28 @@ impl Store {
         self.cell(slot).as_ref().expect("a live slot")
     }
 
-    pub fn get_mut(&mut self, slot: Slot) -> &mut Interaction {
+    /// One past the last slot ever used: every interaction added later has
+    /// a slot at or past it, or a slot freed before.
+    pub fn slot_end(&self) -> Slot {
+        match self.chunks.last() {
+            None => 0,
+            Some(last) => ((self.chunks.len() - 1) * CHUNK + last.len()) as Slot,
+        }
+    }
+
+    /// The interaction at `slot`, if it holds one.
+    pub fn try_get(&self, slot: Slot) -> Option<&Interaction> {
+        self.chunks.get(slot as usize / CHUNK)?.get(slot as usize % CHUNK)?.as_ref()
+    }
+
+    /// Whether `slot` holds an interaction.
+    pub fn is_live(&self, slot: Slot) -> bool {
+        self.chunks.get(slot as usize / CHUNK).and_then(|c| c.get(slot as usize % CHUNK)).is_some_and(Option::is_some)
+    }
+
+    /// The interaction at `slot`, to change: only with a [`Reindex`], so
+    /// that every change keeps the view indexes in step.
+    pub(crate) fn get_mut(&mut self, slot: Slot, _: &Reindex) -> &mut Interaction {
         self.cell_mut(slot).as_mut().expect("a live slot")
     }
 
@@ -96,7 +118,7 @@ impl Store {
     }
 
     /// Adds an interaction whose id and tie are not held yet; returns its slot.
-    pub fn insert(&mut self, ix: Interaction) -> Slot {
+    pub(crate) fn insert(&mut self, ix: Interaction, _: &Reindex) -> Slot {
         assert!(self.find(&ix.id).is_none(), "interaction {} inserted twice", ix.id);
         assert!(self.find_tie(ix.tie).is_none(), "tie {} held twice", ix.tie);
         let h = self.hash(&ix.id);
@@ -125,7 +147,7 @@ impl Store {
     }
 
     /// Removes the interaction at `slot` and returns it.
-    pub fn remove(&mut self, slot: Slot) -> Interaction {
+    pub(crate) fn remove(&mut self, slot: Slot, _: &Reindex) -> Interaction {
         let h = self.hash(&self.get(slot).id);
         let entry = self.table.find_entry(h, |&s| s == slot).expect("every live slot is in the table");
         entry.remove();

@@ -3,7 +3,10 @@
 //! Interactions carry properties as an ordered list of `(key, value)` pairs,
 //! the same shape the wire protocol uses for list attributes. Order is kept
 //! because media servers and desktops show properties in the order they were
-//! added; lookups are linear because property lists are short (tens of keys).
+//! added. Single lookups are linear because property lists are usually
+//! short (tens of keys); the operations a request applies to a whole list
+//! (duplicate check, change) hash instead, so a list of thousands of keys
+//! costs time proportional to its length, never to its square.
 
 /// One typed value: what a property or a list attribute holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,15 +136,77 @@ impl KvList {
     }
 
     /// Whether some key appears twice (a request list must not do that).
+    /// Linear: a client sends lists of thousands of keys.
     pub fn has_duplicate_keys(&self) -> bool {
-        for (i, (k, _)) in self.entries.iter().enumerate() {
-            if self.entries[..i].iter().any(|(other, _)| other == k) {
-                return true;
+        if self.entries.len() <= SMALL_LIST {
+            return self.entries.iter().enumerate().any(|(i, (k, _))| self.entries[..i].iter().any(|(o, _)| o == k));
+        }
+        let mut seen = ahash::AHashSet::with_capacity(self.entries.len());
+        !self.entries.iter().all(|(k, _)| seen.insert(k.as_str()))
+    }
+
+    /// Sets every entry of `changed` (replacing the value of a key already
+    /// there, in its place, or appending a new key in `changed`'s order)
+    /// and removes every key of `deleted`. Linear in the sizes of the three
+    /// lists. `changed` must not name a key twice, nor a key of `deleted`.
+    pub fn apply(&mut self, changed: KvList, deleted: &[String]) {
+        if self.entries.len().max(changed.len() + deleted.len()) <= SMALL_LIST {
+            for (k, v) in changed.entries {
+                self.set(k, v);
+            }
+            for k in deleted {
+                self.remove(k);
+            }
+            return;
+        }
+        let (keys, mut values): (Vec<String>, Vec<Option<Value>>) =
+            changed.entries.into_iter().map(|(k, v)| (k, Some(v))).unzip();
+        let position: ahash::AHashMap<&str, usize> = keys.iter().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
+        let gone: ahash::AHashSet<&str> = deleted.iter().map(String::as_str).collect();
+        self.entries.retain_mut(|(k, v)| {
+            if gone.contains(k.as_str()) {
+                return false;
+            }
+            if let Some(new) = position.get(k.as_str()).and_then(|&i| values[i].take()) {
+                *v = new;
+            }
+            true
+        });
+        for (k, v) in keys.into_iter().zip(values) {
+            if let Some(v) = v {
+                self.entries.push((k, v));
             }
         }
-        false
+    }
+
+    /// The first of `keys` that this list has, if any. Linear.
+    pub fn first_key_among<'a>(&self, keys: &'a [String]) -> Option<&'a str> {
+        if self.entries.len().max(keys.len()) <= SMALL_LIST {
+            return keys.iter().find(|k| self.get(k).is_some()).map(String::as_str);
+        }
+        let mine: ahash::AHashSet<&str> = self.entries.iter().map(|(k, _)| k.as_str()).collect();
+        keys.iter().find(|k| mine.contains(k.as_str())).map(String::as_str)
+    }
+
+    /// Entries in this list and every list nested in it; `None` as soon as
+    /// there are more than `max`. Stops early, so its cost is bounded by
+    /// `max` whatever the list holds.
+    pub fn entries_up_to(&self, max: usize) -> Option<usize> {
+        let mut n = 0usize;
+        let mut stack: Vec<&KvList> = vec![self];
+        while let Some(l) = stack.pop() {
+            n += l.entries.len();
+            if n > max {
+                return None;
+            }
+            stack.extend(l.entries.iter().filter_map(|(_, v)| v.as_list()));
+        }
+        Some(n)
     }
 }
+
+/// Lists up to this long are searched by scanning: cheaper than hashing.
+const SMALL_LIST: usize = 16;
 
 /// Builds a list from `(key, value)` pairs: `kv![("lang", "en"), ("n", 3)]`.
 #[macro_export]

@@ -251,7 +251,10 @@ fn random_histories_answer_every_request_once() {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut s = shard(0, 1);
         let mut answered: HashSet<u32> = HashSet::new();
-        let mut inflight: Vec<u64> = Vec::new();
+        // Writes in flight: (token, interaction id). Storage completes one
+        // interaction's writes in order (one writer per id, in order), so
+        // only the oldest of an id may complete next.
+        let mut inflight: Vec<(u64, String)> = Vec::new();
         let mut ids: Vec<String> = Vec::new();
         let mut acked_stops: HashSet<String> = HashSet::new();
         let mut next_ref = 1u32;
@@ -261,7 +264,9 @@ fn random_histories_answer_every_request_once() {
         for _ in 0..200 {
             let mut out = Vec::new();
             if !inflight.is_empty() && rng.below(3) == 0 {
-                let t = inflight.swap_remove(rng.below(inflight.len() as u64) as usize);
+                let pick = &inflight[rng.below(inflight.len() as u64) as usize].1;
+                let oldest = (0..inflight.len()).filter(|&i| inflight[i].1 == *pick).min_by_key(|&i| inflight[i].0);
+                let (t, _) = inflight.remove(oldest.expect("the picked one at least"));
                 s.handle(T0, Input::StorageDone { token: t, ok: rng.below(10) != 0 }, &mut out);
             } else {
                 let r = next_ref;
@@ -311,7 +316,7 @@ fn random_histories_answer_every_request_once() {
                             }
                         }
                     }
-                    Output::Store { token, .. } => inflight.push(token),
+                    Output::Store { token, op } => inflight.push((token, op.id().to_string())),
                     Output::Peer { .. } | Output::Event { .. } | Output::Bind { .. } => {
                         panic!("seed {seed}: no request here spans shards")
                     }
@@ -319,7 +324,8 @@ fn random_histories_answer_every_request_once() {
             }
         }
         // Complete everything still in flight.
-        while let Some(t) = inflight.pop() {
+        while !inflight.is_empty() {
+            let (t, _) = inflight.remove(0);
             let mut out = Vec::new();
             s.handle(T0, Input::StorageDone { token: t, ok: true }, &mut out);
             for o in out {
@@ -333,7 +339,7 @@ fn random_histories_answer_every_request_once() {
                             acked_stops.insert(id.clone());
                         }
                     }
-                    Output::Store { token, .. } => inflight.push(token),
+                    Output::Store { token, op } => inflight.push((token, op.id().to_string())),
                     Output::Peer { .. } | Output::Event { .. } | Output::Bind { .. } => {
                         panic!("seed {seed}: no request here spans shards")
                     }

@@ -73,6 +73,10 @@ pub struct Runtime {
     scratch: RefCell<Vec<Output>>,
     /// Messages this shard sent itself, handled after the current input.
     to_self: RefCell<VecDeque<PeerMsg>>,
+    /// Slices of scans (PeerMsg::ScanSlice) this shard sent itself: run by
+    /// their own task, which lets every other ready task run between two
+    /// slices, so a scan of a million interactions never holds the shard.
+    slices: LocalSender<PeerMsg>,
     conns: RefCell<AHashMap<u64, Rc<Conn>>>,
     next_conn: Cell<u64>,
     peers: Vec<Option<LocalSender<ShardMsg>>>,
@@ -148,7 +152,10 @@ impl Runtime {
                 }
                 Output::Store { token, op } => self.writer.submit(WriteRequest { shard: self.shard, token, op }),
                 Output::Peer { to, msg } => {
-                    if to == self.shard {
+                    if to == self.shard && matches!(msg, PeerMsg::ScanSlice { .. }) {
+                        // Unbounded: one slice at a time per scan, and scans are bounded.
+                        let _ = self.slices.try_send(msg);
+                    } else if to == self.shard {
                         self.to_self.borrow_mut().push_back(msg);
                     } else {
                         self.send_peer(to, ShardMsg::Peer { from: self.shard, msg });
@@ -236,10 +243,14 @@ pub async fn shard_main(ctx: ShardContext) {
         shard: ctx.shard,
         shards: ctx.shards,
         max_properties_bytes: ctx.config.server.max_frame_size / 2,
+        max_property_keys: ctx.config.settings.max_properties_per_interaction,
         max_frame: ctx.config.server.max_frame_size,
         routing_timeout_ms: (ctx.config.settings.routing_timeout * 1000.0) as i64,
         pull_hold_ms: (ctx.config.settings.pull_hold_timeout * 1000.0) as i64,
         max_snapshot: ctx.config.settings.max_interactions_per_snapshot,
+        scan_slice: ixn_shard::scan::SCAN_SLICE,
+        find_clients: ctx.config.settings.find_client_types,
+        snapshot_clients: ctx.config.settings.snapshot_client_types,
         agents: ctx.config.settings.agent_params(),
     };
     let mut machine = Shard::new(params, ctx.catalog.clone());
@@ -262,6 +273,7 @@ pub async fn shard_main(ctx: ShardContext) {
         }
     }
     let max_conns = ctx.config.server.max_connections.div_ceil(ctx.shards as usize);
+    let (slices, slices_rx) = local_channel::new_unbounded();
     let rt = Rc::new(Runtime {
         shard: ctx.shard,
         shards: ctx.shards,
@@ -269,6 +281,7 @@ pub async fn shard_main(ctx: ShardContext) {
         machine: RefCell::new(machine),
         scratch: RefCell::new(Vec::with_capacity(16)),
         to_self: RefCell::new(VecDeque::new()),
+        slices,
         conns: RefCell::new(AHashMap::new()),
         next_conn: Cell::new(1),
         peers,
@@ -333,6 +346,23 @@ pub async fn shard_main(ctx: ShardContext) {
                         for (token, ok) in done.drain(..) {
                             rt.run_machine(Input::StorageDone { token, ok });
                         }
+                    }
+                },
+                queue,
+            )
+            .expect("spawn"),
+        );
+    }
+
+    // Scans, one slice at a time, each behind whatever else is ready.
+    {
+        let rt = rt.clone();
+        tasks.push(
+            glommio::spawn_local_into(
+                async move {
+                    while let Some(msg) = slices_rx.recv().await {
+                        rt.run_machine(Input::Peer { from: rt.shard, msg });
+                        futures_lite::future::yield_now().await;
                     }
                 },
                 queue,

@@ -312,6 +312,16 @@ impl ClientType {
         }
     }
 
+    /// Every client type.
+    pub const ALL: [ClientType; 6] = [
+        ClientType::MediaServer,
+        ClientType::AgentDesktop,
+        ClientType::RoutingEngine,
+        ClientType::ReportingEngine,
+        ClientType::Proxy,
+        ClientType::Operator,
+    ];
+
     pub fn from_name(name: &str) -> Option<Self> {
         [
             ClientType::MediaServer,

@@ -13,10 +13,13 @@
 //! Durability rule (brief, invariant 1): a change is applied in memory at
 //! once, sent to storage as a full-row write, and acknowledged only when the
 //! storage completion for that write comes back successful. If storage
-//! fails, the request is answered with StorageFailure and the change is
-//! undone where it can be (a failed submit is forgotten, a failed stop is
-//! restored); a failed property change stays in memory and is written again
-//! with the next change, which is allowed because it was never acknowledged.
+//! refuses a write (it completes with ok = false: definitely not applied),
+//! the request is answered with StorageFailure and the change is undone (a
+//! failed submit is forgotten, a failed stop is restored, a failed property
+//! change or place is reverted); later writes of the same interaction, made
+//! on top of it, fail with it. An accept, hold or leave stays in memory and
+//! is written with the next change, which is allowed because it was never
+//! acknowledged.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -35,7 +38,9 @@ use crate::proto::request::{event_ack, event_error, ProtoError, Request, Submit}
 use crate::store::{Slot, Store};
 use crate::symbols::Symbols;
 use crate::value::KvList;
-use crate::view::ViewIndex;
+
+pub(crate) mod indexing;
+use indexing::Index;
 
 /// Where a request came from: the shard that holds the connection and the
 /// connection's number on that shard. Replies go back there.
@@ -85,6 +90,8 @@ impl Input {
                     | PeerMsg::Offer { .. }
                     | PeerMsg::Reserved { .. }
                     | PeerMsg::Revoke { .. }
+                    // A locking snapshot's last slice takes locks.
+                    | PeerMsg::ScanSlice { .. }
             ),
         }
     }
@@ -131,10 +138,17 @@ pub enum Output {
 #[derive(Clone, Debug)]
 enum Undo {
     Nothing,
-    /// A submit that was never acknowledged: drop it again.
-    ForgetSubmitted(Box<str>),
+    /// A submit that was never acknowledged: drop it again. The tie names
+    /// this submit's interaction, not a later one with the same id.
+    ForgetSubmitted {
+        id: IxId,
+        tie: u64,
+    },
     /// A stop that was never acknowledged: the interaction is live again.
     Restore(Box<Interaction>),
+    /// A change (properties, place) that was never acknowledged: the
+    /// interaction as it was before it.
+    Revert(Box<Interaction>),
 }
 
 /// A write waiting for its storage completion.
@@ -143,16 +157,24 @@ pub(crate) struct Pending {
     reply_to: Option<Origin>,
     reply: Frame,
     undo: Undo,
-    /// A submit: `id` becomes visible to views and search once committed.
-    reveal: bool,
+    /// A submit: the interaction with this tie becomes visible to views
+    /// and search once committed. By tie, not id: a client-given id may be
+    /// stopped and submitted again before this write completes.
+    reveal: Option<u64>,
     /// Reporting events sent once the write commits.
     reports: Vec<(TenantIdx, Frame)>,
+    /// An earlier write of the same interaction failed and was undone in
+    /// memory; this one was made on top of it, so it is answered as failed
+    /// whatever storage says, and undoes nothing.
+    doomed: bool,
     /// Events about the same interaction that came after this write (to
     /// subscribers, to the agent's desktops), sent after its answer and its
     /// own events whether it commits or not, so they keep their order.
     pub(crate) after: Vec<Output>,
-    /// The interaction written (empty for a clean-up delete).
+    /// The interaction written.
     id: IxId,
+    /// This write's token: later writes have larger ones.
+    token: u64,
 }
 
 /// A lock on one interaction.
@@ -180,6 +202,10 @@ pub struct ShardParams {
     /// Largest encoded size of one interaction's properties: keeps every
     /// answer describing an interaction well inside a frame.
     pub max_properties_bytes: usize,
+    /// Most property keys of one interaction, nested lists' keys included
+    /// (`max-properties-per-interaction`): bounds the work of any request
+    /// about properties, checked before that work.
+    pub max_property_keys: usize,
     /// Largest frame sent (`max-frame-size`): answers listing interactions
     /// stop before it.
     pub max_frame: usize,
@@ -189,8 +215,38 @@ pub struct ShardParams {
     pub pull_hold_ms: Millis,
     /// Most interactions one snapshot holds.
     pub max_snapshot: u32,
+    /// Slots one slice of a scan examines (scan.rs): the longest a find or
+    /// snapshot holds the shard in one step.
+    pub scan_slice: u32,
+    /// The client types that may search (`find-client-types`).
+    pub find_clients: ClientTypes,
+    /// The client types that may take snapshots (`snapshot-client-types`).
+    pub snapshot_clients: ClientTypes,
     /// Agents, invitations and handling (issue 4).
     pub agents: AgentParams,
+}
+
+/// A set of client types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientTypes(u8);
+
+impl ClientTypes {
+    pub fn all() -> Self {
+        ClientTypes::of(&ClientType::ALL)
+    }
+
+    pub fn of(types: &[ClientType]) -> Self {
+        ClientTypes(types.iter().fold(0, |bits, &t| bits | 1 << t as u8))
+    }
+
+    pub fn contains(self, t: ClientType) -> bool {
+        self.0 & (1 << t as u8) != 0
+    }
+
+    /// The names of its types, for messages.
+    pub fn names(self) -> Vec<&'static str> {
+        ClientType::ALL.into_iter().filter(|&t| self.contains(t)).map(ClientType::name).collect()
+    }
 }
 
 /// What `allow-multiple-agent-connections` allows.
@@ -248,10 +304,14 @@ impl ShardParams {
             shard,
             shards,
             max_properties_bytes: crate::proto::frame::DEFAULT_MAX_FRAME / 2,
+            max_property_keys: DEFAULT_MAX_PROPERTY_KEYS,
             max_frame: crate::proto::frame::DEFAULT_MAX_FRAME,
             routing_timeout_ms: 720 * 60 * 1000,
             pull_hold_ms: 0,
             max_snapshot: 500,
+            scan_slice: crate::scan::SCAN_SLICE,
+            find_clients: ClientTypes::all(),
+            snapshot_clients: ClientTypes::all(),
             agents: AgentParams::default(),
         }
     }
@@ -265,19 +325,17 @@ pub struct Shard {
     ids: IdGen,
     next_token: u64,
     pub(crate) pending: AHashMap<u64, Pending>,
-    /// `views[tenant][view]`.
-    pub(crate) views: Vec<Vec<ViewIndex>>,
-    /// `depth[tenant][queue]`.
-    pub(crate) depth: Vec<Vec<QueueCount>>,
-    pub(crate) locks: AHashMap<Slot, Lock>,
-    /// Routing locks by deadline.
-    deadlines: BTreeSet<(Millis, Slot)>,
+    /// View indexes, queue counts and locks: changed only through
+    /// `indexing.rs`.
+    pub(crate) index: Index,
     /// Pulls waiting for an entry in a view: (coordinating shard, op).
     pub(crate) watchers: AHashMap<(TenantIdx, ViewIdx), Vec<(u16, u64)>>,
     /// Requests this shard coordinates, by op number.
     pub(crate) ops: AHashMap<u64, Op>,
     pub(crate) next_op: u64,
     pub(crate) snapshots: AHashMap<u64, crate::coord::Snapshot>,
+    /// Scans in progress on this shard (scan.rs).
+    pub(crate) scans: Vec<crate::scan::ScanSession>,
     /// Connections of this shard that have pulled or taken a locking
     /// snapshot: only their closing sends every shard an unlock.
     pub(crate) lockers: ahash::AHashSet<Origin>,
@@ -334,8 +392,6 @@ type Reply = Result<Option<Frame>, ProtoError>;
 impl Shard {
     pub fn new(params: ShardParams, catalog: Arc<Catalog>) -> Self {
         assert!(params.shard < params.shards);
-        let views = catalog.tenants.iter().map(|t| t.views.iter().map(ViewIndex::new).collect()).collect();
-        let depth = catalog.tenants.iter().map(|t| vec![QueueCount::default(); t.queues.len()]).collect();
         let dispatch = catalog
             .tenants
             .iter()
@@ -346,6 +402,7 @@ impl Shard {
             })
             .map(|(i, t)| (i as TenantIdx, crate::routing::Dispatch::new(t)))
             .collect();
+        let index = Index::new(&catalog);
         Shard {
             params,
             catalog,
@@ -354,14 +411,12 @@ impl Shard {
             ids: IdGen::new(params.node, params.shard, params.shards),
             next_token: 1,
             pending: AHashMap::new(),
-            views,
-            depth,
-            locks: AHashMap::new(),
-            deadlines: BTreeSet::new(),
+            index,
             watchers: AHashMap::new(),
             ops: AHashMap::new(),
             next_op: 1,
             snapshots: AHashMap::new(),
+            scans: Vec::new(),
             lockers: ahash::AHashSet::new(),
             frozen: 0,
             held: VecDeque::new(),
@@ -427,7 +482,7 @@ impl Shard {
     /// Whether something will happen on a [`Input::Tick`]: a routing lock
     /// or a waiting pull has a deadline.
     pub fn has_deadlines(&self) -> bool {
-        !self.deadlines.is_empty()
+        self.index.has_deadlines()
             || !self.link_deadlines.is_empty()
             || !self.session_deadlines.is_empty()
             || self.ops.values().any(Op::has_deadline)
@@ -449,12 +504,12 @@ impl Shard {
     /// The client holding a lock on `id`, and what for.
     pub fn lock_of(&self, id: &str) -> Option<(Holder, LockKind)> {
         let slot = self.store.find(id)?;
-        self.locks.get(&slot).map(|l| (l.holder.clone(), l.kind))
+        self.index.lock(slot).map(|l| (l.holder.clone(), l.kind))
     }
 
     /// The ids in one view on this shard, in view order.
     pub fn view_ids(&self, tenant: TenantIdx, view: ViewIdx) -> Vec<Box<str>> {
-        let v = &self.views[tenant as usize][view as usize];
+        let v = &self.index.view(tenant, view);
         v.head(v.len())
             .into_iter()
             .map(|(_, tie)| (*self.store.get(self.store.find_tie(tie).expect("a view entry's tie is held")).id).into())
@@ -465,7 +520,7 @@ impl Shard {
     pub fn view_position(&self, id: &str, tenant: TenantIdx, view: ViewIdx) -> Option<(crate::view::ViewKey, u64)> {
         let slot = self.store.find(id)?;
         let ix = self.store.get(slot);
-        let v = &self.views[tenant as usize][view as usize];
+        let v = &self.index.view(tenant, view);
         let key = v.key(ix, self.names());
         v.contains(&key, ix.tie).then_some((key, ix.tie))
     }
@@ -494,8 +549,7 @@ impl Shard {
             ix.tie += 1;
         }
         self.last_tie = self.last_tie.max(ix.tie);
-        let slot = self.store.insert(ix);
-        self.attach(slot, &mut Vec::new());
+        self.admit(ix, &mut Vec::new());
         Ok(())
     }
 
@@ -631,16 +685,24 @@ impl Shard {
     /// Returns the write's token.
     fn write(&mut self, slot: Slot, reply_to: Option<Origin>, reply: Frame, undo: Undo, out: &mut Vec<Output>) -> u64 {
         let record = Box::new(self.store.get(slot).to_record(self.names()));
-        let ix = self.store.get_mut(slot);
-        let op = if ix.stored { StoreOp::Upsert(record) } else { StoreOp::Insert(record) };
-        ix.stored = true;
+        let op = if self.mark_stored(slot) { StoreOp::Upsert(record) } else { StoreOp::Insert(record) };
         let token = self.new_token();
         // Generated ids are inline: no allocation on this path.
         let id = self.store.get(slot).id.clone();
         self.last_write.insert(id.clone(), token);
         self.pending.insert(
             token,
-            Pending { reply_to, reply, undo, reveal: false, reports: Vec::new(), after: Vec::new(), id },
+            Pending {
+                reply_to,
+                reply,
+                undo,
+                reveal: None,
+                reports: Vec::new(),
+                doomed: false,
+                after: Vec::new(),
+                id,
+                token,
+            },
         );
         out.push(Output::Store { token, op });
         token
@@ -656,6 +718,20 @@ impl Shard {
         out: &mut Vec<Output>,
     ) {
         let token = self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Nothing, out);
+        self.pending.get_mut(&token).expect("just written").reports = reports;
+    }
+
+    /// [`Shard::write_reporting`] for a change that is undone if its write
+    /// fails: `before` is the interaction as it was before the change.
+    pub(crate) fn write_revertible(
+        &mut self,
+        slot: Slot,
+        caller: &Caller,
+        reports: Vec<(TenantIdx, Frame)>,
+        before: Box<Interaction>,
+        out: &mut Vec<Output>,
+    ) {
+        let token = self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Revert(before), out);
         self.pending.get_mut(&token).expect("just written").reports = reports;
     }
 
@@ -695,7 +771,7 @@ impl Shard {
             ));
         }
         let queue = self.queue_idx(tenant, &s.queue)?;
-        check_properties(&s.properties)?;
+        self.check_properties(&s.properties)?;
         self.check_skills(tenant, &s.properties)?;
         self.check_size(&s.properties)?;
         for (what, v) in [("InteractionType", &s.interaction_type), ("InteractionSubtype", &s.interaction_subtype)] {
@@ -743,10 +819,12 @@ impl Shard {
             visible: false,
         };
         ix.set_properties(s.properties);
-        let slot = self.store.insert(ix);
+        // Not visible until committed: in no view yet.
+        let slot = self.admit(ix, out);
         let reply = event_ack(caller.ref_id).with(attr::INTERACTION_ID, &*id);
-        let token = self.write(slot, Some(caller.origin), reply, Undo::ForgetSubmitted(id.clone()), out);
-        self.pending.get_mut(&token).expect("just written").reveal = true;
+        let undo = Undo::ForgetSubmitted { id: IxId::new(&id), tie };
+        let token = self.write(slot, Some(caller.origin), reply, undo, out);
+        self.pending.get_mut(&token).expect("just written").reveal = Some(tie);
         Ok(None)
     }
 
@@ -777,6 +855,15 @@ impl Shard {
         }
         if self.store.find(id).is_some() {
             return Err(ProtoError::new(ErrorCode::DuplicateInteractionId, format!("interaction {id} already exists")));
+        }
+        if self.last_write.contains_key(&IxId::new(id)) {
+            // Its stop (or a failed submit's clean-up) is not committed yet.
+            // Were this submit taken, a failing stop would bring back the
+            // first interaction beside it under one id.
+            return Err(ProtoError::new(
+                ErrorCode::DuplicateInteractionId,
+                format!("interaction {id} is being stopped; submit it again once the stop is acknowledged"),
+            ));
         }
         Ok(())
     }
@@ -810,7 +897,7 @@ impl Shard {
     /// Refuses a change by `caller` to an interaction another client has
     /// locked. Operators may override a lock.
     fn check_lock(&self, slot: Slot, caller: &Caller) -> Result<(), ProtoError> {
-        match self.locks.get(&slot) {
+        match self.index.lock(slot) {
             // The agent an interaction is offered to or handled by may
             // move, transfer or stop it.
             Some(l) if matches!(l.kind, LockKind::Agent(a) if caller.agent == Some(a)) => Ok(()),
@@ -848,8 +935,15 @@ impl Shard {
         out: &mut Vec<Output>,
     ) -> Reply {
         let slot = self.live(id)?;
-        check_properties(&changed)?;
-        if let Some(k) = deleted.iter().find(|k| changed.get(k).is_some()) {
+        let max = self.params.max_property_keys;
+        if deleted.len() > max {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidValue,
+                format!("{} keys to delete; at most {max} are allowed (max-properties-per-interaction)", deleted.len()),
+            ));
+        }
+        self.check_properties(&changed)?;
+        if let Some(k) = changed.first_key_among(&deleted) {
             return Err(ProtoError::new(
                 ErrorCode::InvalidValue,
                 format!("property '{k}' is both changed and deleted"),
@@ -865,20 +959,23 @@ impl Shard {
         self.check_skills(tenant, &changed)?;
         let told = (self.links.contains_key(&slot) || self.reporting(tenant)).then(|| changed.clone());
         let mut properties = self.store.get(slot).properties().clone();
-        for (k, v) in changed.into_entries() {
-            properties.set(k, v);
-        }
-        for k in &deleted {
-            // Deleting a key that is not there is not an error: the result is
-            // the same, and clients retrying a change must not fail.
-            properties.remove(k);
+        // Deleting a key that is not there is not an error: the result is
+        // the same, and clients retrying a change must not fail.
+        properties.apply(changed, &deleted);
+        // An interaction loaded with more keys than the bound allows (the
+        // option was lowered) may still change without growing.
+        let current = self.store.get(slot).properties();
+        if properties.entries_up_to(self.params.max_property_keys).is_none()
+            && properties.entries_up_to(usize::MAX) > current.entries_up_to(usize::MAX)
+        {
+            self.check_properties_count(&properties)?;
         }
         self.check_size(&properties)?;
-        self.detach(slot);
-        let ix = self.store.get_mut(slot);
-        ix.set_properties(properties);
-        ix.version += 1;
-        self.attach(slot, out);
+        let before = Box::new(self.store.get(slot).clone());
+        self.modify(slot, out, |ix| {
+            ix.set_properties(properties);
+            ix.version += 1;
+        });
         let mut reports = Vec::new();
         if let Some(changed) = told {
             self.notify_parties(slot, caller, &changed, &deleted, out);
@@ -892,7 +989,7 @@ impl Shard {
                 .map(|f| (tenant, f)),
             );
         }
-        self.write_reporting(slot, caller, reports, out);
+        self.write_revertible(slot, caller, reports, before, out);
         Ok(None)
     }
 
@@ -940,6 +1037,7 @@ impl Shard {
             }
         };
         self.check_lock(slot, caller)?;
+        let before = Box::new(self.store.get(slot).clone());
         self.end_own_link(now_ms, slot, caller, "moved", out);
         let tenant = self.store.get(slot).tenant;
         let mut reports = Vec::new();
@@ -957,7 +1055,7 @@ impl Shard {
             })
             .map(|f| (tenant, f)),
         );
-        self.write_reporting(slot, caller, reports, out);
+        self.write_revertible(slot, caller, reports, before, out);
         Ok(None)
     }
 
@@ -979,12 +1077,13 @@ impl Shard {
             ));
         }
         self.check_lock(slot, caller)?;
+        let before = Box::new(self.store.get(slot).clone());
         self.end_own_link(now_ms, slot, caller, "moved", out);
         let owner = self.syms.intern(owner);
         let tenant = self.store.get(slot).tenant;
         self.move_to(slot, Place::Workbin { workbin: w, owner }, now_ms, out);
         let reports = self.ix_event(now_ms, msg_type::EVENT_PLACED_IN_WORKBIN, slot, |_| {}).map(|f| (tenant, f));
-        self.write_reporting(slot, caller, reports.into_iter().collect(), out);
+        self.write_revertible(slot, caller, reports.into_iter().collect(), before, out);
         Ok(None)
     }
 
@@ -992,16 +1091,14 @@ impl Shard {
     /// its old queue and enters those of the new one. Any lock ends.
     pub(crate) fn move_to(&mut self, slot: Slot, place: Place, now_ms: Millis, out: &mut Vec<Output>) {
         self.end_link(now_ms, slot, false, Some("moved"), out);
-        self.detach(slot);
-        self.drop_lock(slot);
-        let ix = self.store.get_mut(slot);
-        ix.place = place;
-        if matches!(place, Place::Queue(_)) {
-            ix.placed_in_queue_at = now_ms;
-            ix.moved_to_queue_at = now_ms;
-        }
-        ix.version += 1;
-        self.attach(slot, out);
+        self.modify_unlocked(slot, out, |ix| {
+            ix.place = place;
+            if matches!(place, Place::Queue(_)) {
+                ix.placed_in_queue_at = now_ms;
+                ix.moved_to_queue_at = now_ms;
+            }
+            ix.version += 1;
+        });
     }
 
     fn stop_processing(
@@ -1016,7 +1113,7 @@ impl Shard {
         // A media server may end an interaction that is with an agent (the
         // customer left): the agent's desktops are told (EventRevoked).
         let ended_by_media = caller.client_type == ClientType::MediaServer
-            && self.locks.get(&slot).is_some_and(|l| matches!(l.kind, LockKind::Agent(_)));
+            && self.index.lock(slot).is_some_and(|l| matches!(l.kind, LockKind::Agent(_)));
         if !ended_by_media {
             self.check_lock(slot, caller)?;
         }
@@ -1032,10 +1129,8 @@ impl Shard {
             .map(|f| (tenant, f))
             .into_iter()
             .collect();
-        self.detach(slot);
-        self.drop_lock(slot);
         let ixid = self.store.get(slot).id.clone();
-        let ix = self.store.remove(slot);
+        let ix = self.evict(slot);
         self.rejected_by.remove(&ix.id);
         let token = self.new_token();
         self.pending.insert(
@@ -1044,15 +1139,37 @@ impl Shard {
                 reply_to: Some(caller.origin),
                 reply: event_ack(caller.ref_id),
                 undo: Undo::Restore(Box::new(ix)),
-                reveal: false,
+                reveal: None,
                 reports,
+                doomed: false,
                 after: Vec::new(),
                 id: ixid.clone(),
+                token,
             },
         );
         self.last_write.insert(ixid, token);
         out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()) });
         Ok(None)
+    }
+
+    /// The interaction a stop still in flight would restore, if the stop
+    /// of the interaction with `tie` is in flight. A submit's completion
+    /// that finds its interaction already stopped settles it there: a
+    /// failed stop must bring back what was committed, as it was, and
+    /// nothing that never was. The stop is the id's last write (a submit
+    /// of an id being stopped is refused), so `last_write` finds it.
+    fn stopped_in_flight(&mut self, id: &IxId, tie: u64) -> Option<&mut Undo> {
+        let p = self.last_write.get(id).and_then(|t| self.pending.get_mut(t))?;
+        matches!(&p.undo, Undo::Restore(ix) if ix.tie == tie).then_some(&mut p.undo)
+    }
+
+    /// Drops an interaction whose submit failed: whatever happened to it
+    /// meanwhile (a link, a lock, views) ends with it.
+    fn forget(&mut self, slot: Slot, out: &mut Vec<Output>) {
+        let now_ms = self.now_us.div_euclid(1000);
+        self.end_link(now_ms, slot, false, Some("stopped"), out);
+        let ix = self.evict(slot);
+        self.rejected_by.remove(&ix.id);
     }
 
     fn storage_done(&mut self, token: u64, ok: bool, out: &mut Vec<Output>) {
@@ -1072,180 +1189,156 @@ impl Shard {
 
     /// A write's answer, its events and, if it failed, its undoing.
     fn complete(&mut self, p: Pending, ok: bool, out: &mut Vec<Output>) {
-        if ok {
-            let now_ms = self.now_us.div_euclid(1000);
-            if p.reveal {
-                // Stopped before its submit committed: nothing to reveal.
-                if let Some(slot) = self.store.find(&p.id) {
-                    self.store.get_mut(slot).visible = true;
-                    // This write's own events: out now, ahead of any
-                    // later write's (report_ix would queue them behind it).
-                    let tenant = self.store.get(slot).tenant;
-                    for t in [msg_type::EVENT_INTERACTION_SUBMITTED, msg_type::EVENT_PLACED_IN_QUEUE] {
-                        if let Some(f) = self.ix_event(now_ms, t, slot, |_| {}) {
-                            self.emit(tenant, f, out);
-                        }
-                    }
-                    self.attach(slot, out);
-                }
+        if p.doomed {
+            if let Some(origin) = p.reply_to {
+                let err = ProtoError::new(
+                    ErrorCode::StorageFailure,
+                    "an earlier change of this interaction could not be committed; this one, made on top of it, \
+                     is not applied",
+                );
+                out.push(Output::Reply { origin, frame: event_error(p.reply.ref_id, &err) });
             }
-            self.emit_reports(p.reports, out);
-        }
-        let Some(origin) = p.reply_to else { return };
-        if ok {
-            out.push(Output::Reply { origin, frame: p.reply });
             return;
         }
+        if ok {
+            self.committed(p, out);
+            return;
+        }
+        let ref_id = p.reply.ref_id;
         match p.undo {
             Undo::Nothing => {}
-            Undo::ForgetSubmitted(id) => {
-                if let Some(slot) = self.store.find(&id) {
-                    self.detach(slot);
-                    self.drop_lock(slot);
-                    self.store.remove(slot);
-                }
-                // Remove whatever a later write of this id may have stored.
-                let token = self.new_token();
-                self.pending.insert(
-                    token,
-                    Pending {
-                        reply_to: None,
-                        reply: Frame::new(0, 0),
-                        undo: Undo::Nothing,
-                        reveal: false,
-                        reports: Vec::new(),
-                        after: Vec::new(),
-                        id: IxId::new(""),
-                    },
-                );
-                out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()) });
-            }
+            Undo::ForgetSubmitted { id, tie } => self.forget_submitted(p.token, id, tie, out),
             Undo::Restore(ix) => {
                 let mut ix = *ix;
                 ix.stored = true;
-                if self.store.find(&ix.id).is_none() {
-                    let slot = self.store.insert(ix);
-                    self.attach(slot, out);
-                }
+                // A submit of an id being stopped is refused, so nothing
+                // took its place meanwhile.
+                assert!(self.store.find(&ix.id).is_none(), "interaction {} restored beside a live one", ix.id);
+                self.admit(ix, out);
             }
+            Undo::Revert(before) => self.revert(p.token, *before, out),
         }
-        let err = ProtoError::new(
-            ErrorCode::StorageFailure,
-            "the change could not be committed to the database; it is not applied",
-        );
-        out.push(Output::Reply { origin, frame: event_error(p.reply.ref_id, &err) });
-    }
-
-    // ----- queue counts, view indexes and locks ---------------------------
-
-    /// Counts a visible interaction in its queue and, unless locked, enters
-    /// it in the queue's views whose condition it meets. Pulls waiting on
-    /// those views are told.
-    pub(crate) fn attach(&mut self, slot: Slot, out: &mut Vec<Output>) {
-        let Shard { store, views, depth, catalog, syms, watchers, locks, strategy_watch, .. } = self;
-        let ix = store.get(slot);
-        let Place::Queue(q) = ix.place else { return };
-        if !ix.visible {
-            return;
-        }
-        let count = &mut depth[ix.tenant as usize][q as usize];
-        count.interactions += 1;
-        if locks.contains_key(&slot) {
-            count.locked += 1;
-            return;
-        }
-        let n = Names { catalog, syms };
-        for v in views_holding(ix, q, n) {
-            let index = &mut views[ix.tenant as usize][v as usize];
-            index.insert(index.key(ix, n), ix.tie);
-            if let Some(w) = watchers.remove(&(ix.tenant, v)) {
-                for (to, op) in w {
-                    out.push(Output::Peer { to, msg: PeerMsg::ViewFilled { op } });
-                }
-            }
-            if !strategy_watch.is_empty() {
-                if let Some(to) = strategy_watch.remove(&(ix.tenant, v)) {
-                    out.push(Output::Peer { to, msg: PeerMsg::StrategyWake { tenant: ix.tenant, view: v } });
-                }
-            }
-        }
-    }
-
-    /// Undoes [`Shard::attach`]; call before changing anything a view or
-    /// count depends on, then attach again.
-    pub(crate) fn detach(&mut self, slot: Slot) {
-        let Shard { store, views, depth, catalog, syms, locks, .. } = self;
-        let ix = store.get(slot);
-        let Place::Queue(q) = ix.place else { return };
-        if !ix.visible {
-            return;
-        }
-        let count = &mut depth[ix.tenant as usize][q as usize];
-        assert!(count.interactions > 0, "queue count below zero");
-        count.interactions -= 1;
-        if locks.contains_key(&slot) {
-            assert!(count.locked > 0, "locked count below zero");
-            count.locked -= 1;
-            return;
-        }
-        let n = Names { catalog, syms };
-        for v in views_holding(ix, q, n) {
-            let index = &mut views[ix.tenant as usize][v as usize];
-            let removed = index.remove(index.key(ix, n), ix.tie);
-            assert!(
-                removed,
-                "interaction {} missing from view '{}'",
-                ix.id,
-                catalog.tenant_at(ix.tenant).views[v as usize].name
+        if let Some(origin) = p.reply_to {
+            let err = ProtoError::new(
+                ErrorCode::StorageFailure,
+                "the change could not be committed to the database; it is not applied",
             );
+            out.push(Output::Reply { origin, frame: event_error(ref_id, &err) });
         }
     }
 
-    /// Locks a visible, unlocked interaction to `holder`.
-    pub(crate) fn lock(&mut self, slot: Slot, holder: Holder, kind: LockKind, deadline: Millis, out: &mut Vec<Output>) {
-        debug_assert!(!self.locks.contains_key(&slot));
-        self.detach(slot);
-        if deadline != 0 {
-            self.deadlines.insert((deadline, slot));
+    /// A committed write: a submit becomes visible, its events go out, its
+    /// request is acknowledged.
+    fn committed(&mut self, p: Pending, out: &mut Vec<Output>) {
+        let now_ms = self.now_us.div_euclid(1000);
+        if let Some(tie) = p.reveal {
+            // Stopped before its submit committed: if the stop fails, it
+            // comes back visible.
+            if let Some(Undo::Restore(ix)) = self.stopped_in_flight(&p.id, tie) {
+                ix.visible = true;
+            }
+            if let Some(slot) = self.store.find_tie(tie) {
+                // This write's own events: out now, ahead of any later
+                // write's (report_ix would queue them behind it), and ahead
+                // of the wake-ups its views send.
+                let tenant = self.store.get(slot).tenant;
+                for t in [msg_type::EVENT_INTERACTION_SUBMITTED, msg_type::EVENT_PLACED_IN_QUEUE] {
+                    if let Some(f) = self.ix_event(now_ms, t, slot, |_| {}) {
+                        self.emit(tenant, f, out);
+                    }
+                }
+                self.reveal(slot, out);
+            }
         }
-        self.locks.insert(slot, Lock { holder, kind, deadline });
-        self.attach(slot, out);
+        self.emit_reports(p.reports, out);
+        if let Some(origin) = p.reply_to {
+            out.push(Output::Reply { origin, frame: p.reply });
+        }
     }
 
-    /// Ends the lock on `slot`; the interaction is back in its views, at
-    /// the place its key gives it (its original place unless it changed).
-    pub(crate) fn unlock(&mut self, slot: Slot, out: &mut Vec<Output>) {
-        if !self.locks.contains_key(&slot) {
-            return;
+    /// A submit failed: its interaction is dropped, every later write of it
+    /// fails with it, and a delete removes whatever those may store.
+    fn forget_submitted(&mut self, token: u64, id: IxId, tie: u64, out: &mut Vec<Output>) {
+        self.doom_later_writes(&id, token);
+        if let Some(slot) = self.store.find_tie(tie) {
+            self.forget(slot, out);
         }
-        self.detach(slot);
-        self.drop_lock(slot);
-        self.attach(slot, out);
+        // Until the delete commits the id counts as being stopped.
+        let token = self.new_token();
+        self.last_write.insert(id.clone(), token);
+        self.pending.insert(
+            token,
+            Pending {
+                reply_to: None,
+                reply: Frame::new(0, 0),
+                undo: Undo::Nothing,
+                reveal: None,
+                reports: Vec::new(),
+                doomed: false,
+                after: Vec::new(),
+                id: id.clone(),
+                token,
+            },
+        );
+        out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()) });
+    }
+
+    /// A change failed: the interaction is as it was before it. Later
+    /// writes of it carry the change in their rows, so they fail too and,
+    /// if there were any, one more write puts the row back as it was.
+    fn revert(&mut self, token: u64, mut before: Interaction, out: &mut Vec<Output>) {
+        let later = self.doom_later_writes(&before.id, token);
+        // Writes of one interaction complete in order: its submit has
+        // committed (had it failed, this write would be doomed).
+        before.visible = true;
+        before.stored = true;
+        let slot = match self.store.find_tie(before.tie) {
+            Some(slot) => {
+                let linked = self.links.contains_key(&slot);
+                self.modify(slot, out, |ix| {
+                    // An agent's link is not undone: what it says of the
+                    // agent (handling times, assigned_to) stays.
+                    let handling = ix.handling.take();
+                    *ix = before;
+                    if linked {
+                        ix.handling = handling;
+                    } else {
+                        ix.clear_assignment();
+                    }
+                });
+                slot
+            }
+            None => {
+                // A later stop, doomed now, removed it.
+                assert!(later, "interaction {} gone with no later write", before.id);
+                before.clear_assignment();
+                self.admit(before, out)
+            }
+        };
+        if later {
+            self.write_silent(slot, out);
+        }
+    }
+
+    /// Marks every write of `id` made after `token` as doomed; returns
+    /// whether there was any. Runs only when a write fails.
+    fn doom_later_writes(&mut self, id: &IxId, token: u64) -> bool {
+        if self.last_write.get(id).is_none_or(|&last| last <= token) {
+            return false;
+        }
+        let mut any = false;
+        for p in self.pending.values_mut().filter(|p| p.token > token && &p.id == id) {
+            p.doomed = true;
+            any = true;
+        }
+        any
     }
 
     /// The interaction at `slot` as an entry of an interaction list, with
     /// the client holding a lock on it, if any.
     pub(crate) fn describe(&self, slot: Slot) -> KvList {
-        let lock = self.locks.get(&slot).map(|l| &*l.holder.name);
+        let lock = self.index.lock(slot).map(|l| &*l.holder.name);
         self.store.get(slot).summary(self.names(), lock)
-    }
-
-    /// Forgets the lock entry of `slot`; call between detach and attach,
-    /// since the lock decides what those count and index.
-    fn drop_lock(&mut self, slot: Slot) {
-        if let Some(l) = self.locks.remove(&slot) {
-            if l.deadline != 0 {
-                self.deadlines.remove(&(l.deadline, slot));
-            }
-        }
-    }
-
-    /// Routing locks whose time is up end: the interactions go back.
-    fn expire_locks(&mut self, now_ms: Millis, out: &mut Vec<Output>) {
-        while self.deadlines.first().is_some_and(|&(deadline, _)| deadline <= now_ms) {
-            let (_, slot) = self.deadlines.pop_first().expect("checked");
-            self.unlock(slot, out);
-        }
     }
 
     fn tick(&mut self, now_ms: Millis, out: &mut Vec<Output>) {
@@ -1257,6 +1350,41 @@ impl Shard {
 }
 
 impl Shard {
+    /// Property lists in requests must be within `max-properties-per-interaction`
+    /// entries (nested lists' entries count), checked before any work per
+    /// entry; must not name a key twice or use an empty key; and must leave
+    /// room to be nested in an interaction list.
+    fn check_properties(&self, l: &KvList) -> Result<(), ProtoError> {
+        self.check_properties_count(l)?;
+        let levels = list_levels(l);
+        if levels > MAX_PROPERTY_LEVELS {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidValue,
+                format!("properties nest {levels} list levels; at most {MAX_PROPERTY_LEVELS} are allowed"),
+            ));
+        }
+        if l.has_duplicate_keys() {
+            return Err(ProtoError::new(ErrorCode::InvalidValue, "a property key appears twice"));
+        }
+        if l.iter().any(|(k, _)| k.is_empty()) {
+            return Err(ProtoError::new(ErrorCode::InvalidValue, "a property key is empty"));
+        }
+        Ok(())
+    }
+
+    /// An interaction's properties, nested lists' entries included, are at
+    /// most `max-properties-per-interaction` entries.
+    fn check_properties_count(&self, l: &KvList) -> Result<(), ProtoError> {
+        let max = self.params.max_property_keys;
+        if l.len() > max || l.entries_up_to(max).is_none() {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidValue,
+                format!("properties would hold more than {max} keys (max-properties-per-interaction)"),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_size(&self, properties: &KvList) -> Result<(), ProtoError> {
         let size = crate::proto::frame::encoded_list_len(properties);
         if size > self.params.max_properties_bytes {
@@ -1307,6 +1435,9 @@ pub fn target_shard(catalog: &Catalog, shards: u16, here: u16, caller: &Caller, 
     crate::agent::home_of(agent, shards)
 }
 
+/// The default of `max-properties-per-interaction`.
+pub const DEFAULT_MAX_PROPERTY_KEYS: usize = 1000;
+
 /// Longest interaction type, subtype or client name stored (the database
 /// columns are 255 characters wide).
 pub const MAX_NAME_LEN: usize = 255;
@@ -1318,23 +1449,4 @@ pub const MAX_PROPERTY_LEVELS: usize = crate::proto::frame::MAX_LIST_DEPTH - 2;
 
 fn list_levels(l: &KvList) -> usize {
     1 + l.iter().filter_map(|(_, v)| v.as_list()).map(list_levels).max().unwrap_or(0)
-}
-
-/// Property lists in requests must not name a key twice or use an empty
-/// key, and must leave room to be nested in an interaction list.
-fn check_properties(l: &KvList) -> Result<(), ProtoError> {
-    let levels = list_levels(l);
-    if levels > MAX_PROPERTY_LEVELS {
-        return Err(ProtoError::new(
-            ErrorCode::InvalidValue,
-            format!("properties nest {levels} list levels; at most {MAX_PROPERTY_LEVELS} are allowed"),
-        ));
-    }
-    if l.has_duplicate_keys() {
-        return Err(ProtoError::new(ErrorCode::InvalidValue, "a property key appears twice"));
-    }
-    if l.iter().any(|(k, _)| k.is_empty()) {
-        return Err(ProtoError::new(ErrorCode::InvalidValue, "a property key is empty"));
-    }
-    Ok(())
 }

@@ -1,0 +1,325 @@
+//! The one path by which a shard's interactions change: the store, the
+//! view indexes, the queue counts and the lock table, kept in agreement.
+//!
+//! A view index holds an interaction under a key computed from its fields
+//! (order) and only if it meets the view's condition; both can depend on
+//! any field, `version` and properties included. An index entry is found
+//! again only by recomputing its key, so a field must never change while
+//! the interaction is indexed. Everything that changes an interaction goes
+//! through this module: [`Shard::modify`] takes it out of its views and
+//! counts, applies the change and puts it back, in one step.
+//!
+//! The compiler keeps it so: the store hands out `&mut Interaction`, and
+//! inserts or removes interactions, only against a [`Reindex`] token, which
+//! only this module can make; the index state ([`Index`]) has private
+//! fields. Code elsewhere reads freely and changes through these methods.
+//!
+//! The same path tells scans in progress (scan.rs) before anything they
+//! read changes, so each keeps seeing the shard as at its cut.
+
+use std::collections::BTreeSet;
+
+use crate::catalog::{TenantIdx, ViewIdx};
+use crate::interaction::{Interaction, Millis, Names, Place};
+use crate::peer::{Holder, LockKind, PeerMsg};
+use crate::store::Slot;
+use crate::view::ViewIndex;
+
+use super::{views_holding, Lock, Output, QueueCount, Shard};
+
+/// Proof that the caller keeps the indexes in step with a change: needed
+/// to change, add or remove an interaction in the store. Only this module
+/// can make one.
+pub(crate) struct Reindex(());
+
+/// The view indexes, queue counts and locks of one shard.
+pub(crate) struct Index {
+    /// `views[tenant][view]`.
+    views: Vec<Vec<ViewIndex>>,
+    /// `depth[tenant][queue]`.
+    depth: Vec<Vec<QueueCount>>,
+    locks: ahash::AHashMap<Slot, Lock>,
+    /// Routing locks by deadline.
+    deadlines: BTreeSet<(Millis, Slot)>,
+}
+
+impl Index {
+    pub(crate) fn new(catalog: &crate::catalog::Catalog) -> Self {
+        Index {
+            views: catalog.tenants.iter().map(|t| t.views.iter().map(ViewIndex::new).collect()).collect(),
+            depth: catalog.tenants.iter().map(|t| vec![QueueCount::default(); t.queues.len()]).collect(),
+            locks: ahash::AHashMap::new(),
+            deadlines: BTreeSet::new(),
+        }
+    }
+
+    /// One view's index on this shard.
+    pub(crate) fn view(&self, tenant: TenantIdx, view: ViewIdx) -> &ViewIndex {
+        &self.views[tenant as usize][view as usize]
+    }
+
+    /// The counts of each queue of `tenant` on this shard.
+    pub(crate) fn queue_counts(&self, tenant: TenantIdx) -> &[QueueCount] {
+        &self.depth[tenant as usize]
+    }
+
+    pub(crate) fn lock(&self, slot: Slot) -> Option<&Lock> {
+        self.locks.get(&slot)
+    }
+
+    pub(crate) fn is_locked(&self, slot: Slot) -> bool {
+        self.locks.contains_key(&slot)
+    }
+
+    pub(crate) fn locks(&self) -> impl Iterator<Item = (Slot, &Lock)> {
+        self.locks.iter().map(|(&s, l)| (s, l))
+    }
+
+    /// Whether a routing lock has a deadline.
+    pub(crate) fn has_deadlines(&self) -> bool {
+        !self.deadlines.is_empty()
+    }
+}
+
+impl Shard {
+    /// Changes the interaction at `slot` with `change`: it leaves its views
+    /// and counts first and enters them again after, under keys and
+    /// conditions computed from its new fields. Its id and tie must stay.
+    pub(crate) fn modify<R>(
+        &mut self,
+        slot: Slot,
+        out: &mut Vec<Output>,
+        change: impl FnOnce(&mut Interaction) -> R,
+    ) -> R {
+        self.before_change(slot);
+        self.detach(slot);
+        let r = self.change_detached(slot, change);
+        self.attach(slot, out);
+        r
+    }
+
+    /// [`Shard::modify`] that also ends any lock on the interaction.
+    pub(crate) fn modify_unlocked<R>(
+        &mut self,
+        slot: Slot,
+        out: &mut Vec<Output>,
+        change: impl FnOnce(&mut Interaction) -> R,
+    ) -> R {
+        self.before_change(slot);
+        self.detach(slot);
+        self.drop_lock(slot);
+        let r = self.change_detached(slot, change);
+        self.attach(slot, out);
+        r
+    }
+
+    fn change_detached<R>(&mut self, slot: Slot, change: impl FnOnce(&mut Interaction) -> R) -> R {
+        let ix = self.store.get_mut(slot, &Reindex(()));
+        let (id, tie) = (ix.id.clone(), ix.tie);
+        let r = change(ix);
+        assert!(ix.id == id && ix.tie == tie, "interaction {id}: id or tie changed in place");
+        r
+    }
+
+    /// Marks the row of `slot` as stored; returns whether it was before.
+    /// No view depends on it.
+    pub(crate) fn mark_stored(&mut self, slot: Slot) -> bool {
+        std::mem::replace(&mut self.store.get_mut(slot, &Reindex(())).stored, true)
+    }
+
+    /// A committed submit becomes visible: it enters its queue's views.
+    pub(crate) fn reveal(&mut self, slot: Slot, out: &mut Vec<Output>) {
+        self.modify(slot, out, |ix| {
+            assert!(!ix.visible, "interaction {} revealed twice", ix.id);
+            ix.visible = true;
+        });
+    }
+
+    /// Adds an interaction to the store and to its views and counts.
+    pub(crate) fn admit(&mut self, ix: Interaction, out: &mut Vec<Output>) -> Slot {
+        let slot = self.store.insert(ix, &Reindex(()));
+        self.after_admit(slot);
+        self.attach(slot, out);
+        slot
+    }
+
+    /// Removes an interaction from its views, counts and locks, then from
+    /// the store.
+    pub(crate) fn evict(&mut self, slot: Slot) -> Interaction {
+        self.before_change(slot);
+        self.detach(slot);
+        self.drop_lock(slot);
+        self.store.remove(slot, &Reindex(()))
+    }
+
+    /// Locks a visible, unlocked interaction to `holder`: it leaves its
+    /// views (it stays counted in its queue, as locked).
+    pub(crate) fn lock(&mut self, slot: Slot, holder: Holder, kind: LockKind, deadline: Millis, out: &mut Vec<Output>) {
+        assert!(!self.index.locks.contains_key(&slot), "interaction {} locked twice", self.store.get(slot).id);
+        self.before_change(slot);
+        self.detach(slot);
+        if deadline != 0 {
+            self.index.deadlines.insert((deadline, slot));
+        }
+        self.index.locks.insert(slot, Lock { holder, kind, deadline });
+        self.attach(slot, out);
+    }
+
+    /// Ends the lock on `slot`; the interaction is back in its views, at
+    /// the place its key gives it (its original place unless it changed).
+    pub(crate) fn unlock(&mut self, slot: Slot, out: &mut Vec<Output>) {
+        if !self.index.locks.contains_key(&slot) {
+            return;
+        }
+        self.before_change(slot);
+        self.detach(slot);
+        self.drop_lock(slot);
+        self.attach(slot, out);
+    }
+
+    /// Routing locks whose time is up end: the interactions go back.
+    pub(super) fn expire_locks(&mut self, now_ms: Millis, out: &mut Vec<Output>) {
+        while self.index.deadlines.first().is_some_and(|&(deadline, _)| deadline <= now_ms) {
+            let (_, slot) = self.index.deadlines.pop_first().expect("checked");
+            self.unlock(slot, out);
+        }
+    }
+
+    /// Forgets the lock entry of `slot`; only between detach and attach,
+    /// since the lock decides what those count and index.
+    fn drop_lock(&mut self, slot: Slot) {
+        if let Some(l) = self.index.locks.remove(&slot) {
+            if l.deadline != 0 {
+                self.index.deadlines.remove(&(l.deadline, slot));
+            }
+        }
+    }
+
+    /// Counts a visible interaction in its queue and, unless locked, enters
+    /// it in the queue's views whose condition it meets. Pulls and
+    /// strategies waiting on those views are told.
+    fn attach(&mut self, slot: Slot, out: &mut Vec<Output>) {
+        let Shard { store, index, catalog, syms, watchers, strategy_watch, .. } = self;
+        let ix = store.get(slot);
+        let Place::Queue(q) = ix.place else { return };
+        if !ix.visible {
+            return;
+        }
+        let count = &mut index.depth[ix.tenant as usize][q as usize];
+        count.interactions += 1;
+        if index.locks.contains_key(&slot) {
+            count.locked += 1;
+            return;
+        }
+        let n = Names { catalog, syms };
+        for v in views_holding(ix, q, n) {
+            let view = &mut index.views[ix.tenant as usize][v as usize];
+            view.insert(view.key(ix, n), ix.tie);
+            if let Some(w) = watchers.remove(&(ix.tenant, v)) {
+                for (to, op) in w {
+                    out.push(Output::Peer { to, msg: PeerMsg::ViewFilled { op } });
+                }
+            }
+            if !strategy_watch.is_empty() {
+                if let Some(to) = strategy_watch.remove(&(ix.tenant, v)) {
+                    out.push(Output::Peer { to, msg: PeerMsg::StrategyWake { tenant: ix.tenant, view: v } });
+                }
+            }
+        }
+    }
+
+    /// Undoes [`Shard::attach`], with the fields the interaction has now:
+    /// they are the ones attach saw, since nothing changes them in between.
+    fn detach(&mut self, slot: Slot) {
+        let Shard { store, index, catalog, syms, .. } = self;
+        let ix = store.get(slot);
+        let Place::Queue(q) = ix.place else { return };
+        if !ix.visible {
+            return;
+        }
+        let count = &mut index.depth[ix.tenant as usize][q as usize];
+        assert!(count.interactions > 0, "queue count below zero");
+        count.interactions -= 1;
+        if index.locks.contains_key(&slot) {
+            assert!(count.locked > 0, "locked count below zero");
+            count.locked -= 1;
+            return;
+        }
+        let n = Names { catalog, syms };
+        for v in views_holding(ix, q, n) {
+            let view = &mut index.views[ix.tenant as usize][v as usize];
+            let removed = view.remove(view.key(ix, n), ix.tie);
+            assert!(
+                removed,
+                "interaction {} missing from view '{}'",
+                ix.id,
+                catalog.tenant_at(ix.tenant).views[v as usize].name
+            );
+        }
+    }
+
+    /// Checks that the indexes agree with the interactions: every view holds
+    /// exactly the visible, unlocked interactions of its queue that meet its
+    /// condition, each under the key its fields give now; the counts match;
+    /// every lock is on a live interaction. For tests and simulations: it
+    /// costs a pass over everything.
+    pub fn audit_index(&self) -> Result<(), String> {
+        let n = self.names();
+        let mut want: Vec<Vec<BTreeSet<(crate::view::ViewKey, u64)>>> =
+            self.index.views.iter().map(|t| t.iter().map(|_| BTreeSet::new()).collect()).collect();
+        let mut depth: Vec<Vec<QueueCount>> =
+            self.index.depth.iter().map(|t| vec![QueueCount::default(); t.len()]).collect();
+        for (slot, ix) in self.store.iter() {
+            let locked = self.index.locks.contains_key(&slot);
+            let Place::Queue(q) = ix.place else { continue };
+            if !ix.visible {
+                if locked {
+                    return Err(format!("interaction {} is locked before it is visible", ix.id));
+                }
+                continue;
+            }
+            let count = &mut depth[ix.tenant as usize][q as usize];
+            count.interactions += 1;
+            if locked {
+                count.locked += 1;
+                continue;
+            }
+            for v in views_holding(ix, q, n) {
+                let key = self.index.views[ix.tenant as usize][v as usize].key(ix, n);
+                want[ix.tenant as usize][v as usize].insert((key, ix.tie));
+            }
+        }
+        for (t, views) in self.index.views.iter().enumerate() {
+            for (v, index) in views.iter().enumerate() {
+                let have: BTreeSet<_> = index.head(index.len()).into_iter().collect();
+                let want = &want[t][v];
+                if &have != want {
+                    let name = &self.catalog.tenant_at(t as TenantIdx).views[v].name;
+                    let extra = have.difference(want).count();
+                    let missing = want.difference(&have).count();
+                    return Err(format!("view '{name}': {extra} stale or extra entries, {missing} missing"));
+                }
+            }
+        }
+        for (t, (have, want)) in self.index.depth.iter().zip(&depth).enumerate() {
+            for (q, (h, w)) in have.iter().zip(want).enumerate() {
+                if (h.interactions, h.locked) != (w.interactions, w.locked) {
+                    let name = &self.catalog.tenant_at(t as TenantIdx).queues[q].name;
+                    return Err(format!("queue '{name}' counts {h:?}, its interactions give {w:?}"));
+                }
+            }
+        }
+        for (&slot, lock) in &self.index.locks {
+            if !self.store.is_live(slot) {
+                return Err(format!("a lock ({:?}) on a slot that holds no interaction", lock.kind));
+            }
+            if lock.deadline != 0 && !self.index.deadlines.contains(&(lock.deadline, slot)) {
+                return Err("a routing lock without its deadline entry".into());
+            }
+        }
+        if self.index.deadlines.len() != self.index.locks.values().filter(|l| l.deadline != 0).count() {
+            return Err("routing deadlines without their locks".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,235 @@
+//! Scans of all of a shard's interactions (RequestFindInteractions,
+//! RequestGetWorkbinContent, RequestTakeSnapshot), in bounded slices.
+//!
+//! A scan looks at every interaction, so with a million of them it is long
+//! work; done in one step it would hold the shard, and every client of it,
+//! for that long. A scan is therefore a session that examines at most
+//! [`SCAN_SLICE`] slots (by default) per step ([`PeerMsg::ScanSlice`], which the shard
+//! sends itself; the server runs other work between two slices).
+//!
+//! A session sees the shard **as it was at its cut**, the moment it began,
+//! whatever changes in between: before anything changes an interaction the
+//! slicer has not reached yet, `indexing.rs` asks this module to remember
+//! what the scan would have made of it then ([`Shard::before_change`]); an
+//! interaction added after the cut is remembered as absent
+//! ([`Shard::after_admit`]). Slots past the store's end at the cut are all
+//! newer. So a find answers with one shard's state at one instant, and a
+//! snapshot, whose shards all take their cut while every shard is held
+//! (coord.rs), with the whole node's.
+
+use std::collections::BinaryHeap;
+
+use ahash::AHashMap;
+
+use crate::interaction::{Interaction, IxId, Place};
+use crate::machine::{Output, Shard};
+use crate::peer::{Filter, IdList, LockKind, PeerMsg, ScanMode};
+use crate::store::Slot;
+use crate::symbols::Sym;
+use crate::value::KvList;
+
+/// Slots one slice examines by default ([`ShardParams::scan_slice`]): a
+/// slice costs well under a millisecond.
+///
+/// [`ShardParams::scan_slice`]: crate::machine::ShardParams::scan_slice
+pub const SCAN_SLICE: u32 = 4096;
+
+/// One match: the interaction's tie (submission order, unique in the
+/// shard) and its id. Ordered by tie, so the heap keeps the first ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Hit {
+    tie: u64,
+    id: IxId,
+}
+
+impl Ord for Hit {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.tie.cmp(&other.tie)
+    }
+}
+
+impl PartialOrd for Hit {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A scan in progress on this shard.
+#[derive(Debug)]
+pub(crate) struct ScanSession {
+    /// The coordinating shard and its op: where the answer goes.
+    coord: u16,
+    op: u64,
+    filter: Filter,
+    /// A workbin filter's owner, as this shard names it (none: no match).
+    owner: Option<Sym>,
+    limit: u32,
+    mode: ScanMode,
+    /// The next slot to examine.
+    cursor: Slot,
+    /// The store's end at the cut: later slots hold only newer interactions.
+    end: Slot,
+    /// Slicing has begun (a snapshot waits for the coordinator's Thaw).
+    running: bool,
+    /// For slots not examined yet that changed since the cut: what the scan
+    /// makes of each as it was at the cut (`None`: no match, or absent).
+    shadow: AHashMap<Slot, Option<Hit>>,
+    /// The first `limit` matches in submission order (largest on top).
+    best: BinaryHeap<Hit>,
+    total: u64,
+}
+
+impl Shard {
+    /// Takes the cut of a scan for `coord`'s `op`. A find starts slicing at
+    /// once; a snapshot when [`Shard::run_scan`] is called (at Thaw).
+    pub(crate) fn open_scan(&mut self, coord: u16, op: u64, filter: Filter, limit: u32, mode: ScanMode) -> bool {
+        let owner = match &filter {
+            Filter::Workbin { owner, .. } => self.syms.lookup(owner),
+            Filter::Condition { .. } => None,
+        };
+        let running = matches!(mode, ScanMode::Find);
+        self.scans.push(ScanSession {
+            coord,
+            op,
+            filter,
+            owner,
+            limit,
+            mode,
+            cursor: 0,
+            end: self.store.slot_end(),
+            running,
+            shadow: AHashMap::new(),
+            best: BinaryHeap::new(),
+            total: 0,
+        });
+        running
+    }
+
+    /// A snapshot's cut is taken on every shard: its slicing may begin.
+    /// Returns whether this shard has that session.
+    pub(crate) fn run_scan(&mut self, coord: u16, op: u64) -> bool {
+        match self.scans.iter_mut().find(|s| (s.coord, s.op) == (coord, op)) {
+            Some(s) => {
+                s.running = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next slice of the scan for `coord`'s `op`: examines up to
+    /// `scan_slice` slots, then asks for the next slice or, at the end,
+    /// answers the coordinator.
+    pub(crate) fn scan_slice(&mut self, coord: u16, op: u64, out: &mut Vec<Output>) {
+        let Some(i) = self.scans.iter().position(|s| (s.coord, s.op) == (coord, op)) else { return };
+        assert!(self.scans[i].running, "a slice of a scan whose cut is not released");
+        let (start, end) = {
+            let s = &self.scans[i];
+            (s.cursor, s.end.min(s.cursor.saturating_add(self.params.scan_slice.max(1))))
+        };
+        for slot in start..end {
+            let hit = match self.scans[i].shadow.remove(&slot) {
+                Some(at_cut) => at_cut,
+                None => self.verdict(&self.scans[i], slot),
+            };
+            let s = &mut self.scans[i];
+            if let Some(hit) = hit {
+                s.total += 1;
+                s.best.push(hit);
+                if s.best.len() > s.limit as usize {
+                    s.best.pop();
+                }
+            }
+        }
+        self.scans[i].cursor = end;
+        if end < self.scans[i].end {
+            out.push(Output::Peer { to: self.params.shard, msg: PeerMsg::ScanSlice { coord, op } });
+            return;
+        }
+        let s = self.scans.swap_remove(i);
+        self.finish_scan(s, out);
+    }
+
+    /// What a scan makes of the interaction at `slot` now.
+    fn verdict(&self, s: &ScanSession, slot: Slot) -> Option<Hit> {
+        let ix = self.store.try_get(slot)?;
+        if !ix.visible {
+            return None;
+        }
+        if matches!(s.mode, ScanMode::Snapshot { lock: Some(_), .. }) && self.index.is_locked(slot) {
+            return None;
+        }
+        self.hits(s, ix).then(|| Hit { tie: ix.tie, id: ix.id.clone() })
+    }
+
+    fn hits(&self, s: &ScanSession, ix: &Interaction) -> bool {
+        match &s.filter {
+            Filter::Condition { tenant, condition } => {
+                tenant.is_none_or(|t| t == ix.tenant) && ix.matches(condition, self.names())
+            }
+            Filter::Workbin { tenant, workbin, .. } => {
+                ix.tenant == *tenant
+                    && matches!(ix.place, Place::Workbin { workbin: w, owner: o } if w == *workbin && Some(o) == s.owner)
+            }
+        }
+    }
+
+    /// The scan's answer: its first matches in submission order, described
+    /// as they are now for a find; locked for a locking snapshot, which
+    /// keeps only those it could lock (one stopped or locked by another
+    /// client since the cut is left out).
+    fn finish_scan(&mut self, s: ScanSession, out: &mut Vec<Output>) {
+        let mut ties = Vec::with_capacity(s.best.len());
+        let mut ids = IdList::new();
+        let mut described: Vec<KvList> = Vec::new();
+        for hit in s.best.into_sorted_vec() {
+            let now = self.store.find_tie(hit.tie).filter(|&slot| self.store.get(slot).id == hit.id);
+            match &s.mode {
+                ScanMode::Find => {
+                    // Gone since the cut: nothing left to describe.
+                    let Some(slot) = now else { continue };
+                    described.push(self.describe(slot));
+                }
+                ScanMode::Snapshot { snapshot, lock: Some(holder) } => {
+                    let Some(slot) = now.filter(|&slot| !self.index.is_locked(slot)) else { continue };
+                    self.lock(slot, holder.clone(), LockKind::Snapshot(*snapshot), 0, out);
+                }
+                ScanMode::Snapshot { lock: None, .. } => {}
+            }
+            ties.push(hit.tie);
+            ids.push(&hit.id);
+        }
+        let msg = PeerMsg::Scanned { op: s.op, ties, ids, described, total: s.total };
+        out.push(Output::Peer { to: s.coord, msg });
+    }
+
+    /// Called by `indexing.rs` before anything about the interaction at
+    /// `slot` changes (fields, lock, or its removal): every scan that has
+    /// not examined that slot yet remembers what it would have made of it.
+    pub(crate) fn before_change(&mut self, slot: Slot) {
+        for i in 0..self.scans.len() {
+            let s = &self.scans[i];
+            if slot < s.cursor || slot >= s.end || s.shadow.contains_key(&slot) {
+                continue;
+            }
+            let at_cut = self.verdict(s, slot);
+            self.scans[i].shadow.insert(slot, at_cut);
+        }
+    }
+
+    /// Called by `indexing.rs` when an interaction is added at `slot`: for
+    /// scans that have not examined that slot, it was not there at the cut
+    /// (unless what was there then is remembered already).
+    pub(crate) fn after_admit(&mut self, slot: Slot) {
+        for s in &mut self.scans {
+            if slot >= s.cursor && slot < s.end {
+                s.shadow.entry(slot).or_insert(None);
+            }
+        }
+    }
+
+    /// Scans in progress on this shard.
+    pub fn scans_in_progress(&self) -> usize {
+        self.scans.len()
+    }
+}

@@ -1,0 +1,194 @@
+//! A write the database refuses (storage completes it with ok = false: it
+//! was definitely not applied) is answered with error 50 and undone in
+//! memory, so memory, answers and the database agree. Writes of the same
+//! interaction made on top of it fail with it, and one more write puts the
+//! row back as it was.
+
+use std::sync::Arc;
+
+use ixn_shard::catalog::Catalog;
+use ixn_shard::kv;
+use ixn_shard::machine::{Caller, Input, Origin, Output, Shard, ShardParams, StoreOp};
+use ixn_shard::proto::request::error_of;
+use ixn_shard::proto::{attr, ClientType, ErrorCode, Request, Submit};
+
+const ORIGIN: Origin = Origin { shard: 0, conn: 7 };
+
+struct T {
+    s: Shard,
+    now: i64,
+    next_ref: u32,
+}
+
+/// What one input produced: writes (token, op) and answers (ref, error code
+/// or None for success).
+#[derive(Default, Debug)]
+struct Got {
+    writes: Vec<(u64, StoreOp)>,
+    answers: Vec<(u32, Option<ErrorCode>)>,
+}
+
+impl T {
+    fn new() -> T {
+        T { s: Shard::new(ShardParams::new(1, 0, 1), Arc::new(Catalog::embedded_default())), now: 1_000, next_ref: 1 }
+    }
+
+    fn feed(&mut self, input: Input) -> Got {
+        self.now += 1;
+        let mut out = Vec::new();
+        self.s.handle(self.now, input, &mut out);
+        self.s.audit_index().expect("indexes in step");
+        let mut got = Got::default();
+        for o in out {
+            match o {
+                Output::Store { token, op } => got.writes.push((token, op)),
+                Output::Reply { frame, .. } => got.answers.push((frame.ref_id, error_of(&frame).map(|e| e.code))),
+                _ => {}
+            }
+        }
+        got
+    }
+
+    /// Sends a request; returns its reference id and the token of its write.
+    fn send(&mut self, request: Request) -> (u32, u64) {
+        let ref_id = self.next_ref;
+        self.next_ref += 1;
+        let caller = Caller {
+            origin: ORIGIN,
+            ref_id,
+            client_type: ClientType::MediaServer,
+            client_name: "m".into(),
+            agent: None,
+        };
+        let got = self.feed(Input::Request { caller, request });
+        assert!(got.answers.is_empty(), "answered before its write: {got:?}");
+        assert_eq!(got.writes.len(), 1, "{got:?}");
+        (ref_id, got.writes[0].0)
+    }
+
+    fn done(&mut self, token: u64, ok: bool) -> Got {
+        self.feed(Input::StorageDone { token, ok })
+    }
+
+    fn submitted(&mut self) -> String {
+        let (r, t) = self.send(Request::Submit(Box::new(Submit {
+            tenant: "default".into(),
+            media_type: "chat".into(),
+            interaction_type: "Inbound".into(),
+            interaction_subtype: "InboundNew".into(),
+            queue: "inbound".into(),
+            priority: 3,
+            properties: kv![("lang", "en")],
+            id: None,
+            received_at_ms: None,
+        })));
+        let got = self.done(t, true);
+        assert_eq!(got.answers, vec![(r, None)]);
+        self.s.get(&{ self.s.interactions().next().unwrap().id.to_string() }).unwrap().id.to_string()
+    }
+
+    fn lang(&self, id: &str) -> Option<String> {
+        self.s.get(id)?.properties().get("lang").and_then(|v| v.as_str()).map(str::to_string)
+    }
+
+    fn queue(&self, id: &str) -> Option<String> {
+        let r = self.s.record(id)?;
+        Some(r.queue)
+    }
+}
+
+fn change(id: &str, lang: &str) -> Request {
+    Request::ChangeProperties { id: id.into(), changed: kv![("lang", lang)], deleted: vec![] }
+}
+
+#[test]
+fn a_failed_property_change_is_undone() {
+    let mut t = T::new();
+    let id = t.submitted();
+    let version = t.s.get(&id).unwrap().version;
+    let (r, w) = t.send(change(&id, "fr"));
+    assert_eq!(t.lang(&id).as_deref(), Some("fr"), "applied in memory while in flight");
+    let got = t.done(w, false);
+    assert_eq!(got.answers, vec![(r, Some(ErrorCode::StorageFailure))]);
+    assert!(got.writes.is_empty(), "nothing later to put back: {got:?}");
+    assert_eq!(t.lang(&id).as_deref(), Some("en"), "a change answered 'not applied' is not applied");
+    assert_eq!(t.s.get(&id).unwrap().version, version);
+}
+
+#[test]
+fn a_failed_place_in_queue_or_workbin_is_undone() {
+    let mut t = T::new();
+    let id = t.submitted();
+    let (r, w) = t.send(Request::PlaceInQueue { id: id.clone(), queue: Some("done".into()) });
+    assert_eq!(t.queue(&id).as_deref(), Some("done"));
+    assert_eq!(t.done(w, false).answers, vec![(r, Some(ErrorCode::StorageFailure))]);
+    assert_eq!(t.queue(&id).as_deref(), Some("inbound"));
+    let (r, w) = t.send(Request::PlaceInWorkbin { id: id.clone(), workbin: "personal".into(), owner: "agent1".into() });
+    assert_eq!(t.done(w, false).answers, vec![(r, Some(ErrorCode::StorageFailure))]);
+    assert_eq!(t.queue(&id).as_deref(), Some("inbound"));
+    let r = t.s.record(&id).unwrap();
+    assert_eq!(r.workbin_owner, None);
+}
+
+#[test]
+fn writes_made_on_top_of_a_failed_change_fail_with_it_and_the_row_is_put_back() {
+    let mut t = T::new();
+    let id = t.submitted();
+    let (r1, w1) = t.send(change(&id, "fr"));
+    let (r2, w2) = t.send(change(&id, "de"));
+    let got = t.done(w1, false);
+    assert_eq!(got.answers, vec![(r1, Some(ErrorCode::StorageFailure))]);
+    assert_eq!(t.lang(&id).as_deref(), Some("en"));
+    // The second write's row carries the first change: one more write puts
+    // the row back as memory has it.
+    let [(w3, StoreOp::Upsert(rec))] = got.writes.as_slice() else { panic!("a write putting the row back: {got:?}") };
+    assert_eq!(rec.properties, kv![("lang", "en")]);
+    // The second change fails even though its write commits.
+    let got = t.done(w2, true);
+    assert_eq!(got.answers, vec![(r2, Some(ErrorCode::StorageFailure))]);
+    assert_eq!(t.lang(&id).as_deref(), Some("en"));
+    assert!(t.done(*w3, true).answers.is_empty());
+    assert_eq!(t.s.pending_writes(), 0);
+}
+
+#[test]
+fn a_stop_made_after_a_failed_change_fails_with_it() {
+    let mut t = T::new();
+    let id = t.submitted();
+    let (r1, w1) = t.send(change(&id, "fr"));
+    let (r2, w2) = t.send(Request::StopProcessing { id: id.clone(), reason: None });
+    assert!(t.s.get(&id).is_none());
+    let got = t.done(w1, false);
+    assert_eq!(got.answers, vec![(r1, Some(ErrorCode::StorageFailure))]);
+    assert_eq!(t.lang(&id).as_deref(), Some("en"), "live again, as before the change");
+    assert_eq!(got.writes.len(), 1, "the row is written back after the stop's delete");
+    let got = t.done(w2, true);
+    assert_eq!(got.answers, vec![(r2, Some(ErrorCode::StorageFailure))]);
+    assert!(t.s.get(&id).is_some());
+}
+
+#[test]
+fn writes_after_a_failed_submit_fail_with_it() {
+    let mut t = T::new();
+    let (r1, w1) = t.send(Request::Submit(Box::new(Submit {
+        tenant: "default".into(),
+        media_type: "chat".into(),
+        interaction_type: "Inbound".into(),
+        interaction_subtype: "InboundNew".into(),
+        queue: "inbound".into(),
+        priority: 0,
+        properties: kv![("lang", "en")],
+        id: Some("media-42".into()),
+        received_at_ms: None,
+    })));
+    let (r2, w2) = t.send(change("media-42", "fr"));
+    let got = t.done(w1, false);
+    assert_eq!(got.answers, vec![(r1, Some(ErrorCode::StorageFailure))]);
+    let [(w3, StoreOp::Delete(_))] = got.writes.as_slice() else { panic!("a clean-up delete: {got:?}") };
+    // The change's write commits (its row would exist until the clean-up),
+    // yet it is answered as failed: the interaction never existed.
+    assert_eq!(t.done(w2, true).answers, vec![(r2, Some(ErrorCode::StorageFailure))]);
+    t.done(*w3, true);
+    assert!(t.s.get("media-42").is_none());
+    let _ = attr::INTERACTION_ID;
+}
