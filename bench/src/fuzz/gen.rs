@@ -15,7 +15,7 @@ use ixn_shard::proto::{ClientType, Request, Submit};
 use ixn_shard::{KvList, Value};
 
 use super::rng::Rng;
-use super::setup::{Tenant, CLIENTS, TENANTS};
+use super::setup::{Tenant, CLIENTS, MAX_PROPERTIES, TENANTS};
 
 /// Interaction ids remembered (the most recent).
 const KNOWN_IDS: usize = 256;
@@ -287,6 +287,12 @@ pub fn properties(rng: &mut Rng, depth: usize) -> KvList {
     }
     if rng.chance(0.02) {
         l.push("", Value::Int(1));
+    }
+    if rng.chance(0.02) {
+        // Around the bound on keys per interaction (max-properties-per-interaction).
+        for k in 0..rng.range(MAX_PROPERTIES as u64 - 10, MAX_PROPERTIES as u64 + 10) {
+            l.push(format!("k{k}"), Value::Int(k as i64));
+        }
     }
     l
 }

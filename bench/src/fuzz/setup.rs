@@ -6,9 +6,10 @@
 //! while an interaction lives (`version`, `priority`, properties), two
 //! queues with the built-in strategy (one ordered by `version`) and agents
 //! with skills, workbins of each kind, a second tenant, configured clients
-//! with passwords, and small bounds (frame size, pending requests, output
-//! buffer, connections, seats, snapshot size, every timeout) so that each
-//! is reached within seconds. A few settings with several meaningful
+//! with passwords, searches and snapshots refused to one client type each,
+//! and small bounds (frame size, pending requests, output buffer,
+//! connections, seats, snapshot size, property keys, every timeout) so
+//! that each is reached within seconds. A few settings with several meaningful
 //! values are drawn from the seed.
 
 use std::fmt::Write;
@@ -22,6 +23,9 @@ pub const MAX_FRAME: usize = 65536;
 pub const MAX_PENDING: usize = 32;
 /// `[settings] pull-hold-timeout`, milliseconds.
 pub const PULL_HOLD_MS: u64 = 200;
+/// `[settings] max-properties-per-interaction`: submissions and changes
+/// with many keys reach it.
+pub const MAX_PROPERTIES: usize = 40;
 /// Connections each shard accepts (`max-connections` is this times the
 /// shard count): the regular connections and the control connections fit,
 /// connection floods do not.
@@ -158,6 +162,9 @@ database-batch-size = {batch}
 routing-timeout = 2.5
 pull-hold-timeout = {hold}
 max-interactions-per-snapshot = 16
+max-properties-per-interaction = {MAX_PROPERTIES}
+find-client-types = ["media-server", "routing-engine", "reporting-engine", "proxy", "operator"]
+snapshot-client-types = ["agent-desktop", "routing-engine", "reporting-engine", "proxy", "operator"]
 delivering-timeout = 1.5
 handling-timeout = 4
 not-ready-on-invitation-timeout = {nrt}
@@ -166,6 +173,10 @@ allow-multiple-agent-connections = {multi}
 agent-login-control = {alc}
 agent-seats = 7
 handled-at-restart = "queue"
+
+[cluster-settings]
+media-types = ["chat", "email", "sms"]
+enable-submit = true
 "#,
         data = data_dir.display().to_string().replace('\\', "\\\\").replace('"', "\\\""),
         maxconn = CONNECTIONS_PER_SHARD * shards,
