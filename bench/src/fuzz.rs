@@ -39,10 +39,10 @@
 //!
 //! On a failure it prints the seed, the reason and the server log's tail,
 //! and writes the last frames sent and received (with the bytes of each
-//! frame sent) to `fuzz-frames.txt` in its directory, which it keeps. Every
-//! choice comes from generators seeded by `--seed`, so `--seed` replays the
-//! same choices; the interleaving with the server's answers is the
-//! machine's, so a replay usually, not always, meets the same fault.
+//! frame sent) to `fuzz-frames.txt` in its directory, which it keeps. The
+//! seed fixes the configuration and every random stream; the fuzzer also
+//! reacts to the server's answers and their timing, so a replay with
+//! `--seed` usually, not always, meets the same fault.
 
 #[path = "fuzz/conn.rs"]
 mod conn;
@@ -724,7 +724,7 @@ impl<'o> Fuzzer<'o> {
     /// Sends requests with big answers and stops reading: the server must
     /// drop the connection when its output passes `max-output-buffer`.
     fn go_deaf(&mut self, c: &mut Conn, now: Instant) {
-        let n = c.rng.range(40, 120);
+        let n = c.rng.range(10, 30);
         self.history.note(self.at(), c.serial, format!("stops reading after {n} requests with big answers"));
         for _ in 0..n {
             let request = gen::heavy_request(&mut c.rng);
@@ -967,6 +967,10 @@ impl<'o> Fuzzer<'o> {
         c.last_answer = Some(now);
         if c.role == Role::Control {
             self.last_control_answer = now;
+            if f.msg_type == msg_type::EVENT_QUEUE_DEPTH {
+                let live: i64 = f.lists(attr::QUEUE_DEPTH).iter().filter_map(|q| q.get("interactions")?.as_int()).sum();
+                self.world.crowded = live > gen::LIVE_TARGET;
+            }
         }
         let Some(p) = c.pending.remove(&f.ref_id) else {
             if c.checked() {
@@ -1044,6 +1048,15 @@ impl<'o> Fuzzer<'o> {
             Follow::Workbin { id, tenant, workbin, owner } if ok => {
                 c.handling.retain(|i| *i != id);
                 self.world.remember_workbin(id, tenant, workbin, owner);
+            }
+            Follow::Sweep if ok => {
+                for l in f.lists(attr::INTERACTION) {
+                    if let Some(id) = l.get("id").and_then(|v| v.as_str()) {
+                        c.pulled.retain(|i| i != id);
+                        let stop = Request::StopProcessing { id: id.to_string(), reason: Some("sweep".into()) };
+                        c.reactions.push(Planned { request: stop, follow: Follow::Nothing });
+                    }
+                }
             }
             Follow::Subscribe if ok => c.subscribed = true,
             Follow::Unsubscribe if ok => c.subscribed = false,

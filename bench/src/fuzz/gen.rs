@@ -19,6 +19,11 @@ use super::setup::{Tenant, CLIENTS, MAX_PROPERTIES, TENANTS};
 
 /// Interaction ids remembered (the most recent).
 const KNOWN_IDS: usize = 256;
+/// Live interactions the fuzzer keeps the server around: past it, media
+/// servers submit less and routers and operators sweep (take interactions
+/// and stop them), so that a long run stays in one regime instead of
+/// growing until every search takes seconds.
+pub const LIVE_TARGET: i64 = 2000;
 
 /// The kinds of connection the fuzzer drives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +102,8 @@ pub enum Follow {
     },
     Subscribe,
     Unsubscribe,
+    /// Stop every interaction the answer lists (keeps the population bounded).
+    Sweep,
 }
 
 /// One request to send and what to do with its answer.
@@ -120,6 +127,8 @@ pub struct World {
     /// Whether submissions may carry client-given ids (`--no-client-ids`
     /// leaves them out, to get past a known fault of theirs).
     pub client_ids: bool,
+    /// More interactions live than [`LIVE_TARGET`]: submit less, sweep.
+    pub crowded: bool,
     ids: VecDeque<String>,
     /// Interactions placed in an agent workbin: (id, tenant, workbin, owner).
     workbin_items: VecDeque<(String, &'static str, &'static str, String)>,
@@ -651,9 +660,26 @@ pub fn next_requests(rng: &mut Rng, world: &World, seat: &Seat) -> Vec<Planned> 
     }
 }
 
+/// Takes up to 100 interactions (pulled from a view, or listed in a
+/// workbin) and stops each.
+fn sweep(rng: &mut Rng) -> Planned {
+    let t = &TENANTS[0];
+    let request = if rng.chance(0.7) {
+        Request::Pull { tenant: t.name.into(), view: rng.pick(t.views).to_string(), count: 100 }
+    } else {
+        Request::GetWorkbinContent {
+            tenant: t.name.into(),
+            workbin: rng.pick(t.workbins).to_string(),
+            owner: rng.pick(t.agents).0.into(),
+        }
+    };
+    Planned::with(request, Follow::Sweep)
+}
+
 fn media_server(rng: &mut Rng, world: &World) -> Vec<Planned> {
     let id = world.some_id(rng);
-    match rng.weighted(&[40, 8, 8, 10, 6, 4, 24]) {
+    let submit = if world.crowded { 5 } else { 40 };
+    match rng.weighted(&[submit, 8, 8, 10, 6, 4, 24]) {
         0 => vec![submit_planned(rng, None)],
         1 if world.client_ids => {
             let id = client_id(rng);
@@ -696,6 +722,9 @@ fn desktop(rng: &mut Rng, world: &World, seat: &Seat) -> Vec<Planned> {
 }
 
 fn router(rng: &mut Rng, world: &World, seat: &Seat) -> Vec<Planned> {
+    if world.crowded && rng.chance(0.3) {
+        return vec![sweep(rng)];
+    }
     let has = !seat.pulled.is_empty();
     let w = [
         30,
@@ -750,6 +779,9 @@ fn reporter(rng: &mut Rng, world: &World, seat: &Seat) -> Vec<Planned> {
 }
 
 fn operator(rng: &mut Rng, world: &World, seat: &Seat) -> Vec<Planned> {
+    if world.crowded && rng.chance(0.3) {
+        return vec![sweep(rng)];
+    }
     let id = world.some_id(rng);
     match rng.weighted(&[10, 10, 8, 6, 6, 6, 4, 8, 6, 6, 4, 3, 20]) {
         0 => vec![submit_planned(rng, None)],
@@ -774,9 +806,9 @@ fn operator(rng: &mut Rng, world: &World, seat: &Seat) -> Vec<Planned> {
 /// Requests that make big answers, for a connection that will not read
 /// them (its output buffer runs over, message 1024).
 pub fn heavy_request(rng: &mut Rng) -> Request {
-    match rng.below(3) {
-        0 => Request::FindInteractions { tenant: None, condition: "id IS NOT NULL".into(), limit: 10_000 },
-        1 => Request::GetAgentState { tenant: "default".into(), agent: None },
+    match rng.below(4) {
+        0 | 1 => Request::FindInteractions { tenant: None, condition: "id IS NOT NULL".into(), limit: 10_000 },
+        2 => Request::GetAgentState { tenant: "default".into(), agent: None },
         _ => Request::GetQueueDepth { tenant: "default".into() },
     }
 }
