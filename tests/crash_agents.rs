@@ -7,12 +7,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{engines, two_cores, write_config_with, Engine, Server, TempDir};
-use ixn::client::{submit_request, Client};
-use ixn_shard::proto::{attr, msg_type, ClientType};
+use ixn::client::{submit_request, Client, ClientError};
+use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode};
 use ixn_shard::{KvList, Value};
 
 const TENANT: &str = r#"
@@ -165,4 +167,141 @@ fn handled_interactions_can_go_to_the_agents_workbin_at_restart() {
     assert_eq!(f.get_str(attr::INTERACTION_ID), Some(agent_id.as_str()));
     d.accept(&agent_id, Some(ticket)).unwrap();
     d.stop(&agent_id, Some("done")).unwrap();
+}
+
+// ----- accepts and stops in flight ---------------------------------------------
+
+/// What the test sent and was told about one interaction.
+#[derive(Clone, Debug, Default)]
+struct Sent {
+    /// The agent an accept was sent for, and whether it was acknowledged.
+    accept: Option<(String, bool)>,
+    /// A stop was sent, and whether it was acknowledged.
+    stop: Option<bool>,
+}
+
+/// Where an interaction is after the restart.
+#[derive(Clone, Debug, PartialEq)]
+enum Found {
+    Inbound,
+    Workbin(String),
+    Gone,
+}
+
+/// Agents accept every invitation and stop what they accepted, in a loop,
+/// while a media server submits; the server is killed with SIGKILL at a
+/// random moment. After the restart (handled-at-restart = the agent's
+/// workbin): an acknowledged stop stays gone, an acknowledged accept is in
+/// its agent's workbin unless a stop was sent, and whatever was only sent
+/// is either as before it or as after it.
+#[test]
+fn acknowledged_accepts_and_stops_survive_kill_9() {
+    for engine in engines("crash-agents-flight") {
+        let seed = std::env::var("IXN_CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64);
+        eprintln!("crash test seed {seed} (IXN_CRASH_SEED={seed} to replay the kill timing)");
+        let dir = TempDir::new("crash-agents-flight");
+        let cfg = config(&dir, &engine, "handled-at-restart = \"workbin:personal\"\n");
+        let mut s = Server::start(&cfg);
+        let sent: Arc<Mutex<HashMap<String, Sent>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for i in 0..AGENTS {
+            let mut d = s.client_as(ClientType::AgentDesktop, &format!("desk{i}"));
+            d.login(&format!("a{i}"), &format!("p{i}"), &[]).unwrap();
+            d.ready().unwrap();
+            let (sent, stop) = (sent.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || handle(d, format!("a{i}"), &sent, &stop)));
+        }
+        let mut ms = s.media_server();
+        let submitter = {
+            let (sent, stop) = (sent.clone(), stop.clone());
+            std::thread::spawn(move || submit(&mut ms, &sent, &stop))
+        };
+        let kill_after = Duration::from_millis(300 + (seed >> 33) % 1200);
+        std::thread::sleep(kill_after);
+        s.kill9();
+        stop.store(true, Ordering::SeqCst);
+        submitter.join().unwrap();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let sent = sent.lock().unwrap();
+        let count = |f: &dyn Fn(&Sent) -> bool| sent.values().filter(|x| f(x)).count();
+        let accepts = count(&|x| matches!(x.accept, Some((_, true))));
+        let stops = count(&|x| x.stop == Some(true));
+        let name = if matches!(engine, Engine::Sqlite) { "SQLite" } else { "PostgreSQL" };
+        eprintln!(
+            "{name}: killed after {kill_after:?}; {} submitted, {accepts} accepts and {stops} stops acknowledged",
+            sent.len()
+        );
+        assert!(accepts > 0, "agents accepted before the kill");
+
+        let s = Server::start(&cfg);
+        let mut op = s.client();
+        for (id, x) in sent.iter() {
+            let found = match op.get(id) {
+                Ok(f) => match (f.get_str(attr::QUEUE), f.get_str(attr::WORKBIN), f.get_str(attr::WORKBIN_OWNER)) {
+                    (Some("inbound"), None, None) => Found::Inbound,
+                    (None, Some("personal"), Some(owner)) => Found::Workbin(owner.to_string()),
+                    other => panic!("{id} is somewhere unexpected: {other:?}"),
+                },
+                Err(ClientError::Server(e)) if e.code == ErrorCode::UnknownInteraction => Found::Gone,
+                Err(e) => panic!("{id}: {e}"),
+            };
+            let mut may: Vec<Found> = Vec::new();
+            match (&x.accept, x.stop) {
+                (_, Some(true)) => may.push(Found::Gone),
+                (Some((agent, true)), Some(false)) => may.extend([Found::Workbin(agent.clone()), Found::Gone]),
+                (Some((agent, true)), None) => may.push(Found::Workbin(agent.clone())),
+                (Some((agent, false)), _) => may.extend([Found::Inbound, Found::Workbin(agent.clone())]),
+                (None, _) => may.push(Found::Inbound),
+            }
+            assert!(may.contains(&found), "{name}: {id} is {found:?} after the restart; sent {x:?}");
+        }
+    }
+}
+
+/// Submits until the server dies; records each acknowledged submission.
+fn submit(ms: &mut Client, sent: &Mutex<HashMap<String, Sent>>, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        match ms.submit(submit_request("default", "inbound", "chat", 0, KvList::new())) {
+            Ok(id) => {
+                sent.lock().unwrap().insert(id, Sent::default());
+            }
+            Err(ClientError::Io(_)) => return,
+            Err(e) => panic!("submit refused during the crash test: {e}"),
+        }
+    }
+}
+
+/// An agent's desktop: accepts each invitation, then stops the interaction;
+/// records what it sent and what was acknowledged, until the server dies.
+fn handle(mut d: Client, agent: String, sent: &Mutex<HashMap<String, Sent>>, stop: &AtomicBool) {
+    let io = |e: ClientError, what: &str| match e {
+        ClientError::Io(_) => (),
+        e => panic!("{what} refused during the crash test: {e}"),
+    };
+    while !stop.load(Ordering::SeqCst) {
+        let f = match d.wait_event(msg_type::EVENT_INVITE, Duration::from_millis(100)) {
+            Ok(Some(f)) => f,
+            Ok(None) => continue,
+            Err(e) => return io(e, "waiting for an invitation"),
+        };
+        let id = f.get_str(attr::INTERACTION_ID).unwrap().to_string();
+        let ticket = f.get_int(attr::TICKET).map(|t| t as u64);
+        let record = |f: &dyn Fn(&mut Sent)| f(sent.lock().unwrap().entry(id.clone()).or_default());
+        record(&|x| x.accept = Some((agent.clone(), false)));
+        if let Err(e) = d.accept(&id, ticket) {
+            return io(e, "accept");
+        }
+        record(&|x| x.accept = Some((agent.clone(), true)));
+        record(&|x| x.stop = Some(false));
+        if let Err(e) = d.stop(&id, Some("done")) {
+            return io(e, "stop");
+        }
+        record(&|x| x.stop = Some(true));
+    }
 }

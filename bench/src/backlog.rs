@@ -16,6 +16,10 @@
 //! 3. A snapshot of the whole backlog (`priority >= 0`; the server needs
 //!    max-interactions-per-snapshot >= the backlog), timed to its answer
 //!    and then read in pages of 1000, every entry checked once; released.
+//!    Meanwhile `--probes` other operator connections each ask for the
+//!    queue depth (a request every shard answers) one at a time: their
+//!    latency while the snapshot is taken is set beside their latency in
+//!    the 2 s before it, when nothing else runs.
 //! 4. Two finds, each a scan of the whole backlog: `priority = 9 AND
 //!    submitted_at > 0` limit 100 (a tenth matches) and `media_type =
 //!    'email'` limit 10000 (a thousandth matches).
@@ -68,6 +72,9 @@ pub struct BacklogArgs {
     /// `bench-operator`).
     #[arg(long)]
     credential: Option<String>,
+    /// Connections measuring other clients' latency around the snapshot.
+    #[arg(long, default_value_t = 2)]
+    probes: usize,
     /// Times each find is made (first and median reported).
     #[arg(long, default_value_t = 3)]
     find_repeat: usize,
@@ -110,6 +117,29 @@ fn int_of(l: &KvList, k: &str) -> Option<i64> {
 
 fn attr_int(f: &Frame, id: u16, what: &str) -> Result<i64, String> {
     f.get_int(id).ok_or_else(|| format!("{} has no {what}", msg_type::name(f.msg_type)))
+}
+
+/// Latency of RequestGetQueueDepth, asked one at a time on one connection,
+/// recorded into `quiet` until `phase` becomes 1, into `busy` while it is 1,
+/// and not at all after (2: stop).
+fn probe(a: &BacklogArgs, phase: &std::sync::atomic::AtomicU8) -> Result<(Histogram<u64>, Histogram<u64>), String> {
+    use std::sync::atomic::Ordering;
+    let mut c = connect(a, ClientType::Operator, "bench-operator")?;
+    let req = Request::GetQueueDepth { tenant: "default".into() };
+    let mut quiet = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut busy = quiet.clone();
+    loop {
+        let p = phase.load(Ordering::SeqCst);
+        if p >= 2 {
+            return Ok((quiet, busy));
+        }
+        let t = Instant::now();
+        call(&mut c, &req, msg_type::EVENT_QUEUE_DEPTH)?;
+        let us = t.elapsed().as_micros().max(1) as u64;
+        // Counted in the phase it started in: a request that began before
+        // the snapshot and waited for it shows in `quiet`.
+        if p == 0 { &mut quiet } else { &mut busy }.record(us).ok();
+    }
 }
 
 fn call(c: &mut Client, r: &Request, want: u16) -> Result<Frame, String> {
@@ -396,10 +426,39 @@ pub fn backlog(a: BacklogArgs) -> Result<(), String> {
     }
 
     // ----- 3. snapshot of the whole backlog ------------------------------------------
+    let phase = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let probes: Vec<_> = (0..a.probes)
+        .map(|_| {
+            let (a, phase) = (a.clone(), phase.clone());
+            std::thread::spawn(move || probe(&a, &phase))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    phase.store(1, std::sync::atomic::Ordering::SeqCst);
     let t = Instant::now();
     let take = Request::TakeSnapshot { tenant: None, condition: "priority >= 0".into(), lock: false, limit: None };
     let f = call(&mut op, &take, msg_type::EVENT_SNAPSHOT_TAKEN)?;
     let take_ms = t.elapsed().as_secs_f64() * 1000.0;
+    phase.store(2, std::sync::atomic::Ordering::SeqCst);
+    let mut quiet = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut busy = quiet.clone();
+    for p in probes {
+        let (q, b) = p.join().map_err(|_| "a probe thread panicked".to_string())??;
+        quiet.add(&q).expect("same bounds");
+        busy.add(&b).expect("same bounds");
+    }
+    println!(
+        "  other clients (queue depth, {} connections): before the snapshot p50 / p99 / max {} / {} / {} us ({} requests); while it is taken {} / {} / {} us ({} requests)",
+        a.probes,
+        quiet.value_at_quantile(0.5),
+        quiet.value_at_quantile(0.99),
+        quiet.max(),
+        quiet.len(),
+        busy.value_at_quantile(0.5),
+        busy.value_at_quantile(0.99),
+        busy.max(),
+        busy.len()
+    );
     let snapshot = attr_int(&f, attr::SNAPSHOT_ID, "SnapshotId")? as u64;
     let snap_count = attr_int(&f, attr::COUNT, "Count")?;
     let snap_total = attr_int(&f, attr::TOTAL, "Total")?;
@@ -533,6 +592,8 @@ pub fn backlog(a: BacklogArgs) -> Result<(), String> {
         "pulled_twice": twice,
         "order_violations": disorder.len(),
         "snapshot_take_ms": take_ms,
+        "probe_quiet": {"requests": quiet.len(), "p50_us": quiet.value_at_quantile(0.5), "p99_us": quiet.value_at_quantile(0.99), "max_us": quiet.max()},
+        "probe_during_snapshot": {"requests": busy.len(), "p50_us": busy.value_at_quantile(0.5), "p99_us": busy.value_at_quantile(0.99), "max_us": busy.max()},
         "snapshot_count": snap_count,
         "snapshot_total": snap_total,
         "snapshot_read_ms": read_ms,

@@ -12,9 +12,13 @@
 //!
 //! `ixn-perf cycle`: whole cycles with agents in the shard state machines
 //! alone, in process (see `cycle.rs`).
+//!
+//! `ixn-perf worst`: the longest step of the state machine for each of the
+//! heaviest requests a client may send (see `worst.rs`).
 
 mod backlog;
 mod cycle;
+mod worst;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -49,6 +53,9 @@ enum Cmd {
     /// Whole cycles (submit, invite, accept, stop) in the shard state
     /// machines alone, in process: cost per cycle, messages and writes.
     Cycle(cycle::CycleArgs),
+    /// The longest a shard is held by each of the heaviest requests a client
+    /// may send (one shard, a large backlog, in process).
+    Worst(worst::WorstArgs),
 }
 
 #[derive(clap::Args)]
@@ -110,6 +117,13 @@ fn main() {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("ixn-perf cycle: {e}");
+                1
+            }
+        },
+        Cmd::Worst(a) => match worst::run(a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("ixn-perf worst: {e}");
                 1
             }
         },

@@ -4,6 +4,7 @@
 //! deterministically (see `machine` and docs/architecture.md).
 
 pub mod agent;
+pub mod audit;
 pub mod catalog;
 pub mod condition;
 pub mod coord;

@@ -75,7 +75,18 @@ impl Shard {
         slot: Slot,
         extra: impl FnOnce(&mut Frame),
     ) -> Option<Frame> {
-        let ix = self.store.get(slot);
+        self.event_of(now_ms, msg_type, self.store.get(slot), extra)
+    }
+
+    /// [`Shard::ix_event`] for an interaction given as it is (one out of
+    /// the store: a stop's copy, kept to restore it).
+    pub(crate) fn event_of(
+        &self,
+        now_ms: Millis,
+        msg_type: u16,
+        ix: &crate::interaction::Interaction,
+        extra: impl FnOnce(&mut Frame),
+    ) -> Option<Frame> {
         if !self.reporting(ix.tenant) {
             return None;
         }

@@ -25,7 +25,6 @@ use crate::interaction::{Interaction, IxId, Place};
 use crate::machine::{Output, Shard};
 use crate::peer::{Filter, IdList, LockKind, PeerMsg, ScanMode};
 use crate::store::Slot;
-use crate::symbols::Sym;
 use crate::value::KvList;
 
 /// Slots one slice examines by default ([`ShardParams::scan_slice`]): a
@@ -61,8 +60,7 @@ pub(crate) struct ScanSession {
     coord: u16,
     op: u64,
     filter: Filter,
-    /// A workbin filter's owner, as this shard names it (none: no match).
-    owner: Option<Sym>,
+
     limit: u32,
     mode: ScanMode,
     /// The next slot to examine.
@@ -83,16 +81,11 @@ impl Shard {
     /// Takes the cut of a scan for `coord`'s `op`. A find starts slicing at
     /// once; a snapshot when [`Shard::run_scan`] is called (at Thaw).
     pub(crate) fn open_scan(&mut self, coord: u16, op: u64, filter: Filter, limit: u32, mode: ScanMode) -> bool {
-        let owner = match &filter {
-            Filter::Workbin { owner, .. } => self.syms.lookup(owner),
-            Filter::Condition { .. } => None,
-        };
         let running = matches!(mode, ScanMode::Find);
         self.scans.push(ScanSession {
             coord,
             op,
             filter,
-            owner,
             limit,
             mode,
             cursor: 0,
@@ -167,9 +160,12 @@ impl Shard {
             Filter::Condition { tenant, condition } => {
                 tenant.is_none_or(|t| t == ix.tenant) && ix.matches(condition, self.names())
             }
-            Filter::Workbin { tenant, workbin, .. } => {
+            // By name, not number: a session holds no name's number, so a
+            // name freed and reused meanwhile cannot mislead it.
+            Filter::Workbin { tenant, workbin, owner } => {
                 ix.tenant == *tenant
-                    && matches!(ix.place, Place::Workbin { workbin: w, owner: o } if w == *workbin && Some(o) == s.owner)
+                    && matches!(ix.place, Place::Workbin { workbin: w, owner: o }
+                        if w == *workbin && self.syms.name(o) == &**owner)
             }
         }
     }

@@ -38,6 +38,7 @@ impl T {
         let mut out = Vec::new();
         self.s.handle(self.now, input, &mut out);
         self.s.audit_index().expect("indexes in step");
+        self.s.audit_names().expect("name counts in step");
         let mut got = Got::default();
         for o in out {
             match o {
@@ -152,7 +153,7 @@ fn writes_made_on_top_of_a_failed_change_fail_with_it_and_the_row_is_put_back() 
 }
 
 #[test]
-fn a_stop_made_after_a_failed_change_fails_with_it() {
+fn a_stop_made_after_a_failed_change_stands() {
     let mut t = T::new();
     let id = t.submitted();
     let (r1, w1) = t.send(change(&id, "fr"));
@@ -160,11 +161,44 @@ fn a_stop_made_after_a_failed_change_fails_with_it() {
     assert!(t.s.get(&id).is_none());
     let got = t.done(w1, false);
     assert_eq!(got.answers, vec![(r1, Some(ErrorCode::StorageFailure))]);
-    assert_eq!(t.lang(&id).as_deref(), Some("en"), "live again, as before the change");
-    assert_eq!(got.writes.len(), 1, "the row is written back after the stop's delete");
-    let got = t.done(w2, true);
-    assert_eq!(got.answers, vec![(r2, Some(ErrorCode::StorageFailure))]);
-    assert!(t.s.get(&id).is_some());
+    assert!(got.writes.is_empty(), "the stop carries nothing of the change: {got:?}");
+    assert!(t.s.get(&id).is_none(), "still being stopped");
+    assert_eq!(t.done(w2, true).answers, vec![(r2, None)], "the stop stands");
+    assert!(t.s.get(&id).is_none());
+    assert_eq!(t.s.pending_writes(), 0);
+}
+
+#[test]
+fn a_stop_failing_after_a_failed_change_brings_back_the_interaction_before_it() {
+    for doomed_between in [false, true] {
+        let mut t = T::new();
+        let id = t.submitted();
+        let (r1, w1) = t.send(change(&id, "fr"));
+        let between = doomed_between.then(|| t.send(change(&id, "de")));
+        let (r3, w3) = t.send(Request::StopProcessing { id: id.clone(), reason: None });
+        assert_eq!(t.done(w1, false).answers, vec![(r1, Some(ErrorCode::StorageFailure))]);
+        if let Some((r2, w2)) = between {
+            // Its write commits (with the refused change in its row), yet it
+            // is answered as failed.
+            assert_eq!(t.done(w2, true).answers, vec![(r2, Some(ErrorCode::StorageFailure))]);
+        }
+        let got = t.done(w3, false);
+        assert_eq!(got.answers, vec![(r3, Some(ErrorCode::StorageFailure))]);
+        assert_eq!(t.lang(&id).as_deref(), Some("en"), "live again, as before the refused change");
+        // Only a doomed write in between may have stored the refused change:
+        // then the row is written again as memory has it.
+        match got.writes.as_slice() {
+            [] => assert!(!doomed_between),
+            [(w4, StoreOp::Upsert(rec))] => {
+                assert!(doomed_between);
+                assert_eq!(rec.properties, kv![("lang", "en")]);
+                let w4 = *w4;
+                t.done(w4, true);
+            }
+            other => panic!("unexpected writes {other:?}"),
+        }
+        assert_eq!(t.s.pending_writes(), 0);
+    }
 }
 
 #[test]

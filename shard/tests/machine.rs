@@ -242,7 +242,8 @@ impl Rng {
 }
 
 /// Random mixes of requests and out-of-order storage completions (some
-/// failing): every request gets exactly one answer; once every write has
+/// failing): the shard's state passes its audit after every input; every
+/// request gets exactly one answer; once every write has
 /// completed nothing is pending; an acknowledged submit is live unless an
 /// acknowledged stop removed it, and an acknowledged stop is gone.
 #[test]
@@ -303,6 +304,8 @@ fn random_histories_answer_every_request_once() {
                 };
                 s.handle(T0, Input::Request { caller: caller(r, ClientType::MediaServer), request }, &mut out);
             }
+            // Views, counts, locks and writes in flight agree after every input.
+            s.audit().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
             for o in out {
                 match o {
                     Output::Reply { frame, .. } => {
@@ -328,6 +331,7 @@ fn random_histories_answer_every_request_once() {
             let (t, _) = inflight.remove(0);
             let mut out = Vec::new();
             s.handle(T0, Input::StorageDone { token: t, ok: true }, &mut out);
+            s.audit().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
             for o in out {
                 match o {
                     Output::Reply { frame, .. } => {

@@ -114,3 +114,19 @@ fn a_large_change_replaces_values_in_place_and_deletes_in_one_pass() {
     dup.push("k7", Value::Int(0));
     assert!(error_of(&ask(&mut s, submit(dup))).is_some_and(|e| e.text.contains("twice")));
 }
+
+#[test]
+fn names_with_a_nul_character_are_refused_before_the_database() {
+    let mut s = shard();
+    let mut r = submit(KvList::new());
+    if let Request::Submit(b) = &mut r {
+        b.interaction_subtype = "In\0boundNew".into();
+    }
+    let e = error_of(&ask(&mut s, r)).expect("refused");
+    assert_eq!(e.code, ErrorCode::InvalidValue);
+    assert!(e.text.contains("NUL"), "{}", e.text);
+    let id = ask(&mut s, submit(KvList::new())).get_str(attr::INTERACTION_ID).unwrap().to_string();
+    let r = Request::PlaceInWorkbin { id: id.clone(), workbin: "personal".into(), owner: "agent\01".into() };
+    assert_eq!(error_of(&ask(&mut s, r)).map(|e| e.code), Some(ErrorCode::InvalidValue));
+    assert_eq!(s.get(&id).unwrap().version, 0, "nothing changed");
+}

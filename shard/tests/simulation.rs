@@ -1,51 +1,51 @@
-//! Deterministic simulation of a node's shards (issue 3): several pure
-//! [`Shard`] state machines joined by a simulated mesh (one FIFO channel per
-//! pair of shards, delivered in a random interleaving), with storage that
-//! completes writes in random order. A seeded random mix of submits,
-//! property changes, moves, workbin placements, stops, pulls (alone and
-//! several at once), lock time-outs, closed routing connections, searches,
-//! snapshots and queue-depth reads runs against it, and after every step
-//! the shards are checked against a single-list model of every queue and
-//! view: membership, order and locks.
+//! Deterministic simulations of a node's shards: several pure [`Shard`]
+//! state machines joined by a simulated mesh (one FIFO channel per pair of
+//! shards, delivered in a random interleaving), with storage that completes
+//! writes in a random order (each interaction's in order, as the server's
+//! writers do) and the shared harness of `sim/mod.rs`, which audits the
+//! shard after every input ([`Shard::audit`]: every view index against its
+//! keys recomputed now, queue counts, locks, links, reservations).
 //!
-//! Run: `cargo test -p ixn-shard --test simulation`. The seed is printed on
-//! failure; replay one with `IXN_SIM_SEED=<seed>`. More seeds:
-//! `IXN_SIM_SEEDS=100000 cargo test --release -p ixn-shard --test simulation`.
+//! Two runs:
+//!
+//! - **Single-list model.** A seeded random mix of submits, property
+//!   changes, moves, workbin placements, stops, pulls (alone and several at
+//!   once), lock time-outs, closed routing connections, searches, snapshots
+//!   and queue-depth reads, some writes failing; after every step the
+//!   shards are compared with a single-list model of every queue and view
+//!   (membership, order, locks), including views ordered and filtered by
+//!   `version`, which most changes raise.
+//! - **Pipelines and crashes.** Clients that do not wait: bursts of
+//!   requests about one id (client-given ids reused after a stop), pulls
+//!   and moves racing with writes that fail or are held back for a long
+//!   time, and crashes: the node restarts from the modelled database with
+//!   another shard count. Every request gets one answer; nothing is
+//!   visible before its submit commits; every acknowledged change survives
+//!   in memory and across crashes, and no acknowledged stop comes back.
+//!
+//! Run: `cargo test -p ixn-shard --test simulation`: fixed seeds, then
+//! fresh random seeds for `IXN_SIM_SECONDS` (default 3) per run. A failing
+//! seed is printed; replay it with `IXN_SIM_SEED=<seed>`; `IXN_SIM_TRACE=1`
+//! prints every input. Long runs: docs/operations.md, "Simulations".
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+mod sim;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use ixn_shard::catalog::{Catalog, Tenant, WorkbinKind};
 use ixn_shard::id::owner_of;
-use ixn_shard::machine::{Caller, Input, Origin, Output, Shard, ShardParams};
-use ixn_shard::peer::{LockKind, PeerMsg};
+use ixn_shard::machine::{target_shard, Caller, Input, Origin, Output, Shard, ShardParams};
+use ixn_shard::peer::LockKind;
 use ixn_shard::proto::request::error_of;
 use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame, Request, Submit};
 use ixn_shard::{KvList, Value};
+use sim::{cover, run_seeds, Node, Rng};
 
 const T0: i64 = 1_800_000_000_000;
 /// Routing timeout in the simulation, milliseconds.
 const RT: i64 = 40;
 const STEPS: usize = 120;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
-        (!v.is_empty()).then(|| &v[self.below(v.len() as u64) as usize])
-    }
-}
 
 fn catalog() -> Catalog {
     let mut t = Tenant::new("default");
@@ -55,12 +55,16 @@ fn catalog() -> Catalog {
     t.link_next("vip", "done").unwrap();
     t.add_view("inbound", "by-priority", None, Some("priority DESC")).unwrap();
     t.add_view("inbound", "english", Some("lang = 'en'"), Some("region ASC, priority DESC")).unwrap();
+    // Keyed and filtered by version, which most changes raise while the
+    // interaction is in the view.
+    t.add_view("inbound", "by-version", None, Some("version DESC")).unwrap();
     t.add_view("vip", "vip-fifo", Some("priority >= 3"), None).unwrap();
+    t.add_view("vip", "vip-changed", Some("version >= 2 AND lang = 'en'"), Some("version ASC, region DESC")).unwrap();
     t.add_workbin("personal", WorkbinKind::Agent).unwrap();
     Catalog::new(vec![t], true).unwrap()
 }
 
-const VIEWS: [&str; 4] = ["by-priority", "english", "vip-fifo", "done"];
+const VIEWS: [&str; 6] = ["by-priority", "english", "by-version", "vip-fifo", "vip-changed", "done"];
 const QUEUES: [&str; 3] = ["inbound", "vip", "done"];
 
 // ---------------------------------------------------------------------------
@@ -84,6 +88,7 @@ struct MLock {
 struct MIx {
     seq: u64,
     priority: i64,
+    version: u32,
     lang: Option<String>,
     region: Option<String>,
     place: MPlace,
@@ -101,7 +106,9 @@ impl Model {
         match view {
             "by-priority" => ix.place == MPlace::Queue("inbound"),
             "english" => ix.place == MPlace::Queue("inbound") && ix.lang.as_deref() == Some("en"),
+            "by-version" => ix.place == MPlace::Queue("inbound"),
             "vip-fifo" => ix.place == MPlace::Queue("vip") && ix.priority >= 3,
+            "vip-changed" => ix.place == MPlace::Queue("vip") && ix.version >= 2 && ix.lang.as_deref() == Some("en"),
             "done" => ix.place == MPlace::Queue("done"),
             _ => unreachable!(),
         }
@@ -116,6 +123,11 @@ impl Model {
             "english" => v.sort_by_key(|(_, ix)| {
                 // Missing values sort last.
                 (ix.region.is_none(), ix.region.clone(), std::cmp::Reverse(ix.priority), ix.seq)
+            }),
+            "by-version" => v.sort_by_key(|(_, ix)| (std::cmp::Reverse(ix.version), ix.seq)),
+            "vip-changed" => v.sort_by_key(|(_, ix)| {
+                // Missing values sort last, whatever the direction.
+                (ix.version, ix.region.is_none(), std::cmp::Reverse(ix.region.clone()), ix.seq)
             }),
             _ => v.sort_by_key(|(_, ix)| ix.seq),
         }
@@ -144,74 +156,45 @@ impl Model {
 }
 
 // ---------------------------------------------------------------------------
-// The simulated node
+// The simulated node, called like a client: send, settle, take the answer
 // ---------------------------------------------------------------------------
 
+fn params(shard: u16, shards: u16) -> ShardParams {
+    ShardParams {
+        routing_timeout_ms: RT,
+        max_snapshot: 1000,
+        max_properties_bytes: 4096,
+        ..ShardParams::new(1, shard, shards)
+    }
+}
+
 struct Sim {
-    shards: Vec<Shard>,
-    /// `net[from * n + to]`: the FIFO channel from one shard to another.
-    net: Vec<VecDeque<PeerMsg>>,
-    storage: Vec<(u16, u64)>,
+    node: Node,
     replies: Vec<(Origin, Frame)>,
-    now: i64,
-    /// Inputs handled in the current millisecond: each input is one
-    /// microsecond later than the previous one, as on a real clock.
-    tick_us: i64,
-    rng: Rng,
     next_ref: u32,
 }
 
 impl Sim {
-    fn new(n: u16, seed: u64) -> Sim {
-        let catalog = Arc::new(catalog());
-        let shards = (0..n)
-            .map(|s| {
-                let p = ShardParams {
-                    routing_timeout_ms: RT,
-                    max_snapshot: 1000,
-                    max_properties_bytes: 4096,
-                    ..ShardParams::new(1, s, n)
-                };
-                Shard::new(p, catalog.clone())
-            })
-            .collect();
-        Sim {
-            shards,
-            net: (0..n as usize * n as usize).map(|_| VecDeque::new()).collect(),
-            storage: Vec::new(),
-            replies: Vec::new(),
-            now: T0,
-            tick_us: 0,
-            rng: Rng(seed),
-            next_ref: 1,
-        }
+    fn new(n: u16, seed: u64, ctx: String) -> Sim {
+        Sim { node: Node::new(n, Arc::new(catalog()), params, T0, Rng(seed), ctx), replies: Vec::new(), next_ref: 1 }
     }
 
     fn n(&self) -> u16 {
-        self.shards.len() as u16
+        self.node.n()
     }
 
-    fn set_now(&mut self, now: i64) {
-        self.now = now;
-        self.tick_us = 0;
+    /// Takes the node's answers (events and binds are not used here).
+    fn collect(&mut self) {
+        while let Some((_, o)) = self.node.outbox.pop_front() {
+            if let Output::Reply { origin, frame } = o {
+                self.replies.push((origin, frame));
+            }
+        }
     }
 
     fn input(&mut self, shard: u16, input: Input) {
-        let mut out = Vec::new();
-        self.tick_us += 1;
-        assert!(self.tick_us < 1000, "a step handles under 1000 inputs");
-        self.shards[shard as usize].handle_at(self.now * 1000 + self.tick_us, input, &mut out);
-        for o in out {
-            match o {
-                Output::Reply { origin, frame } => self.replies.push((origin, frame)),
-                Output::Store { token, .. } => self.storage.push((shard, token)),
-                Output::Peer { to, msg } => {
-                    let n = self.n() as usize;
-                    self.net[shard as usize * n + to as usize].push_back(msg);
-                }
-                Output::Event { .. } | Output::Bind { .. } => {}
-            }
-        }
+        self.node.input(shard, input);
+        self.collect();
     }
 
     /// Sends a request the way the server routes it: to the owner of the
@@ -219,39 +202,22 @@ impl Sim {
     fn send(&mut self, origin: Origin, client_type: ClientType, request: Request) -> u32 {
         let ref_id = self.next_ref;
         self.next_ref += 1;
-        let target = request.interaction_id().map(|id| owner_of(id, self.n())).unwrap_or(origin.shard);
         let caller =
             Caller { origin, ref_id, client_type, client_name: format!("client-{}", origin.conn).into(), agent: None };
+        let target = target_shard(self.node.catalog(), self.n(), origin.shard, &caller, &request);
         self.input(target, Input::Request { caller, request });
         ref_id
     }
 
-    /// Delivers messages and storage completions in a random interleaving
-    /// (each channel in order) until nothing is left.
     fn settle(&mut self) {
-        while self.deliver_one() {}
+        self.node.settle();
+        self.collect();
     }
 
-    /// Delivers one message or storage completion, chosen at random;
-    /// false when nothing is in flight.
     fn deliver_one(&mut self) -> bool {
-        let n = self.n() as usize;
-        let busy: Vec<usize> = (0..self.net.len()).filter(|&i| !self.net[i].is_empty()).collect();
-        let choices = busy.len() + self.storage.len();
-        if choices == 0 {
-            return false;
-        }
-        let c = self.rng.below(choices as u64) as usize;
-        if c < busy.len() {
-            let ch = busy[c];
-            let msg = self.net[ch].pop_front().expect("busy");
-            let (from, to) = ((ch / n) as u16, (ch % n) as u16);
-            self.input(to, Input::Peer { from, msg });
-        } else {
-            let (shard, token) = self.storage.swap_remove(c - busy.len());
-            self.input(shard, Input::StorageDone { token, ok: true });
-        }
-        true
+        let moved = self.node.deliver_one();
+        self.collect();
+        moved
     }
 
     fn try_take_reply(&mut self, origin: Origin, ref_id: u32) -> Option<Frame> {
@@ -264,7 +230,7 @@ impl Sim {
             .replies
             .iter()
             .position(|(o, f)| *o == origin && f.ref_id == ref_id)
-            .unwrap_or_else(|| panic!("no answer to request {ref_id}"));
+            .unwrap_or_else(|| panic!("{}: no answer to request {ref_id}", self.node.ctx));
         let (_, f) = self.replies.swap_remove(i);
         assert!(
             !self.replies.iter().any(|(o, f)| *o == origin && f.ref_id == ref_id),
@@ -281,9 +247,9 @@ impl Sim {
 
     /// The view as the shards hold it, merged in global order.
     fn view(&self, view: &str) -> Vec<String> {
-        let v = self.shards[0].catalog().tenant_at(0).view_idx(view).unwrap();
+        let v = self.node.catalog().tenant_at(0).view_idx(view).unwrap();
         let mut all = Vec::new();
-        for (s, shard) in self.shards.iter().enumerate() {
+        for (s, shard) in self.node.shards.iter().enumerate() {
             for id in shard.view_ids(0, v) {
                 let (key, tie) = shard.view_position(&id, 0, v).expect("listed ids are in the view");
                 all.push((key, tie, s, id.to_string()));
@@ -294,7 +260,7 @@ impl Sim {
     }
 
     fn owner(&self, id: &str) -> &Shard {
-        &self.shards[owner_of(id, self.n()) as usize]
+        &self.node.shards[owner_of(id, self.n()) as usize]
     }
 }
 
@@ -323,7 +289,11 @@ impl Run {
     fn new(seed: u64) -> Run {
         let mut rng = Rng(seed);
         let n = 1 + rng.below(4) as u16;
-        let sim = Sim::new(n, seed ^ 0x5151);
+        let mut sim = Sim::new(n, seed ^ 0x5151, format!("single-list model, seed {seed}"));
+        // Some runs with storage that fails now and then: whatever the
+        // database refused is undone in memory (a submit forgotten, a
+        // change, move or stop undone), and the model keeps it as it was.
+        sim.node.faults.fail = [0, 0, 3, 10][rng.below(4) as usize];
         let routers = (0..3).map(|i| Origin { shard: (i % n as u64) as u16, conn: 100 + i }).collect();
         Run { sim, model: Model::default(), routers, media: Origin { shard: 0, conn: 1 }, seed, step: 0 }
     }
@@ -334,29 +304,29 @@ impl Run {
 
     fn random_id(&mut self) -> Option<String> {
         let ids: Vec<String> = self.model.ixs.keys().cloned().collect();
-        self.sim.rng.pick(&ids).cloned()
+        self.sim.node.rng.pick(&ids).cloned()
     }
 
     fn random_props(&mut self) -> KvList {
         let mut l = KvList::new();
-        match self.sim.rng.below(3) {
+        match self.sim.node.rng.below(3) {
             0 => l.push("lang", Value::Str("en".into())),
             1 => l.push("lang", Value::Str("fr".into())),
             _ => {}
         }
-        if self.sim.rng.below(2) == 0 {
-            let r = ["north", "south", "east"][self.sim.rng.below(3) as usize];
+        if self.sim.node.rng.below(2) == 0 {
+            let r = ["north", "south", "east"][self.sim.node.rng.below(3) as usize];
             l.push("region", Value::Str(r.into()));
         }
         l
     }
 
     fn submit(&mut self) {
-        let priority = self.sim.rng.below(10) as i64;
+        let priority = self.sim.node.rng.below(10) as i64;
         let properties = self.random_props();
-        let queue = ["inbound", "inbound", "vip"][self.sim.rng.below(3) as usize];
-        let client_id = (self.sim.rng.below(4) == 0).then(|| format!("c-{}-{}", self.seed, self.model.next_seq));
-        let conn = Origin { shard: self.sim.rng.below(self.sim.n() as u64) as u16, conn: 1 };
+        let queue = ["inbound", "inbound", "vip"][self.sim.node.rng.below(3) as usize];
+        let client_id = (self.sim.node.rng.below(4) == 0).then(|| format!("c-{}-{}", self.seed, self.model.next_seq));
+        let conn = Origin { shard: self.sim.node.rng.below(self.sim.n() as u64) as u16, conn: 1 };
         let request = Request::Submit(Box::new(Submit {
             tenant: "default".into(),
             media_type: "chat".into(),
@@ -369,6 +339,9 @@ impl Run {
             received_at_ms: None,
         }));
         let f = self.sim.call(conn, ClientType::MediaServer, request);
+        if self.failed(&f) {
+            return;
+        }
         assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}: submit refused: {f:?}", self.ctx());
         let id = f.get_str(attr::INTERACTION_ID).unwrap().to_string();
         let seq = self.model.next_seq;
@@ -376,7 +349,15 @@ impl Run {
         let text = |k: &str| properties.get(k).and_then(Value::as_str).map(str::to_string);
         self.model.ixs.insert(
             id,
-            MIx { seq, priority, lang: text("lang"), region: text("region"), place: MPlace::Queue(queue), lock: None },
+            MIx {
+                seq,
+                priority,
+                version: 0,
+                lang: text("lang"),
+                region: text("region"),
+                place: MPlace::Queue(queue),
+                lock: None,
+            },
         );
     }
 
@@ -384,10 +365,10 @@ impl Run {
         let Some(id) = self.random_id() else { return };
         let mut changed = KvList::new();
         let mut deleted = Vec::new();
-        match self.sim.rng.below(4) {
-            0 => changed.push("lang", Value::Str(["en", "fr"][self.sim.rng.below(2) as usize].into())),
+        match self.sim.node.rng.below(4) {
+            0 => changed.push("lang", Value::Str(["en", "fr"][self.sim.node.rng.below(2) as usize].into())),
             1 => deleted.push("lang".to_string()),
-            2 => changed.push("region", Value::Str(["north", "west"][self.sim.rng.below(2) as usize].into())),
+            2 => changed.push("region", Value::Str(["north", "west"][self.sim.node.rng.below(2) as usize].into())),
             _ => deleted.push("region".to_string()),
         }
         let f = self.sim.call(
@@ -395,8 +376,13 @@ impl Run {
             ClientType::MediaServer,
             Request::ChangeProperties { id: id.clone(), changed: changed.clone(), deleted: deleted.clone() },
         );
+        // A change the database refused is undone in memory.
+        if self.failed(&f) {
+            return;
+        }
         assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}: change refused: {f:?}", self.ctx());
         let ix = self.model.ixs.get_mut(&id).unwrap();
+        ix.version += 1;
         for (k, v) in changed.iter() {
             let v = v.as_str().map(str::to_string);
             if k == "lang" {
@@ -414,11 +400,18 @@ impl Run {
         }
     }
 
+    /// Whether `f` says storage failed (EventError StorageFailure).
+    fn failed(&self, f: &Frame) -> bool {
+        let failed = code(f) == Some(ErrorCode::StorageFailure);
+        assert!(!failed || self.sim.node.faults.fail > 0, "{}: storage failed with no failures injected", self.ctx());
+        failed
+    }
+
     /// A client that is either a router (maybe the lock holder) or the
     /// media server.
     fn some_client(&mut self) -> (Origin, ClientType) {
-        if self.sim.rng.below(2) == 0 {
-            (*self.sim.rng.pick(&self.routers).unwrap(), ClientType::RoutingEngine)
+        if self.sim.node.rng.below(2) == 0 {
+            (*self.sim.node.rng.pick(&self.routers).unwrap(), ClientType::RoutingEngine)
         } else {
             (self.media, ClientType::MediaServer)
         }
@@ -432,7 +425,7 @@ impl Run {
     fn place(&mut self) {
         let Some(id) = self.random_id() else { return };
         let (client, ct) = self.some_client();
-        let queue = match self.sim.rng.below(4) {
+        let queue = match self.sim.node.rng.below(4) {
             0 => None,
             i => Some(QUEUES[i as usize - 1]),
         };
@@ -451,10 +444,17 @@ impl Run {
                 assert_eq!(code(&f), Some(ErrorCode::InteractionLocked), "{}: place of locked {id}", self.ctx())
             }
             Ok(q) => {
+                let ix = self.model.ixs.get_mut(&id).unwrap();
+                // The move ended any lock; the database refusing it undoes
+                // the move, not the unlock.
+                ix.lock = None;
+                if self.failed(&f) {
+                    return;
+                }
                 assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}: place of {id}: {f:?}", self.ctx());
                 let ix = self.model.ixs.get_mut(&id).unwrap();
                 ix.place = MPlace::Queue(q);
-                ix.lock = None;
+                ix.version += 1;
             }
         }
     }
@@ -462,7 +462,7 @@ impl Run {
     fn workbin(&mut self) {
         let Some(id) = self.random_id() else { return };
         let (client, ct) = self.some_client();
-        let owner = ["agent1", "agent2"][self.sim.rng.below(2) as usize];
+        let owner = ["agent1", "agent2"][self.sim.node.rng.below(2) as usize];
         let f = self.sim.call(
             client,
             ct,
@@ -472,10 +472,15 @@ impl Run {
             assert_eq!(code(&f), Some(ErrorCode::InteractionLocked), "{}", self.ctx());
             return;
         }
+        let ix = self.model.ixs.get_mut(&id).unwrap();
+        ix.lock = None;
+        if self.failed(&f) {
+            return;
+        }
         assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}: workbin: {f:?}", self.ctx());
         let ix = self.model.ixs.get_mut(&id).unwrap();
         ix.place = MPlace::Workbin(owner.into());
-        ix.lock = None;
+        ix.version += 1;
         // Its content, through the coordinator of a random connection.
         let f = self.sim.call(
             self.media,
@@ -502,6 +507,11 @@ impl Run {
             assert_eq!(code(&f), Some(ErrorCode::InteractionLocked), "{}", self.ctx());
             return;
         }
+        if self.failed(&f) {
+            // Undone: live again where it was, but its lock ended with the stop.
+            self.model.ixs.get_mut(&id).unwrap().lock = None;
+            return;
+        }
         assert_eq!(f.msg_type, msg_type::EVENT_ACK, "{}: stop: {f:?}", self.ctx());
         self.model.ixs.remove(&id);
     }
@@ -516,9 +526,9 @@ impl Run {
 
     /// One pull, alone: it must return exactly the head of the model's view.
     fn pull(&mut self) {
-        let view = VIEWS[self.sim.rng.below(4) as usize];
-        let router = *self.sim.rng.pick(&self.routers).unwrap();
-        let count = 1 + self.sim.rng.below(5) as u32;
+        let view = VIEWS[self.sim.node.rng.below(VIEWS.len() as u64) as usize];
+        let router = *self.sim.node.rng.pick(&self.routers).unwrap();
+        let count = 1 + self.sim.node.rng.below(5) as u32;
         let expected: Vec<String> = self.model.view(view).into_iter().take(count as usize).collect();
         let f = self.sim.call(
             router,
@@ -528,7 +538,7 @@ impl Run {
         assert_eq!(f.msg_type, msg_type::EVENT_PULLED_INTERACTIONS, "{}: pull: {f:?}", self.ctx());
         let got = ids_of(&f);
         assert_eq!(got, expected, "{}: pull {count} from {view}", self.ctx());
-        let deadline = self.sim.now + RT;
+        let deadline = self.sim.node.now + RT;
         self.lock_in_model(&got, router, LockKind::Routing, deadline);
     }
 
@@ -536,20 +546,20 @@ impl Run {
     /// interleaved: each gets a run in view order, no interaction twice,
     /// and together they get the head of the view.
     fn concurrent_pulls(&mut self) {
-        let view = VIEWS[self.sim.rng.below(4) as usize];
+        let view = VIEWS[self.sim.node.rng.below(VIEWS.len() as u64) as usize];
         let model_view = self.model.view(view);
         let routers = self.routers.clone();
         let mut sent = Vec::new();
         let mut total = 0;
         for r in routers {
-            let count = 1 + self.sim.rng.below(4) as u32;
+            let count = 1 + self.sim.node.rng.below(4) as u32;
             total += count as usize;
             let req = Request::Pull { tenant: "default".into(), view: view.into(), count };
             sent.push((r, self.sim.send(r, ClientType::RoutingEngine, req)));
         }
         self.sim.settle();
         let mut all = HashSet::new();
-        let deadline = self.sim.now + RT;
+        let deadline = self.sim.node.now + RT;
         for (r, ref_id) in sent {
             let f = self.sim.take_reply(r, ref_id);
             let got = ids_of(&f);
@@ -573,13 +583,13 @@ impl Run {
     }
 
     fn advance(&mut self) {
-        let now = self.sim.now + 1 + self.sim.rng.below(2 * RT as u64) as i64;
-        self.sim.set_now(now);
+        let ms = 1 + self.sim.node.rng.below(2 * RT as u64) as i64;
+        self.sim.node.advance(ms);
         for s in 0..self.sim.n() {
             self.sim.input(s, Input::Tick);
         }
         self.sim.settle();
-        let now = self.sim.now;
+        let now = self.sim.node.now;
         for ix in self.model.ixs.values_mut() {
             if ix.lock.as_ref().is_some_and(|l| l.kind == LockKind::Routing && l.deadline <= now) {
                 ix.lock = None;
@@ -588,7 +598,7 @@ impl Run {
     }
 
     fn close_router(&mut self) {
-        let r = *self.sim.rng.pick(&self.routers).unwrap();
+        let r = *self.sim.node.rng.pick(&self.routers).unwrap();
         self.sim.input(r.shard, Input::ConnClosed { origin: r, agent: None });
         self.sim.settle();
         for ix in self.model.ixs.values_mut() {
@@ -599,8 +609,8 @@ impl Run {
     }
 
     fn find(&mut self) {
-        let cond = ["priority >= 5", "lang = 'en'", "region IS NULL"][self.sim.rng.below(3) as usize];
-        let limit = 1 + self.sim.rng.below(20) as u32;
+        let cond = ["priority >= 5", "lang = 'en'", "region IS NULL"][self.sim.node.rng.below(3) as usize];
+        let limit = 1 + self.sim.node.rng.below(20) as u32;
         let all = self.model.find(cond, false);
         let f = self.sim.call(
             self.media,
@@ -613,10 +623,10 @@ impl Run {
     }
 
     fn snapshot(&mut self) {
-        let cond = ["priority >= 5", "lang = 'en'", "region IS NULL"][self.sim.rng.below(3) as usize];
-        let lock = self.sim.rng.below(2) == 0;
+        let cond = ["priority >= 5", "lang = 'en'", "region IS NULL"][self.sim.node.rng.below(3) as usize];
+        let lock = self.sim.node.rng.below(2) == 0;
         let (client, ct) = self.some_client();
-        let limit = 1 + self.sim.rng.below(30) as u32;
+        let limit = 1 + self.sim.node.rng.below(30) as u32;
         let matching = self.model.find(cond, lock);
         let expected: Vec<String> = matching.iter().take(limit as usize).cloned().collect();
         let f = self.sim.call(
@@ -632,7 +642,7 @@ impl Run {
         }
         self.check_state();
         // Read it in pages; another connection may not.
-        let page = 1 + self.sim.rng.below(7) as u32;
+        let page = 1 + self.sim.node.rng.below(7) as u32;
         let mut read = Vec::new();
         let mut start = 0;
         loop {
@@ -663,13 +673,15 @@ impl Run {
     /// acknowledged: whatever the interleaving, the snapshot holds a prefix
     /// of the chain (a cut at one instant), after everything older.
     fn snapshot_during_a_chain(&mut self) {
+        // The chain needs every submit acknowledged.
+        let faults = std::mem::take(&mut self.sim.node.faults);
         let cond = "priority >= 5";
         let before = self.model.find(cond, false);
         let client = self.routers[0];
         let req = Request::TakeSnapshot { tenant: None, condition: cond.into(), lock: false, limit: None };
         let snap_ref = self.sim.send(client, ClientType::RoutingEngine, req);
         let n = self.sim.n();
-        let len = 2 + self.sim.rng.below(6) as usize;
+        let len = 2 + self.sim.node.rng.below(6) as usize;
         let mut chain: Vec<String> = Vec::new();
         let mut pending: Option<(Origin, u32)> = None;
         loop {
@@ -721,9 +733,18 @@ impl Run {
         for id in chain {
             let seq = self.model.next_seq;
             self.model.next_seq += 1;
-            let ix = MIx { seq, priority: 9, lang: None, region: None, place: MPlace::Queue("inbound"), lock: None };
+            let ix = MIx {
+                seq,
+                priority: 9,
+                version: 0,
+                lang: None,
+                region: None,
+                place: MPlace::Queue("inbound"),
+                lock: None,
+            };
             self.model.ixs.insert(id, ix);
         }
+        self.sim.node.faults = faults;
     }
 
     fn queue_depth(&mut self) {
@@ -747,13 +768,13 @@ impl Run {
         for v in VIEWS {
             assert_eq!(self.sim.view(v), self.model.view(v), "{}: view {v}", self.ctx());
         }
-        let held: usize = self.sim.shards.iter().map(Shard::len).sum();
+        let held: usize = self.sim.node.shards.iter().map(Shard::len).sum();
         assert_eq!(held, self.model.ixs.len(), "{}: interactions held", self.ctx());
         for (id, ix) in &self.model.ixs {
             let lock = self.sim.owner(id).lock_of(id).map(|(h, k)| (h.origin, k));
             assert_eq!(lock, ix.lock.as_ref().map(|l| (l.holder, l.kind)), "{}: lock of {id}", self.ctx());
         }
-        for s in &self.sim.shards {
+        for s in &self.sim.node.shards {
             assert_eq!(s.pending_writes(), 0, "{}", self.ctx());
             assert_eq!(s.pending_ops(), 0, "{}", self.ctx());
         }
@@ -762,8 +783,8 @@ impl Run {
     fn run(mut self) {
         for step in 0..STEPS {
             self.step = step;
-            self.sim.set_now(self.sim.now + 1);
-            match self.sim.rng.below(100) {
+            self.sim.node.advance(1);
+            match self.sim.node.rng.below(100) {
                 0..=29 => self.submit(),
                 30..=39 => self.change(),
                 40..=49 => self.place(),
@@ -789,15 +810,306 @@ fn leak(q: &str) -> &'static str {
 
 #[test]
 fn shards_match_the_single_list_model() {
-    if let Ok(seed) = std::env::var("IXN_SIM_SEED") {
-        Run::new(seed.parse().expect("IXN_SIM_SEED is a number")).run();
-        return;
+    let situations = ["a write failed"];
+    run_seeds("simulation", "shards_match_the_single_list_model", 100, &situations, |seed| Run::new(seed).run());
+}
+
+// ---------------------------------------------------------------------------
+// Pipelines and crashes
+// ---------------------------------------------------------------------------
+
+/// Client-given ids the pipelines use: few, so each is submitted, stopped
+/// and submitted again many times.
+const CLIENT_IDS: [&str; 4] = ["px-0", "px-1", "px-2", "px-3"];
+
+/// A request sent and not answered yet.
+#[derive(Debug)]
+struct Waiting {
+    origin: Origin,
+    /// The interaction it names, if any.
+    id: Option<String>,
+    what: &'static str,
+}
+
+struct Chaos {
+    sim: Sim,
+    waiting: BTreeMap<u32, Waiting>,
+    answered: HashSet<u32>,
+    /// Connections closed: the server drops what is sent to them.
+    closed: HashSet<Origin>,
+    /// Ids acknowledged by a submit (some stopped since).
+    ids: Vec<String>,
+    /// Interactions each router was given by a pull.
+    pulled: HashMap<Origin, Vec<String>>,
+    routers: Vec<Origin>,
+    media: Vec<Origin>,
+    step: usize,
+}
+
+impl Chaos {
+    fn new(seed: u64) -> Chaos {
+        let mut rng = Rng(seed);
+        let n = 1 + rng.below(4) as u16;
+        let mut sim = Sim::new(n, seed ^ 0xc4a0, format!("pipelines and crashes, seed {seed}"));
+        sim.node.faults.fail = [0, 5, 15][rng.below(3) as usize];
+        sim.node.faults.hold = [0, 5, 20][rng.below(3) as usize];
+        let mut c = Chaos {
+            sim,
+            waiting: BTreeMap::new(),
+            answered: HashSet::new(),
+            closed: HashSet::new(),
+            ids: Vec::new(),
+            pulled: HashMap::new(),
+            routers: Vec::new(),
+            media: Vec::new(),
+            step: 0,
+        };
+        c.connect();
+        c
     }
-    let seeds: u64 = std::env::var("IXN_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
-    for seed in 0..seeds {
-        let r = std::panic::catch_unwind(|| Run::new(seed).run());
-        if r.is_err() {
-            panic!("simulation failed with seed {seed}; replay with IXN_SIM_SEED={seed}");
+
+    /// New client connections (after a start or a crash).
+    fn connect(&mut self) {
+        let n = self.sim.n() as u64;
+        let base = 1000 * (self.sim.node.crashes as u64 + 1);
+        self.routers = (0..2).map(|i| Origin { shard: (i % n) as u16, conn: base + 100 + i }).collect();
+        self.media = (0..2).map(|i| Origin { shard: ((i + 1) % n) as u16, conn: base + i }).collect();
+        self.pulled.clear();
+    }
+
+    fn ctx(&self) -> String {
+        format!("{} step {} ({} shards)", self.sim.node.ctx, self.step, self.sim.n())
+    }
+
+    fn send(&mut self, origin: Origin, client_type: ClientType, request: Request, what: &'static str) {
+        let id = request.interaction_id().map(str::to_string);
+        let r = self.sim.send(origin, client_type, request);
+        self.waiting.insert(r, Waiting { origin, id, what });
+        self.answers();
+    }
+
+    /// Takes the answers that came: each for a request waiting, once.
+    fn answers(&mut self) {
+        for (origin, f) in std::mem::take(&mut self.sim.replies) {
+            if self.closed.contains(&origin) {
+                continue;
+            }
+            let r = f.ref_id;
+            let w = self.waiting.remove(&r).unwrap_or_else(|| {
+                let twice = self.answered.contains(&r);
+                panic!(
+                    "{}\n{}: answer {f:?} to request {r}, answered before: {twice}",
+                    self.sim.node.history(),
+                    self.ctx()
+                )
+            });
+            assert_eq!(w.origin, origin, "{}: answer to the wrong connection", self.ctx());
+            self.answered.insert(r);
+            if let Some(e) = error_of(&f) {
+                let unexpected = match e.code {
+                    ErrorCode::Internal => true,
+                    ErrorCode::StorageFailure => self.sim.node.faults.fail == 0,
+                    _ => false,
+                };
+                assert!(
+                    !unexpected,
+                    "{}\n{}: {} of {:?} refused: {e}",
+                    self.sim.node.history(),
+                    self.ctx(),
+                    w.what,
+                    w.id
+                );
+                continue;
+            }
+            match (w.what, f.get_str(attr::INTERACTION_ID)) {
+                ("submit", Some(id)) => {
+                    if self.ids.iter().any(|x| x == id) {
+                        cover("a client-given id submitted again after its stop");
+                    }
+                    self.ids.push(id.to_string())
+                }
+                ("pull", _) => self.pulled.entry(origin).or_default().extend(ids_of(&f)),
+                _ => {}
+            }
         }
     }
+
+    fn submit_request(&mut self, id: Option<String>) -> Request {
+        let rng = &mut self.sim.node.rng;
+        let mut properties = KvList::new();
+        if rng.chance(60) {
+            properties.push("lang", Value::Str(["en", "fr"][rng.below(2) as usize].into()));
+        }
+        Request::Submit(Box::new(Submit {
+            tenant: "default".into(),
+            media_type: "chat".into(),
+            interaction_type: "Inbound".into(),
+            interaction_subtype: "InboundNew".into(),
+            queue: ["inbound", "vip"][rng.below(2) as usize].into(),
+            priority: rng.below(10) as i64,
+            properties,
+            id,
+            received_at_ms: None,
+        }))
+    }
+
+    /// A request about `id` of a random kind.
+    fn request_about(&mut self, id: &str) -> (Request, &'static str) {
+        let rng = &mut self.sim.node.rng;
+        let id = id.to_string();
+        match rng.below(10) {
+            0..=2 => (Request::StopProcessing { id, reason: None }, "stop"),
+            3..=5 => {
+                let mut changed = KvList::new();
+                let mut deleted = Vec::new();
+                match rng.below(3) {
+                    0 => changed.push("lang", Value::Str(["en", "fr"][rng.below(2) as usize].into())),
+                    1 => changed.push("region", Value::Str(["north", "west"][rng.below(2) as usize].into())),
+                    _ => deleted.push(["lang", "region"][rng.below(2) as usize].to_string()),
+                }
+                (Request::ChangeProperties { id, changed, deleted }, "change")
+            }
+            6..=7 => {
+                let queue = [None, Some("inbound"), Some("vip"), Some("done")][rng.below(4) as usize];
+                (Request::PlaceInQueue { id, queue: queue.map(str::to_string) }, "place")
+            }
+            8 => (Request::PlaceInWorkbin { id, workbin: "personal".into(), owner: "agent1".into() }, "workbin"),
+            _ => (Request::GetInteractionProperties { id }, "get"),
+        }
+    }
+
+    /// A media server sends requests about one id without waiting for the
+    /// answers: submit, stop and submit again of a client-given id, or
+    /// changes, moves and stops of any.
+    fn burst(&mut self) {
+        let media = *self.sim.node.rng.pick(&self.media).unwrap();
+        let client_id = self.sim.node.rng.chance(70);
+        let id = if client_id {
+            CLIENT_IDS[self.sim.node.rng.below(CLIENT_IDS.len() as u64) as usize].to_string()
+        } else {
+            match self.sim.node.rng.pick(&self.ids) {
+                Some(id) => id.clone(),
+                None => return,
+            }
+        };
+        let len = 1 + self.sim.node.rng.below(4);
+        for _ in 0..len {
+            if client_id && self.sim.node.rng.chance(35) {
+                let r = self.submit_request(Some(id.clone()));
+                self.send(media, ClientType::MediaServer, r, "submit");
+            } else {
+                let (r, what) = self.request_about(&id);
+                self.send(media, ClientType::MediaServer, r, what);
+            }
+        }
+    }
+
+    fn pull(&mut self) {
+        let view = VIEWS[self.sim.node.rng.below(VIEWS.len() as u64) as usize];
+        let router = *self.sim.node.rng.pick(&self.routers).unwrap();
+        let count = 1 + self.sim.node.rng.below(3) as u32;
+        self.send(
+            router,
+            ClientType::RoutingEngine,
+            Request::Pull { tenant: "default".into(), view: view.into(), count },
+            "pull",
+        );
+    }
+
+    /// A router moves or stops what it pulled, while other writes race.
+    fn route(&mut self) {
+        let router = *self.sim.node.rng.pick(&self.routers).unwrap();
+        let Some(id) = self.pulled.get_mut(&router).and_then(|v| v.pop()) else { return };
+        let (r, what) = self.request_about(&id);
+        self.send(router, ClientType::RoutingEngine, r, what);
+    }
+
+    /// Ids some unanswered request names (memory may be ahead of what was
+    /// acknowledged about them).
+    fn busy(&self) -> BTreeSet<String> {
+        self.waiting.values().filter_map(|w| w.id.clone()).collect()
+    }
+
+    fn crash(&mut self) {
+        let shards = 1 + self.sim.node.rng.below(4) as u16;
+        self.sim.node.crash_and_reload(shards);
+        // The connections are gone, and with them every answer not given.
+        self.waiting.clear();
+        self.sim.replies.clear();
+        self.connect();
+    }
+
+    fn run(mut self) {
+        for step in 0..STEPS {
+            self.step = step;
+            self.sim.node.advance(1);
+            match self.sim.node.rng.below(100) {
+                0..=29 => self.burst(),
+                30..=39 => {
+                    let r = self.submit_request(None);
+                    let media = *self.sim.node.rng.pick(&self.media).unwrap();
+                    self.send(media, ClientType::MediaServer, r, "submit");
+                }
+                40..=54 => self.pull(),
+                55..=64 => self.route(),
+                65..=72 => {
+                    // Some of what is in flight moves on; the rest waits.
+                    for _ in 0..self.sim.node.rng.below(8) {
+                        self.sim.deliver_one();
+                    }
+                }
+                73..=79 => {
+                    let ms = 1 + self.sim.node.rng.below(2 * RT as u64) as i64;
+                    self.sim.node.advance(ms);
+                    for s in 0..self.sim.n() {
+                        self.sim.input(s, Input::Tick);
+                    }
+                    self.sim.node.release_held(30);
+                }
+                80..=82 => {
+                    let r = *self.sim.node.rng.pick(&self.routers).unwrap();
+                    self.sim.input(r.shard, Input::ConnClosed { origin: r, agent: None });
+                    // Its requests die with it; answers to it are dropped.
+                    self.waiting.retain(|_, w| w.origin != r);
+                    self.closed.insert(r);
+                    self.pulled.remove(&r);
+                    let i = self.routers.iter().position(|&x| x == r).unwrap();
+                    self.routers[i].conn += 10;
+                }
+                83..=84 => self.crash(),
+                _ => {
+                    self.sim.settle();
+                    self.answers();
+                    self.sim.node.check_acked_in_memory(&self.busy());
+                }
+            }
+            self.answers();
+            self.sim.node.check_unrevealed();
+        }
+        // Everything held back completes; every request is answered.
+        self.sim.node.release_held(100);
+        self.sim.settle();
+        self.answers();
+        assert!(self.waiting.is_empty(), "{}: unanswered: {:?}", self.ctx(), self.waiting);
+        self.sim.node.check_acked_in_memory(&BTreeSet::new());
+        self.crash();
+    }
+}
+
+#[test]
+fn pipelines_failing_storage_and_crashes_lose_nothing_acknowledged() {
+    let situations = [
+        "a write failed",
+        "a write held back",
+        "a write in flight landed at a crash",
+        "a write in flight lost at a crash",
+        "a client-given id submitted again after its stop",
+    ];
+    run_seeds(
+        "simulation",
+        "pipelines_failing_storage_and_crashes_lose_nothing_acknowledged",
+        150,
+        &situations,
+        |seed| Chaos::new(seed).run(),
+    );
 }

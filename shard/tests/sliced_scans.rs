@@ -45,6 +45,7 @@ impl One {
             let mut out = Vec::new();
             self.s.handle(self.now, i, &mut out);
             self.s.audit_index().expect("indexes in step");
+            self.s.audit_names().expect("name counts in step");
             for o in out {
                 match o {
                     Output::Store { token, .. } => inputs.push_back(Input::StorageDone { token, ok: true }),
@@ -274,4 +275,46 @@ fn scans_are_refused_to_client_types_not_allowed_and_past_the_bound() {
     o.pump();
     o.answer(r);
     assert_eq!(o.s.scans_in_progress(), 0);
+}
+
+#[test]
+fn requests_held_during_a_cut_are_bounded() {
+    use ixn_shard::proto::ErrorCode;
+    // Shard 1 of two, cut by a snapshot whose coordinator (shard 0) has not
+    // thawed it yet.
+    let params = ShardParams { max_held_requests: 3, ..ShardParams::new(1, 1, 2) };
+    let mut s = Shard::new(params, Arc::new(Catalog::embedded_default()));
+    let condition = Arc::new(ixn_shard::condition::Condition::parse("priority >= 0").unwrap());
+    let scan = PeerMsg::Scan {
+        op: 1,
+        filter: ixn_shard::peer::Filter::Condition { tenant: None, condition },
+        limit: 10,
+        mode: ixn_shard::peer::ScanMode::Snapshot { snapshot: 9, lock: None },
+    };
+    let mut out = Vec::new();
+    s.handle(1, Input::Peer { from: 0, msg: scan }, &mut out);
+    assert!(out.iter().any(|o| matches!(o, Output::Peer { msg: PeerMsg::CutTaken { .. }, .. })));
+    let mut refused = Vec::new();
+    for ref_id in 1..=5u32 {
+        let caller = Caller {
+            origin: Origin { shard: 1, conn: 3 },
+            ref_id,
+            client_type: ClientType::Operator,
+            client_name: "op".into(),
+            agent: None,
+        };
+        let mut out = Vec::new();
+        s.handle(2, Input::Request { caller, request: Request::GetQueueDepth { tenant: "default".into() } }, &mut out);
+        for o in out {
+            if let Output::Reply { frame, .. } = o {
+                assert_eq!(error_of(&frame).map(|e| e.code), Some(ErrorCode::Overloaded));
+                refused.push(frame.ref_id);
+            }
+        }
+    }
+    assert_eq!(refused, vec![4, 5], "three held, the rest refused at once");
+    let mut out = Vec::new();
+    s.handle(3, Input::Peer { from: 0, msg: PeerMsg::Thaw { op: 1 } }, &mut out);
+    let answered = out.iter().filter(|o| matches!(o, Output::Peer { msg: PeerMsg::QueueDepth { .. }, .. })).count();
+    assert_eq!(answered, 3 * 2, "the three held ones go on (each asks both shards)");
 }

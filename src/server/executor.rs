@@ -249,6 +249,8 @@ pub async fn shard_main(ctx: ShardContext) {
         pull_hold_ms: (ctx.config.settings.pull_hold_timeout * 1000.0) as i64,
         max_snapshot: ctx.config.settings.max_interactions_per_snapshot,
         scan_slice: ixn_shard::scan::SCAN_SLICE,
+        max_names: ixn_shard::symbols::MAX_NAMES,
+        max_held_requests: ixn_shard::machine::MAX_HELD_REQUESTS,
         find_clients: ctx.config.settings.find_client_types,
         snapshot_clients: ctx.config.settings.snapshot_client_types,
         agents: ctx.config.settings.agent_params(),

@@ -140,7 +140,9 @@ pub fn run(config: Config) -> Result<(), String> {
         }
     }
     tracing::info!(msg_id = msgid::SHARDS_STOPPED, "shards stopped; closing storage writers");
-    writers.shutdown();
+    // Bounded: during a database outage the writers would otherwise retry
+    // until it returns (their unresolved writes stay unanswered).
+    writers.shutdown_within(std::time::Duration::from_secs(config.server.shutdown_timeout));
     tracing::info!(msg_id = msgid::SERVER_STOPPED, "ixn-server stopped");
     failed.map_or(Ok(()), Err)
 }

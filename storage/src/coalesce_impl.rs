@@ -13,6 +13,9 @@
 //! | Upsert/Del | Delete        | DELETE                    |
 //!
 //! Upsert is DELETE then INSERT, so it also works when the row is missing.
+//!
+//! An entry (one id) is the unit the database accepts or refuses: when it
+//! refuses an entry's statements, every op of the batch for that id fails.
 
 use std::collections::HashMap;
 
@@ -25,6 +28,8 @@ struct Entry {
     absent_before: bool,
     /// The row after the batch (`None`: no row).
     last: Option<Box<InteractionRecord>>,
+    /// The database refused this entry's statements: left out of plans.
+    refused: bool,
 }
 
 /// Collects a batch's ops; [`Coalescer::plan`] says what to execute.
@@ -48,8 +53,8 @@ impl Coalescer {
         Self::default()
     }
 
-    /// Adds the next op of the batch.
-    pub fn push(&mut self, op: StoreOp) {
+    /// Adds the next op of the batch; returns the index of its id's entry.
+    pub fn push(&mut self, op: StoreOp) -> usize {
         self.ops += 1;
         let (id, last, is_insert) = match op {
             StoreOp::Insert(r) => (None, Some(r), true),
@@ -63,11 +68,33 @@ impl Coalescer {
         };
         if let Some(&i) = self.index.get(key) {
             self.entries[i].last = last;
-            return;
+            return i;
         }
         let id = id.unwrap_or_else(|| last.as_ref().map(|r| r.id.clone()).unwrap_or_default());
-        self.index.insert(id.clone(), self.entries.len());
-        self.entries.push(Entry { id, absent_before: is_insert, last });
+        let i = self.entries.len();
+        self.index.insert(id.clone(), i);
+        self.entries.push(Entry { id, absent_before: is_insert, last, refused: false });
+        i
+    }
+
+    /// Number of entries (distinct ids) so far.
+    pub fn entries(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Entry `i`: its id and the row it leaves (`None`: no row).
+    pub(crate) fn entry(&self, i: usize) -> (&str, Option<&InteractionRecord>) {
+        let e = &self.entries[i];
+        (&e.id, e.last.as_deref())
+    }
+
+    /// Leaves entry `i` out of later plans: the database refused it.
+    pub(crate) fn refuse(&mut self, i: usize) {
+        self.entries[i].refused = true;
+    }
+
+    pub(crate) fn is_refused(&self, i: usize) -> bool {
+        self.entries[i].refused
     }
 
     /// Ops pushed since the last clear.
@@ -83,33 +110,38 @@ impl Coalescer {
     pub fn plan(&self) -> Plan<'_> {
         let mut deletes = Vec::new();
         let mut inserts = Vec::new();
-        self.plan_into(&mut deletes, &mut inserts);
+        self.plan_with(false, None, &mut deletes, &mut inserts);
         Plan { deletes, inserts }
     }
 
-    /// Like [`Coalescer::plan`], into reused vectors (cleared first).
-    /// With `rows_may_exist`, ids whose first op was an Insert are deleted
-    /// too: a retry after an attempt whose commit may have reached the
-    /// database must not fail on the rows it wrote.
-    pub(crate) fn plan_into<'a>(&'a self, deletes: &mut Vec<&'a str>, inserts: &mut Vec<&'a InteractionRecord>) {
-        self.plan_with(false, deletes, inserts)
-    }
-
+    /// Like [`Coalescer::plan`], into reused vectors (cleared first),
+    /// without refused entries, for the entries `only` names (all when
+    /// `None`). With `rows_may_exist`, ids whose first op was an Insert are
+    /// deleted too: a retry after an attempt whose commit may have reached
+    /// the database must not fail on the rows it wrote.
     pub(crate) fn plan_with<'a>(
         &'a self,
         rows_may_exist: bool,
+        only: Option<&[u32]>,
         deletes: &mut Vec<&'a str>,
         inserts: &mut Vec<&'a InteractionRecord>,
     ) {
         deletes.clear();
         inserts.clear();
-        for e in &self.entries {
+        let mut add = |e: &'a Entry| {
+            if e.refused {
+                return;
+            }
             if !e.absent_before || rows_may_exist {
                 deletes.push(&e.id);
             }
             if let Some(r) = &e.last {
                 inserts.push(r);
             }
+        };
+        match only {
+            None => self.entries.iter().for_each(add),
+            Some(only) => only.iter().for_each(|&i| add(&self.entries[i as usize])),
         }
     }
 

@@ -4,12 +4,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use odbc_api::{Connection, ConnectionOptions};
 
-use crate::{msg_id, StorageError};
+use crate::{msg_id, Engine, StorageError};
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Opens a connection and logs message 27126 with its id.
+/// Opens a connection and logs message 27126 with its id, or 27147.
 pub(crate) fn connect(connection_string: &str, target: &str) -> Result<(Connection<'static>, u64), StorageError> {
+    connect_quietly(connection_string, target).inspect_err(|err| {
+        tracing::error!(msg_id = msg_id::CONNECTION_FAILED, target, "{}", err.message);
+    })
+}
+
+/// Like [`connect`], without logging a failure: a writer reconnecting
+/// logs its failures itself, rate-limited.
+pub(crate) fn connect_quietly(
+    connection_string: &str,
+    target: &str,
+) -> Result<(Connection<'static>, u64), StorageError> {
     let env = odbc_api::environment().map_err(|e| {
         StorageError::new(format!(
             "could not set up the ODBC environment ({}); is unixODBC installed (Debian package unixodbc)?",
@@ -28,11 +39,7 @@ pub(crate) fn connect(connection_string: &str, target: &str) -> Result<(Connecti
             );
             Ok((conn, id))
         }
-        Err(e) => {
-            let err = connect_error(connection_string, target, &e);
-            tracing::error!(msg_id = msg_id::CONNECTION_FAILED, target, "{}", err.message);
-            Err(err)
-        }
+        Err(e) => Err(connect_error(connection_string, target, &e)),
     }
 }
 
@@ -55,8 +62,10 @@ pub(crate) fn diag(e: &odbc_api::Error) -> String {
     }
 }
 
+/// The message on one line (PostgreSQL's end with a line of their own).
 fn record_message(record: &odbc_api::handles::Record) -> String {
-    String::from_utf8_lossy(&record.message).trim_end_matches('\0').trim().to_string()
+    let text = String::from_utf8_lossy(&record.message);
+    text.trim_end_matches('\0').split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// SQLSTATE of the error, if it has one.
@@ -65,6 +74,33 @@ pub(crate) fn sqlstate(e: &odbc_api::Error) -> Option<String> {
         odbc_api::Error::Diagnostics { record, .. } => Some(record.state.as_str().to_string()),
         _ => None,
     }
+}
+
+/// Whether an error means the connection is gone or passes by itself (a
+/// lost connection, a deadlock or serialization failure, a lock or
+/// statement timeout, a database out of disk or connections, an operator
+/// shutting it down), rather than the database refusing what was sent.
+/// Only errors known to be such count: anything else is checked against a
+/// trivial statement ([`reachable`]), so that an unknown error that some
+/// row causes every time cannot hold a writer forever.
+pub(crate) fn is_transient(e: &odbc_api::Error, engine: &Engine) -> bool {
+    let odbc_api::Error::Diagnostics { record, .. } = e else { return false };
+    let state = record.state.as_str();
+    if *engine == Engine::Sqlite {
+        // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL (the
+        // driver reports most errors as HY000 with SQLite's code).
+        return matches!(record.native_error, 5 | 6 | 10 | 13) || state.starts_with("08");
+    }
+    ["08", "40"].iter().any(|class| state.starts_with(class))
+        || ["57P01", "57P02", "57P03", "57014", "55P03", "53100", "53300", "HYT00", "HYT01"].contains(&state)
+}
+
+/// Whether the database answers a trivial statement on `conn` (after a
+/// rollback); the transaction it opens is rolled back.
+pub(crate) fn reachable(conn: &Connection<'static>, engine: &Engine) -> bool {
+    let trivial = if *engine == Engine::Oracle { "SELECT 1 FROM DUAL" } else { "SELECT 1" };
+    let answered = conn.execute(trivial, (), None).is_ok();
+    conn.rollback().is_ok() && answered
 }
 
 fn connect_error(connection_string: &str, target: &str, e: &odbc_api::Error) -> StorageError {

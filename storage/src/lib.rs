@@ -16,11 +16,17 @@
 //!                 CompletionSink (per shard) ◀── (token, ok) for every op
 //! ```
 //!
+//! `ok = false` means the database did not apply the write; a write whose
+//! outcome is unknown is answered only once the writer has resolved it
+//! (reconnecting and applying its batch again), and a row the database
+//! refuses fails alone (the batch is split around it).
+//!
 //! See docs/storage.md for the schema, the log message ids, the measured
 //! figures behind the defaults and the driver facts they rest on.
 
 mod coalesce_impl;
 mod conn;
+mod faults;
 mod load;
 mod records;
 mod schema;
@@ -34,7 +40,8 @@ use std::sync::Arc;
 pub use ixn_shard::interaction::InteractionRecord;
 pub use ixn_shard::machine::StoreOp;
 
-pub use writer::{WriterHandle, Writers};
+pub use faults::Faults;
+pub use writer::{WriterHandle, Writers, DEFAULT_SHUTDOWN_LIMIT};
 
 /// The coalescing rules of a writer batch, exposed for tests and tools.
 pub mod coalesce {
@@ -58,20 +65,37 @@ pub mod msg_id {
     pub const WRITER_STARTED: u32 = 27142;
     /// Database writer stopped.
     pub const WRITER_STOPPED: u32 = 27143;
-    /// A batch failed; it is rolled back and retried on a new connection.
+    /// An attempt of a batch failed (connection lost, outcome unknown); it
+    /// is rolled back and retried on a new connection after a backoff;
+    /// its answers wait. Rate-limited while the failure lasts.
     pub const BATCH_FAILED: u32 = 27144;
-    /// A batch failed on every retry; its writes are reported as failed.
+    /// A writer stopped at the shutdown limit without reaching the
+    /// database: its batch is left unanswered, writes queued behind it are
+    /// answered as failed.
     pub const BATCH_ABANDONED: u32 = 27145;
-    /// A batch committed after an earlier attempt had failed.
+    /// A batch committed after earlier attempts had failed.
     pub const BATCH_RECOVERED: u32 = 27146;
     /// Opening a database connection failed.
     pub const CONNECTION_FAILED: u32 = 27147;
-    /// A write was refused before reaching the database (a field too long).
+    /// A write was refused before reaching the database (a field too long,
+    /// a NUL character, the writers shut down).
     pub const WRITE_REFUSED: u32 = 27148;
     /// Live interactions loaded from the database.
     pub const LOADED: u32 = 27149;
     /// A database connection was closed.
     pub const CONNECTION_CLOSED: u32 = 27150;
+    /// A COMMIT failed or its reply was lost: the batch's outcome is
+    /// unknown; its answers wait until it is applied again.
+    pub const OUTCOME_UNKNOWN: u32 = 27151;
+    /// The database refused a write (a data error while it is reachable):
+    /// that write fails, the rest of its batch commits.
+    pub const WRITE_REFUSED_BY_DATABASE: u32 = 27152;
+    /// A write refused when applied again had been committed by an attempt
+    /// whose reply was lost (read back): it succeeds.
+    pub const WRITE_FOUND_COMMITTED: u32 = 27153;
+    /// A writer did not stop within the shutdown limit (blocked in a
+    /// database call); shutdown goes on without it.
+    pub const WRITER_NOT_STOPPED: u32 = 27154;
 }
 
 /// Storage settings (the DAP's `connection-string` and the server's
@@ -224,6 +248,14 @@ impl fmt::Display for StorageError {
 impl std::error::Error for StorageError {}
 
 /// Where the storage layer reports finished writes.
+///
+/// Every write submitted completes exactly once, as `(token, ok)`:
+/// `ok = true` when the database holds it, `ok = false` only when the
+/// database definitely did not apply it. A write whose outcome is unknown
+/// (a COMMIT whose reply was lost, a database gone away) is not completed
+/// until the writer has resolved it, however long that takes, except that a
+/// shutdown past its limit leaves it uncompleted (docs/storage.md, "What
+/// an answer means").
 pub trait CompletionSink: Send + Sync + 'static {
     /// Called on a writer thread after each transaction with (token, ok) for
     /// this sink's shard; drain the vec. Also called on the submitting
@@ -270,6 +302,7 @@ pub struct Storage {
     target: String,
     conn: odbc_api::Connection<'static>,
     conn_id: u64,
+    faults: Option<Arc<Faults>>,
 }
 
 impl Storage {
@@ -298,7 +331,7 @@ impl Storage {
             writers = 1;
         }
         let strategy = cfg.insert_strategy.unwrap_or_else(|| engine.default_strategy());
-        Ok(Storage { cfg, engine, strategy, writers, target, conn, conn_id })
+        Ok(Storage { cfg, engine, strategy, writers, target, conn, conn_id, faults: None })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -320,6 +353,12 @@ impl Storage {
         load::load_live(&self.conn, &self.target)
     }
 
+    /// For tests: the writers [`Storage::start`] runs meet the faults set
+    /// on `faults` (a lost COMMIT reply, failing connection attempts).
+    pub fn inject_faults(&mut self, faults: Arc<Faults>) {
+        self.faults = Some(faults);
+    }
+
     /// Starts the writer threads; `sinks[i]` receives completions for shard i.
     pub fn start(self, sinks: Vec<Arc<dyn CompletionSink>>) -> Result<Writers, StorageError> {
         writer::start(
@@ -331,6 +370,7 @@ impl Storage {
                 writers: self.writers,
                 batch_max: self.cfg.batch_max.max(1),
                 first: (self.conn, self.conn_id),
+                faults: self.faults,
             },
             sinks,
         )

@@ -158,14 +158,30 @@ pub(crate) fn empty_record() -> InteractionRecord {
 
 /// Why a record cannot be stored as is, if it cannot.
 pub(crate) fn refuse_reason(r: &InteractionRecord) -> Option<String> {
-    if r.id.is_empty() || r.id.len() > MAX_ID {
-        return Some(format!("interaction id of {} bytes (1 to {MAX_ID} allowed)", r.id.len()));
+    if let Some(why) = refuse_id(&r.id) {
+        return Some(why);
     }
     for c in TEXT_COLUMNS {
         let Some(v) = text_field(r, c) else { continue };
         if v.len() > MAX_NAME {
             return Some(format!("{} of {} bytes ({MAX_NAME} allowed)", COLUMNS[c], v.len()));
         }
+        if v.contains('\0') {
+            return Some(format!("{} contains a NUL character, which the database cannot store", COLUMNS[c]));
+        }
+    }
+    None
+}
+
+/// Why an interaction id cannot be stored, if it cannot. A NUL is refused
+/// in every text column: PostgreSQL cannot store one, and both the
+/// PostgreSQL and the SQLite ODBC drivers silently cut the text at it.
+pub(crate) fn refuse_id(id: &str) -> Option<String> {
+    if id.is_empty() || id.len() > MAX_ID {
+        return Some(format!("interaction id of {} bytes (1 to {MAX_ID} allowed)", id.len()));
+    }
+    if id.contains('\0') {
+        return Some("the interaction id contains a NUL character, which the database cannot store".to_string());
     }
     None
 }

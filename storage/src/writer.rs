@@ -1,21 +1,46 @@
 //! Writer threads: batch, coalesce, group-commit, complete.
+//!
+//! Every write is answered exactly once through its shard's
+//! [`CompletionSink`]: ok=true once the database holds it, ok=false only when
+//! the database definitely did not apply it (the state machine then undoes
+//! it in memory). A write whose outcome is unknown (the connection dropped
+//! during or after COMMIT, the database went away) is not answered until
+//! the writer has resolved it: it reconnects, with a bounded backoff, and
+//! applies the batch again, which is idempotent; a row the database refuses
+//! is isolated by splitting the batch, so only its own writes fail.
 
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use ixn_shard::interaction::InteractionRecord;
 use odbc_api::Connection;
 
 use crate::coalesce_impl::Coalescer;
 use crate::conn::{self, diag};
+use crate::load::read_one;
 use crate::records::refuse_reason;
 use crate::statements::{RowData, Statements};
-use crate::{msg_id, CompletionSink, Engine, InsertStrategy, StorageError, StoreOp, WriteRequest};
+use crate::{msg_id, CompletionSink, Engine, Faults, InsertStrategy, StorageError, StoreOp, WriteRequest};
 
-/// Attempts of one batch: the first and up to 3 retries.
-const MAX_ATTEMPTS: u32 = 4;
+/// Waits between attempts of a batch the database does not take: 50, 200,
+/// 800 ms, then 1 s for as long as it lasts.
+fn backoff(failures: u32) -> Duration {
+    let exp = 2 * failures.clamp(1, 4) - 2;
+    Duration::from_millis((50u64 << exp).min(1000))
+}
+
+/// Failures of one batch logged one by one; past them, one line per
+/// [`FAILURE_LOG_INTERVAL`] while it lasts.
+const FAILURES_LOGGED: u32 = 4;
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long [`Writers::shutdown`] gives the writers.
+pub const DEFAULT_SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+
+/// After the shutdown limit, how long to wait for writers to notice.
+const ABANDON_GRACE: Duration = Duration::from_secs(1);
 
 enum Msg {
     Write(WriteRequest),
@@ -31,6 +56,7 @@ pub(crate) struct Setup {
     pub writers: usize,
     pub batch_max: usize,
     pub first: (Connection<'static>, u64),
+    pub faults: Option<Arc<Faults>>,
 }
 
 struct Shared {
@@ -98,6 +124,8 @@ fn writer_for(id: &str, writers: usize) -> usize {
 pub struct Writers {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// Dropped to tell the writers to stop trying (see `shutdown_within`).
+    abandon: Sender<()>,
 }
 
 impl Writers {
@@ -105,10 +133,23 @@ impl Writers {
         WriterHandle { shared: self.shared.clone() }
     }
 
-    /// Writers finish every write queued before this call, commit, complete,
-    /// then exit; joins their threads. Writes submitted later complete at
-    /// once with ok=false.
-    pub fn shutdown(self) {
+    /// [`Writers::shutdown_within`] the [`DEFAULT_SHUTDOWN_LIMIT`] (10 s).
+    pub fn shutdown(self) -> bool {
+        self.shutdown_within(DEFAULT_SHUTDOWN_LIMIT)
+    }
+
+    /// Writers finish every write queued before this call, commit,
+    /// complete, then exit; writes submitted later complete at once with
+    /// ok=false. Returns true when all of that was done within `limit`.
+    ///
+    /// A writer that cannot reach the database keeps retrying only until
+    /// `limit`: then it stops, leaving the batch it was resolving
+    /// unanswered (its outcome is unknown: it may be committed) and
+    /// answering ok=false the writes still queued behind it (never sent to
+    /// the database). A writer blocked in a database call past `limit` +
+    /// 1 s is left behind (logged, 27154); the process may exit under it.
+    pub fn shutdown_within(self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
         {
             let mut closed = self.shared.closed.write().unwrap_or_else(|e| e.into_inner());
             *closed = true;
@@ -116,16 +157,44 @@ impl Writers {
                 let _ = s.send(Msg::Stop);
             }
         }
-        for t in self.threads {
-            if t.join().is_err() {
+        let mut finished = wait_finished(&self.threads, deadline);
+        if !finished {
+            drop(self.abandon);
+            wait_finished(&self.threads, Instant::now() + ABANDON_GRACE);
+        }
+        for (n, t) in self.threads.into_iter().enumerate() {
+            if !t.is_finished() {
+                tracing::error!(
+                    msg_id = msg_id::WRITER_NOT_STOPPED,
+                    writer = n,
+                    "Database writer {n} did not stop within the shutdown limit (it is blocked in a database call); \
+                     not waiting for it: the batch it holds may or may not be committed and is not answered"
+                );
+                finished = false;
+            } else if t.join().is_err() {
                 tracing::error!("a database writer thread panicked");
+                finished = false;
             }
         }
+        finished
+    }
+}
+
+/// True once every thread has ended, false at `deadline`.
+fn wait_finished(threads: &[JoinHandle<()>], deadline: Instant) -> bool {
+    loop {
+        if threads.iter().all(JoinHandle::is_finished) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
 pub(crate) fn start(setup: Setup, sinks: Vec<Arc<dyn CompletionSink>>) -> Result<Writers, StorageError> {
-    let Setup { connection_string, target, engine, strategy, writers, batch_max, first } = setup;
+    let Setup { connection_string, target, engine, strategy, writers, batch_max, first, faults } = setup;
     // Connect every writer here, so a database that refuses connections
     // fails the start instead of the first writes.
     let mut conns = vec![first];
@@ -133,6 +202,7 @@ pub(crate) fn start(setup: Setup, sinks: Vec<Arc<dyn CompletionSink>>) -> Result
         conns.push(conn::connect(&connection_string, &target)?);
     }
     let sinks: Arc<[Arc<dyn CompletionSink>]> = sinks.into();
+    let (abandon_tx, abandon_rx) = crossbeam_channel::bounded(0);
     let mut senders = Vec::with_capacity(writers);
     let mut threads = Vec::with_capacity(writers);
     for (n, (c, id)) in conns.into_iter().enumerate() {
@@ -149,6 +219,8 @@ pub(crate) fn start(setup: Setup, sinks: Vec<Arc<dyn CompletionSink>>) -> Result
             batch_max,
             batch: Batch::default(),
             stopping: false,
+            faults: faults.clone(),
+            abandon: abandon_rx.clone(),
         };
         let t = std::thread::Builder::new()
             .name(format!("ixn-db-writer-{n}"))
@@ -156,17 +228,40 @@ pub(crate) fn start(setup: Setup, sinks: Vec<Arc<dyn CompletionSink>>) -> Result
             .map_err(|e| StorageError::new(format!("could not start a database writer thread: {e}")))?;
         threads.push(t);
     }
-    Ok(Writers { shared: Arc::new(Shared { senders, sinks, closed: RwLock::new(false) }), threads })
+    Ok(Writers {
+        shared: Arc::new(Shared { senders, sinks, closed: RwLock::new(false) }),
+        threads,
+        abandon: abandon_tx,
+    })
 }
+
+/// One op of the batch and where its answer goes.
+struct Token {
+    shard: u16,
+    token: u64,
+    /// Its coalescer entry, or [`REFUSED_BEFORE`].
+    entry: u32,
+}
+
+/// The entry of a write refused before it reached the database.
+const REFUSED_BEFORE: u32 = u32::MAX;
 
 #[derive(Default)]
 struct Batch {
     coalescer: Coalescer,
-    /// (shard, token, ok) of every op in the batch, in arrival order.
-    tokens: Vec<(u16, u64, bool)>,
-    /// Attempts made so far.
-    attempts: u32,
-    first_error: Option<String>,
+    /// Every op of the batch, in arrival order.
+    tokens: Vec<Token>,
+    /// Failed attempts in a row (connection lost, outcome unknown).
+    failures: u32,
+    /// When the first of them happened; when one was last logged.
+    failing_since: Option<Instant>,
+    last_logged: Option<Instant>,
+    /// An attempt failed or was refused: rows the batch inserts may exist
+    /// now, so every id is deleted before its insert.
+    retried: bool,
+    /// An attempt's COMMIT may have reached the database: a row refused
+    /// later is read back before its writes are called failed.
+    maybe_committed: bool,
 }
 
 impl Batch {
@@ -186,13 +281,39 @@ struct Writer {
     batch_max: usize,
     batch: Batch,
     stopping: bool,
+    faults: Option<Arc<Faults>>,
+    /// Disconnected when shutdown's limit has passed: stop retrying.
+    abandon: Receiver<()>,
 }
 
 enum SessionEnd {
     /// Stop received and everything before it done.
     Stopped,
-    /// The connection is suspect: reconnect.
+    /// The connection is lost or suspect: reconnect.
     Reconnect,
+    /// Shutdown's limit passed.
+    Abandoned,
+}
+
+/// Why an attempt did not commit.
+enum Failure {
+    /// The connection is unusable, or the error passes by itself: nothing
+    /// of the attempt is committed; try again on a new connection.
+    Lost(String),
+    /// COMMIT failed, or its reply was lost: the database may have applied
+    /// the attempt.
+    Unknown(String),
+    /// The database is reachable and refused a statement: nothing of the
+    /// attempt is committed, and one of its rows is refused.
+    Refused(String),
+}
+
+/// Vectors a writer session reuses from attempt to attempt.
+#[derive(Default)]
+struct Scratch {
+    data: RowData,
+    deletes: Vec<&'static str>,
+    inserts: Vec<&'static InteractionRecord>,
 }
 
 impl Writer {
@@ -210,12 +331,12 @@ impl Writer {
             self.batch_max
         );
         let mut conn = Some((first, first_id));
-        loop {
+        let end = loop {
             let (c, id) = match conn.take() {
                 Some(c) => c,
                 None => match self.reconnect() {
-                    Some(c) => c,
-                    None => break,
+                    Ok(c) => c,
+                    Err(end) => break end,
                 },
             };
             let end = self.session(&c);
@@ -223,33 +344,68 @@ impl Writer {
             let _ = c.rollback();
             drop(c);
             conn::log_closed(id);
-            if let SessionEnd::Stopped = end {
-                break;
+            match end {
+                SessionEnd::Reconnect => continue,
+                end => break end,
             }
-        }
-        // Anything queued after the Stop (there should be nothing, see
-        // `Shared::closed`) is answered rather than dropped.
-        while let Ok(msg) = self.rx.try_recv() {
-            if let Msg::Write(req) = msg {
-                self.batch.tokens.push((req.shard, req.token, false));
-            }
-        }
-        self.complete_all(false);
+        };
+        self.finish(end);
         tracing::info!(msg_id = msg_id::WRITER_STOPPED, writer = self.n, "Database writer {} stopped", self.n);
     }
 
-    /// A new connection after a failure; `None` once stopped with nothing
-    /// left to write. Each failed connect counts as an attempt of the batch.
-    fn reconnect(&mut self) -> Option<(Connection<'static>, u64)> {
-        loop {
-            if self.batch.is_empty() && !self.gather() {
-                return None;
-            }
-            match conn::connect(&self.connection_string, &self.target) {
-                Ok(c) => return Some(c),
-                Err(e) => self.attempt_failed(e.message),
+    /// After the last session: on a stop, the batch is empty and nothing is
+    /// queued (see `Shared::closed`). After shutdown's limit, the batch in
+    /// progress stays unanswered (it may be committed) and the writes
+    /// queued behind it, never sent, are answered ok=false.
+    fn finish(&mut self, end: SessionEnd) {
+        let unresolved = self.batch.tokens.len();
+        let mut never_sent: Vec<(u16, u64)> = Vec::new();
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Msg::Write(req) = msg {
+                never_sent.push((req.shard, req.token));
             }
         }
+        if matches!(end, SessionEnd::Abandoned) && unresolved + never_sent.len() > 0 {
+            tracing::error!(
+                msg_id = msg_id::BATCH_ABANDONED,
+                writer = self.n,
+                ops = unresolved,
+                queued = never_sent.len(),
+                "Database writer {} stopped at the shutdown limit without reaching the database: a batch of \
+                 {unresolved} writes is left unanswered (each may or may not be committed) and {} queued writes \
+                 are answered as failed",
+                self.n,
+                never_sent.len()
+            );
+        }
+        debug_assert!(matches!(end, SessionEnd::Abandoned) || unresolved == 0, "stopped with a batch");
+        self.answer(never_sent.into_iter().map(|(shard, token)| (shard, token, false)));
+    }
+
+    /// A new connection after a failure, with backoff; `Err` once stopped
+    /// with nothing left to write, or abandoned.
+    fn reconnect(&mut self) -> Result<(Connection<'static>, u64), SessionEnd> {
+        loop {
+            if self.batch.is_empty() && !self.gather() {
+                return Err(SessionEnd::Stopped);
+            }
+            // Woken early when shutdown's limit passes.
+            if let Err(RecvTimeoutError::Disconnected) = self.abandon.recv_timeout(backoff(self.batch.failures)) {
+                return Err(SessionEnd::Abandoned);
+            }
+            if self.faults.as_ref().is_some_and(|f| f.refuse_connect()) {
+                self.failed(Failure::Lost("injected: the connection attempt failed".to_string()));
+                continue;
+            }
+            match conn::connect_quietly(&self.connection_string, &self.target) {
+                Ok(c) => return Ok(c),
+                Err(e) => self.failed(Failure::Lost(e.message)),
+            }
+        }
+    }
+
+    fn abandoned(&self) -> bool {
+        matches!(self.abandon.try_recv(), Err(TryRecvError::Disconnected))
     }
 
     /// Takes the next batch: blocks for the first message, then whatever
@@ -264,6 +420,9 @@ impl Writer {
                 self.stopping = true;
                 return false;
             }
+        }
+        if let Some(f) = &self.faults {
+            f.wait_while_held();
         }
         while self.batch.tokens.len() < self.batch_max {
             match self.rx.try_recv() {
@@ -281,23 +440,20 @@ impl Writer {
     fn add(&mut self, req: WriteRequest) {
         let refused = match &req.op {
             StoreOp::Insert(r) | StoreOp::Upsert(r) => refuse_reason(r),
-            StoreOp::Delete(id) if id.is_empty() || id.len() > crate::records::MAX_ID => {
-                Some(format!("interaction id of {} bytes", id.len()))
-            }
-            StoreOp::Delete(_) => None,
+            StoreOp::Delete(id) => crate::records::refuse_id(id),
         };
         if let Some(why) = refused {
             tracing::warn!(
                 msg_id = msg_id::WRITE_REFUSED,
                 interaction_id = req.op.id(),
                 "Write for interaction {} refused: {why}",
-                req.op.id()
+                req.op.id().escape_debug()
             );
-            self.batch.tokens.push((req.shard, req.token, false));
+            self.batch.tokens.push(Token { shard: req.shard, token: req.token, entry: REFUSED_BEFORE });
             return;
         }
-        self.batch.tokens.push((req.shard, req.token, true));
-        self.batch.coalescer.push(req.op);
+        let entry = self.batch.coalescer.push(req.op) as u32;
+        self.batch.tokens.push(Token { shard: req.shard, token: req.token, entry });
     }
 
     /// Writes batches over one connection until it fails or the writer stops.
@@ -309,104 +465,274 @@ impl Writer {
             }
         }
         if let Err(e) = conn.set_autocommit(false) {
-            self.attempt_failed(format!("could not turn autocommit off: {}", diag(&e)));
+            self.failed(Failure::Lost(format!("could not turn autocommit off: {}", diag(&e))));
             return SessionEnd::Reconnect;
         }
         let mut stmts = Statements::new(conn, self.strategy, self.batch_max);
-        let mut data = RowData::default();
-        let mut deletes: Vec<&str> = Vec::new();
-        let mut inserts: Vec<&InteractionRecord> = Vec::new();
+        let mut scratch = Scratch::default();
         loop {
+            if self.abandoned() {
+                return SessionEnd::Abandoned;
+            }
             if self.batch.is_empty() && !self.gather() {
                 return SessionEnd::Stopped;
             }
             let started = Instant::now();
-            let result = {
-                // After a failed attempt the commit may have reached the
-                // database anyway: delete before every insert then.
-                let retry = self.batch.attempts > 0;
-                let mut d: Vec<&str> = reuse(std::mem::take(&mut deletes));
-                let mut i: Vec<&InteractionRecord> = reuse(std::mem::take(&mut inserts));
-                self.batch.coalescer.plan_with(retry, &mut d, &mut i);
-                let r = write(conn, &mut stmts, &mut data, &d, &i);
-                // Keep the vectors' storage for the next batch, without
-                // keeping borrows of this one.
-                deletes = reuse(d);
-                inserts = reuse(i);
-                r
-            };
-            match result {
+            match self.commit_batch(conn, &mut stmts, &mut scratch) {
                 Ok(()) => {
-                    if self.batch.attempts > 0 {
-                        tracing::info!(
-                            msg_id = msg_id::BATCH_RECOVERED,
-                            writer = self.n,
-                            attempts = self.batch.attempts + 1,
-                            "Database writer {} committed a batch of {} writes on attempt {}",
-                            self.n,
-                            self.batch.tokens.len(),
-                            self.batch.attempts + 1
-                        );
-                    }
                     tracing::trace!(
                         writer = self.n,
                         ops = self.batch.tokens.len(),
                         us = started.elapsed().as_micros() as u64,
                         "batch committed"
                     );
-                    self.complete_all(true);
+                    self.complete_batch();
                 }
-                Err(e) => {
-                    let _ = conn.rollback();
-                    self.attempt_failed(diag(&e));
+                Err(failure) => {
+                    self.failed(failure);
                     return SessionEnd::Reconnect;
                 }
             }
         }
     }
 
-    /// Counts a failed attempt: logs it, backs off, or gives the batch up
-    /// after the last attempt.
-    fn attempt_failed(&mut self, error: String) {
-        self.batch.attempts += 1;
-        let attempt = self.batch.attempts;
-        let ops = self.batch.tokens.len();
-        if attempt >= MAX_ATTEMPTS {
-            tracing::error!(
-                msg_id = msg_id::BATCH_ABANDONED,
+    /// Commits the batch: in one transaction, or, when the database
+    /// refuses it, split until only the refused entries are left out.
+    ///
+    /// After a failure the same batch is applied again on a new connection,
+    /// whether or not an earlier attempt committed: every statement writes
+    /// a whole row (an id is deleted before its insert on every retry) or
+    /// deletes one, so applying twice leaves what applying once does. That
+    /// is safe because no other write can reach these ids meanwhile: every
+    /// write of an interaction goes to this one writer, in order, and this
+    /// writer takes nothing new until the batch is resolved. (On
+    /// PostgreSQL, a lost session's transaction may still be in flight: it
+    /// holds its row and key locks, so the new attempt waits for it; if it
+    /// then commits, the duplicate keys the new attempt meets are a
+    /// refusal, which the split and the read-back below resolve.)
+    fn commit_batch(
+        &mut self,
+        conn: &Connection<'static>,
+        stmts: &mut Statements<'_>,
+        scratch: &mut Scratch,
+    ) -> Result<(), Failure> {
+        let retried = self.batch.retried;
+        match self.attempt(conn, stmts, scratch, None, retried) {
+            Err(Failure::Refused(why)) => {
+                self.batch.retried = true;
+                // A refusal without deletes first may be an insert meeting
+                // its own row, committed by an attempt whose reply was
+                // lost: the whole batch is tried once more with them.
+                self.isolate(conn, stmts, scratch, retried.then_some(why))
+            }
+            other => other,
+        }
+    }
+
+    /// The database refused the batch: bisects it, committing each half it
+    /// takes, down to the single entries it refuses. `refused`: the whole
+    /// batch is known to be refused as it will be sent (deletes first).
+    fn isolate(
+        &mut self,
+        conn: &Connection<'static>,
+        stmts: &mut Statements<'_>,
+        scratch: &mut Scratch,
+        refused: Option<String>,
+    ) -> Result<(), Failure> {
+        let pending: Vec<u32> = (0..self.batch.coalescer.entries() as u32)
+            .filter(|&e| !self.batch.coalescer.is_refused(e as usize))
+            .collect();
+        // Spans of `pending`, each with the refusal it is known to get, if
+        // any.
+        let mut spans: Vec<(usize, usize, Option<String>)> = vec![(0, pending.len(), refused)];
+        while let Some((a, b, refusal)) = spans.pop() {
+            let refusal = match refusal {
+                Some(why) => why,
+                None => match self.attempt(conn, stmts, scratch, Some(&pending[a..b]), true) {
+                    Ok(()) => continue,
+                    Err(Failure::Refused(why)) => why,
+                    Err(other) => return Err(other),
+                },
+            };
+            if b - a > 1 {
+                let mid = (a + b) / 2;
+                spans.push((mid, b, None));
+                spans.push((a, mid, None));
+            } else if b - a == 1 {
+                self.refuse_entry(conn, pending[a] as usize, refusal)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The database refused entry `e` alone: its writes fail, unless an
+    /// earlier COMMIT whose reply was lost applied them (read back).
+    fn refuse_entry(&mut self, conn: &Connection<'static>, e: usize, why: String) -> Result<(), Failure> {
+        let (id, row) = self.batch.coalescer.entry(e);
+        if self.batch.maybe_committed {
+            match read_one(conn, id, &self.target) {
+                Ok(stored) if stored.as_ref() == row => {
+                    tracing::info!(
+                        msg_id = msg_id::WRITE_FOUND_COMMITTED,
+                        writer = self.n,
+                        interaction_id = id,
+                        "Database writer {} found the writes for interaction {id} committed by an attempt whose \
+                         reply was lost (read back after the database refused them again: {why})",
+                        self.n
+                    );
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(err) => return Err(Failure::Lost(err.message)),
+            }
+        }
+        let writes = self.batch.tokens.iter().filter(|t| t.entry as usize == e).count();
+        tracing::warn!(
+            msg_id = msg_id::WRITE_REFUSED_BY_DATABASE,
+            writer = self.n,
+            interaction_id = id,
+            writes,
+            "Database refused the write for interaction {}: {why}; its {writes} write(s) in this batch fail, \
+             the others are committed",
+            id.escape_debug()
+        );
+        self.batch.coalescer.refuse(e);
+        Ok(())
+    }
+
+    /// One transaction: DELETEs, INSERTs, COMMIT, for the batch's entries
+    /// `only` names (all that are not refused when `None`).
+    fn attempt(
+        &self,
+        conn: &Connection<'static>,
+        stmts: &mut Statements<'_>,
+        scratch: &mut Scratch,
+        only: Option<&[u32]>,
+        rows_may_exist: bool,
+    ) -> Result<(), Failure> {
+        let mut deletes: Vec<&str> = reuse(std::mem::take(&mut scratch.deletes));
+        let mut inserts: Vec<&InteractionRecord> = reuse(std::mem::take(&mut scratch.inserts));
+        self.batch.coalescer.plan_with(rows_may_exist, only, &mut deletes, &mut inserts);
+        let executed = execute(stmts, &mut scratch.data, &deletes, &inserts);
+        let empty = deletes.is_empty() && inserts.is_empty();
+        // Keep the vectors' storage for the next attempt, without keeping
+        // borrows of this batch.
+        scratch.deletes = reuse(deletes);
+        scratch.inserts = reuse(inserts);
+        if let Err(e) = executed {
+            return Err(self.classify(conn, &e));
+        }
+        if empty {
+            return Ok(());
+        }
+        if self.faults.as_ref().is_some_and(|f| f.fail_commit()) {
+            let _ = conn.rollback();
+            return Err(Failure::Unknown("injected: COMMIT failed".to_string()));
+        }
+        if let Err(e) = conn.commit() {
+            return Err(Failure::Unknown(diag(&e)));
+        }
+        if self.faults.as_ref().is_some_and(|f| f.lose_commit_reply()) {
+            return Err(Failure::Unknown("injected: the reply to COMMIT was lost".to_string()));
+        }
+        Ok(())
+    }
+
+    /// What a statement's error means; rolls the transaction back.
+    fn classify(&self, conn: &Connection<'static>, e: &odbc_api::Error) -> Failure {
+        let why = diag(e);
+        if conn::is_transient(e, &self.engine) {
+            let _ = conn.rollback();
+            return Failure::Lost(why);
+        }
+        if conn.rollback().is_err() || !conn::reachable(conn, &self.engine) {
+            return Failure::Lost(why);
+        }
+        Failure::Refused(why)
+    }
+
+    /// Counts a failed attempt and logs it (rate-limited while it lasts).
+    fn failed(&mut self, failure: Failure) {
+        if let Some(f) = &self.faults {
+            f.note_failed_attempt();
+        }
+        let b = &mut self.batch;
+        b.failures += 1;
+        b.retried = true;
+        let now = Instant::now();
+        let since = *b.failing_since.get_or_insert(now);
+        let ops = b.tokens.len();
+        let (why, unknown) = match failure {
+            Failure::Lost(why) | Failure::Refused(why) => (why, false),
+            Failure::Unknown(why) => (why, true),
+        };
+        if unknown && !b.maybe_committed {
+            b.maybe_committed = true;
+            tracing::warn!(
+                msg_id = msg_id::OUTCOME_UNKNOWN,
                 writer = self.n,
                 ops,
-                attempts = attempt,
-                first_error = self.batch.first_error.as_deref().unwrap_or(&error),
-                "Database writer {} gave up a batch of {ops} writes after {attempt} attempts; \
-                 they are reported as failed. Last error: {error}",
+                "Database writer {} does not know whether a batch of {ops} writes was committed ({why}): \
+                 their answers wait until it is applied again on a new connection",
                 self.n
             );
-            self.complete_all(false);
+        }
+        let log = b.failures <= FAILURES_LOGGED || b.last_logged.is_none_or(|t| now - t >= FAILURE_LOG_INTERVAL);
+        if !log {
             return;
         }
-        let backoff = Duration::from_millis(50 << (2 * (attempt - 1))); // 50, 200, 800 ms
+        b.last_logged = Some(now);
+        let attempt = b.failures;
+        let retry = backoff(b.failures);
         tracing::warn!(
             msg_id = msg_id::BATCH_FAILED,
             writer = self.n,
             ops,
             attempt,
-            "Database writer {} failed a batch of {ops} writes (attempt {attempt} of {MAX_ATTEMPTS}): {error}; \
-             rolled back, reconnecting and retrying in {} ms",
+            failing_s = (now - since).as_secs(),
+            "Database writer {} failed a batch of {ops} writes (attempt {attempt}, failing for {} s): {why}; \
+             their answers wait; reconnecting and retrying in {} ms",
             self.n,
-            backoff.as_millis()
+            (now - since).as_secs(),
+            retry.as_millis()
         );
-        if self.batch.first_error.is_none() {
-            self.batch.first_error = Some(error);
-        }
-        std::thread::sleep(backoff);
     }
 
-    /// Completes every token of the batch (with its own ok, anded with
-    /// `ok`) and clears the batch.
-    fn complete_all(&mut self, ok: bool) {
+    /// Answers every op of the committed batch (ok unless refused) and
+    /// clears it.
+    fn complete_batch(&mut self) {
+        let b = &self.batch;
+        if b.failures > 0 {
+            let secs = b.failing_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
+            tracing::info!(
+                msg_id = msg_id::BATCH_RECOVERED,
+                writer = self.n,
+                ops = b.tokens.len(),
+                failures = b.failures,
+                "Database writer {} committed a batch of {} writes after {} failed attempts ({secs:.1} s)",
+                self.n,
+                b.tokens.len(),
+                b.failures
+            );
+        }
+        self.answer(
+            b.tokens
+                .iter()
+                .map(|t| (t.shard, t.token, t.entry != REFUSED_BEFORE && !b.coalescer.is_refused(t.entry as usize))),
+        );
+        self.batch.tokens.clear();
+        self.batch.coalescer.clear();
+        self.batch.failures = 0;
+        self.batch.failing_since = None;
+        self.batch.last_logged = None;
+        self.batch.retried = false;
+        self.batch.maybe_committed = false;
+    }
+
+    /// Calls each shard's sink once with its answers.
+    fn answer(&self, answers: impl Iterator<Item = (u16, u64, bool)>) {
         let mut per_shard: Vec<Vec<(u64, bool)>> = Vec::new();
-        for &(shard, token, op_ok) in &self.batch.tokens {
+        for (shard, token, ok) in answers {
             let s = shard as usize;
             if s >= self.sinks.len() {
                 tracing::error!(shard, token, "completion for shard {shard}, which has no sink; dropped");
@@ -415,17 +741,13 @@ impl Writer {
             if per_shard.len() <= s {
                 per_shard.resize_with(s + 1, Vec::new);
             }
-            per_shard[s].push((token, ok && op_ok));
+            per_shard[s].push((token, ok));
         }
         for (s, mut done) in per_shard.into_iter().enumerate() {
             if !done.is_empty() {
                 self.sinks[s].complete(&mut done);
             }
         }
-        self.batch.tokens.clear();
-        self.batch.coalescer.clear();
-        self.batch.attempts = 0;
-        self.batch.first_error = None;
     }
 }
 
@@ -435,9 +757,8 @@ fn reuse<'b, T: ?Sized>(mut v: Vec<&T>) -> Vec<&'b T> {
     v.into_iter().map(|_| unreachable!()).collect()
 }
 
-/// One attempt: DELETEs, INSERTs, COMMIT.
-fn write(
-    conn: &Connection<'static>,
+/// The statements of one attempt, before its COMMIT.
+fn execute(
     stmts: &mut Statements<'_>,
     data: &mut RowData,
     deletes: &[&str],
@@ -450,7 +771,7 @@ fn write(
         data.prepare(inserts);
         stmts.insert(inserts, data)?;
     }
-    conn.commit()
+    Ok(())
 }
 
 #[cfg(test)]
@@ -476,5 +797,12 @@ mod tests {
             counts[writer_for(&format!("0{i:015}"), 5)] += 1;
         }
         assert!(counts.iter().all(|&c| c > 1500), "{counts:?}");
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        let ms: Vec<u128> = (1..=6).map(|f| backoff(f).as_millis()).collect();
+        assert_eq!(ms, vec![50, 200, 800, 1000, 1000, 1000]);
+        assert_eq!(backoff(0).as_millis(), 50, "a failed connect before any attempt");
     }
 }

@@ -23,6 +23,7 @@ use crate::catalog::{TenantIdx, ViewIdx};
 use crate::interaction::{Interaction, Millis, Names, Place};
 use crate::peer::{Holder, LockKind, PeerMsg};
 use crate::store::Slot;
+use crate::symbols::Sym;
 use crate::view::ViewIndex;
 
 use super::{views_holding, Lock, Output, QueueCount, Shard};
@@ -115,10 +116,44 @@ impl Shard {
 
     fn change_detached<R>(&mut self, slot: Slot, change: impl FnOnce(&mut Interaction) -> R) -> R {
         let ix = self.store.get_mut(slot, &Reindex(()));
-        let (id, tie) = (ix.id.clone(), ix.tie);
+        let (id, tie, names) = (ix.id.clone(), ix.tie, names_of(ix));
         let r = change(ix);
         assert!(ix.id == id && ix.tie == tie, "interaction {id}: id or tie changed in place");
+        let now = names_of(ix);
+        // New users first, so a name kept through the change never drops to none.
+        for s in now.into_iter().flatten() {
+            self.syms.acquire(s);
+        }
+        self.release_names(names);
         r
+    }
+
+    /// The interaction no longer uses `names`: those with no user left
+    /// retire at the end of the step ([`Shard::retire_names`]).
+    pub(super) fn release_names(&mut self, names: [Option<Sym>; 5]) {
+        for s in names.into_iter().flatten() {
+            if self.syms.release(s) {
+                self.unused_names.push(s);
+            }
+        }
+    }
+
+    /// Names left with no user during this step retire: they wait for
+    /// every write now in flight, the writes this step made included,
+    /// which may hold copies naming them (a stop's, a change's undo).
+    pub(super) fn retire_names(&mut self) {
+        while let Some(s) = self.unused_names.pop() {
+            if let Some(freed) = self.retiring.retire(s, self.next_token, self.pending.len()) {
+                self.free_names(freed);
+            }
+        }
+    }
+
+    /// Frees retired names still unused.
+    pub(super) fn free_names(&mut self, names: Vec<Sym>) {
+        for s in names {
+            self.syms.free_if_unused(s);
+        }
     }
 
     /// Marks the row of `slot` as stored; returns whether it was before.
@@ -137,6 +172,9 @@ impl Shard {
 
     /// Adds an interaction to the store and to its views and counts.
     pub(crate) fn admit(&mut self, ix: Interaction, out: &mut Vec<Output>) -> Slot {
+        for s in names_of(&ix).into_iter().flatten() {
+            self.syms.acquire(s);
+        }
         let slot = self.store.insert(ix, &Reindex(()));
         self.after_admit(slot);
         self.attach(slot, out);
@@ -149,7 +187,9 @@ impl Shard {
         self.before_change(slot);
         self.detach(slot);
         self.drop_lock(slot);
-        self.store.remove(slot, &Reindex(()))
+        let ix = self.store.remove(slot, &Reindex(()));
+        self.release_names(names_of(&ix));
+        ix
     }
 
     /// Locks a visible, unlocked interaction to `holder`: it leaves its
@@ -258,6 +298,33 @@ impl Shard {
         }
     }
 
+    /// Checks that every name's count of users is the number of interactions
+    /// using it (and of copies pinned by writes in flight), and that every
+    /// name an interaction uses is held.
+    pub fn audit_names(&self) -> Result<(), String> {
+        let mut users: ahash::AHashMap<Sym, u32> = ahash::AHashMap::new();
+        for (_, ix) in self.store.iter() {
+            for s in names_of(ix).into_iter().flatten() {
+                *users.entry(s).or_default() += 1;
+            }
+        }
+        for names in self.pending.values().filter_map(|p| p.pinned) {
+            for s in names.into_iter().flatten() {
+                *users.entry(s).or_default() += 1;
+            }
+        }
+        for (s, name) in self.syms.iter() {
+            let want = users.remove(&s).unwrap_or(0);
+            if self.syms.users(s) != want {
+                return Err(format!("name '{name}' counts {} users, {want} interactions use it", self.syms.users(s)));
+            }
+        }
+        match users.keys().next() {
+            Some(s) => Err(format!("an interaction uses name number {s}, which is not held")),
+            None => Ok(()),
+        }
+    }
+
     /// Checks that the indexes agree with the interactions: every view holds
     /// exactly the visible, unlocked interactions of its queue that meet its
     /// condition, each under the key its fields give now; the counts match;
@@ -322,4 +389,15 @@ impl Shard {
         }
         Ok(())
     }
+}
+
+/// The interned names an interaction uses: type, subtype, submitter,
+/// workbin owner, handling agent.
+pub(super) fn names_of(ix: &Interaction) -> [Option<Sym>; 5] {
+    let owner = match ix.place {
+        Place::Workbin { owner, .. } => Some(owner),
+        Place::Queue(_) => None,
+    };
+    let agent = ix.handling.as_deref().and_then(|h| h.assigned_to);
+    [Some(ix.interaction_type), Some(ix.interaction_subtype), Some(ix.submitted_by), owner, agent]
 }

@@ -167,6 +167,14 @@ pub(crate) struct Pending {
     /// memory; this one was made on top of it, so it is answered as failed
     /// whatever storage says, and undoes nothing.
     doomed: bool,
+    /// A stop whose interaction had a change fail while it was in flight,
+    /// with doomed writes in between: if the stop fails, the restored row
+    /// is written again (a doomed write may have stored the refused change).
+    put_back: bool,
+    /// Names this write's copy of an interaction uses, counted as in use
+    /// until it completes: set when a failed change's copy moves to a later
+    /// stop, past the writes the names' retirement waits for.
+    pub(crate) pinned: Option<[Option<crate::symbols::Sym>; 5]>,
     /// Events about the same interaction that came after this write (to
     /// subscribers, to the agent's desktops), sent after its answer and its
     /// own events whether it commits or not, so they keep their order.
@@ -218,6 +226,13 @@ pub struct ShardParams {
     /// Slots one slice of a scan examines (scan.rs): the longest a find or
     /// snapshot holds the shard in one step.
     pub scan_slice: u32,
+    /// Most distinct names (interaction types, client names, workbin
+    /// owners, agents) the shard's interactions may use at once.
+    pub max_names: usize,
+    /// Most requests held back while a snapshot's cut holds the shard;
+    /// more are refused (52 Overloaded). Other inputs are never refused:
+    /// their number is bounded by the requests and writes in flight.
+    pub max_held_requests: usize,
     /// The client types that may search (`find-client-types`).
     pub find_clients: ClientTypes,
     /// The client types that may take snapshots (`snapshot-client-types`).
@@ -310,6 +325,8 @@ impl ShardParams {
             pull_hold_ms: 0,
             max_snapshot: 500,
             scan_slice: crate::scan::SCAN_SLICE,
+            max_names: crate::symbols::MAX_NAMES,
+            max_held_requests: MAX_HELD_REQUESTS,
             find_clients: ClientTypes::all(),
             snapshot_clients: ClientTypes::all(),
             agents: AgentParams::default(),
@@ -322,6 +339,10 @@ pub struct Shard {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) store: Store,
     pub(crate) syms: Symbols,
+    /// Names no interaction uses any more, waiting for the writes in flight.
+    retiring: crate::symbols::Retiring,
+    /// Names left with no user in the current step.
+    unused_names: Vec<crate::symbols::Sym>,
     ids: IdGen,
     next_token: u64,
     pub(crate) pending: AHashMap<u64, Pending>,
@@ -342,6 +363,8 @@ pub struct Shard {
     /// Snapshot cuts holding this shard, and the inputs they hold back.
     pub(crate) frozen: u32,
     held: VecDeque<Input>,
+    /// Requests among `held`.
+    held_requests: usize,
     /// The time of the input being handled, in microseconds.
     now_us: i64,
     /// The last tie given to a submission (see [`tie_at`]).
@@ -408,6 +431,8 @@ impl Shard {
             catalog,
             store: Store::new(),
             syms: Symbols::new(),
+            retiring: Default::default(),
+            unused_names: Vec::new(),
             ids: IdGen::new(params.node, params.shard, params.shards),
             next_token: 1,
             pending: AHashMap::new(),
@@ -420,6 +445,7 @@ impl Shard {
             lockers: ahash::AHashSet::new(),
             frozen: 0,
             held: VecDeque::new(),
+            held_requests: 0,
             now_us: 0,
             last_tie: 0,
             agents: AHashMap::new(),
@@ -462,6 +488,12 @@ impl Shard {
 
     pub fn is_empty(&self) -> bool {
         self.store.is_empty()
+    }
+
+    /// Interned names held (types, client names, workbin owners, agents),
+    /// and those no interaction uses that wait for writes in flight.
+    pub fn names_held(&self) -> (usize, usize) {
+        (self.syms.len(), self.retiring.len())
     }
 
     /// Writes sent to storage and not yet completed.
@@ -578,6 +610,18 @@ impl Shard {
         self.now_us = now_us;
         let now_ms = now_us.div_euclid(1000);
         if self.frozen > 0 && input.changes_interactions() {
+            if let Input::Request { caller, .. } = &input {
+                // Requests are what clients can pile up during a cut.
+                if self.held_requests >= self.params.max_held_requests {
+                    let e = ProtoError::new(
+                        ErrorCode::Overloaded,
+                        "the shard is taking a snapshot and holds too many requests already; retry",
+                    );
+                    out.push(Output::Reply { origin: caller.origin, frame: event_error(caller.ref_id, &e) });
+                    return;
+                }
+                self.held_requests += 1;
+            }
             self.held.push_back(input);
             return;
         }
@@ -586,8 +630,12 @@ impl Shard {
         // order, unless another cut began meanwhile.
         while self.frozen == 0 {
             let Some(next) = self.held.pop_front() else { break };
+            if matches!(next, Input::Request { .. }) {
+                self.held_requests -= 1;
+            }
             self.apply(now_ms, next, out);
         }
+        self.retire_names();
     }
 
     fn apply(&mut self, now_ms: Millis, input: Input, out: &mut Vec<Output>) {
@@ -699,6 +747,8 @@ impl Shard {
                 reveal: None,
                 reports: Vec::new(),
                 doomed: false,
+                put_back: false,
+                pinned: None,
                 after: Vec::new(),
                 id,
                 token,
@@ -775,13 +825,9 @@ impl Shard {
         self.check_skills(tenant, &s.properties)?;
         self.check_size(&s.properties)?;
         for (what, v) in [("InteractionType", &s.interaction_type), ("InteractionSubtype", &s.interaction_subtype)] {
-            if v.is_empty() || v.len() > MAX_NAME_LEN {
-                return Err(ProtoError::new(
-                    ErrorCode::InvalidValue,
-                    format!("{what} must be 1 to {MAX_NAME_LEN} bytes"),
-                ));
-            }
+            check_name(what, v)?;
         }
+        self.check_name_room(&[&s.interaction_type, &s.interaction_subtype, &caller.client_name])?;
         let id: Box<str> = match s.id {
             Some(id) => {
                 self.check_client_id(&id)?;
@@ -1070,12 +1116,8 @@ impl Shard {
     ) -> Reply {
         let slot = self.live(id)?;
         let w = self.workbin_idx(self.store.get(slot).tenant, workbin)?;
-        if owner.is_empty() || owner.len() > MAX_NAME_LEN {
-            return Err(ProtoError::new(
-                ErrorCode::InvalidValue,
-                format!("WorkbinOwner must be 1 to {MAX_NAME_LEN} bytes"),
-            ));
-        }
+        check_name("WorkbinOwner", owner)?;
+        self.check_name_room(&[owner])?;
         self.check_lock(slot, caller)?;
         let before = Box::new(self.store.get(slot).clone());
         self.end_own_link(now_ms, slot, caller, "moved", out);
@@ -1142,6 +1184,8 @@ impl Shard {
                 reveal: None,
                 reports,
                 doomed: false,
+                put_back: false,
+                pinned: None,
                 after: Vec::new(),
                 id: ixid.clone(),
                 token,
@@ -1179,17 +1223,32 @@ impl Shard {
             debug_assert!(false, "storage completion for unknown token {token}");
             return;
         };
+
         if self.last_write.get(&p.id) == Some(&token) {
             self.last_write.remove(&p.id);
         }
         let after = std::mem::take(&mut p.after);
+        let pinned = p.pinned.take();
         self.complete(p, ok, out);
         out.extend(after);
+        if let Some(names) = pinned {
+            self.release_names(names);
+        }
+        // After its undoing, which may bring back names the write held.
+        if let Some(freed) = self.retiring.completed(token) {
+            self.free_names(freed);
+        }
     }
 
     /// A write's answer, its events and, if it failed, its undoing.
     fn complete(&mut self, p: Pending, ok: bool, out: &mut Vec<Output>) {
+        // A change that stays applied in memory whatever storage says
+        // (accept, hold, leave: no undo) is reported as memory has it.
+        let kept = matches!(p.undo, Undo::Nothing);
         if p.doomed {
+            if kept {
+                self.emit_reports(p.reports, out);
+            }
             if let Some(origin) = p.reply_to {
                 let err = ProtoError::new(
                     ErrorCode::StorageFailure,
@@ -1205,6 +1264,9 @@ impl Shard {
             return;
         }
         let ref_id = p.reply.ref_id;
+        if kept {
+            self.emit_reports(p.reports, out);
+        }
         match p.undo {
             Undo::Nothing => {}
             Undo::ForgetSubmitted { id, tie } => self.forget_submitted(p.token, id, tie, out),
@@ -1214,7 +1276,11 @@ impl Shard {
                 // A submit of an id being stopped is refused, so nothing
                 // took its place meanwhile.
                 assert!(self.store.find(&ix.id).is_none(), "interaction {} restored beside a live one", ix.id);
-                self.admit(ix, out);
+                let slot = self.admit(ix, out);
+                if p.put_back {
+                    // Doomed writes before it may have stored a refused change.
+                    self.write_silent(slot, out);
+                }
             }
             Undo::Revert(before) => self.revert(p.token, *before, out),
         }
@@ -1233,9 +1299,16 @@ impl Shard {
         let now_ms = self.now_us.div_euclid(1000);
         if let Some(tie) = p.reveal {
             // Stopped before its submit committed: if the stop fails, it
-            // comes back visible.
+            // comes back visible. Its submission is reported all the same,
+            // before the stop's own event.
             if let Some(Undo::Restore(ix)) = self.stopped_in_flight(&p.id, tie) {
                 ix.visible = true;
+                let ix = ix.clone();
+                for t in [msg_type::EVENT_INTERACTION_SUBMITTED, msg_type::EVENT_PLACED_IN_QUEUE] {
+                    if let Some(f) = self.event_of(now_ms, t, &ix, |_| {}) {
+                        self.emit(ix.tenant, f, out);
+                    }
+                }
             }
             if let Some(slot) = self.store.find_tie(tie) {
                 // This write's own events: out now, ahead of any later
@@ -1259,7 +1332,8 @@ impl Shard {
     /// A submit failed: its interaction is dropped, every later write of it
     /// fails with it, and a delete removes whatever those may store.
     fn forget_submitted(&mut self, token: u64, id: IxId, tie: u64, out: &mut Vec<Output>) {
-        self.doom_later_writes(&id, token);
+        // A stop too: there was never anything to stop, nor to report.
+        self.doom_later_writes(&id, token, true);
         if let Some(slot) = self.store.find_tie(tie) {
             self.forget(slot, out);
         }
@@ -1275,6 +1349,8 @@ impl Shard {
                 reveal: None,
                 reports: Vec::new(),
                 doomed: false,
+                put_back: false,
+                pinned: None,
                 after: Vec::new(),
                 id: id.clone(),
                 token,
@@ -1285,13 +1361,34 @@ impl Shard {
 
     /// A change failed: the interaction is as it was before it. Later
     /// writes of it carry the change in their rows, so they fail too and,
-    /// if there were any, one more write puts the row back as it was.
+    /// if there were any, one more write puts the row back as it was. A
+    /// later stop carries nothing of it: it stands, and if it fails it
+    /// brings back the interaction as it was before the failed change.
     fn revert(&mut self, token: u64, mut before: Interaction, out: &mut Vec<Output>) {
-        let later = self.doom_later_writes(&before.id, token);
+        let later = self.doom_later_writes(&before.id, token, false);
         // Writes of one interaction complete in order: its submit has
         // committed (had it failed, this write would be doomed).
         before.visible = true;
         before.stored = true;
+        if self.store.find_tie(before.tie).is_none() {
+            // Stopped since, by a stop still in flight (the id's last write).
+            let stop = *self.last_write.get(&before.id).expect("a stop in flight");
+            let p = self.pending.get_mut(&stop).expect("in flight");
+            let Undo::Restore(ix) = &mut p.undo else {
+                unreachable!("interaction {} gone with no stop in flight", before.id)
+            };
+            assert_eq!(ix.tie, before.tie, "the stop in flight is this interaction's");
+            before.clear_assignment();
+            let names = indexing::names_of(&before);
+            **ix = before;
+            p.put_back = later;
+            assert!(p.pinned.is_none(), "one failed change moves its copy to a stop");
+            p.pinned = Some(names);
+            for s in names.into_iter().flatten() {
+                self.syms.acquire(s);
+            }
+            return;
+        }
         let slot = match self.store.find_tie(before.tie) {
             Some(slot) => {
                 let linked = self.links.contains_key(&slot);
@@ -1308,12 +1405,7 @@ impl Shard {
                 });
                 slot
             }
-            None => {
-                // A later stop, doomed now, removed it.
-                assert!(later, "interaction {} gone with no later write", before.id);
-                before.clear_assignment();
-                self.admit(before, out)
-            }
+            None => unreachable!("checked"),
         };
         if later {
             self.write_silent(slot, out);
@@ -1322,14 +1414,18 @@ impl Shard {
 
     /// Marks every write of `id` made after `token` as doomed; returns
     /// whether there was any. Runs only when a write fails.
-    fn doom_later_writes(&mut self, id: &IxId, token: u64) -> bool {
+    /// A stop is doomed only with `stops`: it carries nothing of a failed
+    /// change, but stops nothing after a failed submit.
+    fn doom_later_writes(&mut self, id: &IxId, token: u64, stops: bool) -> bool {
         if self.last_write.get(id).is_none_or(|&last| last <= token) {
             return false;
         }
         let mut any = false;
         for p in self.pending.values_mut().filter(|p| p.token > token && &p.id == id) {
-            p.doomed = true;
-            any = true;
+            if stops || !matches!(p.undo, Undo::Restore(_)) {
+                p.doomed = true;
+                any = true;
+            }
         }
         any
     }
@@ -1385,6 +1481,23 @@ impl Shard {
         Ok(())
     }
 
+    /// Names a request would add must fit in the shard's table of names
+    /// (a client could otherwise grow it without bound).
+    fn check_name_room(&self, names: &[&str]) -> Result<(), ProtoError> {
+        let new = names.iter().filter(|n| self.syms.lookup(n).is_none()).count();
+        if new > 0 && self.syms.len() + new > self.params.max_names {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidValue,
+                format!(
+                    "this shard holds {} distinct interaction types, client names and workbin owners, the most \
+                     allowed; use one already in use",
+                    self.params.max_names
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_size(&self, properties: &KvList) -> Result<(), ProtoError> {
         let size = crate::proto::frame::encoded_list_len(properties);
         if size > self.params.max_properties_bytes {
@@ -1435,12 +1548,30 @@ pub fn target_shard(catalog: &Catalog, shards: u16, here: u16, caller: &Caller, 
     crate::agent::home_of(agent, shards)
 }
 
+/// Requests a shard holds back during a snapshot's cut, by default: the cut
+/// lasts one round trip between shards, in which even 10,000 busy
+/// connections send far fewer.
+pub const MAX_HELD_REQUESTS: usize = 65_536;
+
 /// The default of `max-properties-per-interaction`.
 pub const DEFAULT_MAX_PROPERTY_KEYS: usize = 1000;
 
 /// Longest interaction type, subtype or client name stored (the database
 /// columns are 255 characters wide).
 pub const MAX_NAME_LEN: usize = 255;
+
+/// A name stored in a text column: 1 to [`MAX_NAME_LEN`] bytes, and no NUL
+/// character (ODBC drivers cut text at one: the database would store
+/// another name than the one acknowledged).
+fn check_name(what: &str, v: &str) -> Result<(), ProtoError> {
+    if v.is_empty() || v.len() > MAX_NAME_LEN {
+        return Err(ProtoError::new(ErrorCode::InvalidValue, format!("{what} must be 1 to {MAX_NAME_LEN} bytes")));
+    }
+    if v.contains('\0') {
+        return Err(ProtoError::new(ErrorCode::InvalidValue, format!("{what} must not contain a NUL character")));
+    }
+    Ok(())
+}
 
 /// Deepest nesting of property lists, the list itself counting 1. Interaction
 /// lists in answers carry properties one level down (docs/protocol.md 7.9),

@@ -53,7 +53,7 @@ impl Driver {
             self.now_ms += 1;
             let mut out = Vec::new();
             self.shard.handle(self.now_ms, input, &mut out);
-            if let Err(e) = self.shard.audit_index() {
+            if let Err(e) = self.shard.audit_index().and_then(|()| self.shard.audit_names()) {
                 panic!("index out of step with the interactions: {e}");
             }
             for o in out {

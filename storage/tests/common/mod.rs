@@ -221,3 +221,33 @@ pub fn pg_private_db(cs: &str, name: &str) -> String {
     run_script(&private, "postgresql/isdb_drop.sql", false);
     private
 }
+
+/// Runs one statement as is (a trigger body may hold `;`).
+pub fn exec_one(connection_string: &str, stmt: &str) {
+    let env = odbc_api::environment().unwrap();
+    let conn = env.connect_with_connection_string(connection_string, Default::default()).unwrap();
+    conn.execute(stmt, (), None).unwrap_or_else(|e| panic!("{stmt}: {e}"));
+}
+
+/// A database of its own in LATIN1 on the PostgreSQL server of `cs`,
+/// created afresh (tables are made by `create_schema`): it refuses text
+/// with characters Latin-1 lacks, as a database created for another
+/// encoding does.
+pub fn pg_latin1_db(cs: &str, name: &str) -> String {
+    run_sql(cs, &format!("DROP DATABASE IF EXISTS {name}"), false);
+    run_sql(
+        cs,
+        &format!("CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"),
+        false,
+    );
+    pg_private_db(cs, name)
+}
+
+/// Waits until `cond` holds (panics with `what` after `secs`).
+pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not so after {secs} s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
