@@ -57,13 +57,29 @@ impl ServerProcess {
                 }
             }
         });
-        match rx.recv_timeout(START_TIMEOUT) {
+        // Waits for the ready line, or for the process to exit (a refused
+        // configuration exits at once, with the reason in the log).
+        let since = Instant::now();
+        let outcome = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(addr) => break Ok(addr),
+                Err(_) if since.elapsed() >= START_TIMEOUT => {
+                    break Err(format!("ixn-server did not start within {START_TIMEOUT:?}"))
+                }
+                Err(_) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        break Err(format!("ixn-server exited before it was ready ({status})"));
+                    }
+                }
+            }
+        };
+        match outcome {
             Ok(addr) => Ok(ServerProcess { child, addr, log_path, scanned: 0, partial: String::new() }),
-            Err(_) => {
+            Err(why) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                Err(format!("ixn-server did not start within {START_TIMEOUT:?}; log:\n{log}"))
+                Err(format!("{why}; log:\n{log}"))
             }
         }
     }
