@@ -15,14 +15,17 @@
 //! lengths, bad versions, garbage. Connections come and go: closed with FIN
 //! or with RST (SO_LINGER 0), sometimes in the middle of a frame; some
 //! flood the server with pipelined requests, some stop reading, and bursts
-//! of short-lived connections pass the connection limit.
+//! of short-lived connections pass the connection limit. The population is
+//! kept near [`gen::LIVE_TARGET`] live interactions, so a long run stays in
+//! one regime.
 //!
 //! Oracles, checked all along:
 //!
 //! - (a) the server process does not exit, its log shows no panic, and
 //!   every shard answers: control connections, at least one on each shard
 //!   (found by the shard that owns the id of a probe submission), ping
-//!   every half second and must be answered within the deadline;
+//!   every half second and now and then ask for the queue depths (which
+//!   cross every shard); each must be answered within the deadline;
 //! - (b) on every connection whose byte stream the fuzzer did not break,
 //!   every request gets exactly one answer, by reference id, within the
 //!   deadline, of a type the request allows; an EventError with reference
