@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The issue-3 backlog report, in one run:
+# The backlog report, in one run:
 #   1. ixn-server (release, embedded SQLite, SyncPragma=FULL, 2 shards on
 #      cores 0-1, max-interactions-per-snapshot = N, a fresh data dir);
 #   2. ixn-bench backlog: fills inbound with N interactions without

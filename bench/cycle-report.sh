@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The issue-4 performance report, in one run, side by side: whole cycles
+# The whole-cycle performance report, in one run, side by side: whole cycles
 # (submit, invite, accept, stop) with 1,000 agents of chat capacity 3
 # (ixn-bench gen-config), for each engine (the embedded SQLite, and
 # PostgreSQL from .ci/pg) and each core count (1 and 2 shards):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The issue-2 performance report, in one run, side by side:
+# The durable-submit performance report, in one run, side by side:
 #   1. storage ceiling: rows/s the writer path commits with nothing else
 #      running (ixn-perf storage), per engine and SQLite sync mode;
 #   2. ixn-bench submit against ixn-server at peak (no rate limit);

@@ -8,10 +8,21 @@
 //! `pull`, `find`, `take_snapshot`...) are `call` plus a check of the
 //! answer's type; interactions in answers come back as the lists described
 //! in docs/protocol.md, "Interaction lists" (see [`interactions`]).
+//!
+//! Heartbeats (docs/protocol.md, "Heartbeats") are off unless asked for
+//! with [`Client::connect_as_with_heartbeat`] or
+//! [`Client::register_with_heartbeat`]. Then a thread of the client sends
+//! RequestPing whenever the connection has been quiet for a third of the
+//! shorter timeout, whether or not the application is using the client, and
+//! the answers to those pings never reach the application; every read
+//! fails with `ConnectionAborted` once the server has sent nothing for
+//! [`Heartbeat::timeout`].
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use ixn_shard::proto::frame::{split_frame, Frame, ABSOLUTE_MAX_FRAME};
 use ixn_shard::proto::request::error_of;
@@ -48,8 +59,144 @@ impl From<io::Error> for ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// The reference id of the client's own heartbeat pings: never given to
+/// a request of the application, and answers carrying it are dropped.
+pub const HEARTBEAT_REF: u32 = u32::MAX;
+
+/// Heartbeats, in both directions. The names follow the vendor's ADDP
+/// options (`addp-remote-timeout`, `addp-timeout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// addp-remote-timeout: how long the server may receive nothing from
+    /// this client before it closes the connection. Sent at registration
+    /// (HeartbeatTimeout), 1 s to 1 day.
+    pub remote_timeout: Duration,
+    /// addp-timeout: how long this client waits without a byte from the
+    /// server, while it sends pings, before it closes the connection and
+    /// reports the server gone. A write that cannot go out for this long
+    /// fails too (the server takes nothing).
+    pub timeout: Duration,
+}
+
+impl Heartbeat {
+    /// The same timeout both ways.
+    pub fn new(timeout: Duration) -> Heartbeat {
+        Heartbeat { remote_timeout: timeout, timeout }
+    }
+
+    /// How long the connection may be quiet before the client pings: a
+    /// third of the shorter timeout, so one late ping is not fatal.
+    fn interval(&self) -> Duration {
+        self.remote_timeout.min(self.timeout) / 3
+    }
+}
+
+/// What the client and its pinger thread share.
+struct PingShared {
+    /// Every write goes through here, so pings never cut into a request.
+    writer: Mutex<TcpStream>,
+    state: Mutex<PingState>,
+    wake: Condvar,
+}
+
+struct PingState {
+    last_sent: Instant,
+    last_received: Instant,
+    last_ping: Instant,
+    stop: bool,
+}
+
+/// The pinger thread of a client with heartbeats.
+struct Pinger {
+    shared: Arc<PingShared>,
+    thread: Option<JoinHandle<()>>,
+    heartbeat: Heartbeat,
+}
+
+impl PingShared {
+    fn state(&self) -> MutexGuard<'_, PingState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        w.write_all(bytes)?;
+        drop(w);
+        self.state().last_sent = Instant::now();
+        Ok(())
+    }
+}
+
+impl Pinger {
+    fn start(stream: &TcpStream, heartbeat: Heartbeat) -> io::Result<Pinger> {
+        let writer = stream.try_clone()?;
+        // A server that takes nothing for addp-timeout is as good as gone:
+        // a write must not block the application (or the pinger) forever.
+        writer.set_write_timeout(Some(heartbeat.timeout))?;
+        let now = Instant::now();
+        let shared = Arc::new(PingShared {
+            writer: Mutex::new(writer),
+            state: Mutex::new(PingState { last_sent: now, last_received: now, last_ping: now, stop: false }),
+            wake: Condvar::new(),
+        });
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("ixn-client-heartbeat".into())
+                .spawn(move || ping_loop(&shared, heartbeat.interval()))?
+        };
+        Ok(Pinger { shared, thread: Some(thread), heartbeat })
+    }
+
+    fn stop(&mut self) {
+        self.shared.state().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Pinger {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sends RequestPing (reference id [`HEARTBEAT_REF`]) whenever nothing was
+/// sent for `interval`, or nothing received for `interval` and no ping
+/// went out in that time; ends on stop or a failed write.
+fn ping_loop(shared: &PingShared, interval: Duration) {
+    let mut ping = Vec::new();
+    Request::Ping.encode(HEARTBEAT_REF).encode_into(&mut ping);
+    let mut st = shared.state();
+    loop {
+        if st.stop {
+            return;
+        }
+        let now = Instant::now();
+        let send_due = st.last_sent + interval;
+        let receive_due = st.last_received.max(st.last_ping) + interval;
+        let due = send_due.min(receive_due);
+        if now < due {
+            st = shared.wake.wait_timeout(st, due - now).unwrap_or_else(|e| e.into_inner()).0;
+            continue;
+        }
+        st.last_ping = now;
+        drop(st);
+        if shared.write_all(&ping).is_err() {
+            return;
+        }
+        st = shared.state();
+    }
+}
+
 pub struct Client {
     stream: TcpStream,
+    /// The read timeout the application set (reads with heartbeats wait in
+    /// shorter slices to watch the server's silence).
+    read_timeout: Option<Duration>,
+    pinger: Option<Pinger>,
     next_ref: u32,
     rbuf: Vec<u8>,
     rpos: usize,
@@ -69,9 +216,12 @@ impl Client {
                     stream.set_nodelay(true)?;
                     // A server that stops answering must not hang a caller
                     // forever; pipelining callers may change it.
-                    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+                    let read_timeout = Some(Duration::from_secs(60));
+                    stream.set_read_timeout(read_timeout)?;
                     return Ok(Client {
                         stream,
+                        read_timeout,
+                        pinger: None,
                         next_ref: 1,
                         rbuf: Vec::with_capacity(64 << 10),
                         rpos: 0,
@@ -97,8 +247,39 @@ impl Client {
         Ok(c)
     }
 
-    pub fn set_read_timeout(&self, t: Option<Duration>) -> Result<()> {
-        Ok(self.stream.set_read_timeout(t)?)
+    /// Connects and registers asking for heartbeats; the client then keeps
+    /// them up by itself.
+    pub fn connect_as_with_heartbeat(
+        addr: impl ToSocketAddrs,
+        client_type: ClientType,
+        name: &str,
+        credential: Option<&str>,
+        heartbeat: Heartbeat,
+    ) -> Result<Client> {
+        let mut c = Client::connect(addr)?;
+        c.register_with_heartbeat(client_type, name, credential, heartbeat)?;
+        Ok(c)
+    }
+
+    /// How long a read waits for the server (`None`: forever; with
+    /// heartbeats, a silent server still ends it after
+    /// [`Heartbeat::timeout`]).
+    pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<()> {
+        self.read_timeout = t;
+        if self.pinger.is_none() {
+            self.stream.set_read_timeout(t)?;
+        }
+        Ok(())
+    }
+
+    /// The heartbeat in force, if any.
+    pub fn heartbeat(&self) -> Option<Heartbeat> {
+        self.pinger.as_ref().map(|p| p.heartbeat)
+    }
+
+    /// This end's address (the server sees it as the peer).
+    pub fn local_addr(&self) -> Result<std::net::SocketAddr> {
+        Ok(self.stream.local_addr()?)
     }
 
     /// The reference id the next request will carry.
@@ -113,6 +294,28 @@ impl Client {
             name: name.to_string(),
             credential: credential.map(str::to_string),
         })
+    }
+
+    /// Registers asking for heartbeats (HeartbeatTimeout =
+    /// `heartbeat.remote_timeout`) and starts the pinger. A server that does
+    /// not echo HeartbeatTimeout does not enforce it, but answers the pings,
+    /// so the client still notices when the server goes silent.
+    pub fn register_with_heartbeat(
+        &mut self,
+        client_type: ClientType,
+        name: &str,
+        credential: Option<&str>,
+        heartbeat: Heartbeat,
+    ) -> Result<Frame> {
+        let req =
+            Request::RegisterClient { client_type, name: name.to_string(), credential: credential.map(str::to_string) };
+        let r = self.take_ref();
+        let ms = i64::try_from(heartbeat.remote_timeout.as_millis()).unwrap_or(i64::MAX);
+        req.encode(r).with(attr::HEARTBEAT_TIMEOUT, ms).encode_into(&mut self.wbuf);
+        self.flush()?;
+        let ack = self.answer_to(r)?;
+        self.pinger = Some(Pinger::start(&self.stream, heartbeat)?);
+        Ok(ack)
     }
 
     /// Adds a request to the send buffer; returns its reference id.
@@ -134,7 +337,10 @@ impl Client {
 
     pub fn flush(&mut self) -> Result<()> {
         if !self.wbuf.is_empty() {
-            self.stream.write_all(&self.wbuf)?;
+            match &self.pinger {
+                Some(p) => p.shared.write_all(&self.wbuf)?,
+                None => self.stream.write_all(&self.wbuf)?,
+            }
             self.wbuf.clear();
         }
         Ok(())
@@ -143,19 +349,86 @@ impl Client {
     fn take_ref(&mut self) -> u32 {
         let r = self.next_ref;
         self.next_ref = self.next_ref.wrapping_add(1).max(1);
+        if self.next_ref == HEARTBEAT_REF {
+            self.next_ref = 1;
+        }
         r
     }
 
-    /// Reads the next frame from the server, whatever it answers.
+    /// Reads into `self.rbuf[from..]`. With heartbeats, waits in slices
+    /// so that a server silent for the heartbeat timeout ends the read
+    /// (and the connection) even when the application waits longer; data
+    /// the kernel already holds always counts, however long the
+    /// application left it there.
+    fn read_some(&mut self, from: usize) -> io::Result<usize> {
+        let Some(p) = &self.pinger else {
+            return self.stream.read(&mut self.rbuf[from..]);
+        };
+        let (shared, timeout) = (p.shared.clone(), p.heartbeat.timeout);
+        let give_up = self.read_timeout.map(|t| Instant::now() + t);
+        loop {
+            let now = Instant::now();
+            let silent_until = shared.state().last_received + timeout;
+            let mut wait = silent_until.saturating_duration_since(now);
+            if let Some(g) = give_up {
+                wait = wait.min(g.saturating_duration_since(now));
+            }
+            self.stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+            match self.stream.read(&mut self.rbuf[from..]) {
+                Ok(n) => {
+                    shared.state().last_received = Instant::now();
+                    return Ok(n);
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    let now = Instant::now();
+                    if now >= shared.state().last_received + timeout {
+                        let _ = self.stream.shutdown(Shutdown::Both);
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            format!("the server sent nothing for {timeout:?} despite heartbeats; connection closed"),
+                        ));
+                    }
+                    if give_up.is_some_and(|g| now >= g) {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads until the answer with reference id `r`, keeping unsolicited
+    /// events (like [`Client::call`]).
+    fn answer_to(&mut self, r: u32) -> Result<Frame> {
+        loop {
+            let f = self.recv()?;
+            if f.ref_id == 0 && f.msg_type >= msg_type::EVENT_INVITE {
+                self.events.push_back(f);
+                continue;
+            }
+            if f.ref_id != r {
+                continue;
+            }
+            if let Some(e) = error_of(&f) {
+                return Err(ClientError::Server(e));
+            }
+            return Ok(f);
+        }
+    }
+
+    /// Reads the next frame from the server, whatever it answers (but the
+    /// answers to the client's own heartbeat pings).
     pub fn recv(&mut self) -> Result<Frame> {
         loop {
             match split_frame(&self.rbuf[self.rpos..], ABSOLUTE_MAX_FRAME) {
                 Err(e) => return Err(ClientError::Protocol(e.to_string())),
                 Ok(Some((h, body, total))) => {
-                    let attrs = ixn_shard::proto::frame::decode_body(body).map_err(|e| ClientError::Protocol(e.0))?;
-                    let f = Frame { msg_type: h.msg_type(), ref_id: h.ref_id(), attrs, raw: Vec::new() };
                     self.rpos += total;
-                    return Ok(f);
+                    if h.ref_id() == HEARTBEAT_REF {
+                        continue;
+                    }
+                    let attrs = ixn_shard::proto::frame::decode_body(body).map_err(|e| ClientError::Protocol(e.0))?;
+                    return Ok(Frame { msg_type: h.msg_type(), ref_id: h.ref_id(), attrs, raw: Vec::new() });
                 }
                 Ok(None) => {}
             }
@@ -165,7 +438,7 @@ impl Client {
             }
             let len = self.rbuf.len();
             self.rbuf.resize(len + (64 << 10), 0);
-            let n = match self.stream.read(&mut self.rbuf[len..]) {
+            let n = match self.read_some(len) {
                 Ok(n) => n,
                 Err(e) => {
                     self.rbuf.truncate(len);
@@ -189,20 +462,7 @@ impl Client {
     pub fn call(&mut self, req: &Request) -> Result<Frame> {
         let r = self.queue(req);
         self.flush()?;
-        loop {
-            let f = self.recv()?;
-            if f.ref_id == 0 && f.msg_type >= msg_type::EVENT_INVITE {
-                self.events.push_back(f);
-                continue;
-            }
-            if f.ref_id != r {
-                continue;
-            }
-            if let Some(e) = error_of(&f) {
-                return Err(ClientError::Server(e));
-            }
-            return Ok(f);
-        }
+        self.answer_to(r)
     }
 
     pub fn ping(&mut self) -> Result<Frame> {
@@ -377,8 +637,8 @@ impl Client {
         if let Some(f) = self.events.pop_front() {
             return Ok(Some(f));
         }
-        let old = self.stream.read_timeout()?;
-        self.stream.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        let old = self.read_timeout;
+        self.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
         let deadline = std::time::Instant::now() + timeout;
         let got = loop {
             match self.recv() {
@@ -393,7 +653,7 @@ impl Client {
                 break Ok(None);
             }
         };
-        self.stream.set_read_timeout(old)?;
+        self.set_read_timeout(old)?;
         got
     }
 
@@ -524,10 +784,18 @@ impl Client {
     /// itself from here on (ixn-bench polls many in non-blocking mode):
     /// the stream, the bytes read but not yet parsed (the start of the next
     /// frames), and the unsolicited events [`Client::call`] kept. Requests
-    /// queued but not flushed are dropped.
+    /// queued but not flushed are dropped. The heartbeat pinger stops: a
+    /// connection registered with heartbeats must then send its own
+    /// frames in time, and skip the answers with reference id
+    /// [`HEARTBEAT_REF`] that may still arrive.
     pub fn into_parts(self) -> (TcpStream, Vec<u8>, Vec<Frame>) {
-        let rest = self.rbuf[self.rpos..].to_vec();
-        (self.stream, rest, self.events.into_iter().collect())
+        let Client { stream, read_timeout, pinger, rbuf, rpos, events, .. } = self;
+        if pinger.is_some() {
+            drop(pinger);
+            // Reads with heartbeats left a slice as the socket's timeout.
+            let _ = stream.set_read_timeout(read_timeout);
+        }
+        (stream, rbuf[rpos..].to_vec(), events.into_iter().collect())
     }
 }
 

@@ -60,6 +60,15 @@ pub struct ServerSection {
     pub listen_backlog: i32,
     /// Most client connections the node accepts (split evenly over shards).
     pub max_connections: usize,
+    /// Messages waiting in one shard's queue to another shard before the
+    /// shard refuses new client requests (error 52).
+    pub max_shard_queue: usize,
+    /// Seconds a connection may be idle before TCP keepalive probes start
+    /// (then every third of it, three probes); 0: no keepalive.
+    pub tcp_keepalive: u64,
+    /// Seconds a connection's writes may make no progress before the
+    /// server closes it; 0: no limit.
+    pub write_timeout: u64,
 }
 
 impl Default for ServerSection {
@@ -77,6 +86,9 @@ impl Default for ServerSection {
             shutdown_timeout: 10,
             listen_backlog: 4096,
             max_connections: 20000,
+            max_shard_queue: 16384,
+            tcp_keepalive: 60,
+            write_timeout: 60,
         }
     }
 }
@@ -541,6 +553,15 @@ impl Config {
         if sv.max_connections == 0 {
             return Err(key_at("max-connections", "[server] max-connections must be at least 1".into()));
         }
+        if !(1..=1 << 24).contains(&sv.max_shard_queue) {
+            return Err(key_at("max-shard-queue", "[server] max-shard-queue must be 1 to 16777216".into()));
+        }
+        if sv.tcp_keepalive > 86_400 {
+            return Err(key_at("tcp-keepalive", "[server] tcp-keepalive must be 0 to 86400 seconds".into()));
+        }
+        if sv.write_timeout > 86_400 {
+            return Err(key_at("write-timeout", "[server] write-timeout must be 0 to 86400 seconds".into()));
+        }
         if sv.listen_backlog < 1 {
             return Err(key_at("listen-backlog", "[server] listen-backlog must be at least 1".into()));
         }
@@ -887,6 +908,12 @@ name = "out"
         assert!(e.0.starts_with("x.toml:3:") && e.0.contains("max-frame-size"), "{}", e.0);
         let e = Config::parse("[server]\nmax-connections = 0\n", "x.toml").unwrap_err();
         assert!(e.0.starts_with("x.toml:2:"), "{}", e.0);
+        let e = Config::parse("[server]\nmax-shard-queue = 0\n", "x.toml").unwrap_err();
+        assert!(e.0.starts_with("x.toml:2:") && e.0.contains("max-shard-queue"), "{}", e.0);
+        let e = Config::parse("[server]\ntcp-keepalive = 86401\n", "x.toml").unwrap_err();
+        assert!(e.0.starts_with("x.toml:2:") && e.0.contains("tcp-keepalive"), "{}", e.0);
+        let e = Config::parse("[server]\nwrite-timeout = 86401\n", "x.toml").unwrap_err();
+        assert!(e.0.starts_with("x.toml:2:") && e.0.contains("write-timeout"), "{}", e.0);
         let two = "[[client]]\nname = \"a\"\ntype = \"proxy\"\npassword = \"p\"\n";
         let e = Config::parse(&format!("{two}{two}"), "x.toml").unwrap_err();
         assert!(e.0.starts_with("x.toml:6:") && e.0.contains("twice"), "{}", e.0);

@@ -1,4 +1,4 @@
-//! Agents over TCP against the real server (issue 4): skills and capacity
+//! Agents over TCP against the real server: skills and capacity
 //! decide who gets what, longest-idle order, invitation time-outs, a
 //! desktop that drops and reconnects within the login session, and the
 //! reporting stream of a whole cycle.
@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{engines, two_cores, write_config_with, Engine, Server, TempDir};
+use common::{engines, eventually, two_cores, write_config_with, Engine, Server, TempDir};
 use ixn::client::{submit_request, Client};
 use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame};
 use ixn_shard::{kv, KvList, Value};
@@ -249,9 +249,16 @@ fn a_desktop_that_reconnects_within_the_login_session_keeps_its_login() {
         let mut d = desktop(&s, "en1", "p1");
         d.set_ready(None, Some("email"), false, Some("lunch")).unwrap();
     } // dropped: the connection closes
-    std::thread::sleep(Duration::from_millis(200));
-    let state = op.agent_state(Some("en1")).unwrap();
-    assert_eq!(state[0].get("state"), Some(&Value::Str("disconnected".into())));
+    let in_state = |op: &mut Client, want: &str| {
+        let state = op.agent_state(Some("en1")).map_err(|e| e.to_string())?;
+        let got = state[0].get("state").cloned();
+        if got == Some(Value::Str(want.into())) {
+            Ok(())
+        } else {
+            Err(format!("state {got:?}"))
+        }
+    };
+    eventually("en1 disconnected", Duration::from_secs(5), || in_state(&mut op, "disconnected"));
     // Nothing is offered while no desktop is there.
     let mut ms = s.media_server();
     let id = submit(&mut ms, None);
@@ -267,17 +274,20 @@ fn a_desktop_that_reconnects_within_the_login_session_keeps_its_login() {
     // The desktop drops with the invitation open: the invitation goes back
     // to the queue at once, while the agent is still in its session.
     drop(d);
-    std::thread::sleep(Duration::from_millis(300));
-    let state = op.agent_state(Some("en1")).unwrap();
-    assert_eq!(state[0].get("state"), Some(&Value::Str("disconnected".into())));
+    eventually("en1 disconnected again", Duration::from_secs(5), || in_state(&mut op, "disconnected"));
     let mut router = s.client_as(ClientType::RoutingEngine, "router");
-    let pulled = router.pull("inbound", 5).unwrap();
+    let pulled = eventually("the revoked invitation back in the queue", Duration::from_secs(5), || {
+        let p = router.pull("inbound", 5).map_err(|e| e.to_string())?;
+        if p.is_empty() {
+            Err("nothing to pull".into())
+        } else {
+            Ok(p)
+        }
+    });
     assert_eq!(pulled.len(), 1);
     assert_eq!(pulled[0].get("id"), Some(&Value::Str(id)));
-    // Past the session time-out it is logged out.
-    std::thread::sleep(Duration::from_millis(2000));
-    let state = op.agent_state(Some("en1")).unwrap();
-    assert_eq!(state[0].get("state"), Some(&Value::Str("logged-out".into())));
+    // Past the session time-out (1.5 s) it is logged out.
+    eventually("en1 logged out", Duration::from_secs(10), || in_state(&mut op, "logged-out"));
 }
 
 #[test]

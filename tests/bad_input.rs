@@ -232,7 +232,7 @@ fn a_client_that_does_not_read_is_disconnected() {
     assert!(other.get(&id).is_ok());
 }
 
-/// Bad agent, invitation and reporting requests (issue 4): each gets its
+/// Bad agent, invitation and reporting requests: each gets its
 /// error with a code and text, the canary is untouched and not locked, and
 /// the connection and the server go on.
 #[test]

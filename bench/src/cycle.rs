@@ -1,5 +1,5 @@
 //! `ixn-bench cycle`: whole interaction cycles through the built-in
-//! routing (issue 4).
+//! routing.
 //!
 //! 1. Setup: agents `agent1`..`agentA` each get an agent-desktop
 //!    connection, log in on place K (agent K) with media `chat` at capacity

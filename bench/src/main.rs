@@ -13,6 +13,8 @@
 //!   one; reports cycles per second, submit-to-invite and invite-to-accept
 //!   latency, and checks nothing was lost, duplicated or over capacity
 //!   (`cycle.rs`).
+//! - `idle`: opens many idle registered connections and reports the
+//!   server's resident memory per connection (`idle.rs`).
 //! - `gen-config`: prints a configuration with many agents (`genconfig.rs`).
 //! - `fuzz`: starts its own server and fuzzes it over many TCP connections
 //!   with valid and mutated frames, checking that it survives and answers
@@ -22,6 +24,7 @@ mod backlog;
 mod cycle;
 mod fuzz;
 mod genconfig;
+mod idle;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -49,6 +52,8 @@ enum Scenario {
     Backlog(backlog::BacklogArgs),
     /// Whole cycles: agents log in, media servers submit, the built-in strategy invites, agents accept and stop.
     Cycle(cycle::CycleArgs),
+    /// Idle registered connections: the server's resident memory per connection.
+    Idle(idle::IdleArgs),
     /// Print a server configuration: the embedded default with A agents and places.
     GenConfig(genconfig::GenConfigArgs),
     /// Fuzz a server it starts: many connections, valid and mutated frames, resets and floods.
@@ -98,6 +103,7 @@ fn main() {
         Scenario::Submit(a) => submit(a),
         Scenario::Backlog(a) => backlog::backlog(a),
         Scenario::Cycle(a) => cycle::cycle(a),
+        Scenario::Idle(a) => idle::idle(a),
         Scenario::GenConfig(a) => genconfig::gen_config(a),
         Scenario::Fuzz(a) => fuzz::fuzz(a),
     };

@@ -77,8 +77,13 @@ impl Bench {
     fn run(&mut self, client_type: ClientType, request: Request) -> (Option<ixn_shard::proto::Frame>, Cost) {
         let ref_id = self.next_ref;
         self.next_ref += 1;
-        let caller =
-            Caller { origin: Origin { shard: 0, conn: 1 }, ref_id, client_type, client_name: "perf".into(), agent: None };
+        let caller = Caller {
+            origin: Origin { shard: 0, conn: 1 },
+            ref_id,
+            client_type,
+            client_name: "perf".into(),
+            agent: None,
+        };
         let mut inputs = VecDeque::from([Input::Request { caller, request }]);
         let mut cost = Cost::default();
         let mut answer = None;
@@ -170,9 +175,8 @@ pub fn run(a: WorstArgs) -> Result<(), String> {
         // every key once, and the request holds the bound in each list.
         let props = b.s.get(id).expect("live").properties().clone();
         let keys: Vec<String> = props.iter().map(|(k, _)| k.to_string()).collect();
-        let changed = KvList::from_entries(
-            keys.iter().step_by(2).map(|k| (k.clone(), Value::Str("y".repeat(200)))).collect(),
-        );
+        let changed =
+            KvList::from_entries(keys.iter().step_by(2).map(|k| (k.clone(), Value::Str("y".repeat(200)))).collect());
         let deleted: Vec<String> = keys.iter().skip(1).step_by(2).cloned().collect();
         let (ans, c) = b.run(ClientType::MediaServer, Request::ChangeProperties { id: id.clone(), changed, deleted });
         assert!(ans.as_ref().and_then(error_of).is_none(), "change refused");
@@ -199,7 +203,8 @@ pub fn run(a: WorstArgs) -> Result<(), String> {
 
     let mut costs = Vec::new();
     for _ in 0..a.repeat {
-        let r = Request::FindInteractions { tenant: None, condition: "priority = 9 AND lang = 'en'".into(), limit: 100 };
+        let r =
+            Request::FindInteractions { tenant: None, condition: "priority = 9 AND lang = 'en'".into(), limit: 100 };
         costs.push(b.run(ClientType::Operator, r).1);
     }
     report("find over the whole backlog (sliced)", costs);

@@ -33,7 +33,7 @@ pub struct Queue {
     /// The views on this queue (indexes into [`Tenant::views`]).
     pub views: Vec<ViewIdx>,
     /// The built-in routing strategy that delivers from this queue to
-    /// agents, if any (issue 4).
+    /// agents, if any.
     pub strategy: Option<Strategy>,
 }
 
@@ -98,7 +98,7 @@ pub type GroupIdx = u16;
 pub const MAX_SKILL_LEVEL: u8 = 10;
 
 /// A person who handles interactions, as configured. Logging in, readiness
-/// and delivery use it (issue 4, in progress).
+/// and delivery use it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Agent {
     pub login_id: String,

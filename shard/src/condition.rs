@@ -1,4 +1,4 @@
-//! The condition language of views, search and snapshots (issue 3), parsed
+//! The condition language of views, search and snapshots, parsed
 //! into a tree and evaluated against any record that can name its fields.
 //!
 //! Grammar (keywords are case-insensitive):

@@ -17,7 +17,7 @@ pub enum Place {
     Workbin { workbin: WorkbinIdx, owner: Sym },
 }
 
-/// Times set once an agent is involved (issue 4); most queued interactions
+/// Times set once an agent is involved; most queued interactions
 /// have none, so they live behind one pointer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HandlingTimes {

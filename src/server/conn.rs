@@ -6,20 +6,30 @@
 //! `max-pending-requests` unanswered requests, and a client whose unsent
 //! answers pass `max-output-buffer` bytes is disconnected with a logged
 //! reason, so a slow or stuck client never holds a shard's memory.
+//!
+//! Closing: a connection ends gracefully (its queued answers are written,
+//! then FIN) when the client closes, after a fatal framing error and at
+//! shutdown. The server drops a connection abortively ([`Conn::kill`]) when
+//! the client does not keep up: the kernel's queue for it is discarded, a
+//! reset is sent, and both tasks wake and end, so the descriptor is freed
+//! at once instead of when the client finally closes.
 
 use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use ixn_shard::agent::AgentRef;
 use ixn_shard::machine::{Caller, Origin};
-use ixn_shard::proto::frame::{decode_body, split_frame, FatalFrameError, Header, HEADER_LEN, PROTOCOL_VERSION};
-use ixn_shard::proto::request::{event_ack, event_error, ProtoError};
+use ixn_shard::proto::frame::{decode_body, split_frame, FatalFrameError, Header, PROTOCOL_VERSION};
+use ixn_shard::proto::request::{event_ack, event_error, heartbeat_timeout_of, ProtoError};
 use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame, Request};
 
 use super::executor::{now_ms, Runtime};
@@ -30,6 +40,9 @@ use crate::config::Config;
 pub struct Conn {
     pub id: u64,
     pub peer: Option<SocketAddr>,
+    /// The socket, closed when the last reference to the connection goes
+    /// (after both tasks ended). Each task borrows it only inside a poll.
+    stream: RefCell<TcpStream>,
     out: RefCell<Vec<u8>>,
     /// Bytes taken from `out` and being written now.
     writing: Cell<bool>,
@@ -38,6 +51,11 @@ pub struct Conn {
     read_resume: LocalNotify,
     closing: Cell<bool>,
     dead: Cell<bool>,
+    /// Why the server dropped the connection, for the 1022 line.
+    cause: Cell<Option<&'static str>>,
+    /// The heartbeat timeout the client asked for, in milliseconds (0:
+    /// none): its reads time out after this long without a byte.
+    heartbeat_ms: Cell<u32>,
     client: RefCell<Option<(ClientType, Arc<str>)>>,
     /// The agent logged in on this connection (set by its home shard).
     pub agent: Cell<Option<AgentRef>>,
@@ -49,17 +67,20 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(id: u64, peer: Option<SocketAddr>, config: &Config) -> Rc<Conn> {
+    pub fn new(id: u64, peer: Option<SocketAddr>, stream: TcpStream, config: &Config) -> Rc<Conn> {
         Rc::new(Conn {
             id,
             peer,
-            out: RefCell::new(Vec::with_capacity(4096)),
+            stream: RefCell::new(stream),
+            out: RefCell::new(Vec::new()),
             writing: Cell::new(false),
             out_notify: LocalNotify::default(),
             unanswered: Cell::new(0),
             read_resume: LocalNotify::default(),
             closing: Cell::new(false),
             dead: Cell::new(false),
+            cause: Cell::new(None),
+            heartbeat_ms: Cell::new(0),
             client: RefCell::new(None),
             agent: Cell::new(None),
             events_sent: Cell::new(0),
@@ -101,7 +122,7 @@ impl Conn {
                 limit = self.max_output,
                 "client disconnected: it does not read its answers (max-output-buffer exceeded)"
             );
-            self.kill();
+            self.kill("max-output-buffer exceeded");
             return;
         }
         self.out_notify.notify();
@@ -133,7 +154,7 @@ impl Conn {
                 limit = self.max_output,
                 "client disconnected: it does not read its events (max-output-buffer exceeded)"
             );
-            self.kill();
+            self.kill("max-output-buffer exceeded");
             return;
         }
         self.out_notify.notify();
@@ -155,52 +176,109 @@ impl Conn {
         self.read_resume.notify();
     }
 
-    /// Drop the connection now.
-    fn kill(&self) {
-        self.dead.set(true);
-        self.out.borrow_mut().clear();
+    /// The client asked for heartbeats: from now on the server closes the
+    /// connection when a read has waited `ms` milliseconds without a byte
+    /// (glommio's read timeout; it runs only while the reader waits on the
+    /// socket, not while it holds back under max-pending-requests).
+    fn start_heartbeat(&self, ms: u32) {
+        self.heartbeat_ms.set(ms);
+        let _ = self.stream.borrow().set_read_timeout(Some(Duration::from_millis(ms as u64)));
+    }
+
+    /// Drops the connection now, abortively: `cause` is logged with its
+    /// close (1022). Linger 0 makes the final close send a reset and
+    /// discard what the kernel still holds for this client (a client that
+    /// does not read would otherwise keep it, and the socket, for as long
+    /// as it stays connected); the shutdown wakes a reader or writer
+    /// blocked on the socket now, so both tasks end and the descriptor is
+    /// freed.
+    fn kill(&self, cause: &'static str) {
+        if self.dead.replace(true) {
+            return;
+        }
+        self.cause.set(Some(cause));
+        // Give the queued bytes back at once, not just forget them.
+        *self.out.borrow_mut() = Vec::new();
+        let sock = self.sock();
+        let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+        let _ = socket2::SockRef::from(&sock).shutdown(std::net::Shutdown::Both);
         self.out_notify.notify();
         self.read_resume.notify();
+    }
+
+    /// The socket, for plain socket calls. The stream (and so the
+    /// descriptor) lives as long as `self`; borrowing the RefCell across
+    /// an await could meet the other task's poll, so only the fd is taken.
+    fn sock(&self) -> BorrowedFd<'_> {
+        let fd = self.stream.borrow().as_raw_fd();
+        // SAFETY: the fd belongs to `self.stream`, which `self` owns and
+        // closes only when it is dropped.
+        unsafe { BorrowedFd::borrow_raw(fd) }
     }
 }
 
 /// glommio's stream has separate read and write readiness sources, so one
 /// reader task and one writer task can share it; each poll borrows briefly.
-struct Shared(Rc<RefCell<TcpStream>>);
-
-impl AsyncRead for &Shared {
+impl AsyncRead for &Conn {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+        Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for &Shared {
+impl AsyncWrite for &Conn {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+        Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+        Pin::new(&mut *self.stream.borrow_mut()).poll_flush(cx)
     }
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+        Pin::new(&mut *self.stream.borrow_mut()).poll_close(cx)
     }
 }
 
 /// Starts the reader and writer tasks of a new connection.
-pub fn spawn(rt: Rc<Runtime>, conn: Rc<Conn>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
+pub fn spawn(rt: Rc<Runtime>, conn: Rc<Conn>) {
+    let _ = conn.stream.borrow().set_nodelay(true);
+    set_keepalive(&conn, rt.config.server.tcp_keepalive);
+    let write_timeout = rt.config.server.write_timeout;
+    if write_timeout > 0 {
+        // glommio times each write that waits: from the first time the
+        // socket takes nothing until it takes bytes again.
+        let _ = conn.stream.borrow().set_write_timeout(Some(Duration::from_secs(write_timeout)));
+    }
     tracing::debug!(msg_id = msgid::CLIENT_CONNECTED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, "client connected");
-    let stream = Rc::new(Shared(Rc::new(RefCell::new(stream))));
     let queue = rt.queue;
     {
-        let (conn, stream) = (conn.clone(), stream.clone());
-        glommio::spawn_local_into(async move { write_loop(&conn, &stream).await }, queue).expect("spawn").detach();
+        let conn = conn.clone();
+        glommio::spawn_local_into(async move { write_loop(&conn).await }, queue).expect("spawn").detach();
     }
-    glommio::spawn_local_into(async move { read_loop(&rt, &conn, &stream).await }, queue).expect("spawn").detach();
+    glommio::spawn_local_into(async move { read_loop(&rt, &conn).await }, queue).expect("spawn").detach();
 }
 
-async fn write_loop(conn: &Conn, stream: &Shared) {
-    let mut spare = Vec::with_capacity(4096);
+/// Writes what is queued on the connection. Memory: while the client has
+/// nothing to receive, the connection holds no output buffer; one is taken
+/// when an answer is queued and both are given back when the writer has
+/// sent everything and goes idle again.
+/// TCP keepalive (`tcp-keepalive` seconds idle, then a probe every third
+/// of that, three probes): the kernel closes a connection to a peer that
+/// is gone, even one that never asked for heartbeats.
+fn set_keepalive(conn: &Conn, idle_secs: u64) {
+    if idle_secs == 0 {
+        return;
+    }
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(idle_secs))
+        .with_interval(Duration::from_secs((idle_secs / 3).max(1)))
+        .with_retries(3);
+    let sock = conn.sock();
+    if let Err(e) = socket2::SockRef::from(&sock).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(conn = conn.id, error = %e, "cannot set TCP keepalive");
+    }
+}
+
+async fn write_loop(conn: &Conn) {
+    let mut sending = Vec::new();
     loop {
         if conn.dead.get() {
             break;
@@ -209,39 +287,46 @@ async fn write_loop(conn: &Conn, stream: &Shared) {
             if conn.closing.get() {
                 break;
             }
+            sending = Vec::new();
+            *conn.out.borrow_mut() = Vec::new();
             conn.out_notify.wait().await;
             continue;
         }
-        std::mem::swap(&mut *conn.out.borrow_mut(), &mut spare);
+        std::mem::swap(&mut *conn.out.borrow_mut(), &mut sending);
         conn.writing.set(true);
-        let mut w = stream;
-        let res = w.write_all(&spare).await;
+        let mut w = conn;
+        let res = w.write_all(&sending).await;
         conn.writing.set(false);
-        spare.clear();
-        if res.is_err() {
-            conn.kill();
+        if let Err(e) = res {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                tracing::warn!(
+                    msg_id = msgid::WRITE_TIMEOUT,
+                    conn = conn.id,
+                    peer = ?conn.peer,
+                    queued_bytes = sending.len() + conn.out.borrow().len(),
+                    "client disconnected: its writes made no progress for write-timeout"
+                );
+                conn.kill("write timeout");
+            } else {
+                conn.kill("write error");
+            }
             break;
         }
-        // Keep memory bounded after a burst.
-        if spare.capacity() > (1 << 20) {
-            spare = Vec::with_capacity(4096);
-        }
+        sending.clear();
     }
-    // A plain shutdown(2): holding the stream's RefCell across an await
-    // could meet the reader task borrowing it.
-    {
-        use std::os::fd::AsRawFd;
-        let fd = stream.0.borrow().as_raw_fd();
-        // SAFETY: the fd belongs to this connection's stream, open until
-        // the stream is dropped after both tasks end.
-        let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        let _ = socket2::SockRef::from(&sock).shutdown(std::net::Shutdown::Both);
-    }
+    // Every answer is out (or the connection is dead): a plain shutdown(2)
+    // ends the reader too.
+    let _ = socket2::SockRef::from(&conn.sock()).shutdown(std::net::Shutdown::Both);
 }
 
-async fn read_loop(rt: &Runtime, conn: &Conn, stream: &Shared) {
-    let mut buf = vec![0u8; 64 << 10];
-    let mut filled = 0;
+/// Reads, frames and handles the client's requests. Memory: reads land in
+/// the shard's one read buffer ([`Runtime::read_buf`]), lent for the
+/// length of one poll, and complete frames are handled straight from it;
+/// only the bytes of a frame that has not fully arrived are copied into a
+/// buffer of the connection's own, sized to that frame and given back when
+/// it is complete. An idle connection holds no read buffer.
+async fn read_loop(rt: &Runtime, conn: &Conn) {
+    let mut partial: Vec<u8> = Vec::new();
     let reason = 'conn: loop {
         while conn.unanswered.get() >= conn.max_pending && !conn.dead.get() && !conn.closing.get() {
             conn.read_resume.wait().await;
@@ -249,43 +334,77 @@ async fn read_loop(rt: &Runtime, conn: &Conn, stream: &Shared) {
         if conn.dead.get() || conn.closing.get() {
             break 'conn "closed by server";
         }
-        let mut r = stream;
-        let n = match r.read(&mut buf[filled..]).await {
+        let got = poll_fn(|cx| {
+            let mut buf = rt.read_buf.borrow_mut();
+            Pin::new(&mut &*conn).poll_read(cx, &mut buf)
+        })
+        .await;
+        if conn.dead.get() || conn.closing.get() {
+            // The server dropped or closed it while the read waited.
+            break 'conn "closed by server";
+        }
+        let n = match got {
             Ok(0) => break 'conn "closed by client",
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                tracing::warn!(
+                    msg_id = msgid::HEARTBEAT_TIMEOUT,
+                    conn = conn.id,
+                    peer = ?conn.peer,
+                    heartbeat_ms = conn.heartbeat_ms.get(),
+                    "client disconnected: nothing received within its heartbeat timeout"
+                );
+                conn.kill("heartbeat timeout");
+                break 'conn "closed by server";
+            }
             Err(_) => break 'conn "read error",
         };
-        filled += n;
-        let mut pos = 0;
-        loop {
-            match split_frame(&buf[pos..filled], conn.max_frame) {
-                Err(e) => {
-                    fatal_frame(conn, &e);
-                    break 'conn "framing error";
-                }
-                Ok(None) => break,
-                Ok(Some((header, body, total))) => {
-                    handle_frame(rt, conn, &header, body);
-                    pos += total;
-                }
-            }
+        // No await from here to the end of the iteration: nothing else
+        // can read into the shard's buffer meanwhile.
+        let buf = rt.read_buf.borrow();
+        let handled = if partial.is_empty() {
+            handle_frames(rt, conn, &buf[..n]).map(|used| partial.extend_from_slice(&buf[used..n]))
+        } else {
+            partial.extend_from_slice(&buf[..n]);
+            handle_frames(rt, conn, &partial).map(|used| drop(partial.drain(..used)))
+        };
+        if handled.is_err() {
+            break 'conn "framing error";
         }
-        buf.copy_within(pos..filled, 0);
-        filled -= pos;
-        // Make room for the frame in progress (its length is already checked
-        // against the limit by split_frame).
-        let need = if filled >= 4 { u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize } else { HEADER_LEN };
-        if need > buf.len() {
-            buf.resize(need, 0);
-        } else if filled == 0 && buf.len() > (1 << 20) {
-            buf = vec![0u8; 64 << 10];
+        if partial.is_empty() {
+            partial = Vec::new();
+        } else if partial.len() >= 4 {
+            // Room for the whole frame in progress; split_frame has checked
+            // its length against max-frame-size already.
+            let need = u32::from_le_bytes([partial[0], partial[1], partial[2], partial[3]]) as usize;
+            partial.reserve_exact(need.saturating_sub(partial.len()));
         }
     };
     conn.close_after_flush();
     rt.remove_conn(conn.id);
     rt.conn_closed(conn.id, conn.agent.get());
     let client = conn.client.borrow().as_ref().map(|(_, n)| n.to_string());
-    tracing::info!(msg_id = msgid::CLIENT_DISCONNECTED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, ?client, reason, "client disconnected");
+    let cause = conn.cause.get().unwrap_or(if rt.stopping.get() { "shutdown" } else { "none" });
+    tracing::info!(msg_id = msgid::CLIENT_DISCONNECTED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, ?client, reason, cause, "client disconnected");
+}
+
+/// Handles the complete frames at the start of `bytes`; returns how many
+/// bytes they took. Err: a fatal framing error (answered and logged).
+fn handle_frames(rt: &Runtime, conn: &Conn, bytes: &[u8]) -> Result<usize, ()> {
+    let mut pos = 0;
+    loop {
+        match split_frame(&bytes[pos..], conn.max_frame) {
+            Err(e) => {
+                fatal_frame(conn, &e);
+                return Err(());
+            }
+            Ok(None) => return Ok(pos),
+            Ok(Some((header, body, total))) => {
+                handle_frame(rt, conn, &header, body);
+                pos += total;
+            }
+        }
+    }
 }
 
 fn fatal_frame(conn: &Conn, e: &FatalFrameError) {
@@ -312,6 +431,15 @@ fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
         Ok(r) => r,
         Err(e) => return conn.answer(&event_error(ref_id, &e)),
     };
+    // The heartbeat is the connection's business, not the state machine's:
+    // read here, with the request's other attributes (errors 13 and 14).
+    let heartbeat = match &request {
+        Request::RegisterClient { .. } => match heartbeat_timeout_of(&frame) {
+            Ok(h) => h,
+            Err(e) => return conn.answer(&event_error(ref_id, &e)),
+        },
+        _ => None,
+    };
     let client = conn.client.borrow().clone();
     match (request, client) {
         (Request::RegisterClient { .. }, Some(_)) => {
@@ -320,13 +448,17 @@ fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
         (Request::RegisterClient { client_type, name, credential }, None) => {
             match authenticate(&rt.config, conn.peer, client_type, &name, credential.as_deref()) {
                 Ok(()) => {
-                    tracing::info!(msg_id = msgid::CLIENT_REGISTERED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, client = %name, client_type = client_type.name(), "client registered");
+                    tracing::info!(msg_id = msgid::CLIENT_REGISTERED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, client = %name, client_type = client_type.name(), heartbeat_ms = heartbeat.unwrap_or(0), "client registered");
                     *conn.client.borrow_mut() = Some((client_type, name.into()));
-                    let ack = event_ack(ref_id)
+                    let mut ack = event_ack(ref_id)
                         .with(attr::SERVER_NAME, rt.config.server.application_name.as_str())
                         .with(attr::NODE_ID, rt.config.server.node_id as i64)
                         .with(attr::PROTOCOL_VERSION, PROTOCOL_VERSION as i64)
                         .with(attr::SHARD_COUNT, rt.shards as i64);
+                    if let Some(ms) = heartbeat {
+                        conn.start_heartbeat(ms);
+                        ack.push(attr::HEARTBEAT_TIMEOUT, ms as i64);
+                    }
                     conn.answer(&ack);
                 }
                 Err(text) => {
@@ -341,7 +473,9 @@ fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
         (request, Some((client_type, client_name))) => {
             let origin = Origin { shard: rt.shard, conn: conn.id };
             let caller = Caller { origin, ref_id, client_type, client_name, agent: conn.agent.get() };
-            rt.route(caller, request);
+            if let Err(e) = rt.route(caller, request) {
+                conn.answer(&event_error(ref_id, &e));
+            }
         }
     }
 }

@@ -22,7 +22,7 @@ use ixn_shard::catalog::Catalog;
 use ixn_shard::interaction::InteractionRecord;
 use ixn_shard::machine::{Caller, Input, Origin, Output, Shard, ShardParams};
 use ixn_shard::peer::PeerMsg;
-use ixn_shard::proto::{Frame, Request};
+use ixn_shard::proto::{ErrorCode, Frame, ProtoError, Request};
 use ixn_storage::{WriteRequest, WriterHandle};
 
 use super::conn::{self, Conn};
@@ -84,11 +84,21 @@ pub struct Runtime {
     pub stopping: Cell<bool>,
     pub queue: TaskQueueHandle,
     max_conns: usize,
+    /// The shard's one read buffer: every connection's reader reads into it
+    /// for the length of one poll and handles the complete frames from it
+    /// (src/server/conn.rs), so idle connections hold none.
+    pub read_buf: RefCell<Vec<u8>>,
+    /// `max-shard-queue`: the bound of each queue to another shard that
+    /// client requests respect.
+    max_shard_queue: usize,
 }
 
 /// How often the shard's clock ticks while it has deadlines: the precision
 /// of routing-timeout and pull-hold-timeout.
 const TICK: Duration = Duration::from_millis(20);
+
+/// Bytes of the shard's read buffer: the most one read takes from a socket.
+const READ_BUF_LEN: usize = 64 << 10;
 
 /// Microseconds since the Unix epoch: the only clock the shard sees.
 pub fn now_us() -> i64 {
@@ -101,23 +111,64 @@ pub fn now_ms() -> i64 {
 }
 
 impl Runtime {
-    /// Sends a request to the shard that owns it: here, or across the mesh.
-    pub fn route(&self, caller: Caller, request: Request) {
+    /// Sends a client's request to the shard that owns it: here, or across
+    /// the mesh. Refused (error 52, nothing queued, nothing changed) while
+    /// a queue it could add to holds `max-shard-queue` messages.
+    pub fn route(&self, caller: Caller, request: Request) -> Result<(), ProtoError> {
         let target = {
             let m = self.machine.borrow();
             ixn_shard::machine::target_shard(m.catalog(), self.shards, self.shard, &caller, &request)
         };
+        if let Some(full) = self.full_queue_for(target) {
+            return Err(ProtoError::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "shard {} is overloaded: the queue from shard {} to shard {full} holds max-shard-queue ({}) \
+                     messages; the request was not taken, send it again later",
+                    self.shard, self.shard, self.max_shard_queue
+                ),
+            ));
+        }
         if target == self.shard {
             self.run_machine(Input::Request { caller, request });
         } else {
             self.send_peer(target, ShardMsg::Request { caller, request });
         }
+        Ok(())
     }
 
+    /// A peer whose queue from this shard is at the bound and that a
+    /// request for `target` could add to: `target` itself when it is
+    /// another shard; any peer when the request is handled here (its
+    /// outputs, such as reporting events and agent messages, may go to
+    /// every shard).
+    fn full_queue_for(&self, target: u16) -> Option<u16> {
+        let full = |p: u16| self.peers[p as usize].as_ref().is_some_and(|tx| tx.len() >= self.max_shard_queue);
+        if target != self.shard {
+            return full(target).then_some(target);
+        }
+        (0..self.shards).find(|&p| full(p))
+    }
+
+    /// Queues a message for another shard. Never refuses and never drops:
+    /// the state machines' own messages (replies to forwarded requests,
+    /// events, messages of the shards' protocol) are consequences of inputs
+    /// already taken, and dropping one would lose an answer or break the
+    /// shards' agreement. What bounds them is admission: a client request
+    /// is refused while a queue it could add to is full ([`Runtime::route`]),
+    /// and each input taken produces a bounded number of messages (one per
+    /// shard for a request that asks every shard, one per subscriber or
+    /// desktop connection for the events of one change). So a queue holds
+    /// at most `max-shard-queue` plus what the inputs already taken still
+    /// produce, and those are bounded by `max-pending-requests` per
+    /// connection and `max-connections`. Blocking here instead is not an
+    /// option: the state machine cannot wait, and two shards waiting on
+    /// each other's full queues would deadlock.
     fn send_peer(&self, shard: u16, msg: ShardMsg) {
         let tx = self.peers[shard as usize].as_ref().expect("a peer channel for every other shard");
         if tx.try_send(msg).is_err() {
-            // The pump is unbounded and lives as long as the executor.
+            // The channel is unbounded and its pump lives as long as the
+            // executor: reaching this is a bug.
             tracing::error!(msg_id = msgid::INTERNAL, shard, "channel to shard closed; message dropped");
         }
     }
@@ -269,6 +320,8 @@ pub async fn shard_main(ctx: ShardContext) {
     let mut peer_rx = Vec::new();
     for p in 0..ctx.shards {
         if p != ctx.shard {
+            // Unbounded in itself: see `Runtime::send_peer` for what
+            // bounds it.
             let (tx, rx) = local_channel::new_unbounded();
             peers[p as usize] = Some(tx);
             peer_rx.push((p, rx));
@@ -291,6 +344,8 @@ pub async fn shard_main(ctx: ShardContext) {
         stopping: Cell::new(false),
         queue,
         max_conns,
+        read_buf: RefCell::new(vec![0; READ_BUF_LEN]),
+        max_shard_queue: ctx.config.server.max_shard_queue,
     });
 
     let mut tasks = Vec::new();
@@ -438,9 +493,9 @@ async fn accept_loop(rt: Rc<Runtime>, listener: TcpListener) {
         }
         let id = rt.next_conn.get();
         rt.next_conn.set(id + 1);
-        let conn = Conn::new(id, peer, &rt.config);
+        let conn = Conn::new(id, peer, stream, &rt.config);
         rt.conns.borrow_mut().insert(id, conn.clone());
-        conn::spawn(rt.clone(), conn, stream);
+        conn::spawn(rt.clone(), conn);
     }
 }
 

@@ -22,4 +22,6 @@ pub const FATAL_FRAME: u32 = 1025;
 pub const REQUEST_REFUSED: u32 = 1026;
 pub const CONNECTION_LIMIT: u32 = 1027;
 pub const ACCEPT_FAILED: u32 = 1028;
+pub const WRITE_TIMEOUT: u32 = 1029;
+pub const HEARTBEAT_TIMEOUT: u32 = 1030;
 pub const INTERNAL: u32 = 1099;

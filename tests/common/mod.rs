@@ -305,3 +305,16 @@ pub fn media_conns(s: &Server, at_least: usize) -> Vec<(Client, u16)> {
         }
     }
 }
+
+/// Polls `check` every 20 ms until it gives a value or `within` has passed;
+/// then fails the test naming `what` and the last thing `check` saw.
+pub fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() >= deadline => panic!("{what}: not within {within:?}; last: {last}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}

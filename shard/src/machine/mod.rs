@@ -237,7 +237,7 @@ pub struct ShardParams {
     pub find_clients: ClientTypes,
     /// The client types that may take snapshots (`snapshot-client-types`).
     pub snapshot_clients: ClientTypes,
-    /// Agents, invitations and handling (issue 4).
+    /// Agents, invitations and handling.
     pub agents: AgentParams,
 }
 

@@ -183,6 +183,11 @@ pub mod attr {
     pub const PROTOCOL_VERSION: u16 = 8;
     /// int: number of shards (executors) the server runs.
     pub const SHARD_COUNT: u16 = 9;
+    /// int: milliseconds. In RequestRegisterClient, the client asks for
+    /// heartbeats: the server closes the connection when it has received
+    /// nothing from the client for this long. Echoed in the EventAck when
+    /// granted. docs/protocol.md, "Heartbeats".
+    pub const HEARTBEAT_TIMEOUT: u16 = 10;
 
     /// string: interaction id.
     pub const INTERACTION_ID: u16 = 16;

@@ -734,6 +734,32 @@ pub fn event_error(ref_id: u32, err: &ProtoError) -> Frame {
         .with(attr::ERROR_TEXT, err.text.as_str())
 }
 
+/// Shortest heartbeat timeout a client may ask for, in milliseconds: the
+/// client must send a frame at least this often, and the server keeps a
+/// timer per connection that asks.
+pub const MIN_HEARTBEAT_TIMEOUT_MS: i64 = 1000;
+/// Longest heartbeat timeout a client may ask for, in milliseconds (a day).
+pub const MAX_HEARTBEAT_TIMEOUT_MS: i64 = 86_400_000;
+
+/// The heartbeat a RequestRegisterClient asks for (attribute
+/// HeartbeatTimeout, milliseconds): `None` when absent or 0 (no
+/// heartbeats), else 1000 to 86400000 (error 14 outside, 13 if not an int).
+/// Read by the connection layer, which enforces it; the state machine does
+/// not see it.
+pub fn heartbeat_timeout_of(f: &Frame) -> Result<Option<u32>, ProtoError> {
+    match opt_int(f, attr::HEARTBEAT_TIMEOUT, "HeartbeatTimeout")? {
+        None | Some(0) => Ok(None),
+        Some(ms) if (MIN_HEARTBEAT_TIMEOUT_MS..=MAX_HEARTBEAT_TIMEOUT_MS).contains(&ms) => Ok(Some(ms as u32)),
+        Some(ms) => Err(ProtoError::new(
+            ErrorCode::InvalidValue,
+            format!(
+                "HeartbeatTimeout {ms} must be 0 (no heartbeats) or {MIN_HEARTBEAT_TIMEOUT_MS} to \
+                 {MAX_HEARTBEAT_TIMEOUT_MS} milliseconds"
+            ),
+        )),
+    }
+}
+
 /// A plain EventAck.
 pub fn event_ack(ref_id: u32) -> Frame {
     Frame::new(msg_type::EVENT_ACK, ref_id)
@@ -788,6 +814,24 @@ fn opt_list(f: &Frame, id: u16, name: &str) -> Result<Option<KvList>, ProtoError
 mod tests {
     use super::*;
     use crate::kv;
+
+    #[test]
+    fn heartbeat_timeouts_are_read_and_bounded() {
+        let reg = Request::RegisterClient { client_type: ClientType::AgentDesktop, name: "d".into(), credential: None };
+        assert_eq!(heartbeat_timeout_of(&reg.encode(1)), Ok(None));
+        assert_eq!(heartbeat_timeout_of(&reg.encode(1).with(attr::HEARTBEAT_TIMEOUT, 0i64)), Ok(None));
+        assert_eq!(heartbeat_timeout_of(&reg.encode(1).with(attr::HEARTBEAT_TIMEOUT, 1000i64)), Ok(Some(1000)));
+        assert_eq!(
+            heartbeat_timeout_of(&reg.encode(1).with(attr::HEARTBEAT_TIMEOUT, 86_400_000i64)),
+            Ok(Some(86_400_000))
+        );
+        for bad in [-1i64, 999, 86_400_001] {
+            let e = heartbeat_timeout_of(&reg.encode(1).with(attr::HEARTBEAT_TIMEOUT, bad)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidValue, "{bad}");
+        }
+        let e = heartbeat_timeout_of(&reg.encode(1).with(attr::HEARTBEAT_TIMEOUT, "1000")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::WrongAttributeType);
+    }
 
     #[test]
     fn requests_round_trip_through_frames() {
