@@ -30,8 +30,8 @@
 //!   every request gets exactly one answer, by reference id, within the
 //!   deadline, of a type the request allows; an EventError with reference
 //!   id 0 (a framing error) on such a connection is a failure, and so is
-//!   the server closing it (unless the log shows it ran over its output
-//!   buffer or the connection limit);
+//!   the server closing it (unless the log shows why: its output buffer,
+//!   the connection limit, the write timeout or its heartbeat timeout);
 //! - (c) every EventError has an int ErrorCode and a non-empty ErrorText,
 //!   and none has code 99 (Internal);
 //! - after a fatal frame (a length or version the server must refuse) the
@@ -220,7 +220,7 @@ impl std::fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "  submissions acknowledged {}, invitations {}, accepts acknowledged {}, pulled {}, fatal closes seen {}, connections the server dropped (output buffer or limit) {}; drain {:.1} s, stop {:.1} s",
+            "  submissions acknowledged {}, invitations {}, accepts acknowledged {}, pulled {}, fatal closes seen {}, connections the server dropped for a logged reason {}; drain {:.1} s, stop {:.1} s",
             s.submitted,
             s.invites,
             s.accepted,
@@ -639,12 +639,19 @@ impl<'o> Fuzzer<'o> {
         c.mutation_rate = if r.chance(0.5) { 0.0 } else { *r.pick(&[0.05, 0.1, 0.2, 0.4]) };
         c.ends_at = now + Duration::from_millis(r.range(500, 15_000));
         c.trickle = r.chance(0.05).then(|| r.range(1, 7) as usize);
+        // Heartbeats (protocol 6.8): mostly a valid timeout, kept; some
+        // connections then go silent, and a few ask for a refused value.
+        if r.chance(0.15) {
+            c.heartbeat_ms =
+                Some(if r.chance(0.9) { r.range(1000, 3000) as i64 } else { *r.pick(&[5, -1, 86_400_001]) });
+            c.keeps_heartbeat = r.chance(0.7);
+        }
         self.history.note(
             self.at(),
             c.serial,
             format!(
-                "open {role:?} port {} window {} mutation rate {} trickle {:?}",
-                c.port, c.window, c.mutation_rate, c.trickle
+                "open {role:?} port {} window {} mutation rate {} trickle {:?} heartbeat {:?} kept {}",
+                c.port, c.window, c.mutation_rate, c.trickle, c.heartbeat_ms, c.keeps_heartbeat
             ),
         );
         // The opening: requests before registering (20), a wrong password
@@ -682,6 +689,15 @@ impl<'o> Fuzzer<'o> {
         }
         for p in std::mem::take(&mut c.reactions) {
             self.send_planned(c, p, now, true);
+        }
+        if !c.keeps_heartbeat {
+            return;
+        }
+        if let Some(ms) = c.heartbeat_ms.filter(|ms| *ms > 0) {
+            // The client's duty: something at least every third of the timeout.
+            if now.saturating_duration_since(c.last_sent) >= Duration::from_millis(ms as u64 / 3) {
+                self.send_planned(c, Planned { request: Request::Ping, follow: Follow::Nothing }, now, false);
+            }
         }
         if now < c.next_action || c.pending.len() >= c.window {
             return;
@@ -743,7 +759,10 @@ impl<'o> Fuzzer<'o> {
     /// false when the stream is no longer usable for more requests.
     fn send_planned(&mut self, c: &mut Conn, p: Planned, now: Instant, may_mutate: bool) -> bool {
         let r = c.take_ref();
-        let frame = p.request.encode(r);
+        let mut frame = p.request.encode(r);
+        if let (Request::RegisterClient { .. }, Some(ms)) = (&p.request, c.heartbeat_ms) {
+            frame.push(attr::HEARTBEAT_TIMEOUT, ms);
+        }
         let mut bytes = frame.encode();
         let mut effect = Effect::Framed;
         let mut kind = None;
@@ -1202,7 +1221,7 @@ impl<'o> Fuzzer<'o> {
             } else if now.duration_since(when) > EXCUSE_GRACE {
                 return fail(
                     Some(serial),
-                    format!("the server closed a connection that sent only whole frames (port {port}), with {waiting} waiting, and logged no reason for it (1024 or 1027)"),
+                    format!("the server closed a connection that sent only whole frames (port {port}), with {waiting} waiting, and logged no reason for it (1024, 1027, 1029 or 1030)"),
                 );
             } else {
                 still.push((serial, port, when, waiting));

@@ -88,6 +88,14 @@ pub struct Conn {
     pub reactions: Vec<super::gen::Planned>,
     /// When the last answer (not an unsolicited event) arrived.
     pub last_answer: Option<Instant>,
+    /// The HeartbeatTimeout its registration asks for (milliseconds; it
+    /// may be one the server refuses).
+    pub heartbeat_ms: Option<i64>,
+    /// Keeps the heartbeat duty (a ping after a third of the timeout
+    /// without sending); `false`: goes silent, and the server must close it.
+    pub keeps_heartbeat: bool,
+    /// When bytes were last queued to send.
+    pub last_sent: Instant,
 }
 
 impl Conn {
@@ -125,6 +133,9 @@ impl Conn {
             subscribed: false,
             reactions: Vec::new(),
             last_answer: None,
+            heartbeat_ms: None,
+            keeps_heartbeat: true,
+            last_sent: now,
         })
     }
 
@@ -165,6 +176,7 @@ impl Conn {
 
     /// Queues bytes to send; returns the stream offset where they end.
     pub fn send(&mut self, bytes: &[u8]) -> u64 {
+        self.last_sent = Instant::now();
         self.wbuf.extend_from_slice(bytes);
         self.queued += bytes.len() as u64;
         self.queued

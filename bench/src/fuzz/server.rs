@@ -26,7 +26,9 @@ pub struct LogFindings {
     pub panic: Option<String>,
     /// Peer ports the server disconnected for a reason the fuzzer accepts
     /// on a connection it did not corrupt: its output buffer ran over
-    /// (message 1024), or the shard's connection limit was reached (1027).
+    /// (message 1024), the shard's connection limit was reached (1027), its
+    /// writes made no progress for `write-timeout` (1029), or it sent
+    /// nothing within its heartbeat timeout (1030).
     pub excused_ports: Vec<u16>,
 }
 
@@ -121,7 +123,7 @@ impl ServerProcess {
             if found.panic.is_none() && tells_of_panic(line) {
                 found.panic = Some(line.to_string());
             }
-            if line.contains("msg_id=1024") || line.contains("msg_id=1027") {
+            if ["msg_id=1024", "msg_id=1027", "msg_id=1029", "msg_id=1030"].iter().any(|m| line.contains(m)) {
                 if let Some(port) = peer_port(line) {
                     found.excused_ports.push(port);
                 }

@@ -156,6 +156,9 @@ max-output-buffer = 262144
 shutdown-timeout = 5
 listen-backlog = 64
 max-connections = {maxconn}
+max-shard-queue = 256
+tcp-keepalive = 5
+write-timeout = 5
 
 [settings]
 database-batch-size = {batch}
