@@ -16,9 +16,13 @@
 //! - `idle`: opens many idle registered connections and reports the
 //!   server's resident memory per connection (`idle.rs`).
 //! - `gen-config`: prints a configuration with many agents (`genconfig.rs`).
+//! - `fuzz`: starts its own server and fuzzes it over many TCP connections
+//!   with valid and mutated frames, checking that it survives and answers
+//!   (`fuzz.rs`).
 
 mod backlog;
 mod cycle;
+mod fuzz;
 mod genconfig;
 mod idle;
 
@@ -52,6 +56,8 @@ enum Scenario {
     Idle(idle::IdleArgs),
     /// Print a server configuration: the embedded default with A agents and places.
     GenConfig(genconfig::GenConfigArgs),
+    /// Fuzz a server it starts: many connections, valid and mutated frames, resets and floods.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -99,6 +105,7 @@ fn main() {
         Scenario::Cycle(a) => cycle::cycle(a),
         Scenario::Idle(a) => idle::idle(a),
         Scenario::GenConfig(a) => genconfig::gen_config(a),
+        Scenario::Fuzz(a) => fuzz::fuzz(a),
     };
     if let Err(e) = result {
         eprintln!("ixn-bench: {e}");
