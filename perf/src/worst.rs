@@ -54,11 +54,16 @@ struct Bench {
 struct Cost {
     steps: usize,
     longest: Duration,
+    /// Every step's time.
+    all: Vec<Duration>,
+    /// What the longest step handled.
+    longest_input: String,
     total: Duration,
 }
 
 impl Cost {
     fn add(&mut self, d: Duration) {
+        self.all.push(d);
         self.steps += 1;
         self.longest = self.longest.max(d);
         self.total += d;
@@ -90,9 +95,19 @@ impl Bench {
         let mut out = Vec::new();
         while let Some(input) = inputs.pop_front() {
             self.now_us += 1;
+            let what = match &input {
+                Input::Peer { msg, .. } => format!("{msg:?}").chars().take(40).collect::<String>(),
+                Input::Request { request, .. } => request.name().to_string(),
+                Input::StorageDone { .. } => "storage completion".into(),
+                _ => "other".into(),
+            };
             let t = Instant::now();
             self.s.handle_at(self.now_us, input, &mut out);
-            cost.add(t.elapsed());
+            let d = t.elapsed();
+            if d > cost.longest {
+                cost.longest_input = what;
+            }
+            cost.add(d);
             for o in out.drain(..) {
                 match o {
                     Output::Store { token, .. } => inputs.push_back(Input::StorageDone { token, ok: true }),
@@ -152,12 +167,18 @@ pub fn run(a: WorstArgs) -> Result<(), String> {
         let longest = costs.iter().map(|c| c.longest).max().unwrap_or_default();
         let total = costs.iter().map(|c| c.total).max().unwrap_or_default();
         let steps = costs.iter().map(|c| c.steps).max().unwrap_or_default();
+        let input = costs.iter().max_by_key(|c| c.longest).map(|c| c.longest_input.clone()).unwrap_or_default();
+        let mut all: Vec<Duration> = costs.iter().flat_map(|c| c.all.iter().copied()).collect();
+        all.sort_unstable();
+        let p99 = all.get((all.len() * 99 / 100).min(all.len().saturating_sub(1))).copied().unwrap_or_default();
         println!(
-            "  {name:<62} longest step {:>9.1} us   all steps {:>10.1} us   steps {steps}",
+            "  {name:<62} longest step {:>9.1} us   p99 step {:>8.1} us   all steps {:>10.1} us   steps {steps}",
             us(longest),
+            us(p99),
             us(total)
         );
-        rows.push(json!({"request": name, "longest_step_us": us(longest), "total_us": us(total), "steps": steps}));
+        println!("      longest step handled: {input}");
+        rows.push(json!({"request": name, "longest_step_us": us(longest), "p99_step_us": us(p99), "longest_step_input": input, "total_us": us(total), "steps": steps}));
     };
 
     let mut costs = Vec::new();
@@ -215,6 +236,23 @@ pub fn run(a: WorstArgs) -> Result<(), String> {
         costs.push(b.run(ClientType::Operator, r).1);
     }
     report("snapshot of the whole backlog (cut, then sliced)", costs);
+
+    // An operator may allow snapshots of everything: each shard then sends
+    // its whole list, and the coordinator merges them.
+    let mut costs = Vec::new();
+    let all = u32::try_from(a.backlog).unwrap_or(u32::MAX);
+    let saved =
+        std::mem::replace(&mut b.s, Shard::new(ShardParams::new(1, 0, 1), Arc::new(Catalog::embedded_default())));
+    b.s = saved.with_max_snapshot(all);
+    for _ in 0..a.repeat.min(2) {
+        let r = Request::TakeSnapshot { tenant: None, condition: "priority >= 0".into(), lock: false, limit: None };
+        let (ans, c) = b.run(ClientType::Operator, r);
+        if let Some(snapshot) = ans.and_then(|f| f.get_int(attr::SNAPSHOT_ID)) {
+            b.run(ClientType::Operator, Request::ReleaseSnapshot { snapshot: snapshot as u64 });
+        }
+        costs.push(c);
+    }
+    report(&format!("snapshot of the whole backlog, max-interactions-per-snapshot {all}"), costs);
 
     if let Some(path) = &a.json {
         let out = json!({"scenario": "worst-request", "backlog": a.backlog, "repeat": a.repeat, "requests": rows});

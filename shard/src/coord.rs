@@ -103,19 +103,88 @@ enum ScanWhat {
     Snapshot { snapshot: u64, lock: bool },
 }
 
+/// Part of one shard's answer to a scan, in submission order, merged from
+/// `next` on.
+#[derive(Debug)]
+struct ScanChunk {
+    ties: Vec<u64>,
+    ids: IdList,
+    described: Vec<KvList>,
+    next: usize,
+}
+
+/// One shard's answer to a scan as it arrives.
+#[derive(Debug, Default)]
+struct ScanPart {
+    chunks: std::collections::VecDeque<ScanChunk>,
+    done: bool,
+}
+
+impl ScanPart {
+    /// The tie of the next entry not merged yet, if it has arrived.
+    fn front(&mut self) -> Option<u64> {
+        while self.chunks.front().is_some_and(|c| c.next == c.ties.len()) {
+            self.chunks.pop_front();
+        }
+        self.chunks.front().map(|c| c.ties[c.next])
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct ScanOp {
     caller: Caller,
     what: ScanWhat,
     limit: u32,
     outstanding: u16,
-    /// Each shard's answer: (shard, ties, ids, descriptions).
-    parts: Vec<(u16, Vec<u64>, IdList, Vec<KvList>)>,
+    /// Each shard's answer, by shard, merged as its parts arrive: a merge
+    /// step is bounded by the part that arrived, never the whole list.
+    parts: Vec<ScanPart>,
+    /// Merged so far, in submission order across shards: ids, each one's
+    /// shard and, for a find, its description; at most `limit`.
+    ids: IdList,
+    shards: Vec<u16>,
+    described: Vec<KvList>,
+    /// Past `limit`: the ids of each shard (a locking snapshot unlocks them).
+    extra: Vec<IdList>,
     total: u64,
     /// The client left; a snapshot still thaws the shards, but is not kept.
     orphaned: bool,
     /// Snapshot: shards that have not taken their cut yet.
     cuts_outstanding: u16,
+}
+
+impl ScanOp {
+    /// Merges what has arrived, in submission order (tie, then shard), as
+    /// far as every shard still answering has sent (an entry can be placed
+    /// only once every such shard's next entry is known), at most `budget`
+    /// entries. Returns whether more could be merged now.
+    fn merge(&mut self, budget: usize) -> bool {
+        for _ in 0..budget {
+            let mut best: Option<(u64, usize)> = None;
+            for (shard, p) in self.parts.iter_mut().enumerate() {
+                match p.front() {
+                    Some(tie) if best.is_none_or(|(b, _)| tie < b) => best = Some((tie, shard)),
+                    Some(_) => {}
+                    None if p.done => {}
+                    None => return false, // this shard's next entry is yet to come
+                }
+            }
+            let Some((_, shard)) = best else { return false };
+            let c = self.parts[shard].chunks.front_mut().expect("it has a front");
+            let (i, id) = (c.next, c.ids.get(c.next));
+            c.next += 1;
+            if self.shards.len() < self.limit as usize {
+                self.ids.push(id);
+                self.shards.push(shard as u16);
+                if let Some(d) = c.described.get_mut(i) {
+                    self.described.push(std::mem::take(d));
+                }
+            } else {
+                self.extra[shard].push(id);
+            }
+        }
+        true
+    }
 }
 
 /// Bytes `start..end` of one shard's Described buffer.
@@ -508,7 +577,11 @@ impl Shard {
             what,
             limit,
             outstanding: self.params.shards,
-            parts: Vec::new(),
+            parts: (0..self.params.shards).map(|_| ScanPart::default()).collect(),
+            ids: IdList::new(),
+            shards: Vec::new(),
+            described: Vec::new(),
+            extra: vec![IdList::new(); self.params.shards as usize],
             total: 0,
             orphaned: false,
             cuts_outstanding: self.params.shards,
@@ -532,28 +605,37 @@ impl Shard {
         op: u64,
         part: (Vec<u64>, IdList, Vec<KvList>),
         total: u64,
+        last: bool,
         out: &mut Vec<Output>,
     ) {
         let Some(Op::Scan(s)) = self.ops.get_mut(&op) else { return };
         let (ties, ids, described) = part;
         assert_eq!(ties.len(), ids.len(), "one tie per id");
-        s.parts.push((from, ties, ids, described));
-        s.total += total;
-        s.outstanding -= 1;
-        if s.outstanding == 0 {
+        let p = &mut s.parts[from as usize];
+        assert!(!p.done, "a part after the last from shard {from}");
+        p.chunks.push_back(ScanChunk { ties, ids, described, next: 0 });
+        if last {
+            p.done = true;
+            s.total += total;
+            s.outstanding -= 1;
+        }
+        self.merge_scan(op, out);
+    }
+
+    /// Merges a scan's parts for one step's worth; asks for another step if
+    /// more can be merged now; answers once everything is merged.
+    pub(crate) fn merge_scan(&mut self, op: u64, out: &mut Vec<Output>) {
+        let Some(Op::Scan(s)) = self.ops.get_mut(&op) else { return };
+        if s.merge(crate::scan::MERGE_CHUNK) {
+            out.push(Output::Peer { to: self.params.shard, msg: PeerMsg::ScanMerge { op } });
+        } else if s.outstanding == 0 {
             self.scan_finish(op, out);
         }
     }
 
     fn scan_finish(&mut self, op: u64, out: &mut Vec<Output>) {
-        let Some(Op::Scan(mut s)) = self.ops.remove(&op) else { return };
-        // Merge the shards' answers in submission order: (tie, shard).
-        let mut order: Vec<(u64, u16, u32, u32)> = Vec::new();
-        for (p, (shard, ties, _, _)) in s.parts.iter().enumerate() {
-            order.extend(ties.iter().enumerate().map(|(i, &t)| (t, *shard, p as u32, i as u32)));
-        }
-        order.sort_unstable();
-        let extra = order.split_off(order.len().min(s.limit as usize));
+        let Some(Op::Scan(s)) = self.ops.remove(&op) else { return };
+        assert!(s.parts.iter().all(|p| p.done && p.chunks.iter().all(|c| c.next == c.ties.len())));
         match s.what {
             ScanWhat::Find | ScanWhat::Workbin => {
                 let t = if matches!(s.what, ScanWhat::Find) {
@@ -564,8 +646,7 @@ impl Shard {
                 let mut f = Frame::new(t, s.caller.ref_id);
                 let mut size = 0;
                 let mut count = 0i64;
-                for (_, _, p, i) in order {
-                    let l = std::mem::take(&mut s.parts[p as usize].3[i as usize]);
+                for l in s.described {
                     let n = attr_len(&l);
                     if !self.fits(size, n) {
                         break;
@@ -579,18 +660,13 @@ impl Shard {
                 Self::reply(out, &s.caller, f);
             }
             ScanWhat::Snapshot { snapshot, lock } => {
-                if lock && !extra.is_empty() {
-                    let mut by_shard: Vec<IdList> = vec![IdList::new(); self.params.shards as usize];
-                    for (_, shard, p, i) in extra {
-                        by_shard[shard as usize].push(s.parts[p as usize].2.get(i as usize));
-                    }
-                    Self::unlock_ids(s.caller.origin, LockKind::Snapshot(snapshot), by_shard, out);
+                if lock && s.extra.iter().any(|l| !l.is_empty()) {
+                    Self::unlock_ids(s.caller.origin, LockKind::Snapshot(snapshot), s.extra, out);
                 }
                 if s.orphaned {
                     return;
                 }
-                let ids: IdList = order.iter().map(|&(_, _, p, i)| s.parts[p as usize].2.get(i as usize)).collect();
-                let shards: Vec<u16> = order.iter().map(|&(_, shard, _, _)| shard).collect();
+                let (ids, shards) = (s.ids, s.shards);
                 let f = Frame::new(msg_type::EVENT_SNAPSHOT_TAKEN, s.caller.ref_id)
                     .with(attr::SNAPSHOT_ID, snapshot as i64)
                     .with(attr::COUNT, ids.len() as i64)
@@ -854,8 +930,9 @@ impl Shard {
             }
             PeerMsg::CutTaken { op } => self.cut_taken(op, out),
             PeerMsg::ScanSlice { coord, op } => self.scan_slice(coord, op, out),
-            PeerMsg::Scanned { op, ties, ids, described, total } => {
-                self.scanned(from, op, (ties, ids, described), total, out)
+            PeerMsg::ScanMerge { op } => self.merge_scan(op, out),
+            PeerMsg::Scanned { op, ties, ids, described, total, last } => {
+                self.scanned(from, op, (ties, ids, described), total, last, out)
             }
             PeerMsg::Thaw { op } => {
                 assert!(self.frozen > 0, "thaw without a cut");

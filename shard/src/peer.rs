@@ -201,14 +201,17 @@ pub enum PeerMsg {
         limit: u32,
         mode: ScanMode,
     },
-    /// The matches in submission order: their ties and ids, and for
-    /// [`ScanMode::Find`] their descriptions (empty otherwise).
+    /// Part of a shard's matches, in submission order: their ties and ids,
+    /// and for [`ScanMode::Find`] their descriptions (empty otherwise). A
+    /// long list comes in several parts, each a step of the shard; `last`
+    /// marks its end, with `total`, how many matched on that shard.
     Scanned {
         op: u64,
         ties: Vec<u64>,
         ids: IdList,
         described: Vec<KvList>,
         total: u64,
+        last: bool,
     },
     /// Snapshot: this shard has taken its cut and holds every change.
     CutTaken {
@@ -223,6 +226,11 @@ pub enum PeerMsg {
     /// runs other work before it).
     ScanSlice {
         coord: u16,
+        op: u64,
+    },
+    /// The next step of merging a scan's answers on its coordinating shard
+    /// (it sends it to itself, like [`PeerMsg::ScanSlice`]).
+    ScanMerge {
         op: u64,
     },
 

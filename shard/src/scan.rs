@@ -17,6 +17,7 @@
 //! snapshot, whose shards all take their cut while every shard is held
 //! (coord.rs), with the whole node's.
 
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use ahash::AHashMap;
@@ -26,6 +27,15 @@ use crate::machine::{Output, Shard};
 use crate::peer::{Filter, IdList, LockKind, PeerMsg, ScanMode};
 use crate::store::Slot;
 use crate::value::KvList;
+
+/// Matches one step sends: a long list goes in parts, each its own step.
+/// Taking a match off a heap of a million costs a microsecond or more in
+/// cache misses, hence a smaller part than a slice.
+pub const SEND_CHUNK: usize = 1024;
+
+/// Entries a coordinator merges in one step (cheap: one comparison per
+/// shard each).
+pub const MERGE_CHUNK: usize = 8192;
 
 /// Slots one slice examines by default ([`ShardParams::scan_slice`]): a
 /// slice costs well under a millisecond.
@@ -74,6 +84,11 @@ pub(crate) struct ScanSession {
     shadow: AHashMap<Slot, Option<Hit>>,
     /// The first `limit` matches in submission order (largest on top).
     best: BinaryHeap<Hit>,
+    /// Once the scan is done: the matches not yet moved into `sending`
+    /// (moved a step's worth at a time: building a heap of a million at
+    /// once would hold the shard), then the matches to send, smallest on top.
+    to_order: Vec<Hit>,
+    sending: Option<BinaryHeap<Reverse<Hit>>>,
     total: u64,
 }
 
@@ -92,7 +107,11 @@ impl Shard {
             end: self.store.slot_end(),
             running,
             shadow: AHashMap::new(),
-            best: BinaryHeap::new(),
+            // Reserved at once (memory is touched only as it fills): growing
+            // a heap of a million by doubling would copy it all in one step.
+            best: BinaryHeap::with_capacity((limit as usize).min(self.store.len()).saturating_add(1)),
+            to_order: Vec::new(),
+            sending: None,
             total: 0,
         });
         running
@@ -110,12 +129,17 @@ impl Shard {
         }
     }
 
-    /// The next slice of the scan for `coord`'s `op`: examines up to
-    /// `scan_slice` slots, then asks for the next slice or, at the end,
-    /// answers the coordinator.
+    /// The next step of the scan for `coord`'s `op`: examines up to
+    /// `scan_slice` slots, or once all are examined sends up to
+    /// [`SEND_CHUNK`] matches to the coordinator, then asks for the next
+    /// step until everything is sent.
     pub(crate) fn scan_slice(&mut self, coord: u16, op: u64, out: &mut Vec<Output>) {
         let Some(i) = self.scans.iter().position(|s| (s.coord, s.op) == (coord, op)) else { return };
         assert!(self.scans[i].running, "a slice of a scan whose cut is not released");
+        if self.scans[i].cursor == self.scans[i].end {
+            self.send_matches(i, out);
+            return;
+        }
         let (start, end) = {
             let s = &self.scans[i];
             (s.cursor, s.end.min(s.cursor.saturating_add(self.params.scan_slice.max(1))))
@@ -135,12 +159,7 @@ impl Shard {
             }
         }
         self.scans[i].cursor = end;
-        if end < self.scans[i].end {
-            out.push(Output::Peer { to: self.params.shard, msg: PeerMsg::ScanSlice { coord, op } });
-            return;
-        }
-        let s = self.scans.swap_remove(i);
-        self.finish_scan(s, out);
+        out.push(Output::Peer { to: self.params.shard, msg: PeerMsg::ScanSlice { coord, op } });
     }
 
     /// What a scan makes of the interaction at `slot` now.
@@ -170,17 +189,40 @@ impl Shard {
         }
     }
 
-    /// The scan's answer: its first matches in submission order, described
-    /// as they are now for a find; locked for a locking snapshot, which
-    /// keeps only those it could lock (one stopped or locked by another
-    /// client since the cut is left out).
-    fn finish_scan(&mut self, s: ScanSession, out: &mut Vec<Output>) {
-        let mut ties = Vec::with_capacity(s.best.len());
+    /// The scan's answer, a part per step: its first matches in submission
+    /// order, described as they are now for a find; locked for a locking
+    /// snapshot, which keeps only those it could lock (one stopped or locked
+    /// by another client since the cut is left out).
+    fn send_matches(&mut self, i: usize, out: &mut Vec<Output>) {
+        let s = &mut self.scans[i];
+        if s.sending.is_none() {
+            s.to_order = std::mem::take(&mut s.best).into_vec();
+            s.sending = Some(BinaryHeap::with_capacity(s.to_order.len()));
+        }
+        let sending = s.sending.as_mut().expect("just made");
+        if !s.to_order.is_empty() {
+            // Smallest tie first: a step's worth of matches into the heap.
+            let from = s.to_order.len().saturating_sub(SEND_CHUNK);
+            sending.extend(s.to_order.drain(from..).map(Reverse));
+            out.push(Output::Peer { to: self.params.shard, msg: PeerMsg::ScanSlice { coord: s.coord, op: s.op } });
+            return;
+        }
+        let mut hits = Vec::with_capacity(SEND_CHUNK.min(sending.len()));
+        while hits.len() < SEND_CHUNK {
+            let Some(Reverse(hit)) = sending.pop() else { break };
+            hits.push(hit);
+        }
+        let last = sending.is_empty();
+        let (coord, op, total, mode) = (s.coord, s.op, s.total, s.mode.clone());
+        if last {
+            self.scans.swap_remove(i);
+        }
+        let mut ties = Vec::with_capacity(hits.len());
         let mut ids = IdList::new();
         let mut described: Vec<KvList> = Vec::new();
-        for hit in s.best.into_sorted_vec() {
+        for hit in hits {
             let now = self.store.find_tie(hit.tie).filter(|&slot| self.store.get(slot).id == hit.id);
-            match &s.mode {
+            match &mode {
                 ScanMode::Find => {
                     // Gone since the cut: nothing left to describe.
                     let Some(slot) = now else { continue };
@@ -195,8 +237,10 @@ impl Shard {
             ties.push(hit.tie);
             ids.push(&hit.id);
         }
-        let msg = PeerMsg::Scanned { op: s.op, ties, ids, described, total: s.total };
-        out.push(Output::Peer { to: s.coord, msg });
+        out.push(Output::Peer { to: coord, msg: PeerMsg::Scanned { op, ties, ids, described, total, last } });
+        if !last {
+            out.push(Output::Peer { to: self.params.shard, msg: PeerMsg::ScanSlice { coord, op } });
+        }
     }
 
     /// Called by `indexing.rs` before anything about the interaction at

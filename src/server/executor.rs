@@ -203,7 +203,7 @@ impl Runtime {
                 }
                 Output::Store { token, op } => self.writer.submit(WriteRequest { shard: self.shard, token, op }),
                 Output::Peer { to, msg } => {
-                    if to == self.shard && matches!(msg, PeerMsg::ScanSlice { .. }) {
+                    if to == self.shard && matches!(msg, PeerMsg::ScanSlice { .. } | PeerMsg::ScanMerge { .. }) {
                         // Unbounded: one slice at a time per scan, and scans are bounded.
                         let _ = self.slices.try_send(msg);
                     } else if to == self.shard {

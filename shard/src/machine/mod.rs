@@ -92,6 +92,7 @@ impl Input {
                     | PeerMsg::Revoke { .. }
                     // A locking snapshot's last slice takes locks.
                     | PeerMsg::ScanSlice { .. }
+                    | PeerMsg::ScanMerge { .. }
             ),
         }
     }
@@ -467,6 +468,12 @@ impl Shard {
             rejected_by: AHashMap::new(),
             pending_subs: AHashMap::new(),
         }
+    }
+
+    /// This shard with another `max-interactions-per-snapshot` (tools).
+    pub fn with_max_snapshot(mut self, max: u32) -> Self {
+        self.params.max_snapshot = max;
+        self
     }
 
     pub fn params(&self) -> ShardParams {
