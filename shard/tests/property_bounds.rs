@@ -126,7 +126,7 @@ fn names_with_a_nul_character_are_refused_before_the_database() {
     assert_eq!(e.code, ErrorCode::InvalidValue);
     assert!(e.text.contains("NUL"), "{}", e.text);
     let id = ask(&mut s, submit(KvList::new())).get_str(attr::INTERACTION_ID).unwrap().to_string();
-    let r = Request::PlaceInWorkbin { id: id.clone(), workbin: "personal".into(), owner: "agent\01".into() };
+    let r = Request::PlaceInWorkbin { id: id.clone(), workbin: "personal".into(), owner: "agent\u{0}1".into() };
     assert_eq!(error_of(&ask(&mut s, r)).map(|e| e.code), Some(ErrorCode::InvalidValue));
     assert_eq!(s.get(&id).unwrap().version, 0, "nothing changed");
 }
