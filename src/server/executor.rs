@@ -93,6 +93,10 @@ pub struct Runtime {
     max_shard_queue: usize,
 }
 
+/// The scan task queue's share of a shard's time against the main queue's
+/// default of 1000, when both have work.
+const SCAN_SHARES: usize = 100;
+
 /// How often the shard's clock ticks while it has deadlines: the precision
 /// of routing-timeout and pull-hold-timeout.
 const TICK: Duration = Duration::from_millis(20);
@@ -411,9 +415,17 @@ pub async fn shard_main(ctx: ShardContext) {
         );
     }
 
-    // Scans, one slice at a time, each behind whatever else is ready.
+    // Scans, one slice at a time, each behind whatever else is ready: in a
+    // task queue of their own with a small share, so that glommio runs the
+    // shard's other work (requests, completions, the mesh) first whenever
+    // both have something to do. A scan's latency does not matter; theirs does.
     {
         let rt = rt.clone();
+        let scans = glommio::executor().create_task_queue(
+            Shares::Static(SCAN_SHARES),
+            Latency::Matters(Duration::from_millis(10)),
+            "ixn-scan",
+        );
         tasks.push(
             glommio::spawn_local_into(
                 async move {
@@ -422,7 +434,7 @@ pub async fn shard_main(ctx: ShardContext) {
                         futures_lite::future::yield_now().await;
                     }
                 },
-                queue,
+                scans,
             )
             .expect("spawn"),
         );
