@@ -1,7 +1,8 @@
 //! Connections against the real server: a client that stops reading is
 //! closed by the server and its descriptor freed; a peer that stops
 //! answering heartbeats is closed and its agent's desktop treated as gone;
-//! a live idle client with heartbeats stays; client requests for a shard
+//! a live idle client with heartbeats stays, `ixnctl agent work` among
+//! them; client requests for a shard
 //! whose queue is full are refused, not queued.
 
 mod common;
@@ -395,4 +396,40 @@ fn a_client_with_heartbeats_notices_a_silent_server() {
         other => panic!("expected the client to give up on the server, got {other:?}"),
     }
     assert!(waited < Duration::from_secs(10), "noticed after {waited:?}");
+}
+
+/// `ixnctl agent work` keeps heartbeats up (`--heartbeat 1`): idle for
+/// several timeouts it stays connected; once it is frozen (SIGSTOP, as a
+/// hung desktop) the server closes it for the heartbeat timeout.
+#[test]
+fn ixnctl_agent_work_keeps_heartbeats_and_is_closed_when_frozen() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("conn-heartbeat-ixnctl");
+    let cfg = write_config(&dir.0, &Engine::Sqlite, "0", "");
+    let server = Server::start(&cfg);
+    let _log = LogOnPanic(&server);
+    let mut desk = Command::new(env!("CARGO_BIN_EXE_ixnctl"))
+        .args(["--server", server.addr.as_str(), "--name", "desk-ixnctl", "--json", "--heartbeat", "1"])
+        .args(["agent", "work", "agent1", "--auto-accept"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ixnctl starts");
+    let mut first = String::new();
+    std::io::BufReader::new(desk.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("\"event\":\"ready\""), "ixnctl agent work did not log in: {first:?}");
+    // Three heartbeat timeouts with nothing to do: still connected.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(closes_of(&server, "desk-ixnctl"), 0, "an idle ixnctl with heartbeats was closed");
+    let pid = desk.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let closed = wait_for(Duration::from_secs(10), || closes_of(&server, "desk-ixnctl") == 1);
+    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    let _ = desk.wait();
+    assert!(closed, "a frozen ixnctl desktop was not closed within 10 s");
+    let line =
+        server.log().lines().find(|l| l.contains("msg_id=1022") && l.contains("\"desk-ixnctl\"")).unwrap().to_string();
+    assert!(line.contains("cause=\"heartbeat timeout\""), "{line}");
 }

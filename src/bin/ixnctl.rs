@@ -8,7 +8,9 @@
 //! Two commands stay connected: `watch` prints the reporting stream live,
 //! and `agent work` is an agent desktop in the terminal (it registers as
 //! `agent-desktop`, logs the agent in, takes invitations and logs out on
-//! Ctrl-C).
+//! Ctrl-C). Both keep heartbeats up (`--heartbeat`, default 30 s), so the
+//! server closes one that hangs or is cut off, and it notices a server
+//! that went silent.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, IsTerminal, Write};
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Parser, Subcommand};
-use ixn::client::{submit_request, Client, ClientError};
+use ixn::client::{submit_request, Client, ClientError, Heartbeat};
 use ixn_shard::proto::request::{DEFAULT_FIND_LIMIT, DEFAULT_SNAPSHOT_PAGE, MAX_SNAPSHOT_PAGE};
 use ixn_shard::proto::{attr, msg_type, ClientType, Frame, Request};
 use ixn_shard::{KvList, Value};
@@ -38,6 +40,11 @@ struct Args {
     /// Credential (password) for the client name.
     #[arg(long, global = true, env = "IXN_CREDENTIAL")]
     credential: Option<String>,
+    /// Heartbeats for the commands that stay connected (`watch`, `agent
+    /// work`): seconds either side may hear nothing from the other before
+    /// it closes the connection (1 to 86400; 0 turns them off).
+    #[arg(long, default_value_t = 30, global = true)]
+    heartbeat: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -348,6 +355,15 @@ fn main() {
     }
 }
 
+/// The heartbeat `--heartbeat` asks for: the same bound both ways.
+fn heartbeat(args: &Args) -> Result<Option<Heartbeat>, String> {
+    match args.heartbeat {
+        0 => Ok(None),
+        s @ 1..=86_400 => Ok(Some(Heartbeat::new(Duration::from_secs(s)))),
+        s => Err(format!("--heartbeat {s}: give 1 to 86400 seconds, or 0 for none")),
+    }
+}
+
 fn err(e: ClientError) -> String {
     e.to_string()
 }
@@ -370,7 +386,15 @@ fn run(args: &Args) -> Result<(), String> {
         return agent_work(args, &w);
     }
     let mut c = Client::connect(args.server.as_str()).map_err(|e| format!("cannot connect to {}: {e}", args.server))?;
-    let reg = c.register(ClientType::Operator, &args.name, args.credential.as_deref()).map_err(err)?;
+    // Only `watch` stays connected; one-shot commands end long before a
+    // heartbeat would matter.
+    let reg = match heartbeat(args)? {
+        Some(hb) if matches!(args.command, Command::Watch { .. }) => {
+            c.register_with_heartbeat(ClientType::Operator, &args.name, args.credential.as_deref(), hb)
+        }
+        _ => c.register(ClientType::Operator, &args.name, args.credential.as_deref()),
+    }
+    .map_err(err)?;
     match &args.command {
         Command::Ping => {
             let t = std::time::Instant::now();
@@ -1026,7 +1050,11 @@ fn agent_work(args: &Args, w: &Work) -> Result<(), String> {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
     }
     let mut c = Client::connect(args.server.as_str()).map_err(|e| format!("cannot connect to {}: {e}", args.server))?;
-    c.register(ClientType::AgentDesktop, &args.name, args.credential.as_deref()).map_err(err)?;
+    match heartbeat(args)? {
+        Some(hb) => c.register_with_heartbeat(ClientType::AgentDesktop, &args.name, args.credential.as_deref(), hb),
+        None => c.register(ClientType::AgentDesktop, &args.name, args.credential.as_deref()),
+    }
+    .map_err(err)?;
     let login = Request::AgentLogin {
         tenant: w.tenant.clone(),
         agent: w.agent.clone(),
