@@ -66,6 +66,11 @@ impl Node {
                     self.queue.push_back((dest, Input::Peer { from: to, msg }));
                 }
                 Output::Event { origin, frame } => self.events.push((origin, frame)),
+                Output::Report { origin, event } => {
+                    // The subscriber's connection's part in the server.
+                    let frame = event.frame(self.shards[0].catalog());
+                    self.events.push((origin, frame))
+                }
                 Output::Bind { origin, agent } => {
                     match agent {
                         Some(a) => self.bound.insert(origin, a),

@@ -17,6 +17,7 @@
 use smallvec::SmallVec;
 
 use crate::catalog::{AgentIdx, MediaIdx, PlaceIdx, TenantIdx};
+use crate::event::{text, What};
 use crate::interaction::Millis;
 use crate::machine::{Caller, MultipleConnections, Origin, Output, Shard};
 use crate::peer::{Availability, PeerMsg};
@@ -241,8 +242,7 @@ impl Shard {
                 let changed = login.dnd != on;
                 login.dnd = on;
                 if changed {
-                    let t = if on { msg_type::EVENT_DO_NOT_DISTURB_ON } else { msg_type::EVENT_DO_NOT_DISTURB_OFF };
-                    self.report_agent(now_ms, t, a, |_| {}, out);
+                    self.report_agent(now_ms, a, || What::DoNotDisturb { on }, out);
                     self.publish(a, out);
                 }
                 Ok(Some(event_ack(caller.ref_id)))
@@ -427,22 +427,14 @@ impl Shard {
                 self.agent_state_mut(a).login =
                     Some(Login { place: p.place, conns, media, dnd: false, lost_at: 0, at: now_ms });
                 out.push(Output::Bind { origin, agent: Some(a) });
-                let place = self.place_name(a.tenant, p.place).to_string();
-                let media_list = self.media_list(a);
-                let reason = p.reason.clone();
-                self.report_agent(
-                    now_ms,
-                    msg_type::EVENT_AGENT_LOGIN,
-                    a,
-                    |f| {
-                        f.push(attr::PLACE, place.as_str());
-                        f.push(attr::MEDIA_LIST, media_list.clone());
-                        if let Some(r) = &reason {
-                            f.push(attr::REASON, r.as_str());
-                        }
-                    },
-                    out,
-                );
+                let media = self
+                    .agent_state(a)
+                    .login
+                    .as_ref()
+                    .map(|l| l.media.iter().map(|m| (m.media, m.capacity)).collect())
+                    .unwrap_or_default();
+                let reason = p.reason.as_deref().map(text);
+                self.report_agent(now_ms, a, || What::AgentLogin { place: p.place, media, reason }, out);
                 Ok(Some(self.login_ack(ref_id, a)))
             }
         };
@@ -537,17 +529,7 @@ impl Shard {
         }
         self.revoke_invitations(a, out);
         out.push(Output::Peer { to: LEDGER_SHARD, msg: PeerMsg::LoginFree { agent: a } });
-        let place = self.place_name(a.tenant, login.place).to_string();
-        self.report_agent(
-            now_ms,
-            msg_type::EVENT_AGENT_LOGOUT,
-            a,
-            |f| {
-                f.push(attr::PLACE, place.as_str());
-                f.push(attr::REASON, reason);
-            },
-            out,
-        );
+        self.report_agent(now_ms, a, || What::AgentLogout { place: login.place, reason: text(reason) }, out);
         self.publish(a, out);
     }
 
@@ -606,20 +588,10 @@ impl Shard {
         reason: Option<&str>,
         out: &mut Vec<Output>,
     ) {
-        let t = if ready { msg_type::EVENT_READY_FOR_MEDIA } else { msg_type::EVENT_NOT_READY_FOR_MEDIA };
-        let name = self.media_name(a.tenant, media).to_string();
-        self.report_agent(
-            now_ms,
-            t,
-            a,
-            |f| {
-                f.push(attr::MEDIA_TYPE, name.as_str());
-                if let Some(r) = reason {
-                    f.push(attr::REASON, r);
-                }
-            },
-            out,
-        );
+        let reason = reason.map(text);
+        let what =
+            || if ready { What::ReadyForMedia { media, reason } } else { What::NotReadyForMedia { media, reason } };
+        self.report_agent(now_ms, a, what, out);
     }
 
     fn add_media(
@@ -651,16 +623,7 @@ impl Shard {
         }
         let capacity = if capacity == 0 { max } else { capacity.min(max) };
         login.media.push(MediaLogin { media: m, capacity, ready: false, reason: None, idle_since: now_ms });
-        self.report_agent(
-            now_ms,
-            msg_type::EVENT_MEDIA_ADDED,
-            a,
-            |f| {
-                f.push(attr::MEDIA_TYPE, media);
-                f.push(attr::CAPACITY, capacity as i64);
-            },
-            out,
-        );
+        self.report_agent(now_ms, a, || What::MediaAdded { media: m, capacity }, out);
         Ok(())
     }
 
@@ -686,7 +649,7 @@ impl Shard {
                 format!("the agent is not logged in on media type '{media}'"),
             ));
         }
-        self.report_agent(now_ms, msg_type::EVENT_MEDIA_REMOVED, a, |f| f.push(attr::MEDIA_TYPE, media), out);
+        self.report_agent(now_ms, a, || What::MediaRemoved { media: m }, out);
         self.publish(a, out);
         Ok(())
     }

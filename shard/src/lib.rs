@@ -8,6 +8,7 @@ pub mod audit;
 pub mod catalog;
 pub mod condition;
 pub mod coord;
+pub mod event;
 pub mod id;
 pub mod interaction;
 pub mod machine;

@@ -1,5 +1,5 @@
 //! The reporting stream: every state change of an interaction or an agent
-//! as an event, sent to the subscribed reporting clients.
+//! as a typed event (event.rs), sent to the subscribed reporting clients.
 //!
 //! Every shard knows every subscriber (a subscription is broadcast), so
 //! each shard sends its own events straight to the subscriber's
@@ -14,13 +14,16 @@
 //! A slow subscriber is handled like any slow client (invariant 6): its
 //! connection's output buffer is bounded and it is disconnected past it.
 
+use std::sync::Arc;
+
 use crate::agent::AgentRef;
 use crate::catalog::TenantIdx;
+use crate::event::{text, Event, Location, Subject, What};
 use crate::interaction::{Millis, Place};
 use crate::machine::{Caller, Origin, Output, Shard};
 use crate::peer::PeerMsg;
 use crate::proto::frame::Frame;
-use crate::proto::msg::{attr, ClientType, ErrorCode};
+use crate::proto::msg::{ClientType, ErrorCode};
 use crate::proto::request::{event_ack, ProtoError};
 use crate::store::Slot;
 
@@ -38,44 +41,29 @@ impl Shard {
         self.subs.iter().any(|(_, t)| t.is_none_or(|t| t == tenant))
     }
 
-    pub(crate) fn emit(&self, tenant: TenantIdx, frame: Frame, out: &mut Vec<Output>) {
+    /// Sends `event` to every subscriber of its tenant: one event, shared,
+    /// which each subscriber's connection turns into its frame.
+    pub(crate) fn emit(&self, event: Event, out: &mut Vec<Output>) {
+        let tenant = event.tenant;
+        let event = Arc::new(event);
         for (origin, t) in &self.subs {
             if t.is_none_or(|t| t == tenant) {
-                out.push(Output::Event { origin: *origin, frame: frame.clone() });
+                out.push(Output::Report { origin: *origin, event: event.clone() });
             }
         }
     }
 
-    /// Reports an agent event: time, tenant, agent, and what `extra` adds.
-    pub(crate) fn report_agent(
-        &self,
-        now_ms: Millis,
-        msg_type: u16,
-        a: AgentRef,
-        extra: impl FnOnce(&mut Frame),
-        out: &mut Vec<Output>,
-    ) {
+    /// Reports an agent event; `what` is made only if someone subscribes.
+    pub(crate) fn report_agent(&self, now_ms: Millis, a: AgentRef, what: impl FnOnce() -> What, out: &mut Vec<Output>) {
         if !self.reporting(a.tenant) {
             return;
         }
-        let mut f = Frame::new(msg_type, 0)
-            .with(attr::EVENT_TIME, now_ms)
-            .with(attr::TENANT, self.catalog.tenant_at(a.tenant).name.as_str())
-            .with(attr::AGENT_ID, self.agent_login_id(a));
-        extra(&mut f);
-        self.emit(a.tenant, f, out);
+        self.emit(Event { time: now_ms, tenant: a.tenant, subject: Subject::Agent(a.agent), what: what() }, out);
     }
 
-    /// An interaction event, built only if someone subscribes: time,
-    /// tenant, id, media type, where it is, and what `extra` adds.
-    pub(crate) fn ix_event(
-        &self,
-        now_ms: Millis,
-        msg_type: u16,
-        slot: Slot,
-        extra: impl FnOnce(&mut Frame),
-    ) -> Option<Frame> {
-        self.event_of(now_ms, msg_type, self.store.get(slot), extra)
+    /// An interaction event, made only if someone subscribes.
+    pub(crate) fn ix_event(&self, now_ms: Millis, slot: Slot, what: impl FnOnce() -> What) -> Option<Event> {
+        self.event_of(now_ms, self.store.get(slot), what)
     }
 
     /// [`Shard::ix_event`] for an interaction given as it is (one out of
@@ -83,46 +71,32 @@ impl Shard {
     pub(crate) fn event_of(
         &self,
         now_ms: Millis,
-        msg_type: u16,
         ix: &crate::interaction::Interaction,
-        extra: impl FnOnce(&mut Frame),
-    ) -> Option<Frame> {
+        what: impl FnOnce() -> What,
+    ) -> Option<Event> {
         if !self.reporting(ix.tenant) {
             return None;
         }
-        let t = self.catalog.tenant_at(ix.tenant);
-        let mut f = Frame::new(msg_type, 0)
-            .with(attr::EVENT_TIME, now_ms)
-            .with(attr::TENANT, t.name.as_str())
-            .with(attr::INTERACTION_ID, &*ix.id)
-            .with(attr::MEDIA_TYPE, t.media[ix.media as usize].name.as_str());
-        match ix.place {
-            Place::Queue(q) => f.push(attr::QUEUE, t.queues[q as usize].name.as_str()),
-            Place::Workbin { workbin, owner } => {
-                f.push(attr::WORKBIN, t.workbins[workbin as usize].name.as_str());
-                f.push(attr::WORKBIN_OWNER, self.syms.name(owner));
-            }
-        }
-        extra(&mut f);
-        Some(f)
+        let at = match ix.place {
+            Place::Queue(q) => Location::Queue(q),
+            Place::Workbin { workbin, owner } => Location::Workbin { workbin, owner: text(self.syms.name(owner)) },
+        };
+        Some(Event {
+            time: now_ms,
+            tenant: ix.tenant,
+            subject: Subject::Interaction { id: ix.id.clone(), media: ix.media, at },
+            what: what(),
+        })
     }
 
     /// Reports an interaction event now, or, if a write of that
     /// interaction is still in flight, right after that write's answer and
     /// events (committed or not), so each interaction's events keep their
     /// order.
-    pub(crate) fn report_ix(
-        &mut self,
-        now_ms: Millis,
-        msg_type: u16,
-        slot: Slot,
-        extra: impl FnOnce(&mut Frame),
-        out: &mut Vec<Output>,
-    ) {
-        let tenant = self.store.get(slot).tenant;
-        let Some(f) = self.ix_event(now_ms, msg_type, slot, extra) else { return };
+    pub(crate) fn report_ix(&mut self, now_ms: Millis, slot: Slot, what: impl FnOnce() -> What, out: &mut Vec<Output>) {
+        let Some(e) = self.ix_event(now_ms, slot, what) else { return };
         let mut events = Vec::new();
-        self.emit(tenant, f, &mut events);
+        self.emit(e, &mut events);
         for e in events {
             self.send_ordered(slot, e, out);
         }
@@ -139,9 +113,9 @@ impl Shard {
     }
 
     /// Sends events that waited for a commit.
-    pub(crate) fn emit_reports(&self, reports: Vec<(TenantIdx, Frame)>, out: &mut Vec<Output>) {
-        for (tenant, f) in reports {
-            self.emit(tenant, f, out);
+    pub(crate) fn emit_reports(&self, reports: Vec<Event>, out: &mut Vec<Output>) {
+        for e in reports {
+            self.emit(e, out);
         }
     }
 

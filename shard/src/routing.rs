@@ -36,6 +36,7 @@ use ahash::AHashMap;
 
 use crate::agent::{home_of, AgentRef};
 use crate::catalog::{AgentIdx, MediaIdx, PlaceIdx, TenantIdx, ViewIdx};
+use crate::event::{text, What};
 use crate::interaction::{HandlingTimes, Millis, Place};
 use crate::machine::{Caller, Origin, Output, Shard};
 use crate::peer::{Availability, Head, Holder, LockKind, OfferOutcome, PeerMsg, RouteHead};
@@ -649,20 +650,9 @@ impl Shard {
         for o in &desktops {
             self.send_ordered(slot, Output::Event { origin: *o, frame: f.clone() }, out);
         }
-        self.report_ix(
-            now_ms,
-            msg_type::EVENT_AGENT_INVITED,
-            slot,
-            |f| {
-                f.push(attr::AGENT_ID, login);
-                f.push(attr::PLACE, place_name);
-                f.push(attr::TICKET, ticket as i64);
-                if let Some(from) = from {
-                    f.push(attr::FROM_AGENT, from);
-                }
-            },
-            out,
-        );
+        let from_agent = from.map(text);
+        let invited = || What::AgentInvited { agent: agent.agent, place, ticket, from_agent };
+        self.report_ix(now_ms, slot, invited, out);
         let link = Link { agent, media, ticket, state: LinkState::Invited, desktops, place, held: false, deadline };
         let before = self.links.insert(slot, link);
         assert!(before.is_none(), "invariant 2: an interaction offered to two agents at once");
@@ -712,17 +702,9 @@ impl Shard {
                 for o in link.desktops.iter().filter(|_| tell) {
                     self.send_ordered(slot, Output::Event { origin: *o, frame: f.clone() }, out);
                 }
-                self.report_ix(
-                    now_ms,
-                    msg_type::EVENT_INVITE_REVOKED,
-                    slot,
-                    |f| {
-                        f.push(attr::AGENT_ID, login.as_str());
-                        f.push(attr::TICKET, link.ticket as i64);
-                        f.push(attr::REASON, reason);
-                    },
-                    out,
-                );
+                let revoked =
+                    || What::InviteRevoked { agent: link.agent.agent, ticket: link.ticket, reason: text(reason) };
+                self.report_ix(now_ms, slot, revoked, out);
             }
             (LinkState::Invited, None) => {}
             (LinkState::Handling, reason) => {
@@ -742,18 +724,8 @@ impl Shard {
                         self.send_ordered(slot, Output::Event { origin: *o, frame: f.clone() }, out);
                     }
                 }
-                self.report_ix(
-                    now_ms,
-                    msg_type::EVENT_PARTY_REMOVED,
-                    slot,
-                    |f| {
-                        f.push(attr::AGENT_ID, login.as_str());
-                        if let Some(r) = reason {
-                            f.push(attr::REASON, r);
-                        }
-                    },
-                    out,
-                );
+                let removed = || What::PartyRemoved { agent: link.agent.agent, reason: reason.map(text) };
+                self.report_ix(now_ms, slot, removed, out);
             }
         }
         if self.index.lock(slot).is_some_and(|l| l.kind == LockKind::Agent(link.agent)) {
@@ -807,22 +779,14 @@ impl Shard {
             h.assigned_to = Some(sym);
             ix.version += 1;
         });
-        let ix = self.store.get(slot);
-        let tenant = ix.tenant;
-        let place_name = self.catalog.tenant_at(tenant).places[place as usize].name.clone();
-        let taken = match ix.place {
-            Place::Queue(_) => msg_type::EVENT_TAKEN_FROM_QUEUE,
-            Place::Workbin { .. } => msg_type::EVENT_TAKEN_FROM_WORKBIN,
+        let by = agent.agent;
+        let taken = match self.store.get(slot).place {
+            Place::Queue(_) => What::TakenFromQueue { agent: by, place },
+            Place::Workbin { .. } => What::TakenFromWorkbin { by: Some((by, place)) },
         };
-        let reports = [taken, msg_type::EVENT_PARTY_ADDED]
+        let reports = [taken, What::PartyAdded { agent: by, place }]
             .into_iter()
-            .filter_map(|t| {
-                self.ix_event(now_ms, t, slot, |f| {
-                    f.push(attr::AGENT_ID, login.as_str());
-                    f.push(attr::PLACE, place_name.as_str());
-                })
-            })
-            .map(|f| (tenant, f))
+            .filter_map(|what| self.ix_event(now_ms, slot, || what))
             .collect();
         out.push(Output::Peer {
             to: home_of(agent, self.params.shards),
@@ -843,20 +807,8 @@ impl Shard {
     ) -> Reply {
         let slot = self.my_link(caller, id, LinkState::Invited, ticket)?;
         let link = self.links[&slot].clone();
-        let login = self.agent_login_id(link.agent).to_string();
-        self.report_ix(
-            now_ms,
-            msg_type::EVENT_REJECTED,
-            slot,
-            |f| {
-                f.push(attr::AGENT_ID, login.as_str());
-                f.push(attr::TICKET, link.ticket as i64);
-                if let Some(r) = reason {
-                    f.push(attr::REASON, r);
-                }
-            },
-            out,
-        );
+        let rejected = || What::Rejected { agent: link.agent.agent, ticket: link.ticket, reason: reason.map(text) };
+        self.report_ix(now_ms, slot, rejected, out);
         self.end_link(now_ms, slot, false, None, out);
         self.rejected_by.insert(self.store.get(slot).id.clone(), link.agent.agent);
         Ok(Some(event_ack(caller.ref_id)))
@@ -953,16 +905,14 @@ impl Shard {
         }
         link.held = on;
         let agent = link.agent;
-        let login = self.agent_login_id(agent).to_string();
         self.modify(slot, out, |ix| {
             if on {
                 ix.handling.get_or_insert_with(|| Box::new(HandlingTimes::default())).held_at = now_ms;
             }
             ix.version += 1;
         });
-        let tenant = self.store.get(slot).tenant;
-        let t = if on { msg_type::EVENT_HELD } else { msg_type::EVENT_RESUMED };
-        let reports = self.ix_event(now_ms, t, slot, |f| f.push(attr::AGENT_ID, login.as_str())).map(|f| (tenant, f));
+        let what = || if on { What::Held { agent: agent.agent } } else { What::Resumed { agent: agent.agent } };
+        let reports = self.ix_event(now_ms, slot, what);
         self.write_reporting(slot, caller, reports.into_iter().collect(), out);
         Ok(None)
     }
@@ -989,14 +939,11 @@ impl Shard {
         self.end_link_with(now_ms, slot, false, Some("left"), !own, out);
         let mut reports = Vec::new();
         if let Some(q) = q {
-            let tenant = self.store.get(slot).tenant;
             if matches!(self.store.get(slot).place, Place::Workbin { .. }) {
-                reports.extend(
-                    self.ix_event(now_ms, msg_type::EVENT_TAKEN_FROM_WORKBIN, slot, |_| {}).map(|f| (tenant, f)),
-                );
+                reports.extend(self.ix_event(now_ms, slot, || What::TakenFromWorkbin { by: None }));
             }
             self.move_to(slot, Place::Queue(q), now_ms, out);
-            reports.extend(self.ix_event(now_ms, msg_type::EVENT_PLACED_IN_QUEUE, slot, |_| {}).map(|f| (tenant, f)));
+            reports.extend(self.ix_event(now_ms, slot, || What::PlacedInQueue { from: None }));
         }
         self.write_reporting(slot, caller, reports, out);
         Ok(None)

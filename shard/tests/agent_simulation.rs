@@ -290,6 +290,7 @@ impl Sim {
             match o {
                 Output::Reply { frame, .. } => self.answer(frame),
                 Output::Event { origin, frame } => self.event(origin, frame),
+                Output::Report { .. } => unreachable!("the simulated node hands reporting events on as frames"),
                 Output::Bind { origin, agent } => match agent {
                     Some(a) => {
                         self.bound.insert(origin, a);

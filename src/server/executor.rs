@@ -19,6 +19,7 @@ use glommio::net::TcpListener;
 use glommio::{Latency, Shares, TaskQueueHandle};
 use ixn_shard::agent::AgentRef;
 use ixn_shard::catalog::Catalog;
+use ixn_shard::event::Event;
 use ixn_shard::interaction::InteractionRecord;
 use ixn_shard::machine::{Caller, Input, Origin, Output, Shard, ShardParams};
 use ixn_shard::peer::PeerMsg;
@@ -40,6 +41,9 @@ pub enum ShardMsg {
     Peer { from: u16, msg: PeerMsg },
     /// An unsolicited event for a connection of the receiver.
     Event { conn: u64, frame: Frame },
+    /// A reporting event for a subscribed connection of the receiver,
+    /// which turns it into a frame.
+    Report { conn: u64, event: Arc<Event> },
     /// A connection of the receiver now carries this agent (or none).
     Bind { conn: u64, agent: Option<AgentRef> },
 }
@@ -69,6 +73,8 @@ pub struct Runtime {
     pub shard: u16,
     pub shards: u16,
     pub config: Arc<Config>,
+    /// Names events by their catalog indexes when they become frames.
+    catalog: Arc<Catalog>,
     machine: RefCell<Shard>,
     scratch: RefCell<Vec<Output>>,
     /// Messages this shard sent itself, handled after the current input.
@@ -223,6 +229,13 @@ impl Runtime {
                         self.send_peer(origin.shard, ShardMsg::Event { conn: origin.conn, frame });
                     }
                 }
+                Output::Report { origin, event } => {
+                    if origin.shard == self.shard {
+                        self.deliver_report(origin.conn, &event);
+                    } else {
+                        self.send_peer(origin.shard, ShardMsg::Report { conn: origin.conn, event });
+                    }
+                }
                 Output::Bind { origin, agent } => {
                     if origin.shard == self.shard {
                         self.bind(origin.conn, agent);
@@ -248,6 +261,15 @@ impl Runtime {
         let c = self.conns.borrow().get(&conn).cloned();
         if let Some(c) = c {
             c.event(frame);
+        }
+    }
+
+    /// Hands a reporting event to a subscribed connection of this shard, as
+    /// its frame (dropped if the connection closed).
+    fn deliver_report(&self, conn: u64, event: &Event) {
+        let c = self.conns.borrow().get(&conn).cloned();
+        if let Some(c) = c {
+            c.event(event.frame(&self.catalog));
         }
     }
 
@@ -279,6 +301,7 @@ impl Runtime {
             ShardMsg::Reply { conn, frame } => self.deliver(conn, frame),
             ShardMsg::Peer { from, msg } => self.run_machine(Input::Peer { from, msg }),
             ShardMsg::Event { conn, frame } => self.deliver_event(conn, frame),
+            ShardMsg::Report { conn, event } => self.deliver_report(conn, &event),
             ShardMsg::Bind { conn, agent } => self.bind(conn, agent),
         }
     }
@@ -337,6 +360,7 @@ pub async fn shard_main(ctx: ShardContext) {
         shard: ctx.shard,
         shards: ctx.shards,
         config: ctx.config.clone(),
+        catalog: ctx.catalog.clone(),
         machine: RefCell::new(machine),
         scratch: RefCell::new(Vec::with_capacity(16)),
         to_self: RefCell::new(VecDeque::new()),

@@ -29,11 +29,12 @@ use ahash::AHashMap;
 use crate::agent::{AgentRef, AgentState, Ledger, PendingLogin};
 use crate::catalog::{AgentIdx, Catalog, QueueIdx, TenantIdx, ViewIdx, WorkbinIdx};
 use crate::coord::Op;
+use crate::event::{text, Event, What};
 use crate::id::{self, IdGen};
 use crate::interaction::{tie_at, Interaction, InteractionRecord, IxId, Millis, Names, Place};
 use crate::peer::{Holder, LockKind, PeerMsg};
 use crate::proto::frame::Frame;
-use crate::proto::msg::{attr, msg_type, ClientType, ErrorCode};
+use crate::proto::msg::{attr, ClientType, ErrorCode};
 use crate::proto::request::{event_ack, event_error, ProtoError, Request, Submit};
 use crate::store::{Slot, Store};
 use crate::symbols::Symbols;
@@ -127,8 +128,12 @@ pub enum Output {
     /// Send `msg` to shard `to` (possibly this one) as `Input::Peer`.
     Peer { to: u16, msg: PeerMsg },
     /// Send an unsolicited event (reference id 0: an invitation, a
-    /// reporting event) to the connection at `origin`. Not an answer.
+    /// revocation, a logout) to the connection at `origin`. Not an answer.
     Event { origin: Origin, frame: Frame },
+    /// Send a reporting event to the subscriber at `origin`; its connection
+    /// turns it into a frame ([`Event::frame`]). One event goes to every
+    /// subscriber, shared.
+    Report { origin: Origin, event: Arc<Event> },
     /// The connection at `origin` now carries `agent` (a login) or none (a
     /// logout); its later requests name it as [`Caller::agent`]. Emitted
     /// before the login's answer, on the same path, so it arrives first.
@@ -163,7 +168,7 @@ pub(crate) struct Pending {
     /// stopped and submitted again before this write completes.
     reveal: Option<u64>,
     /// Reporting events sent once the write commits.
-    reports: Vec<(TenantIdx, Frame)>,
+    reports: Vec<Event>,
     /// An earlier write of the same interaction failed and was undone in
     /// memory; this one was made on top of it, so it is answered as failed
     /// whatever storage says, and undoes nothing.
@@ -767,13 +772,7 @@ impl Shard {
 
     /// Writes `slot` and acknowledges `caller` when committed, sending
     /// `reports` then.
-    pub(crate) fn write_reporting(
-        &mut self,
-        slot: Slot,
-        caller: &Caller,
-        reports: Vec<(TenantIdx, Frame)>,
-        out: &mut Vec<Output>,
-    ) {
+    pub(crate) fn write_reporting(&mut self, slot: Slot, caller: &Caller, reports: Vec<Event>, out: &mut Vec<Output>) {
         let token = self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Nothing, out);
         self.pending.get_mut(&token).expect("just written").reports = reports;
     }
@@ -784,7 +783,7 @@ impl Shard {
         &mut self,
         slot: Slot,
         caller: &Caller,
-        reports: Vec<(TenantIdx, Frame)>,
+        reports: Vec<Event>,
         before: Box<Interaction>,
         out: &mut Vec<Output>,
     ) {
@@ -1033,14 +1032,7 @@ impl Shard {
         if let Some(changed) = told {
             self.notify_parties(slot, caller, &changed, &deleted, out);
             let now_ms = self.now_us.div_euclid(1000);
-            reports.extend(
-                self.ix_event(now_ms, msg_type::EVENT_PROPERTIES_CHANGED, slot, |f| {
-                    if !changed.is_empty() {
-                        f.push(attr::PROPERTIES, changed.clone());
-                    }
-                })
-                .map(|f| (tenant, f)),
-            );
+            reports.extend(self.ix_event(now_ms, slot, || What::PropertiesChanged { changed }));
         }
         self.write_revertible(slot, caller, reports, before, out);
         Ok(None)
@@ -1092,22 +1084,13 @@ impl Shard {
         self.check_lock(slot, caller)?;
         let before = Box::new(self.store.get(slot).clone());
         self.end_own_link(now_ms, slot, caller, "moved", out);
-        let tenant = self.store.get(slot).tenant;
         let mut reports = Vec::new();
         if matches!(self.store.get(slot).place, Place::Workbin { .. }) {
-            reports
-                .extend(self.ix_event(now_ms, msg_type::EVENT_TAKEN_FROM_WORKBIN, slot, |_| {}).map(|f| (tenant, f)));
+            reports.extend(self.ix_event(now_ms, slot, || What::TakenFromWorkbin { by: None }));
         }
-        let from = self.store.get(slot).queue().map(|q| self.catalog.tenant_at(tenant).queues[q as usize].name.clone());
+        let from = self.store.get(slot).queue();
         self.move_to(slot, Place::Queue(q), now_ms, out);
-        reports.extend(
-            self.ix_event(now_ms, msg_type::EVENT_PLACED_IN_QUEUE, slot, |f| {
-                if let Some(from) = &from {
-                    f.push(attr::FROM_QUEUE, from.as_str());
-                }
-            })
-            .map(|f| (tenant, f)),
-        );
+        reports.extend(self.ix_event(now_ms, slot, || What::PlacedInQueue { from }));
         self.write_revertible(slot, caller, reports, before, out);
         Ok(None)
     }
@@ -1129,9 +1112,8 @@ impl Shard {
         let before = Box::new(self.store.get(slot).clone());
         self.end_own_link(now_ms, slot, caller, "moved", out);
         let owner = self.syms.intern(owner);
-        let tenant = self.store.get(slot).tenant;
         self.move_to(slot, Place::Workbin { workbin: w, owner }, now_ms, out);
-        let reports = self.ix_event(now_ms, msg_type::EVENT_PLACED_IN_WORKBIN, slot, |_| {}).map(|f| (tenant, f));
+        let reports = self.ix_event(now_ms, slot, || What::PlacedInWorkbin);
         self.write_revertible(slot, caller, reports.into_iter().collect(), before, out);
         Ok(None)
     }
@@ -1168,16 +1150,8 @@ impl Shard {
         }
         self.end_own_link(now_ms, slot, caller, "stopped", out);
         self.end_link(now_ms, slot, false, Some("stopped"), out);
-        let tenant = self.store.get(slot).tenant;
-        let reports = self
-            .ix_event(now_ms, msg_type::EVENT_PROCESSING_STOPPED, slot, |f| {
-                if let Some(r) = reason {
-                    f.push(attr::REASON, r);
-                }
-            })
-            .map(|f| (tenant, f))
-            .into_iter()
-            .collect();
+        let reports =
+            self.ix_event(now_ms, slot, || What::ProcessingStopped { reason: reason.map(text) }).into_iter().collect();
         let ixid = self.store.get(slot).id.clone();
         let ix = self.evict(slot);
         self.rejected_by.remove(&ix.id);
@@ -1311,9 +1285,9 @@ impl Shard {
             if let Some(Undo::Restore(ix)) = self.stopped_in_flight(&p.id, tie) {
                 ix.visible = true;
                 let ix = ix.clone();
-                for t in [msg_type::EVENT_INTERACTION_SUBMITTED, msg_type::EVENT_PLACED_IN_QUEUE] {
-                    if let Some(f) = self.event_of(now_ms, t, &ix, |_| {}) {
-                        self.emit(ix.tenant, f, out);
+                for what in [What::Submitted, What::PlacedInQueue { from: None }] {
+                    if let Some(e) = self.event_of(now_ms, &ix, || what) {
+                        self.emit(e, out);
                     }
                 }
             }
@@ -1321,10 +1295,9 @@ impl Shard {
                 // This write's own events: out now, ahead of any later
                 // write's (report_ix would queue them behind it), and ahead
                 // of the wake-ups its views send.
-                let tenant = self.store.get(slot).tenant;
-                for t in [msg_type::EVENT_INTERACTION_SUBMITTED, msg_type::EVENT_PLACED_IN_QUEUE] {
-                    if let Some(f) = self.ix_event(now_ms, t, slot, |_| {}) {
-                        self.emit(tenant, f, out);
+                for what in [What::Submitted, What::PlacedInQueue { from: None }] {
+                    if let Some(e) = self.ix_event(now_ms, slot, || what) {
+                        self.emit(e, out);
                     }
                 }
                 self.reveal(slot, out);

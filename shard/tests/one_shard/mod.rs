@@ -63,6 +63,10 @@ impl Driver {
                     Output::Reply { origin, frame } | Output::Event { origin, frame } => {
                         self.got.entry(origin).or_default().push(frame)
                     }
+                    Output::Report { origin, event } => {
+                        let frame = event.frame(self.shard.catalog());
+                        self.got.entry(origin).or_default().push(frame)
+                    }
                     Output::Bind { origin, agent } => {
                         match agent {
                             Some(a) => self.agent.insert(origin, a),

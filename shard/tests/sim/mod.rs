@@ -346,10 +346,13 @@ impl Node {
                         msg_type::name(frame.msg_type),
                         ixn_shard::proto::request::error_of(frame).map(|e| e.code)
                     ),
-                    Output::Event { frame, .. } if msg_type::is_reporting(frame.msg_type) => eprintln!(
+                    Output::Report { event, .. } => eprintln!(
                         "    <- event {} {:?}",
-                        msg_type::name(frame.msg_type),
-                        frame.get_str(ixn_shard::proto::attr::INTERACTION_ID)
+                        msg_type::name(event.what.msg_type()),
+                        match &event.subject {
+                            ixn_shard::event::Subject::Interaction { id, .. } => Some(&**id),
+                            ixn_shard::event::Subject::Agent(_) => None,
+                        }
                     ),
                     _ => {}
                 }
@@ -359,6 +362,12 @@ impl Node {
                 Output::Peer { to, msg } => {
                     let n = self.n() as usize;
                     self.net[shard as usize * n + to as usize].push_back(msg);
+                }
+                Output::Report { origin, event } => {
+                    // The subscriber's connection turns the event into its
+                    // frame, as the server's does.
+                    let frame = event.frame(&self.catalog);
+                    self.outbox.push_back((shard, Output::Event { origin, frame }));
                 }
                 other => {
                     acked |= matches!(&other, Output::Reply { frame, .. } if frame.msg_type == msg_type::EVENT_ACK);
