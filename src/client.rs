@@ -763,7 +763,13 @@ impl Client {
 
     /// Subscribes to the reporting stream (of one tenant, or all).
     pub fn subscribe(&mut self, tenant: Option<&str>) -> Result<()> {
-        self.call(&Request::Subscribe { tenant: tenant.map(Into::into) }).map(drop)
+        self.subscribe_after(tenant, None)
+    }
+
+    /// Subscribes, resuming after the event that carried `cursor` (its
+    /// EventCursor): every later event comes, none twice.
+    pub fn subscribe_after(&mut self, tenant: Option<&str>, cursor: Option<&str>) -> Result<()> {
+        self.call(&Request::Subscribe { tenant: tenant.map(Into::into), cursor: cursor.map(Into::into) }).map(drop)
     }
 
     /// [`Client::call`], and a check that the answer is of type `want`.

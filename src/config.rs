@@ -179,6 +179,9 @@ pub struct Settings {
     pub pull_hold_timeout: f64,
     /// Most interactions one snapshot holds.
     pub max_interactions_per_snapshot: u32,
+    /// Reporting events each shard keeps for subscribers that resume after
+    /// a lost connection (0: none kept).
+    pub reporting_replay_events: usize,
     /// Most property keys of one interaction, nested lists' keys included.
     pub max_properties_per_interaction: usize,
     /// Client types that may search (RequestFindInteractions).
@@ -229,6 +232,9 @@ impl Settings {
 /// Largest `max-properties-per-interaction`: a frame (1 MiB at most by
 /// default) holds no more entries than this anyway.
 const MAX_PROPERTIES_PER_INTERACTION: usize = 100_000;
+/// The most reporting events a shard may keep for resuming subscribers:
+/// about 200 bytes each, so 2 GiB per shard at most.
+const MAX_REPLAY_EVENTS: usize = 10_000_000;
 
 /// Seconds (checked to be 0 to 1e9 at parse) to whole milliseconds.
 fn secs_to_ms(s: f64) -> i64 {
@@ -246,6 +252,7 @@ impl Default for Settings {
             routing_timeout: 720.0 * 60.0,
             pull_hold_timeout: 0.0,
             max_interactions_per_snapshot: 500,
+            reporting_replay_events: ixn_shard::machine::DEFAULT_REPLAY_EVENTS,
             max_properties_per_interaction: ixn_shard::machine::DEFAULT_MAX_PROPERTY_KEYS,
             find_client_types: ClientTypes::all(),
             snapshot_client_types: ClientTypes::all(),
@@ -507,6 +514,12 @@ impl Config {
             return Err(key_at(
                 "max-interactions-per-snapshot",
                 "[settings] max-interactions-per-snapshot must be at least 1".into(),
+            ));
+        }
+        if s.reporting_replay_events > MAX_REPLAY_EVENTS {
+            return Err(key_at(
+                "reporting-replay-events",
+                format!("[settings] reporting-replay-events must be 0 to {MAX_REPLAY_EVENTS}"),
             ));
         }
         if !(1..=MAX_PROPERTIES_PER_INTERACTION).contains(&s.max_properties_per_interaction) {
@@ -833,6 +846,7 @@ mod tests {
         assert_eq!(a.routing_timeout, b.routing_timeout);
         assert_eq!(a.pull_hold_timeout, b.pull_hold_timeout);
         assert_eq!(a.max_interactions_per_snapshot, b.max_interactions_per_snapshot);
+        assert_eq!(a.reporting_replay_events, b.reporting_replay_events);
         assert_eq!(a.max_properties_per_interaction, b.max_properties_per_interaction);
         assert_eq!(a.find_client_types, b.find_client_types);
         assert_eq!(a.snapshot_client_types, b.snapshot_client_types);

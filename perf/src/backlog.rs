@@ -175,7 +175,11 @@ impl Mesh {
                     self.writes.push((to, token));
                 }
                 Output::Peer { to: dest, msg } => self.queue.push_back((dest, Input::Peer { from: to, msg })),
-                Output::Event { .. } | Output::Report { .. } | Output::Bind { .. } => {}
+                Output::Event { .. }
+                | Output::Report { .. }
+                | Output::Cursor { .. }
+                | Output::Replay { .. }
+                | Output::Bind { .. } => {}
             }
         }
         self.out = out;

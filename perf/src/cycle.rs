@@ -68,9 +68,10 @@ impl Node {
                 Output::Event { origin, frame } => self.events.push((origin, frame)),
                 Output::Report { origin, event } => {
                     // The subscriber's connection's part in the server.
-                    let frame = event.frame(self.shards[0].catalog());
+                    let frame = event.event.frame(self.shards[0].catalog());
                     self.events.push((origin, frame))
                 }
+                Output::Cursor { .. } | Output::Replay { .. } => {}
                 Output::Bind { origin, agent } => {
                     match agent {
                         Some(a) => self.bound.insert(origin, a),

@@ -1000,13 +1000,11 @@ impl Shard {
                 out.push(Output::Peer { to: from, msg: PeerMsg::AgentStateList { op, states } });
             }
             PeerMsg::AgentStateList { op, states } => self.agent_state_list(op, states, out),
-            PeerMsg::Subscribe { op, origin, tenant } => {
-                self.subs.retain(|(o, _)| *o != origin);
-                self.subs.push((origin, tenant));
-                out.push(Output::Peer { to: from, msg: PeerMsg::Subscribed { op } });
-            }
-            PeerMsg::Subscribed { op } => self.subscribed(op, out),
-            PeerMsg::Unsubscribe { origin } => self.subs.retain(|(o, _)| *o != origin),
+            m @ (PeerMsg::Subscribe { .. }
+            | PeerMsg::Subscribed { .. }
+            | PeerMsg::SubscribeGo { .. }
+            | PeerMsg::SubscribeLive { .. }
+            | PeerMsg::Unsubscribe { .. }) => self.handle_subscription(from, m, out),
         }
     }
 

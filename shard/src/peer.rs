@@ -383,13 +383,28 @@ pub enum PeerMsg {
     },
 
     // ----- reporting (report.rs) -----
-    /// Send reporting events to `origin` (of one tenant or all).
+    /// First round of a subscription of `origin` (to one tenant or all):
+    /// can the shard send every event after number `after` (none: from
+    /// now)? If so it pins them.
     Subscribe {
         op: u64,
         origin: Origin,
         tenant: Option<TenantIdx>,
+        after: Option<u64>,
     },
+    /// The answer: the number the subscription starts after, or none if
+    /// the shard no longer keeps the events it needs.
     Subscribed {
+        op: u64,
+        start: Option<u64>,
+    },
+    /// Second round: send what was pinned and go live (`go`), or forget it.
+    SubscribeGo {
+        op: u64,
+        go: bool,
+    },
+    /// The shard is live for the subscription.
+    SubscribeLive {
         op: u64,
     },
     Unsubscribe {

@@ -1,20 +1,38 @@
 //! The reporting stream: every state change of an interaction or an agent
-//! as a typed event (event.rs), sent to the subscribed reporting clients.
+//! as a typed event (event.rs), numbered by the shard that made it, sent
+//! to the subscribed reporting clients, and kept for a while so that a
+//! subscriber that lost its connection resumes where it stopped.
 //!
-//! Every shard knows every subscriber (a subscription is broadcast), so
-//! each shard sends its own events straight to the subscriber's
-//! connection. An interaction's events all come from its owner and an
-//! agent's from its home, and channels between two shards are FIFO, so a
-//! subscriber sees each interaction's and each agent's events in order.
-//! The subscriber's connection numbers the events it is sent
-//! (EventSequence 1, 2, 3...), so a client can tell nothing was skipped.
-//! Interaction changes that are written to the database are reported when
-//! the write commits, with the acknowledgement, never before.
+//! **Numbering.** Each shard numbers its events 1, 2, 3... in the order it
+//! makes them, and releases them in that order: an event waits until every
+//! earlier one of its shard is settled. An event made with a write (a
+//! change that is stored) settles when the write completes: it is released
+//! if the change stands, dropped if it was undone (its number is then never
+//! sent: numbers may have gaps, never reorderings). An event of a change
+//! that is not stored (an invitation, an agent's state) is settled at once,
+//! but still waits for the earlier ones. So a subscriber receives each
+//! shard's events in number order, and a cursor (the last number received
+//! from each shard) says exactly what it has seen. An interaction's events
+//! all come from its owner and an agent's from its home, and channels
+//! between two shards are FIFO, so each interaction's and each agent's
+//! events arrive in the order they happened.
+//!
+//! **Resuming.** A shard keeps its last `replay_events` released events.
+//! A subscription names, per shard, the number after which it wants events
+//! (its cursor, or the shard's latest number for a new subscription). It is
+//! set up in two rounds so that it starts everywhere or nowhere: every shard
+//! first checks it still keeps what the cursor needs and pins it (no event
+//! after the cursor is dropped from the kept ones meanwhile); then, if all
+//! can, each sends what it kept after the cursor and goes live.
 //!
 //! A slow subscriber is handled like any slow client (invariant 6): its
-//! connection's output buffer is bounded and it is disconnected past it.
+//! connection's output buffer is bounded and it is disconnected past it;
+//! it resumes with its last cursor.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+
+use ahash::AHashMap;
 
 use crate::agent::AgentRef;
 use crate::catalog::TenantIdx;
@@ -24,44 +42,305 @@ use crate::machine::{Caller, Origin, Output, Shard};
 use crate::peer::PeerMsg;
 use crate::proto::frame::Frame;
 use crate::proto::msg::{ClientType, ErrorCode};
-use crate::proto::request::{event_ack, ProtoError};
+use crate::proto::request::{event_ack, event_error, ProtoError};
 use crate::store::Slot;
 
-/// A subscription waiting for every shard to register it.
-#[derive(Clone, Debug)]
-pub(crate) struct PendingSubscribe {
-    pub caller: Caller,
-    pub waiting: u16,
+/// An event with its number on the shard that made it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Published {
+    pub shard: u16,
+    /// 1, 2, 3... per shard and per run of the server.
+    pub seq: u64,
+    pub event: Event,
 }
 
-impl Shard {
-    /// Whether anyone subscribes to `tenant`'s events: events are built
-    /// only then.
-    pub(crate) fn reporting(&self, tenant: TenantIdx) -> bool {
-        self.subs.iter().any(|(_, t)| t.is_none_or(|t| t == tenant))
+/// Where an event stands before its release.
+#[derive(Debug)]
+enum Unreleased {
+    /// Made with a write: released when it commits, dropped if undone.
+    /// `stamp`: its time becomes the commit's (a submission's events).
+    Waiting {
+        token: u64,
+        event: Event,
+        stamp: bool,
+    },
+    Ready(Event),
+    Dropped,
+}
+
+/// What becomes of the events a write carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// The change stands: release them (at this time, for stamped ones).
+    Release(Millis),
+    /// The change was undone: they never happened.
+    Drop,
+}
+
+/// A subscription on one shard: live, or being set up.
+#[derive(Clone, Copy, Debug)]
+struct Sub {
+    origin: Origin,
+    tenant: Option<TenantIdx>,
+}
+
+/// A subscription between the two rounds of its setting up: the events
+/// after `after` stay kept until it goes live or is given up.
+#[derive(Clone, Copy, Debug)]
+struct Pinned {
+    sub: Sub,
+    after: u64,
+}
+
+/// The reporter of one shard: numbers, orders, keeps and sends events.
+#[derive(Debug)]
+pub struct Reporter {
+    shard: u16,
+    /// How many released events are kept for resuming subscribers (0:
+    /// none, and events are made only while someone subscribes).
+    keep: usize,
+    /// The number of the last event made.
+    last_made: u64,
+    /// Events made and not yet released, numbered `released + 1` on.
+    unreleased: VecDeque<Unreleased>,
+    /// The number of the last event released (sent, or dropped).
+    released: u64,
+    /// The positions in `unreleased` of the events each write carries.
+    by_token: AHashMap<u64, Vec<u64>>,
+    /// The last `keep` events released (dropped ones are not kept).
+    kept: VecDeque<Arc<Published>>,
+    /// The number of the last released event no longer kept: every event
+    /// after it that was sent is in `kept`.
+    forgotten: u64,
+    /// Live subscriptions of the node (every shard knows every one).
+    live: Vec<Sub>,
+    /// Subscriptions being set up, by (coordinating shard, op).
+    pinned: AHashMap<(u16, u64), Pinned>,
+}
+
+impl Reporter {
+    pub fn new(shard: u16, keep: usize) -> Self {
+        Reporter {
+            shard,
+            keep,
+            last_made: 0,
+            unreleased: VecDeque::new(),
+            released: 0,
+            by_token: AHashMap::new(),
+            kept: VecDeque::new(),
+            forgotten: 0,
+            live: Vec::new(),
+            pinned: AHashMap::new(),
+        }
     }
 
-    /// Sends `event` to every subscriber of its tenant: one event, shared,
-    /// which each subscriber's connection turns into its frame.
-    pub(crate) fn emit(&self, event: Event, out: &mut Vec<Output>) {
-        let tenant = event.tenant;
-        let event = Arc::new(event);
-        for (origin, t) in &self.subs {
-            if t.is_none_or(|t| t == tenant) {
-                out.push(Output::Report { origin: *origin, event: event.clone() });
+    /// Whether events of `tenant` are to be made: while any are kept for
+    /// resuming, or someone subscribes to it.
+    pub(crate) fn wants(&self, tenant: TenantIdx) -> bool {
+        let covers = |s: &Sub| s.tenant.is_none_or(|t| t == tenant);
+        self.keep > 0 || self.live.iter().any(covers) || self.pinned.values().any(|p| covers(&p.sub))
+    }
+
+    /// The number of the last event made and of the last released.
+    pub fn numbers(&self) -> (u64, u64) {
+        (self.last_made, self.released)
+    }
+
+    /// Whether the write `token` carries events not settled yet.
+    pub(crate) fn holds(&self, token: u64) -> bool {
+        self.by_token.contains_key(&token)
+    }
+
+    /// Events made and not yet released.
+    pub fn unreleased(&self) -> usize {
+        self.unreleased.len()
+    }
+
+    /// An event of a change that is not stored: sent after every earlier one.
+    pub(crate) fn publish(&mut self, event: Event, out: &mut Vec<Output>) {
+        self.make(Unreleased::Ready(event));
+        self.release(out);
+    }
+
+    /// Events a write carries: numbered now, sent when it settles.
+    pub(crate) fn hold(&mut self, token: u64, events: Vec<Event>, stamp: bool) {
+        if events.is_empty() {
+            return;
+        }
+        let seqs: Vec<u64> =
+            events.into_iter().map(|event| self.make(Unreleased::Waiting { token, event, stamp })).collect();
+        let before = self.by_token.insert(token, seqs);
+        assert!(before.is_none(), "events held twice for write {token}");
+    }
+
+    /// The write `token` completed: its events go out or are dropped. A
+    /// write that carried none, or was settled already, changes nothing.
+    pub(crate) fn settle(&mut self, token: u64, how: Settle, out: &mut Vec<Output>) {
+        let Some(seqs) = self.by_token.remove(&token) else { return };
+        for seq in seqs {
+            let at = (seq - self.released - 1) as usize;
+            let entry = &mut self.unreleased[at];
+            let Unreleased::Waiting { token: t, event, stamp } = std::mem::replace(entry, Unreleased::Dropped) else {
+                panic!("event {seq} of write {token} settled twice");
+            };
+            assert_eq!(t, token, "event {seq} belongs to another write");
+            if let Settle::Release(now_ms) = how {
+                let mut event = event;
+                if stamp {
+                    event.time = now_ms;
+                }
+                *entry = Unreleased::Ready(event);
+            }
+        }
+        self.release(out);
+    }
+
+    fn make(&mut self, e: Unreleased) -> u64 {
+        self.last_made += 1;
+        self.unreleased.push_back(e);
+        debug_assert_eq!(self.released + self.unreleased.len() as u64, self.last_made);
+        self.last_made
+    }
+
+    /// Sends every settled event at the head, in number order.
+    fn release(&mut self, out: &mut Vec<Output>) {
+        while matches!(self.unreleased.front(), Some(Unreleased::Ready(_) | Unreleased::Dropped)) {
+            let seq = self.released + 1;
+            self.released = seq;
+            let Some(Unreleased::Ready(event)) = self.unreleased.pop_front() else { continue };
+            let p = Arc::new(Published { shard: self.shard, seq, event });
+            for s in &self.live {
+                if s.tenant.is_none_or(|t| t == p.event.tenant) {
+                    out.push(Output::Report { origin: s.origin, event: p.clone() });
+                }
+            }
+            if self.keep > 0 {
+                self.kept.push_back(p);
+                self.trim();
+            } else {
+                self.forgotten = seq;
             }
         }
     }
 
-    /// Reports an agent event; `what` is made only if someone subscribes.
-    pub(crate) fn report_agent(&self, now_ms: Millis, a: AgentRef, what: impl FnOnce() -> What, out: &mut Vec<Output>) {
+    /// Drops kept events past `keep`, but none a subscription being set
+    /// up still needs.
+    fn trim(&mut self) {
+        let needed = self.pinned.values().map(|p| p.after + 1).min().unwrap_or(u64::MAX);
+        while self.kept.len() > self.keep && self.kept.front().is_some_and(|e| e.seq < needed) {
+            let e = self.kept.pop_front().expect("checked");
+            self.forgotten = e.seq;
+        }
+    }
+
+    /// First round of a subscription: whether every event after `after`
+    /// (none given: from now) can still be sent; if so, pins them and
+    /// returns the number the subscription starts after.
+    fn pin(&mut self, key: (u16, u64), sub: Sub, after: Option<u64>) -> Option<u64> {
+        let after = match after {
+            None => self.released,
+            // Ahead of what this shard ever released: not a cursor of it.
+            Some(a) if a > self.released => return None,
+            // Everything sent after `a` is still kept.
+            Some(a) if a >= self.forgotten => a,
+            Some(_) => return None,
+        };
+        self.pinned.insert(key, Pinned { sub, after });
+        Some(after)
+    }
+
+    /// Second round: sends what was kept after the pinned number and goes
+    /// live; or, if the subscription is given up, forgets it.
+    fn go(&mut self, key: (u16, u64), go: bool, out: &mut Vec<Output>) {
+        let Some(p) = self.pinned.remove(&key) else { return };
+        if go {
+            let events: Vec<Arc<Published>> = self
+                .kept
+                .iter()
+                .filter(|e| e.seq > p.after && p.sub.tenant.is_none_or(|t| t == e.event.tenant))
+                .cloned()
+                .collect();
+            if !events.is_empty() {
+                out.push(Output::Replay { origin: p.sub.origin, events });
+            }
+            self.live.retain(|s| s.origin != p.sub.origin);
+            self.live.push(p.sub);
+        }
+        self.trim();
+    }
+
+    fn remove(&mut self, origin: Origin) {
+        self.live.retain(|s| s.origin != origin);
+        self.pinned.retain(|_, p| p.sub.origin != origin);
+        self.trim();
+    }
+}
+
+/// A subscription its coordinator (the subscriber's shard) is setting up.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingSubscribe {
+    pub caller: Caller,
+    /// Shards yet to answer the current round.
+    pub waiting: u16,
+    /// The number each shard starts after (first round's answers).
+    pub starts: Vec<Option<u64>>,
+    /// Whether the first round is over.
+    pub going: bool,
+}
+
+/// A cursor: the run of the server, and the number of the last event
+/// received from each shard. Its text form is `G:N0,N1,...`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub generation: u64,
+    pub seqs: Vec<u64>,
+}
+
+impl Cursor {
+    pub fn parse(s: &str) -> Option<Cursor> {
+        let (g, rest) = s.split_once(':')?;
+        let generation = g.parse().ok()?;
+        let seqs = rest.split(',').map(|n| n.parse().ok()).collect::<Option<Vec<u64>>>()?;
+        Some(Cursor { generation, seqs })
+    }
+
+    /// The text form, written into `buf`.
+    pub fn write(&self, buf: &mut String) {
+        use std::fmt::Write;
+        let _ = write!(buf, "{}:", self.generation);
+        for (i, n) in self.seqs.iter().enumerate() {
+            let _ = write!(buf, "{}{n}", if i == 0 { "" } else { "," });
+        }
+    }
+}
+
+impl Shard {
+    /// Whether events of `tenant` are to be made.
+    pub(crate) fn reporting(&self, tenant: TenantIdx) -> bool {
+        self.reporter.wants(tenant)
+    }
+
+    /// Sends `event`, of a change that is not stored, to the subscribers
+    /// of its tenant, after every earlier event of this shard.
+    pub(crate) fn emit(&mut self, event: Event, out: &mut Vec<Output>) {
+        self.reporter.publish(event, out);
+    }
+
+    /// Reports an agent event; `what` is made only if events are wanted.
+    pub(crate) fn report_agent(
+        &mut self,
+        now_ms: Millis,
+        a: AgentRef,
+        what: impl FnOnce() -> What,
+        out: &mut Vec<Output>,
+    ) {
         if !self.reporting(a.tenant) {
             return;
         }
         self.emit(Event { time: now_ms, tenant: a.tenant, subject: Subject::Agent(a.agent), what: what() }, out);
     }
 
-    /// An interaction event, made only if someone subscribes.
+    /// An interaction event, made only if events are wanted.
     pub(crate) fn ix_event(&self, now_ms: Millis, slot: Slot, what: impl FnOnce() -> What) -> Option<Event> {
         self.event_of(now_ms, self.store.get(slot), what)
     }
@@ -89,21 +368,18 @@ impl Shard {
         })
     }
 
-    /// Reports an interaction event now, or, if a write of that
-    /// interaction is still in flight, right after that write's answer and
-    /// events (committed or not), so each interaction's events keep their
-    /// order.
+    /// Reports an interaction event of a change that is not stored. Its
+    /// number puts it after the events of the interaction's writes in
+    /// flight, so each interaction's events keep their order.
     pub(crate) fn report_ix(&mut self, now_ms: Millis, slot: Slot, what: impl FnOnce() -> What, out: &mut Vec<Output>) {
-        let Some(e) = self.ix_event(now_ms, slot, what) else { return };
-        let mut events = Vec::new();
-        self.emit(e, &mut events);
-        for e in events {
-            self.send_ordered(slot, e, out);
+        if let Some(e) = self.ix_event(now_ms, slot, what) {
+            self.emit(e, out);
         }
     }
 
-    /// Sends `o`, an event about the interaction at `slot`, after the
-    /// answer and events of that interaction's write in flight, if any.
+    /// Sends `o`, an event about the interaction at `slot` to an agent's
+    /// desktop, after the answer of that interaction's write in flight, if
+    /// any.
     pub(crate) fn send_ordered(&mut self, slot: Slot, o: Output, out: &mut Vec<Output>) {
         let id = &self.store.get(slot).id;
         match self.last_write.get(id).and_then(|t| self.pending.get_mut(t)) {
@@ -112,20 +388,13 @@ impl Shard {
         }
     }
 
-    /// Sends events that waited for a commit.
-    pub(crate) fn emit_reports(&self, reports: Vec<Event>, out: &mut Vec<Output>) {
-        for e in reports {
-            self.emit(e, out);
-        }
-    }
-
-    /// RequestSubscribe, on the subscriber's shard: every shard registers
-    /// it, then it is acknowledged, so every event after the EventAck
-    /// reaches it.
+    /// RequestSubscribe, on the subscriber's shard. First round: every
+    /// shard checks it can start where the cursor says and pins that.
     pub(crate) fn subscribe(
         &mut self,
         caller: &Caller,
         tenant: Option<&str>,
+        cursor: Option<&str>,
         out: &mut Vec<Output>,
     ) -> Result<Option<Frame>, ProtoError> {
         if !matches!(caller.client_type, ClientType::ReportingEngine | ClientType::Operator | ClientType::Proxy) {
@@ -135,25 +404,113 @@ impl Shard {
             ));
         }
         let tenant = tenant.map(|t| self.tenant_idx(t)).transpose()?;
+        let cursor = cursor.map(|c| self.check_cursor(c)).transpose()?;
         if self.subscribed_here.contains(&caller.origin) {
             return Err(ProtoError::new(ErrorCode::InvalidState, "this connection is already subscribed"));
         }
         self.subscribed_here.insert(caller.origin);
         let op = self.next_op;
         self.next_op += 1;
-        self.pending_subs.insert(op, PendingSubscribe { caller: caller.clone(), waiting: self.params.shards });
-        for to in 0..self.params.shards {
-            out.push(Output::Peer { to, msg: PeerMsg::Subscribe { op, origin: caller.origin, tenant } });
+        let shards = self.params.shards;
+        let p = PendingSubscribe {
+            caller: caller.clone(),
+            waiting: shards,
+            starts: vec![None; shards as usize],
+            going: false,
+        };
+        self.pending_subs.insert(op, p);
+        for to in 0..shards {
+            let after = cursor.as_ref().map(|c| c.seqs[to as usize]);
+            out.push(Output::Peer { to, msg: PeerMsg::Subscribe { op, origin: caller.origin, tenant, after } });
         }
         Ok(None)
     }
 
-    pub(crate) fn subscribed(&mut self, op: u64, out: &mut Vec<Output>) {
+    fn check_cursor(&self, text: &str) -> Result<Cursor, ProtoError> {
+        let c = Cursor::parse(text).ok_or_else(|| {
+            ProtoError::new(ErrorCode::InvalidValue, format!("EventCursor '{text}' is not a cursor this server gave"))
+        })?;
+        if c.generation != self.params.generation {
+            return Err(ProtoError::new(
+                ErrorCode::CursorExpired,
+                "the cursor is from an earlier run of the server, whose events are not kept; subscribe without one \
+                 and read the state again",
+            ));
+        }
+        if c.seqs.len() != self.params.shards as usize {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidValue,
+                format!(
+                    "EventCursor '{text}' has {} numbers; this server has {} shards",
+                    c.seqs.len(),
+                    self.params.shards
+                ),
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Every shard's side of both rounds, and the end of a subscription.
+    pub(crate) fn handle_subscription(&mut self, from: u16, msg: PeerMsg, out: &mut Vec<Output>) {
+        match msg {
+            PeerMsg::Subscribe { op, origin, tenant, after } => {
+                let start = self.reporter.pin((from, op), Sub { origin, tenant }, after);
+                out.push(Output::Peer { to: from, msg: PeerMsg::Subscribed { op, start } });
+            }
+            PeerMsg::Subscribed { op, start } => self.subscribed(from, op, start, out),
+            PeerMsg::SubscribeGo { op, go } => {
+                self.reporter.go((from, op), go, out);
+                if go {
+                    out.push(Output::Peer { to: from, msg: PeerMsg::SubscribeLive { op } });
+                }
+            }
+            PeerMsg::SubscribeLive { op } => {
+                let Some(p) = self.pending_subs.get_mut(&op) else { return };
+                p.waiting -= 1;
+                if p.waiting == 0 {
+                    let p = self.pending_subs.remove(&op).expect("present");
+                    out.push(Output::Reply { origin: p.caller.origin, frame: event_ack(p.caller.ref_id) });
+                }
+            }
+            PeerMsg::Unsubscribe { origin } => self.reporter.remove(origin),
+            other => unreachable!("not a subscription message: {other:?}"),
+        }
+    }
+
+    /// The coordinator hears a shard's first-round answer; with all of
+    /// them, it starts the subscriber's cursor and the second round.
+    fn subscribed(&mut self, from: u16, op: u64, start: Option<u64>, out: &mut Vec<Output>) {
         let Some(p) = self.pending_subs.get_mut(&op) else { return };
+        assert!(!p.going, "a first-round answer after the first round");
+        p.starts[from as usize] = start;
         p.waiting -= 1;
-        if p.waiting == 0 {
-            let p = self.pending_subs.remove(&op).expect("present");
-            out.push(Output::Reply { origin: p.caller.origin, frame: event_ack(p.caller.ref_id) });
+        if p.waiting > 0 {
+            return;
+        }
+        let shards = self.params.shards;
+        let starts: Option<Vec<u64>> = p.starts.iter().copied().collect();
+        let origin = p.caller.origin;
+        let go = starts.is_some();
+        match starts {
+            Some(seqs) => {
+                p.going = true;
+                p.waiting = shards;
+                // Before any event of the second round reaches it.
+                out.push(Output::Cursor { origin, cursor: Cursor { generation: self.params.generation, seqs } });
+            }
+            None => {
+                let p = self.pending_subs.remove(&op).expect("present");
+                self.subscribed_here.remove(&origin);
+                let e = ProtoError::new(
+                    ErrorCode::CursorExpired,
+                    "the server no longer keeps every event after this cursor (reporting-replay-events); subscribe \
+                     without one and read the state again",
+                );
+                out.push(Output::Reply { origin, frame: event_error(p.caller.ref_id, &e) });
+            }
+        }
+        for to in 0..shards {
+            out.push(Output::Peer { to, msg: PeerMsg::SubscribeGo { op, go } });
         }
     }
 

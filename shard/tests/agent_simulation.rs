@@ -249,7 +249,7 @@ impl Sim {
         self.router = self.new_conn();
         self.reporter = self.new_conn();
         let r = self.reporter;
-        self.send(r, ClientType::ReportingEngine, Request::Subscribe { tenant: None }, Pending::Other);
+        self.send(r, ClientType::ReportingEngine, Request::Subscribe { tenant: None, cursor: None }, Pending::Other);
         self.settle();
     }
 
@@ -290,7 +290,9 @@ impl Sim {
             match o {
                 Output::Reply { frame, .. } => self.answer(frame),
                 Output::Event { origin, frame } => self.event(origin, frame),
-                Output::Report { .. } => unreachable!("the simulated node hands reporting events on as frames"),
+                Output::Report { .. } | Output::Cursor { .. } | Output::Replay { .. } => {
+                    unreachable!("the simulated node hands reporting events on as frames")
+                }
                 Output::Bind { origin, agent } => match agent {
                     Some(a) => {
                         self.bound.insert(origin, a);
@@ -875,7 +877,9 @@ impl Sim {
         // Invariants 1 and 7: what was acknowledged is in memory.
         self.node.check_acked_in_memory(&self.busy());
         // The stream agrees: live interactions are not reported stopped.
-        for s in &self.node.shards {
+        // A shard sends its events in order: while an earlier one waits
+        // for its write, a committed submission's may wait too.
+        for s in self.node.shards.iter().filter(|s| s.unreleased_events() == 0) {
             for ix in s.interactions().filter(|ix| ix.visible) {
                 let r = self.reported.get(&*ix.id);
                 assert!(r.is_some_and(|r| *r != Reported::Stopped), "{ctx}: live {} reported as {r:?}", ix.id);

@@ -320,7 +320,12 @@ fn random_histories_answer_every_request_once() {
                         }
                     }
                     Output::Store { token, op } => inflight.push((token, op.id().to_string())),
-                    Output::Peer { .. } | Output::Event { .. } | Output::Report { .. } | Output::Bind { .. } => {
+                    Output::Peer { .. }
+                    | Output::Event { .. }
+                    | Output::Report { .. }
+                    | Output::Cursor { .. }
+                    | Output::Replay { .. }
+                    | Output::Bind { .. } => {
                         panic!("seed {seed}: no request here spans shards")
                     }
                 }
@@ -344,7 +349,12 @@ fn random_histories_answer_every_request_once() {
                         }
                     }
                     Output::Store { token, op } => inflight.push((token, op.id().to_string())),
-                    Output::Peer { .. } | Output::Event { .. } | Output::Report { .. } | Output::Bind { .. } => {
+                    Output::Peer { .. }
+                    | Output::Event { .. }
+                    | Output::Report { .. }
+                    | Output::Cursor { .. }
+                    | Output::Replay { .. }
+                    | Output::Bind { .. } => {
                         panic!("seed {seed}: no request here spans shards")
                     }
                 }
@@ -446,7 +456,11 @@ fn properties_leave_room_to_be_listed_in_answers() {
             Output::Peer { msg, .. } => s.handle(T0, Input::Peer { from: 0, msg }, &mut out),
             Output::Reply { frame: f, .. } => frame = Some(f),
             Output::Store { .. } => panic!("a pull writes nothing"),
-            Output::Event { .. } | Output::Report { .. } | Output::Bind { .. } => {}
+            Output::Event { .. }
+            | Output::Report { .. }
+            | Output::Cursor { .. }
+            | Output::Replay { .. }
+            | Output::Bind { .. } => {}
         }
     }
     let frame = frame.expect("the pull answered");
@@ -548,7 +562,11 @@ fn run_alone(s: &mut Shard, now_ms: i64, input: Input) -> Vec<Frame> {
                 Output::Peer { msg, .. } => pending.insert(0, Input::Peer { from: 0, msg }),
                 Output::Reply { frame, .. } => replies.push(frame),
                 Output::Store { token, .. } => pending.insert(0, Input::StorageDone { token, ok: true }),
-                Output::Event { .. } | Output::Report { .. } | Output::Bind { .. } => {}
+                Output::Event { .. }
+                | Output::Report { .. }
+                | Output::Cursor { .. }
+                | Output::Replay { .. }
+                | Output::Bind { .. } => {}
             }
         }
     }

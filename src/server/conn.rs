@@ -15,6 +15,7 @@
 //! at once instead of when the client finally closes.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -27,15 +28,31 @@ use std::time::Duration;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use ixn_shard::agent::AgentRef;
+use ixn_shard::catalog::Catalog;
 use ixn_shard::machine::{Caller, Origin};
 use ixn_shard::proto::frame::{decode_body, split_frame, FatalFrameError, Header, PROTOCOL_VERSION};
 use ixn_shard::proto::request::{event_ack, event_error, heartbeat_timeout_of, ProtoError};
 use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame, Request};
+use ixn_shard::report::{Cursor, Published};
 
 use super::executor::{now_ms, Runtime};
 use super::msgid;
 use super::notify::LocalNotify;
 use crate::config::Config;
+
+/// A subscribed connection's part of the reporting stream.
+struct Subscriber {
+    /// Where it is: moved on by each event sent, and stamped on it.
+    cursor: Cursor,
+    /// Names the events' catalog indexes in their frames.
+    catalog: Arc<Catalog>,
+    /// Events not yet encoded: a replay, and what came behind it.
+    waiting: VecDeque<Arc<Published>>,
+    max_waiting: usize,
+}
+
+/// Waiting events are encoded while the output holds less than this.
+const REFILL_BELOW: usize = 64 << 10;
 
 pub struct Conn {
     pub id: u64,
@@ -61,6 +78,10 @@ pub struct Conn {
     pub agent: Cell<Option<AgentRef>>,
     /// Number of the last unsolicited event sent (EventSequence).
     events_sent: Cell<u64>,
+    /// A subscriber's place in the reporting stream and the events it
+    /// waits to be sent; none until it subscribes, so other connections pay
+    /// nothing for it.
+    subscriber: RefCell<Option<Box<Subscriber>>>,
     max_pending: usize,
     max_output: usize,
     max_frame: usize,
@@ -84,6 +105,7 @@ impl Conn {
             client: RefCell::new(None),
             agent: Cell::new(None),
             events_sent: Cell::new(0),
+            subscriber: RefCell::new(None),
             max_pending: config.server.max_pending_requests,
             max_output: config.server.max_output_buffer,
             max_frame: config.server.max_frame_size,
@@ -158,6 +180,86 @@ impl Conn {
             return;
         }
         self.out_notify.notify();
+    }
+
+    /// The subscription starts at `cursor` (before any of its events).
+    /// `max_waiting`: the most events that may wait behind a replay.
+    pub fn start_cursor(&self, cursor: Cursor, catalog: Arc<Catalog>, max_waiting: usize) {
+        *self.subscriber.borrow_mut() =
+            Some(Box::new(Subscriber { cursor, catalog, waiting: VecDeque::new(), max_waiting }));
+    }
+
+    /// Queues a reporting event: at once, or behind the events of a
+    /// replay still waiting.
+    pub fn report(&self, p: Arc<Published>) {
+        let p = match self.subscriber.borrow_mut().as_deref_mut() {
+            Some(sub) if !sub.waiting.is_empty() => {
+                sub.waiting.push_back(p);
+                None
+            }
+            Some(_) => Some(p),
+            // Not subscribed (any more): events on their way are dropped.
+            None => return,
+        };
+        match p {
+            Some(p) => self.send_report(&p),
+            None => self.check_waiting(),
+        }
+    }
+
+    /// Queues the events a resuming subscriber missed: they go out as the
+    /// client reads, so a long replay never fills the output buffer.
+    pub fn replay(&self, events: Vec<Arc<Published>>) {
+        match self.subscriber.borrow_mut().as_deref_mut() {
+            Some(sub) => sub.waiting.extend(events),
+            None => return,
+        }
+        self.check_waiting();
+        self.refill();
+    }
+
+    /// Disconnects a subscriber whose waiting events pass their bound.
+    fn check_waiting(&self) {
+        let over = self.subscriber.borrow().as_deref().is_some_and(|s| s.waiting.len() > s.max_waiting);
+        if over {
+            tracing::warn!(
+                msg_id = msgid::SLOW_CLIENT,
+                conn = self.id,
+                peer = ?self.peer,
+                "client disconnected: it does not read the events it resumed (replay backlog exceeded)"
+            );
+            self.kill("max-output-buffer exceeded");
+        }
+    }
+
+    /// Moves waiting events into the output while it holds little.
+    fn refill(&self) {
+        loop {
+            if self.dead.get() || self.out.borrow().len() >= REFILL_BELOW {
+                return;
+            }
+            let next = self.subscriber.borrow_mut().as_deref_mut().and_then(|s| s.waiting.pop_front());
+            let Some(p) = next else { return };
+            self.send_report(&p);
+        }
+    }
+
+    /// Encodes a reporting event, stamped with the cursor that names it and
+    /// every earlier one this subscriber received.
+    fn send_report(&self, p: &Published) {
+        let frame = {
+            let mut sub = self.subscriber.borrow_mut();
+            let Some(sub) = sub.as_deref_mut() else { return };
+            let last = &mut sub.cursor.seqs[p.shard as usize];
+            debug_assert!(p.seq > *last, "event {} of shard {} after {last}", p.seq, p.shard);
+            *last = p.seq;
+            let mut frame = p.event.frame(&sub.catalog);
+            let mut text = String::with_capacity(16 + 8 * sub.cursor.seqs.len());
+            sub.cursor.write(&mut text);
+            frame.push(attr::EVENT_CURSOR, text);
+            frame
+        };
+        self.event(frame);
     }
 
     fn error(&self, ref_id: u32, code: ErrorCode, text: impl Into<String>) {
@@ -283,6 +385,8 @@ async fn write_loop(conn: &Conn) {
         if conn.dead.get() {
             break;
         }
+        // A resuming subscriber's missed events, as the output drains.
+        conn.refill();
         if conn.out.borrow().is_empty() {
             if conn.closing.get() {
                 break;

@@ -19,11 +19,11 @@ use glommio::net::TcpListener;
 use glommio::{Latency, Shares, TaskQueueHandle};
 use ixn_shard::agent::AgentRef;
 use ixn_shard::catalog::Catalog;
-use ixn_shard::event::Event;
 use ixn_shard::interaction::InteractionRecord;
 use ixn_shard::machine::{Caller, Input, Origin, Output, Shard, ShardParams};
 use ixn_shard::peer::PeerMsg;
 use ixn_shard::proto::{ErrorCode, Frame, ProtoError, Request};
+use ixn_shard::report::{Cursor, Published};
 use ixn_storage::{WriteRequest, WriterHandle};
 
 use super::conn::{self, Conn};
@@ -43,7 +43,11 @@ pub enum ShardMsg {
     Event { conn: u64, frame: Frame },
     /// A reporting event for a subscribed connection of the receiver,
     /// which turns it into a frame.
-    Report { conn: u64, event: Arc<Event> },
+    Report { conn: u64, event: Arc<Published> },
+    /// Where a subscribed connection of the receiver starts in the stream.
+    Cursor { conn: u64, cursor: Cursor },
+    /// Events a resuming subscriber of the receiver missed.
+    Replay { conn: u64, events: Vec<Arc<Published>> },
     /// A connection of the receiver now carries this agent (or none).
     Bind { conn: u64, agent: Option<AgentRef> },
 }
@@ -67,6 +71,8 @@ pub struct ShardContext {
     /// Shards accepting connections; the main thread prints "ready" when
     /// every shard has counted itself here.
     pub started: Arc<AtomicUsize>,
+    /// This run of the server, in reporting cursors: its start time (ms).
+    pub generation: u64,
 }
 
 pub struct Runtime {
@@ -98,6 +104,10 @@ pub struct Runtime {
     /// client requests respect.
     max_shard_queue: usize,
 }
+
+/// The least number of events that may wait behind a resuming
+/// subscriber's replay before it is disconnected.
+const REPLAY_SLACK: usize = 65_536;
 
 /// The scan task queue's share of a shard's time against the main queue's
 /// default of 1000, when both have work.
@@ -231,9 +241,23 @@ impl Runtime {
                 }
                 Output::Report { origin, event } => {
                     if origin.shard == self.shard {
-                        self.deliver_report(origin.conn, &event);
+                        self.deliver_report(origin.conn, event);
                     } else {
                         self.send_peer(origin.shard, ShardMsg::Report { conn: origin.conn, event });
+                    }
+                }
+                Output::Replay { origin, events } => {
+                    if origin.shard == self.shard {
+                        self.deliver_replay(origin.conn, events);
+                    } else {
+                        self.send_peer(origin.shard, ShardMsg::Replay { conn: origin.conn, events });
+                    }
+                }
+                Output::Cursor { origin, cursor } => {
+                    if origin.shard == self.shard {
+                        self.start_cursor(origin.conn, cursor);
+                    } else {
+                        self.send_peer(origin.shard, ShardMsg::Cursor { conn: origin.conn, cursor });
                     }
                 }
                 Output::Bind { origin, agent } => {
@@ -266,10 +290,27 @@ impl Runtime {
 
     /// Hands a reporting event to a subscribed connection of this shard, as
     /// its frame (dropped if the connection closed).
-    fn deliver_report(&self, conn: u64, event: &Event) {
+    fn deliver_report(&self, conn: u64, p: Arc<Published>) {
         let c = self.conns.borrow().get(&conn).cloned();
         if let Some(c) = c {
-            c.event(event.frame(&self.catalog));
+            c.report(p);
+        }
+    }
+
+    fn deliver_replay(&self, conn: u64, events: Vec<Arc<Published>>) {
+        let c = self.conns.borrow().get(&conn).cloned();
+        if let Some(c) = c {
+            c.replay(events);
+        }
+    }
+
+    fn start_cursor(&self, conn: u64, cursor: Cursor) {
+        let c = self.conns.borrow().get(&conn).cloned();
+        if let Some(c) = c {
+            // A whole replay from every shard, and as much again behind it.
+            let keep = self.config.settings.reporting_replay_events;
+            let max_waiting = keep.saturating_mul(self.shards as usize + 1).max(REPLAY_SLACK);
+            c.start_cursor(cursor, self.catalog.clone(), max_waiting);
         }
     }
 
@@ -301,7 +342,9 @@ impl Runtime {
             ShardMsg::Reply { conn, frame } => self.deliver(conn, frame),
             ShardMsg::Peer { from, msg } => self.run_machine(Input::Peer { from, msg }),
             ShardMsg::Event { conn, frame } => self.deliver_event(conn, frame),
-            ShardMsg::Report { conn, event } => self.deliver_report(conn, &event),
+            ShardMsg::Report { conn, event } => self.deliver_report(conn, event),
+            ShardMsg::Replay { conn, events } => self.deliver_replay(conn, events),
+            ShardMsg::Cursor { conn, cursor } => self.start_cursor(conn, cursor),
             ShardMsg::Bind { conn, agent } => self.bind(conn, agent),
         }
     }
@@ -332,6 +375,8 @@ pub async fn shard_main(ctx: ShardContext) {
         find_clients: ctx.config.settings.find_client_types,
         snapshot_clients: ctx.config.settings.snapshot_client_types,
         agents: ctx.config.settings.agent_params(),
+        generation: ctx.generation,
+        replay_events: ctx.config.settings.reporting_replay_events,
     };
     let mut machine = Shard::new(params, ctx.catalog.clone());
     let loaded = ctx.records.len();

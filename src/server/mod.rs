@@ -94,6 +94,9 @@ pub fn run(config: Config) -> Result<(), String> {
     let drained = Arc::new(AtomicUsize::new(0));
     let mesh_ids = Arc::new((0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect::<Vec<_>>());
     let started = Arc::new(AtomicUsize::new(0));
+    // Names this run in reporting cursors: a cursor of another run names
+    // events that were not kept across the restart.
+    let generation = executor::now_ms().max(1) as u64;
     let watchdog = watchdog::Watchdog::start(shards as usize)?;
     let mut handles = Vec::new();
     for (((shard, core), listener), records) in cores.iter().enumerate().zip(listeners).zip(per_shard) {
@@ -111,6 +114,7 @@ pub fn run(config: Config) -> Result<(), String> {
             drained: drained.clone(),
             mesh_ids: mesh_ids.clone(),
             started: started.clone(),
+            generation,
         };
         let watchdog = watchdog.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(*core))

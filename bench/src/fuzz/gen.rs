@@ -635,7 +635,7 @@ fn forbidden(rng: &mut Rng, world: &World, role: Role) -> Planned {
             deliver(rng, id)
         }
         Role::Desktop => submit_planned(rng, None),
-        _ => Planned::new(Request::Subscribe { tenant: None }),
+        _ => Planned::new(Request::Subscribe { tenant: None, cursor: None }),
     }
 }
 
@@ -767,7 +767,7 @@ fn reporter(rng: &mut Rng, world: &World, seat: &Seat) -> Vec<Planned> {
     match rng.weighted(&w) {
         0 => {
             let tenant = rng.chance(0.4).then(|| tenant_name(rng));
-            vec![Planned::with(Request::Subscribe { tenant }, Follow::Subscribe)]
+            vec![Planned::with(Request::Subscribe { tenant, cursor: None }, Follow::Subscribe)]
         }
         1 => vec![Planned::with(Request::Unsubscribe, Follow::Unsubscribe)],
         2 => vec![take_snapshot(rng)],

@@ -36,6 +36,7 @@ use crate::peer::{Holder, LockKind, PeerMsg};
 use crate::proto::frame::Frame;
 use crate::proto::msg::{attr, ClientType, ErrorCode};
 use crate::proto::request::{event_ack, event_error, ProtoError, Request, Submit};
+use crate::report::Settle;
 use crate::store::{Slot, Store};
 use crate::symbols::Symbols;
 use crate::value::KvList;
@@ -131,9 +132,17 @@ pub enum Output {
     /// revocation, a logout) to the connection at `origin`. Not an answer.
     Event { origin: Origin, frame: Frame },
     /// Send a reporting event to the subscriber at `origin`; its connection
-    /// turns it into a frame ([`Event::frame`]). One event goes to every
-    /// subscriber, shared.
-    Report { origin: Origin, event: Arc<Event> },
+    /// turns it into a frame ([`Event::frame`]) and stamps its cursor. One
+    /// event goes to every subscriber, shared.
+    Report { origin: Origin, event: Arc<crate::report::Published> },
+    /// Events the subscriber at `origin` missed, in order, all from one
+    /// shard: its connection sends them as the client reads, ahead of any
+    /// later event.
+    Replay { origin: Origin, events: Vec<Arc<crate::report::Published>> },
+    /// The subscriber at `origin` starts at `cursor`: its connection keeps
+    /// it, moving it on with each reporting event it sends. Emitted before
+    /// any event of the subscription, on the same path.
+    Cursor { origin: Origin, cursor: crate::report::Cursor },
     /// The connection at `origin` now carries `agent` (a login) or none (a
     /// logout); its later requests name it as [`Caller::agent`]. Emitted
     /// before the login's answer, on the same path, so it arrives first.
@@ -167,8 +176,6 @@ pub(crate) struct Pending {
     /// and search once committed. By tie, not id: a client-given id may be
     /// stopped and submitted again before this write completes.
     reveal: Option<u64>,
-    /// Reporting events sent once the write commits.
-    reports: Vec<Event>,
     /// An earlier write of the same interaction failed and was undone in
     /// memory; this one was made on top of it, so it is answered as failed
     /// whatever storage says, and undoes nothing.
@@ -245,6 +252,12 @@ pub struct ShardParams {
     pub snapshot_clients: ClientTypes,
     /// Agents, invitations and handling.
     pub agents: AgentParams,
+    /// This run of the server (its start time, ms): cursors of another run
+    /// name events no longer kept.
+    pub generation: u64,
+    /// Reporting events each shard keeps for subscribers that resume
+    /// (`reporting-replay-events`).
+    pub replay_events: usize,
 }
 
 /// A set of client types.
@@ -336,6 +349,8 @@ impl ShardParams {
             find_clients: ClientTypes::all(),
             snapshot_clients: ClientTypes::all(),
             agents: AgentParams::default(),
+            generation: 1,
+            replay_events: DEFAULT_REPLAY_EVENTS,
         }
     }
 }
@@ -403,8 +418,8 @@ pub struct Shard {
     pub(crate) agent_lock_name: Arc<str>,
 
     // ----- reporting (report.rs) -----
-    /// Every subscribed reporting connection of the node, and its tenant.
-    pub(crate) subs: Vec<(Origin, Option<TenantIdx>)>,
+    /// Numbers, orders, keeps and sends this shard's events.
+    pub(crate) reporter: crate::report::Reporter,
     /// Subscribed connections of this shard.
     pub(crate) subscribed_here: ahash::AHashSet<Origin>,
     /// The last write in flight of each interaction that has one, so an
@@ -467,7 +482,7 @@ impl Shard {
             rounds: AHashMap::new(),
             strategy_watch: AHashMap::new(),
             agent_lock_name: crate::routing::AGENT_LOCK_NAME.into(),
-            subs: Vec::new(),
+            reporter: crate::report::Reporter::new(params.shard, params.replay_events),
             subscribed_here: ahash::AHashSet::new(),
             last_write: AHashMap::new(),
             rejected_by: AHashMap::new(),
@@ -511,6 +526,18 @@ impl Shard {
     /// Writes sent to storage and not yet completed.
     pub fn pending_writes(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Reporting events made and not yet sent: each waits for its write,
+    /// or for an earlier event's.
+    pub fn unreleased_events(&self) -> usize {
+        self.reporter.unreleased()
+    }
+
+    /// The number of the last reporting event made, and of the last sent
+    /// or dropped.
+    pub fn event_numbers(&self) -> (u64, u64) {
+        self.reporter.numbers()
     }
 
     /// Pulls waiting on this shard's views (see `pull-hold-timeout`).
@@ -721,7 +748,7 @@ impl Shard {
             Request::Resume { id } => self.hold(now_ms, &caller, &id, false, out),
             Request::TransferToAgent { id, agent } => self.transfer(&caller, &id, &agent, out),
             Request::LeaveInteraction { id, queue } => self.leave(now_ms, &caller, &id, queue.as_deref(), out),
-            Request::Subscribe { tenant } => self.subscribe(&caller, tenant.as_deref(), out),
+            Request::Subscribe { tenant, cursor } => self.subscribe(&caller, tenant.as_deref(), cursor.as_deref(), out),
             Request::Unsubscribe => {
                 if self.unsubscribe(caller.origin, out) {
                     Ok(Some(event_ack(ref_id)))
@@ -757,7 +784,6 @@ impl Shard {
                 reply,
                 undo,
                 reveal: None,
-                reports: Vec::new(),
                 doomed: false,
                 put_back: false,
                 pinned: None,
@@ -774,7 +800,7 @@ impl Shard {
     /// `reports` then.
     pub(crate) fn write_reporting(&mut self, slot: Slot, caller: &Caller, reports: Vec<Event>, out: &mut Vec<Output>) {
         let token = self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Nothing, out);
-        self.pending.get_mut(&token).expect("just written").reports = reports;
+        self.reporter.hold(token, reports, false);
     }
 
     /// [`Shard::write_reporting`] for a change that is undone if its write
@@ -788,7 +814,7 @@ impl Shard {
         out: &mut Vec<Output>,
     ) {
         let token = self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Revert(before), out);
-        self.pending.get_mut(&token).expect("just written").reports = reports;
+        self.reporter.hold(token, reports, false);
     }
 
     /// Writes `slot` with no one to answer (a time-out's change).
@@ -877,6 +903,13 @@ impl Shard {
         let undo = Undo::ForgetSubmitted { id: IxId::new(&id), tie };
         let token = self.write(slot, Some(caller.origin), reply, undo, out);
         self.pending.get_mut(&token).expect("just written").reveal = Some(tie);
+        // Numbered now, ahead of the events of any change pipelined behind
+        // it; sent, with the commit's time, when it commits.
+        let events = [What::Submitted, What::PlacedInQueue { from: None }]
+            .into_iter()
+            .filter_map(|what| self.ix_event(now_ms, slot, || what))
+            .collect();
+        self.reporter.hold(token, events, true);
         Ok(None)
     }
 
@@ -1163,7 +1196,6 @@ impl Shard {
                 reply: event_ack(caller.ref_id),
                 undo: Undo::Restore(Box::new(ix)),
                 reveal: None,
-                reports,
                 doomed: false,
                 put_back: false,
                 pinned: None,
@@ -1173,6 +1205,7 @@ impl Shard {
             },
         );
         self.last_write.insert(ixid, token);
+        self.reporter.hold(token, reports, false);
         out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()) });
         Ok(None)
     }
@@ -1211,6 +1244,9 @@ impl Shard {
         let after = std::mem::take(&mut p.after);
         let pinned = p.pinned.take();
         self.complete(p, ok, out);
+        // Every write's events are settled by now; this is a guard, which
+        // finds none left (an unsettled event would hold every later one).
+        debug_assert!(!self.reporter.holds(token), "write {token} completed with its events unsettled");
         out.extend(after);
         if let Some(names) = pinned {
             self.release_names(names);
@@ -1226,10 +1262,10 @@ impl Shard {
         // A change that stays applied in memory whatever storage says
         // (accept, hold, leave: no undo) is reported as memory has it.
         let kept = matches!(p.undo, Undo::Nothing);
+        let now_ms = self.now_us.div_euclid(1000);
+        let events = if kept { Settle::Release(now_ms) } else { Settle::Drop };
         if p.doomed {
-            if kept {
-                self.emit_reports(p.reports, out);
-            }
+            self.reporter.settle(p.token, events, out);
             if let Some(origin) = p.reply_to {
                 let err = ProtoError::new(
                     ErrorCode::StorageFailure,
@@ -1245,9 +1281,7 @@ impl Shard {
             return;
         }
         let ref_id = p.reply.ref_id;
-        if kept {
-            self.emit_reports(p.reports, out);
-        }
+        self.reporter.settle(p.token, events, out);
         match p.undo {
             Undo::Nothing => {}
             Undo::ForgetSubmitted { id, tie } => self.forget_submitted(p.token, id, tie, out),
@@ -1278,32 +1312,19 @@ impl Shard {
     /// request is acknowledged.
     fn committed(&mut self, p: Pending, out: &mut Vec<Output>) {
         let now_ms = self.now_us.div_euclid(1000);
+        // Its events (a submission's too, stopped meanwhile or not): out
+        // ahead of the wake-ups its views send.
+        self.reporter.settle(p.token, Settle::Release(now_ms), out);
         if let Some(tie) = p.reveal {
             // Stopped before its submit committed: if the stop fails, it
-            // comes back visible. Its submission is reported all the same,
-            // before the stop's own event.
+            // comes back visible.
             if let Some(Undo::Restore(ix)) = self.stopped_in_flight(&p.id, tie) {
                 ix.visible = true;
-                let ix = ix.clone();
-                for what in [What::Submitted, What::PlacedInQueue { from: None }] {
-                    if let Some(e) = self.event_of(now_ms, &ix, || what) {
-                        self.emit(e, out);
-                    }
-                }
             }
             if let Some(slot) = self.store.find_tie(tie) {
-                // This write's own events: out now, ahead of any later
-                // write's (report_ix would queue them behind it), and ahead
-                // of the wake-ups its views send.
-                for what in [What::Submitted, What::PlacedInQueue { from: None }] {
-                    if let Some(e) = self.ix_event(now_ms, slot, || what) {
-                        self.emit(e, out);
-                    }
-                }
                 self.reveal(slot, out);
             }
         }
-        self.emit_reports(p.reports, out);
         if let Some(origin) = p.reply_to {
             out.push(Output::Reply { origin, frame: p.reply });
         }
@@ -1327,7 +1348,6 @@ impl Shard {
                 reply: Frame::new(0, 0),
                 undo: Undo::Nothing,
                 reveal: None,
-                reports: Vec::new(),
                 doomed: false,
                 put_back: false,
                 pinned: None,
@@ -1535,6 +1555,10 @@ pub const MAX_HELD_REQUESTS: usize = 65_536;
 
 /// The default of `max-properties-per-interaction`.
 pub const DEFAULT_MAX_PROPERTY_KEYS: usize = 1000;
+
+/// `reporting-replay-events`: events each shard keeps for subscribers that
+/// resume after a lost connection.
+pub const DEFAULT_REPLAY_EVENTS: usize = 65_536;
 
 /// Longest interaction type, subtype or client name stored (the database
 /// columns are 255 characters wide).

@@ -279,6 +279,9 @@ pub mod attr {
     pub const FROM_QUEUE: u16 = 73;
     /// string: the agent an interaction came from (transfers).
     pub const FROM_AGENT: u16 = 74;
+    /// string: where a subscriber is in the reporting stream (in every
+    /// reporting event; RequestSubscribe resumes after it).
+    pub const EVENT_CURSOR: u16 = 75;
 }
 
 /// What kind of application a client is; decides what it may do.
@@ -413,6 +416,9 @@ pub enum ErrorCode {
     InvalidState = 54,
     /// The place is taken by another agent.
     PlaceTaken = 55,
+    /// A subscription's EventCursor names events the server no longer
+    /// keeps (an earlier run of the server, or older than it keeps).
+    CursorExpired = 56,
     /// The change could not be committed to the database; it is not acknowledged.
     StorageFailure = 50,
     /// The server is shutting down and takes no new requests.
@@ -466,6 +472,7 @@ impl ErrorCode {
             53 => UnknownInvitation,
             54 => InvalidState,
             55 => PlaceTaken,
+            56 => CursorExpired,
             50 => StorageFailure,
             51 => ShuttingDown,
             52 => Overloaded,

@@ -189,9 +189,11 @@ pub enum Request {
         queue: Option<String>,
     },
     /// A reporting client asks for every reporting event (of one tenant,
-    /// or all with `tenant: None`).
+    /// or all with `tenant: None`); with `cursor`, every event after the
+    /// one that carried it first.
     Subscribe {
         tenant: Option<String>,
+        cursor: Option<String>,
     },
     Unsubscribe,
 }
@@ -446,7 +448,10 @@ impl Request {
                 id: req_str(f, attr::INTERACTION_ID, "InteractionId")?,
                 queue: opt_str(f, attr::QUEUE, "Queue")?,
             },
-            REQUEST_SUBSCRIBE => Request::Subscribe { tenant: opt_str(f, attr::TENANT, "Tenant")? },
+            REQUEST_SUBSCRIBE => Request::Subscribe {
+                tenant: opt_str(f, attr::TENANT, "Tenant")?,
+                cursor: opt_str(f, attr::EVENT_CURSOR, "EventCursor")?,
+            },
             REQUEST_UNSUBSCRIBE => Request::Unsubscribe,
             other => {
                 return Err(ProtoError::new(
@@ -629,9 +634,10 @@ impl Request {
                 push_opt(&mut f, attr::QUEUE, queue);
                 f
             }
-            Request::Subscribe { tenant } => {
+            Request::Subscribe { tenant, cursor } => {
                 let mut f = Frame::new(REQUEST_SUBSCRIBE, ref_id);
                 push_opt(&mut f, attr::TENANT, tenant);
+                push_opt(&mut f, attr::EVENT_CURSOR, cursor);
                 f
             }
             Request::Unsubscribe => Frame::new(REQUEST_UNSUBSCRIBE, ref_id),
@@ -897,7 +903,8 @@ mod tests {
             Request::Resume { id: "a".into() },
             Request::TransferToAgent { id: "a".into(), agent: "agent3".into() },
             Request::LeaveInteraction { id: "a".into(), queue: Some("inbound".into()) },
-            Request::Subscribe { tenant: None },
+            Request::Subscribe { tenant: None, cursor: None },
+            Request::Subscribe { tenant: Some("default".into()), cursor: Some("17:3,0".into()) },
             Request::Unsubscribe,
         ];
         for r in reqs {

@@ -64,9 +64,10 @@ impl Driver {
                         self.got.entry(origin).or_default().push(frame)
                     }
                     Output::Report { origin, event } => {
-                        let frame = event.frame(self.shard.catalog());
+                        let frame = event.event.frame(self.shard.catalog());
                         self.got.entry(origin).or_default().push(frame)
                     }
+                    Output::Cursor { .. } | Output::Replay { .. } => {}
                     Output::Bind { origin, agent } => {
                         match agent {
                             Some(a) => self.agent.insert(origin, a),

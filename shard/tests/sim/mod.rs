@@ -246,6 +246,10 @@ pub struct Node {
     /// Names the run in failure messages (seed and so on).
     pub ctx: String,
     pub crashes: u32,
+    /// Each subscriber's cursor, as its connection keeps it: the last
+    /// event number received from each shard (a reporting event of a
+    /// shard must come after every earlier one the subscriber received).
+    pub cursors: HashMap<ixn_shard::machine::Origin, Vec<u64>>,
 }
 
 impl Node {
@@ -277,6 +281,7 @@ impl Node {
             trace: std::env::var("IXN_SIM_TRACE").is_ok(),
             ctx,
             crashes: 0,
+            cursors: HashMap::new(),
         }
     }
 
@@ -347,10 +352,12 @@ impl Node {
                         ixn_shard::proto::request::error_of(frame).map(|e| e.code)
                     ),
                     Output::Report { event, .. } => eprintln!(
-                        "    <- event {} {:?}",
-                        msg_type::name(event.what.msg_type()),
-                        match &event.subject {
-                            ixn_shard::event::Subject::Interaction { id, .. } => Some(&**id),
+                        "    <- event {}/{} {} {:?}",
+                        event.shard,
+                        event.seq,
+                        msg_type::name(event.event.what.msg_type()),
+                        match &event.event.subject {
+                            ixn_shard::event::Subject::Interaction { id, .. } => Some(id.to_string()),
                             ixn_shard::event::Subject::Agent(_) => None,
                         }
                     ),
@@ -363,11 +370,14 @@ impl Node {
                     let n = self.n() as usize;
                     self.net[shard as usize * n + to as usize].push_back(msg);
                 }
-                Output::Report { origin, event } => {
-                    // The subscriber's connection turns the event into its
-                    // frame, as the server's does.
-                    let frame = event.frame(&self.catalog);
-                    self.outbox.push_back((shard, Output::Event { origin, frame }));
+                Output::Replay { origin, events } => {
+                    for event in events {
+                        self.outbox_report(shard, origin, event);
+                    }
+                }
+                Output::Report { origin, event } => self.outbox_report(shard, origin, event),
+                Output::Cursor { origin, cursor } => {
+                    self.cursors.insert(origin, cursor.seqs);
                 }
                 other => {
                     acked |= matches!(&other, Output::Reply { frame, .. } if frame.msg_type == msg_type::EVENT_ACK);
@@ -376,6 +386,33 @@ impl Node {
             }
         }
         acked
+    }
+
+    /// A reporting event reaches its subscriber's connection, which moves
+    /// its cursor on and turns the event into its frame, as the server's
+    /// does.
+    fn outbox_report(
+        &mut self,
+        shard: u16,
+        origin: ixn_shard::machine::Origin,
+        event: std::sync::Arc<ixn_shard::report::Published>,
+    ) {
+        {
+            let cursor = self.cursors.get_mut(&origin).unwrap_or_else(|| {
+                panic!("{}: event {}/{} before the subscriber's cursor", self.ctx, event.shard, event.seq)
+            });
+            let last = &mut cursor[event.shard as usize];
+            assert!(
+                event.seq > *last,
+                "{}: event {} of shard {} reached {origin:?} after event {last}",
+                self.ctx,
+                event.seq,
+                event.shard
+            );
+            *last = event.seq;
+            let frame = event.event.frame(&self.catalog);
+            self.outbox.push_back((shard, Output::Event { origin, frame }));
+        }
     }
 
     fn sent(&mut self, shard: u16, token: u64, op: StoreOp, requested: bool) {
@@ -531,6 +568,7 @@ impl Node {
         }
         self.outbox.clear();
         self.net = (0..shards as usize * shards as usize).map(|_| VecDeque::new()).collect();
+        self.cursors.clear();
         self.shards = (0..shards).map(|s| Shard::new((self.params)(s, shards), self.catalog.clone())).collect();
         self.crashes += 1;
         for row in self.db.values() {

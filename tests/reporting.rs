@@ -1,0 +1,235 @@
+//! The reporting stream across lost connections: a subscriber that drops
+//! its connection at random points and resumes with the EventCursor of the
+//! last event it read receives every event exactly once (checked against a
+//! subscriber that stayed connected); cursors of an earlier run, older
+//! than what the server keeps, or malformed, are refused with their codes.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{server_error_of, write_config_with, Engine, LogOnPanic, Server, TempDir};
+use ixn::client::{submit_request, Client};
+use ixn_shard::proto::frame::Frame;
+use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode};
+use ixn_shard::{kv, Value};
+
+/// An event as both subscribers see it: its type and attributes, without
+/// the connection's numbering (EventSequence) and cursor.
+fn canonical(f: &Frame) -> String {
+    let attrs: Vec<String> = f
+        .attrs
+        .iter()
+        .filter(|a| a.id != attr::EVENT_SEQUENCE && a.id != attr::EVENT_CURSOR)
+        .map(|a| format!("{}={:?}", a.id, a.value))
+        .collect();
+    format!("{} {}", msg_type::name(f.msg_type), attrs.join(" "))
+}
+
+/// The shard numbers of a cursor `G:N0,N1,...`.
+fn numbers(cursor: &str) -> (String, Vec<u64>) {
+    let (g, rest) = cursor.split_once(':').expect("a cursor has a colon");
+    (g.to_string(), rest.split(',').map(|n| n.parse().expect("a number")).collect())
+}
+
+/// What one subscriber received: each event once, by (shard, number).
+#[derive(Default)]
+struct Received {
+    events: BTreeMap<(usize, u64), String>,
+    last_cursor: Option<String>,
+    numbers: Vec<u64>,
+}
+
+impl Received {
+    /// Takes one reporting event: its cursor must move exactly one shard's
+    /// number forward (so no event of that shard was skipped or repeated,
+    /// the numbers' gaps aside), and the event must be new.
+    fn take(&mut self, f: &Frame) {
+        assert!(msg_type::is_reporting(f.msg_type), "not a reporting event: {f:?}");
+        let cursor = f.get_str(attr::EVENT_CURSOR).expect("every reporting event has an EventCursor").to_string();
+        let (_, now) = numbers(&cursor);
+        if self.numbers.is_empty() {
+            self.numbers = vec![0; now.len()];
+        }
+        let moved: Vec<usize> = (0..now.len()).filter(|&s| now[s] != self.numbers[s]).collect();
+        assert_eq!(moved.len(), 1, "cursor {cursor} after {:?} moves one shard", self.numbers);
+        let s = moved[0];
+        assert!(now[s] > self.numbers[s], "cursor {cursor} goes back from {:?}", self.numbers);
+        let before = self.events.insert((s, now[s]), canonical(f));
+        assert!(before.is_none(), "event {s}/{} received twice: {f:?}", now[s]);
+        self.numbers = now;
+        self.last_cursor = Some(cursor);
+    }
+
+    /// Reads events until none comes for `quiet`.
+    fn drain(&mut self, c: &mut Client, quiet: Duration) {
+        while let Some(f) = c.next_event(quiet).unwrap() {
+            self.take(&f);
+        }
+    }
+}
+
+/// Submits, changes and stops interactions on `ms`'s shard (ids are
+/// generated there) until `stop`, at most `cycles` times.
+fn load(mut ms: Client, cycles: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut n = 0u64;
+        while n < cycles && !stop.load(Ordering::Relaxed) {
+            let id =
+                ms.submit(submit_request("default", "inbound", "chat", 0, kv![("n", Value::Int(n as i64))])).unwrap();
+            ms.change(&id, kv![("step", Value::Int(1))], vec![]).unwrap();
+            ms.stop(&id, Some("done")).unwrap();
+            n += 1;
+            // Spread over a few seconds, so the drops fall during the load.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        n
+    })
+}
+
+#[test]
+fn a_subscriber_that_drops_and_resumes_receives_every_event_once() {
+    let dir = TempDir::new("reporting-resume");
+    let cfg = write_config_with(&dir.0, &Engine::Sqlite, common::two_cores(), "", "");
+    let server = Server::start(&cfg);
+    let _log = LogOnPanic(&server);
+    let mut reference = server.client_as(ClientType::ReportingEngine, "reference");
+    reference.subscribe(None).unwrap();
+    let mut resumer = server.client_as(ClientType::ReportingEngine, "resumer");
+    resumer.subscribe(None).unwrap();
+    let mut by_resumer = Received::default();
+    // The reference reads everything, on its own thread, until the load
+    // ended and nothing came for 1.5 s.
+    let done = Arc::new(AtomicBool::new(false));
+    let reference = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut got = Received::default();
+            loop {
+                let quiet = if done.load(Ordering::Relaxed) { 1500 } else { 100 };
+                match reference.next_event(Duration::from_millis(quiet)).unwrap() {
+                    Some(f) => got.take(&f),
+                    None if done.load(Ordering::Relaxed) => return got,
+                    None => {}
+                }
+            }
+        })
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    // One media server on each shard, so both shards make events.
+    let loaders: Vec<_> =
+        common::media_conns(&server, 2).into_iter().take(2).map(|(ms, _)| load(ms, 1500, stop.clone())).collect();
+    // Some pseudo-random points: read a few events, then drop the
+    // connection with whatever is on its way, and resume.
+    // A fresh seed each run (printed: the output shows on failure).
+    let seed = std::env::var("IXN_RESUME_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    eprintln!("drop points from seed {seed} (IXN_RESUME_SEED={seed} replays them)");
+    let mut rng = seed;
+    let mut drops = 0;
+    let t = Instant::now();
+    while drops < 12 {
+        assert!(t.elapsed() < Duration::from_secs(60), "12 drops took a minute");
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        // Reads for 20 to 400 ms, then drops wherever it is.
+        let reading = Instant::now();
+        let span = Duration::from_millis(20 + rng % 380);
+        let mut reads = 0;
+        while reading.elapsed() < span {
+            match resumer.next_event(Duration::from_millis(50)).unwrap() {
+                Some(f) => {
+                    by_resumer.take(&f);
+                    reads += 1;
+                }
+                None => continue,
+            }
+        }
+        eprintln!("{:?}: drop {drops} after {reads} events, cursor {:?}", t.elapsed(), by_resumer.last_cursor);
+        // Dropped without unsubscribing: events queued for it are lost.
+        drop(resumer);
+        drops += 1;
+        resumer = server.client_as(ClientType::ReportingEngine, "resumer");
+        if let Err(e) = resumer.subscribe_after(None, by_resumer.last_cursor.as_deref()) {
+            panic!("resuming after {:?}: {e}", by_resumer.last_cursor);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let cycles: u64 = loaders.into_iter().map(|l| l.join().unwrap()).sum();
+    done.store(true, Ordering::Relaxed);
+    by_resumer.drain(&mut resumer, Duration::from_millis(1500));
+    let by_reference = reference.join().unwrap();
+
+    assert!(cycles > 20, "the load made only {cycles} cycles");
+    // The reference saw every event since it subscribed, which was before
+    // the resumer did; from the resumer's first event on, both saw the same.
+    let first = *by_resumer.events.keys().next().expect("the resumer received events");
+    assert!(by_resumer.numbers.iter().all(|&n| n > 0), "events of every shard: {:?}", by_resumer.numbers);
+    let first_per_shard: Vec<u64> =
+        (0..2).map(|s| by_resumer.events.keys().filter(|k| k.0 == s).map(|k| k.1).min().unwrap_or(u64::MAX)).collect();
+    let expected: BTreeMap<_, _> =
+        by_reference.events.iter().filter(|(k, _)| k.1 >= first_per_shard[k.0]).map(|(k, v)| (*k, v.clone())).collect();
+    let missing: BTreeSet<_> = expected.keys().filter(|k| !by_resumer.events.contains_key(k)).collect();
+    let extra: BTreeSet<_> = by_resumer.events.keys().filter(|k| !expected.contains_key(k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} events missed after resuming, first {:?} (first received {first:?})",
+        missing.len(),
+        missing.iter().next()
+    );
+    assert!(extra.is_empty(), "{} events the reference never saw: {:?}", extra.len(), extra.iter().next());
+    for (k, v) in &expected {
+        assert_eq!(&by_resumer.events[k], v, "event {k:?} differs");
+    }
+    // Every cycle's five events reached both (submitted, placed, changed, stopped... per interaction).
+    assert!(expected.len() as u64 >= cycles * 3, "{} events for {cycles} cycles", expected.len());
+    eprintln!("{drops} drops, {cycles} cycles, {} events compared in {:?}", expected.len(), t.elapsed());
+}
+
+#[test]
+fn cursors_that_cannot_be_resumed_are_refused() {
+    let dir = TempDir::new("reporting-cursors");
+    let cfg = write_config_with(&dir.0, &Engine::Sqlite, "0", "reporting-replay-events = 10\n", "");
+    let mut server = Server::start(&cfg);
+    let mut r = server.client_as(ClientType::ReportingEngine, "r");
+    r.subscribe(None).unwrap();
+    let mut ms = server.media_server();
+    let id = ms.submit(submit_request("default", "inbound", "chat", 0, kv![])).unwrap();
+    let first = r.wait_event(msg_type::EVENT_INTERACTION_SUBMITTED, Duration::from_secs(5)).unwrap().unwrap();
+    let cursor = first.get_str(attr::EVENT_CURSOR).unwrap().to_string();
+    // Resuming right away works, with nothing lost.
+    let mut again = server.client_as(ClientType::ReportingEngine, "again");
+    again.subscribe_after(None, Some(&cursor)).unwrap();
+    let placed = again.wait_event(msg_type::EVENT_PLACED_IN_QUEUE, Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(placed.get_str(attr::INTERACTION_ID), Some(id.as_str()));
+    drop(again);
+    // Eleven more events: the one after the cursor is no longer kept.
+    for _ in 0..4 {
+        let id = ms.submit(submit_request("default", "inbound", "chat", 0, kv![])).unwrap();
+        ms.stop(&id, None).unwrap();
+    }
+    let mut late = server.client_as(ClientType::ReportingEngine, "late");
+    let e = server_error_of(late.subscribe_after(None, Some(&cursor)));
+    assert_eq!(e.code, ErrorCode::CursorExpired, "{e:?}");
+    // Not subscribed by the refusal: a plain subscription works.
+    late.subscribe(None).unwrap();
+    let (g, n) = numbers(&cursor);
+    assert_eq!(n.len(), 1);
+    let mut bad = server.client_as(ClientType::ReportingEngine, "bad");
+    for text in ["nonsense".to_string(), "x:1".into(), format!("{g}:"), format!("{g}:1,2")] {
+        let e = server_error_of(bad.subscribe_after(None, Some(&text)));
+        assert_eq!(e.code, ErrorCode::InvalidValue, "{text}: {e:?}");
+    }
+    // A cursor of an earlier run of the server.
+    server.terminate();
+    let server = Server::start(&cfg);
+    let mut after = server.client_as(ClientType::ReportingEngine, "after");
+    let e = server_error_of(after.subscribe_after(None, Some(&format!("{g}:0"))));
+    assert_eq!(e.code, ErrorCode::CursorExpired, "{e:?}");
+}
