@@ -116,6 +116,10 @@ pub struct Reporter {
     live: Vec<Sub>,
     /// Subscriptions being set up, by (coordinating shard, op).
     pinned: AHashMap<(u16, u64), Pinned>,
+    /// Whether anyone subscribed since the server started: from then on
+    /// events are made and kept even while no one subscribes, so that a
+    /// subscriber can resume; before, no one could have a cursor.
+    subscribed_once: bool,
 }
 
 impl Reporter {
@@ -131,14 +135,18 @@ impl Reporter {
             forgotten: 0,
             live: Vec::new(),
             pinned: AHashMap::new(),
+            subscribed_once: false,
         }
     }
 
-    /// Whether events of `tenant` are to be made: while any are kept for
-    /// resuming, or someone subscribes to it.
+    /// Whether events of `tenant` are to be made: while someone
+    /// subscribes to it, and, once anyone subscribed, always while events
+    /// are kept for resuming. A server no one ever subscribed to makes none.
     pub(crate) fn wants(&self, tenant: TenantIdx) -> bool {
         let covers = |s: &Sub| s.tenant.is_none_or(|t| t == tenant);
-        self.keep > 0 || self.live.iter().any(covers) || self.pinned.values().any(|p| covers(&p.sub))
+        (self.keep > 0 && self.subscribed_once)
+            || self.live.iter().any(covers)
+            || self.pinned.values().any(|p| covers(&p.sub))
     }
 
     /// The number of the last event made and of the last released.
@@ -246,6 +254,7 @@ impl Reporter {
             Some(_) => return None,
         };
         self.pinned.insert(key, Pinned { sub, after });
+        self.subscribed_once = true;
         Some(after)
     }
 
