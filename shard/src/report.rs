@@ -32,7 +32,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 
 use crate::agent::AgentRef;
 use crate::catalog::TenantIdx;
@@ -116,6 +116,11 @@ pub struct Reporter {
     live: Vec<Sub>,
     /// Subscriptions being set up, by (coordinating shard, op).
     pinned: AHashMap<(u16, u64), Pinned>,
+    /// Connections of this shard that subscribed (it coordinates their
+    /// subscriptions).
+    subscribed_here: AHashSet<Origin>,
+    /// Subscriptions of this shard's connections being set up, by op.
+    pending_subs: AHashMap<u64, PendingSubscribe>,
     /// Whether anyone subscribed since the server started: from then on
     /// events are made and kept even while no one subscribes, so that a
     /// subscriber can resume; before, no one could have a cursor.
@@ -135,6 +140,8 @@ impl Reporter {
             forgotten: 0,
             live: Vec::new(),
             pinned: AHashMap::new(),
+            subscribed_here: AHashSet::new(),
+            pending_subs: AHashMap::new(),
             subscribed_once: false,
         }
     }
@@ -414,10 +421,10 @@ impl Shard {
         }
         let tenant = tenant.map(|t| self.tenant_idx(t)).transpose()?;
         let cursor = cursor.map(|c| self.check_cursor(c)).transpose()?;
-        if self.subscribed_here.contains(&caller.origin) {
+        if self.reporter.subscribed_here.contains(&caller.origin) {
             return Err(ProtoError::new(ErrorCode::InvalidState, "this connection is already subscribed"));
         }
-        self.subscribed_here.insert(caller.origin);
+        self.reporter.subscribed_here.insert(caller.origin);
         let op = self.next_op;
         self.next_op += 1;
         let shards = self.params.shards;
@@ -427,7 +434,7 @@ impl Shard {
             starts: vec![None; shards as usize],
             going: false,
         };
-        self.pending_subs.insert(op, p);
+        self.reporter.pending_subs.insert(op, p);
         for to in 0..shards {
             let after = cursor.as_ref().map(|c| c.seqs[to as usize]);
             out.push(Output::Peer { to, msg: PeerMsg::Subscribe { op, origin: caller.origin, tenant, after } });
@@ -474,10 +481,10 @@ impl Shard {
                 }
             }
             PeerMsg::SubscribeLive { op } => {
-                let Some(p) = self.pending_subs.get_mut(&op) else { return };
+                let Some(p) = self.reporter.pending_subs.get_mut(&op) else { return };
                 p.waiting -= 1;
                 if p.waiting == 0 {
-                    let p = self.pending_subs.remove(&op).expect("present");
+                    let p = self.reporter.pending_subs.remove(&op).expect("present");
                     out.push(Output::Reply { origin: p.caller.origin, frame: event_ack(p.caller.ref_id) });
                 }
             }
@@ -489,7 +496,7 @@ impl Shard {
     /// The coordinator hears a shard's first-round answer; with all of
     /// them, it starts the subscriber's cursor and the second round.
     fn subscribed(&mut self, from: u16, op: u64, start: Option<u64>, out: &mut Vec<Output>) {
-        let Some(p) = self.pending_subs.get_mut(&op) else { return };
+        let Some(p) = self.reporter.pending_subs.get_mut(&op) else { return };
         assert!(!p.going, "a first-round answer after the first round");
         p.starts[from as usize] = start;
         p.waiting -= 1;
@@ -508,8 +515,8 @@ impl Shard {
                 out.push(Output::Cursor { origin, cursor: Cursor { generation: self.params.generation, seqs } });
             }
             None => {
-                let p = self.pending_subs.remove(&op).expect("present");
-                self.subscribed_here.remove(&origin);
+                let p = self.reporter.pending_subs.remove(&op).expect("present");
+                self.reporter.subscribed_here.remove(&origin);
                 let e = ProtoError::new(
                     ErrorCode::CursorExpired,
                     "the server no longer keeps every event after this cursor (reporting-replay-events); subscribe \
@@ -524,7 +531,7 @@ impl Shard {
     }
 
     pub(crate) fn unsubscribe(&mut self, origin: Origin, out: &mut Vec<Output>) -> bool {
-        if !self.subscribed_here.remove(&origin) {
+        if !self.reporter.subscribed_here.remove(&origin) {
             return false;
         }
         for to in 0..self.params.shards {

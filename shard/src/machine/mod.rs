@@ -420,14 +420,12 @@ pub struct Shard {
     // ----- reporting (report.rs) -----
     /// Numbers, orders, keeps and sends this shard's events.
     pub(crate) reporter: crate::report::Reporter,
-    /// Subscribed connections of this shard.
-    pub(crate) subscribed_here: ahash::AHashSet<Origin>,
-    /// The last write in flight of each interaction that has one, so an
-    /// event reported now waits for that write's events.
+    /// The last write in flight of each interaction that has one: an
+    /// event to an agent's desktop made now waits for that write's answer,
+    /// and a submit of an id whose stop is in flight is refused.
     pub(crate) last_write: AHashMap<IxId, u64>,
     /// The agent that last rejected each interaction (routing.rs).
     pub(crate) rejected_by: AHashMap<IxId, AgentIdx>,
-    pub(crate) pending_subs: AHashMap<u64, crate::report::PendingSubscribe>,
 }
 
 /// A request's immediate answer (`Some`), or `None` when storage answers later.
@@ -483,10 +481,8 @@ impl Shard {
             strategy_watch: AHashMap::new(),
             agent_lock_name: crate::routing::AGENT_LOCK_NAME.into(),
             reporter: crate::report::Reporter::new(params.shard, params.replay_events),
-            subscribed_here: ahash::AHashSet::new(),
             last_write: AHashMap::new(),
             rejected_by: AHashMap::new(),
-            pending_subs: AHashMap::new(),
         }
     }
 
