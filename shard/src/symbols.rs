@@ -75,7 +75,7 @@ impl Symbols {
 
     /// One more interaction uses `s`.
     pub(crate) fn acquire(&mut self, s: Sym) {
-        assert!(self.names[s as usize].is_some(), "a freed name used");
+        assert!(self.names[s as usize].is_some(), "a freed name used: {s}");
         self.refs[s as usize] += 1;
     }
 

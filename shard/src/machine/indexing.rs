@@ -149,10 +149,16 @@ impl Shard {
         }
     }
 
-    /// Frees retired names still unused.
+    /// Frees retired names still unused. A name whose last user left in
+    /// this very step is not freed: it was used again since its
+    /// retirement, copies made meanwhile (a stop's, a failed change's) may
+    /// name it, and it retires anew at the end of the step, waiting for
+    /// the writes in flight now.
     pub(super) fn free_names(&mut self, names: Vec<Sym>) {
         for s in names {
-            self.syms.free_if_unused(s);
+            if !self.unused_names.contains(&s) {
+                self.syms.free_if_unused(s);
+            }
         }
     }
 
