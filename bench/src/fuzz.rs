@@ -1106,6 +1106,9 @@ impl<'o> Fuzzer<'o> {
             };
         }
         self.stats.events += 1;
+        if let Some(cursor) = f.get_str(attr::EVENT_CURSOR) {
+            self.world.remember_cursor(cursor);
+        }
         let id = f.get_str(attr::INTERACTION_ID).map(str::to_string);
         if let Some(id) = &id {
             self.world.remember(id);

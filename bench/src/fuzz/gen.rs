@@ -132,11 +132,35 @@ pub struct World {
     ids: VecDeque<String>,
     /// Interactions placed in an agent workbin: (id, tenant, workbin, owner).
     workbin_items: VecDeque<(String, &'static str, &'static str, String)>,
+    /// Reporting cursors seen lately (EventCursor), to resume from.
+    cursors: VecDeque<String>,
 }
 
 impl World {
     pub fn new(client_ids: bool) -> World {
         World { client_ids, ..World::default() }
+    }
+
+    pub fn remember_cursor(&mut self, cursor: &str) {
+        if self.cursors.len() == 64 {
+            self.cursors.pop_front();
+        }
+        self.cursors.push_back(cursor.to_string());
+    }
+
+    /// A cursor to subscribe after: none mostly, else one seen (recent or
+    /// old), or one bent out of shape.
+    pub fn some_cursor(&self, rng: &mut Rng) -> Option<String> {
+        let seen = |rng: &mut Rng| {
+            (!self.cursors.is_empty()).then(|| self.cursors[rng.below(self.cursors.len() as u64) as usize].clone())
+        };
+        match rng.weighted(&[60, 25, 5, 5, 5]) {
+            1 => seen(rng),
+            2 => seen(rng).map(|c| c.replace(',', ",9")),
+            3 => seen(rng).map(|c| format!("1{c}")),
+            4 => Some(["", ":", "0:", "1:2,3", "x:1", "18446744073709551615:0,0"][rng.below(6) as usize].to_string()),
+            _ => None,
+        }
     }
 
     pub fn remember(&mut self, id: &str) {
@@ -767,7 +791,8 @@ fn reporter(rng: &mut Rng, world: &World, seat: &Seat) -> Vec<Planned> {
     match rng.weighted(&w) {
         0 => {
             let tenant = rng.chance(0.4).then(|| tenant_name(rng));
-            vec![Planned::with(Request::Subscribe { tenant, cursor: None }, Follow::Subscribe)]
+            let cursor = world.some_cursor(rng);
+            vec![Planned::with(Request::Subscribe { tenant, cursor }, Follow::Subscribe)]
         }
         1 => vec![Planned::with(Request::Unsubscribe, Follow::Unsubscribe)],
         2 => vec![take_snapshot(rng)],
