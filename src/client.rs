@@ -362,7 +362,13 @@ impl Client {
     /// application left it there.
     fn read_some(&mut self, from: usize) -> io::Result<usize> {
         let Some(p) = &self.pinger else {
-            return self.stream.read(&mut self.rbuf[from..]);
+            // A signal (a stopped and continued process) is not an error.
+            loop {
+                match self.stream.read(&mut self.rbuf[from..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => return r,
+                }
+            }
         };
         let (shared, timeout) = (p.shared.clone(), p.heartbeat.timeout);
         let give_up = self.read_timeout.map(|t| Instant::now() + t);
@@ -392,6 +398,7 @@ impl Client {
                         return Err(e);
                     }
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }

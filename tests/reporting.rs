@@ -1,8 +1,10 @@
 //! The reporting stream across lost connections: a subscriber that drops
 //! its connection at random points and resumes with the EventCursor of the
 //! last event it read receives every event exactly once (checked against a
-//! subscriber that stayed connected); cursors of an earlier run, older
-//! than what the server keeps, or malformed, are refused with their codes.
+//! subscriber that stayed connected); `ixnctl watch`, disconnected by the
+//! server for falling behind, resumes and prints every event once; cursors
+//! of an earlier run, older than what the server keeps, or malformed, are
+//! refused with their codes.
 
 mod common;
 
@@ -232,4 +234,127 @@ fn cursors_that_cannot_be_resumed_are_refused() {
     let mut after = server.client_as(ClientType::ReportingEngine, "after");
     let e = server_error_of(after.subscribe_after(None, Some(&format!("{g}:0"))));
     assert_eq!(e.code, ErrorCode::CursorExpired, "{e:?}");
+}
+
+/// `ixnctl watch` that falls behind is disconnected by the server (it was
+/// frozen while events piled up past a small `max-output-buffer`), resumes
+/// after the last event it printed, and in the end has printed every event
+/// a steady subscriber received, each once.
+#[test]
+fn ixnctl_watch_disconnected_for_falling_behind_resumes_without_loss() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("reporting-ixnctl");
+    let cfg =
+        write_config_with(&dir.0, &Engine::Sqlite, "0", "", "max-frame-size = 65536\nmax-output-buffer = 65536\n");
+    let server = Server::start(&cfg);
+    let _log = LogOnPanic(&server);
+    let mut reference = server.client_as(ClientType::ReportingEngine, "reference");
+    reference.subscribe(None).unwrap();
+    // The reference reads all the time, on its own thread.
+    let done = Arc::new(AtomicBool::new(false));
+    let reference = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut got = Received::default();
+            loop {
+                match reference.next_event(Duration::from_millis(1500)).unwrap() {
+                    Some(f) => got.take(&f),
+                    None if done.load(Ordering::Relaxed) => return got,
+                    None => {}
+                }
+            }
+        })
+    };
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_ixnctl"))
+        .args(["--server", server.addr.as_str(), "--name", "watcher", "--json", "watch"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ixnctl starts");
+    let pid = watch.id().to_string();
+    let lines = {
+        let out = watch.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    let mut ms = server.media_server();
+    let cycle = |ms: &mut Client, n: i64| {
+        let id = ms.submit(submit_request("default", "inbound", "chat", 0, kv![("n", Value::Int(n))])).unwrap();
+        ms.stop(&id, Some("done")).unwrap();
+    };
+    // The watcher is subscribed once it prints an event.
+    let mut first = None;
+    for n in 0..100 {
+        cycle(&mut ms, n);
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+            first = Some(line);
+            break;
+        }
+    }
+    let first = first.expect("ixnctl watch prints events");
+    // Frozen, it reads nothing while events of about 20 KB each pile up,
+    // far more than the kernel's socket buffers and the 64 KiB the server
+    // may hold for it.
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let big = ms.submit(submit_request("default", "inbound", "chat", 0, kv![])).unwrap();
+    for n in 0..800 {
+        let blob = format!("{n}{}", "x".repeat(20_000));
+        ms.change(&big, kv![("blob", Value::Str(blob))], vec![]).unwrap();
+    }
+    ms.stop(&big, None).unwrap();
+    common::eventually("the server closes the frozen watcher", Duration::from_secs(20), || {
+        let log = server.log();
+        if log.lines().any(|l| l.contains("msg_id=1022") && l.contains("\"watcher\"")) {
+            Ok(())
+        } else {
+            Err("no 1022 for the watcher yet".to_string())
+        }
+    });
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    for n in 1000..1100 {
+        cycle(&mut ms, n);
+    }
+    done.store(true, Ordering::Relaxed);
+    let by_reference = reference.join().unwrap();
+    let first_seq = {
+        let j: serde_json::Value = serde_json::from_str(&first).expect("a JSON line");
+        numbers(j["cursor"].as_str().expect("a cursor")).1[0]
+    };
+    let want = by_reference.events.keys().filter(|k| k.1 >= first_seq).count();
+    // Every event the reference received, printed once by the watcher.
+    let mut printed = vec![first];
+    let t = Instant::now();
+    while printed.len() < want && t.elapsed() < Duration::from_secs(60) {
+        if let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+            printed.push(line);
+        }
+    }
+    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    let _ = watch.wait();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut watch.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("resuming"), "the watcher did not resume: {stderr}");
+    let mut cursors = BTreeSet::new();
+    for line in &printed {
+        let j: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        let c = j["cursor"].as_str().expect("every printed event has its cursor").to_string();
+        assert!(cursors.insert(c.clone()), "event at cursor {c} printed twice");
+    }
+    let reference_cursors: BTreeSet<u64> = by_reference.events.keys().map(|&(_, seq)| seq).collect();
+    // From the watcher's first event on, the same events.
+    let printed_seqs: BTreeSet<u64> = cursors.iter().map(|c| numbers(c).1[0]).collect();
+    let from = *printed_seqs.iter().next().unwrap();
+    let reference_cursors: BTreeSet<u64> = reference_cursors.into_iter().filter(|&n| n >= from).collect();
+    assert_eq!(printed_seqs, reference_cursors, "the watcher printed other events than the reference received");
+    eprintln!("{} events printed once each across the watcher's disconnection; stderr: {stderr}", printed.len());
 }

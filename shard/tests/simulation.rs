@@ -1103,7 +1103,8 @@ impl Chaos {
 /// stop's failure restored an interaction naming a freed name.
 #[test]
 fn seeds_that_found_faults() {
-    for seed in [6122001466326573599] {
+    const SEEDS: &[u64] = &[6122001466326573599];
+    for &seed in SEEDS {
         Chaos::new(seed).run();
     }
 }

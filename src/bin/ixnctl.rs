@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use clap::{ArgGroup, Parser, Subcommand};
 use ixn::client::{submit_request, Client, ClientError, Heartbeat};
 use ixn_shard::proto::request::{DEFAULT_FIND_LIMIT, DEFAULT_SNAPSHOT_PAGE, MAX_SNAPSHOT_PAGE};
-use ixn_shard::proto::{attr, msg_type, ClientType, Frame, Request};
+use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame, Request};
 use ixn_shard::{KvList, Value};
 use serde_json::{json, Map, Value as Json};
 
@@ -951,6 +951,7 @@ fn attr_key(id: u16) -> String {
         attr::FROM_AGENT => "from_agent",
         attr::EVENT_SEQUENCE => "seq",
         attr::EVENT_TIME => "time",
+        attr::EVENT_CURSOR => "cursor",
         other => return format!("attr{other}"),
     }
     .to_string()
@@ -974,7 +975,8 @@ fn event_line(f: &Frame) -> String {
     let seq = f.get_int(attr::EVENT_SEQUENCE).map(|s| s.to_string()).unwrap_or_else(|| "-".into());
     let time = f.get_int(attr::EVENT_TIME).map(utc).unwrap_or_else(|| "-".repeat(24));
     let mut line = format!("{seq:>6} {time} {:<26}", msg_type::name(f.msg_type));
-    for a in f.attrs.iter().filter(|a| a.id != attr::EVENT_SEQUENCE && a.id != attr::EVENT_TIME) {
+    let shown = |id: u16| ![attr::EVENT_SEQUENCE, attr::EVENT_TIME, attr::EVENT_CURSOR].contains(&id);
+    for a in f.attrs.iter().filter(|a| shown(a.id)) {
         let v = match &a.value {
             Value::List(l) if a.id == attr::INTERACTION => interaction_line(l),
             v => compact(v),
@@ -993,9 +995,24 @@ fn watch(args: &Args, c: &mut Client, tenant: Option<&str>, count: Option<u64>) 
         );
     }
     let mut seen = 0u64;
+    // The cursor of the last event printed: a lost connection resumes
+    // after it, so nothing is missed or printed twice.
+    let mut cursor: Option<String> = None;
     let stdout = std::io::stdout();
     while count.is_none_or(|n| seen < n) {
-        let Some(f) = c.next_event(Duration::from_secs(1)).map_err(err)? else { continue };
+        let f = match c.next_event(Duration::from_secs(1)) {
+            Ok(Some(f)) => f,
+            Ok(None) => continue,
+            Err(ClientError::Io(e)) => {
+                eprintln!("ixnctl: connection lost ({e}); resuming");
+                *c = resume(args, tenant, cursor.as_deref())?;
+                continue;
+            }
+            Err(e) => return Err(err(e)),
+        };
+        if let Some(at) = f.get_str(attr::EVENT_CURSOR) {
+            cursor = Some(at.to_string());
+        }
         seen += 1;
         let mut o = stdout.lock();
         let line = if args.json { event_json(&f).to_string() } else { event_line(&f) };
@@ -1005,6 +1022,43 @@ fn watch(args: &Args, c: &mut Client, tenant: Option<&str>, count: Option<u64>) 
         }
     }
     Ok(())
+}
+
+/// Connects again (every second, until it works) and subscribes after
+/// `cursor`; if the server no longer keeps what follows it (error 56:
+/// restarted, or too far behind), subscribes from now and says so.
+fn resume(args: &Args, tenant: Option<&str>, cursor: Option<&str>) -> Result<Client, String> {
+    loop {
+        match Client::connect(args.server.as_str()) {
+            Ok(mut c) => {
+                let reg = match heartbeat(args)? {
+                    Some(hb) => {
+                        c.register_with_heartbeat(ClientType::Operator, &args.name, args.credential.as_deref(), hb)
+                    }
+                    None => c.register(ClientType::Operator, &args.name, args.credential.as_deref()),
+                };
+                if let Err(e) = reg {
+                    eprintln!("ixnctl: cannot register again: {}", err(e));
+                } else {
+                    match c.subscribe_after(tenant, cursor) {
+                        Ok(()) => return Ok(c),
+                        Err(ClientError::Server(e)) if e.code == ErrorCode::CursorExpired => {
+                            eprintln!(
+                                "ixnctl: events after the last one shown are lost ({}); watching from now",
+                                e.text
+                            );
+                            c.subscribe(tenant).map_err(err)?;
+                            return Ok(c);
+                        }
+                        Err(ClientError::Server(e)) => return Err(format!("cannot subscribe again: {}", e.text)),
+                        Err(e) => eprintln!("ixnctl: cannot subscribe again: {}", err(e)),
+                    }
+                }
+            }
+            Err(e) => eprintln!("ixnctl: cannot connect to {}: {}", args.server, err(e)),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 // ----- agent work --------------------------------------------------------------

@@ -51,7 +51,8 @@ struct Subscriber {
     max_waiting: usize,
 }
 
-/// Waiting events are encoded while the output holds less than this.
+/// Waiting events are encoded while the output holds less than this (or a
+/// quarter of max-output-buffer, if less).
 const REFILL_BELOW: usize = 64 << 10;
 
 pub struct Conn {
@@ -235,7 +236,10 @@ impl Conn {
     /// Moves waiting events into the output while it holds little.
     fn refill(&self) {
         loop {
-            if self.dead.get() || self.out.borrow().len() >= REFILL_BELOW {
+            // Well under max-output-buffer: one more event (at most half a
+            // frame of properties) must not pass it.
+            let below = REFILL_BELOW.min(self.max_output / 4);
+            if self.dead.get() || self.out.borrow().len() >= below {
                 return;
             }
             let next = self.subscriber.borrow_mut().as_deref_mut().and_then(|s| s.waiting.pop_front());
