@@ -33,6 +33,14 @@ pub struct CycleArgs {
     /// Submissions in flight at a time.
     #[arg(long, default_value_t = 256)]
     window: u64,
+    /// Reporting subscribers (every tenant): each reporting event is turned
+    /// into its frame once per subscriber, as their connections would.
+    #[arg(long, default_value_t = 0)]
+    subscribers: u32,
+    /// Reporting events each shard keeps for resuming subscribers
+    /// (`reporting-replay-events`).
+    #[arg(long, default_value_t = ixn_shard::machine::DEFAULT_REPLAY_EVENTS)]
+    keep: usize,
 }
 
 struct Node {
@@ -45,6 +53,7 @@ struct Node {
     out: Vec<Output>,
     peer_msgs: u64,
     writes: u64,
+    reports: u64,
 }
 
 impl Node {
@@ -66,10 +75,11 @@ impl Node {
                     self.queue.push_back((dest, Input::Peer { from: to, msg }));
                 }
                 Output::Event { origin, frame } => self.events.push((origin, frame)),
-                Output::Report { origin, event } => {
+                Output::Report { event, .. } => {
                     // The subscriber's connection's part in the server.
                     let frame = event.event.frame(self.shards[0].catalog());
-                    self.events.push((origin, frame))
+                    std::hint::black_box(frame);
+                    self.reports += 1;
                 }
                 Output::Cursor { .. } | Output::Replay { .. } => {}
                 Output::Bind { origin, agent } => {
@@ -125,7 +135,8 @@ fn submit() -> Request {
 
 pub fn run(a: CycleArgs) -> Result<(), String> {
     let catalog = Arc::new(catalog(a.agents, a.capacity)?);
-    let shards = (0..a.shards).map(|s| Shard::new(ShardParams::new(1, s, a.shards), catalog.clone())).collect();
+    let params = |s: u16| ShardParams { replay_events: a.keep, ..ShardParams::new(1, s, a.shards) };
+    let shards = (0..a.shards).map(|s| Shard::new(params(s), catalog.clone())).collect();
     let mut n = Node {
         shards,
         queue: VecDeque::new(),
@@ -136,6 +147,7 @@ pub fn run(a: CycleArgs) -> Result<(), String> {
         out: Vec::new(),
         peer_msgs: 0,
         writes: 0,
+        reports: 0,
     };
     let desk = |i: u32| Origin { shard: (i % a.shards as u32) as u16, conn: 1 + i as u64 };
     let mut next_ref = 1u32;
@@ -155,11 +167,17 @@ pub fn run(a: CycleArgs) -> Result<(), String> {
         next_ref += 1;
         n.settle();
     }
+    for s in 0..a.subscribers {
+        let origin = Origin { shard: (s % a.shards as u32) as u16, conn: 2_000_000 + s as u64 };
+        n.send(origin, next_ref, ClientType::ReportingEngine, Request::Subscribe { tenant: None, cursor: None });
+        next_ref += 1;
+        n.settle();
+    }
     if let Some(e) = n.replies.iter().find_map(error_of) {
-        return Err(format!("setting up the agents: {e}"));
+        return Err(format!("setting up the agents and subscribers: {e}"));
     }
     n.replies.clear();
-    let (peer0, writes0) = (n.peer_msgs, n.writes);
+    let (peer0, writes0, reports0) = (n.peer_msgs, n.writes, n.reports);
     // What each outstanding request is: accept (of id by desk) or stop.
     let mut accepts: HashMap<u32, (Origin, String)> = HashMap::new();
     let mut stops: HashMap<u32, ()> = HashMap::new();
@@ -206,12 +224,15 @@ pub fn run(a: CycleArgs) -> Result<(), String> {
     let secs = started.elapsed().as_secs_f64();
     let peer = (n.peer_msgs - peer0) as f64 / completed as f64;
     let writes = (n.writes - writes0) as f64 / completed as f64;
+    let reports = (n.reports - reports0) as f64 / completed as f64;
     println!(
-        "cycle (in process, one thread, {} shards, {} agents x {}): {completed} cycles in {secs:.2} s = {:.0}/s \
-         ({:.2} us each); per cycle {peer:.1} messages between shards, {writes:.1} writes",
+        "cycle (in process, one thread, {} shards, {} agents x {}, {} subscribers): {completed} cycles in {secs:.2} s \
+         = {:.0}/s ({:.2} us each); per cycle {peer:.1} messages between shards, {writes:.1} writes, {reports:.1} \
+         reporting events sent",
         a.shards,
         a.agents,
         a.capacity,
+        a.subscribers,
         completed as f64 / secs,
         secs * 1e6 / completed as f64
     );
