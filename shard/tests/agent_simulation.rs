@@ -148,6 +148,8 @@ struct Sim {
     pulled: Vec<String>,
     router: Origin,
     reporter: Origin,
+    /// The EventCursor of the last reporting event the reporter received.
+    reporter_cursor: Option<String>,
     media_server: u64,
     strategy_view: &'static str,
 }
@@ -228,6 +230,7 @@ impl Sim {
             pulled: Vec::new(),
             router: Origin { shard: 0, conn: 0 },
             reporter: Origin { shard: 0, conn: 0 },
+            reporter_cursor: None,
             media_server: 100_000,
             strategy_view,
         };
@@ -421,6 +424,7 @@ impl Sim {
                 self.ctx(),
                 msg_type::name(frame.msg_type)
             );
+            self.reporter_cursor = frame.get_str(attr::EVENT_CURSOR).map(str::to_string);
             return self.reported_event(&frame);
         }
         if !self.open.contains(&origin) {
@@ -791,6 +795,7 @@ impl Sim {
             78..=83 => self.route(),
             // Some of what is in flight moves on; the rest waits.
             84..=86 => self.settle_some(),
+            _ if self.rng().chance(5) => self.resume_reporter(),
             _ if self.rng().chance(3) => self.crash(),
             _ => {
                 // Time passes; writes held back may come back.
@@ -802,6 +807,22 @@ impl Sim {
                 self.node.release_held(25);
             }
         }
+    }
+
+    /// The reporter's connection drops, losing what was on its way to it; a
+    /// new one subscribes after the last event it received. Every check of
+    /// the stream goes on as if nothing happened: it must get every event
+    /// it missed, once.
+    fn resume_reporter(&mut self) {
+        let Some(cursor) = self.reporter_cursor.clone() else { return };
+        let old = self.reporter;
+        self.node.outbox.retain(|(_, o)| !matches!(o, Output::Event { origin, .. } if *origin == old));
+        self.close(old);
+        cover("a reporter resumed after a lost connection");
+        let r = self.new_conn();
+        self.reporter = r;
+        let subscribe = Request::Subscribe { tenant: None, cursor: Some(cursor) };
+        self.send(r, ClientType::ReportingEngine, subscribe, Pending::Other);
     }
 
     /// Every shard stops; the node restarts from the database, maybe with
@@ -819,6 +840,8 @@ impl Sim {
         }
         self.live.clear();
         self.reported.clear();
+        // Events are not kept across a restart: the reporter starts afresh.
+        self.reporter_cursor = None;
         let catalog = self.node.catalog().clone();
         for s in &self.node.shards {
             for ix in s.interactions() {
@@ -940,6 +963,7 @@ fn agents_across_shards_keep_invariants_2_3_and_7() {
         "a write failed",
         "a write held back",
         "a write in flight landed at a crash",
+        "a reporter resumed after a lost connection",
     ];
     run_seeds("agent_simulation", "agents_across_shards_keep_invariants_2_3_and_7", 100, &situations, run);
 }

@@ -397,22 +397,25 @@ impl Node {
         origin: ixn_shard::machine::Origin,
         event: std::sync::Arc<ixn_shard::report::Published>,
     ) {
-        {
-            let cursor = self.cursors.get_mut(&origin).unwrap_or_else(|| {
-                panic!("{}: event {}/{} before the subscriber's cursor", self.ctx, event.shard, event.seq)
-            });
-            let last = &mut cursor[event.shard as usize];
-            assert!(
-                event.seq > *last,
-                "{}: event {} of shard {} reached {origin:?} after event {last}",
-                self.ctx,
-                event.seq,
-                event.shard
-            );
-            *last = event.seq;
-            let frame = event.event.frame(&self.catalog);
-            self.outbox.push_back((shard, Output::Event { origin, frame }));
-        }
+        let cursor = self.cursors.get_mut(&origin).unwrap_or_else(|| {
+            panic!("{}: event {}/{} before the subscriber's cursor", self.ctx, event.shard, event.seq)
+        });
+        let last = &mut cursor[event.shard as usize];
+        assert!(
+            event.seq > *last,
+            "{}: event {} of shard {} reached {origin:?} after event {last}",
+            self.ctx,
+            event.seq,
+            event.shard
+        );
+        *last = event.seq;
+        let seqs = cursor.clone();
+        let mut frame = event.event.frame(&self.catalog);
+        let mut text = String::new();
+        let generation = self.shards[0].params().generation;
+        ixn_shard::report::Cursor { generation, seqs }.write(&mut text);
+        frame.push(ixn_shard::proto::attr::EVENT_CURSOR, text);
+        self.outbox.push_back((shard, Output::Event { origin, frame }));
     }
 
     fn sent(&mut self, shard: u16, token: u64, op: StoreOp, requested: bool) {
