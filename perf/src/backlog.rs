@@ -23,7 +23,10 @@
 //! - a snapshot of the whole backlog (`priority >= 0`, max_snapshot = N),
 //!   read in pages of 1000, every entry checked once.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+/// The allocator underneath: the server's, so timings are comparable.
+static UNDERNEATH: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::cmp::Reverse;
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -39,7 +42,7 @@ use ixn_shard::proto::msg::{attr, msg_type, ClientType};
 use ixn_shard::proto::request::{error_of, Request, Submit};
 use ixn_shard::{KvList, Value};
 
-/// The system allocator, counting live bytes and allocations.
+/// mimalloc (the server's allocator), counting live bytes and allocations.
 pub struct Counting;
 
 static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
@@ -53,7 +56,7 @@ fn added(bytes: usize) {
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
+        let p = UNDERNEATH.alloc(layout);
         if !p.is_null() {
             added(layout.size());
             LIVE_ALLOCS.fetch_add(1, Relaxed);
@@ -62,7 +65,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(layout);
+        let p = UNDERNEATH.alloc_zeroed(layout);
         if !p.is_null() {
             added(layout.size());
             LIVE_ALLOCS.fetch_add(1, Relaxed);
@@ -71,13 +74,13 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
+        UNDERNEATH.dealloc(ptr, layout);
         LIVE_BYTES.fetch_sub(layout.size(), Relaxed);
         LIVE_ALLOCS.fetch_sub(1, Relaxed);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
+        let p = UNDERNEATH.realloc(ptr, layout, new_size);
         if !p.is_null() {
             if new_size >= layout.size() {
                 added(new_size - layout.size());

@@ -31,8 +31,8 @@ use ixn_storage::{
     WriteRequest,
 };
 
-/// Counts live heap bytes for `ixn-perf backlog` (the system allocator
-/// underneath).
+/// Counts live heap bytes for `ixn-perf backlog` (mimalloc underneath, as
+/// in the server).
 #[global_allocator]
 static GLOBAL: backlog::Counting = backlog::Counting;
 

@@ -1554,7 +1554,7 @@ pub const DEFAULT_MAX_PROPERTY_KEYS: usize = 1000;
 
 /// `reporting-replay-events`: events each shard keeps for subscribers that
 /// resume after a lost connection.
-pub const DEFAULT_REPLAY_EVENTS: usize = 16_384;
+pub const DEFAULT_REPLAY_EVENTS: usize = 65_536;
 
 /// Longest interaction type, subtype or client name stored (the database
 /// columns are 255 characters wide).
