@@ -419,6 +419,10 @@ impl Shard {
                 format!("a {} client may not subscribe to reporting events", caller.client_type.name()),
             ));
         }
+        // The cursor it emits must reach the connection before any event
+        // of the subscription: on its own shard it is handed over at once,
+        // ahead of the second round's messages.
+        assert_eq!(caller.origin.shard, self.params.shard, "a subscription coordinated away from its connection");
         let tenant = tenant.map(|t| self.tenant_idx(t)).transpose()?;
         let cursor = cursor.map(|c| self.check_cursor(c)).transpose()?;
         if self.reporter.subscribed_here.contains(&caller.origin) {
