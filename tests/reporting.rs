@@ -74,6 +74,24 @@ impl Received {
     }
 }
 
+/// Reads every event on `c`, on a thread of its own, until `done` is set
+/// and then nothing came for 1.5 s.
+fn read_until_done(mut c: Client, done: Arc<AtomicBool>) -> std::thread::JoinHandle<Received> {
+    std::thread::spawn(move || {
+        let mut got = Received::default();
+        loop {
+            // Seen before the wait, so the last wait is a whole quiet time.
+            let ending = done.load(Ordering::Relaxed);
+            let quiet = if ending { 1500 } else { 100 };
+            match c.next_event(Duration::from_millis(quiet)).unwrap() {
+                Some(f) => got.take(&f),
+                None if ending => return got,
+                None => {}
+            }
+        }
+    })
+}
+
 /// Submits, changes and stops interactions on `ms`'s shard (ids are
 /// generated there) until `stop`, at most `cycles` times.
 fn load(mut ms: Client, cycles: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
@@ -106,20 +124,7 @@ fn a_subscriber_that_drops_and_resumes_receives_every_event_once() {
     // The reference reads everything, on its own thread, until the load
     // ended and nothing came for 1.5 s.
     let done = Arc::new(AtomicBool::new(false));
-    let reference = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut got = Received::default();
-            loop {
-                let quiet = if done.load(Ordering::Relaxed) { 1500 } else { 100 };
-                match reference.next_event(Duration::from_millis(quiet)).unwrap() {
-                    Some(f) => got.take(&f),
-                    None if done.load(Ordering::Relaxed) => return got,
-                    None => {}
-                }
-            }
-        })
-    };
+    let reference = read_until_done(reference, done.clone());
 
     let stop = Arc::new(AtomicBool::new(false));
     // One media server on each shard, so both shards make events.
@@ -253,19 +258,7 @@ fn ixnctl_watch_disconnected_for_falling_behind_resumes_without_loss() {
     reference.subscribe(None).unwrap();
     // The reference reads all the time, on its own thread.
     let done = Arc::new(AtomicBool::new(false));
-    let reference = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut got = Received::default();
-            loop {
-                match reference.next_event(Duration::from_millis(1500)).unwrap() {
-                    Some(f) => got.take(&f),
-                    None if done.load(Ordering::Relaxed) => return got,
-                    None => {}
-                }
-            }
-        })
-    };
+    let reference = read_until_done(reference, done.clone());
     let mut watch = Command::new(env!("CARGO_BIN_EXE_ixnctl"))
         .args(["--server", server.addr.as_str(), "--name", "watcher", "--json", "watch"])
         .stdin(Stdio::null())

@@ -30,6 +30,7 @@
 //! it resumes with its last cursor.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 
 use ahash::{AHashMap, AHashSet};
@@ -60,7 +61,6 @@ enum Unreleased {
     /// Made with a write: released when it commits, dropped if undone.
     /// `stamp`: its time becomes the commit's (a submission's events).
     Waiting {
-        token: u64,
         event: Event,
         stamp: bool,
     },
@@ -99,14 +99,13 @@ pub struct Reporter {
     /// How many released events are kept for resuming subscribers (0:
     /// none, and events are made only while someone subscribes).
     keep: usize,
-    /// The number of the last event made.
-    last_made: u64,
     /// Events made and not yet released, numbered `released + 1` on.
     unreleased: VecDeque<Unreleased>,
     /// The number of the last event released (sent, or dropped).
     released: u64,
-    /// The positions in `unreleased` of the events each write carries.
-    by_token: AHashMap<u64, Vec<u64>>,
+    /// The numbers of the events each write carries (made together, so
+    /// consecutive).
+    by_token: AHashMap<u64, Range<u64>>,
     /// The last `keep` events released (dropped ones are not kept).
     kept: VecDeque<Arc<Published>>,
     /// The number of the last released event no longer kept: every event
@@ -132,7 +131,6 @@ impl Reporter {
         Reporter {
             shard,
             keep,
-            last_made: 0,
             unreleased: VecDeque::new(),
             released: 0,
             by_token: AHashMap::new(),
@@ -156,11 +154,6 @@ impl Reporter {
             || self.pinned.values().any(|p| covers(&p.sub))
     }
 
-    /// The number of the last event made and of the last released.
-    pub fn numbers(&self) -> (u64, u64) {
-        (self.last_made, self.released)
-    }
-
     /// Whether the write `token` carries events not settled yet.
     pub(crate) fn holds(&self, token: u64) -> bool {
         self.by_token.contains_key(&token)
@@ -173,7 +166,7 @@ impl Reporter {
 
     /// An event of a change that is not stored: sent after every earlier one.
     pub(crate) fn publish(&mut self, event: Event, out: &mut Vec<Output>) {
-        self.make(Unreleased::Ready(event));
+        self.unreleased.push_back(Unreleased::Ready(event));
         self.release(out);
     }
 
@@ -182,9 +175,10 @@ impl Reporter {
         if events.is_empty() {
             return;
         }
-        let seqs: Vec<u64> =
-            events.into_iter().map(|event| self.make(Unreleased::Waiting { token, event, stamp })).collect();
-        let before = self.by_token.insert(token, seqs);
+        let first = self.released + self.unreleased.len() as u64 + 1;
+        self.unreleased.extend(events.into_iter().map(|event| Unreleased::Waiting { event, stamp }));
+        let next = self.released + self.unreleased.len() as u64 + 1;
+        let before = self.by_token.insert(token, first..next);
         assert!(before.is_none(), "events held twice for write {token}");
     }
 
@@ -195,10 +189,9 @@ impl Reporter {
         for seq in seqs {
             let at = (seq - self.released - 1) as usize;
             let entry = &mut self.unreleased[at];
-            let Unreleased::Waiting { token: t, event, stamp } = std::mem::replace(entry, Unreleased::Dropped) else {
+            let Unreleased::Waiting { event, stamp } = std::mem::replace(entry, Unreleased::Dropped) else {
                 panic!("event {seq} of write {token} settled twice");
             };
-            assert_eq!(t, token, "event {seq} belongs to another write");
             if let Settle::Release(now_ms) = how {
                 let mut event = event;
                 if stamp {
@@ -208,13 +201,6 @@ impl Reporter {
             }
         }
         self.release(out);
-    }
-
-    fn make(&mut self, e: Unreleased) -> u64 {
-        self.last_made += 1;
-        self.unreleased.push_back(e);
-        debug_assert_eq!(self.released + self.unreleased.len() as u64, self.last_made);
-        self.last_made
     }
 
     /// Sends every settled event at the head, in number order.
@@ -241,6 +227,9 @@ impl Reporter {
     /// Drops kept events past `keep`, but none a subscription being set
     /// up still needs.
     fn trim(&mut self) {
+        if self.kept.len() <= self.keep {
+            return;
+        }
         let needed = self.pinned.values().map(|p| p.after + 1).min().unwrap_or(u64::MAX);
         while self.kept.len() > self.keep && self.kept.front().is_some_and(|e| e.seq < needed) {
             let e = self.kept.pop_front().expect("checked");
@@ -358,17 +347,7 @@ impl Shard {
 
     /// An interaction event, made only if events are wanted.
     pub(crate) fn ix_event(&self, now_ms: Millis, slot: Slot, what: impl FnOnce() -> What) -> Option<Event> {
-        self.event_of(now_ms, self.store.get(slot), what)
-    }
-
-    /// [`Shard::ix_event`] for an interaction given as it is (one out of
-    /// the store: a stop's copy, kept to restore it).
-    pub(crate) fn event_of(
-        &self,
-        now_ms: Millis,
-        ix: &crate::interaction::Interaction,
-        what: impl FnOnce() -> What,
-    ) -> Option<Event> {
+        let ix = self.store.get(slot);
         if !self.reporting(ix.tenant) {
             return None;
         }

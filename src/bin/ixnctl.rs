@@ -355,6 +355,14 @@ fn main() {
     }
 }
 
+/// Registers as `--name` with `--credential`, with heartbeats if given.
+fn register(c: &mut Client, args: &Args, t: ClientType, hb: Option<Heartbeat>) -> Result<Frame, ClientError> {
+    match hb {
+        Some(hb) => c.register_with_heartbeat(t, &args.name, args.credential.as_deref(), hb),
+        None => c.register(t, &args.name, args.credential.as_deref()),
+    }
+}
+
 /// The heartbeat `--heartbeat` asks for: the same bound both ways.
 fn heartbeat(args: &Args) -> Result<Option<Heartbeat>, String> {
     match args.heartbeat {
@@ -388,13 +396,8 @@ fn run(args: &Args) -> Result<(), String> {
     let mut c = Client::connect(args.server.as_str()).map_err(|e| format!("cannot connect to {}: {e}", args.server))?;
     // Only `watch` stays connected; one-shot commands end long before a
     // heartbeat would matter.
-    let reg = match heartbeat(args)? {
-        Some(hb) if matches!(args.command, Command::Watch { .. }) => {
-            c.register_with_heartbeat(ClientType::Operator, &args.name, args.credential.as_deref(), hb)
-        }
-        _ => c.register(ClientType::Operator, &args.name, args.credential.as_deref()),
-    }
-    .map_err(err)?;
+    let hb = heartbeat(args)?.filter(|_| matches!(args.command, Command::Watch { .. }));
+    let reg = register(&mut c, args, ClientType::Operator, hb).map_err(err)?;
     match &args.command {
         Command::Ping => {
             let t = std::time::Instant::now();
@@ -1031,13 +1034,7 @@ fn resume(args: &Args, tenant: Option<&str>, cursor: Option<&str>) -> Result<Cli
     loop {
         match Client::connect(args.server.as_str()) {
             Ok(mut c) => {
-                let reg = match heartbeat(args)? {
-                    Some(hb) => {
-                        c.register_with_heartbeat(ClientType::Operator, &args.name, args.credential.as_deref(), hb)
-                    }
-                    None => c.register(ClientType::Operator, &args.name, args.credential.as_deref()),
-                };
-                if let Err(e) = reg {
+                if let Err(e) = register(&mut c, args, ClientType::Operator, heartbeat(args)?) {
                     eprintln!("ixnctl: cannot register again: {}", err(e));
                 } else {
                     match c.subscribe_after(tenant, cursor) {
@@ -1104,11 +1101,7 @@ fn agent_work(args: &Args, w: &Work) -> Result<(), String> {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
     }
     let mut c = Client::connect(args.server.as_str()).map_err(|e| format!("cannot connect to {}: {e}", args.server))?;
-    match heartbeat(args)? {
-        Some(hb) => c.register_with_heartbeat(ClientType::AgentDesktop, &args.name, args.credential.as_deref(), hb),
-        None => c.register(ClientType::AgentDesktop, &args.name, args.credential.as_deref()),
-    }
-    .map_err(err)?;
+    register(&mut c, args, ClientType::AgentDesktop, heartbeat(args)?).map_err(err)?;
     let login = Request::AgentLogin {
         tenant: w.tenant.clone(),
         agent: w.agent.clone(),

@@ -214,13 +214,7 @@ impl Runtime {
     fn dispatch(&self, out: &mut Vec<Output>) {
         for o in out.drain(..) {
             match o {
-                Output::Reply { origin, frame } => {
-                    if origin.shard == self.shard {
-                        self.deliver(origin.conn, frame);
-                    } else {
-                        self.send_peer(origin.shard, ShardMsg::Reply { conn: origin.conn, frame });
-                    }
-                }
+                Output::Reply { origin, frame } => self.to_conn(origin, ShardMsg::Reply { conn: origin.conn, frame }),
                 Output::Store { token, op } => self.writer.submit(WriteRequest { shard: self.shard, token, op }),
                 Output::Peer { to, msg } => {
                     if to == self.shard && matches!(msg, PeerMsg::ScanSlice { .. } | PeerMsg::ScanMerge { .. }) {
@@ -232,49 +226,38 @@ impl Runtime {
                         self.send_peer(to, ShardMsg::Peer { from: self.shard, msg });
                     }
                 }
-                Output::Event { origin, frame } => {
-                    if origin.shard == self.shard {
-                        self.deliver_event(origin.conn, frame);
-                    } else {
-                        self.send_peer(origin.shard, ShardMsg::Event { conn: origin.conn, frame });
-                    }
-                }
-                Output::Report { origin, event } => {
-                    if origin.shard == self.shard {
-                        self.deliver_report(origin.conn, event);
-                    } else {
-                        self.send_peer(origin.shard, ShardMsg::Report { conn: origin.conn, event });
-                    }
-                }
+                Output::Event { origin, frame } => self.to_conn(origin, ShardMsg::Event { conn: origin.conn, frame }),
+                Output::Report { origin, event } => self.to_conn(origin, ShardMsg::Report { conn: origin.conn, event }),
                 Output::Replay { origin, events } => {
-                    if origin.shard == self.shard {
-                        self.deliver_replay(origin.conn, events);
-                    } else {
-                        self.send_peer(origin.shard, ShardMsg::Replay { conn: origin.conn, events });
-                    }
+                    self.to_conn(origin, ShardMsg::Replay { conn: origin.conn, events })
                 }
                 Output::Cursor { origin, cursor } => {
-                    if origin.shard == self.shard {
-                        self.start_cursor(origin.conn, cursor);
-                    } else {
-                        self.send_peer(origin.shard, ShardMsg::Cursor { conn: origin.conn, cursor });
-                    }
+                    self.to_conn(origin, ShardMsg::Cursor { conn: origin.conn, cursor })
                 }
-                Output::Bind { origin, agent } => {
-                    if origin.shard == self.shard {
-                        self.bind(origin.conn, agent);
-                    } else {
-                        self.send_peer(origin.shard, ShardMsg::Bind { conn: origin.conn, agent });
-                    }
-                }
+                Output::Bind { origin, agent } => self.to_conn(origin, ShardMsg::Bind { conn: origin.conn, agent }),
             }
         }
     }
 
+    /// Hands `msg`, for the connection at `origin`, to it if it is on this
+    /// shard, or to its shard.
+    fn to_conn(&self, origin: Origin, msg: ShardMsg) {
+        debug_assert!(!matches!(msg, ShardMsg::Request { .. } | ShardMsg::Peer { .. }), "not for a connection");
+        if origin.shard == self.shard {
+            self.handle_peer(msg);
+        } else {
+            self.send_peer(origin.shard, msg);
+        }
+    }
+
+    /// The connection `id` of this shard, unless it closed.
+    fn conn(&self, id: u64) -> Option<Rc<Conn>> {
+        self.conns.borrow().get(&id).cloned()
+    }
+
     /// Hands an answer to a connection of this shard (dropped if it closed).
     pub fn deliver(&self, conn: u64, frame: Frame) {
-        let c = self.conns.borrow().get(&conn).cloned();
-        match c {
+        match self.conn(conn) {
             Some(c) => c.answer(&frame),
             None => tracing::debug!(conn, ref_id = frame.ref_id, "answer for a closed connection dropped"),
         }
@@ -282,8 +265,7 @@ impl Runtime {
 
     /// Hands an unsolicited event to a connection of this shard.
     pub fn deliver_event(&self, conn: u64, frame: Frame) {
-        let c = self.conns.borrow().get(&conn).cloned();
-        if let Some(c) = c {
+        if let Some(c) = self.conn(conn) {
             c.event(frame);
         }
     }
@@ -291,22 +273,19 @@ impl Runtime {
     /// Hands a reporting event to a subscribed connection of this shard, as
     /// its frame (dropped if the connection closed).
     fn deliver_report(&self, conn: u64, p: Arc<Published>) {
-        let c = self.conns.borrow().get(&conn).cloned();
-        if let Some(c) = c {
+        if let Some(c) = self.conn(conn) {
             c.report(p);
         }
     }
 
     fn deliver_replay(&self, conn: u64, events: Vec<Arc<Published>>) {
-        let c = self.conns.borrow().get(&conn).cloned();
-        if let Some(c) = c {
+        if let Some(c) = self.conn(conn) {
             c.replay(events);
         }
     }
 
     fn start_cursor(&self, conn: u64, cursor: Cursor) {
-        let c = self.conns.borrow().get(&conn).cloned();
-        if let Some(c) = c {
+        if let Some(c) = self.conn(conn) {
             // A whole replay from every shard, and as much again behind it.
             let keep = self.config.settings.reporting_replay_events;
             let max_waiting = keep.saturating_mul(self.shards as usize + 1).max(REPLAY_SLACK);
@@ -315,8 +294,7 @@ impl Runtime {
     }
 
     fn bind(&self, conn: u64, agent: Option<AgentRef>) {
-        let c = self.conns.borrow().get(&conn).cloned();
-        match c {
+        match self.conn(conn) {
             Some(c) => c.agent.set(agent),
             // Closed meanwhile: its home hears of the close after this.
             None => {

@@ -530,12 +530,6 @@ impl Shard {
         self.reporter.unreleased()
     }
 
-    /// The number of the last reporting event made, and of the last sent
-    /// or dropped.
-    pub fn event_numbers(&self) -> (u64, u64) {
-        self.reporter.numbers()
-    }
-
     /// Pulls waiting on this shard's views (see `pull-hold-timeout`).
     pub fn watchers(&self) -> usize {
         self.watchers.values().map(Vec::len).sum()
