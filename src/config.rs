@@ -27,6 +27,8 @@ pub struct Config {
     pub server: ServerSection,
     pub settings: Settings,
     pub cluster: ClusterSettings,
+    /// `[logger-settings]`: the event log, on when the section is present.
+    pub logger: Option<LoggerSettings>,
     pub clients: Vec<ClientEntry>,
     pub catalog: Catalog,
 }
@@ -284,6 +286,63 @@ impl Default for ClusterSettings {
     }
 }
 
+/// `[logger-settings]`: the Event Logger (the vendor's Event Logger DAP
+/// options). Present: every reporting event is stored in the event log.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LoggerSettings {
+    /// Only "odbc" is supported.
+    pub delivery_protocol: Spanned<String>,
+    /// The event log's database (ODBC connection string); absent: the main
+    /// database.
+    pub connection_string: Option<String>,
+    /// Most events shipped to the event log per transaction.
+    pub batch_size: usize,
+    /// Milliseconds events wait for a batch to fill before they are
+    /// shipped anyway.
+    pub storing_timeout: u64,
+    /// Events waiting in the outbox past which the server warns.
+    pub max_queue_size: u64,
+    /// Reporting event names logged (`EventAgentLogin`...); absent: all.
+    pub event_types: Option<Vec<Spanned<String>>>,
+    /// Media types whose events are logged; absent: all.
+    pub media_types: Option<Vec<String>>,
+}
+
+impl Default for LoggerSettings {
+    fn default() -> Self {
+        LoggerSettings {
+            delivery_protocol: Spanned::new(0..0, "odbc".into()),
+            connection_string: None,
+            batch_size: 500,
+            storing_timeout: 1000,
+            max_queue_size: 1_000_000,
+            event_types: None,
+            media_types: None,
+        }
+    }
+}
+
+impl LoggerSettings {
+    /// The storage crate's form (checked at parse: every event type known).
+    pub fn storage_config(&self, create_schema: bool) -> ixn_storage::LoggerConfig {
+        ixn_storage::LoggerConfig {
+            connection_string: self.connection_string.clone(),
+            batch_size: self.batch_size,
+            storing_timeout: std::time::Duration::from_millis(self.storing_timeout),
+            max_queue_size: self.max_queue_size,
+            filter: ixn_storage::EventFilter {
+                event_types: self
+                    .event_types
+                    .as_ref()
+                    .map(|l| l.iter().filter_map(|t| ixn_storage::EventFilter::event_type_of(t.get_ref())).collect()),
+                media_types: self.media_types.clone(),
+            },
+            create_schema,
+        }
+    }
+}
+
 /// `[[client]]`: an application allowed to register.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -379,6 +438,7 @@ struct FileConfig {
     server: ServerSection,
     settings: Settings,
     cluster_settings: ClusterSettings,
+    logger_settings: Option<LoggerSettings>,
     client: Vec<ClientEntry>,
     tenant: Vec<TenantEntry>,
 }
@@ -459,6 +519,7 @@ impl Config {
             server: ServerSection::default(),
             settings: Settings::default(),
             cluster: ClusterSettings::default(),
+            logger: None,
             clients: Vec::new(),
             catalog: Catalog::embedded_default(),
         }
@@ -578,6 +639,9 @@ impl Config {
         if sv.listen_backlog < 1 {
             return Err(key_at("listen-backlog", "[server] listen-backlog must be at least 1".into()));
         }
+        if let Some(l) = &file.logger_settings {
+            check_logger(l, &at, &key_at)?;
+        }
         let catalog = if file.tenant.is_empty() {
             Catalog::embedded_default()
         } else {
@@ -603,6 +667,7 @@ impl Config {
             server: file.server,
             settings: file.settings,
             cluster: file.cluster_settings,
+            logger: file.logger_settings,
             clients: file.client,
             catalog,
         })
@@ -620,6 +685,38 @@ impl Config {
     pub fn sqlite_path(&self) -> PathBuf {
         self.server.data_dir.join("ixn.db")
     }
+}
+
+/// The rules of `[logger-settings]` serde does not check.
+fn check_logger(
+    l: &LoggerSettings,
+    at: &dyn Fn(std::ops::Range<usize>, String) -> ConfigError,
+    key_at: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if l.delivery_protocol.get_ref() != "odbc" {
+        return Err(at(
+            l.delivery_protocol.span(),
+            format!("delivery-protocol '{}' is not supported: use \"odbc\"", l.delivery_protocol.get_ref()),
+        ));
+    }
+    if !(1..=100_000).contains(&l.batch_size) {
+        return Err(key_at("batch-size", "[logger-settings] batch-size must be 1 to 100000".into()));
+    }
+    if !(1..=3_600_000).contains(&l.storing_timeout) {
+        return Err(key_at("storing-timeout", "[logger-settings] storing-timeout must be 1 to 3600000 ms".into()));
+    }
+    if l.max_queue_size == 0 {
+        return Err(key_at("max-queue-size", "[logger-settings] max-queue-size must be at least 1".into()));
+    }
+    for t in l.event_types.iter().flatten() {
+        if ixn_storage::EventFilter::event_type_of(t.get_ref()).is_none() {
+            return Err(at(
+                t.span(),
+                format!("'{}' is not a reporting event (EventInteractionSubmitted, EventAgentLogin...)", t.get_ref()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 type SpannedError = (std::ops::Range<usize>, String);

@@ -173,7 +173,7 @@ impl Mesh {
             self.consumed += 1;
             match o {
                 Output::Reply { origin, frame } => self.replies.push((origin, frame)),
-                Output::Store { token, op } => {
+                Output::Store { token, op, .. } => {
                     drop(op);
                     self.writes.push((to, token));
                 }

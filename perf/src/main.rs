@@ -259,7 +259,7 @@ fn run(storage: Storage, ops: Vec<StoreOp>) -> Result<Run, String> {
         }
     }
     for (token, op) in ops.into_iter().enumerate() {
-        h.submit(WriteRequest { shard: 0, token: token as u64, op });
+        h.submit(WriteRequest { shard: 0, token: token as u64, op, log: Vec::new() });
     }
     writers.shutdown();
     let p = timing.done.lock().unwrap();

@@ -39,7 +39,7 @@ use crate::agent::AgentRef;
 use crate::catalog::TenantIdx;
 use crate::event::{text, Event, Location, Subject, What};
 use crate::interaction::{Millis, Place};
-use crate::machine::{Caller, Origin, Output, Shard};
+use crate::machine::{Caller, Origin, Output, Shard, StoreOp};
 use crate::peer::PeerMsg;
 use crate::proto::frame::Frame;
 use crate::proto::msg::{ClientType, ErrorCode};
@@ -55,24 +55,21 @@ pub struct Published {
     pub event: Event,
 }
 
-/// Where an event stands before its release.
+/// Where an event stands before its release. Numbered already: the
+/// same event goes to the event log (with its write) and to subscribers.
 #[derive(Debug)]
 enum Unreleased {
     /// Made with a write: released when it commits, dropped if undone.
-    /// `stamp`: its time becomes the commit's (a submission's events).
-    Waiting {
-        event: Event,
-        stamp: bool,
-    },
-    Ready(Event),
+    Waiting(Arc<Published>),
+    Ready(Arc<Published>),
     Dropped,
 }
 
 /// What becomes of the events a write carried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Settle {
-    /// The change stands: release them (at this time, for stamped ones).
-    Release(Millis),
+    /// The change stands: release them.
+    Release,
     /// The change was undone: they never happened.
     Drop,
 }
@@ -96,6 +93,9 @@ struct Pinned {
 #[derive(Debug)]
 pub struct Reporter {
     shard: u16,
+    /// Whether the event log is on: every event is made, and goes to the
+    /// database with a write (docs/architecture.md, "The event log").
+    log: bool,
     /// How many released events are kept for resuming subscribers (0:
     /// none, and events are made only while someone subscribes).
     keep: usize,
@@ -127,9 +127,10 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(shard: u16, keep: usize) -> Self {
+    pub fn new(shard: u16, keep: usize, log: bool) -> Self {
         Reporter {
             shard,
+            log,
             keep,
             unreleased: VecDeque::new(),
             released: 0,
@@ -144,12 +145,14 @@ impl Reporter {
         }
     }
 
-    /// Whether events of `tenant` are to be made: while someone
-    /// subscribes to it, and, once anyone subscribed, always while events
-    /// are kept for resuming. A server no one ever subscribed to makes none.
+    /// Whether events of `tenant` are to be made: always while the event
+    /// log is on; else while someone subscribes to it, and, once anyone
+    /// subscribed, always while events are kept for resuming. A server
+    /// with no event log that no one ever subscribed to makes none.
     pub(crate) fn wants(&self, tenant: TenantIdx) -> bool {
         let covers = |s: &Sub| s.tenant.is_none_or(|t| t == tenant);
-        (self.keep > 0 && self.subscribed_once)
+        self.log
+            || (self.keep > 0 && self.subscribed_once)
             || self.live.iter().any(covers)
             || self.pinned.values().any(|p| covers(&p.sub))
     }
@@ -164,22 +167,41 @@ impl Reporter {
         self.unreleased.len()
     }
 
-    /// An event of a change that is not stored: sent after every earlier one.
+    /// Whether the event log is on.
+    pub(crate) fn logging(&self) -> bool {
+        self.log
+    }
+
+    /// An event of a change that is not stored: sent after every earlier
+    /// one. With the event log on, such an event is held with a write of
+    /// its own instead (see `Shard::emit`).
     pub(crate) fn publish(&mut self, event: Event, out: &mut Vec<Output>) {
-        self.unreleased.push_back(Unreleased::Ready(event));
+        debug_assert!(!self.log, "an event published past the event log");
+        let seq = self.released + self.unreleased.len() as u64 + 1;
+        self.unreleased.push_back(Unreleased::Ready(Arc::new(Published { shard: self.shard, seq, event })));
         self.release(out);
     }
 
-    /// Events a write carries: numbered now, sent when it settles.
-    pub(crate) fn hold(&mut self, token: u64, events: Vec<Event>, stamp: bool) {
+    /// Events a write carries: numbered now, sent when it settles. Returns
+    /// what the write stores in the event log: the events, with the log on;
+    /// nothing, with it off.
+    pub(crate) fn hold(&mut self, token: u64, events: Vec<Event>) -> Vec<Arc<Published>> {
         if events.is_empty() {
-            return;
+            return Vec::new();
         }
         let first = self.released + self.unreleased.len() as u64 + 1;
-        self.unreleased.extend(events.into_iter().map(|event| Unreleased::Waiting { event, stamp }));
+        let mut logged = Vec::new();
+        for (seq, event) in (first..).zip(events) {
+            let p = Arc::new(Published { shard: self.shard, seq, event });
+            if self.log {
+                logged.push(p.clone());
+            }
+            self.unreleased.push_back(Unreleased::Waiting(p));
+        }
         let next = self.released + self.unreleased.len() as u64 + 1;
         let before = self.by_token.insert(token, first..next);
         assert!(before.is_none(), "events held twice for write {token}");
+        logged
     }
 
     /// The write `token` completed: its events go out or are dropped. A
@@ -189,15 +211,12 @@ impl Reporter {
         for seq in seqs {
             let at = (seq - self.released - 1) as usize;
             let entry = &mut self.unreleased[at];
-            let Unreleased::Waiting { event, stamp } = std::mem::replace(entry, Unreleased::Dropped) else {
+            let Unreleased::Waiting(p) = std::mem::replace(entry, Unreleased::Dropped) else {
                 panic!("event {seq} of write {token} settled twice");
             };
-            if let Settle::Release(now_ms) = how {
-                let mut event = event;
-                if stamp {
-                    event.time = now_ms;
-                }
-                *entry = Unreleased::Ready(event);
+            debug_assert_eq!(p.seq, seq);
+            if how == Settle::Release {
+                *entry = Unreleased::Ready(p);
             }
         }
         self.release(out);
@@ -208,8 +227,8 @@ impl Reporter {
         while matches!(self.unreleased.front(), Some(Unreleased::Ready(_) | Unreleased::Dropped)) {
             let seq = self.released + 1;
             self.released = seq;
-            let Some(Unreleased::Ready(event)) = self.unreleased.pop_front() else { continue };
-            let p = Arc::new(Published { shard: self.shard, seq, event });
+            let Some(Unreleased::Ready(p)) = self.unreleased.pop_front() else { continue };
+            debug_assert_eq!(p.seq, seq);
             for s in &self.live {
                 if s.tenant.is_none_or(|t| t == p.event.tenant) {
                     out.push(Output::Report { origin: s.origin, event: p.clone() });
@@ -281,6 +300,12 @@ impl Reporter {
     }
 }
 
+/// The key an agent's events are written under when no interaction row
+/// changes with them: it names the writer (and batch entry) they go to.
+fn agent_log_key(tenant: TenantIdx, agent: crate::catalog::AgentIdx) -> String {
+    format!("agent {tenant}/{agent}")
+}
+
 /// A subscription its coordinator (the subscriber's shard) is setting up.
 #[derive(Clone, Debug)]
 pub(crate) struct PendingSubscribe {
@@ -326,9 +351,24 @@ impl Shard {
     }
 
     /// Sends `event`, of a change that is not stored, to the subscribers
-    /// of its tenant, after every earlier event of this shard.
+    /// of its tenant, after every earlier event of this shard. With the
+    /// event log on, it is first written to the log on its own (keyed by
+    /// its subject, so it goes with that interaction's writes), and sent
+    /// once that write completes, whatever its outcome: the change it
+    /// reports stands.
     pub(crate) fn emit(&mut self, event: Event, out: &mut Vec<Output>) {
-        self.reporter.publish(event, out);
+        if !self.reporter.logging() {
+            self.reporter.publish(event, out);
+            return;
+        }
+        let key = match &event.subject {
+            Subject::Interaction { id, .. } => id.to_string(),
+            Subject::Agent(a) => agent_log_key(event.tenant, *a),
+        };
+        let token = self.new_token();
+        let log = self.reporter.hold(token, vec![event]);
+        self.log_only.insert(token);
+        out.push(Output::Store { token, op: StoreOp::Log(key), log });
     }
 
     /// Reports an agent event; `what` is made only if events are wanted.

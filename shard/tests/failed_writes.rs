@@ -42,7 +42,7 @@ impl T {
         let mut got = Got::default();
         for o in out {
             match o {
-                Output::Store { token, op } => got.writes.push((token, op)),
+                Output::Store { token, op, .. } => got.writes.push((token, op)),
                 Output::Reply { frame, .. } => got.answers.push((frame.ref_id, error_of(&frame).map(|e| e.code))),
                 _ => {}
             }

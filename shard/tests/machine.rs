@@ -51,7 +51,7 @@ fn req(s: &mut Shard, ref_id: u32, r: Request) -> Vec<Output> {
 
 fn only_store(out: &[Output]) -> (u64, StoreOp) {
     match out {
-        [Output::Store { token, op }] => (*token, op.clone()),
+        [Output::Store { token, op, .. }] => (*token, op.clone()),
         other => panic!("expected one write and no reply, got {other:?}"),
     }
 }
@@ -101,7 +101,7 @@ fn a_failed_submit_is_forgotten_and_answered_with_storage_failure() {
     for o in out {
         match o {
             Output::Reply { frame, .. } => reply = Some(frame),
-            Output::Store { op: StoreOp::Delete(id), token } => cleanup = Some((id, token)),
+            Output::Store { op: StoreOp::Delete(id), token, .. } => cleanup = Some((id, token)),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -319,7 +319,7 @@ fn random_histories_answer_every_request_once() {
                             }
                         }
                     }
-                    Output::Store { token, op } => inflight.push((token, op.id().to_string())),
+                    Output::Store { token, op, .. } => inflight.push((token, op.id().to_string())),
                     Output::Peer { .. }
                     | Output::Event { .. }
                     | Output::Report { .. }
@@ -348,7 +348,7 @@ fn random_histories_answer_every_request_once() {
                             acked_stops.insert(id.clone());
                         }
                     }
-                    Output::Store { token, op } => inflight.push((token, op.id().to_string())),
+                    Output::Store { token, op, .. } => inflight.push((token, op.id().to_string())),
                     Output::Peer { .. }
                     | Output::Event { .. }
                     | Output::Report { .. }

@@ -215,7 +215,9 @@ impl Runtime {
         for o in out.drain(..) {
             match o {
                 Output::Reply { origin, frame } => self.to_conn(origin, ShardMsg::Reply { conn: origin.conn, frame }),
-                Output::Store { token, op } => self.writer.submit(WriteRequest { shard: self.shard, token, op }),
+                Output::Store { token, op, log } => {
+                    self.writer.submit(WriteRequest { shard: self.shard, token, op, log })
+                }
                 Output::Peer { to, msg } => {
                     if to == self.shard && matches!(msg, PeerMsg::ScanSlice { .. } | PeerMsg::ScanMerge { .. }) {
                         // Unbounded: one slice at a time per scan, and scans are bounded.
@@ -355,6 +357,7 @@ pub async fn shard_main(ctx: ShardContext) {
         agents: ctx.config.settings.agent_params(),
         generation: ctx.generation,
         replay_events: ctx.config.settings.reporting_replay_events,
+        event_log: ctx.config.logger.is_some(),
     };
     let mut machine = Shard::new(params, ctx.catalog.clone());
     let loaded = ctx.records.len();

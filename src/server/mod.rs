@@ -60,7 +60,7 @@ pub fn run(config: Config) -> Result<(), String> {
     wait_for_address(config.server.listen)?;
     tracing::info!(msg_id = msgid::SERVER_STARTING, config = %config.source, shards, ?cores, "ixn-server starting");
 
-    let storage = Storage::open(StorageConfig {
+    let mut storage = Storage::open(StorageConfig {
         connection_string: connection_string.clone(),
         writers: *config.settings.number_of_database_connections.get_ref(),
         batch_max: *config.settings.database_batch_size.get_ref(),
@@ -76,9 +76,24 @@ pub fn run(config: Config) -> Result<(), String> {
     let loaded: usize = per_shard.iter().map(Vec::len).sum();
     tracing::info!(msg_id = msgid::INTERACTIONS_LOADED, interactions = loaded, "live interactions loaded");
 
+    // Names this run in reporting cursors and event log keys: a cursor of
+    // another run names events that were not kept across the restart.
+    let generation = executor::now_ms().max(1) as u64;
+    let event_log = match &config.logger {
+        Some(l) => Some(
+            storage
+                .enable_event_log(l.storage_config(embedded), Arc::new(config.catalog.clone()), generation)
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
     let inboxes: Vec<_> = (0..shards).map(|_| notify::inbox()).collect();
     let sinks: Vec<Arc<dyn CompletionSink>> = inboxes.iter().map(|i| i.clone() as Arc<dyn CompletionSink>).collect();
     let writers = storage.start(sinks).map_err(|e| e.to_string())?;
+    let shipper = match event_log {
+        Some(log) => Some(log.start().map_err(|e| e.to_string())?),
+        None => None,
+    };
 
     let (listeners, addr) = bind_listeners(config.server.listen, shards as usize, config.server.listen_backlog)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -94,9 +109,6 @@ pub fn run(config: Config) -> Result<(), String> {
     let drained = Arc::new(AtomicUsize::new(0));
     let mesh_ids = Arc::new((0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect::<Vec<_>>());
     let started = Arc::new(AtomicUsize::new(0));
-    // Names this run in reporting cursors: a cursor of another run names
-    // events that were not kept across the restart.
-    let generation = executor::now_ms().max(1) as u64;
     let watchdog = watchdog::Watchdog::start(shards as usize)?;
     let mut handles = Vec::new();
     for (((shard, core), listener), records) in cores.iter().enumerate().zip(listeners).zip(per_shard) {
@@ -164,7 +176,13 @@ pub fn run(config: Config) -> Result<(), String> {
     tracing::info!(msg_id = msgid::SHARDS_STOPPED, "shards stopped; closing storage writers");
     // Bounded: during a database outage the writers would otherwise retry
     // until it returns (their unresolved writes stay unanswered).
-    writers.shutdown_within(std::time::Duration::from_secs(config.server.shutdown_timeout));
+    let limit = std::time::Duration::from_secs(config.server.shutdown_timeout);
+    let stopping = std::time::Instant::now();
+    writers.shutdown_within(limit);
+    if let Some(s) = shipper {
+        // What is not shipped now stays in the outbox for the next start.
+        s.shutdown_within(limit.saturating_sub(stopping.elapsed()));
+    }
     tracing::info!(msg_id = msgid::SERVER_STOPPED, "ixn-server stopped");
     failed.map_or(Ok(()), Err)
 }

@@ -14,8 +14,13 @@
 //!
 //! Upsert is DELETE then INSERT, so it also works when the row is missing.
 //!
+//! A Log op (events only, for the event log's outbox) changes no row: an id
+//! with only Log ops has no statements of its own, and a Log op among row
+//! ops changes nothing of the table above.
+//!
 //! An entry (one id) is the unit the database accepts or refuses: when it
-//! refuses an entry's statements, every op of the batch for that id fails.
+//! refuses an entry's statements (its events' outbox rows included), every
+//! op of the batch for that id fails.
 
 use std::collections::HashMap;
 
@@ -24,8 +29,11 @@ use ixn_shard::machine::StoreOp;
 
 struct Entry {
     id: String,
-    /// The first op of the batch for this id was an Insert: no row before.
+    /// The first row op of the batch for this id was an Insert: no row
+    /// before.
     absent_before: bool,
+    /// Some op of the batch changes the row (not only Log ops).
+    changes_row: bool,
     /// The row after the batch (`None`: no row).
     last: Option<Box<InteractionRecord>>,
     /// The database refused this entry's statements: left out of plans.
@@ -60,6 +68,7 @@ impl Coalescer {
             StoreOp::Insert(r) => (None, Some(r), true),
             StoreOp::Upsert(r) => (None, Some(r), false),
             StoreOp::Delete(id) => (Some(id), None, false),
+            StoreOp::Log(key) => return self.push_log(key),
         };
         let key: &str = match (&id, &last) {
             (Some(id), _) => id,
@@ -67,13 +76,29 @@ impl Coalescer {
             (None, None) => unreachable!(),
         };
         if let Some(&i) = self.index.get(key) {
-            self.entries[i].last = last;
+            let e = &mut self.entries[i];
+            if !e.changes_row {
+                e.changes_row = true;
+                e.absent_before = is_insert;
+            }
+            e.last = last;
             return i;
         }
         let id = id.unwrap_or_else(|| last.as_ref().map(|r| r.id.clone()).unwrap_or_default());
         let i = self.entries.len();
         self.index.insert(id.clone(), i);
-        self.entries.push(Entry { id, absent_before: is_insert, last, refused: false });
+        self.entries.push(Entry { id, absent_before: is_insert, changes_row: true, last, refused: false });
+        i
+    }
+
+    /// A Log op: the entry of `key`, made if it has none.
+    fn push_log(&mut self, key: String) -> usize {
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        let i = self.entries.len();
+        self.index.insert(key.clone(), i);
+        self.entries.push(Entry { id: key, absent_before: false, changes_row: false, last: None, refused: false });
         i
     }
 
@@ -86,6 +111,11 @@ impl Coalescer {
     pub(crate) fn entry(&self, i: usize) -> (&str, Option<&InteractionRecord>) {
         let e = &self.entries[i];
         (&e.id, e.last.as_deref())
+    }
+
+    /// Whether entry `i` changes its row (else it only carries events).
+    pub(crate) fn changes_row(&self, i: usize) -> bool {
+        self.entries[i].changes_row
     }
 
     /// Leaves entry `i` out of later plans: the database refused it.
@@ -129,7 +159,7 @@ impl Coalescer {
         deletes.clear();
         inserts.clear();
         let mut add = |e: &'a Entry| {
-            if e.refused {
+            if e.refused || !e.changes_row {
                 return;
             }
             if !e.absent_before || rows_may_exist {

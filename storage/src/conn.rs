@@ -7,6 +7,9 @@ use odbc_api::{Connection, ConnectionOptions};
 use crate::{msg_id, Engine, StorageError};
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+/// The event log's connections are numbered from 100001 (the vendor's
+/// convention), apart from the main database's.
+static NEXT_LOG_CONNECTION_ID: AtomicU64 = AtomicU64::new(100_001);
 
 /// Opens a connection and logs message 27126 with its id, or 27147.
 pub(crate) fn connect(connection_string: &str, target: &str) -> Result<(Connection<'static>, u64), StorageError> {
@@ -21,6 +24,19 @@ pub(crate) fn connect_quietly(
     connection_string: &str,
     target: &str,
 ) -> Result<(Connection<'static>, u64), StorageError> {
+    connect_counted(connection_string, target, &NEXT_CONNECTION_ID)
+}
+
+/// A connection to the event log's database (ids from 100001), quietly.
+pub(crate) fn connect_log(connection_string: &str, target: &str) -> Result<(Connection<'static>, u64), StorageError> {
+    connect_counted(connection_string, target, &NEXT_LOG_CONNECTION_ID)
+}
+
+fn connect_counted(
+    connection_string: &str,
+    target: &str,
+    ids: &AtomicU64,
+) -> Result<(Connection<'static>, u64), StorageError> {
     let env = odbc_api::environment().map_err(|e| {
         StorageError::new(format!(
             "could not set up the ODBC environment ({}); is unixODBC installed (Debian package unixodbc)?",
@@ -30,7 +46,7 @@ pub(crate) fn connect_quietly(
     let options = ConnectionOptions { login_timeout_sec: Some(10), ..ConnectionOptions::default() };
     match env.connect_with_connection_string(connection_string, options) {
         Ok(conn) => {
-            let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+            let id = ids.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 msg_id = msg_id::CONNECTION_OPENED,
                 connection_id = id,

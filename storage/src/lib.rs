@@ -26,8 +26,11 @@
 
 mod coalesce_impl;
 mod conn;
+mod event_statements;
+pub mod events;
 mod faults;
 mod load;
+pub mod logger;
 mod records;
 mod schema;
 mod statements;
@@ -40,7 +43,9 @@ use std::sync::Arc;
 pub use ixn_shard::interaction::InteractionRecord;
 pub use ixn_shard::machine::StoreOp;
 
+pub use events::{EventFilter, EventLogSetup, EventRow};
 pub use faults::Faults;
+pub use logger::{EventLog, LoggerConfig, Outbox, Shipper};
 pub use writer::{WriterHandle, Writers, DEFAULT_SHUTDOWN_LIMIT};
 
 /// The coalescing rules of a writer batch, exposed for tests and tools.
@@ -96,6 +101,21 @@ pub mod msg_id {
     /// A writer did not stop within the shutdown limit (blocked in a
     /// database call); shutdown goes on without it.
     pub const WRITER_NOT_STOPPED: u32 = 27154;
+    /// The event log is checked and ready: how many events wait in the
+    /// outbox, where they are shipped.
+    pub const EVENT_LOG_READY: u32 = 27155;
+    /// The event logger could not ship a batch (the event log's database
+    /// is unreachable or refused it); the events stay in the outbox and it
+    /// retries. Rate-limited while it lasts.
+    pub const EVENT_LOG_FAILED: u32 = 27156;
+    /// The event logger ships again after failed attempts.
+    pub const EVENT_LOG_RECOVERED: u32 = 27157;
+    /// The outbox holds more than max-queue-size events (every 30 s while
+    /// it does).
+    pub const EVENT_LOG_BEHIND: u32 = 27158;
+    /// The event logger stopped (what it shipped, what is left for the
+    /// next start).
+    pub const EVENT_LOG_STOPPED: u32 = 27159;
 }
 
 /// Storage settings (the DAP's `connection-string` and the server's
@@ -270,6 +290,9 @@ pub struct WriteRequest {
     pub shard: u16,
     pub token: u64,
     pub op: StoreOp,
+    /// Events written to the event log's outbox in the same transaction
+    /// (empty while the event log is off).
+    pub log: Vec<std::sync::Arc<ixn_shard::report::Published>>,
 }
 
 /// The ODBC connection string of the embedded SQLite database at `path`.
@@ -303,6 +326,7 @@ pub struct Storage {
     conn: odbc_api::Connection<'static>,
     conn_id: u64,
     faults: Option<Arc<Faults>>,
+    log: Option<(Arc<EventLogSetup>, Arc<Outbox>)>,
 }
 
 impl Storage {
@@ -331,7 +355,7 @@ impl Storage {
             writers = 1;
         }
         let strategy = cfg.insert_strategy.unwrap_or_else(|| engine.default_strategy());
-        Ok(Storage { cfg, engine, strategy, writers, target, conn, conn_id, faults: None })
+        Ok(Storage { cfg, engine, strategy, writers, target, conn, conn_id, faults: None, log: None })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -359,6 +383,30 @@ impl Storage {
         self.faults = Some(faults);
     }
 
+    /// Turns the event log on: checks the outbox here (creating it with
+    /// the schema when this database's schema is created) and the eldb
+    /// tables where `cfg` says, and makes the writers put every event of a
+    /// write in the outbox. Start the returned log's shipper once the
+    /// writers run.
+    pub fn enable_event_log(
+        &mut self,
+        cfg: LoggerConfig,
+        catalog: Arc<ixn_shard::catalog::Catalog>,
+        generation: u64,
+    ) -> Result<EventLog, StorageError> {
+        let log = EventLog::open(
+            cfg,
+            &self.conn,
+            &self.cfg.connection_string,
+            &self.target,
+            &self.engine,
+            self.cfg.create_schema,
+        )?;
+        let setup = EventLogSetup { catalog, generation, filter: log.filter().clone() };
+        self.log = Some((Arc::new(setup), log.outbox()));
+        Ok(log)
+    }
+
     /// Starts the writer threads; `sinks[i]` receives completions for shard i.
     pub fn start(self, sinks: Vec<Arc<dyn CompletionSink>>) -> Result<Writers, StorageError> {
         writer::start(
@@ -371,6 +419,7 @@ impl Storage {
                 batch_max: self.cfg.batch_max.max(1),
                 first: (self.conn, self.conn_id),
                 faults: self.faults,
+                log: self.log,
             },
             sinks,
         )

@@ -266,6 +266,133 @@ fn query_i64(conn: &Connection<'_>, sql: &str) -> Result<Option<i64>, String> {
     Ok(v.into_opt())
 }
 
+/// Runs a creation script in one transaction.
+fn run_script(conn: &Connection<'_>, target: &str, what: &str, script: &str) -> Result<(), StorageError> {
+    let fail = |stmt: &str, e: &odbc_api::Error| {
+        StorageError::new(format!(
+            "could not create {what} in the database at {target}: {} (statement: {})",
+            diag(e),
+            stmt.split_whitespace().collect::<Vec<_>>().join(" ")
+        ))
+    };
+    conn.set_autocommit(false).map_err(|e| fail("SET AUTOCOMMIT OFF", &e))?;
+    let run = || -> Result<(), StorageError> {
+        for stmt in statements(script) {
+            conn.execute(&stmt, (), None).map_err(|e| fail(&stmt, &e))?;
+        }
+        conn.commit().map_err(|e| fail("COMMIT", &e))
+    };
+    let result = run();
+    if result.is_err() {
+        let _ = conn.rollback();
+    }
+    conn.set_autocommit(true).map_err(|e| fail("SET AUTOCOMMIT ON", &e))?;
+    result
+}
+
+const SQLITE_OUTBOX: &str = include_str!("../sql/sqlite/isdb_outbox.sql");
+const POSTGRESQL_OUTBOX: &str = include_str!("../sql/postgresql/isdb_outbox.sql");
+const SQLITE_ELDB: &str = include_str!("../sql/sqlite/eldb.sql");
+const POSTGRESQL_ELDB: &str = include_str!("../sql/postgresql/eldb.sql");
+
+/// The event log's outbox in the main database: created when asked (the
+/// embedded default) and absent, then checked.
+pub(crate) fn ensure_outbox(
+    conn: &Connection<'_>,
+    engine: &Engine,
+    target: &str,
+    create: bool,
+) -> Result<(), StorageError> {
+    let columns = crate::events::EVENT_COLUMNS.join(", ");
+    let check = format!("SELECT {columns} FROM ixn_event_outbox WHERE 1=0");
+    let script = format!("storage/sql/{}/isdb_outbox.sql", engine.script_dir());
+    if probe(conn, &check).is_err() && create {
+        let sql = match engine {
+            Engine::Sqlite => SQLITE_OUTBOX,
+            Engine::Postgres => POSTGRESQL_OUTBOX,
+            _ => "",
+        };
+        if !sql.is_empty() {
+            run_script(conn, target, "the event log's outbox", sql)?;
+            tracing::info!(
+                msg_id = msg_id::SCHEMA_CREATED,
+                target,
+                script = %script,
+                "Event log outbox (ixn_event_outbox) created in {target} from {script}"
+            );
+        }
+    }
+    probe(conn, &check).map_err(|d| {
+        StorageError::new(format!(
+            "the event log is on ([logger-settings]) but the database at {target} has no table ixn_event_outbox              with the columns this server writes ({d}); create it with {script}"
+        ))
+    })
+}
+
+/// The eldb tables of the event log's database: created when asked and
+/// absent, then checked (tables, columns, `rpt_schema` version 1).
+pub(crate) fn ensure_eldb(
+    conn: &Connection<'_>,
+    engine: &Engine,
+    target: &str,
+    create: bool,
+) -> Result<(), StorageError> {
+    use crate::events::{AGENT_COLUMNS, EVENT_COLUMNS};
+    let script = format!("storage/sql/{}/eldb.sql", engine.script_dir());
+    let version = || query_i64(conn, "SELECT version FROM rpt_schema WHERE name = 'eldb'");
+    if version().is_err() && create {
+        let sql = match engine {
+            Engine::Sqlite => SQLITE_ELDB,
+            Engine::Postgres => POSTGRESQL_ELDB,
+            _ => "",
+        };
+        if !sql.is_empty() {
+            run_script(conn, target, "the event log tables", sql)?;
+            tracing::info!(
+                msg_id = msg_id::SCHEMA_CREATED,
+                target,
+                script = %script,
+                "Event log schema eldb version {ELDB_VERSION} created in {target} from {script}"
+            );
+        }
+    }
+    match version() {
+        Ok(Some(v)) if v == i64::from(ELDB_VERSION) => {}
+        Ok(Some(v)) => {
+            return Err(StorageError::new(format!(
+                "the event log database at {target} has eldb schema version {v}, this server needs {ELDB_VERSION};                  recreate its tables with {script}"
+            )))
+        }
+        Ok(None) => {
+            return Err(StorageError::new(format!(
+                "the event log database at {target} has no 'eldb' row in table rpt_schema; create its tables with                  {script}"
+            )))
+        }
+        Err(d) => {
+            return Err(StorageError::new(format!(
+                "the event log database at {target} has no table rpt_schema ({d}); create its tables with {script}"
+            )))
+        }
+    }
+    let agent: Vec<&str> = AGENT_COLUMNS.iter().map(|c| c.name()).collect();
+    for (table, cols) in [("rpt_interaction", EVENT_COLUMNS.join(", ")), ("rpt_agent", agent.join(", "))] {
+        if let Err(d) = probe(conn, &format!("SELECT {cols} FROM {table} WHERE 1=0")) {
+            return Err(StorageError::new(format!(
+                "table {table} in the event log database at {target} does not match eldb schema version                  {ELDB_VERSION} ({d}); recreate it with {script}"
+            )));
+        }
+    }
+    tracing::info!(
+        msg_id = msg_id::INTEGRITY_OK,
+        target,
+        "Event log database integrity checked: schema eldb version {ELDB_VERSION}"
+    );
+    Ok(())
+}
+
+/// The eldb schema version this server writes.
+pub(crate) const ELDB_VERSION: i32 = 1;
+
 #[cfg(test)]
 mod tests {
     use super::*;

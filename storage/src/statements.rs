@@ -109,6 +109,8 @@ pub(crate) struct Statements<'c> {
     inserts: Vec<Option<Stmt<'c>>>,
     deletes: Vec<Option<Stmt<'c>>>,
     props_max: usize,
+    /// The event log's outbox (prepared on first use: with the log on).
+    pub(crate) outbox: crate::event_statements::EventTable<'c>,
 }
 
 impl<'c> Statements<'c> {
@@ -126,6 +128,7 @@ impl<'c> Statements<'c> {
             inserts: (0..n).map(|_| None).collect(),
             deletes: (0..n).map(|_| None).collect(),
             props_max: INITIAL_PROPERTIES,
+            outbox: crate::event_statements::EventTable::new(conn, "ixn_event_outbox", &crate::events::ALL_COLUMNS),
         }
     }
 

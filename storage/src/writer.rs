@@ -19,7 +19,10 @@ use odbc_api::Connection;
 
 use crate::coalesce_impl::Coalescer;
 use crate::conn::{self, diag};
+use crate::event_statements::EventTable;
+use crate::events::{EventLogSetup, EventRow};
 use crate::load::read_one;
+use crate::logger::Outbox;
 use crate::records::refuse_reason;
 use crate::statements::{RowData, Statements};
 use crate::{msg_id, CompletionSink, Engine, Faults, InsertStrategy, StorageError, StoreOp, WriteRequest};
@@ -57,6 +60,9 @@ pub(crate) struct Setup {
     pub batch_max: usize,
     pub first: (Connection<'static>, u64),
     pub faults: Option<Arc<Faults>>,
+    /// With the event log on: how to make event rows, and the outbox's
+    /// counters (each commit adds its events and wakes the shipper).
+    pub log: Option<(Arc<EventLogSetup>, Arc<Outbox>)>,
 }
 
 struct Shared {
@@ -194,7 +200,7 @@ fn wait_finished(threads: &[JoinHandle<()>], deadline: Instant) -> bool {
 }
 
 pub(crate) fn start(setup: Setup, sinks: Vec<Arc<dyn CompletionSink>>) -> Result<Writers, StorageError> {
-    let Setup { connection_string, target, engine, strategy, writers, batch_max, first, faults } = setup;
+    let Setup { connection_string, target, engine, strategy, writers, batch_max, first, faults, log } = setup;
     // Connect every writer here, so a database that refuses connections
     // fails the start instead of the first writes.
     let mut conns = vec![first];
@@ -221,6 +227,7 @@ pub(crate) fn start(setup: Setup, sinks: Vec<Arc<dyn CompletionSink>>) -> Result
             stopping: false,
             faults: faults.clone(),
             abandon: abandon_rx.clone(),
+            log: log.clone(),
         };
         let t = std::thread::Builder::new()
             .name(format!("ixn-db-writer-{n}"))
@@ -251,6 +258,9 @@ struct Batch {
     coalescer: Coalescer,
     /// Every op of the batch, in arrival order.
     tokens: Vec<Token>,
+    /// The event log rows the batch's ops carry, with their entry: they
+    /// go to the outbox in the same transaction as their entry's row.
+    events: Vec<(u32, EventRow)>,
     /// Failed attempts in a row (connection lost, outcome unknown).
     failures: u32,
     /// When the first of them happened; when one was last logged.
@@ -284,6 +294,7 @@ struct Writer {
     faults: Option<Arc<Faults>>,
     /// Disconnected when shutdown's limit has passed: stop retrying.
     abandon: Receiver<()>,
+    log: Option<(Arc<EventLogSetup>, Arc<Outbox>)>,
 }
 
 enum SessionEnd {
@@ -441,6 +452,8 @@ impl Writer {
         let refused = match &req.op {
             StoreOp::Insert(r) | StoreOp::Upsert(r) => refuse_reason(r),
             StoreOp::Delete(id) => crate::records::refuse_id(id),
+            // A key for routing only: never stored.
+            StoreOp::Log(_) => None,
         };
         if let Some(why) = refused {
             tracing::warn!(
@@ -454,6 +467,9 @@ impl Writer {
         }
         let entry = self.batch.coalescer.push(req.op) as u32;
         self.batch.tokens.push(Token { shard: req.shard, token: req.token, entry });
+        if let Some((setup, _)) = &self.log {
+            self.batch.events.extend(req.log.iter().filter_map(|p| setup.row(p)).map(|row| (entry, row)));
+        }
     }
 
     /// Writes batches over one connection until it fails or the writer stops.
@@ -569,7 +585,7 @@ impl Writer {
     /// earlier COMMIT whose reply was lost applied them (read back).
     fn refuse_entry(&mut self, conn: &Connection<'static>, e: usize, why: String) -> Result<(), Failure> {
         let (id, row) = self.batch.coalescer.entry(e);
-        if self.batch.maybe_committed {
+        if self.batch.maybe_committed && self.batch.coalescer.changes_row(e) {
             match read_one(conn, id, &self.target) {
                 Ok(stored) if stored.as_ref() == row => {
                     tracing::info!(
@@ -613,8 +629,13 @@ impl Writer {
         let mut deletes: Vec<&str> = reuse(std::mem::take(&mut scratch.deletes));
         let mut inserts: Vec<&InteractionRecord> = reuse(std::mem::take(&mut scratch.inserts));
         self.batch.coalescer.plan_with(rows_may_exist, only, &mut deletes, &mut inserts);
-        let executed = execute(stmts, &mut scratch.data, &deletes, &inserts);
-        let empty = deletes.is_empty() && inserts.is_empty();
+        let mut executed = execute(stmts, &mut scratch.data, &deletes, &inserts);
+        let mut empty = deletes.is_empty() && inserts.is_empty();
+        if executed.is_ok() && !self.batch.events.is_empty() {
+            let rows = self.events_of(only);
+            empty &= rows.is_empty();
+            executed = write_outbox(&mut stmts.outbox, &rows, rows_may_exist);
+        }
         // Keep the vectors' storage for the next attempt, without keeping
         // borrows of this batch.
         scratch.deletes = reuse(deletes);
@@ -636,6 +657,18 @@ impl Writer {
             return Err(Failure::Unknown("injected: the reply to COMMIT was lost".to_string()));
         }
         Ok(())
+    }
+
+    /// The batch's event rows whose entries `only` names (all when
+    /// `None`), leaving out refused entries.
+    fn events_of(&self, only: Option<&[u32]>) -> Vec<&EventRow> {
+        let c = &self.batch.coalescer;
+        self.batch
+            .events
+            .iter()
+            .filter(|(e, _)| !c.is_refused(*e as usize) && only.is_none_or(|o| o.contains(e)))
+            .map(|(_, row)| row)
+            .collect()
     }
 
     /// What a statement's error means; rolls the transaction back.
@@ -715,12 +748,19 @@ impl Writer {
                 b.failures
             );
         }
+        if let Some((_, outbox)) = &self.log {
+            let logged = b.events.iter().filter(|(e, _)| !b.coalescer.is_refused(*e as usize)).count();
+            if logged > 0 {
+                outbox.added(logged as u64);
+            }
+        }
         self.answer(
             b.tokens
                 .iter()
                 .map(|t| (t.shard, t.token, t.entry != REFUSED_BEFORE && !b.coalescer.is_refused(t.entry as usize))),
         );
         self.batch.tokens.clear();
+        self.batch.events.clear();
         self.batch.coalescer.clear();
         self.batch.failures = 0;
         self.batch.failing_since = None;
@@ -755,6 +795,19 @@ impl Writer {
 fn reuse<'b, T: ?Sized>(mut v: Vec<&T>) -> Vec<&'b T> {
     v.clear();
     v.into_iter().map(|_| unreachable!()).collect()
+}
+
+/// The outbox rows of one attempt; after an attempt whose outcome is
+/// unknown, each key is deleted first (its row may be committed).
+fn write_outbox(outbox: &mut EventTable<'_>, rows: &[&EventRow], may_exist: bool) -> Result<(), odbc_api::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if may_exist {
+        let keys: Vec<(i64, i64, i64)> = rows.iter().map(|r| r.key()).collect();
+        outbox.delete(&keys)?;
+    }
+    outbox.insert(rows)
 }
 
 /// The statements of one attempt, before its COMMIT.

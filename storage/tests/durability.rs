@@ -61,10 +61,10 @@ fn child(connection_string: &str) {
             token += 1;
             let (id, v) = match &op {
                 StoreOp::Insert(r) | StoreOp::Upsert(r) => (r.id.clone(), r.version),
-                StoreOp::Delete(id) => (id.clone(), -1),
+                StoreOp::Delete(id) | StoreOp::Log(id) => (id.clone(), -1),
             };
             sink.ops.lock().unwrap().insert(token, (id, v));
-            h.submit(WriteRequest { shard: 0, token, op });
+            h.submit(WriteRequest { shard: 0, token, op, log: Vec::new() });
         }
         if i % 256 == 0 {
             // Keep the queue short so acks keep flowing until the kill.

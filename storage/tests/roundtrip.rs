@@ -38,7 +38,7 @@ fn round_trip(connection_string: &str, create: bool, strategy: InsertStrategy, b
     let mut token = 0u64;
     let mut submit = |shard: u16, op: StoreOp| {
         token += 1;
-        h.submit(WriteRequest { shard, token, op });
+        h.submit(WriteRequest { shard, token, op, log: Vec::new() });
     };
     // 600 plain inserts, spread over both shards; two in three have a
     // submit order and one in four an agent handling it, so one
@@ -176,7 +176,7 @@ fn nullable_columns_round_trip(connection_string: &str, strategy: InsertStrategy
             ops.iter()
                 .map(|op| match op {
                     StoreOp::Insert(r) | StoreOp::Upsert(r) => (**r).clone(),
-                    StoreOp::Delete(_) => unreachable!(),
+                    StoreOp::Delete(_) | StoreOp::Log(_) => unreachable!(),
                 })
                 .collect(),
         );
@@ -185,7 +185,7 @@ fn nullable_columns_round_trip(connection_string: &str, strategy: InsertStrategy
         let n = ops.len();
         for op in ops {
             token += 1;
-            writers.handle().submit(WriteRequest { shard: 0, token, op });
+            writers.handle().submit(WriteRequest { shard: 0, token, op, log: Vec::new() });
         }
         assert!(sink.wait(n, 30).values().all(|&ok| ok));
         writers.shutdown();
@@ -232,7 +232,7 @@ fn assigned_to_round_trip(connection_string: &str, strategy: InsertStrategy) {
         let n = ops.len();
         for op in ops {
             token += 1;
-            writers.handle().submit(WriteRequest { shard: 0, token, op });
+            writers.handle().submit(WriteRequest { shard: 0, token, op, log: Vec::new() });
         }
         assert!(sink.wait(n, 30).values().all(|&ok| ok));
         writers.shutdown();

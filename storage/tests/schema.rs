@@ -149,7 +149,12 @@ fn write_then_load(cs: &str, r: &ixn_storage::InteractionRecord, want: Vec<ixn_s
     let sink = Collect::new();
     let writers =
         Storage::open(StorageConfig::new(cs)).unwrap().start(vec![sink.clone() as Arc<dyn CompletionSink>]).unwrap();
-    writers.handle().submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Upsert(Box::new(r.clone())) });
+    writers.handle().submit(WriteRequest {
+        shard: 0,
+        token: 1,
+        op: StoreOp::Upsert(Box::new(r.clone())),
+        log: Vec::new(),
+    });
     assert!(sink.wait(1, 30)[&1]);
     writers.shutdown();
     let mut loaded = Storage::open(StorageConfig::new(cs)).unwrap().load_live().unwrap();

@@ -32,7 +32,12 @@ fn completions_go_to_the_submitting_shard() {
     let h = writers.handle();
     for t in 0..300u64 {
         let shard = (t % 3) as u16;
-        h.submit(WriteRequest { shard, token: t, op: StoreOp::Insert(Box::new(record(&format!("0002s{t:010}"), 0))) });
+        h.submit(WriteRequest {
+            shard,
+            token: t,
+            op: StoreOp::Insert(Box::new(record(&format!("0002s{t:010}"), 0))),
+            log: Vec::new(),
+        });
     }
     for (i, s) in sinks.iter().enumerate() {
         let done = s.wait(100, 30);
@@ -47,21 +52,26 @@ fn completions_go_to_the_submitting_shard() {
 fn writes_to_a_missing_table_fail_and_the_writer_recovers() {
     let (_dir, cs, writers, sinks) = start_sqlite("fail", 1);
     let h = writers.handle();
-    h.submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Insert(Box::new(record("0003ok1", 0))) });
+    h.submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Insert(Box::new(record("0003ok1", 0))), log: Vec::new() });
     assert!(sinks[0].wait(1, 30)[&1]);
 
     // Take the table away: the database is there and refuses every write,
     // so each one fails (the database did not apply it).
     run_sql(&cs, "ALTER TABLE interactions RENAME TO interactions_away", false);
-    h.submit(WriteRequest { shard: 0, token: 2, op: StoreOp::Insert(Box::new(record("0003lost", 0))) });
-    h.submit(WriteRequest { shard: 0, token: 3, op: StoreOp::Delete("0003ok1".into()) });
+    h.submit(WriteRequest {
+        shard: 0,
+        token: 2,
+        op: StoreOp::Insert(Box::new(record("0003lost", 0))),
+        log: Vec::new(),
+    });
+    h.submit(WriteRequest { shard: 0, token: 3, op: StoreOp::Delete("0003ok1".into()), log: Vec::new() });
     let done = sinks[0].wait(3, 30);
     assert!(!done[&2]);
     assert!(!done[&3]);
 
     // Put it back: the same writer goes on.
     run_sql(&cs, "ALTER TABLE interactions_away RENAME TO interactions", false);
-    h.submit(WriteRequest { shard: 0, token: 4, op: StoreOp::Insert(Box::new(record("0003ok2", 0))) });
+    h.submit(WriteRequest { shard: 0, token: 4, op: StoreOp::Insert(Box::new(record("0003ok2", 0))), log: Vec::new() });
     assert!(sinks[0].wait(4, 30)[&4]);
     writers.shutdown();
     assert_eq!(live_ids(&cs), vec!["0003ok1".to_string(), "0003ok2".to_string()]);
@@ -76,7 +86,7 @@ fn a_retry_replaces_rows_an_earlier_attempt_may_have_committed() {
     let h = writers.handle();
     let mut r = record("0004dup", 3);
     r.queue = "after retry".into();
-    h.submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Insert(Box::new(r.clone())) });
+    h.submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Insert(Box::new(r.clone())), log: Vec::new() });
     assert!(sinks[0].wait(1, 30)[&1]);
     writers.shutdown();
     let loaded = Storage::open(StorageConfig::new(cs)).unwrap().load_live().unwrap();
@@ -89,19 +99,24 @@ fn an_oversized_field_fails_only_its_own_write() {
     let h = writers.handle();
     let mut bad = record("0005bad", 0);
     bad.queue = "q".repeat(256);
-    h.submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Insert(Box::new(record("0005good", 0))) });
-    h.submit(WriteRequest { shard: 0, token: 2, op: StoreOp::Insert(Box::new(bad)) });
-    h.submit(WriteRequest { shard: 0, token: 3, op: StoreOp::Delete("x".repeat(65)) });
+    h.submit(WriteRequest {
+        shard: 0,
+        token: 1,
+        op: StoreOp::Insert(Box::new(record("0005good", 0))),
+        log: Vec::new(),
+    });
+    h.submit(WriteRequest { shard: 0, token: 2, op: StoreOp::Insert(Box::new(bad)), log: Vec::new() });
+    h.submit(WriteRequest { shard: 0, token: 3, op: StoreOp::Delete("x".repeat(65)), log: Vec::new() });
     // workbin_owner is held to 255 bytes like the other names.
     let bad_owner = workbin_record("0005badowner", 0, Some(&"w".repeat(256)));
-    h.submit(WriteRequest { shard: 0, token: 4, op: StoreOp::Insert(Box::new(bad_owner)) });
+    h.submit(WriteRequest { shard: 0, token: 4, op: StoreOp::Insert(Box::new(bad_owner)), log: Vec::new() });
     let owner_255 = workbin_record("0005owner255", 0, Some(&"w".repeat(255)));
-    h.submit(WriteRequest { shard: 0, token: 5, op: StoreOp::Insert(Box::new(owner_255)) });
+    h.submit(WriteRequest { shard: 0, token: 5, op: StoreOp::Insert(Box::new(owner_255)), log: Vec::new() });
     // So is assigned_to.
     let bad_agent = assigned_record("0005badagent", 0, Some(&"a".repeat(256)));
-    h.submit(WriteRequest { shard: 0, token: 6, op: StoreOp::Insert(Box::new(bad_agent)) });
+    h.submit(WriteRequest { shard: 0, token: 6, op: StoreOp::Insert(Box::new(bad_agent)), log: Vec::new() });
     let agent_255 = assigned_record("0005agent255", 0, Some(&"a".repeat(255)));
-    h.submit(WriteRequest { shard: 0, token: 7, op: StoreOp::Insert(Box::new(agent_255)) });
+    h.submit(WriteRequest { shard: 0, token: 7, op: StoreOp::Insert(Box::new(agent_255)), log: Vec::new() });
     let done = sinks[0].wait(7, 30);
     assert_eq!(
         (done[&1], done[&2], done[&3], done[&4], done[&5], done[&6], done[&7]),
@@ -120,6 +135,7 @@ fn shutdown_finishes_queued_writes_and_refuses_later_ones() {
             shard: 0,
             token: t,
             op: StoreOp::Insert(Box::new(record(&format!("0006{t:012}"), 0))),
+            log: Vec::new(),
         });
     }
     writers.shutdown();
@@ -127,7 +143,12 @@ fn shutdown_finishes_queued_writes_and_refuses_later_ones() {
     let done = sinks[0].snapshot();
     assert_eq!(done.len(), 5000);
     assert!(done.values().all(|&ok| ok));
-    h.submit(WriteRequest { shard: 0, token: 9999, op: StoreOp::Insert(Box::new(record("0006late", 0))) });
+    h.submit(WriteRequest {
+        shard: 0,
+        token: 9999,
+        op: StoreOp::Insert(Box::new(record("0006late", 0))),
+        log: Vec::new(),
+    });
     assert_eq!(sinks[0].snapshot().get(&9999), Some(&false), "answered at once with ok=false");
     assert_eq!(live_ids(&cs).len(), 5000);
 }
@@ -146,7 +167,12 @@ fn postgres_start_waits_for_the_previous_servers_writer_sessions() {
     let sink = Collect::new();
     let writers = first.start(vec![sink.clone() as Arc<dyn CompletionSink>]).unwrap();
     // One committed write: the writer session (and its lock) is up.
-    writers.handle().submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Insert(Box::new(record("0009lock", 0))) });
+    writers.handle().submit(WriteRequest {
+        shard: 0,
+        token: 1,
+        op: StoreOp::Insert(Box::new(record("0009lock", 0))),
+        log: Vec::new(),
+    });
     assert_eq!(sink.wait(1, 30).get(&1), Some(&true));
     let released = Arc::new(AtomicBool::new(false));
     let second = {
@@ -174,10 +200,15 @@ fn a_nul_in_text_is_refused_not_stored_cut() {
     let mut subtype = record("0007subtype", 0);
     subtype.interaction_subtype = "Inbound\0New".into();
     let owner = workbin_record("0007owner", 0, Some("agent\0"));
-    h.submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Insert(Box::new(subtype)) });
-    h.submit(WriteRequest { shard: 0, token: 2, op: StoreOp::Insert(Box::new(owner)) });
-    h.submit(WriteRequest { shard: 0, token: 3, op: StoreOp::Insert(Box::new(record("0007good", 0))) });
-    h.submit(WriteRequest { shard: 0, token: 4, op: StoreOp::Delete("0007good\0".into()) });
+    h.submit(WriteRequest { shard: 0, token: 1, op: StoreOp::Insert(Box::new(subtype)), log: Vec::new() });
+    h.submit(WriteRequest { shard: 0, token: 2, op: StoreOp::Insert(Box::new(owner)), log: Vec::new() });
+    h.submit(WriteRequest {
+        shard: 0,
+        token: 3,
+        op: StoreOp::Insert(Box::new(record("0007good", 0))),
+        log: Vec::new(),
+    });
+    h.submit(WriteRequest { shard: 0, token: 4, op: StoreOp::Delete("0007good\0".into()), log: Vec::new() });
     let done = sinks[0].wait(4, 30);
     assert_eq!((done[&1], done[&2], done[&3], done[&4]), (false, false, true, false));
     writers.shutdown();

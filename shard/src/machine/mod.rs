@@ -24,7 +24,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 
 use crate::agent::{AgentRef, AgentState, Ledger, PendingLogin};
 use crate::catalog::{AgentIdx, Catalog, QueueIdx, TenantIdx, ViewIdx, WorkbinIdx};
@@ -109,13 +109,17 @@ pub enum StoreOp {
     Upsert(Box<InteractionRecord>),
     /// The interaction left the cache.
     Delete(String),
+    /// No row changes: only the write's events go to the event log (an
+    /// invitation, an agent's state). The key (an interaction id, or an
+    /// agent's) names the writer, as an id does.
+    Log(String),
 }
 
 impl StoreOp {
     pub fn id(&self) -> &str {
         match self {
             StoreOp::Insert(r) | StoreOp::Upsert(r) => &r.id,
-            StoreOp::Delete(id) => id,
+            StoreOp::Delete(id) | StoreOp::Log(id) => id,
         }
     }
 }
@@ -124,8 +128,9 @@ impl StoreOp {
 pub enum Output {
     /// Send `frame` to the connection at `origin`.
     Reply { origin: Origin, frame: Frame },
-    /// Write `op`; answer with `Input::StorageDone { token, .. }`.
-    Store { token: u64, op: StoreOp },
+    /// Write `op` and, in the same transaction, `log` to the event log
+    /// (empty while it is off); answer with `Input::StorageDone { token, .. }`.
+    Store { token: u64, op: StoreOp, log: Vec<Arc<crate::report::Published>> },
     /// Send `msg` to shard `to` (possibly this one) as `Input::Peer`.
     Peer { to: u16, msg: PeerMsg },
     /// Send an unsolicited event (reference id 0: an invitation, a
@@ -196,6 +201,10 @@ pub(crate) struct Pending {
     id: IxId,
     /// This write's token: later writes have larger ones.
     token: u64,
+    /// With the event log on, the events of a change that stands whatever
+    /// storage says (no undo): if the write fails, they go to the log on
+    /// their own.
+    log: Vec<Arc<crate::report::Published>>,
 }
 
 /// A lock on one interaction.
@@ -258,6 +267,9 @@ pub struct ShardParams {
     /// Reporting events each shard keeps for subscribers that resume
     /// (`reporting-replay-events`).
     pub replay_events: usize,
+    /// Whether the event log is on (`[logger-settings]`): every event is
+    /// made and written with its change.
+    pub event_log: bool,
 }
 
 /// A set of client types.
@@ -351,6 +363,7 @@ impl ShardParams {
             agents: AgentParams::default(),
             generation: 1,
             replay_events: DEFAULT_REPLAY_EVENTS,
+            event_log: false,
         }
     }
 }
@@ -367,6 +380,8 @@ pub struct Shard {
     ids: IdGen,
     next_token: u64,
     pub(crate) pending: AHashMap<u64, Pending>,
+    /// Writes that only carry events to the event log (`StoreOp::Log`).
+    pub(crate) log_only: AHashSet<u64>,
     /// View indexes, queue counts and locks: changed only through
     /// `indexing.rs`.
     pub(crate) index: Index,
@@ -455,6 +470,7 @@ impl Shard {
             ids: IdGen::new(params.node, params.shard, params.shards),
             next_token: 1,
             pending: AHashMap::new(),
+            log_only: AHashSet::new(),
             index,
             watchers: AHashMap::new(),
             ops: AHashMap::new(),
@@ -480,7 +496,7 @@ impl Shard {
             rounds: AHashMap::new(),
             strategy_watch: AHashMap::new(),
             agent_lock_name: crate::routing::AGENT_LOCK_NAME.into(),
-            reporter: crate::report::Reporter::new(params.shard, params.replay_events),
+            reporter: crate::report::Reporter::new(params.shard, params.replay_events, params.event_log),
             last_write: AHashMap::new(),
             rejected_by: AHashMap::new(),
         }
@@ -758,15 +774,26 @@ impl Shard {
         }
     }
 
-    /// Sends the current state of `slot` to storage; the reply waits for it.
-    /// Returns the write's token.
-    fn write(&mut self, slot: Slot, reply_to: Option<Origin>, reply: Frame, undo: Undo, out: &mut Vec<Output>) -> u64 {
+    /// Sends the current state of `slot` to storage, with the events of
+    /// the change (sent when it settles; written with it to the event
+    /// log); the reply waits for it. Returns the write's token.
+    fn write(
+        &mut self,
+        slot: Slot,
+        reply_to: Option<Origin>,
+        reply: Frame,
+        undo: Undo,
+        events: Vec<Event>,
+        out: &mut Vec<Output>,
+    ) -> u64 {
         let record = Box::new(self.store.get(slot).to_record(self.names()));
         let op = if self.mark_stored(slot) { StoreOp::Upsert(record) } else { StoreOp::Insert(record) };
         let token = self.new_token();
+        let log = self.reporter.hold(token, events);
         // Generated ids are inline: no allocation on this path.
         let id = self.store.get(slot).id.clone();
         self.last_write.insert(id.clone(), token);
+        let keep_log = if matches!(undo, Undo::Nothing) { log.clone() } else { Vec::new() };
         self.pending.insert(
             token,
             Pending {
@@ -780,17 +807,17 @@ impl Shard {
                 after: Vec::new(),
                 id,
                 token,
+                log: keep_log,
             },
         );
-        out.push(Output::Store { token, op });
+        out.push(Output::Store { token, op, log });
         token
     }
 
     /// Writes `slot` and acknowledges `caller` when committed, sending
     /// `reports` then.
     pub(crate) fn write_reporting(&mut self, slot: Slot, caller: &Caller, reports: Vec<Event>, out: &mut Vec<Output>) {
-        let token = self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Nothing, out);
-        self.reporter.hold(token, reports, false);
+        self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Nothing, reports, out);
     }
 
     /// [`Shard::write_reporting`] for a change that is undone if its write
@@ -803,13 +830,12 @@ impl Shard {
         before: Box<Interaction>,
         out: &mut Vec<Output>,
     ) {
-        let token = self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Revert(before), out);
-        self.reporter.hold(token, reports, false);
+        self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Revert(before), reports, out);
     }
 
     /// Writes `slot` with no one to answer (a time-out's change).
     pub(crate) fn write_silent(&mut self, slot: Slot, out: &mut Vec<Output>) {
-        self.write(slot, None, Frame::new(0, 0), Undo::Nothing, out);
+        self.write(slot, None, Frame::new(0, 0), Undo::Nothing, Vec::new(), out);
     }
 
     pub(crate) fn new_token(&mut self) -> u64 {
@@ -891,15 +917,14 @@ impl Shard {
         let slot = self.admit(ix, out);
         let reply = event_ack(caller.ref_id).with(attr::INTERACTION_ID, &*id);
         let undo = Undo::ForgetSubmitted { id: IxId::new(&id), tie };
-        let token = self.write(slot, Some(caller.origin), reply, undo, out);
-        self.pending.get_mut(&token).expect("just written").reveal = Some(tie);
         // Numbered now, ahead of the events of any change pipelined behind
-        // it; sent, with the commit's time, when it commits.
+        // it; sent when it commits.
         let events = [What::Submitted, What::PlacedInQueue { from: None }]
             .into_iter()
             .filter_map(|what| self.ix_event(now_ms, slot, || what))
             .collect();
-        self.reporter.hold(token, events, true);
+        let token = self.write(slot, Some(caller.origin), reply, undo, events, out);
+        self.pending.get_mut(&token).expect("just written").reveal = Some(tie);
         Ok(None)
     }
 
@@ -1192,11 +1217,12 @@ impl Shard {
                 after: Vec::new(),
                 id: ixid.clone(),
                 token,
+                log: Vec::new(),
             },
         );
         self.last_write.insert(ixid, token);
-        self.reporter.hold(token, reports, false);
-        out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()) });
+        let log = self.reporter.hold(token, reports);
+        out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()), log });
         Ok(None)
     }
 
@@ -1221,6 +1247,13 @@ impl Shard {
     }
 
     fn storage_done(&mut self, token: u64, ok: bool, out: &mut Vec<Output>) {
+        if self.log_only.remove(&token) {
+            // Events of a change that is not stored: it stands, so they
+            // are sent whether the log took them or not (a refusal is the
+            // writer's to log).
+            self.reporter.settle(token, Settle::Release, out);
+            return;
+        }
         let Some(mut p) = self.pending.remove(&token) else {
             // A completion for a write this shard never made: a bug in the
             // server's plumbing. Refuse loudly in tests, ignore in release.
@@ -1252,8 +1285,10 @@ impl Shard {
         // A change that stays applied in memory whatever storage says
         // (accept, hold, leave: no undo) is reported as memory has it.
         let kept = matches!(p.undo, Undo::Nothing);
-        let now_ms = self.now_us.div_euclid(1000);
-        let events = if kept { Settle::Release(now_ms) } else { Settle::Drop };
+        let events = if kept { Settle::Release } else { Settle::Drop };
+        if !ok {
+            self.log_again(&p, out);
+        }
         if p.doomed {
             self.reporter.settle(p.token, events, out);
             if let Some(origin) = p.reply_to {
@@ -1298,13 +1333,24 @@ impl Shard {
         }
     }
 
+    /// A failed write of a change that stands in memory anyway (no undo):
+    /// its events are sent, so with the event log on they are written to
+    /// it on their own.
+    fn log_again(&mut self, p: &Pending, out: &mut Vec<Output>) {
+        if p.log.is_empty() {
+            return;
+        }
+        let token = self.new_token();
+        self.log_only.insert(token);
+        out.push(Output::Store { token, op: StoreOp::Log(p.id.to_string()), log: p.log.clone() });
+    }
+
     /// A committed write: a submit becomes visible, its events go out, its
     /// request is acknowledged.
     fn committed(&mut self, p: Pending, out: &mut Vec<Output>) {
-        let now_ms = self.now_us.div_euclid(1000);
         // Its events (a submission's too, stopped meanwhile or not): out
         // ahead of the wake-ups its views send.
-        self.reporter.settle(p.token, Settle::Release(now_ms), out);
+        self.reporter.settle(p.token, Settle::Release, out);
         if let Some(tie) = p.reveal {
             // Stopped before its submit committed: if the stop fails, it
             // comes back visible.
@@ -1344,9 +1390,10 @@ impl Shard {
                 after: Vec::new(),
                 id: id.clone(),
                 token,
+                log: Vec::new(),
             },
         );
-        out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()) });
+        out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()), log: Vec::new() });
     }
 
     /// A change failed: the interaction is as it was before it. Later

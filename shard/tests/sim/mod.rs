@@ -180,6 +180,7 @@ pub fn describe_op(op: &StoreOp) -> String {
             format!("Upsert {} version {} order {:?} queue {}", r.id, r.version, r.submit_order, r.queue)
         }
         StoreOp::Delete(id) => format!("Delete {id}"),
+        StoreOp::Log(key) => format!("Log events of {key}"),
     }
 }
 
@@ -344,7 +345,7 @@ impl Node {
         for o in out {
             if self.trace {
                 match &o {
-                    Output::Store { token, op } => eprintln!("    <- write {token}: {}", describe_op(op)),
+                    Output::Store { token, op, .. } => eprintln!("    <- write {token}: {}", describe_op(op)),
                     Output::Reply { frame, .. } => eprintln!(
                         "    <- answer to ref {}: {} {:?}",
                         frame.ref_id,
@@ -365,7 +366,7 @@ impl Node {
                 }
             }
             match o {
-                Output::Store { token, op } => self.sent(shard, token, op, !completion),
+                Output::Store { token, op, .. } => self.sent(shard, token, op, !completion),
                 Output::Peer { to, msg } => {
                     let n = self.n() as usize;
                     self.net[shard as usize * n + to as usize].push_back(msg);
@@ -425,6 +426,7 @@ impl Node {
                 r.submit_order
             }
             StoreOp::Delete(id) => self.last_row.get(id).copied().flatten(),
+            StoreOp::Log(_) => None,
         };
         let held = self.faults.hold > 0 && self.rng.chance(self.faults.hold);
         if held {
@@ -464,6 +466,7 @@ impl Node {
             StoreOp::Delete(id) => {
                 db.remove(id);
             }
+            StoreOp::Log(_) => {}
         }
     }
 
@@ -486,10 +489,11 @@ impl Node {
         if deferred && ok {
             self.acked.remove(&id);
         }
-        if ok && acked && !deferred {
+        if ok && acked && !deferred && !matches!(w.op, StoreOp::Log(_)) {
             let a = match w.op {
                 StoreOp::Insert(r) | StoreOp::Upsert(r) => Acked::Live(r),
                 StoreOp::Delete(_) => Acked::Stopped { submit_order: w.order },
+                StoreOp::Log(_) => unreachable!("left out above"),
             };
             self.acked.insert(id, a);
         }
@@ -555,10 +559,12 @@ impl Node {
                 // is what it has. Not so a delete no client asked for (what
                 // a failed submit may have left): it must not remove what
                 // was acknowledged.
-                if w.requested || !matches!(w.op, StoreOp::Delete(_)) {
+                if matches!(w.op, StoreOp::Log(_)) {
+                    // Changes no row.
+                } else if w.requested || !matches!(w.op, StoreOp::Delete(_)) {
                     let a = match &w.op {
                         StoreOp::Insert(r) | StoreOp::Upsert(r) => Acked::Live(r.clone()),
-                        StoreOp::Delete(_) => Acked::Stopped { submit_order: w.order },
+                        StoreOp::Delete(_) | StoreOp::Log(_) => Acked::Stopped { submit_order: w.order },
                     };
                     self.acked.insert(id.clone(), a);
                     landed_unanswered = true;

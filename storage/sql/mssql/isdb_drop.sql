@@ -1,3 +1,4 @@
 -- Removes the ixn Interaction Server database (isdb) tables, Microsoft SQL Server.
 DROP TABLE IF EXISTS interactions;
 DROP TABLE IF EXISTS ixn_schema;
+DROP TABLE IF EXISTS ixn_event_outbox;

@@ -1,0 +1,4 @@
+-- Removes the ixn Event Logger database (eldb) tables, MariaDB.
+DROP TABLE IF EXISTS rpt_interaction;
+DROP TABLE IF EXISTS rpt_agent;
+DROP TABLE IF EXISTS rpt_schema;

@@ -1,0 +1,541 @@
+//! The Event Logger: ships events from the outbox to the event log.
+//!
+//! Every change's events are written to `ixn_event_outbox` in the main
+//! database in the same transaction as the change (writer.rs), so an event
+//! is in the outbox if and only if its change committed. This thread,
+//! `ixn-event-logger`, moves them in batches to `rpt_interaction` and
+//! `rpt_agent` in the event log's database (`[logger-settings]
+//! connection-string`; the main database when absent) and deletes them
+//! from the outbox:
+//!
+//! * same database: insert and delete in one transaction;
+//! * another database: insert and commit there, then delete and commit in
+//!   the main one. A crash between the two leaves shipped rows in the
+//!   outbox; the next batch after a start or a failure deletes each key in
+//!   the event log before inserting it, so a row is never stored twice.
+//!
+//! While the event log's database is down the outbox grows (the writers
+//! never wait for the event log) and nothing is lost: the thread retries
+//! with a backoff and logs the outage, rate-limited, and warns while the
+//! outbox holds more than `max-queue-size` events.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use odbc_api::{Connection, Cursor, CursorRow, Nullable};
+
+use crate::conn::{self, diag};
+use crate::event_statements::EventTable;
+use crate::events::{Col, EventFilter, EventRow, Kind, AGENT_COLUMNS, ALL_COLUMNS, EVENT_COLUMNS};
+use crate::{msg_id, Engine, StorageError};
+
+/// `[logger-settings]`.
+#[derive(Clone, Debug)]
+pub struct LoggerConfig {
+    /// The event log's database; `None`: the main database.
+    pub connection_string: Option<String>,
+    /// Most events shipped per transaction (vendor default 500).
+    pub batch_size: usize,
+    /// How long events wait for a batch to fill before they are shipped
+    /// anyway (vendor default 1000 ms).
+    pub storing_timeout: Duration,
+    /// Events in the outbox past which the server warns (the event log is
+    /// falling behind or down).
+    pub max_queue_size: u64,
+    /// Which events are logged.
+    pub filter: EventFilter,
+    /// Create the eldb tables when the event log's database has none (the
+    /// embedded SQLite default).
+    pub create_schema: bool,
+}
+
+impl LoggerConfig {
+    pub fn new() -> Self {
+        LoggerConfig {
+            connection_string: None,
+            batch_size: 500,
+            storing_timeout: Duration::from_millis(1000),
+            max_queue_size: 1_000_000,
+            filter: EventFilter::default(),
+            create_schema: false,
+        }
+    }
+}
+
+impl Default for LoggerConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The outbox's counters, shared by the writers and the shipper: ready to
+/// be read as metrics.
+#[derive(Debug)]
+pub struct Outbox {
+    /// Events in the outbox, as far as this process knows (counted at
+    /// start, then added by commits and taken off by shipments).
+    backlog: AtomicU64,
+    /// Events shipped to the event log since the start.
+    shipped: AtomicU64,
+    /// Wakes the shipper after a commit added events.
+    nudge: Sender<()>,
+}
+
+impl Outbox {
+    /// A commit put `n` events in the outbox.
+    pub(crate) fn added(&self, n: u64) {
+        self.backlog.fetch_add(n, Ordering::Relaxed);
+        let _ = self.nudge.try_send(());
+    }
+
+    /// Events waiting in the outbox.
+    pub fn backlog(&self) -> u64 {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Events shipped to the event log since the start.
+    pub fn shipped(&self) -> u64 {
+        self.shipped.load(Ordering::Relaxed)
+    }
+
+    fn took(&self, n: u64) {
+        // Never below zero: the count at start may be behind a row a
+        // killed predecessor committed as it died.
+        let _ = self.backlog.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(n)));
+        self.shipped.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Where the shipper's connections go.
+struct Target {
+    connection_string: String,
+    target: String,
+    engine: Engine,
+}
+
+/// The event log, checked and ready to start.
+pub struct EventLog {
+    cfg: LoggerConfig,
+    main: Target,
+    /// `None`: the main database.
+    log: Option<Target>,
+    outbox: Arc<Outbox>,
+    nudged: Receiver<()>,
+}
+
+impl EventLog {
+    /// Checks the outbox in the main database (creating it where the main
+    /// schema is created) and the eldb tables in the event log's, and
+    /// counts what the outbox holds.
+    pub(crate) fn open(
+        cfg: LoggerConfig,
+        main_conn: &Connection<'static>,
+        main_cs: &str,
+        main_target: &str,
+        main_engine: &Engine,
+        create_main: bool,
+    ) -> Result<EventLog, StorageError> {
+        crate::schema::ensure_outbox(main_conn, main_engine, main_target, create_main)?;
+        let log = match &cfg.connection_string {
+            Some(cs) if cs != main_cs => {
+                let target = conn::describe_target(cs);
+                let (c, _) = conn::connect_log(cs, &target)?;
+                let dbms = c.database_management_system_name().map_err(|e| {
+                    StorageError::new(format!(
+                        "could not ask the event log database at {target} for its name: {}",
+                        diag(&e)
+                    ))
+                })?;
+                let engine = Engine::from_dbms_name(&dbms);
+                crate::schema::ensure_eldb(&c, &engine, &target, cfg.create_schema)?;
+                Some(Target { connection_string: cs.clone(), target, engine })
+            }
+            _ => {
+                crate::schema::ensure_eldb(main_conn, main_engine, main_target, cfg.create_schema || create_main)?;
+                None
+            }
+        };
+        let waiting = count_outbox(main_conn).map_err(|d| {
+            StorageError::new(format!("could not count the events in ixn_event_outbox at {main_target}: {d}"))
+        })?;
+        let (nudge, nudged) = crossbeam_channel::bounded(1);
+        let outbox = Arc::new(Outbox { backlog: AtomicU64::new(waiting), shipped: AtomicU64::new(0), nudge });
+        tracing::info!(
+            msg_id = msg_id::EVENT_LOG_READY,
+            waiting,
+            target = log.as_ref().map_or(main_target, |l| l.target.as_str()),
+            "Event log ready: {waiting} event(s) waiting in the outbox, shipping to {}",
+            log.as_ref().map_or("the main database", |l| l.target.as_str())
+        );
+        let main = Target {
+            connection_string: main_cs.to_string(),
+            target: main_target.to_string(),
+            engine: main_engine.clone(),
+        };
+        Ok(EventLog { cfg, main, log, outbox, nudged })
+    }
+
+    /// The outbox's counters (for the writers and for metrics).
+    pub fn outbox(&self) -> Arc<Outbox> {
+        self.outbox.clone()
+    }
+
+    pub(crate) fn filter(&self) -> &EventFilter {
+        &self.cfg.filter
+    }
+
+    /// Starts the shipper thread.
+    pub fn start(self) -> Result<Shipper, StorageError> {
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let outbox = self.outbox.clone();
+        let t = std::thread::Builder::new()
+            .name("ixn-event-logger".into())
+            .spawn(move || self.run(stop_rx))
+            .map_err(|e| StorageError::new(format!("could not start the event logger thread: {e}")))?;
+        Ok(Shipper { thread: t, stop: stop_tx, outbox })
+    }
+
+    fn run(self, stop: Receiver<Instant>) {
+        let mut state =
+            ShipState { may_exist: true, failures: 0, last_logged: None, failing_since: None, warned: None };
+        let mut deadline: Option<Instant> = None;
+        loop {
+            match self.session(&mut state, &stop, &mut deadline) {
+                Ok(()) => break,
+                Err(why) => {
+                    state.failed(&why, &self.outbox);
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
+                    }
+                    let wait = backoff(state.failures);
+                    match stop.recv_timeout(wait) {
+                        Ok(d) => deadline = Some(d),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => {}
+                    }
+                }
+            }
+        }
+        let left = self.outbox.backlog();
+        tracing::info!(
+            msg_id = msg_id::EVENT_LOG_STOPPED,
+            shipped = self.outbox.shipped(),
+            left,
+            "Event logger stopped: {} event(s) shipped, {left} left in the outbox for the next start",
+            self.outbox.shipped()
+        );
+    }
+
+    /// Ships over one pair of connections until stopped (Ok) or a failure.
+    fn session(
+        &self,
+        st: &mut ShipState,
+        stop: &Receiver<Instant>,
+        deadline: &mut Option<Instant>,
+    ) -> Result<(), String> {
+        let (main, main_id) =
+            conn::connect_quietly(&self.main.connection_string, &self.main.target).map_err(|e| e.message)?;
+        let other = match &self.log {
+            Some(l) => Some(conn::connect_log(&l.connection_string, &l.target).map_err(|e| e.message)?),
+            None => None,
+        };
+        let result = self.ship_on(&main, other.as_ref().map(|(c, _)| c), st, stop, deadline);
+        let _ = main.rollback();
+        drop(main);
+        conn::log_closed(main_id);
+        if let Some((c, id)) = other {
+            let _ = c.rollback();
+            drop(c);
+            conn::log_closed(id);
+        }
+        result
+    }
+
+    fn ship_on(
+        &self,
+        main: &Connection<'static>,
+        other: Option<&Connection<'static>>,
+        st: &mut ShipState,
+        stop: &Receiver<Instant>,
+        deadline: &mut Option<Instant>,
+    ) -> Result<(), String> {
+        main.set_autocommit(false).map_err(|e| diag(&e))?;
+        let log_conn = other.unwrap_or(main);
+        if other.is_some() {
+            log_conn.set_autocommit(false).map_err(|e| diag(&e))?;
+        }
+        let mut outbox = EventTable::new(main, "ixn_event_outbox", &ALL_COLUMNS);
+        let mut interactions = EventTable::new(log_conn, "rpt_interaction", &ALL_COLUMNS);
+        let mut agents = EventTable::new(log_conn, "rpt_agent", &AGENT_COLUMNS);
+        let select = select_sql(&self.main.engine, self.cfg.batch_size);
+        loop {
+            let rows = read_outbox(main, &select).map_err(|d| format!("reading the outbox: {d}"))?;
+            // The reading transaction ends here: a long one would hold
+            // SQLite's WAL and PostgreSQL's snapshot.
+            main.commit().map_err(|e| diag(&e))?;
+            if rows.is_empty() {
+                if deadline.is_some() {
+                    return Ok(());
+                }
+                self.wait(stop, deadline);
+                continue;
+            }
+            let keys: Vec<(i64, i64, i64)> = rows.iter().map(EventRow::key).collect();
+            let (ag, ix): (Vec<&EventRow>, Vec<&EventRow>) = rows.iter().partition(|r| r.is_agent_event());
+            if st.may_exist {
+                let keys_of = |rows: &[&EventRow]| rows.iter().map(|r| r.key()).collect::<Vec<_>>();
+                interactions.delete(&keys_of(&ix)).map_err(|e| diag(&e))?;
+                agents.delete(&keys_of(&ag)).map_err(|e| diag(&e))?;
+            }
+            interactions.insert(&ix).map_err(|e| format!("storing events: {}", diag(&e)))?;
+            agents.insert(&ag).map_err(|e| format!("storing events: {}", diag(&e)))?;
+            if other.is_some() {
+                log_conn.commit().map_err(|e| format!("committing to the event log: {}", diag(&e)))?;
+            }
+            outbox.delete(&keys).map_err(|e| format!("deleting shipped events from the outbox: {}", diag(&e)))?;
+            main.commit().map_err(|e| format!("committing the outbox: {}", diag(&e)))?;
+            st.shipped(rows.len() as u64, &self.outbox);
+            st.check_backlog(&self.outbox, self.cfg.max_queue_size);
+            if rows.len() < self.cfg.batch_size && deadline.is_none() {
+                self.wait(stop, deadline);
+            }
+        }
+    }
+
+    /// Waits for a batch to fill: until the writers have added a whole
+    /// batch, or storing-timeout has passed, or a stop.
+    fn wait(&self, stop: &Receiver<Instant>, deadline: &mut Option<Instant>) {
+        let until = Instant::now() + self.cfg.storing_timeout;
+        loop {
+            if self.outbox.backlog() >= self.cfg.batch_size as u64 {
+                return;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            crossbeam_channel::select! {
+                recv(stop) -> d => {
+                    if let Ok(d) = d {
+                        *deadline = Some(d);
+                    }
+                    return;
+                }
+                recv(self.nudged) -> _ => {}
+                default(until - now) => return,
+            }
+        }
+    }
+}
+
+/// What the shipper remembers across attempts.
+struct ShipState {
+    /// Rows of the next batch may be in the event log already (after a
+    /// start, or a failure between the two commits): delete them first.
+    may_exist: bool,
+    failures: u32,
+    failing_since: Option<Instant>,
+    last_logged: Option<Instant>,
+    /// When the outbox was last reported over max-queue-size.
+    warned: Option<Instant>,
+}
+
+impl ShipState {
+    fn failed(&mut self, why: &str, outbox: &Outbox) {
+        self.may_exist = true;
+        self.failures += 1;
+        let now = Instant::now();
+        let since = *self.failing_since.get_or_insert(now);
+        if self.failures > 4 && self.last_logged.is_some_and(|t| now - t < Duration::from_secs(30)) {
+            return;
+        }
+        self.last_logged = Some(now);
+        let waiting = outbox.backlog();
+        tracing::warn!(
+            msg_id = msg_id::EVENT_LOG_FAILED,
+            attempt = self.failures,
+            failing_s = (now - since).as_secs(),
+            waiting,
+            "Event logger could not ship events (attempt {}, failing for {} s): {why}; {waiting} event(s) wait in \
+             the outbox, none is lost; retrying",
+            self.failures,
+            (now - since).as_secs()
+        );
+    }
+
+    fn shipped(&mut self, n: u64, outbox: &Outbox) {
+        outbox.took(n);
+        self.may_exist = false;
+        if self.failures > 0 {
+            let secs = self.failing_since.map_or(0, |t| t.elapsed().as_secs());
+            tracing::info!(
+                msg_id = msg_id::EVENT_LOG_RECOVERED,
+                failures = self.failures,
+                "Event logger is shipping again after {} failed attempts ({secs} s); {} event(s) wait in the outbox",
+                self.failures,
+                outbox.backlog()
+            );
+        }
+        self.failures = 0;
+        self.failing_since = None;
+        self.last_logged = None;
+    }
+
+    fn check_backlog(&mut self, outbox: &Outbox, max: u64) {
+        let waiting = outbox.backlog();
+        if waiting <= max {
+            self.warned = None;
+            return;
+        }
+        let now = Instant::now();
+        if self.warned.is_some_and(|t| now - t < Duration::from_secs(30)) {
+            return;
+        }
+        self.warned = Some(now);
+        tracing::warn!(
+            msg_id = msg_id::EVENT_LOG_BEHIND,
+            waiting,
+            max,
+            "Event log outbox holds {waiting} events, more than max-queue-size ({max}): the event log falls behind"
+        );
+    }
+}
+
+/// The shipper's waits between failed attempts: 100 ms doubling to 3.2 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(100u64 << (failures.clamp(1, 6) - 1))
+}
+
+/// The running shipper.
+pub struct Shipper {
+    thread: JoinHandle<()>,
+    stop: Sender<Instant>,
+    outbox: Arc<Outbox>,
+}
+
+impl Shipper {
+    /// Ships what the outbox holds until it is empty or `limit` has
+    /// passed, then stops; what is left is shipped after the next start.
+    pub fn shutdown_within(self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let _ = self.stop.send(deadline);
+        while !self.thread.is_finished() {
+            if Instant::now() >= deadline + Duration::from_secs(1) {
+                tracing::warn!(
+                    msg_id = msg_id::EVENT_LOG_STOPPED,
+                    "Event logger did not stop within the shutdown limit (blocked in a database call); not waiting for it"
+                );
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.thread.join();
+        self.outbox.backlog() == 0
+    }
+
+    pub fn outbox(&self) -> Arc<Outbox> {
+        self.outbox.clone()
+    }
+}
+
+fn count_outbox(conn: &Connection<'static>) -> Result<u64, String> {
+    let cursor = conn.execute("SELECT COUNT(*) FROM ixn_event_outbox", (), None).map_err(|e| diag(&e))?;
+    let Some(mut cursor) = cursor else { return Ok(0) };
+    let Some(mut row) = cursor.next_row().map_err(|e| diag(&e))? else { return Ok(0) };
+    let mut v = Nullable::<i64>::null();
+    row.get_data(1, &mut v).map_err(|e| diag(&e))?;
+    Ok(v.into_opt().unwrap_or(0).max(0) as u64)
+}
+
+/// The oldest `n` events of the outbox, in key order.
+fn select_sql(engine: &Engine, n: usize) -> String {
+    let cols = EVENT_COLUMNS.join(", ");
+    let order = "ORDER BY generation, shard, seq";
+    match engine {
+        Engine::MsSql => format!("SELECT TOP {n} {cols} FROM ixn_event_outbox {order}"),
+        Engine::Oracle => format!("SELECT {cols} FROM ixn_event_outbox {order} FETCH FIRST {n} ROWS ONLY"),
+        _ => format!("SELECT {cols} FROM ixn_event_outbox {order} LIMIT {n}"),
+    }
+}
+
+fn read_outbox(conn: &Connection<'static>, sql: &str) -> Result<Vec<EventRow>, String> {
+    let mut out = Vec::new();
+    let Some(mut cursor) = conn.execute(sql, (), None).map_err(|e| diag(&e))? else { return Ok(out) };
+    let mut buf = Vec::with_capacity(512);
+    while let Some(mut row) = cursor.next_row().map_err(|e| diag(&e))? {
+        out.push(read_row(&mut row, &mut buf, &ALL_COLUMNS)?);
+    }
+    Ok(out)
+}
+
+/// One row of a SELECT of `cols` (in that order).
+pub(crate) fn read_row(row: &mut CursorRow<'_>, buf: &mut Vec<u8>, cols: &[Col]) -> Result<EventRow, String> {
+    let mut r = EventRow::keyed(0, 0, 0);
+    for (i, &c) in cols.iter().enumerate() {
+        let n = (i + 1) as u16;
+        match c.kind() {
+            Kind::Int | Kind::NullInt => {
+                let mut v = Nullable::<i64>::null();
+                row.get_data(n, &mut v).map_err(|e| format!("{}: {}", c.name(), diag(&e)))?;
+                r.set_int(c, v.into_opt());
+            }
+            Kind::Text(_) | Kind::LongText => {
+                buf.clear();
+                let present = row.get_text(n, buf).map_err(|e| format!("{}: {}", c.name(), diag(&e)))?;
+                let s = if present {
+                    Some(std::str::from_utf8(buf).map_err(|_| format!("{} is not UTF-8 text", c.name()))?)
+                } else {
+                    None
+                };
+                if c == Col::Details {
+                    r.details = s.map(Into::into);
+                } else {
+                    r.set_text(c, s);
+                }
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// Every row of an event log table (`rpt_interaction` or `rpt_agent`), in
+/// key order: for checks and tools.
+pub fn read_event_log(connection_string: &str, agents: bool) -> Result<Vec<EventRow>, StorageError> {
+    let target = conn::describe_target(connection_string);
+    let (c, _) = conn::connect(connection_string, &target)?;
+    let (table, cols): (&str, &[Col]) =
+        if agents { ("rpt_agent", &AGENT_COLUMNS) } else { ("rpt_interaction", &ALL_COLUMNS) };
+    let names: Vec<&str> = cols.iter().map(|c| c.name()).collect();
+    let sql = format!("SELECT {} FROM {table} ORDER BY generation, shard, seq", names.join(", "));
+    let fail = |d: String| StorageError::new(format!("could not read {table} at {target}: {d}"));
+    let mut out = Vec::new();
+    let Some(mut cursor) = c.execute(&sql, (), None).map_err(|e| fail(diag(&e)))? else { return Ok(out) };
+    let mut buf = Vec::with_capacity(512);
+    while let Some(mut row) = cursor.next_row().map_err(|e| fail(diag(&e)))? {
+        out.push(read_row(&mut row, &mut buf, cols).map_err(fail)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outbox_is_read_oldest_first_in_batches() {
+        let s = select_sql(&Engine::Sqlite, 500);
+        assert!(s.starts_with("SELECT generation, shard, seq, event_time, event_type, tenant, interaction_id,"));
+        assert!(s.ends_with("FROM ixn_event_outbox ORDER BY generation, shard, seq LIMIT 500"), "{s}");
+        assert!(select_sql(&Engine::MsSql, 7).starts_with("SELECT TOP 7 generation"));
+        assert!(select_sql(&Engine::Oracle, 7).ends_with("FETCH FIRST 7 ROWS ONLY"));
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        let ms: Vec<u128> = (0..9).map(|f| backoff(f).as_millis()).collect();
+        assert_eq!(ms, vec![100, 100, 200, 400, 800, 1600, 3200, 3200, 3200]);
+    }
+}
