@@ -204,6 +204,14 @@ impl Reporter {
         logged
     }
 
+    /// The events write `from` carries wait for write `to` instead.
+    pub(crate) fn move_hold(&mut self, from: u64, to: u64) {
+        if let Some(seqs) = self.by_token.remove(&from) {
+            let before = self.by_token.insert(to, seqs);
+            assert!(before.is_none(), "events held twice for write {to}");
+        }
+    }
+
     /// The write `token` completed: its events go out or are dropped. A
     /// write that carried none, or was settled already, changes nothing.
     pub(crate) fn settle(&mut self, token: u64, how: Settle, out: &mut Vec<Output>) {

@@ -29,6 +29,11 @@
 //!   acknowledged change, until an acknowledged stop, after which it is
 //!   gone, and so after a crash; the reporting stream shows each
 //!   interaction's transitions in order;
+//! - the event log (on for half the seeds): every event a subscriber
+//!   received is stored, as it was sent, and no event is stored twice,
+//!   across failed writes, writes held back and crashes (the modelled
+//!   database stores a write's events when it commits or lands at a
+//!   crash);
 //! - invariant 5: every request got exactly one answer;
 //! - routing: no interaction waits in the strategy's view while a
 //!   connected, ready agent with free capacity and the skills it needs is
@@ -188,8 +193,14 @@ enum Pending {
     Other,
 }
 
-fn params(agents: AgentParams) -> impl Fn(u16, u16) -> ShardParams {
-    move |s, n| ShardParams { agents, max_properties_bytes: 4096, routing_timeout_ms: RT, ..ShardParams::new(1, s, n) }
+fn params(agents: AgentParams, event_log: bool) -> impl Fn(u16, u16) -> ShardParams {
+    move |s, n| ShardParams {
+        agents,
+        max_properties_bytes: 4096,
+        routing_timeout_ms: RT,
+        event_log,
+        ..ShardParams::new(1, s, n)
+    }
 }
 
 impl Sim {
@@ -212,8 +223,12 @@ impl Sim {
         let strategy_view = STRATEGY_VIEWS[rng.below(3) as usize];
         let fail = [0, 0, 3, 10][rng.below(4) as usize];
         let hold = [0, 0, 5, 15][rng.below(4) as usize];
-        let ctx = format!("agents, seed {seed} (strategy on {strategy_view}, {fail}% writes fail, {hold}% held)");
-        let mut node = Node::new(n, Arc::new(catalog(strategy_view)), params(agents), T0, rng, ctx);
+        let event_log = rng.chance(50);
+        let ctx = format!(
+            "agents, seed {seed} (strategy on {strategy_view}, {fail}% writes fail, {hold}% held, event log {})",
+            if event_log { "on" } else { "off" }
+        );
+        let mut node = Node::new(n, Arc::new(catalog(strategy_view)), params(agents, event_log), T0, rng, ctx);
         node.faults.fail = fail;
         node.faults.hold = hold;
         let mut sim = Sim {
@@ -829,6 +844,7 @@ impl Sim {
     /// another shard count. Connections, logins and invitations are gone:
     /// desktops log in again, the reporter subscribes again.
     fn crash(&mut self) {
+        self.node.check_event_log();
         let shards = 1 + self.rng().below(4) as u16;
         self.node.crash_and_reload(shards);
         self.waiting.clear();
@@ -864,6 +880,10 @@ impl Sim {
     /// The checks that must hold once the node is quiet.
     fn check(&self) {
         let ctx = self.ctx();
+        self.node.check_event_log();
+        if !self.node.released.is_empty() {
+            cover("the event log held every event sent");
+        }
         if !self.node.holds() {
             assert!(self.waiting.is_empty(), "{ctx}: unanswered requests {:?}", self.waiting);
         }
@@ -964,6 +984,7 @@ fn agents_across_shards_keep_invariants_2_3_and_7() {
         "a write held back",
         "a write in flight landed at a crash",
         "a reporter resumed after a lost connection",
+        "the event log held every event sent",
     ];
     run_seeds("agent_simulation", "agents_across_shards_keep_invariants_2_3_and_7", 100, &situations, run);
 }

@@ -1335,13 +1335,14 @@ impl Shard {
 
     /// A failed write of a change that stands in memory anyway (no undo):
     /// its events are sent, so with the event log on they are written to
-    /// it on their own.
+    /// it on their own first, and sent when that write completes.
     fn log_again(&mut self, p: &Pending, out: &mut Vec<Output>) {
         if p.log.is_empty() {
             return;
         }
         let token = self.new_token();
         self.log_only.insert(token);
+        self.reporter.move_hold(p.token, token);
         out.push(Output::Store { token, op: StoreOp::Log(p.id.to_string()), log: p.log.clone() });
     }
 

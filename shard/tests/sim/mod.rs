@@ -31,6 +31,7 @@ use ixn_shard::interaction::InteractionRecord;
 use ixn_shard::machine::{Input, Output, Shard, ShardParams, StoreOp};
 use ixn_shard::peer::PeerMsg;
 use ixn_shard::proto::{msg_type, Request};
+use ixn_shard::report::Published;
 
 /// Seconds of fresh random seeds in a plain `cargo test`.
 pub const DEFAULT_SECONDS: f64 = 3.0;
@@ -198,6 +199,8 @@ pub struct Write {
     /// The submission it writes (its `submit_order`); for a delete, the
     /// one the last row sent before it named.
     pub order: Option<i64>,
+    /// The events it stores in the event log (with the log on).
+    pub log: Vec<Arc<Published>>,
 }
 
 /// The last acknowledged write of an interaction id: what a client was
@@ -251,6 +254,11 @@ pub struct Node {
     /// event number received from each shard (a reporting event of a
     /// shard must come after every earlier one the subscriber received).
     pub cursors: HashMap<ixn_shard::machine::Origin, Vec<u64>>,
+    /// The event log: each event a committed write stored, by (run of the
+    /// node, shard, number). A key stored twice fails the run.
+    pub logged: BTreeMap<(u32, u16, u64), Arc<Published>>,
+    /// Every event a subscriber received, by the same key.
+    pub released: BTreeMap<(u32, u16, u64), Arc<Published>>,
 }
 
 impl Node {
@@ -283,6 +291,8 @@ impl Node {
             ctx,
             crashes: 0,
             cursors: HashMap::new(),
+            logged: BTreeMap::new(),
+            released: BTreeMap::new(),
         }
     }
 
@@ -366,7 +376,7 @@ impl Node {
                 }
             }
             match o {
-                Output::Store { token, op, .. } => self.sent(shard, token, op, !completion),
+                Output::Store { token, op, log } => self.sent(shard, token, op, log, !completion),
                 Output::Peer { to, msg } => {
                     let n = self.n() as usize;
                     self.net[shard as usize * n + to as usize].push_back(msg);
@@ -401,6 +411,9 @@ impl Node {
         let cursor = self.cursors.get_mut(&origin).unwrap_or_else(|| {
             panic!("{}: event {}/{} before the subscriber's cursor", self.ctx, event.shard, event.seq)
         });
+        if self.shards[0].params().event_log {
+            self.released.insert((self.crashes, event.shard, event.seq), event.clone());
+        }
         let last = &mut cursor[event.shard as usize];
         assert!(
             event.seq > *last,
@@ -419,7 +432,7 @@ impl Node {
         self.outbox.push_back((shard, Output::Event { origin, frame }));
     }
 
-    fn sent(&mut self, shard: u16, token: u64, op: StoreOp, requested: bool) {
+    fn sent(&mut self, shard: u16, token: u64, op: StoreOp, log: Vec<Arc<Published>>, requested: bool) {
         let order = match &op {
             StoreOp::Insert(r) | StoreOp::Upsert(r) => {
                 self.last_row.insert(r.id.clone(), r.submit_order);
@@ -432,7 +445,7 @@ impl Node {
         if held {
             cover("a write held back");
         }
-        self.writes.push(Write { shard, token, op, held, requested, order });
+        self.writes.push(Write { shard, token, op, held, requested, order, log });
     }
 
     /// Indexes in `writes` of those that may complete next: the oldest of
@@ -470,15 +483,38 @@ impl Node {
         }
     }
 
+    /// Stores a committed write's events in the event log.
+    fn store_events(&mut self, w: &Write) {
+        for p in &w.log {
+            let key = (self.crashes, p.shard, p.seq);
+            let before = self.logged.insert(key, p.clone());
+            assert!(before.is_none(), "{}: event {key:?} stored twice in the event log", self.ctx);
+        }
+    }
+
+    /// Checks the event log against what subscribers received: every
+    /// event sent is stored, as it was sent.
+    pub fn check_event_log(&self) {
+        for (key, sent) in &self.released {
+            let stored = self.logged.get(key);
+            assert!(stored.is_some(), "{}: event {key:?} was sent and is not in the event log: {sent:?}", self.ctx);
+            assert_eq!(stored.map(|p| &p.event), Some(&sent.event), "{}: event {key:?} logged differently", self.ctx);
+        }
+    }
+
     /// Completes the write at `i` of `writes`.
     fn complete(&mut self, i: usize) {
         let w = self.writes.remove(i);
-        let ok = !(self.faults.fail > 0 && self.rng.chance(self.faults.fail));
+        // A write of events alone fails only when the database refuses an
+        // event row (which the server's rows never give it) or at shutdown.
+        let fails = !matches!(w.op, StoreOp::Log(_)) && self.faults.fail > 0 && self.rng.chance(self.faults.fail);
+        let ok = !fails;
         if !ok {
             cover("a write failed");
         }
         if ok {
             Self::apply(&mut self.db, &w.op);
+            self.store_events(&w);
         }
         // A shard held by a snapshot's cut answers only when it thaws,
         // mixed with other answers: what this write's answer was is then
@@ -553,6 +589,7 @@ impl Node {
             for w in &writes[..landed] {
                 self.remember(format!("  landed unanswered: {}", describe_op(&w.op)));
                 Self::apply(&mut self.db, &w.op);
+                self.store_events(w);
                 // A change a client asked for may be in the database though
                 // its answer was lost, and so may a row the shard wrote to
                 // put back what the database had refused: from now on that
