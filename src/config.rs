@@ -961,6 +961,32 @@ mod tests {
     }
 
     #[test]
+    fn logger_settings_turn_the_event_log_on_with_their_defaults_and_filters() {
+        assert!(Config::parse("", "t.toml").unwrap().logger.is_none(), "off unless the section is there");
+        let c = Config::parse("[logger-settings]\n", "t.toml").unwrap();
+        let l = c.logger.expect("on");
+        let cfg = l.storage_config(true);
+        assert_eq!((cfg.batch_size, cfg.storing_timeout.as_millis(), cfg.max_queue_size), (500, 1000, 1_000_000));
+        assert!(cfg.connection_string.is_none() && cfg.filter.event_types.is_none() && cfg.create_schema);
+        let text = "[logger-settings]\nconnection-string = \"DSN=log\"\nbatch-size = 50\nstoring-timeout = 20\n\
+                    event-types = [\"eventagentlogin\", \"EventProcessingStopped\"]\nmedia-types = [\"chat\"]\n";
+        let cfg = Config::parse(text, "t.toml").unwrap().logger.unwrap().storage_config(false);
+        assert_eq!(cfg.connection_string.as_deref(), Some("DSN=log"));
+        assert_eq!((cfg.batch_size, cfg.storing_timeout.as_millis()), (50, 20));
+        use ixn_shard::proto::msg_type::{EVENT_AGENT_LOGIN, EVENT_PROCESSING_STOPPED};
+        assert_eq!(cfg.filter.event_types, Some(vec![EVENT_AGENT_LOGIN, EVENT_PROCESSING_STOPPED]));
+        assert_eq!(cfg.filter.media_types, Some(vec!["chat".to_string()]));
+        let e = Config::parse("[logger-settings]\nevent-types = [\"EventNope\"]\n", "x.toml").unwrap_err();
+        assert!(e.0.starts_with("x.toml:2:") && e.0.contains("'EventNope' is not a reporting event"), "{}", e.0);
+        let e = Config::parse("[logger-settings]\n\nbatch-size = 0\n", "x.toml").unwrap_err();
+        assert!(e.0.starts_with("x.toml:3:") && e.0.contains("batch-size"), "{}", e.0);
+        let e = Config::parse("[logger-settings]\ndelivery-protocol = \"kafka\"\n", "x.toml").unwrap_err();
+        assert!(e.0.starts_with("x.toml:2:"), "{}", e.0);
+        let e = Config::parse("[logger-settings]\nstoring-delay = 5\n", "x.toml").unwrap_err();
+        assert!(e.0.contains("storing-delay"), "{}", e.0);
+    }
+
+    #[test]
     fn unknown_option_names_file_and_line() {
         let e = Config::parse("[server]\nnode-id = 2\nlisten-port = 5\n", "x.toml").unwrap_err();
         assert!(e.0.starts_with("x.toml:3:"), "{}", e.0);
