@@ -7,6 +7,9 @@
 #   cycle:     ixn-bench cycle, 1000 agents of chat capacity 3, 4 media
 #              servers, window 64, --handle-ms 0 (no reporting subscriber)
 #   cycle-sub: the same with `ixnctl watch --json` subscribed to every event
+#   submit-log, cycle-log: submit and cycle with the event log on (an empty
+#              [logger-settings]: the main database, batch-size 500,
+#              storing-timeout 1000 ms); both builds must know the section
 # Usage: A=DIR B=DIR [KINDS="submit cycle cycle-sub"] [ROUNDS=3] [SECS=8]
 #        bench/ab-report.sh
 # where DIR holds a release ixn-server (e.g. a worktree's target/release).
@@ -22,13 +25,20 @@ rm -rf "$out" && mkdir -p "$out"
 cargo build --release -q -p ixn -p ixn-bench
 bench=target/release/ixn-bench
 "$bench" gen-config --agents 1000 --capacity 3 > "$out/agents.toml"
+printf '\n[logger-settings]\n' > "$out/log.toml"
+cat "$out/agents.toml" "$out/log.toml" > "$out/agents-log.toml"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); A=$A B=$B"
 port=7450
 run() { # build dir kind round
   local name=$1 bin=$2/ixn-server kind=$3 round=$4 dir=$out/$1-$3-$4 cfg=() w=""
   mkdir -p "$dir"
   port=$((port + 1))
-  [ "$kind" != submit ] && cfg=(--config "$out/agents.toml")
+  case $kind in
+    submit) ;;
+    submit-log) cfg=(--config "$out/log.toml") ;;
+    cycle-log) cfg=(--config "$out/agents-log.toml") ;;
+    *) cfg=(--config "$out/agents.toml") ;;
+  esac
   "$bin" "${cfg[@]}" --listen "127.0.0.1:$port" --data-dir "$dir/data" --cores 0,1 > "$dir/server.log" 2>&1 &
   local pid=$!
   for _ in $(seq 200); do grep -q 'ready' "$dir/server.log" 2>/dev/null && break; sleep 0.1; done
@@ -37,7 +47,7 @@ run() { # build dir kind round
     w=$!
     sleep 0.5
   fi
-  if [ "$kind" = submit ]; then
+  if [ "${kind%-log}" = submit ]; then
     "$bench" submit --server "127.0.0.1:$port" --clients 8 --window 64 --duration "$secs" --json "$dir/r.json" > "$dir/bench.txt" 2>&1
   else
     "$bench" cycle --server "127.0.0.1:$port" --agents 1000 --media-servers 4 --window 64 --duration "$secs" \

@@ -776,7 +776,16 @@ impl Client {
     /// Subscribes, resuming after the event that carried `cursor` (its
     /// EventCursor): every later event comes, none twice.
     pub fn subscribe_after(&mut self, tenant: Option<&str>, cursor: Option<&str>) -> Result<()> {
-        self.call(&Request::Subscribe { tenant: tenant.map(Into::into), cursor: cursor.map(Into::into) }).map(drop)
+        let (tenant, cursor) = (tenant.map(Into::into), cursor.map(Into::into));
+        self.call(&Request::Subscribe { tenant, cursor, with_state: false }).map(drop)
+    }
+
+    /// Subscribes, asking for the state of agents and queues first: the
+    /// EventReportingState frames come (through [`Client::next_event`])
+    /// before any event of the subscription; the last carries the cursor
+    /// the state is as of.
+    pub fn subscribe_with_state(&mut self, tenant: Option<&str>) -> Result<()> {
+        self.call(&Request::Subscribe { tenant: tenant.map(Into::into), cursor: None, with_state: true }).map(drop)
     }
 
     /// [`Client::call`], and a check that the answer is of type `want`.

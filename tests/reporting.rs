@@ -351,3 +351,182 @@ fn ixnctl_watch_disconnected_for_falling_behind_resumes_without_loss() {
     assert_eq!(printed_seqs, reference_cursors, "the watcher printed other events than the reference received");
     eprintln!("{} events printed once each across the watcher's disconnection; stderr: {stderr}", printed.len());
 }
+
+/// What a Stat Server keeps from the stream: queue depths and logged-in
+/// agents' readiness, from the EventReportingState it asked for and every
+/// event after it (as docs/protocol.md 7.34 says to apply them).
+#[derive(Default, Debug)]
+struct Stat {
+    complete: bool,
+    depth: BTreeMap<String, i64>,
+    located: BTreeMap<String, String>,
+    agents: BTreeMap<String, BTreeMap<String, bool>>,
+}
+
+impl Stat {
+    fn take(&mut self, f: &Frame) {
+        if f.msg_type == msg_type::EVENT_REPORTING_STATE {
+            assert!(!self.complete, "state after the state ended");
+            for a in &f.attrs {
+                let Value::List(l) = &a.value else { continue };
+                let s = |k: &str| l.get(k).and_then(Value::as_str).unwrap().to_string();
+                if a.id == attr::QUEUE_DEPTH {
+                    self.depth.insert(s("queue"), l.get("interactions").and_then(Value::as_int).unwrap());
+                } else if a.id == attr::AGENT_STATE {
+                    let Some(Value::List(media)) = l.get("media") else { panic!("media in {l:?}") };
+                    let ready = media
+                        .iter()
+                        .map(|(m, v)| {
+                            let Value::List(e) = v else { panic!() };
+                            (m.to_string(), e.get("ready").and_then(Value::as_int) == Some(1))
+                        })
+                        .collect();
+                    self.agents.insert(s("agent_id"), ready);
+                }
+            }
+            self.complete = f.get_str(attr::EVENT_CURSOR).is_some();
+            return;
+        }
+        assert!(self.complete, "{} before the state ended", msg_type::name(f.msg_type));
+        let s = |id| f.get_str(id).map(str::to_string);
+        if let Some(id) = s(attr::INTERACTION_ID) {
+            let mut out_of = |said: Option<String>| {
+                if let Some(q) = self.located.remove(&id).or(said) {
+                    *self.depth.get_mut(&q).unwrap() -= 1;
+                }
+            };
+            match f.msg_type {
+                msg_type::EVENT_PLACED_IN_QUEUE => {
+                    out_of(s(attr::FROM_QUEUE));
+                    let q = s(attr::QUEUE).unwrap();
+                    *self.depth.get_mut(&q).unwrap() += 1;
+                    self.located.insert(id, q);
+                }
+                msg_type::EVENT_PLACED_IN_WORKBIN => out_of(s(attr::FROM_QUEUE)),
+                msg_type::EVENT_PROCESSING_STOPPED => out_of(s(attr::QUEUE)),
+                _ => {}
+            }
+            return;
+        }
+        let agent = s(attr::AGENT_ID).unwrap();
+        match f.msg_type {
+            msg_type::EVENT_AGENT_LOGIN => {
+                let Some(Value::List(media)) = f.get(attr::MEDIA_LIST) else { panic!() };
+                self.agents.insert(agent, media.iter().map(|(m, _)| (m.to_string(), false)).collect());
+            }
+            msg_type::EVENT_AGENT_LOGOUT => {
+                self.agents.remove(&agent);
+            }
+            t @ (msg_type::EVENT_READY_FOR_MEDIA | msg_type::EVENT_NOT_READY_FOR_MEDIA) => {
+                let m = s(attr::MEDIA_TYPE).unwrap();
+                *self.agents.get_mut(&agent).unwrap().get_mut(&m).unwrap() = t == msg_type::EVENT_READY_FOR_MEDIA;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_subscription_with_the_state_first_stays_exact_under_load() {
+    let dir = TempDir::new("reporting-state");
+    let cfg = write_config_with(&dir.0, &Engine::Sqlite, common::two_cores(), "", "");
+    let server = Server::start(&cfg);
+    let _log = LogOnPanic(&server);
+    // A first subscriber: from here on the server keeps the state from
+    // the events, through everything below.
+    let mut early = server.client_as(ClientType::ReportingEngine, "early");
+    early.subscribe(None).unwrap();
+    // Some state before: agents logged in (two of them ready for email),
+    // interactions waiting in both queues.
+    let mut desks: Vec<Client> = (1..=4)
+        .map(|i| {
+            let mut d = server.client_as(ClientType::AgentDesktop, &format!("desk{i}"));
+            d.login(&format!("agent{i}"), &format!("place{i}"), &[]).unwrap();
+            d
+        })
+        .collect();
+    for d in &mut desks[..2] {
+        d.set_ready(None, Some("email"), true, None).unwrap();
+    }
+    let mut ms = server.media_server();
+    for i in 0..30 {
+        let queue = if i % 3 == 0 { "done" } else { "inbound" };
+        ms.submit(submit_request("default", queue, "sms", 0, kv![])).unwrap();
+    }
+    // Changes go on while the subscription is set up and after.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stop2, mut loader) = (stop.clone(), server.media_server());
+    let load = std::thread::spawn(move || {
+        let mut n = 0;
+        while !stop2.load(Ordering::Relaxed) {
+            let id = loader.submit(submit_request("default", "inbound", "sms", 0, kv![])).unwrap();
+            if n % 2 == 0 {
+                loader.place(&id, "done").unwrap();
+            }
+            if n % 3 == 0 {
+                loader.stop(&id, None).unwrap();
+            }
+            n += 1;
+        }
+        n
+    });
+    let mut flipper = desks.pop().unwrap();
+    let flip = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut ready = false;
+            while !stop.load(Ordering::Relaxed) {
+                ready = !ready;
+                flipper.set_ready(None, Some("chat"), ready, None).unwrap();
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let mut sub = server.client_as(ClientType::ReportingEngine, "stat");
+    sub.subscribe_with_state(None).unwrap();
+    let mut stat = Stat::default();
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        if let Some(f) = sub.next_event(Duration::from_millis(50)).unwrap() {
+            stat.take(&f);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let cycles = load.join().unwrap();
+    flip.join().unwrap();
+    while let Some(f) = sub.next_event(Duration::from_millis(1500)).unwrap() {
+        stat.take(&f);
+    }
+    assert!(stat.complete, "the state arrived");
+    assert!(cycles > 50, "the load ran: {cycles}");
+    let truth: BTreeMap<String, i64> = ms
+        .queue_depth()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l.get("queue").and_then(Value::as_str).unwrap().to_string(),
+                l.get("interactions").and_then(Value::as_int).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(stat.depth, truth, "queue depths from the state and the events");
+    let agents = ms.agent_state(None).unwrap();
+    let logged_in: BTreeMap<String, BTreeMap<String, bool>> = agents
+        .iter()
+        .filter(|l| l.get("state").and_then(Value::as_str) != Some("logged-out"))
+        .map(|l| {
+            let Some(Value::List(media)) = l.get("media") else { panic!() };
+            let ready = media
+                .iter()
+                .map(|(m, v)| {
+                    let Value::List(e) = v else { panic!() };
+                    (m.to_string(), e.get("ready").and_then(Value::as_int) == Some(1))
+                })
+                .collect();
+            (l.get("agent_id").and_then(Value::as_str).unwrap().to_string(), ready)
+        })
+        .collect();
+    assert_eq!(stat.agents, logged_in, "agents from the state and the events");
+    eprintln!("state then {cycles} load cycles: depths {truth:?}");
+}

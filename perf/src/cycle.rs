@@ -169,7 +169,12 @@ pub fn run(a: CycleArgs) -> Result<(), String> {
     }
     for s in 0..a.subscribers {
         let origin = Origin { shard: (s % a.shards as u32) as u16, conn: 2_000_000 + s as u64 };
-        n.send(origin, next_ref, ClientType::ReportingEngine, Request::Subscribe { tenant: None, cursor: None });
+        n.send(
+            origin,
+            next_ref,
+            ClientType::ReportingEngine,
+            Request::Subscribe { tenant: None, cursor: None, with_state: false },
+        );
         next_ref += 1;
         n.settle();
     }

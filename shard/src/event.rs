@@ -102,7 +102,10 @@ pub enum What {
     Resumed {
         agent: AgentIdx,
     },
-    PlacedInWorkbin,
+    /// `from`: the queue it was in, if it was in one.
+    PlacedInWorkbin {
+        from: Option<QueueIdx>,
+    },
     /// `by`: the agent (and its place) that took it by accepting it; none
     /// when a place request moved it to a queue.
     TakenFromWorkbin {
@@ -157,7 +160,7 @@ impl What {
             What::PropertiesChanged { .. } => EVENT_PROPERTIES_CHANGED,
             What::Held { .. } => EVENT_HELD,
             What::Resumed { .. } => EVENT_RESUMED,
-            What::PlacedInWorkbin => EVENT_PLACED_IN_WORKBIN,
+            What::PlacedInWorkbin { .. } => EVENT_PLACED_IN_WORKBIN,
             What::TakenFromWorkbin { .. } => EVENT_TAKEN_FROM_WORKBIN,
             What::ProcessingStopped { .. } => EVENT_PROCESSING_STOPPED,
             What::AgentLogin { .. } => EVENT_AGENT_LOGIN,
@@ -208,8 +211,8 @@ impl Event {
             }
         };
         match &self.what {
-            What::Submitted | What::PlacedInWorkbin | What::DoNotDisturb { .. } => {}
-            What::PlacedInQueue { from } => {
+            What::Submitted | What::DoNotDisturb { .. } => {}
+            What::PlacedInQueue { from } | What::PlacedInWorkbin { from } => {
                 if let Some(q) = from {
                     f.push(attr::FROM_QUEUE, t.queues[*q as usize].name.as_str());
                 }

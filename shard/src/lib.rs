@@ -19,6 +19,7 @@ pub mod routing;
 pub mod scan;
 pub mod store;
 pub mod symbols;
+pub mod tally;
 pub mod value;
 pub mod view;
 

@@ -386,17 +386,21 @@ pub enum PeerMsg {
     /// First round of a subscription of `origin` (to one tenant or all):
     /// can the shard send every event after number `after` (none: from
     /// now)? If so it pins them.
+    /// `with_state`: the answer carries the shard's state as of that
+    /// number.
     Subscribe {
         op: u64,
         origin: Origin,
         tenant: Option<TenantIdx>,
         after: Option<u64>,
+        with_state: bool,
     },
     /// The answer: the number the subscription starts after, or none if
-    /// the shard no longer keeps the events it needs.
+    /// the shard no longer keeps the events it needs; the state asked for.
     Subscribed {
         op: u64,
         start: Option<u64>,
+        state: Option<Box<crate::tally::ShardState>>,
     },
     /// Second round: send what was pinned and go live (`go`), or forget it.
     SubscribeGo {

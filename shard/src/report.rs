@@ -42,9 +42,11 @@ use crate::interaction::{Millis, Place};
 use crate::machine::{Caller, Origin, Output, Shard, StoreOp};
 use crate::peer::PeerMsg;
 use crate::proto::frame::Frame;
-use crate::proto::msg::{ClientType, ErrorCode};
+use crate::proto::msg::{attr, msg_type, ClientType, ErrorCode};
 use crate::proto::request::{event_ack, event_error, ProtoError};
 use crate::store::Slot;
+use crate::tally::{AgentView, MediaView, ShardState, Tally};
+use crate::value::{KvList, Value};
 
 /// An event with its number on the shard that made it.
 #[derive(Clone, Debug, PartialEq)]
@@ -124,11 +126,20 @@ pub struct Reporter {
     /// events are made and kept even while no one subscribes, so that a
     /// subscriber can resume; before, no one could have a cursor.
     subscribed_once: bool,
+    /// Agents' states and queue depths as of the last released event.
+    pub(crate) tally: Tally,
 }
 
 impl Reporter {
-    pub fn new(shard: u16, keep: usize, log: bool) -> Self {
+    pub fn new(shard: u16, keep: usize, log: bool, catalog: &crate::catalog::Catalog) -> Self {
+        let mut tally = Tally::new(catalog);
+        if log {
+            // Every event is made from the start: the tally follows them
+            // from the (empty) state before the first load.
+            tally.start_empty();
+        }
         Reporter {
+            tally,
             shard,
             log,
             keep,
@@ -237,6 +248,7 @@ impl Reporter {
             self.released = seq;
             let Some(Unreleased::Ready(p)) = self.unreleased.pop_front() else { continue };
             debug_assert_eq!(p.seq, seq);
+            self.tally.apply(&p.event);
             for s in &self.live {
                 if s.tenant.is_none_or(|t| t == p.event.tenant) {
                     out.push(Output::Report { origin: s.origin, event: p.clone() });
@@ -318,6 +330,8 @@ fn agent_log_key(tenant: TenantIdx, agent: crate::catalog::AgentIdx) -> String {
 #[derive(Clone, Debug)]
 pub(crate) struct PendingSubscribe {
     pub caller: Caller,
+    /// The shards' states added up, when the subscription asked for it.
+    pub state: Option<ShardState>,
     /// Shards yet to answer the current round.
     pub waiting: u16,
     /// The number each shard starts after (first round's answers).
@@ -353,6 +367,95 @@ impl Cursor {
 }
 
 impl Shard {
+    /// Starts the tally from memory, when events start being made for
+    /// every tenant (a first subscription). Memory is then the state as of
+    /// the last released number, with one difference the tally makes up
+    /// for: a submission whose write is in flight is in its queue but not
+    /// counted there yet, and will make no event when it commits (none was
+    /// made for it). (A change in flight that then fails is undone in
+    /// memory without an event: the tally keeps it. Changes fail only when
+    /// the database refuses them.)
+    pub(crate) fn start_tally(&mut self) {
+        let mut depth: Vec<Vec<i64>> = (0..self.catalog.tenants.len())
+            .map(|t| self.index.queue_counts(t as TenantIdx).iter().map(|c| c.interactions as i64).collect())
+            .collect();
+        for tie in self.submits_in_flight() {
+            if let Some(slot) = self.store.find_tie(tie) {
+                let ix = self.store.get(slot);
+                if let (Place::Queue(q), false) = (ix.place, ix.visible) {
+                    depth[ix.tenant as usize][q as usize] += 1;
+                }
+            }
+        }
+        let agents = self
+            .agents
+            .iter()
+            .filter_map(|(a, st)| {
+                let l = st.login.as_ref()?;
+                let media = l
+                    .media
+                    .iter()
+                    .map(|m| MediaView { media: m.media, capacity: m.capacity, ready: m.ready })
+                    .collect();
+                Some(((a.tenant, a.agent), AgentView { place: l.place, dnd: l.dnd, media }))
+            })
+            .collect();
+        self.reporter.tally.start(depth, agents);
+    }
+
+    /// EventReportingState frames for `state`: one AgentState list per
+    /// logged-in agent, then one QueueDepth list per queue, each frame
+    /// inside max-frame-size; the last carries the cursor the state is as
+    /// of.
+    fn state_frames(&self, state: &ShardState, cursor: &Cursor) -> Vec<Frame> {
+        let room = self.params.max_frame.saturating_sub(1024).max(1024);
+        let mut frames = Vec::new();
+        let mut f = Frame::new(msg_type::EVENT_REPORTING_STATE, 0);
+        let mut used = 0;
+        let mut add = |id: u16, l: KvList, frames: &mut Vec<Frame>, f: &mut Frame| {
+            let size = crate::proto::frame::encoded_list_len(&l) + 8;
+            if used + size > room && !f.attrs.is_empty() {
+                frames.push(std::mem::replace(f, Frame::new(msg_type::EVENT_REPORTING_STATE, 0)));
+                used = 0;
+            }
+            used += size;
+            f.push(id, l);
+        };
+        for ((t, a), view) in &state.agents {
+            let tenant = self.catalog.tenant_at(*t);
+            let mut l = KvList::new();
+            l.push("agent_id", Value::Str(tenant.agents[*a as usize].login_id.clone()));
+            l.push("tenant", Value::Str(tenant.name.clone()));
+            l.push("state", Value::Str("logged-in".into()));
+            l.push("place", Value::Str(tenant.places[view.place as usize].name.clone()));
+            l.push("do_not_disturb", Value::Int(view.dnd as i64));
+            let mut media = KvList::new();
+            for m in &view.media {
+                let mut e = KvList::new();
+                e.push("capacity", Value::Int(m.capacity as i64));
+                e.push("ready", Value::Int(m.ready as i64));
+                media.push(tenant.media[m.media as usize].name.as_str(), Value::List(e));
+            }
+            l.push("media", Value::List(media));
+            add(attr::AGENT_STATE, l, &mut frames, &mut f);
+        }
+        for (t, queues) in state.depth.iter().enumerate() {
+            let tenant = self.catalog.tenant_at(t as TenantIdx);
+            for (q, n) in queues.iter().enumerate() {
+                let mut l = KvList::new();
+                l.push("tenant", Value::Str(tenant.name.clone()));
+                l.push("queue", Value::Str(tenant.queues[q].name.clone()));
+                l.push("interactions", Value::Int(*n as i64));
+                add(attr::QUEUE_DEPTH, l, &mut frames, &mut f);
+            }
+        }
+        let mut text = String::new();
+        cursor.write(&mut text);
+        f.push(attr::EVENT_CURSOR, text);
+        frames.push(f);
+        frames
+    }
+
     /// Whether events of `tenant` are to be made.
     pub(crate) fn reporting(&self, tenant: TenantIdx) -> bool {
         self.reporter.wants(tenant)
@@ -438,6 +541,7 @@ impl Shard {
         caller: &Caller,
         tenant: Option<&str>,
         cursor: Option<&str>,
+        with_state: bool,
         out: &mut Vec<Output>,
     ) -> Result<Option<Frame>, ProtoError> {
         if !matches!(caller.client_type, ClientType::ReportingEngine | ClientType::Operator | ClientType::Proxy) {
@@ -452,6 +556,19 @@ impl Shard {
         assert_eq!(caller.origin.shard, self.params.shard, "a subscription coordinated away from its connection");
         let tenant = tenant.map(|t| self.tenant_idx(t)).transpose()?;
         let cursor = cursor.map(|c| self.check_cursor(c)).transpose()?;
+        if with_state && cursor.is_some() {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidValue,
+                "WithState starts a new subscription from the current state; a resumed one (EventCursor) has had it",
+            ));
+        }
+        if with_state && self.params.replay_events == 0 && !self.reporter.logging() {
+            return Err(ProtoError::new(
+                ErrorCode::NotPermitted,
+                "this server keeps no events (reporting-replay-events = 0, no event log), so it keeps no state \
+                 consistent with them: WithState is not available",
+            ));
+        }
         if self.reporter.subscribed_here.contains(&caller.origin) {
             return Err(ProtoError::new(ErrorCode::InvalidState, "this connection is already subscribed"));
         }
@@ -461,6 +578,7 @@ impl Shard {
         let shards = self.params.shards;
         let p = PendingSubscribe {
             caller: caller.clone(),
+            state: with_state.then(ShardState::default),
             waiting: shards,
             starts: vec![None; shards as usize],
             going: false,
@@ -468,7 +586,8 @@ impl Shard {
         self.reporter.pending_subs.insert(op, p);
         for to in 0..shards {
             let after = cursor.as_ref().map(|c| c.seqs[to as usize]);
-            out.push(Output::Peer { to, msg: PeerMsg::Subscribe { op, origin: caller.origin, tenant, after } });
+            let msg = PeerMsg::Subscribe { op, origin: caller.origin, tenant, after, with_state };
+            out.push(Output::Peer { to, msg });
         }
         Ok(None)
     }
@@ -500,11 +619,15 @@ impl Shard {
     /// Every shard's side of both rounds, and the end of a subscription.
     pub(crate) fn handle_subscription(&mut self, from: u16, msg: PeerMsg, out: &mut Vec<Output>) {
         match msg {
-            PeerMsg::Subscribe { op, origin, tenant, after } => {
+            PeerMsg::Subscribe { op, origin, tenant, after, with_state } => {
+                if !self.reporter.tally.is_active() && (with_state || self.params.replay_events > 0) {
+                    self.start_tally();
+                }
                 let start = self.reporter.pin((from, op), Sub { origin, tenant }, after);
-                out.push(Output::Peer { to: from, msg: PeerMsg::Subscribed { op, start } });
+                let state = (with_state && start.is_some()).then(|| Box::new(self.reporter.tally.state(tenant)));
+                out.push(Output::Peer { to: from, msg: PeerMsg::Subscribed { op, start, state } });
             }
-            PeerMsg::Subscribed { op, start } => self.subscribed(from, op, start, out),
+            PeerMsg::Subscribed { op, start, state } => self.subscribed(from, op, start, state, out),
             PeerMsg::SubscribeGo { op, go } => {
                 self.reporter.go((from, op), go, out);
                 if go {
@@ -526,10 +649,20 @@ impl Shard {
 
     /// The coordinator hears a shard's first-round answer; with all of
     /// them, it starts the subscriber's cursor and the second round.
-    fn subscribed(&mut self, from: u16, op: u64, start: Option<u64>, out: &mut Vec<Output>) {
+    fn subscribed(
+        &mut self,
+        from: u16,
+        op: u64,
+        start: Option<u64>,
+        state: Option<Box<ShardState>>,
+        out: &mut Vec<Output>,
+    ) {
         let Some(p) = self.reporter.pending_subs.get_mut(&op) else { return };
         assert!(!p.going, "a first-round answer after the first round");
         p.starts[from as usize] = start;
+        if let (Some(sum), Some(part)) = (p.state.as_mut(), state) {
+            sum.add(*part);
+        }
         p.waiting -= 1;
         if p.waiting > 0 {
             return;
@@ -542,8 +675,15 @@ impl Shard {
             Some(seqs) => {
                 p.going = true;
                 p.waiting = shards;
-                // Before any event of the second round reaches it.
-                out.push(Output::Cursor { origin, cursor: Cursor { generation: self.params.generation, seqs } });
+                let cursor = Cursor { generation: self.params.generation, seqs };
+                // The state as of the cursor, then the cursor, before any
+                // event of the second round reaches the connection.
+                if let Some(state) = p.state.take() {
+                    for frame in self.state_frames(&state, &cursor) {
+                        out.push(Output::Event { origin, frame });
+                    }
+                }
+                out.push(Output::Cursor { origin, cursor });
             }
             None => {
                 let p = self.reporter.pending_subs.remove(&op).expect("present");

@@ -942,8 +942,9 @@ impl Shard {
             if matches!(self.store.get(slot).place, Place::Workbin { .. }) {
                 reports.extend(self.ix_event(now_ms, slot, || What::TakenFromWorkbin { by: None }));
             }
+            let from = self.store.get(slot).queue();
             self.move_to(slot, Place::Queue(q), now_ms, out);
-            reports.extend(self.ix_event(now_ms, slot, || What::PlacedInQueue { from: None }));
+            reports.extend(self.ix_event(now_ms, slot, || What::PlacedInQueue { from }));
         }
         self.write_reporting(slot, caller, reports, out);
         Ok(None)

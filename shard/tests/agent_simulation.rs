@@ -155,6 +155,12 @@ struct Sim {
     reporter: Origin,
     /// The EventCursor of the last reporting event the reporter received.
     reporter_cursor: Option<String>,
+    /// A second reporting client, a Stat Server: it subscribes with the
+    /// state first at random points (again and again, on new
+    /// connections), and keeps agents and queues from it and the events
+    /// since.
+    stat_conn: Option<Origin>,
+    stat: Stat,
     media_server: u64,
     strategy_view: &'static str,
 }
@@ -191,6 +197,107 @@ enum Pending {
     Leave,
     Deliver,
     Other,
+}
+
+/// What a Stat Server would keep from the stream: queue depths and
+/// logged-in agents (do-not-disturb; media type -> capacity, ready).
+#[derive(Debug, Default)]
+struct Stat {
+    /// The whole state arrived (its last frame carries the cursor).
+    complete: bool,
+    depth: BTreeMap<String, i64>,
+    /// The queue each interaction an event placed is counted in (as the
+    /// protocol tells a client to count: out of where its last
+    /// EventPlacedInQueue put it).
+    located: BTreeMap<String, String>,
+    agents: BTreeMap<String, AgentStat>,
+}
+
+/// An agent as the stream tells it: do-not-disturb; media type ->
+/// (capacity, ready).
+type AgentStat = (bool, BTreeMap<String, (i64, bool)>);
+
+impl Stat {
+    fn take_state(&mut self, f: &Frame) {
+        for a in &f.attrs {
+            let Value::List(l) = &a.value else { continue };
+            let s = |k: &str| l.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+            let n = |k: &str| l.get(k).and_then(Value::as_int).unwrap_or(-1);
+            if a.id == attr::QUEUE_DEPTH {
+                self.depth.insert(s("queue"), n("interactions"));
+            } else if a.id == attr::AGENT_STATE {
+                let mut media = BTreeMap::new();
+                if let Some(Value::List(ms)) = l.get("media") {
+                    for (name, v) in ms.iter() {
+                        let Value::List(e) = v else { continue };
+                        let cap = e.get("capacity").and_then(Value::as_int).unwrap_or(-1);
+                        let ready = e.get("ready").and_then(Value::as_int) == Some(1);
+                        media.insert(name.to_string(), (cap, ready));
+                    }
+                }
+                self.agents.insert(s("agent_id"), (n("do_not_disturb") == 1, media));
+            }
+        }
+        self.complete = f.get_str(attr::EVENT_CURSOR).is_some();
+    }
+
+    fn apply(&mut self, f: &Frame) {
+        let s = |id| f.get_str(id).map(str::to_string);
+        if let Some(id) = s(attr::INTERACTION_ID) {
+            let out_of = |stat: &mut Stat, said: Option<String>| {
+                if let Some(q) = stat.located.remove(&id).or(said) {
+                    *stat.depth.entry(q).or_default() -= 1;
+                }
+            };
+            match f.msg_type {
+                msg_type::EVENT_PLACED_IN_QUEUE => {
+                    out_of(self, s(attr::FROM_QUEUE));
+                    let q = s(attr::QUEUE).expect("a queue");
+                    *self.depth.entry(q.clone()).or_default() += 1;
+                    self.located.insert(id, q);
+                }
+                msg_type::EVENT_PLACED_IN_WORKBIN => out_of(self, s(attr::FROM_QUEUE)),
+                msg_type::EVENT_PROCESSING_STOPPED => out_of(self, s(attr::QUEUE)),
+                _ => {}
+            }
+            return;
+        }
+        let Some(agent) = s(attr::AGENT_ID) else { return };
+        match f.msg_type {
+            msg_type::EVENT_AGENT_LOGIN => {
+                let mut media = BTreeMap::new();
+                if let Some(Value::List(ms)) = f.get(attr::MEDIA_LIST) {
+                    for (name, v) in ms.iter() {
+                        media.insert(name.to_string(), (v.as_int().unwrap_or(-1), false));
+                    }
+                }
+                self.agents.insert(agent, (false, media));
+            }
+            msg_type::EVENT_AGENT_LOGOUT => {
+                self.agents.remove(&agent);
+            }
+            t => {
+                let Some((dnd, media)) = self.agents.get_mut(&agent) else { return };
+                let m = s(attr::MEDIA_TYPE).unwrap_or_default();
+                match t {
+                    msg_type::EVENT_READY_FOR_MEDIA | msg_type::EVENT_NOT_READY_FOR_MEDIA => {
+                        if let Some(e) = media.get_mut(&m) {
+                            e.1 = t == msg_type::EVENT_READY_FOR_MEDIA;
+                        }
+                    }
+                    msg_type::EVENT_MEDIA_ADDED => {
+                        media.insert(m, (f.get_int(attr::CAPACITY).unwrap_or(-1), false));
+                    }
+                    msg_type::EVENT_MEDIA_REMOVED => {
+                        media.remove(&m);
+                    }
+                    msg_type::EVENT_DO_NOT_DISTURB_ON => *dnd = true,
+                    msg_type::EVENT_DO_NOT_DISTURB_OFF => *dnd = false,
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 fn params(agents: AgentParams, event_log: bool) -> impl Fn(u16, u16) -> ShardParams {
@@ -246,6 +353,8 @@ impl Sim {
             router: Origin { shard: 0, conn: 0 },
             reporter: Origin { shard: 0, conn: 0 },
             reporter_cursor: None,
+            stat_conn: None,
+            stat: Stat::default(),
             media_server: 100_000,
             strategy_view,
         };
@@ -267,7 +376,10 @@ impl Sim {
         self.router = self.new_conn();
         self.reporter = self.new_conn();
         let r = self.reporter;
-        self.send(r, ClientType::ReportingEngine, Request::Subscribe { tenant: None, cursor: None }, Pending::Other);
+        let subscribe = Request::Subscribe { tenant: None, cursor: None, with_state: false };
+        self.send(r, ClientType::ReportingEngine, subscribe, Pending::Other);
+        self.stat_conn = None;
+        self.stat = Stat::default();
         self.settle();
     }
 
@@ -432,6 +544,16 @@ impl Sim {
 
     fn event(&mut self, origin: Origin, frame: Frame) {
         assert_eq!(frame.ref_id, 0, "{}: events carry no reference", self.ctx());
+        if Some(origin) == self.stat_conn {
+            if frame.msg_type == msg_type::EVENT_REPORTING_STATE {
+                assert!(!self.stat.complete, "{}: reporting state after the state was complete", self.ctx());
+                self.stat.take_state(&frame);
+            } else {
+                assert!(self.stat.complete, "{}: a reporting event before the state", self.ctx());
+                self.stat.apply(&frame);
+            }
+            return;
+        }
         if origin == self.reporter {
             assert!(
                 msg_type::is_reporting(frame.msg_type),
@@ -811,6 +933,7 @@ impl Sim {
             // Some of what is in flight moves on; the rest waits.
             84..=86 => self.settle_some(),
             _ if self.rng().chance(5) => self.resume_reporter(),
+            _ if self.rng().chance(4) => self.subscribe_stat(),
             _ if self.rng().chance(3) => self.crash(),
             _ => {
                 // Time passes; writes held back may come back.
@@ -822,6 +945,21 @@ impl Sim {
                 self.node.release_held(25);
             }
         }
+    }
+
+    /// The Stat Server (re)subscribes on a new connection, with the state
+    /// first: its model starts over from that state (snapshot, then
+    /// stream).
+    fn subscribe_stat(&mut self) {
+        if let Some(old) = self.stat_conn.take() {
+            self.node.outbox.retain(|(_, o)| !matches!(o, Output::Event { origin, .. } if *origin == old));
+            self.close(old);
+        }
+        let c = self.new_conn();
+        self.stat_conn = Some(c);
+        self.stat = Stat::default();
+        let subscribe = Request::Subscribe { tenant: None, cursor: None, with_state: true };
+        self.send(c, ClientType::ReportingEngine, subscribe, Pending::Other);
     }
 
     /// The reporter's connection drops, losing what was on its way to it; a
@@ -836,7 +974,7 @@ impl Sim {
         cover("a reporter resumed after a lost connection");
         let r = self.new_conn();
         self.reporter = r;
-        let subscribe = Request::Subscribe { tenant: None, cursor: Some(cursor) };
+        let subscribe = Request::Subscribe { tenant: None, cursor: Some(cursor), with_state: false };
         self.send(r, ClientType::ReportingEngine, subscribe, Pending::Other);
     }
 
@@ -877,9 +1015,45 @@ impl Sim {
         self.waiting.values().filter_map(|(_, id)| id.clone()).collect()
     }
 
+    /// Once every event is out: the reporter's model (the state it got
+    /// and every event since) is what memory holds.
+    fn check_stat(&self) {
+        let quiet = self.node.writes.is_empty() && self.node.shards.iter().all(|s| s.unreleased_events() == 0);
+        if !quiet || !self.stat.complete || self.node.outbox.iter().any(|(_, o)| matches!(o, Output::Event { .. })) {
+            return;
+        }
+        let catalog = self.node.catalog().clone();
+        let t = catalog.tenant_at(0);
+        let mut depth: BTreeMap<String, i64> = t.queues.iter().map(|q| (q.name.clone(), 0)).collect();
+        for s in &self.node.shards {
+            for ix in s.interactions().filter(|ix| ix.visible) {
+                if let Some(q) = ix.queue() {
+                    *depth.get_mut(&t.queues[q as usize].name).expect("a queue") += 1;
+                }
+            }
+        }
+        let mut agents = BTreeMap::new();
+        for i in 0..AGENTS {
+            let a = AgentRef { tenant: 0, agent: i };
+            let v = self.node.shards[home_of(a, self.n()) as usize].agent_view(a).expect("its home");
+            if v.logged_in {
+                let media = v
+                    .media
+                    .iter()
+                    .map(|&(m, cap, ready)| (t.media[m as usize].name.clone(), (cap as i64, ready)))
+                    .collect();
+                agents.insert(t.agents[i as usize].login_id.clone(), (v.dnd, media));
+            }
+        }
+        assert_eq!(self.stat.depth, depth, "{}: queue depths by the reporting state and events", self.ctx());
+        assert_eq!(self.stat.agents, agents, "{}: agents by the reporting state and events", self.ctx());
+        cover("the reporting state and the events since agree with memory");
+    }
+
     /// The checks that must hold once the node is quiet.
     fn check(&self) {
         let ctx = self.ctx();
+        self.check_stat();
         self.node.check_event_log();
         if !self.node.released.is_empty() {
             cover("the event log held every event sent");
@@ -985,6 +1159,7 @@ fn agents_across_shards_keep_invariants_2_3_and_7() {
         "a write in flight landed at a crash",
         "a reporter resumed after a lost connection",
         "the event log held every event sent",
+        "the reporting state and the events since agree with memory",
     ];
     run_seeds("agent_simulation", "agents_across_shards_keep_invariants_2_3_and_7", 100, &situations, run);
 }

@@ -659,7 +659,7 @@ fn forbidden(rng: &mut Rng, world: &World, role: Role) -> Planned {
             deliver(rng, id)
         }
         Role::Desktop => submit_planned(rng, None),
-        _ => Planned::new(Request::Subscribe { tenant: None, cursor: None }),
+        _ => Planned::new(Request::Subscribe { tenant: None, cursor: None, with_state: false }),
     }
 }
 
@@ -792,7 +792,9 @@ fn reporter(rng: &mut Rng, world: &World, seat: &Seat) -> Vec<Planned> {
         0 => {
             let tenant = rng.chance(0.4).then(|| tenant_name(rng));
             let cursor = world.some_cursor(rng);
-            vec![Planned::with(Request::Subscribe { tenant, cursor }, Follow::Subscribe)]
+            // Now and then with the state first (refused with a cursor).
+            let with_state = rng.chance(0.3);
+            vec![Planned::with(Request::Subscribe { tenant, cursor, with_state }, Follow::Subscribe)]
         }
         1 => vec![Planned::with(Request::Unsubscribe, Follow::Unsubscribe)],
         2 => vec![take_snapshot(rng)],

@@ -449,6 +449,7 @@ type Reply = Result<Option<Frame>, ProtoError>;
 impl Shard {
     pub fn new(params: ShardParams, catalog: Arc<Catalog>) -> Self {
         assert!(params.shard < params.shards);
+        let reporter = crate::report::Reporter::new(params.shard, params.replay_events, params.event_log, &catalog);
         let dispatch = catalog
             .tenants
             .iter()
@@ -496,7 +497,7 @@ impl Shard {
             rounds: AHashMap::new(),
             strategy_watch: AHashMap::new(),
             agent_lock_name: crate::routing::AGENT_LOCK_NAME.into(),
-            reporter: crate::report::Reporter::new(params.shard, params.replay_events, params.event_log),
+            reporter,
             last_write: AHashMap::new(),
             rejected_by: AHashMap::new(),
         }
@@ -626,6 +627,9 @@ impl Shard {
             ix.tie += 1;
         }
         self.last_tie = self.last_tie.max(ix.tie);
+        if let (Place::Queue(q), true) = (ix.place, ix.visible) {
+            self.reporter.tally.loaded(ix.tenant, q);
+        }
         self.admit(ix, &mut Vec::new());
         Ok(())
     }
@@ -754,7 +758,9 @@ impl Shard {
             Request::Resume { id } => self.hold(now_ms, &caller, &id, false, out),
             Request::TransferToAgent { id, agent } => self.transfer(&caller, &id, &agent, out),
             Request::LeaveInteraction { id, queue } => self.leave(now_ms, &caller, &id, queue.as_deref(), out),
-            Request::Subscribe { tenant, cursor } => self.subscribe(&caller, tenant.as_deref(), cursor.as_deref(), out),
+            Request::Subscribe { tenant, cursor, with_state } => {
+                self.subscribe(&caller, tenant.as_deref(), cursor.as_deref(), with_state, out)
+            }
             Request::Unsubscribe => {
                 if self.unsubscribe(caller.origin, out) {
                     Ok(Some(event_ack(ref_id)))
@@ -1160,8 +1166,9 @@ impl Shard {
         let before = Box::new(self.store.get(slot).clone());
         self.end_own_link(now_ms, slot, caller, "moved", out);
         let owner = self.syms.intern(owner);
+        let from = self.store.get(slot).queue();
         self.move_to(slot, Place::Workbin { workbin: w, owner }, now_ms, out);
-        let reports = self.ix_event(now_ms, slot, || What::PlacedInWorkbin);
+        let reports = self.ix_event(now_ms, slot, || What::PlacedInWorkbin { from });
         self.write_revertible(slot, caller, reports.into_iter().collect(), before, out);
         Ok(None)
     }
@@ -1224,6 +1231,11 @@ impl Shard {
         let log = self.reporter.hold(token, reports);
         out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()), log });
         Ok(None)
+    }
+
+    /// The ties of the submissions whose writes are in flight.
+    pub(crate) fn submits_in_flight(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pending.values().filter_map(|p| p.reveal)
     }
 
     /// The interaction a stop still in flight would restore, if the stop

@@ -82,6 +82,9 @@ pub mod msg_type {
     pub const EVENT_MEDIA_REMOVED: u16 = 195;
     pub const EVENT_DO_NOT_DISTURB_ON: u16 = 196;
     pub const EVENT_DO_NOT_DISTURB_OFF: u16 = 197;
+    /// The state of agents and queues a subscription asked for, as of its
+    /// cursor; sent before its events (not a reporting event itself).
+    pub const EVENT_REPORTING_STATE: u16 = 198;
 
     /// Whether `t` is a reporting event (sent to subscribers).
     pub fn is_reporting(t: u16) -> bool {
@@ -158,6 +161,7 @@ pub mod msg_type {
             EVENT_MEDIA_REMOVED => "EventMediaRemoved",
             EVENT_DO_NOT_DISTURB_ON => "EventDoNotDisturbOn",
             EVENT_DO_NOT_DISTURB_OFF => "EventDoNotDisturbOff",
+            EVENT_REPORTING_STATE => "EventReportingState",
             _ => "Unknown",
         }
     }
@@ -282,6 +286,9 @@ pub mod attr {
     /// string: where a subscriber is in the reporting stream (in every
     /// reporting event; RequestSubscribe resumes after it).
     pub const EVENT_CURSOR: u16 = 75;
+    /// int: RequestSubscribe: 1 asks for the current state first
+    /// (EventReportingState).
+    pub const WITH_STATE: u16 = 76;
 }
 
 /// What kind of application a client is; decides what it may do.

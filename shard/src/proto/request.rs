@@ -190,10 +190,12 @@ pub enum Request {
     },
     /// A reporting client asks for every reporting event (of one tenant,
     /// or all with `tenant: None`); with `cursor`, every event after the
-    /// one that carried it first.
+    /// one that carried it first; with `with_state` (a new subscription
+    /// only), the state of agents and queues first.
     Subscribe {
         tenant: Option<String>,
         cursor: Option<String>,
+        with_state: bool,
     },
     Unsubscribe,
 }
@@ -451,6 +453,13 @@ impl Request {
             REQUEST_SUBSCRIBE => Request::Subscribe {
                 tenant: opt_str(f, attr::TENANT, "Tenant")?,
                 cursor: opt_str(f, attr::EVENT_CURSOR, "EventCursor")?,
+                with_state: match opt_int(f, attr::WITH_STATE, "WithState")? {
+                    None | Some(0) => false,
+                    Some(1) => true,
+                    Some(n) => {
+                        return Err(ProtoError::new(ErrorCode::InvalidValue, format!("WithState {n} is not 0 or 1")))
+                    }
+                },
             },
             REQUEST_UNSUBSCRIBE => Request::Unsubscribe,
             other => {
@@ -634,10 +643,13 @@ impl Request {
                 push_opt(&mut f, attr::QUEUE, queue);
                 f
             }
-            Request::Subscribe { tenant, cursor } => {
+            Request::Subscribe { tenant, cursor, with_state } => {
                 let mut f = Frame::new(REQUEST_SUBSCRIBE, ref_id);
                 push_opt(&mut f, attr::TENANT, tenant);
                 push_opt(&mut f, attr::EVENT_CURSOR, cursor);
+                if *with_state {
+                    f.push(attr::WITH_STATE, 1i64);
+                }
                 f
             }
             Request::Unsubscribe => Frame::new(REQUEST_UNSUBSCRIBE, ref_id),
@@ -903,8 +915,9 @@ mod tests {
             Request::Resume { id: "a".into() },
             Request::TransferToAgent { id: "a".into(), agent: "agent3".into() },
             Request::LeaveInteraction { id: "a".into(), queue: Some("inbound".into()) },
-            Request::Subscribe { tenant: None, cursor: None },
-            Request::Subscribe { tenant: Some("default".into()), cursor: Some("17:3,0".into()) },
+            Request::Subscribe { tenant: None, cursor: None, with_state: false },
+            Request::Subscribe { tenant: Some("default".into()), cursor: Some("17:3,0".into()), with_state: false },
+            Request::Subscribe { tenant: None, cursor: None, with_state: true },
             Request::Unsubscribe,
         ];
         for r in reqs {
