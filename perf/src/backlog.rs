@@ -181,6 +181,7 @@ impl Mesh {
                 Output::Event { .. }
                 | Output::Report { .. }
                 | Output::Cursor { .. }
+                | Output::Unsubscribed { .. }
                 | Output::Replay { .. }
                 | Output::Bind { .. } => {}
             }

@@ -81,7 +81,7 @@ impl Node {
                     std::hint::black_box(frame);
                     self.reports += 1;
                 }
-                Output::Cursor { .. } | Output::Replay { .. } => {}
+                Output::Cursor { .. } | Output::Unsubscribed { .. } | Output::Replay { .. } => {}
                 Output::Bind { origin, agent } => {
                     match agent {
                         Some(a) => self.bound.insert(origin, a),

@@ -81,6 +81,10 @@ pub(crate) enum Settle {
 struct Sub {
     origin: Origin,
     tenant: Option<TenantIdx>,
+    /// The subscription (its coordinator's op), on every event sent for
+    /// it: a connection that subscribed again drops the old one's events
+    /// still on their way.
+    op: u64,
 }
 
 /// A subscription between the two rounds of its setting up: the events
@@ -251,7 +255,7 @@ impl Reporter {
             self.tally.apply(&p.event);
             for s in &self.live {
                 if s.tenant.is_none_or(|t| t == p.event.tenant) {
-                    out.push(Output::Report { origin: s.origin, event: p.clone() });
+                    out.push(Output::Report { origin: s.origin, sub: s.op, event: p.clone() });
                 }
             }
             if self.keep > 0 {
@@ -305,7 +309,7 @@ impl Reporter {
                 .cloned()
                 .collect();
             if !events.is_empty() {
-                out.push(Output::Replay { origin: p.sub.origin, events });
+                out.push(Output::Replay { origin: p.sub.origin, sub: p.sub.op, events });
             }
             self.live.retain(|s| s.origin != p.sub.origin);
             self.live.push(p.sub);
@@ -623,7 +627,7 @@ impl Shard {
                 if !self.reporter.tally.is_active() && (with_state || self.params.replay_events > 0) {
                     self.start_tally();
                 }
-                let start = self.reporter.pin((from, op), Sub { origin, tenant }, after);
+                let start = self.reporter.pin((from, op), Sub { origin, tenant, op }, after);
                 let state = (with_state && start.is_some()).then(|| Box::new(self.reporter.tally.state(tenant)));
                 out.push(Output::Peer { to: from, msg: PeerMsg::Subscribed { op, start, state } });
             }
@@ -683,7 +687,7 @@ impl Shard {
                         out.push(Output::Event { origin, frame });
                     }
                 }
-                out.push(Output::Cursor { origin, cursor });
+                out.push(Output::Cursor { origin, sub: op, cursor });
             }
             None => {
                 let p = self.reporter.pending_subs.remove(&op).expect("present");
@@ -708,6 +712,8 @@ impl Shard {
         for to in 0..self.params.shards {
             out.push(Output::Peer { to, msg: PeerMsg::Unsubscribe { origin } });
         }
+        // Before its answer: nothing of the ended subscription follows it.
+        out.push(Output::Unsubscribed { origin, below: self.next_op });
         true
     }
 }

@@ -196,6 +196,11 @@ enum Pending {
     Pull,
     Leave,
     Deliver,
+    /// The reporter's RequestUnsubscribe: once answered, nothing of that
+    /// subscription arrives, and it subscribes again after its cursor.
+    Resubscribe {
+        conn: Origin,
+    },
     Other,
 }
 
@@ -420,7 +425,7 @@ impl Sim {
             match o {
                 Output::Reply { frame, .. } => self.answer(frame),
                 Output::Event { origin, frame } => self.event(origin, frame),
-                Output::Report { .. } | Output::Cursor { .. } | Output::Replay { .. } => {
+                Output::Report { .. } | Output::Cursor { .. } | Output::Unsubscribed { .. } | Output::Replay { .. } => {
                     unreachable!("the simulated node hands reporting events on as frames")
                 }
                 Output::Bind { origin, agent } => match agent {
@@ -501,6 +506,11 @@ impl Sim {
             );
         }
         match (p, error) {
+            (Pending::Resubscribe { conn }, None) if conn == self.reporter => {
+                let cursor = self.reporter_cursor.clone();
+                let subscribe = Request::Subscribe { tenant: None, cursor, with_state: false };
+                self.send(conn, ClientType::ReportingEngine, subscribe, Pending::Other);
+            }
             (Pending::Submit { media }, None) => {
                 let id = frame.get_str(attr::INTERACTION_ID).expect("submit ack has an id").to_string();
                 self.live.insert(id, media);
@@ -969,6 +979,16 @@ impl Sim {
     fn resume_reporter(&mut self) {
         let Some(cursor) = self.reporter_cursor.clone() else { return };
         let old = self.reporter;
+        if self.rng().chance(40) {
+            // On the same connection: unsubscribe, and once that is
+            // answered subscribe again after the last event read. Events of
+            // the ended subscription still on their way must not reach the
+            // connection after the answer, nor after the new subscription
+            // started.
+            cover("a reporter resubscribed on its connection");
+            self.send(old, ClientType::ReportingEngine, Request::Unsubscribe, Pending::Resubscribe { conn: old });
+            return;
+        }
         self.node.outbox.retain(|(_, o)| !matches!(o, Output::Event { origin, .. } if *origin == old));
         self.close(old);
         cover("a reporter resumed after a lost connection");
@@ -1158,6 +1178,7 @@ fn agents_across_shards_keep_invariants_2_3_and_7() {
         "a write held back",
         "a write in flight landed at a crash",
         "a reporter resumed after a lost connection",
+        "a reporter resubscribed on its connection",
         "the event log held every event sent",
         "the reporting state and the events since agree with memory",
     ];

@@ -324,6 +324,7 @@ fn random_histories_answer_every_request_once() {
                     | Output::Event { .. }
                     | Output::Report { .. }
                     | Output::Cursor { .. }
+                    | Output::Unsubscribed { .. }
                     | Output::Replay { .. }
                     | Output::Bind { .. } => {
                         panic!("seed {seed}: no request here spans shards")
@@ -353,6 +354,7 @@ fn random_histories_answer_every_request_once() {
                     | Output::Event { .. }
                     | Output::Report { .. }
                     | Output::Cursor { .. }
+                    | Output::Unsubscribed { .. }
                     | Output::Replay { .. }
                     | Output::Bind { .. } => {
                         panic!("seed {seed}: no request here spans shards")
@@ -459,6 +461,7 @@ fn properties_leave_room_to_be_listed_in_answers() {
             Output::Event { .. }
             | Output::Report { .. }
             | Output::Cursor { .. }
+            | Output::Unsubscribed { .. }
             | Output::Replay { .. }
             | Output::Bind { .. } => {}
         }
@@ -565,6 +568,7 @@ fn run_alone(s: &mut Shard, now_ms: i64, input: Input) -> Vec<Frame> {
                 Output::Event { .. }
                 | Output::Report { .. }
                 | Output::Cursor { .. }
+                | Output::Unsubscribed { .. }
                 | Output::Replay { .. }
                 | Output::Bind { .. } => {}
             }

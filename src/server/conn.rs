@@ -42,6 +42,11 @@ use crate::config::Config;
 
 /// A subscribed connection's part of the reporting stream.
 struct Subscriber {
+    /// The subscription (its coordinator's op; a connection's
+    /// subscriptions are all coordinated by its shard, so a later one has
+    /// a larger op). Events of an earlier subscription of this connection
+    /// still on their way are dropped.
+    sub: u64,
     /// Where it is: moved on by each event sent, and stamped on it.
     cursor: Cursor,
     /// Names the events' catalog indexes in their frames.
@@ -83,6 +88,8 @@ pub struct Conn {
     /// waits to be sent; none until it subscribes, so other connections pay
     /// nothing for it.
     subscriber: RefCell<Option<Box<Subscriber>>>,
+    /// Subscriptions below this one ended (RequestUnsubscribe).
+    ended_below: Cell<u64>,
     max_pending: usize,
     max_output: usize,
     max_frame: usize,
@@ -107,6 +114,7 @@ impl Conn {
             agent: Cell::new(None),
             events_sent: Cell::new(0),
             subscriber: RefCell::new(None),
+            ended_below: Cell::new(0),
             max_pending: config.server.max_pending_requests,
             max_output: config.server.max_output_buffer,
             max_frame: config.server.max_frame_size,
@@ -185,15 +193,29 @@ impl Conn {
 
     /// The subscription starts at `cursor` (before any of its events).
     /// `max_waiting`: the most events that may wait behind a replay.
-    pub fn start_cursor(&self, cursor: Cursor, catalog: Arc<Catalog>, max_waiting: usize) {
-        *self.subscriber.borrow_mut() =
-            Some(Box::new(Subscriber { cursor, catalog, waiting: VecDeque::new(), max_waiting }));
+    pub fn start_cursor(&self, sub: u64, cursor: Cursor, catalog: Arc<Catalog>, max_waiting: usize) {
+        let mut current = self.subscriber.borrow_mut();
+        if sub < self.ended_below.get() || current.as_deref().is_some_and(|s| s.sub > sub) {
+            // An earlier subscription's, late: it ended, or a later one
+            // has started.
+            return;
+        }
+        *current = Some(Box::new(Subscriber { sub, cursor, catalog, waiting: VecDeque::new(), max_waiting }));
+    }
+
+    /// The client unsubscribed (this comes before the answer): no event of
+    /// its subscriptions so far is sent from now on.
+    pub fn end_subscription(&self, below: u64) {
+        self.ended_below.set(self.ended_below.get().max(below));
+        *self.subscriber.borrow_mut() = None;
     }
 
     /// Queues a reporting event: at once, or behind the events of a
     /// replay still waiting.
-    pub fn report(&self, p: Arc<Published>) {
+    pub fn report(&self, sub_op: u64, p: Arc<Published>) {
         let p = match self.subscriber.borrow_mut().as_deref_mut() {
+            // Of an earlier subscription of this connection: dropped.
+            Some(sub) if sub.sub != sub_op => return,
             Some(sub) if !sub.waiting.is_empty() => {
                 sub.waiting.push_back(p);
                 None
@@ -210,10 +232,10 @@ impl Conn {
 
     /// Queues the events a resuming subscriber missed: they go out as the
     /// client reads, so a long replay never fills the output buffer.
-    pub fn replay(&self, events: Vec<Arc<Published>>) {
+    pub fn replay(&self, sub_op: u64, events: Vec<Arc<Published>>) {
         match self.subscriber.borrow_mut().as_deref_mut() {
-            Some(sub) => sub.waiting.extend(events),
-            None => return,
+            Some(sub) if sub.sub == sub_op => sub.waiting.extend(events),
+            _ => return,
         }
         self.check_waiting();
         self.refill();

@@ -43,11 +43,14 @@ pub enum ShardMsg {
     Event { conn: u64, frame: Frame },
     /// A reporting event for a subscribed connection of the receiver,
     /// which turns it into a frame.
-    Report { conn: u64, event: Arc<Published> },
+    /// `sub`: the subscription it is for (see `Output::Report`).
+    Report { conn: u64, sub: u64, event: Arc<Published> },
     /// Where a subscribed connection of the receiver starts in the stream.
-    Cursor { conn: u64, cursor: Cursor },
+    Cursor { conn: u64, sub: u64, cursor: Cursor },
+    /// A subscribed connection of the receiver unsubscribed.
+    Unsubscribed { conn: u64, below: u64 },
     /// Events a resuming subscriber of the receiver missed.
-    Replay { conn: u64, events: Vec<Arc<Published>> },
+    Replay { conn: u64, sub: u64, events: Vec<Arc<Published>> },
     /// A connection of the receiver now carries this agent (or none).
     Bind { conn: u64, agent: Option<AgentRef> },
 }
@@ -229,12 +232,17 @@ impl Runtime {
                     }
                 }
                 Output::Event { origin, frame } => self.to_conn(origin, ShardMsg::Event { conn: origin.conn, frame }),
-                Output::Report { origin, event } => self.to_conn(origin, ShardMsg::Report { conn: origin.conn, event }),
-                Output::Replay { origin, events } => {
-                    self.to_conn(origin, ShardMsg::Replay { conn: origin.conn, events })
+                Output::Report { origin, sub, event } => {
+                    self.to_conn(origin, ShardMsg::Report { conn: origin.conn, sub, event })
                 }
-                Output::Cursor { origin, cursor } => {
-                    self.to_conn(origin, ShardMsg::Cursor { conn: origin.conn, cursor })
+                Output::Replay { origin, sub, events } => {
+                    self.to_conn(origin, ShardMsg::Replay { conn: origin.conn, sub, events })
+                }
+                Output::Unsubscribed { origin, below } => {
+                    self.to_conn(origin, ShardMsg::Unsubscribed { conn: origin.conn, below })
+                }
+                Output::Cursor { origin, sub, cursor } => {
+                    self.to_conn(origin, ShardMsg::Cursor { conn: origin.conn, sub, cursor })
                 }
                 Output::Bind { origin, agent } => self.to_conn(origin, ShardMsg::Bind { conn: origin.conn, agent }),
             }
@@ -274,24 +282,24 @@ impl Runtime {
 
     /// Hands a reporting event to a subscribed connection of this shard, as
     /// its frame (dropped if the connection closed).
-    fn deliver_report(&self, conn: u64, p: Arc<Published>) {
+    fn deliver_report(&self, conn: u64, sub: u64, p: Arc<Published>) {
         if let Some(c) = self.conn(conn) {
-            c.report(p);
+            c.report(sub, p);
         }
     }
 
-    fn deliver_replay(&self, conn: u64, events: Vec<Arc<Published>>) {
+    fn deliver_replay(&self, conn: u64, sub: u64, events: Vec<Arc<Published>>) {
         if let Some(c) = self.conn(conn) {
-            c.replay(events);
+            c.replay(sub, events);
         }
     }
 
-    fn start_cursor(&self, conn: u64, cursor: Cursor) {
+    fn start_cursor(&self, conn: u64, sub: u64, cursor: Cursor) {
         if let Some(c) = self.conn(conn) {
             // A whole replay from every shard, and as much again behind it.
             let keep = self.config.settings.reporting_replay_events;
             let max_waiting = keep.saturating_mul(self.shards as usize + 1).max(REPLAY_SLACK);
-            c.start_cursor(cursor, self.catalog.clone(), max_waiting);
+            c.start_cursor(sub, cursor, self.catalog.clone(), max_waiting);
         }
     }
 
@@ -322,9 +330,14 @@ impl Runtime {
             ShardMsg::Reply { conn, frame } => self.deliver(conn, frame),
             ShardMsg::Peer { from, msg } => self.run_machine(Input::Peer { from, msg }),
             ShardMsg::Event { conn, frame } => self.deliver_event(conn, frame),
-            ShardMsg::Report { conn, event } => self.deliver_report(conn, event),
-            ShardMsg::Replay { conn, events } => self.deliver_replay(conn, events),
-            ShardMsg::Cursor { conn, cursor } => self.start_cursor(conn, cursor),
+            ShardMsg::Report { conn, sub, event } => self.deliver_report(conn, sub, event),
+            ShardMsg::Replay { conn, sub, events } => self.deliver_replay(conn, sub, events),
+            ShardMsg::Cursor { conn, sub, cursor } => self.start_cursor(conn, sub, cursor),
+            ShardMsg::Unsubscribed { conn, below } => {
+                if let Some(c) = self.conn(conn) {
+                    c.end_subscription(below);
+                }
+            }
             ShardMsg::Bind { conn, agent } => self.bind(conn, agent),
         }
     }

@@ -139,15 +139,20 @@ pub enum Output {
     /// Send a reporting event to the subscriber at `origin`; its connection
     /// turns it into a frame ([`Event::frame`]) and stamps its cursor. One
     /// event goes to every subscriber, shared.
-    Report { origin: Origin, event: Arc<crate::report::Published> },
+    /// `sub` names the subscription (its coordinator's op): a connection
+    /// drops events of any subscription but its latest.
+    Report { origin: Origin, sub: u64, event: Arc<crate::report::Published> },
     /// Events the subscriber at `origin` missed, in order, all from one
     /// shard: its connection sends them as the client reads, ahead of any
     /// later event.
-    Replay { origin: Origin, events: Vec<Arc<crate::report::Published>> },
+    Replay { origin: Origin, sub: u64, events: Vec<Arc<crate::report::Published>> },
     /// The subscriber at `origin` starts at `cursor`: its connection keeps
     /// it, moving it on with each reporting event it sends. Emitted before
     /// any event of the subscription, on the same path.
-    Cursor { origin: Origin, cursor: crate::report::Cursor },
+    Cursor { origin: Origin, sub: u64, cursor: crate::report::Cursor },
+    /// The subscriber at `origin` unsubscribed: from this answer on, its
+    /// connection sends no event of any subscription below `below`.
+    Unsubscribed { origin: Origin, below: u64 },
     /// The connection at `origin` now carries `agent` (a login) or none (a
     /// logout); its later requests name it as [`Caller::agent`]. Emitted
     /// before the login's answer, on the same path, so it arrives first.

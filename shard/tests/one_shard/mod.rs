@@ -63,11 +63,11 @@ impl Driver {
                     Output::Reply { origin, frame } | Output::Event { origin, frame } => {
                         self.got.entry(origin).or_default().push(frame)
                     }
-                    Output::Report { origin, event } => {
+                    Output::Report { origin, event, .. } => {
                         let frame = event.event.frame(self.shard.catalog());
                         self.got.entry(origin).or_default().push(frame)
                     }
-                    Output::Cursor { .. } | Output::Replay { .. } => {}
+                    Output::Cursor { .. } | Output::Unsubscribed { .. } | Output::Replay { .. } => {}
                     Output::Bind { origin, agent } => {
                         match agent {
                             Some(a) => self.agent.insert(origin, a),

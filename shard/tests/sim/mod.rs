@@ -254,6 +254,11 @@ pub struct Node {
     /// event number received from each shard (a reporting event of a
     /// shard must come after every earlier one the subscriber received).
     pub cursors: HashMap<ixn_shard::machine::Origin, Vec<u64>>,
+    /// Each subscriber's current subscription: events of an earlier one
+    /// of the same connection are dropped, as the server's connection does.
+    subs: HashMap<ixn_shard::machine::Origin, u64>,
+    /// Subscriptions below these ended (unsubscribed), by connection.
+    ended: HashMap<ixn_shard::machine::Origin, u64>,
     /// The event log: each event a committed write stored, by (run of the
     /// node, shard, number). A key stored twice fails the run.
     pub logged: BTreeMap<(u32, u16, u64), Arc<Published>>,
@@ -291,6 +296,8 @@ impl Node {
             ctx,
             crashes: 0,
             cursors: HashMap::new(),
+            subs: HashMap::new(),
+            ended: HashMap::new(),
             logged: BTreeMap::new(),
             released: BTreeMap::new(),
         }
@@ -381,14 +388,23 @@ impl Node {
                     let n = self.n() as usize;
                     self.net[shard as usize * n + to as usize].push_back(msg);
                 }
-                Output::Replay { origin, events } => {
+                Output::Replay { origin, sub, events } => {
                     for event in events {
-                        self.outbox_report(shard, origin, event);
+                        self.outbox_report(shard, origin, sub, event);
                     }
                 }
-                Output::Report { origin, event } => self.outbox_report(shard, origin, event),
-                Output::Cursor { origin, cursor } => {
-                    self.cursors.insert(origin, cursor.seqs);
+                Output::Report { origin, sub, event } => self.outbox_report(shard, origin, sub, event),
+                Output::Cursor { origin, sub, cursor } => {
+                    let ended = self.ended.get(&origin).copied().unwrap_or(0);
+                    if sub >= ended && self.subs.get(&origin).is_none_or(|&s| s < sub) {
+                        self.subs.insert(origin, sub);
+                        self.cursors.insert(origin, cursor.seqs);
+                    }
+                }
+                Output::Unsubscribed { origin, below } => {
+                    self.ended.insert(origin, below);
+                    self.subs.remove(&origin);
+                    self.cursors.remove(&origin);
                 }
                 other => {
                     acked |= matches!(&other, Output::Reply { frame, .. } if frame.msg_type == msg_type::EVENT_ACK);
@@ -406,8 +422,21 @@ impl Node {
         &mut self,
         shard: u16,
         origin: ixn_shard::machine::Origin,
+        sub: u64,
         event: std::sync::Arc<ixn_shard::report::Published>,
     ) {
+        if self.subs.get(&origin) != Some(&sub) {
+            // Of an earlier subscription of the connection (or after it
+            // unsubscribed): dropped, as the server's connection does.
+            assert!(
+                self.ended.contains_key(&origin) || self.subs.contains_key(&origin),
+                "{}: event {}/{} before the subscriber's cursor",
+                self.ctx,
+                event.shard,
+                event.seq
+            );
+            return;
+        }
         let cursor = self.cursors.get_mut(&origin).unwrap_or_else(|| {
             panic!("{}: event {}/{} before the subscriber's cursor", self.ctx, event.shard, event.seq)
         });
@@ -615,6 +644,8 @@ impl Node {
         self.outbox.clear();
         self.net = (0..shards as usize * shards as usize).map(|_| VecDeque::new()).collect();
         self.cursors.clear();
+        self.subs.clear();
+        self.ended.clear();
         self.shards = (0..shards).map(|s| Shard::new((self.params)(s, shards), self.catalog.clone())).collect();
         self.crashes += 1;
         for row in self.db.values() {
