@@ -260,10 +260,39 @@ fn check_lives(rows: &[EventRow], acked: &Acked) {
     }
 }
 
+/// Runs a script of storage/sql on the database at `cs`.
+fn run_script(cs: &str, script: &str) {
+    let text =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("storage/sql").join(script))
+            .unwrap();
+    let env = odbc_api::environment().unwrap();
+    let conn = env.connect_with_connection_string(cs, Default::default()).unwrap();
+    let no_comments: Vec<&str> = text.lines().map(|l| l.split("--").next().unwrap()).collect();
+    for stmt in no_comments.join("\n").split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        conn.execute(stmt, (), None).unwrap_or_else(|e| panic!("{script}: {stmt}: {e}"));
+    }
+}
+
 #[test]
 fn the_event_log_holds_what_the_stream_sent_once_each() {
+    for engine in common::engines("eventlog") {
+        stream_and_log_agree(&engine);
+    }
+}
+
+/// With the event log in the main database (moved by the database itself).
+fn stream_and_log_agree(engine: &Engine) {
     let dir = TempDir::new("eventlog-stream");
-    let server = Server::start(&config(&dir, None));
+    let (cfg, cs) = match engine {
+        Engine::Sqlite => (config(&dir, None), main_cs(&dir)),
+        Engine::Postgres(cs) => {
+            run_script(cs, "postgresql/isdb_outbox.sql");
+            run_script(cs, "postgresql/eldb.sql");
+            let logger = "[logger-settings]\nstoring-timeout = 50\nbatch-size = 200\n";
+            (write_config_with(&dir.0, engine, two_cores(), "", &format!("{logger}{}", tenant())), cs.clone())
+        }
+    };
+    let server = Server::start(&cfg);
     let _log = LogOnPanic(&server);
     let stop = Arc::new(AtomicBool::new(false));
     let reader = subscribe(&server, stop.clone());
@@ -272,15 +301,16 @@ fn the_event_log_holds_what_the_stream_sent_once_each() {
     stop.store(true, Ordering::Relaxed);
     threads.into_iter().for_each(|t| t.join().unwrap());
     let stream = reader.join().unwrap();
-    let rows = settled_log(&main_cs(&dir), stream.events.len());
+    let rows = settled_log(&cs, stream.events.len());
     let acked = acked.lock().unwrap();
     assert!(acked.stopped.len() > 20, "the load did some cycles: {}", acked.stopped.len());
     check_log_matches_stream(&rows, &stream);
     check_lives(&rows, &acked);
     let agent_events = rows.iter().filter(|r| r.is_agent_event()).count();
     assert!(agent_events >= AGENTS * 2, "logins and ready states are logged: {agent_events}");
+    assert_eq!(outbox_count(&cs), 0, "the outbox drained");
     eprintln!(
-        "{} events logged ({agent_events} agent events), {} submitted, {} stopped",
+        "{engine:?}: {} events logged ({agent_events} agent events), {} submitted, {} stopped",
         rows.len(),
         acked.submitted.len(),
         acked.stopped.len()

@@ -2,11 +2,15 @@
 //! on a writer's connection, `rpt_interaction` / `rpt_agent` on the event
 //! log's.
 //!
-//! One single-row statement executed with an array of up to [`CHUNK`]
-//! parameter sets per execution, its buffers bound once and reused. The
-//! details column's buffer grows (by powers of two) to the widest value
-//! met, up to [`LARGE_DETAILS`]; a row with wider details goes alone with
-//! a buffer of its own.
+//! Inserts are multi-row statements (`VALUES (..),(..)`) prepared for
+//! [`ROWS`] = 64, 8 and 1 rows, each executed with one parameter set, as
+//! often as the rows need (the SQLite ODBC driver parses a statement again
+//! for every parameter set of an array: profiled, that was most of a
+//! writer's time with the event log on). Deletes use one single-row
+//! statement with an array of up to [`CHUNK`] parameter sets. Buffers are
+//! bound once and reused. The details column's buffer grows (by powers of
+//! two) to the widest value met, up to [`LARGE_DETAILS`]; a row with wider
+//! details goes alone with a buffer of its own.
 
 use odbc_api::buffers::BoxColumnBuffer;
 use odbc_api::handles::StatementImpl;
@@ -17,8 +21,10 @@ use crate::events::{Col, EventRow, Kind};
 
 type Inserter<'c> = ColumnarBulkInserter<StatementImpl<'c>, WithDataType<BoxColumnBuffer>>;
 
-/// Parameter sets per execution.
+/// Parameter sets per execution of the delete.
 const CHUNK: usize = 256;
+/// Rows of the multi-row inserts, largest first.
+const ROWS: [usize; 3] = [64, 8, 1];
 /// Details (hex) wider than this are inserted one row at a time.
 const LARGE_DETAILS: usize = 16 * 1024;
 const INITIAL_DETAILS: usize = 256;
@@ -28,23 +34,26 @@ pub(crate) struct EventTable<'c> {
     conn: &'c Connection<'static>,
     table: &'static str,
     cols: &'static [Col],
-    insert: Option<Inserter<'c>>,
+    /// One per entry of [`ROWS`], prepared on first use.
+    inserts: [Option<Inserter<'c>>; 3],
     delete: Option<Inserter<'c>>,
     details_max: usize,
 }
 
 impl<'c> EventTable<'c> {
     pub(crate) fn new(conn: &'c Connection<'static>, table: &'static str, cols: &'static [Col]) -> Self {
-        EventTable { conn, table, cols, insert: None, delete: None, details_max: INITIAL_DETAILS }
+        EventTable { conn, table, cols, inserts: [None, None, None], delete: None, details_max: INITIAL_DETAILS }
     }
 
-    fn insert_sql(&self) -> String {
+    fn insert_sql(&self, k: usize) -> String {
         let names: Vec<&str> = self.cols.iter().map(|c| c.name()).collect();
-        format!("INSERT INTO {} ({}) VALUES ({})", self.table, names.join(", "), vec!["?"; names.len()].join(", "))
+        let row = format!("({})", vec!["?"; names.len()].join(", "));
+        format!("INSERT INTO {} ({}) VALUES {}", self.table, names.join(", "), vec![row; k].join(", "))
     }
 
-    fn descs(&self, details: usize) -> Vec<BindParamDesc> {
-        self.cols
+    fn descs(&self, k: usize, details: usize) -> Vec<BindParamDesc> {
+        let one: Vec<BindParamDesc> = self
+            .cols
             .iter()
             .map(|c| match c.kind() {
                 Kind::Int => BindParamDesc::i64(false),
@@ -52,11 +61,13 @@ impl<'c> EventTable<'c> {
                 Kind::Text(n) => BindParamDesc::text(n),
                 Kind::LongText => BindParamDesc::text(details),
             })
-            .collect()
+            .collect();
+        (0..k).flat_map(|_| one.iter().copied()).collect()
     }
 
-    fn inserter(&mut self, capacity: usize, details: usize) -> Result<Inserter<'c>, odbc_api::Error> {
-        self.conn.prepare(&self.insert_sql())?.into_column_inserter(capacity, self.descs(details))
+    /// A `k`-row insert, one parameter set.
+    fn inserter(&mut self, k: usize, details: usize) -> Result<Inserter<'c>, odbc_api::Error> {
+        self.conn.prepare(&self.insert_sql(k))?.into_column_inserter(1, self.descs(k, details))
     }
 
     /// Inserts `rows` (keys not in the table).
@@ -65,7 +76,7 @@ impl<'c> EventTable<'c> {
         let widest = rows.iter().map(|r| details(r)).filter(|&w| w <= LARGE_DETAILS).max().unwrap_or(0);
         if widest > self.details_max {
             self.details_max = widest.next_power_of_two();
-            self.insert = None;
+            self.inserts = [None, None, None];
         }
         let (large, small): (Vec<&EventRow>, Vec<&EventRow>) = rows.iter().partition(|r| details(r) > LARGE_DETAILS);
         for r in large {
@@ -73,14 +84,19 @@ impl<'c> EventTable<'c> {
             fill(&mut one, self.cols, &[r]);
             one.execute()?;
         }
-        for chunk in small.chunks(CHUNK) {
-            if self.insert.is_none() {
-                self.insert = Some(self.inserter(CHUNK, self.details_max)?);
+        let mut done = 0;
+        for (i, &k) in ROWS.iter().enumerate() {
+            while small.len() - done >= k {
+                if self.inserts[i].is_none() {
+                    self.inserts[i] = Some(self.inserter(k, self.details_max)?);
+                }
+                let ins = self.inserts[i].as_mut().expect("prepared");
+                fill(ins, self.cols, &small[done..done + k]);
+                ins.execute()?;
+                done += k;
             }
-            let ins = self.insert.as_mut().expect("prepared");
-            fill(ins, self.cols, chunk);
-            ins.execute()?;
         }
+        debug_assert_eq!(done, small.len());
         Ok(())
     }
 
@@ -106,32 +122,29 @@ impl<'c> EventTable<'c> {
     }
 }
 
+/// One parameter set of a `rows.len()`-row insert: row `r`'s column `j`
+/// is parameter `r * cols + j`.
 fn fill(ins: &mut Inserter<'_>, cols: &[Col], rows: &[&EventRow]) {
-    ins.set_num_rows(rows.len());
-    for (j, &c) in cols.iter().enumerate() {
-        match c.kind() {
-            Kind::Int => {
-                let colm = ins.column_mut(j).as_slice::<i64>().expect("i64 buffer");
-                for (p, r) in rows.iter().enumerate() {
-                    colm[p] = r.int(c).expect("a key column is never NULL");
+    ins.set_num_rows(1);
+    for (r, row) in rows.iter().enumerate() {
+        for (j, &c) in cols.iter().enumerate() {
+            let at = r * cols.len() + j;
+            match c.kind() {
+                Kind::Int => {
+                    let colm = ins.column_mut(at).as_slice::<i64>().expect("i64 buffer");
+                    colm[0] = row.int(c).expect("a key column is never NULL");
                 }
-            }
-            Kind::NullInt => {
-                let mut colm = ins.column_mut(j).as_nullable_slice::<i64>().expect("nullable i64 buffer");
-                for (p, r) in rows.iter().enumerate() {
-                    colm.set_cell(p, r.int(c));
+                Kind::NullInt => {
+                    let mut colm = ins.column_mut(at).as_nullable_slice::<i64>().expect("nullable i64 buffer");
+                    colm.set_cell(0, row.int(c));
                 }
-            }
-            Kind::Text(_) => {
-                let mut colm = ins.column_mut(j).as_text().expect("text buffer");
-                for (p, r) in rows.iter().enumerate() {
-                    colm.set_cell(p, r.text(c).map(str::as_bytes));
+                Kind::Text(_) => {
+                    let mut colm = ins.column_mut(at).as_text().expect("text buffer");
+                    colm.set_cell(0, row.text(c).map(str::as_bytes));
                 }
-            }
-            Kind::LongText => {
-                let mut colm = ins.column_mut(j).as_text().expect("text buffer");
-                for (p, r) in rows.iter().enumerate() {
-                    colm.set_cell(p, r.details.as_deref().map(str::as_bytes));
+                Kind::LongText => {
+                    let mut colm = ins.column_mut(at).as_text().expect("text buffer");
+                    colm.set_cell(0, row.details.as_deref().map(str::as_bytes));
                 }
             }
         }

@@ -267,6 +267,9 @@ impl EventLog {
         if other.is_some() {
             log_conn.set_autocommit(false).map_err(|e| diag(&e))?;
         }
+        if other.is_none() && moves_in_database(&self.main.engine) {
+            return self.move_in_database(main, st, stop, deadline);
+        }
         let mut outbox = EventTable::new(main, "ixn_event_outbox", &ALL_COLUMNS);
         let mut interactions = EventTable::new(log_conn, "rpt_interaction", &ALL_COLUMNS);
         let mut agents = EventTable::new(log_conn, "rpt_agent", &AGENT_COLUMNS);
@@ -300,6 +303,76 @@ impl EventLog {
             st.shipped(rows.len() as u64, &self.outbox);
             st.check_backlog(&self.outbox, self.cfg.max_queue_size);
             if rows.len() < self.cfg.batch_size && deadline.is_none() {
+                self.wait(stop, deadline);
+            }
+        }
+    }
+
+    /// The event log in the main database, on an engine whose transaction
+    /// sees one state of the outbox throughout: each batch moves inside
+    /// the database, `INSERT ... SELECT` into both tables and a DELETE of
+    /// the same keys (at most the oldest `batch-size`, bounded by the
+    /// batch's last key), in one transaction. Nothing crosses the
+    /// connection but the bound and the count.
+    fn move_in_database(
+        &self,
+        main: &Connection<'static>,
+        st: &mut ShipState,
+        stop: &Receiver<Instant>,
+        deadline: &mut Option<Instant>,
+    ) -> Result<(), String> {
+        let bound_sql = bound_sql(&self.main.engine, self.cfg.batch_size);
+        let last_sql =
+            "SELECT generation, shard, seq FROM ixn_event_outbox ORDER BY generation DESC, shard DESC, seq DESC";
+        if self.main.engine == Engine::Postgres {
+            // The INSERTs and the DELETE see one snapshot: an event that
+            // commits meanwhile (another writer, a lower key) is neither
+            // copied nor deleted, and goes with a later batch.
+            main.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ", (), None)
+                .map_err(|e| diag(&e))?;
+        }
+        loop {
+            // The batch's last key: the batch-size-th oldest, or the newest.
+            let bound = match read_key(main, &bound_sql)? {
+                Some(k) => Some(k),
+                None => read_key(main, last_sql)?,
+            };
+            // The moving transaction starts with its first write (SQLite
+            // then holds the write lock from the first statement on).
+            main.commit().map_err(|e| diag(&e))?;
+            let Some((g, s, q)) = bound else {
+                if deadline.is_some() {
+                    return Ok(());
+                }
+                self.wait(stop, deadline);
+                continue;
+            };
+            let upto = format!("(generation, shard, seq) <= ({g}, {s}, {q})");
+            let cols = EVENT_COLUMNS.join(", ");
+            let agent_cols: Vec<&str> = AGENT_COLUMNS.iter().map(|c| c.name()).collect();
+            let agent_cols = agent_cols.join(", ");
+            let statements = [
+                format!(
+                    "INSERT INTO rpt_interaction ({cols}) SELECT {cols} FROM ixn_event_outbox \
+                     WHERE interaction_id IS NOT NULL AND {upto}"
+                ),
+                format!(
+                    "INSERT INTO rpt_agent ({agent_cols}) SELECT {agent_cols} FROM ixn_event_outbox \
+                     WHERE interaction_id IS NULL AND {upto}"
+                ),
+            ];
+            for sql in &statements {
+                main.execute(sql, (), None).map_err(|e| format!("storing events: {}", diag(&e)))?;
+            }
+            let mut del = main.preallocate().map_err(|e| diag(&e))?;
+            del.execute(&format!("DELETE FROM ixn_event_outbox WHERE {upto}"), ())
+                .map_err(|e| format!("deleting shipped events from the outbox: {}", diag(&e)))?;
+            let moved = del.row_count().map_err(|e| diag(&e))?.unwrap_or(0);
+            drop(del);
+            main.commit().map_err(|e| format!("committing the event log: {}", diag(&e)))?;
+            st.shipped(moved as u64, &self.outbox);
+            st.check_backlog(&self.outbox, self.cfg.max_queue_size);
+            if moved < self.cfg.batch_size && deadline.is_none() {
                 self.wait(stop, deadline);
             }
         }
@@ -448,6 +521,43 @@ fn count_outbox(conn: &Connection<'static>) -> Result<u64, String> {
     let mut v = Nullable::<i64>::null();
     row.get_data(1, &mut v).map_err(|e| diag(&e))?;
     Ok(v.into_opt().unwrap_or(0).max(0) as u64)
+}
+
+/// Whether a batch can move inside the main database: engines whose
+/// transaction sees one state of the outbox from its first write to its
+/// commit (SQLite: one writer at a time; PostgreSQL: the shipper's
+/// transaction is REPEATABLE READ) and that compare row values.
+fn moves_in_database(engine: &Engine) -> bool {
+    matches!(engine, Engine::Sqlite | Engine::Postgres)
+}
+
+/// The key of the `n`-th oldest event of the outbox (none if fewer).
+fn bound_sql(engine: &Engine, n: usize) -> String {
+    let order = "ORDER BY generation, shard, seq";
+    match engine {
+        Engine::MsSql => format!(
+            "SELECT generation, shard, seq FROM ixn_event_outbox {order} OFFSET {} ROWS FETCH NEXT 1 ROWS ONLY",
+            n - 1
+        ),
+        Engine::Oracle => format!(
+            "SELECT generation, shard, seq FROM ixn_event_outbox {order} OFFSET {} ROWS FETCH NEXT 1 ROWS ONLY",
+            n - 1
+        ),
+        _ => format!("SELECT generation, shard, seq FROM ixn_event_outbox {order} LIMIT 1 OFFSET {}", n - 1),
+    }
+}
+
+/// The first row of `sql`, a key.
+fn read_key(conn: &Connection<'static>, sql: &str) -> Result<Option<(i64, i64, i64)>, String> {
+    let Some(mut cursor) = conn.execute(sql, (), None).map_err(|e| diag(&e))? else { return Ok(None) };
+    let Some(mut row) = cursor.next_row().map_err(|e| diag(&e))? else { return Ok(None) };
+    let mut k = [0i64; 3];
+    for (i, v) in k.iter_mut().enumerate() {
+        let mut n = Nullable::<i64>::null();
+        row.get_data(i as u16 + 1, &mut n).map_err(|e| diag(&e))?;
+        *v = n.into_opt().unwrap_or(0);
+    }
+    Ok(Some((k[0], k[1], k[2])))
 }
 
 /// The oldest `n` events of the outbox, in key order.
