@@ -430,3 +430,51 @@ fn a_server_killed_under_load_loses_and_repeats_no_logged_event() {
         rows.len()
     );
 }
+
+#[test]
+fn submissions_are_refused_while_the_outbox_is_full_and_taken_again_once_it_drains() {
+    let dir = TempDir::new("eventlog-bound");
+    let log_db = dir.0.join("eventlog.db");
+    let logger = format!(
+        "[logger-settings]\nstoring-timeout = 20\nbatch-size = 100\nmax-queue-size = 60\nconnection-string = \"{}\"\n",
+        sqlite_cs(&log_db)
+    );
+    let cfg = write_config_with(&dir.0, &Engine::Sqlite, two_cores(), "", &format!("{logger}{}", tenant()));
+    let server = Server::start(&cfg);
+    let _log = LogOnPanic(&server);
+    let mut ms = server.media_server();
+    let submit =
+        |ms: &mut ixn::client::Client| ms.submit(submit_request("default", "inbound", "chat", 0, KvList::new()));
+    // Shipping works: what is submitted leaves the outbox.
+    for _ in 0..10 {
+        submit(&mut ms).unwrap();
+    }
+    let started = Instant::now();
+    while outbox_count(&main_cs(&dir)) > 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the outbox does not drain");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let down = SqliteLock::hold(sqlite_cs(&log_db));
+    // Each submission puts 2 events in the outbox: at 60 it is full.
+    let mut taken = 0;
+    let refused = loop {
+        match submit(&mut ms) {
+            Ok(_) => taken += 1,
+            Err(e) => break common::server_error_of::<()>(Err(e)),
+        }
+        assert!(taken <= 100, "submissions were never refused");
+    };
+    assert_eq!(refused.code, ixn_shard::proto::ErrorCode::Overloaded, "{refused:?}");
+    assert!(refused.text.contains("event log is behind"), "{}", refused.text);
+    assert!((25..=40).contains(&taken), "refused after {taken} submissions");
+    assert!(outbox_count(&main_cs(&dir)) >= 60);
+    // Other requests go on.
+    ms.ping().unwrap();
+    drop(down);
+    let started = Instant::now();
+    while submit(&mut ms).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "submissions still refused after the log came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("refused after {taken} submissions; taken again {:?} after the log came back", started.elapsed());
+}

@@ -76,6 +76,9 @@ pub struct ShardContext {
     pub started: Arc<AtomicUsize>,
     /// This run of the server, in reporting cursors: its start time (ms).
     pub generation: u64,
+    /// The event log's outbox, with the log on: past `max-queue-size`
+    /// events waiting there, submissions are refused.
+    pub outbox: Option<Arc<ixn_storage::Outbox>>,
 }
 
 pub struct Runtime {
@@ -106,6 +109,8 @@ pub struct Runtime {
     /// `max-shard-queue`: the bound of each queue to another shard that
     /// client requests respect.
     max_shard_queue: usize,
+    /// The event log's outbox and its bound (`max-queue-size`).
+    outbox: Option<(Arc<ixn_storage::Outbox>, u64)>,
 }
 
 /// The least number of events that may wait behind a resuming
@@ -142,6 +147,18 @@ impl Runtime {
             let m = self.machine.borrow();
             ixn_shard::machine::target_shard(m.catalog(), self.shards, self.shard, &caller, &request)
         };
+        if let (Request::Submit(_), Some((outbox, max))) = (&request, &self.outbox) {
+            let waiting = outbox.backlog();
+            if waiting >= *max {
+                return Err(ProtoError::new(
+                    ErrorCode::Overloaded,
+                    format!(
+                        "the event log is behind: {waiting} events wait in its outbox, max-queue-size is {max}; the \
+                         submission was not taken, send it again later"
+                    ),
+                ));
+            }
+        }
         if let Some(full) = self.full_queue_for(target) {
             return Err(ProtoError::new(
                 ErrorCode::Overloaded,
@@ -413,6 +430,7 @@ pub async fn shard_main(ctx: ShardContext) {
         max_conns,
         read_buf: RefCell::new(vec![0; READ_BUF_LEN]),
         max_shard_queue: ctx.config.server.max_shard_queue,
+        outbox: ctx.outbox.clone().zip(ctx.config.logger.as_ref().map(|l| l.max_queue_size)),
     });
 
     let mut tasks = Vec::new();

@@ -127,6 +127,7 @@ pub fn run(config: Config) -> Result<(), String> {
             mesh_ids: mesh_ids.clone(),
             started: started.clone(),
             generation,
+            outbox: shipper.as_ref().map(|s| s.outbox()),
         };
         let watchdog = watchdog.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(*core))

@@ -16,8 +16,9 @@
 //!
 //! While the event log's database is down the outbox grows (the writers
 //! never wait for the event log) and nothing is lost: the thread retries
-//! with a backoff and logs the outage, rate-limited, and warns while the
-//! outbox holds more than `max-queue-size` events.
+//! with a backoff and logs the outage, rate-limited. The outbox is bounded
+//! by `max-queue-size`: past it the server refuses new submissions (the
+//! executors read [`Outbox::backlog`]), and this thread warns.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,8 +43,8 @@ pub struct LoggerConfig {
     /// How long events wait for a batch to fill before they are shipped
     /// anyway (vendor default 1000 ms).
     pub storing_timeout: Duration,
-    /// Events in the outbox past which the server warns (the event log is
-    /// falling behind or down).
+    /// The outbox's bound: with this many events waiting, new submissions
+    /// are refused (error 52) and the server warns.
     pub max_queue_size: u64,
     /// Which events are logged.
     pub filter: EventFilter,
@@ -207,6 +208,7 @@ impl EventLog {
                 Ok(()) => break,
                 Err(why) => {
                     state.failed(&why, &self.outbox);
+                    state.check_backlog(&self.outbox, self.cfg.max_queue_size);
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         break;
                     }
@@ -459,7 +461,7 @@ impl ShipState {
 
     fn check_backlog(&mut self, outbox: &Outbox, max: u64) {
         let waiting = outbox.backlog();
-        if waiting <= max {
+        if waiting < max {
             self.warned = None;
             return;
         }
@@ -472,7 +474,8 @@ impl ShipState {
             msg_id = msg_id::EVENT_LOG_BEHIND,
             waiting,
             max,
-            "Event log outbox holds {waiting} events, more than max-queue-size ({max}): the event log falls behind"
+            "Event log outbox holds {waiting} events, max-queue-size is {max}: the event log falls behind; new \
+             submissions are refused until it drains"
         );
     }
 }
