@@ -478,3 +478,120 @@ fn submissions_are_refused_while_the_outbox_is_full_and_taken_again_once_it_drai
     }
     eprintln!("refused after {taken} submissions; taken again {:?} after the log came back", started.elapsed());
 }
+
+/// A subscriber's view of the stream across runs: each event's key from
+/// its cursor (the run, the shard whose number moved, that number).
+#[derive(Default)]
+struct Keys {
+    generation: u64,
+    numbers: Vec<u64>,
+    got: Vec<(i64, i64, i64)>,
+    last: Option<String>,
+}
+
+impl Keys {
+    fn take(&mut self, f: &Frame) {
+        let cursor = f.get_str(attr::EVENT_CURSOR).expect("a cursor").to_string();
+        let (g, rest) = cursor.split_once(':').unwrap();
+        let g: u64 = g.parse().unwrap();
+        let now: Vec<u64> = rest.split(',').map(|n| n.parse().unwrap()).collect();
+        if g != self.generation {
+            self.generation = g;
+            self.numbers.clear();
+        }
+        self.numbers.resize(now.len().max(self.numbers.len()), 0);
+        let moved: Vec<usize> = (0..now.len()).filter(|&s| now[s] != self.numbers[s]).collect();
+        assert_eq!(moved.len(), 1, "cursor {cursor} after {:?} moves one shard", self.numbers);
+        let s = moved[0];
+        assert!(now[s] > self.numbers[s], "cursor {cursor} goes back");
+        self.numbers[s] = now[s];
+        self.got.push((g as i64, s as i64, now[s] as i64));
+        self.last = Some(cursor);
+    }
+}
+
+#[test]
+fn a_subscriber_resumes_across_a_restart_from_the_event_log() {
+    let dir = TempDir::new("eventlog-restart");
+    let log_db = dir.0.join("eventlog.db");
+    let cfg = config(&dir, Some(&log_db));
+    let mut server = Server::start(&cfg);
+    // A subscriber reads for a while under load, then its connection
+    // drops; the load goes on, and the server is killed.
+    let mut sub = server.client_as(ClientType::ReportingEngine, "resumer");
+    sub.subscribe(None).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (_, threads) = run_load(&server, stop.clone());
+    let mut before = Keys::default();
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        if let Some(f) = sub.next_event(Duration::from_millis(50)).unwrap() {
+            if msg_type::is_reporting(f.msg_type) {
+                before.take(&f);
+            }
+        }
+    }
+    drop(sub);
+    let cursor = before.last.clone().expect("the subscriber received events");
+    std::thread::sleep(Duration::from_millis(700));
+    server.kill9();
+    stop.store(true, Ordering::Relaxed);
+    threads.into_iter().for_each(|t| {
+        let _ = t.join();
+    });
+    // A new run, with its own load; the subscriber resumes with the cursor
+    // of the last event it read in the earlier run.
+    let server = Server::start(&cfg);
+    let _log = LogOnPanic(&server);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (_, threads) = run_load(&server, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let mut sub = server.client_as(ClientType::ReportingEngine, "resumer");
+    sub.subscribe_after(None, Some(&cursor)).unwrap();
+    // It goes on from the cursor it gave.
+    let (g, nums) = cursor.split_once(':').unwrap();
+    let mut after = Keys {
+        generation: g.parse().unwrap(),
+        numbers: nums.split(',').map(|n| n.parse().unwrap()).collect(),
+        ..Keys::default()
+    };
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        if let Some(f) = sub.next_event(Duration::from_millis(50)).unwrap() {
+            if msg_type::is_reporting(f.msg_type) {
+                after.take(&f);
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    while let Some(f) = sub.next_event(Duration::from_millis(1500)).unwrap() {
+        if msg_type::is_reporting(f.msg_type) {
+            after.take(&f);
+        }
+    }
+    // Everything the log holds after the cursor, each once, and nothing
+    // the subscriber had read.
+    let rows = settled_log(&sqlite_cs(&log_db), 1);
+    let (g0, rest) = cursor.split_once(':').unwrap();
+    let g0: i64 = g0.parse().unwrap();
+    let c0: Vec<i64> = rest.split(',').map(|n| n.parse().unwrap()).collect();
+    let later = |&(g, s, q): &(i64, i64, i64)| g > g0 || (g == g0 && q > c0.get(s as usize).copied().unwrap_or(0));
+    let expected: Vec<(i64, i64, i64)> = rows.iter().map(EventRow::key).filter(later).collect();
+    let mut got = after.got.clone();
+    got.sort();
+    let unique: BTreeSet<_> = got.iter().copied().collect();
+    assert_eq!(unique.len(), got.len(), "an event received twice after resuming");
+    let missing: Vec<_> = expected.iter().filter(|k| !unique.contains(k)).take(5).collect();
+    let extra: Vec<_> = got.iter().filter(|k| !later(k)).take(5).collect();
+    assert!(missing.is_empty(), "logged after the cursor, not received: {missing:?} ({} expected)", expected.len());
+    assert!(extra.is_empty(), "received again, though read before the restart: {extra:?}");
+    let old_run = got.iter().filter(|k| k.0 == g0).count();
+    assert!(old_run > 0, "the resume sent events of the earlier run");
+    assert!(got.len() > old_run, "and then the new run's");
+    eprintln!(
+        "read {} events, then resumed across a kill -9 and got {} ({old_run} of the earlier run from the event log)",
+        before.got.len(),
+        got.len()
+    );
+}

@@ -182,6 +182,8 @@ impl Mesh {
                 | Output::Report { .. }
                 | Output::Cursor { .. }
                 | Output::Unsubscribed { .. }
+                | Output::ReadLog { .. }
+                | Output::SendLog { .. }
                 | Output::Replay { .. }
                 | Output::Bind { .. } => {}
             }

@@ -81,7 +81,11 @@ impl Node {
                     std::hint::black_box(frame);
                     self.reports += 1;
                 }
-                Output::Cursor { .. } | Output::Unsubscribed { .. } | Output::Replay { .. } => {}
+                Output::Cursor { .. }
+                | Output::Unsubscribed { .. }
+                | Output::Replay { .. }
+                | Output::ReadLog { .. }
+                | Output::SendLog { .. } => {}
                 Output::Bind { origin, agent } => {
                     match agent {
                         Some(a) => self.bound.insert(origin, a),

@@ -132,6 +132,9 @@ pub struct Reporter {
     subscribed_once: bool,
     /// Agents' states and queue depths as of the last released event.
     pub(crate) tally: Tally,
+    /// Reads of the event log in flight, for resuming subscriptions: the
+    /// read's token and the subscription's op.
+    pub(crate) log_reads: AHashMap<u64, u64>,
 }
 
 impl Reporter {
@@ -144,6 +147,7 @@ impl Reporter {
         }
         Reporter {
             tally,
+            log_reads: AHashMap::new(),
             shard,
             log,
             keep,
@@ -330,6 +334,42 @@ fn agent_log_key(tenant: TenantIdx, agent: crate::catalog::AgentIdx) -> String {
     format!("agent {tenant}/{agent}")
 }
 
+/// In a first-round Subscribe: start after the oldest event the shard
+/// still keeps (a resume from the event log).
+const FROM_OLDEST: u64 = u64::MAX;
+
+impl Shard {
+    /// The event log was read for a resuming subscription (`ok`: the
+    /// executor has its events): they go to the connection, then the
+    /// second round as for any resume. Not read: nothing subscribes.
+    pub(crate) fn log_read(&mut self, token: u64, ok: bool, out: &mut Vec<Output>) {
+        let Some(op) = self.reporter.log_reads.remove(&token) else { return };
+        let Some(p) = self.reporter.pending_subs.get_mut(&op) else { return };
+        let origin = p.caller.origin;
+        let shards = self.params.shards;
+        if ok {
+            let upto = p.upto.take().expect("a read names where it stops");
+            let (after, tenant) = p.from_log.clone().expect("a resume from the event log");
+            p.going = true;
+            p.waiting = shards;
+            out.push(Output::SendLog { origin, sub: op, token, tenant, after });
+            out.push(Output::Cursor { origin, sub: op, cursor: upto });
+        } else {
+            let p = self.reporter.pending_subs.remove(&op).expect("present");
+            self.reporter.subscribed_here.remove(&origin);
+            let e = ProtoError::new(
+                ErrorCode::CursorExpired,
+                "the event log could not give every event after this cursor (it could not be read, or holds more \
+                 than a resume may send); subscribe without one and read the state again",
+            );
+            out.push(Output::Reply { origin, frame: event_error(p.caller.ref_id, &e) });
+        }
+        for to in 0..shards {
+            out.push(Output::Peer { to, msg: PeerMsg::SubscribeGo { op, go: ok } });
+        }
+    }
+}
+
 /// A subscription its coordinator (the subscriber's shard) is setting up.
 #[derive(Clone, Debug)]
 pub(crate) struct PendingSubscribe {
@@ -342,7 +382,16 @@ pub(crate) struct PendingSubscribe {
     pub starts: Vec<Option<u64>>,
     /// Whether the first round is over.
     pub going: bool,
+    /// Resuming from the event log: the cursor of an earlier run, and the
+    /// subscription's tenant.
+    pub from_log: Option<(Cursor, Option<TenantIdx>)>,
+    /// While the event log is read: where this run's kept events take over.
+    pub upto: Option<Cursor>,
 }
+
+/// The most numbers a cursor of an earlier run may hold (as many as a
+/// server may have shards).
+const MAX_CURSOR_SHARDS: usize = 1024;
 
 /// A cursor: the run of the server, and the number of the last event
 /// received from each shard. Its text form is `G:N0,N1,...`.
@@ -580,8 +629,13 @@ impl Shard {
         let op = self.next_op;
         self.next_op += 1;
         let shards = self.params.shards;
+        // A cursor of an earlier run: the event log has what it missed up
+        // to where this run's kept events take over (each shard's oldest).
+        let from_log = cursor.as_ref().filter(|c| c.generation != self.params.generation).map(|c| (c.clone(), tenant));
         let p = PendingSubscribe {
             caller: caller.clone(),
+            from_log: from_log.clone(),
+            upto: None,
             state: with_state.then(ShardState::default),
             waiting: shards,
             starts: vec![None; shards as usize],
@@ -589,7 +643,11 @@ impl Shard {
         };
         self.reporter.pending_subs.insert(op, p);
         for to in 0..shards {
-            let after = cursor.as_ref().map(|c| c.seqs[to as usize]);
+            let after = match (&cursor, &from_log) {
+                (_, Some(_)) => Some(FROM_OLDEST),
+                (Some(c), None) => Some(c.seqs[to as usize]),
+                (None, None) => None,
+            };
             let msg = PeerMsg::Subscribe { op, origin: caller.origin, tenant, after, with_state };
             out.push(Output::Peer { to, msg });
         }
@@ -601,10 +659,14 @@ impl Shard {
             ProtoError::new(ErrorCode::InvalidValue, format!("EventCursor '{text}' is not a cursor this server gave"))
         })?;
         if c.generation != self.params.generation {
+            // With the event log on, what an earlier run sent is in it.
+            if self.reporter.logging() && c.generation < self.params.generation && c.seqs.len() <= MAX_CURSOR_SHARDS {
+                return Ok(c);
+            }
             return Err(ProtoError::new(
                 ErrorCode::CursorExpired,
-                "the cursor is from an earlier run of the server, whose events are not kept; subscribe without one \
-                 and read the state again",
+                "the cursor is from an earlier run of the server, whose events are not kept (the event log is off); \
+                 subscribe without one and read the state again",
             ));
         }
         if c.seqs.len() != self.params.shards as usize {
@@ -627,6 +689,7 @@ impl Shard {
                 if !self.reporter.tally.is_active() && (with_state || self.params.replay_events > 0) {
                     self.start_tally();
                 }
+                let after = if after == Some(FROM_OLDEST) { Some(self.reporter.forgotten) } else { after };
                 let start = self.reporter.pin((from, op), Sub { origin, tenant, op }, after);
                 let state = (with_state && start.is_some()).then(|| Box::new(self.reporter.tally.state(tenant)));
                 out.push(Output::Peer { to: from, msg: PeerMsg::Subscribed { op, start, state } });
@@ -676,6 +739,16 @@ impl Shard {
         let origin = p.caller.origin;
         let go = starts.is_some();
         match starts {
+            Some(seqs) if p.from_log.is_some() => {
+                // Read the event log first; the second round follows.
+                let (after, _) = p.from_log.clone().expect("checked");
+                let upto = Cursor { generation: self.params.generation, seqs };
+                p.upto = Some(upto.clone());
+                let token = self.new_token();
+                self.reporter.log_reads.insert(token, op);
+                out.push(Output::ReadLog { token, after, upto });
+                return;
+            }
             Some(seqs) => {
                 p.going = true;
                 p.waiting = shards;

@@ -425,7 +425,12 @@ impl Sim {
             match o {
                 Output::Reply { frame, .. } => self.answer(frame),
                 Output::Event { origin, frame } => self.event(origin, frame),
-                Output::Report { .. } | Output::Cursor { .. } | Output::Unsubscribed { .. } | Output::Replay { .. } => {
+                Output::Report { .. }
+                | Output::Cursor { .. }
+                | Output::Unsubscribed { .. }
+                | Output::Replay { .. }
+                | Output::ReadLog { .. }
+                | Output::SendLog { .. } => {
                     unreachable!("the simulated node hands reporting events on as frames")
                 }
                 Output::Bind { origin, agent } => match agent {

@@ -325,6 +325,8 @@ fn random_histories_answer_every_request_once() {
                     | Output::Report { .. }
                     | Output::Cursor { .. }
                     | Output::Unsubscribed { .. }
+                    | Output::ReadLog { .. }
+                    | Output::SendLog { .. }
                     | Output::Replay { .. }
                     | Output::Bind { .. } => {
                         panic!("seed {seed}: no request here spans shards")
@@ -355,6 +357,8 @@ fn random_histories_answer_every_request_once() {
                     | Output::Report { .. }
                     | Output::Cursor { .. }
                     | Output::Unsubscribed { .. }
+                    | Output::ReadLog { .. }
+                    | Output::SendLog { .. }
                     | Output::Replay { .. }
                     | Output::Bind { .. } => {
                         panic!("seed {seed}: no request here spans shards")
@@ -462,6 +466,8 @@ fn properties_leave_room_to_be_listed_in_answers() {
             | Output::Report { .. }
             | Output::Cursor { .. }
             | Output::Unsubscribed { .. }
+            | Output::ReadLog { .. }
+            | Output::SendLog { .. }
             | Output::Replay { .. }
             | Output::Bind { .. } => {}
         }
@@ -569,6 +575,8 @@ fn run_alone(s: &mut Shard, now_ms: i64, input: Input) -> Vec<Frame> {
                 | Output::Report { .. }
                 | Output::Cursor { .. }
                 | Output::Unsubscribed { .. }
+                | Output::ReadLog { .. }
+                | Output::SendLog { .. }
                 | Output::Replay { .. }
                 | Output::Bind { .. } => {}
             }

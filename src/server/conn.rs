@@ -90,6 +90,10 @@ pub struct Conn {
     subscriber: RefCell<Option<Box<Subscriber>>>,
     /// Subscriptions below this one ended (RequestUnsubscribe).
     ended_below: Cell<u64>,
+    /// Events a subscriber resuming across a restart missed, read from the
+    /// event log, as frames with their cursors, and their subscription:
+    /// sent as the client reads, ahead of every event of that subscription.
+    log_frames: RefCell<(u64, VecDeque<Frame>)>,
     max_pending: usize,
     max_output: usize,
     max_frame: usize,
@@ -115,6 +119,7 @@ impl Conn {
             events_sent: Cell::new(0),
             subscriber: RefCell::new(None),
             ended_below: Cell::new(0),
+            log_frames: RefCell::new((0, VecDeque::new())),
             max_pending: config.server.max_pending_requests,
             max_output: config.server.max_output_buffer,
             max_frame: config.server.max_frame_size,
@@ -210,13 +215,29 @@ impl Conn {
         *self.subscriber.borrow_mut() = None;
     }
 
+    /// Queues the events of subscription `sub` read from the event log:
+    /// they go out as the client reads, before any other of its events.
+    pub fn queue_log(&self, sub: u64, frames: Vec<Frame>) {
+        if sub < self.ended_below.get() {
+            return;
+        }
+        *self.log_frames.borrow_mut() = (sub, frames.into());
+        self.refill();
+    }
+
+    /// Whether events read from the event log for `sub` still wait.
+    fn log_waiting(&self, sub: u64) -> bool {
+        let l = self.log_frames.borrow();
+        l.0 == sub && !l.1.is_empty()
+    }
+
     /// Queues a reporting event: at once, or behind the events of a
     /// replay still waiting.
     pub fn report(&self, sub_op: u64, p: Arc<Published>) {
         let p = match self.subscriber.borrow_mut().as_deref_mut() {
             // Of an earlier subscription of this connection: dropped.
             Some(sub) if sub.sub != sub_op => return,
-            Some(sub) if !sub.waiting.is_empty() => {
+            Some(sub) if !sub.waiting.is_empty() || self.log_waiting(sub_op) => {
                 sub.waiting.push_back(p);
                 None
             }
@@ -263,6 +284,20 @@ impl Conn {
             let below = REFILL_BELOW.min(self.max_output / 4);
             if self.dead.get() || self.out.borrow().len() >= below {
                 return;
+            }
+            let current = self.subscriber.borrow().as_deref().map(|s| s.sub);
+            let logged = {
+                let mut l = self.log_frames.borrow_mut();
+                // Frames of a subscription that is not the current one
+                // (ended, or not started yet) wait or go.
+                if current.is_some_and(|s| s != l.0) {
+                    l.1.clear();
+                }
+                l.1.pop_front()
+            };
+            if let Some(frame) = logged {
+                self.event(frame);
+                continue;
             }
             let next = self.subscriber.borrow_mut().as_deref_mut().and_then(|s| s.waiting.pop_front());
             let Some(p) = next else { return };

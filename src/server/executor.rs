@@ -79,6 +79,8 @@ pub struct ShardContext {
     /// The event log's outbox, with the log on: past `max-queue-size`
     /// events waiting there, submissions are refused.
     pub outbox: Option<Arc<ixn_storage::Outbox>>,
+    /// Reads the event log back for subscribers resuming across a restart.
+    pub log_reader: Option<ixn_storage::LogReader>,
 }
 
 pub struct Runtime {
@@ -111,6 +113,7 @@ pub struct Runtime {
     max_shard_queue: usize,
     /// The event log's outbox and its bound (`max-queue-size`).
     outbox: Option<(Arc<ixn_storage::Outbox>, u64)>,
+    log_reader: Option<ixn_storage::LogReader>,
 }
 
 /// The least number of events that may wait behind a resuming
@@ -226,6 +229,64 @@ impl Runtime {
         *self.scratch.borrow_mut() = out;
     }
 
+    /// Starts reading the event log for a subscriber resuming across a
+    /// restart; the shard hears of it as a storage completion of `token`.
+    fn read_log(&self, token: u64, after: Cursor, upto: Cursor) {
+        let reader = self.log_reader.as_ref().expect("the event log is on: the shard asked for it");
+        let range = ixn_storage::LogRange {
+            after_generation: after.generation,
+            after: after.seqs,
+            upto_generation: upto.generation,
+            upto: upto.seqs,
+        };
+        // As many events as a resume from memory may keep waiting.
+        let keep = self.config.settings.reporting_replay_events;
+        let limit = keep.saturating_mul(self.shards as usize + 1).max(REPLAY_SLACK);
+        reader.read(self.shard, token, range, limit);
+    }
+
+    /// Hands what a read of the event log found to the subscriber's
+    /// connection (on this shard: the subscription's coordinator), each
+    /// event with the cursor of its own run.
+    fn send_log(
+        &self,
+        origin: Origin,
+        sub: u64,
+        token: u64,
+        tenant: Option<ixn_shard::catalog::TenantIdx>,
+        after: Cursor,
+    ) {
+        debug_assert_eq!(origin.shard, self.shard);
+        let rows = self.log_reader.as_ref().and_then(|r| r.take(self.shard, token)).and_then(Result::ok);
+        let Some(c) = self.conn(origin.conn) else { return };
+        let tenant = tenant.map(|t| self.catalog.tenant_at(t).name.as_str());
+        // Each event carries the cursor of its run: the one resumed from,
+        // moved on, for that run's events; then each later run's own.
+        let mut run: Option<(i64, Vec<u64>)> = Some((after.generation as i64, after.seqs));
+        let mut frames = Vec::new();
+        for row in rows.unwrap_or_default() {
+            let (g, s, q) = row.key();
+            let seqs = match &mut run {
+                Some((rg, seqs)) if *rg == g => seqs,
+                _ => &mut run.insert((g, Vec::new())).1,
+            };
+            if seqs.len() <= s as usize {
+                seqs.resize(s as usize + 1, 0);
+            }
+            seqs[s as usize] = q as u64;
+            if tenant.is_some_and(|t| row.text(ixn_storage::events::Col::Tenant) != Some(t)) {
+                continue;
+            }
+            let mut frame = row.frame();
+            let cursor = Cursor { generation: g as u64, seqs: seqs.clone() };
+            let mut text = String::new();
+            cursor.write(&mut text);
+            frame.push(ixn_shard::proto::attr::EVENT_CURSOR, text);
+            frames.push(frame);
+        }
+        c.queue_log(sub, frames);
+    }
+
     /// A connection of this shard closed: its locks, pulls and snapshots end.
     pub fn conn_closed(&self, conn: u64, agent: Option<AgentRef>) {
         self.run_machine(Input::ConnClosed { origin: Origin { shard: self.shard, conn }, agent });
@@ -257,6 +318,10 @@ impl Runtime {
                 }
                 Output::Unsubscribed { origin, below } => {
                     self.to_conn(origin, ShardMsg::Unsubscribed { conn: origin.conn, below })
+                }
+                Output::ReadLog { token, after, upto } => self.read_log(token, after, upto),
+                Output::SendLog { origin, sub, token, tenant, after } => {
+                    self.send_log(origin, sub, token, tenant, after)
                 }
                 Output::Cursor { origin, sub, cursor } => {
                     self.to_conn(origin, ShardMsg::Cursor { conn: origin.conn, sub, cursor })
@@ -431,6 +496,7 @@ pub async fn shard_main(ctx: ShardContext) {
         read_buf: RefCell::new(vec![0; READ_BUF_LEN]),
         max_shard_queue: ctx.config.server.max_shard_queue,
         outbox: ctx.outbox.clone().zip(ctx.config.logger.as_ref().map(|l| l.max_queue_size)),
+        log_reader: ctx.log_reader.clone(),
     });
 
     let mut tasks = Vec::new();

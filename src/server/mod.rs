@@ -89,6 +89,14 @@ pub fn run(config: Config) -> Result<(), String> {
     };
     let inboxes: Vec<_> = (0..shards).map(|_| notify::inbox()).collect();
     let sinks: Vec<Arc<dyn CompletionSink>> = inboxes.iter().map(|i| i.clone() as Arc<dyn CompletionSink>).collect();
+    // Subscribers resuming across a restart read the event log back.
+    let log_reader = match &config.logger {
+        Some(l) => Some(
+            ixn_storage::LogReader::start(connection_string.clone(), l.connection_string.clone(), sinks.clone())
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
     let writers = storage.start(sinks).map_err(|e| e.to_string())?;
     let shipper = match event_log {
         Some(log) => Some(log.start().map_err(|e| e.to_string())?),
@@ -128,6 +136,7 @@ pub fn run(config: Config) -> Result<(), String> {
             started: started.clone(),
             generation,
             outbox: shipper.as_ref().map(|s| s.outbox()),
+            log_reader: log_reader.clone(),
         };
         let watchdog = watchdog.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(*core))

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use ixn_shard::catalog::Catalog;
 use ixn_shard::event::Event;
+use ixn_shard::proto::frame::Frame;
 use ixn_shard::proto::msg::{attr, msg_type};
 use ixn_shard::report::Published;
 use ixn_shard::value::{KvList, Value};
@@ -220,6 +221,55 @@ impl EventRow {
     /// The key: (generation, shard, seq).
     pub fn key(&self) -> (i64, i64, i64) {
         (self.generation, self.shard, self.seq)
+    }
+
+    /// The reporting event's frame again (reference id 0, no cursor or
+    /// sequence), attributes in the documented order: what the stream sent,
+    /// but for text the log cut to its column.
+    pub fn frame(&self) -> Frame {
+        let msg = EventFilter::event_type_of(self.event_type()).unwrap_or(0);
+        let mut f = Frame::new(msg, 0).with(attr::EVENT_TIME, self.event_time);
+        let text = |f: &mut Frame, id: u16, c: Col| {
+            if let Some(v) = self.text(c) {
+                f.push(id, v);
+            }
+        };
+        text(&mut f, attr::TENANT, Col::Tenant);
+        let details: KvList = self
+            .details
+            .as_deref()
+            .and_then(|h| crate::records::unhex(h.as_bytes()))
+            .and_then(|b| ixn_shard::proto::frame::decode_list(&b).ok())
+            .unwrap_or_default();
+        let detail = |f: &mut Frame, id: u16, key: &str| {
+            if let Some(v) = details.get(key) {
+                f.push(id, v.clone());
+            }
+        };
+        if self.is_agent_event() {
+            text(&mut f, attr::AGENT_ID, Col::Agent);
+            text(&mut f, attr::PLACE, Col::Place);
+            text(&mut f, attr::MEDIA_TYPE, Col::MediaType);
+            detail(&mut f, attr::MEDIA_LIST, "MediaList");
+            detail(&mut f, attr::CAPACITY, "Capacity");
+            text(&mut f, attr::REASON, Col::Reason);
+            return f;
+        }
+        text(&mut f, attr::INTERACTION_ID, Col::InteractionId);
+        text(&mut f, attr::MEDIA_TYPE, Col::MediaType);
+        text(&mut f, attr::QUEUE, Col::Queue);
+        text(&mut f, attr::WORKBIN, Col::Workbin);
+        text(&mut f, attr::WORKBIN_OWNER, Col::WorkbinOwner);
+        text(&mut f, attr::AGENT_ID, Col::Agent);
+        text(&mut f, attr::PLACE, Col::Place);
+        if let Some(t) = self.ticket {
+            f.push(attr::TICKET, t);
+        }
+        let from = if msg == msg_type::EVENT_AGENT_INVITED { attr::FROM_AGENT } else { attr::FROM_QUEUE };
+        text(&mut f, from, Col::FromName);
+        text(&mut f, attr::REASON, Col::Reason);
+        detail(&mut f, attr::PROPERTIES, "Properties");
+        f
     }
 }
 
@@ -434,6 +484,40 @@ mod tests {
         let mut want = KvList::new();
         want.push("MediaList", Value::from(media));
         assert_eq!(list, want);
+    }
+
+    /// A row gives back the frame it was made from, attribute for
+    /// attribute, for every kind of event.
+    #[test]
+    fn a_row_gives_back_its_frame() {
+        let c = catalog();
+        let ix = |at, what| Event {
+            time: 9,
+            tenant: 0,
+            subject: Subject::Interaction { id: IxId::new("ix-1"), media: 1, at },
+            what,
+        };
+        let agent = |what| Event { time: 9, tenant: 0, subject: Subject::Agent(0), what };
+        let mut props = KvList::new();
+        props.push("k", Value::Int(3));
+        let events = [
+            ix(Location::Queue(1), What::Submitted),
+            ix(Location::Queue(1), What::PlacedInQueue { from: Some(0) }),
+            ix(Location::Queue(1), What::AgentInvited { agent: 0, place: 0, ticket: 4, from_agent: Some(text("a9")) }),
+            ix(Location::Queue(1), What::InviteRevoked { agent: 0, ticket: 4, reason: text("timeout") }),
+            ix(Location::Queue(1), What::PartyRemoved { agent: 0, reason: None }),
+            ix(Location::Queue(1), What::PropertiesChanged { changed: props }),
+            ix(Location::Queue(0), What::ProcessingStopped { reason: Some(text("done")) }),
+            agent(What::AgentLogin { place: 0, media: vec![(0, 2), (1, 1)], reason: Some(text("shift")) }),
+            agent(What::AgentLogout { place: 0, reason: text("bye") }),
+            agent(What::ReadyForMedia { media: 1, reason: None }),
+            agent(What::MediaAdded { media: 0, capacity: 3 }),
+            agent(What::DoNotDisturb { on: true }),
+        ];
+        for e in events {
+            let row = row_of(&e, &c, 1, 0, 1);
+            assert_eq!(row.frame(), e.frame(&c), "{:?}", e.what);
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod event_statements;
 pub mod events;
 mod faults;
 mod load;
+pub mod log_reader;
 pub mod logger;
 mod records;
 mod schema;
@@ -45,6 +46,7 @@ pub use ixn_shard::machine::StoreOp;
 
 pub use events::{EventFilter, EventLogSetup, EventRow};
 pub use faults::Faults;
+pub use log_reader::{LogRange, LogReader};
 pub use logger::{EventLog, LoggerConfig, Outbox, Shipper};
 pub use writer::{WriterHandle, Writers, DEFAULT_SHUTDOWN_LIMIT};
 
@@ -116,6 +118,12 @@ pub mod msg_id {
     /// The event logger stopped (what it shipped, what is left for the
     /// next start).
     pub const EVENT_LOG_STOPPED: u32 = 27159;
+    /// The event log was read back for a subscriber resuming with a cursor
+    /// of an earlier run (how many events).
+    pub const EVENT_LOG_READ: u32 = 27160;
+    /// Reading the event log back for a resuming subscriber failed, or it
+    /// holds more than a resume may send: the subscription is refused (56).
+    pub const EVENT_LOG_READ_FAILED: u32 = 27161;
 }
 
 /// Storage settings (the DAP's `connection-string` and the server's

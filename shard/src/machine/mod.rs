@@ -153,6 +153,14 @@ pub enum Output {
     /// The subscriber at `origin` unsubscribed: from this answer on, its
     /// connection sends no event of any subscription below `below`.
     Unsubscribed { origin: Origin, below: u64 },
+    /// Read the event log from after `after` (a cursor of an earlier run)
+    /// up to `upto` (of this run); answer with `Input::StorageDone { token }`.
+    ReadLog { token: u64, after: crate::report::Cursor, upto: crate::report::Cursor },
+    /// Send what the read `token` found (of `tenant`, or all) to the
+    /// subscriber at `origin`, ahead of any later event of subscription `sub`.
+    /// `after` is the cursor the subscriber resumes from: the events of
+    /// its run carry it, moved on.
+    SendLog { origin: Origin, sub: u64, token: u64, tenant: Option<TenantIdx>, after: crate::report::Cursor },
     /// The connection at `origin` now carries `agent` (a login) or none (a
     /// logout); its later requests name it as [`Caller::agent`]. Emitted
     /// before the login's answer, on the same path, so it arrives first.
@@ -1264,6 +1272,10 @@ impl Shard {
     }
 
     fn storage_done(&mut self, token: u64, ok: bool, out: &mut Vec<Output>) {
+        if self.reporter.log_reads.contains_key(&token) {
+            self.log_read(token, ok, out);
+            return;
+        }
         if self.log_only.remove(&token) {
             // Events of a change that is not stored: it stands, so they
             // are sent whether the log took them or not (a refusal is the

@@ -67,7 +67,11 @@ impl Driver {
                         let frame = event.event.frame(self.shard.catalog());
                         self.got.entry(origin).or_default().push(frame)
                     }
-                    Output::Cursor { .. } | Output::Unsubscribed { .. } | Output::Replay { .. } => {}
+                    Output::Cursor { .. }
+                    | Output::Unsubscribed { .. }
+                    | Output::Replay { .. }
+                    | Output::ReadLog { .. }
+                    | Output::SendLog { .. } => {}
                     Output::Bind { origin, agent } => {
                         match agent {
                             Some(a) => self.agent.insert(origin, a),
