@@ -107,6 +107,9 @@ pub struct Variant {
     pub not_ready_on_timeout: bool,
     pub login_session_timeout: &'static str,
     pub batch_size: u32,
+    /// The event log on (in the main database): every change's events go
+    /// through the outbox, and cursors of earlier runs resume from it.
+    pub event_log: bool,
 }
 
 const MULTIPLE_CONNECTIONS: [&str; 3] = ["true", "false", "\"force-logout\""];
@@ -120,6 +123,7 @@ impl Variant {
             not_ready_on_timeout: rng.chance(0.5),
             login_session_timeout: LOGIN_SESSION_TIMEOUTS[rng.index(LOGIN_SESSION_TIMEOUTS.len())],
             batch_size: *rng.pick(&[1, 16, 1000]),
+            event_log: rng.chance(0.5),
         }
     }
 }
@@ -128,12 +132,13 @@ impl std::fmt::Display for Variant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "allow-multiple-agent-connections = {}, agent-login-control = {}, not-ready-on-invitation-timeout = {}, login-session-timeout = {}, database-batch-size = {}",
+            "allow-multiple-agent-connections = {}, agent-login-control = {}, not-ready-on-invitation-timeout = {}, login-session-timeout = {}, database-batch-size = {}, event log {}",
             self.multiple_connections,
             self.login_control,
             self.not_ready_on_timeout,
             self.login_session_timeout,
-            self.batch_size
+            self.batch_size,
+            if self.event_log { "on" } else { "off" }
         )
     }
 }
@@ -190,6 +195,9 @@ enable-submit = true
         multi = v.multiple_connections,
         alc = v.login_control,
     );
+    if v.event_log {
+        s.push_str("\n[logger-settings]\nstoring-timeout = 50\nbatch-size = 100\n");
+    }
     for (name, kind, password) in CLIENTS {
         let _ = write!(s, "\n[[client]]\nname = \"{name}\"\ntype = \"{kind}\"\npassword = \"{password}\"\n");
     }
