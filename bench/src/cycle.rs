@@ -280,15 +280,57 @@ struct MediaResult {
     first_error: Option<String>,
 }
 
+/// The media servers' connections, spread evenly over the server's shards
+/// (a submission is owned by the shard of the connection that made it, so
+/// which shard a connection lands on decides where the work goes; left to
+/// the kernel, four connections on two shards land 4:0 one time in eight,
+/// 3:1 half the time). Each new connection submits a probe to the queue
+/// `done` (no strategy serves it) and stops it; its id says the shard.
+/// Without a `done` queue, or with one shard, the connections are taken
+/// as they come.
+fn media_connections(a: &CycleArgs, shards: u16) -> Result<Vec<Client>, String> {
+    let connect = || {
+        Client::connect_as(a.server.as_str(), ClientType::MediaServer, MEDIA_CLIENT, a.credential.as_deref())
+            .map_err(|e| format!("media server: {e}"))
+    };
+    let n = a.media_servers;
+    let want = |s: usize| n / shards as usize + usize::from(s < n % shards as usize);
+    let mut by_shard: Vec<Vec<Client>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut spare = Vec::new();
+    for _ in 0..n * 16 {
+        if shards <= 1 || by_shard.iter().enumerate().all(|(s, v)| v.len() >= want(s)) {
+            break;
+        }
+        let mut c = connect()?;
+        let probe = ixn::client::submit_request(&a.tenant, "done", &a.media, 0, ixn_shard::KvList::new());
+        let Ok(id) = c.submit(probe) else {
+            spare.push(c);
+            break;
+        };
+        let _ = c.stop(&id, Some("probe"));
+        let s = ixn_shard::id::owner_of(&id, shards) as usize;
+        if by_shard[s].len() < want(s) {
+            by_shard[s].push(c);
+        } else {
+            spare.push(c);
+        }
+    }
+    let mut out: Vec<Client> = by_shard.into_iter().flatten().collect();
+    out.extend(spare.into_iter().take(n.saturating_sub(out.len())));
+    while out.len() < n {
+        out.push(connect()?);
+    }
+    Ok(out)
+}
+
 fn media_server(
     i: usize,
+    mut c: Client,
     a: &CycleArgs,
     shared: &Shared,
     deadline: Instant,
     max_open: i64,
 ) -> Result<MediaResult, String> {
-    let mut c = Client::connect_as(a.server.as_str(), ClientType::MediaServer, MEDIA_CLIENT, a.credential.as_deref())
-        .map_err(|e| format!("media server {i}: {e}"))?;
     let mut r = MediaResult { submit_to_invite: histogram(), ack: histogram(), errors: 0, first_error: None };
     let mut inflight: HashMap<u32, Instant> = HashMap::with_capacity(a.window * 2);
     let interval = (a.rate > 0).then(|| Duration::from_secs_f64(a.media_servers as f64 / a.rate as f64));
@@ -848,10 +890,12 @@ pub fn cycle(a: CycleArgs) -> Result<(), String> {
 
     let start = Instant::now();
     let deadline = start + Duration::from_secs(a.duration);
-    let media: Vec<_> = (0..a.media_servers)
-        .map(|i| {
+    let media: Vec<_> = media_connections(&a, server_shards.unwrap_or(1).max(1) as u16)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
             let (a, shared) = (a.clone(), shared.clone());
-            std::thread::spawn(move || media_server(i, &a, &shared, deadline, max_open))
+            std::thread::spawn(move || media_server(i, c, &a, &shared, deadline, max_open))
         })
         .collect();
     let mut submit_to_invite = histogram();
