@@ -512,9 +512,25 @@ impl Keys {
 
 #[test]
 fn a_subscriber_resumes_across_a_restart_from_the_event_log() {
+    for engine in common::engines("eventlog_restart") {
+        resume_across_a_restart(&engine);
+    }
+}
+
+/// SQLite: the event log in a database of its own; PostgreSQL: in the
+/// main database.
+fn resume_across_a_restart(engine: &Engine) {
     let dir = TempDir::new("eventlog-restart");
     let log_db = dir.0.join("eventlog.db");
-    let cfg = config(&dir, Some(&log_db));
+    let (cfg, log_cs) = match engine {
+        Engine::Sqlite => (config(&dir, Some(&log_db)), sqlite_cs(&log_db)),
+        Engine::Postgres(cs) => {
+            run_script(cs, "postgresql/isdb_outbox.sql");
+            run_script(cs, "postgresql/eldb.sql");
+            let logger = "[logger-settings]\nstoring-timeout = 50\nbatch-size = 200\n";
+            (write_config_with(&dir.0, engine, two_cores(), "", &format!("{logger}{}", tenant())), cs.clone())
+        }
+    };
     let mut server = Server::start(&cfg);
     // A subscriber reads for a while under load, then its connection
     // drops; the load goes on, and the server is killed.
@@ -572,7 +588,7 @@ fn a_subscriber_resumes_across_a_restart_from_the_event_log() {
     }
     // Everything the log holds after the cursor, each once, and nothing
     // the subscriber had read.
-    let rows = settled_log(&sqlite_cs(&log_db), 1);
+    let rows = settled_log(&log_cs, 1);
     let (g0, rest) = cursor.split_once(':').unwrap();
     let g0: i64 = g0.parse().unwrap();
     let c0: Vec<i64> = rest.split(',').map(|n| n.parse().unwrap()).collect();
@@ -590,7 +606,8 @@ fn a_subscriber_resumes_across_a_restart_from_the_event_log() {
     assert!(old_run > 0, "the resume sent events of the earlier run");
     assert!(got.len() > old_run, "and then the new run's");
     eprintln!(
-        "read {} events, then resumed across a kill -9 and got {} ({old_run} of the earlier run from the event log)",
+        "{engine:?}: read {} events, then resumed across a kill -9 and got {} ({old_run} of the earlier run from the \
+         event log)",
         before.got.len(),
         got.len()
     );
