@@ -250,6 +250,8 @@ pub struct Node {
     /// Names the run in failure messages (seed and so on).
     pub ctx: String,
     pub crashes: u32,
+    /// Writes that failed so far (ok = false).
+    pub failed_writes: u64,
     /// Each subscriber's cursor, as its connection keeps it: the last
     /// event number received from each shard (a reporting event of a
     /// shard must come after every earlier one the subscriber received).
@@ -259,6 +261,9 @@ pub struct Node {
     subs: HashMap<ixn_shard::machine::Origin, u64>,
     /// Subscriptions below these ended (unsubscribed), by connection.
     ended: HashMap<ixn_shard::machine::Origin, u64>,
+    /// Reads of the event log answered and not yet sent: the events and
+    /// the generation of each.
+    log_reads: HashMap<u64, Vec<(Arc<Published>, u64)>>,
     /// The event log: each event a committed write stored, by (run of the
     /// node, shard, number). A key stored twice fails the run.
     pub logged: BTreeMap<(u32, u16, u64), Arc<Published>>,
@@ -295,9 +300,11 @@ impl Node {
             trace: std::env::var("IXN_SIM_TRACE").is_ok(),
             ctx,
             crashes: 0,
+            failed_writes: 0,
             cursors: HashMap::new(),
             subs: HashMap::new(),
             ended: HashMap::new(),
+            log_reads: HashMap::new(),
             logged: BTreeMap::new(),
             released: BTreeMap::new(),
         }
@@ -405,6 +412,45 @@ impl Node {
                     self.ended.insert(origin, below);
                     self.subs.remove(&origin);
                     self.cursors.remove(&origin);
+                }
+                Output::ReadLog { token, after, upto } => {
+                    // The event log as the modelled database holds it: run
+                    // r is generation r + 1. Answered like a write.
+                    let found: Vec<Arc<Published>> = self
+                        .logged
+                        .iter()
+                        .filter(|((run, s, q), _)| in_log_range(&after, &upto, *run as u64 + 1, *s, *q))
+                        .map(|(_, p)| p.clone())
+                        .collect();
+                    let keys: Vec<u64> = self
+                        .logged
+                        .keys()
+                        .filter(|(run, s, q)| in_log_range(&after, &upto, *run as u64 + 1, *s, *q))
+                        .map(|(run, _, _)| *run as u64 + 1)
+                        .collect();
+                    self.log_reads.insert(token, found.into_iter().zip(keys).collect());
+                    self.sent(shard, token, StoreOp::Log(format!("event log read {token}")), Vec::new(), false);
+                }
+                Output::SendLog { origin, sub, token, after, .. } => {
+                    // As the server's executor does: each event with the
+                    // cursor of its run, before the subscription's cursor.
+                    let events = self.log_reads.remove(&token).unwrap_or_default();
+                    let mut run: (u64, Vec<u64>) = (after.generation, after.seqs);
+                    for (p, generation) in events {
+                        if run.0 != generation {
+                            run = (generation, Vec::new());
+                        }
+                        if run.1.len() <= p.shard as usize {
+                            run.1.resize(p.shard as usize + 1, 0);
+                        }
+                        run.1[p.shard as usize] = p.seq;
+                        let mut frame = p.event.frame(&self.catalog);
+                        let mut text = String::new();
+                        ixn_shard::report::Cursor { generation, seqs: run.1.clone() }.write(&mut text);
+                        frame.push(ixn_shard::proto::attr::EVENT_CURSOR, text);
+                        let _ = sub;
+                        self.outbox.push_back((shard, Output::Event { origin, frame }));
+                    }
                 }
                 other => {
                     acked |= matches!(&other, Output::Reply { frame, .. } if frame.msg_type == msg_type::EVENT_ACK);
@@ -540,6 +586,7 @@ impl Node {
         let ok = !fails;
         if !ok {
             cover("a write failed");
+            self.failed_writes += 1;
         }
         if ok {
             Self::apply(&mut self.db, &w.op);
@@ -646,8 +693,13 @@ impl Node {
         self.cursors.clear();
         self.subs.clear();
         self.ended.clear();
-        self.shards = (0..shards).map(|s| Shard::new((self.params)(s, shards), self.catalog.clone())).collect();
         self.crashes += 1;
+        // Each run of the node has its own generation (1, 2, ...), as a
+        // server's start time names its run.
+        let generation = self.crashes as u64 + 1;
+        self.shards = (0..shards)
+            .map(|s| Shard::new(ShardParams { generation, ..(self.params)(s, shards) }, self.catalog.clone()))
+            .collect();
         for row in self.db.values() {
             let owner = owner_of(&row.id, shards) as usize;
             if let Err(e) = self.shards[owner].load(row.clone()) {
@@ -779,5 +831,25 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+/// Whether the event (`generation`, `shard`, `seq`) is after `after` (a
+/// cursor of an earlier run; a shard it does not name counts from 0) and
+/// at most `upto` (of this run), every run between whole.
+pub fn in_log_range(
+    after: &ixn_shard::report::Cursor,
+    upto: &ixn_shard::report::Cursor,
+    generation: u64,
+    shard: u16,
+    seq: u64,
+) -> bool {
+    let nth = |v: &[u64]| v.get(shard as usize).copied();
+    if generation == after.generation {
+        seq > nth(&after.seqs).unwrap_or(0)
+    } else if generation == upto.generation {
+        nth(&upto.seqs).is_some_and(|u| seq <= u)
+    } else {
+        generation > after.generation && generation < upto.generation
     }
 }
