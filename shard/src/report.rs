@@ -334,6 +334,21 @@ fn agent_log_key(tenant: TenantIdx, agent: crate::catalog::AgentIdx) -> String {
     format!("agent {tenant}/{agent}")
 }
 
+/// Whether event `seq` of shard `shard` in run `generation` comes after
+/// cursor `after` (of an earlier run; a shard it does not name counts
+/// from 0) and at most at `upto` (of this run), every run in between
+/// whole: what a resume from the event log sends.
+pub fn in_log_range(after: &Cursor, upto: &Cursor, generation: u64, shard: usize, seq: u64) -> bool {
+    let nth = |v: &[u64]| v.get(shard).copied();
+    if generation == after.generation {
+        seq > nth(&after.seqs).unwrap_or(0)
+    } else if generation == upto.generation {
+        nth(&upto.seqs).is_some_and(|u| seq <= u)
+    } else {
+        generation > after.generation && generation < upto.generation
+    }
+}
+
 /// In a first-round Subscribe: start after the oldest event the shard
 /// still keeps (a resume from the event log).
 const FROM_OLDEST: u64 = u64::MAX;

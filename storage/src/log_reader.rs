@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::Sender;
 use odbc_api::{Connection, Cursor};
 
+use ixn_shard::report::{in_log_range, Cursor as StreamCursor};
+
 use crate::conn::{self, diag};
 use crate::events::{Col, EventRow, AGENT_COLUMNS, ALL_COLUMNS};
 use crate::logger::read_row;
@@ -50,17 +52,23 @@ impl LogRange {
     }
 
     /// Whether a key is in the range.
-    pub fn contains(&self, (g, s, q): (i64, i64, i64)) -> bool {
-        let (g, s, q) = (g as u64, s as usize, q as u64);
-        let nth = |v: &[u64]| v.get(s).copied();
-        if g == self.after_generation {
-            q > nth(&self.after).unwrap_or(0)
-        } else if g == self.upto_generation {
-            nth(&self.upto).is_some_and(|u| q <= u)
-        } else {
-            g > self.after_generation && g < self.upto_generation
-        }
+    pub fn contains(&self, key: (i64, i64, i64)) -> bool {
+        let (after, upto) = self.cursors();
+        holds(&after, &upto, key)
     }
+
+    /// Its two ends as cursors.
+    fn cursors(&self) -> (StreamCursor, StreamCursor) {
+        (
+            StreamCursor { generation: self.after_generation, seqs: self.after.clone() },
+            StreamCursor { generation: self.upto_generation, seqs: self.upto.clone() },
+        )
+    }
+}
+
+/// Whether a key is between the ends of a range.
+fn holds(after: &StreamCursor, upto: &StreamCursor, (g, s, q): (i64, i64, i64)) -> bool {
+    in_log_range(after, upto, g as u64, s as usize, q as u64)
 }
 
 struct Job {
@@ -137,6 +145,7 @@ impl LogReader {
 
 fn read(main: &str, log: Option<&str>, range: &LogRange, limit: usize) -> Result<Vec<EventRow>, String> {
     let mut found: BTreeMap<(i64, i64, i64), EventRow> = BTreeMap::new();
+    let (after, upto) = range.cursors();
     let mut take = |cs: &str, tables: &[(&str, &'static [Col])]| -> Result<(), String> {
         let target = conn::describe_target(cs);
         let (c, _) = conn::connect_log(cs, &target).map_err(|e| e.message)?;
@@ -144,7 +153,7 @@ fn read(main: &str, log: Option<&str>, range: &LogRange, limit: usize) -> Result
         let engine = Engine::from_dbms_name(&dbms);
         for (table, cols) in tables {
             for row in select(&c, &engine, table, cols, range, limit + 1)? {
-                if range.contains(row.key()) {
+                if holds(&after, &upto, row.key()) {
                     found.insert(row.key(), row);
                 }
             }

@@ -170,28 +170,7 @@ pub(crate) fn ensure(
 }
 
 fn create_schema(conn: &Connection<'_>, engine: &Engine, target: &str, script: &str) -> Result<(), StorageError> {
-    let fail = |stmt: &str, e: &odbc_api::Error| {
-        StorageError::new(format!(
-            "could not create the ixn tables in the database at {target}: {} (statement: {})",
-            diag(e),
-            stmt.split_whitespace().collect::<Vec<_>>().join(" ")
-        ))
-    };
-    // One transaction: a half-created schema would fail validation on
-    // every later start.
-    conn.set_autocommit(false).map_err(|e| fail("SET AUTOCOMMIT OFF", &e))?;
-    let run = || -> Result<(), StorageError> {
-        for stmt in statements(script) {
-            conn.execute(&stmt, (), None).map_err(|e| fail(&stmt, &e))?;
-        }
-        conn.commit().map_err(|e| fail("COMMIT", &e))
-    };
-    let result = run();
-    if result.is_err() {
-        let _ = conn.rollback();
-    }
-    conn.set_autocommit(true).map_err(|e| fail("SET AUTOCOMMIT ON", &e))?;
-    result?;
+    run_script(conn, target, "the ixn tables", script)?;
     tracing::info!(
         msg_id = msg_id::SCHEMA_CREATED,
         target,
@@ -266,7 +245,8 @@ fn query_i64(conn: &Connection<'_>, sql: &str) -> Result<Option<i64>, String> {
     Ok(v.into_opt())
 }
 
-/// Runs a creation script in one transaction.
+/// Runs a creation script in one transaction: a half-created schema would
+/// fail validation on every later start.
 fn run_script(conn: &Connection<'_>, target: &str, what: &str, script: &str) -> Result<(), StorageError> {
     let fail = |stmt: &str, e: &odbc_api::Error| {
         StorageError::new(format!(

@@ -834,9 +834,7 @@ impl Node {
     }
 }
 
-/// Whether the event (`generation`, `shard`, `seq`) is after `after` (a
-/// cursor of an earlier run; a shard it does not name counts from 0) and
-/// at most `upto` (of this run), every run between whole.
+/// Whether the event is in what a resume from the event log sends.
 pub fn in_log_range(
     after: &ixn_shard::report::Cursor,
     upto: &ixn_shard::report::Cursor,
@@ -844,12 +842,5 @@ pub fn in_log_range(
     shard: u16,
     seq: u64,
 ) -> bool {
-    let nth = |v: &[u64]| v.get(shard as usize).copied();
-    if generation == after.generation {
-        seq > nth(&after.seqs).unwrap_or(0)
-    } else if generation == upto.generation {
-        nth(&upto.seqs).is_some_and(|u| seq <= u)
-    } else {
-        generation > after.generation && generation < upto.generation
-    }
+    ixn_shard::report::in_log_range(after, upto, generation, shard as usize, seq)
 }
