@@ -20,7 +20,7 @@
 //! by `max-queue-size`: past it the server refuses new submissions (the
 //! executors read [`Outbox::backlog`]), and this thread warns.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -77,8 +77,10 @@ impl Default for LoggerConfig {
 #[derive(Debug)]
 pub struct Outbox {
     /// Events in the outbox, as far as this process knows (counted at
-    /// start, then added by commits and taken off by shipments).
-    backlog: AtomicU64,
+    /// start, then added by commits and taken off by shipments). Signed:
+    /// a writer counts its events just after its commit, so the shipper
+    /// may take them off first, for a moment below zero.
+    backlog: AtomicI64,
     /// Events shipped to the event log since the start.
     shipped: AtomicU64,
     /// Wakes the shipper after a commit added events.
@@ -88,13 +90,13 @@ pub struct Outbox {
 impl Outbox {
     /// A commit put `n` events in the outbox.
     pub(crate) fn added(&self, n: u64) {
-        self.backlog.fetch_add(n, Ordering::Relaxed);
+        self.backlog.fetch_add(n as i64, Ordering::Relaxed);
         let _ = self.nudge.try_send(());
     }
 
     /// Events waiting in the outbox.
     pub fn backlog(&self) -> u64 {
-        self.backlog.load(Ordering::Relaxed)
+        self.backlog.load(Ordering::Relaxed).max(0) as u64
     }
 
     /// Events shipped to the event log since the start.
@@ -103,9 +105,7 @@ impl Outbox {
     }
 
     fn took(&self, n: u64) {
-        // Never below zero: the count at start may be behind a row a
-        // killed predecessor committed as it died.
-        let _ = self.backlog.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(n)));
+        self.backlog.fetch_sub(n as i64, Ordering::Relaxed);
         self.shipped.fetch_add(n, Ordering::Relaxed);
     }
 }
@@ -163,7 +163,7 @@ impl EventLog {
             StorageError::new(format!("could not count the events in ixn_event_outbox at {main_target}: {d}"))
         })?;
         let (nudge, nudged) = crossbeam_channel::bounded(1);
-        let outbox = Arc::new(Outbox { backlog: AtomicU64::new(waiting), shipped: AtomicU64::new(0), nudge });
+        let outbox = Arc::new(Outbox { backlog: AtomicI64::new(waiting as i64), shipped: AtomicU64::new(0), nudge });
         tracing::info!(
             msg_id = msg_id::EVENT_LOG_READY,
             waiting,
@@ -644,6 +644,22 @@ mod tests {
         assert!(s.ends_with("FROM ixn_event_outbox ORDER BY generation, shard, seq LIMIT 500"), "{s}");
         assert!(select_sql(&Engine::MsSql, 7).starts_with("SELECT TOP 7 generation"));
         assert!(select_sql(&Engine::Oracle, 7).ends_with("FETCH FIRST 7 ROWS ONLY"));
+    }
+
+    /// A writer counts its events just after its commit; the shipper may
+    /// ship them first. The count must come out right either way (it
+    /// stayed one too high when taking off clamped at zero).
+    #[test]
+    fn the_backlog_counts_right_when_events_are_shipped_before_they_are_counted() {
+        let (nudge, _rx) = crossbeam_channel::bounded(1);
+        let o = Outbox { backlog: AtomicI64::new(0), shipped: AtomicU64::new(0), nudge };
+        o.took(3);
+        assert_eq!(o.backlog(), 0, "never shown below zero");
+        o.added(3);
+        assert_eq!((o.backlog(), o.shipped()), (0, 3));
+        o.added(5);
+        o.took(2);
+        assert_eq!(o.backlog(), 3);
     }
 
     #[test]
