@@ -223,6 +223,18 @@ impl Reporter {
         logged
     }
 
+    /// With the event log on, the events write `token` carries and that
+    /// wait for it (none with the log off).
+    pub(crate) fn held_for_log(&self, token: u64) -> Vec<Arc<Published>> {
+        let Some(seqs) = self.by_token.get(&token).filter(|_| self.log) else { return Vec::new() };
+        seqs.clone()
+            .filter_map(|seq| match &self.unreleased[(seq - self.released - 1) as usize] {
+                Unreleased::Waiting(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The events write `from` carries wait for write `to` instead.
     pub(crate) fn move_hold(&mut self, from: u64, to: u64) {
         if let Some(seqs) = self.by_token.remove(&from) {

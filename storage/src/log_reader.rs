@@ -12,13 +12,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
-use odbc_api::{Connection, Cursor};
+use odbc_api::Connection;
 
-use ixn_shard::report::{in_log_range, Cursor as StreamCursor};
+use ixn_shard::report::{in_log_range, Cursor};
 
 use crate::conn::{self, diag};
 use crate::events::{Col, EventRow, AGENT_COLUMNS, ALL_COLUMNS};
-use crate::logger::read_row;
+use crate::logger::{first_rows_sql, read_rows};
 use crate::{CompletionSink, Engine, StorageError};
 
 /// Keys after `after` (a cursor of run `after_generation`: the number of
@@ -58,16 +58,16 @@ impl LogRange {
     }
 
     /// Its two ends as cursors.
-    fn cursors(&self) -> (StreamCursor, StreamCursor) {
+    fn cursors(&self) -> (Cursor, Cursor) {
         (
-            StreamCursor { generation: self.after_generation, seqs: self.after.clone() },
-            StreamCursor { generation: self.upto_generation, seqs: self.upto.clone() },
+            Cursor { generation: self.after_generation, seqs: self.after.clone() },
+            Cursor { generation: self.upto_generation, seqs: self.upto.clone() },
         )
     }
 }
 
 /// Whether a key is between the ends of a range.
-fn holds(after: &StreamCursor, upto: &StreamCursor, (g, s, q): (i64, i64, i64)) -> bool {
+fn holds(after: &Cursor, upto: &Cursor, (g, s, q): (i64, i64, i64)) -> bool {
     in_log_range(after, upto, g as u64, s as usize, q as u64)
 }
 
@@ -177,22 +177,8 @@ fn select(
     range: &LogRange,
     n: usize,
 ) -> Result<Vec<EventRow>, String> {
-    let names: Vec<&str> = cols.iter().map(|c| c.name()).collect();
-    let (names, cond, order) = (names.join(", "), range.condition(), "ORDER BY generation, shard, seq");
-    let sql = match engine {
-        Engine::MsSql => format!("SELECT TOP {n} {names} FROM {table} WHERE {cond} {order}"),
-        Engine::Oracle => format!("SELECT {names} FROM {table} WHERE {cond} {order} FETCH FIRST {n} ROWS ONLY"),
-        _ => format!("SELECT {names} FROM {table} WHERE {cond} {order} LIMIT {n}"),
-    };
-    let mut out = Vec::new();
-    let Some(mut cursor) = c.execute(&sql, (), None).map_err(|e| format!("reading {table}: {}", diag(&e)))? else {
-        return Ok(out);
-    };
-    let mut buf = Vec::with_capacity(512);
-    while let Some(mut row) = cursor.next_row().map_err(|e| diag(&e))? {
-        out.push(read_row(&mut row, &mut buf, cols)?);
-    }
-    Ok(out)
+    let sql = first_rows_sql(engine, cols, table, Some(&range.condition()), n);
+    read_rows(c, &sql, cols).map_err(|d| format!("reading {table}: {d}"))
 }
 
 #[cfg(test)]

@@ -565,21 +565,33 @@ fn read_key(conn: &Connection<'static>, sql: &str) -> Result<Option<(i64, i64, i
 
 /// The oldest `n` events of the outbox, in key order.
 fn select_sql(engine: &Engine, n: usize) -> String {
-    let cols = EVENT_COLUMNS.join(", ");
+    first_rows_sql(engine, &ALL_COLUMNS, "ixn_event_outbox", None, n)
+}
+
+/// The SELECT of the first `n` rows of an event table in key order (that
+/// meet `condition`, if given), in the engine's way of limiting rows.
+pub(crate) fn first_rows_sql(engine: &Engine, cols: &[Col], table: &str, condition: Option<&str>, n: usize) -> String {
+    let cols = cols.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ");
+    let filter = condition.map(|c| format!(" WHERE {c}")).unwrap_or_default();
     let order = "ORDER BY generation, shard, seq";
     match engine {
-        Engine::MsSql => format!("SELECT TOP {n} {cols} FROM ixn_event_outbox {order}"),
-        Engine::Oracle => format!("SELECT {cols} FROM ixn_event_outbox {order} FETCH FIRST {n} ROWS ONLY"),
-        _ => format!("SELECT {cols} FROM ixn_event_outbox {order} LIMIT {n}"),
+        Engine::MsSql => format!("SELECT TOP {n} {cols} FROM {table}{filter} {order}"),
+        Engine::Oracle => format!("SELECT {cols} FROM {table}{filter} {order} FETCH FIRST {n} ROWS ONLY"),
+        _ => format!("SELECT {cols} FROM {table}{filter} {order} LIMIT {n}"),
     }
 }
 
 fn read_outbox(conn: &Connection<'static>, sql: &str) -> Result<Vec<EventRow>, String> {
+    read_rows(conn, sql, &ALL_COLUMNS)
+}
+
+/// Every row `sql` (a SELECT of `cols`, in that order) gives.
+pub(crate) fn read_rows(conn: &Connection<'_>, sql: &str, cols: &[Col]) -> Result<Vec<EventRow>, String> {
     let mut out = Vec::new();
     let Some(mut cursor) = conn.execute(sql, (), None).map_err(|e| diag(&e))? else { return Ok(out) };
     let mut buf = Vec::with_capacity(512);
     while let Some(mut row) = cursor.next_row().map_err(|e| diag(&e))? {
-        out.push(read_row(&mut row, &mut buf, &ALL_COLUMNS)?);
+        out.push(read_row(&mut row, &mut buf, cols)?);
     }
     Ok(out)
 }
@@ -623,14 +635,7 @@ pub fn read_event_log(connection_string: &str, agents: bool) -> Result<Vec<Event
         if agents { ("rpt_agent", &AGENT_COLUMNS) } else { ("rpt_interaction", &ALL_COLUMNS) };
     let names: Vec<&str> = cols.iter().map(|c| c.name()).collect();
     let sql = format!("SELECT {} FROM {table} ORDER BY generation, shard, seq", names.join(", "));
-    let fail = |d: String| StorageError::new(format!("could not read {table} at {target}: {d}"));
-    let mut out = Vec::new();
-    let Some(mut cursor) = c.execute(&sql, (), None).map_err(|e| fail(diag(&e)))? else { return Ok(out) };
-    let mut buf = Vec::with_capacity(512);
-    while let Some(mut row) = cursor.next_row().map_err(|e| fail(diag(&e)))? {
-        out.push(read_row(&mut row, &mut buf, cols).map_err(fail)?);
-    }
-    Ok(out)
+    read_rows(&c, &sql, cols).map_err(|d| StorageError::new(format!("could not read {table} at {target}: {d}")))
 }
 
 #[cfg(test)]

@@ -214,10 +214,6 @@ pub(crate) struct Pending {
     id: IxId,
     /// This write's token: later writes have larger ones.
     token: u64,
-    /// With the event log on, the events of a change that stands whatever
-    /// storage says (no undo): if the write fails, they go to the log on
-    /// their own.
-    log: Vec<Arc<crate::report::Published>>,
 }
 
 /// A lock on one interaction.
@@ -812,7 +808,6 @@ impl Shard {
         // Generated ids are inline: no allocation on this path.
         let id = self.store.get(slot).id.clone();
         self.last_write.insert(id.clone(), token);
-        let keep_log = if matches!(undo, Undo::Nothing) { log.clone() } else { Vec::new() };
         self.pending.insert(
             token,
             Pending {
@@ -826,7 +821,6 @@ impl Shard {
                 after: Vec::new(),
                 id,
                 token,
-                log: keep_log,
             },
         );
         out.push(Output::Store { token, op, log });
@@ -1237,7 +1231,6 @@ impl Shard {
                 after: Vec::new(),
                 id: ixid.clone(),
                 token,
-                log: Vec::new(),
             },
         );
         self.last_write.insert(ixid, token);
@@ -1315,7 +1308,7 @@ impl Shard {
         // (accept, hold, leave: no undo) is reported as memory has it.
         let kept = matches!(p.undo, Undo::Nothing);
         let events = if kept { Settle::Release } else { Settle::Drop };
-        if !ok {
+        if !ok && kept {
             self.log_again(&p, out);
         }
         if p.doomed {
@@ -1366,13 +1359,14 @@ impl Shard {
     /// its events are sent, so with the event log on they are written to
     /// it on their own first, and sent when that write completes.
     fn log_again(&mut self, p: &Pending, out: &mut Vec<Output>) {
-        if p.log.is_empty() {
+        let log = self.reporter.held_for_log(p.token);
+        if log.is_empty() {
             return;
         }
         let token = self.new_token();
         self.log_only.insert(token);
         self.reporter.move_hold(p.token, token);
-        out.push(Output::Store { token, op: StoreOp::Log(p.id.to_string()), log: p.log.clone() });
+        out.push(Output::Store { token, op: StoreOp::Log(p.id.to_string()), log });
     }
 
     /// A committed write: a submit becomes visible, its events go out, its
@@ -1420,7 +1414,6 @@ impl Shard {
                 after: Vec::new(),
                 id: id.clone(),
                 token,
-                log: Vec::new(),
             },
         );
         out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()), log: Vec::new() });
