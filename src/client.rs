@@ -204,6 +204,8 @@ pub struct Client {
     /// Unsolicited events (reference id 0: invitations, reporting events)
     /// read while waiting for an answer, kept for [`Client::next_event`].
     events: std::collections::VecDeque<Frame>,
+    /// The session requests act for (SessionId; 0: the connection's own).
+    session: u32,
 }
 
 impl Client {
@@ -227,6 +229,7 @@ impl Client {
                         rpos: 0,
                         wbuf: Vec::new(),
                         events: std::collections::VecDeque::new(),
+                        session: 0,
                     });
                 }
                 Err(e) => last = e,
@@ -321,8 +324,47 @@ impl Client {
     /// Adds a request to the send buffer; returns its reference id.
     pub fn queue(&mut self, req: &Request) -> u32 {
         let r = self.take_ref();
-        req.encode(r).encode_into(&mut self.wbuf);
+        let mut f = req.encode(r);
+        if self.session != 0 {
+            f.push(attr::SESSION_ID, self.session as i64);
+        }
+        f.encode_into(&mut self.wbuf);
         r
+    }
+
+    /// From now on requests act for session `id` of this connection (0:
+    /// the connection's own). A session is opened by registering while it
+    /// is set (docs/protocol.md, "Sessions"); answers and events for it
+    /// carry its SessionId, and [`Client::next_event`] returns the events
+    /// of every session.
+    pub fn set_session(&mut self, id: u32) {
+        self.session = id;
+    }
+
+    /// The session requests act for now.
+    pub fn session(&self) -> u32 {
+        self.session
+    }
+
+    /// Opens session `id` on this (registered) connection and makes it the
+    /// current one.
+    pub fn open_session(
+        &mut self,
+        id: u32,
+        client_type: ClientType,
+        name: &str,
+        credential: Option<&str>,
+    ) -> Result<Frame> {
+        self.set_session(id);
+        self.register(client_type, name, credential)
+    }
+
+    /// Closes the current session (RequestCloseSession) and goes back to
+    /// the connection's own.
+    pub fn close_session(&mut self) -> Result<()> {
+        let r = self.call(&Request::CloseSession);
+        self.set_session(0);
+        r.map(drop)
     }
 
     /// Adds raw bytes to the send buffer (tests of bad input).

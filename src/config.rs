@@ -54,6 +54,9 @@ pub struct ServerSection {
     pub max_pending_requests: usize,
     /// Unsent bytes per connection before the client is disconnected.
     pub max_output_buffer: usize,
+    /// Sessions one connection may have open besides its own (SessionId);
+    /// 0: none.
+    pub max_sessions_per_connection: usize,
     /// Bytes of io_uring registered memory per executor (needs memlock).
     pub io_memory: usize,
     /// Seconds to wait for writes to drain on SIGTERM/SIGINT.
@@ -84,6 +87,7 @@ impl Default for ServerSection {
             max_frame_size: DEFAULT_MAX_FRAME,
             max_pending_requests: 1024,
             max_output_buffer: 8 << 20,
+            max_sessions_per_connection: 10_000,
             io_memory: 1 << 20,
             shutdown_timeout: 10,
             listen_backlog: 4096,

@@ -202,7 +202,7 @@ impl std::fmt::Display for Summary {
         let s = &self.stats;
         writeln!(
             f,
-            "fuzz passed: seed {} on {} shard(s), {:.1} s: {} connections ({} reset, {} short-lived), {} requests sent ({} mutated: {} framed, {} fatal, {} breaking the stream), {} answers, {} unsolicited events, {} floods",
+            "fuzz passed: seed {} on {} shard(s), {:.1} s: {} connections ({} reset, {} short-lived), {} requests sent ({} mutated: {} framed, {} fatal, {} breaking the stream), {} answers, {} unsolicited events ({} for sessions), {} floods",
             self.seed,
             self.shards,
             self.elapsed.as_secs_f64(),
@@ -216,6 +216,7 @@ impl std::fmt::Display for Summary {
             s.mutated_desync,
             s.answers,
             s.events,
+            s.session_events,
             s.floods
         )?;
         writeln!(
@@ -282,6 +283,8 @@ pub struct Stats {
     pub mutated_desync: u64,
     pub answers: u64,
     pub events: u64,
+    /// Unsolicited events for a session other than a connection's own.
+    pub session_events: u64,
     pub floods: u64,
     pub submitted: u64,
     pub invites: u64,
@@ -553,7 +556,8 @@ impl<'o> Fuzzer<'o> {
                 self.history.sent(self.start.elapsed(), c.conn.serial, &frame, None, &bytes);
                 let end = c.conn.send(&bytes);
                 let expect = Some(answers_of(frame.msg_type));
-                let pending = Pending { sent_at: None, end, name: request.name(), expect, follow: Follow::Nothing };
+                let pending =
+                    Pending { sent_at: None, end, name: request.name(), expect, follow: Follow::Nothing, session: 0 };
                 c.conn.pending.insert(r, pending);
             }
         }
@@ -706,6 +710,7 @@ impl<'o> Fuzzer<'o> {
         match c.rng.below(1000) {
             0 | 1 => self.flood(c, now),
             2 => self.go_deaf(c, now),
+            3..=22 => self.session_step(c, now),
             _ => {
                 let seat = Seat {
                     role: c.role,
@@ -740,6 +745,42 @@ impl<'o> Fuzzer<'o> {
         }
     }
 
+    /// Opens, closes or switches sessions of the connection (protocol 6.9):
+    /// many clients on one connection, each of its own. Now and then a
+    /// request names a session that is not open (error 20).
+    fn session_step(&mut self, c: &mut Conn, now: Instant) {
+        let open: Vec<u32> = c.open_sessions.iter().copied().collect();
+        let n = c.rng.range(1, 9) as u32;
+        let planned = match c.rng.below(10) {
+            0..=3 => {
+                let (name, password) = c.role.client();
+                let request = Request::RegisterClient {
+                    client_type: c.role.client_type(),
+                    name: name.into(),
+                    credential: Some(password.into()),
+                };
+                Some(Planned::with(request, Follow::OpenSession(n)))
+            }
+            4 | 5 if !open.is_empty() => {
+                Some(Planned::with(Request::CloseSession, Follow::CloseSession(*c.rng.pick(&open))))
+            }
+            6 => Some(Planned::with(Request::CloseSession, Follow::CloseSession(n))),
+            _ => {
+                c.session = match c.rng.below(8) {
+                    0 => n,
+                    1 | 2 => 0,
+                    _ if open.is_empty() => 0,
+                    _ => *c.rng.pick(&open),
+                };
+                None
+            }
+        };
+        self.history.note(self.at(), c.serial, format!("sessions {open:?}, acting for {}", c.session));
+        if let Some(p) = planned {
+            self.send_planned(c, p, now, true);
+        }
+    }
+
     /// Sends requests with big answers and stops reading: the server must
     /// drop the connection when its output passes `max-output-buffer`.
     fn go_deaf(&mut self, c: &mut Conn, now: Instant) {
@@ -760,8 +801,16 @@ impl<'o> Fuzzer<'o> {
     fn send_planned(&mut self, c: &mut Conn, p: Planned, now: Instant, may_mutate: bool) -> bool {
         let r = c.take_ref();
         let mut frame = p.request.encode(r);
-        if let (Request::RegisterClient { .. }, Some(ms)) = (&p.request, c.heartbeat_ms) {
+        let session = match p.follow {
+            Follow::OpenSession(n) | Follow::CloseSession(n) => n,
+            Follow::Register => 0,
+            _ => c.session,
+        };
+        if let (Request::RegisterClient { .. }, Some(ms), 0) = (&p.request, c.heartbeat_ms, session) {
             frame.push(attr::HEARTBEAT_TIMEOUT, ms);
+        }
+        if session != 0 {
+            frame.push(attr::SESSION_ID, session as i64);
         }
         let mut bytes = frame.encode();
         let mut effect = Effect::Framed;
@@ -786,7 +835,8 @@ impl<'o> Fuzzer<'o> {
                 }
                 let expect = if kind.is_none() { Some(answers_of(frame.msg_type)) } else { None };
                 let end = c.send(&bytes);
-                c.pending.insert(r, Pending { sent_at: None, end, name: p.request.name(), expect, follow: p.follow });
+                let name = p.request.name();
+                c.pending.insert(r, Pending { sent_at: None, end, name, expect, follow: p.follow, session });
                 true
             }
             Effect::Fatal(code) => {
@@ -1014,6 +1064,19 @@ impl<'o> Fuzzer<'o> {
                     format!("{} (ref {}) was answered with {}", p.name, f.ref_id, msg_type::name(f.msg_type)),
                 );
             }
+            let answered_for = f.get_int(attr::SESSION_ID).unwrap_or(0);
+            if answered_for != p.session as i64 {
+                return fail(
+                    Some(c.serial),
+                    format!(
+                        "{} (ref {}) of session {} was answered for session {answered_for}: {}",
+                        p.name,
+                        f.ref_id,
+                        p.session,
+                        history::describe(&f)
+                    ),
+                );
+            }
         }
         for l in f.lists(attr::INTERACTION) {
             if let Some(id) = l.get("id").and_then(|v| v.as_str()) {
@@ -1080,6 +1143,12 @@ impl<'o> Fuzzer<'o> {
                     }
                 }
             }
+            Follow::OpenSession(n) if ok => {
+                c.open_sessions.insert(n);
+            }
+            Follow::CloseSession(n) if ok => {
+                c.open_sessions.remove(&n);
+            }
             Follow::Subscribe if ok => c.subscribed = true,
             Follow::Unsubscribe if ok => c.subscribed = false,
             _ => {}
@@ -1106,6 +1175,23 @@ impl<'o> Fuzzer<'o> {
             };
         }
         self.stats.events += 1;
+        // Events go to open sessions only: none before a session's opening
+        // was answered, none after its close was. Checked on connections
+        // whose frames are never mutated (a mutated frame may open or close
+        // a session unknown to the fuzzer).
+        if let Some(n) = f.get_int(attr::SESSION_ID) {
+            self.stats.session_events += 1;
+            if c.mutation_rate == 0.0 && !c.open_sessions.contains(&(n as u32)) {
+                return fail(
+                    Some(c.serial),
+                    format!(
+                        "an event for session {n}, which is not open (open: {:?}): {}",
+                        c.open_sessions,
+                        history::describe(f)
+                    ),
+                );
+            }
+        }
         if let Some(cursor) = f.get_str(attr::EVENT_CURSOR) {
             self.world.remember_cursor(cursor);
         }

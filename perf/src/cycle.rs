@@ -153,7 +153,7 @@ pub fn run(a: CycleArgs) -> Result<(), String> {
         writes: 0,
         reports: 0,
     };
-    let desk = |i: u32| Origin { shard: (i % a.shards as u32) as u16, conn: 1 + i as u64 };
+    let desk = |i: u32| Origin { shard: (i % a.shards as u32) as u16, conn: 1 + i as u64, session: 0 };
     let mut next_ref = 1u32;
     for i in 1..=a.agents {
         let login = Request::AgentLogin {
@@ -172,7 +172,7 @@ pub fn run(a: CycleArgs) -> Result<(), String> {
         n.settle();
     }
     for s in 0..a.subscribers {
-        let origin = Origin { shard: (s % a.shards as u32) as u16, conn: 2_000_000 + s as u64 };
+        let origin = Origin { shard: (s % a.shards as u32) as u16, conn: 2_000_000 + s as u64, session: 0 };
         n.send(
             origin,
             next_ref,
@@ -195,7 +195,7 @@ pub fn run(a: CycleArgs) -> Result<(), String> {
     while completed < a.cycles {
         let before = (submitted, completed, next_ref);
         while open < a.window && submitted < a.cycles {
-            let ms = Origin { shard: (submitted % a.shards as u64) as u16, conn: 1_000_000 };
+            let ms = Origin { shard: (submitted % a.shards as u64) as u16, conn: 1_000_000, session: 0 };
             n.send(ms, next_ref, ClientType::MediaServer, submit());
             next_ref = next_ref.wrapping_add(1).max(1);
             submitted += 1;

@@ -83,7 +83,7 @@ impl Bench {
         let ref_id = self.next_ref;
         self.next_ref += 1;
         let caller = Caller {
-            origin: Origin { shard: 0, conn: 1 },
+            origin: Origin { shard: 0, conn: 1, session: 0 },
             ref_id,
             client_type,
             client_name: "perf".into(),

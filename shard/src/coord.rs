@@ -39,7 +39,7 @@ use crate::machine::{Caller, ClientTypes, Origin, Output, Shard};
 use crate::peer::{Filter, Head, Holder, IdList, LockKind, PeerMsg, QueueDepth, ScanMode};
 use crate::proto::frame::{encode_attr, encoded_list_len, Frame};
 use crate::proto::msg::{attr, msg_type, ClientType, ErrorCode};
-use crate::proto::request::{event_ack, ProtoError, MAX_FIND_LIMIT};
+use crate::proto::request::{event_ack, event_error, ProtoError, MAX_FIND_LIMIT};
 use crate::store::Slot;
 use crate::value::{KvList, Value};
 
@@ -664,7 +664,7 @@ impl Shard {
                     Self::unlock_ids(s.caller.origin, LockKind::Snapshot(snapshot), s.extra, out);
                 }
                 if s.orphaned {
-                    return;
+                    return Self::reply(out, &s.caller, closed_before_answer(&s.caller));
                 }
                 let (ids, shards) = (s.ids, s.shards);
                 let f = Frame::new(msg_type::EVENT_SNAPSHOT_TAKEN, s.caller.ref_id)
@@ -848,16 +848,23 @@ impl Shard {
     /// A client's connection closed: its pulls and reads stop, its
     /// snapshots go, and every lock it held ends (on every shard; sent after
     /// any lock request of its own, so FIFO channels make this final).
+    /// A client closed (a connection, or one session of a connection): the
+    /// requests it has in flight here end. Each still gets its one answer
+    /// (an error), which a session's connection sends and a closed
+    /// connection drops: a session closes while its connection goes on.
     pub(crate) fn conn_closed(&mut self, origin: Origin, out: &mut Vec<Output>) {
         let mut mine: Vec<u64> =
             self.ops.iter().filter(|(_, o)| o.caller().origin == origin).map(|(&i, _)| i).collect();
         mine.sort_unstable();
         for op in mine {
             match self.ops.get_mut(&op) {
-                // A snapshot's cut must still be thawed: let it finish.
+                // A snapshot's cut must still be thawed: let it finish
+                // (its answer is the error below, then).
                 Some(Op::Scan(s)) if matches!(s.what, ScanWhat::Snapshot { .. }) => s.orphaned = true,
                 _ => {
-                    if let Some(Op::Pull(p)) = self.ops.remove(&op) {
+                    let Some(o) = self.ops.remove(&op) else { continue };
+                    Self::reply(out, o.caller(), closed_before_answer(o.caller()));
+                    if let Op::Pull(p) = o {
                         self.unwatch(op, &p, out);
                     }
                 }
@@ -1025,4 +1032,10 @@ impl Shard {
             self.unlock(slot, out);
         }
     }
+}
+
+/// The answer to a request whose client closed before it was answered.
+fn closed_before_answer(caller: &Caller) -> Frame {
+    let text = "the client closed (its session or connection) before this request was answered; nothing was taken";
+    event_error(caller.ref_id, &ProtoError::new(ErrorCode::NotRegistered, text))
 }

@@ -470,7 +470,7 @@ impl Shard {
 
     fn agent_holder(&self, dispatcher: u16) -> Holder {
         // Connection 0 is never a client's: no disconnection ends this lock.
-        Holder { origin: Origin { shard: dispatcher, conn: 0 }, name: self.agent_lock_name.clone() }
+        Holder { origin: Origin { shard: dispatcher, conn: 0, session: 0 }, name: self.agent_lock_name.clone() }
     }
 
     /// A strategy's offer, on the interaction's owner.

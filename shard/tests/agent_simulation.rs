@@ -367,8 +367,8 @@ impl Sim {
             live: BTreeMap::new(),
             reported: BTreeMap::new(),
             pulled: Vec::new(),
-            router: Origin { shard: 0, conn: 0 },
-            reporter: Origin { shard: 0, conn: 0 },
+            router: Origin { shard: 0, conn: 0, session: 0 },
+            reporter: Origin { shard: 0, conn: 0, session: 0 },
             reporter_cursor: None,
             stat_conn: None,
             stat: Stat::default(),
@@ -681,7 +681,7 @@ impl Sim {
     fn new_conn(&mut self) -> Origin {
         let n = self.n() as u64;
         let shard = self.rng().below(n) as u16;
-        let o = Origin { shard, conn: self.next_conn };
+        let o = Origin { shard, conn: self.next_conn, session: 0 };
         self.next_conn += 1;
         self.open.insert(o);
         o
@@ -695,7 +695,7 @@ impl Sim {
 
     fn media_server(&mut self) -> Origin {
         let n = self.n() as u64;
-        Origin { shard: self.rng().below(n) as u16, conn: self.media_server }
+        Origin { shard: self.rng().below(n) as u16, conn: self.media_server, session: 0 }
     }
 
     fn submit_request(&mut self, media: &str, id: Option<String>) -> Request {
@@ -978,7 +978,7 @@ impl Sim {
                 // An operator stops or moves any live interaction.
                 let ids: Vec<String> = self.live.keys().cloned().collect();
                 let Some(id) = self.rng().pick(&ids).cloned() else { return };
-                let op = Origin { shard: 0, conn: 100_001 };
+                let op = Origin { shard: 0, conn: 100_001, session: 0 };
                 if self.rng().chance(50) {
                     let r = Request::StopProcessing { id: id.clone(), reason: None };
                     self.send(op, ClientType::Operator, r, Pending::Stop { id });
@@ -1293,7 +1293,7 @@ fn the_routing_check_fails_without_a_strategy() {
     let catalog = Arc::new(Catalog::new(vec![t], true).unwrap());
     let mut shard = Shard::new(ShardParams::new(1, 0, 1), catalog.clone());
     let mut out = Vec::new();
-    let desk = Origin { shard: 0, conn: 1 };
+    let desk = Origin { shard: 0, conn: 1, session: 0 };
     let caller = |ref_id, agent| Caller {
         origin: desk,
         ref_id,
@@ -1338,7 +1338,7 @@ fn the_routing_check_fails_without_a_strategy() {
         received_at_ms: None,
     };
     let ms = Caller {
-        origin: Origin { shard: 0, conn: 2 },
+        origin: Origin { shard: 0, conn: 2, session: 0 },
         ref_id: 3,
         client_type: ClientType::MediaServer,
         client_name: "m".into(),

@@ -192,6 +192,7 @@ fn attr_type(id: u16) -> u8 {
     use ixn_shard::value::{TAG_INT, TAG_STR};
     match id {
         attr::CLIENT_TYPE | attr::ERROR_CODE | attr::NODE_ID | attr::PROTOCOL_VERSION | attr::SHARD_COUNT => TAG_INT,
+        attr::HEARTBEAT_TIMEOUT | attr::SESSION_ID => TAG_INT,
         attr::PRIORITY | attr::RECEIVED_AT..=attr::SERVER_TIME | attr::VERSION => TAG_INT,
         attr::COUNT | attr::LIMIT | attr::LOCK | attr::SNAPSHOT_ID | attr::START | attr::TOTAL => TAG_INT,
         attr::CAPACITY | attr::DO_NOT_DISTURB | attr::TICKET | attr::EVENT_SEQUENCE | attr::EVENT_TIME => TAG_INT,
@@ -208,6 +209,7 @@ fn arb_request_like_frame() -> BoxedStrategy<Frame> {
     let types = prop_oneof![
         Just(msg_type::REQUEST_REGISTER_CLIENT),
         Just(msg_type::REQUEST_PING),
+        Just(msg_type::REQUEST_CLOSE_SESSION),
         Just(msg_type::REQUEST_SUBMIT),
         Just(msg_type::REQUEST_GET_INTERACTION_PROPERTIES),
         Just(msg_type::REQUEST_CHANGE_PROPERTIES),
@@ -217,7 +219,7 @@ fn arb_request_like_frame() -> BoxedStrategy<Frame> {
         any::<u16>(),
     ];
     let ids = prop_oneof![
-        6 => prop::sample::select(vec![1u16, 2, 3, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 28]),
+        6 => prop::sample::select(vec![1u16, 2, 3, 11, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 28]),
         4 => prop::sample::select(vec![16u16, 17, 18, 21, 25, 64, 65, 66, 67, 68, 69]),
         1 => 0u16..80,
     ];
@@ -254,6 +256,7 @@ fn arb_request() -> BoxedStrategy<Request> {
         (arb_client_type(), s(), proptest::option::of(s()))
             .prop_map(|(client_type, name, credential)| Request::RegisterClient { client_type, name, credential }),
         Just(Request::Ping),
+        Just(Request::CloseSession),
         (
             (s(), s(), s(), s(), s()),
             any::<i64>(),
@@ -695,7 +698,7 @@ fn documented_numbers_match_the_code() {
         let row = format!("| {n} | {name} |");
         assert!(doc.contains(&row), "message table lacks {row:?}");
     }
-    assert_eq!(named, 68, "message types named by the code");
+    assert_eq!(named, 69, "message types named by the code");
     for code in 0..200 {
         if let Some(e) = ErrorCode::from_code(code) {
             assert_eq!(e.code(), code);
@@ -719,6 +722,8 @@ fn documented_numbers_match_the_code() {
         (attr::NODE_ID, "NodeId", "int"),
         (attr::PROTOCOL_VERSION, "ProtocolVersion", "int"),
         (attr::SHARD_COUNT, "ShardCount", "int"),
+        (attr::HEARTBEAT_TIMEOUT, "HeartbeatTimeout", "int"),
+        (attr::SESSION_ID, "SessionId", "int"),
         (attr::INTERACTION_ID, "InteractionId", "string"),
         (attr::TENANT, "Tenant", "string"),
         (attr::MEDIA_TYPE, "MediaType", "string"),

@@ -12,7 +12,7 @@ use ixn_shard::machine::{Caller, Input, Origin, Output, Shard, ShardParams, Stor
 use ixn_shard::proto::request::error_of;
 use ixn_shard::proto::{attr, ClientType, ErrorCode, Request, Submit};
 
-const ORIGIN: Origin = Origin { shard: 0, conn: 7 };
+const ORIGIN: Origin = Origin { shard: 0, conn: 7, session: 0 };
 
 struct T {
     s: Shard,

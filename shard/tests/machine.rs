@@ -22,7 +22,13 @@ fn shard(shard: u16, shards: u16) -> Shard {
 }
 
 fn caller(ref_id: u32, client_type: ClientType) -> Caller {
-    Caller { origin: Origin { shard: 0, conn: 7 }, ref_id, client_type, client_name: "media".into(), agent: None }
+    Caller {
+        origin: Origin { shard: 0, conn: 7, session: 0 },
+        ref_id,
+        client_type,
+        client_name: "media".into(),
+        agent: None,
+    }
 }
 
 fn submit(queue: &str, media: &str, props: KvList) -> Request {
@@ -440,7 +446,7 @@ fn properties_leave_room_to_be_listed_in_answers() {
     // The deepest allowed properties still fit in an interaction list that a
     // client can decode.
     let caller = Caller {
-        origin: Origin { shard: 0, conn: 7 },
+        origin: Origin { shard: 0, conn: 7, session: 0 },
         ref_id: 3,
         client_type: ClientType::Operator,
         client_name: "op".into(),
@@ -587,7 +593,7 @@ fn run_alone(s: &mut Shard, now_ms: i64, input: Input) -> Vec<Frame> {
 
 fn operator(ref_id: u32) -> Caller {
     Caller {
-        origin: Origin { shard: 0, conn: 9 },
+        origin: Origin { shard: 0, conn: 9, session: 0 },
         ref_id,
         client_type: ClientType::Operator,
         client_name: "op".into(),
@@ -615,7 +621,7 @@ fn waiting_pulls_leave_no_watchers_behind() {
     // A closed connection's waiting pull leaves none either.
     run_alone(&mut s, T0, pull(99));
     assert_eq!(s.watchers(), 1);
-    run_alone(&mut s, T0, Input::ConnClosed { origin: Origin { shard: 0, conn: 9 }, agent: None });
+    run_alone(&mut s, T0, Input::ConnClosed { origin: Origin { shard: 0, conn: 9, session: 0 }, agent: None });
     assert_eq!(s.watchers(), 0);
     assert_eq!(s.pending_ops(), 0);
 }

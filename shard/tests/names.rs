@@ -42,7 +42,7 @@ impl T {
 
     fn ask(&mut self, request: Request) -> Option<Frame> {
         let caller = Caller {
-            origin: Origin { shard: 0, conn: 1 },
+            origin: Origin { shard: 0, conn: 1, session: 0 },
             ref_id: 1,
             client_type: ClientType::MediaServer,
             client_name: "media".into(),

@@ -26,7 +26,7 @@ fn keys(n: usize, prefix: &str) -> KvList {
 /// Sends `request`; commits its write if it makes one; returns the answer.
 fn ask(s: &mut Shard, request: Request) -> Frame {
     let caller = Caller {
-        origin: Origin { shard: 0, conn: 1 },
+        origin: Origin { shard: 0, conn: 1, session: 0 },
         ref_id: 9,
         client_type: ClientType::MediaServer,
         client_name: "m".into(),

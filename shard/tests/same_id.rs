@@ -20,7 +20,7 @@ fn shard() -> Shard {
 
 fn caller(ref_id: u32) -> Caller {
     Caller {
-        origin: Origin { shard: 0, conn: 7 },
+        origin: Origin { shard: 0, conn: 7, session: 0 },
         ref_id,
         client_type: ClientType::MediaServer,
         client_name: "media".into(),

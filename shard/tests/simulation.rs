@@ -294,8 +294,8 @@ impl Run {
         // database refused is undone in memory (a submit forgotten, a
         // change, move or stop undone), and the model keeps it as it was.
         sim.node.faults.fail = [0, 0, 3, 10][rng.below(4) as usize];
-        let routers = (0..3).map(|i| Origin { shard: (i % n as u64) as u16, conn: 100 + i }).collect();
-        Run { sim, model: Model::default(), routers, media: Origin { shard: 0, conn: 1 }, seed, step: 0 }
+        let routers = (0..3).map(|i| Origin { shard: (i % n as u64) as u16, conn: 100 + i, session: 0 }).collect();
+        Run { sim, model: Model::default(), routers, media: Origin { shard: 0, conn: 1, session: 0 }, seed, step: 0 }
     }
 
     fn ctx(&self) -> String {
@@ -326,7 +326,7 @@ impl Run {
         let properties = self.random_props();
         let queue = ["inbound", "inbound", "vip"][self.sim.node.rng.below(3) as usize];
         let client_id = (self.sim.node.rng.below(4) == 0).then(|| format!("c-{}-{}", self.seed, self.model.next_seq));
-        let conn = Origin { shard: self.sim.node.rng.below(self.sim.n() as u64) as u16, conn: 1 };
+        let conn = Origin { shard: self.sim.node.rng.below(self.sim.n() as u64) as u16, conn: 1, session: 0 };
         let request = Request::Submit(Box::new(Submit {
             tenant: "default".into(),
             media_type: "chat".into(),
@@ -655,7 +655,7 @@ impl Run {
             read.extend(ids);
         }
         assert_eq!(read, expected, "{}: snapshot pages of {cond}", self.ctx());
-        let other = Origin { shard: client.shard, conn: 999 };
+        let other = Origin { shard: client.shard, conn: 999, session: 0 };
         let f = self.sim.call(other, ct, Request::GetSnapshotInteractions { snapshot: snap, start: 0, count: 5 });
         assert_eq!(code(&f), Some(ErrorCode::UnknownSnapshot), "{}", self.ctx());
         let f = self.sim.call(client, ct, Request::ReleaseSnapshot { snapshot: snap });
@@ -686,7 +686,7 @@ impl Run {
         let mut pending: Option<(Origin, u32)> = None;
         loop {
             if pending.is_none() && chain.len() < len {
-                let conn = Origin { shard: (chain.len() as u16) % n, conn: 2 };
+                let conn = Origin { shard: (chain.len() as u16) % n, conn: 2, session: 0 };
                 let request = Request::Submit(Box::new(Submit {
                     tenant: "default".into(),
                     media_type: "chat".into(),
@@ -872,8 +872,8 @@ impl Chaos {
     fn connect(&mut self) {
         let n = self.sim.n() as u64;
         let base = 1000 * (self.sim.node.crashes as u64 + 1);
-        self.routers = (0..2).map(|i| Origin { shard: (i % n) as u16, conn: base + 100 + i }).collect();
-        self.media = (0..2).map(|i| Origin { shard: ((i + 1) % n) as u16, conn: base + i }).collect();
+        self.routers = (0..2).map(|i| Origin { shard: (i % n) as u16, conn: base + 100 + i, session: 0 }).collect();
+        self.media = (0..2).map(|i| Origin { shard: ((i + 1) % n) as u16, conn: base + i, session: 0 }).collect();
         self.pulled.clear();
     }
 

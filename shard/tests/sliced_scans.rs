@@ -62,8 +62,13 @@ impl One {
     fn request(&mut self, client_type: ClientType, request: Request) -> u32 {
         let ref_id = self.next_ref;
         self.next_ref += 1;
-        let caller =
-            Caller { origin: Origin { shard: 0, conn: 5 }, ref_id, client_type, client_name: "op".into(), agent: None };
+        let caller = Caller {
+            origin: Origin { shard: 0, conn: 5, session: 0 },
+            ref_id,
+            client_type,
+            client_name: "op".into(),
+            agent: None,
+        };
         self.feed(Input::Request { caller, request });
         ref_id
     }
@@ -297,7 +302,7 @@ fn requests_held_during_a_cut_are_bounded() {
     let mut refused = Vec::new();
     for ref_id in 1..=5u32 {
         let caller = Caller {
-            origin: Origin { shard: 1, conn: 3 },
+            origin: Origin { shard: 1, conn: 3, session: 0 },
             ref_id,
             client_type: ClientType::Operator,
             client_name: "op".into(),

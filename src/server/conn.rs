@@ -25,27 +25,29 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use ahash::AHashMap;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use ixn_shard::agent::AgentRef;
 use ixn_shard::catalog::Catalog;
 use ixn_shard::machine::{Caller, Origin};
 use ixn_shard::proto::frame::{decode_body, split_frame, FatalFrameError, Header, PROTOCOL_VERSION};
-use ixn_shard::proto::request::{event_ack, event_error, heartbeat_timeout_of, ProtoError};
+use ixn_shard::proto::request::{event_ack, event_error, heartbeat_timeout_of, session_id_of, ProtoError};
 use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame, Request};
 use ixn_shard::report::{Cursor, Published};
+use ixn_shard::value::Value;
 
 use super::executor::{now_ms, Runtime};
 use super::msgid;
 use super::notify::LocalNotify;
 use crate::config::Config;
 
-/// A subscribed connection's part of the reporting stream.
+/// A subscribed session's part of the reporting stream.
 struct Subscriber {
-    /// The subscription (its coordinator's op; a connection's
-    /// subscriptions are all coordinated by its shard, so a later one has
-    /// a larger op). Events of an earlier subscription of this connection
-    /// still on their way are dropped.
+    /// The subscription (its coordinator's op; a session's subscriptions
+    /// are all coordinated by its connection's shard, so a later one has a
+    /// larger op). Events of an earlier subscription of this session still
+    /// on their way are dropped.
     sub: u64,
     /// Where it is: moved on by each event sent, and stamped on it.
     cursor: Cursor,
@@ -56,6 +58,96 @@ struct Subscriber {
     max_waiting: usize,
 }
 
+/// One client on a connection (docs/protocol.md, "Sessions"): the
+/// connection's own, registered first, or one a carrier such as the proxy
+/// opened with a SessionId. Each is a client of its own to the shards (its
+/// [`Origin`]): its agent, locks, snapshots and subscription.
+struct Session {
+    /// The client's number for it (SessionId; 0: the connection's own).
+    wire: u32,
+    /// The connection's number for it ([`Origin::session`]), never reused
+    /// on the connection, so what is still on its way to a closed session
+    /// never reaches a later one with the same SessionId.
+    serial: u32,
+    client_type: ClientType,
+    client_name: Arc<str>,
+    /// The agent logged in on this session (set by its home shard).
+    agent: Cell<Option<AgentRef>>,
+    /// Number of the last unsolicited event sent (EventSequence).
+    events_sent: Cell<u64>,
+    /// Its place in the reporting stream and the events it waits to be
+    /// sent; none until it subscribes, so other sessions pay nothing.
+    subscriber: RefCell<Option<Box<Subscriber>>>,
+    /// Subscriptions below this one ended (RequestUnsubscribe).
+    ended_below: Cell<u64>,
+    /// Events a subscriber resuming across a restart missed, read from the
+    /// event log, as frames with their cursors, and their subscription:
+    /// sent as the client reads, ahead of every event of that subscription.
+    log_frames: RefCell<(u64, VecDeque<Frame>)>,
+    /// Its requests with a shard, not answered yet.
+    unanswered: Cell<usize>,
+    /// Closed (RequestCloseSession, or its connection's close): its events
+    /// are dropped; it is kept until the answers to its requests are out.
+    closed: Cell<bool>,
+    /// In its connection's `backlogged` queue.
+    backlogged: Cell<bool>,
+}
+
+impl Session {
+    fn new(wire: u32, serial: u32, client_type: ClientType, client_name: Arc<str>) -> Rc<Session> {
+        Rc::new(Session {
+            wire,
+            serial,
+            client_type,
+            client_name,
+            agent: Cell::new(None),
+            events_sent: Cell::new(0),
+            subscriber: RefCell::new(None),
+            ended_below: Cell::new(0),
+            log_frames: RefCell::new((0, VecDeque::new())),
+            unanswered: Cell::new(0),
+            closed: Cell::new(false),
+            backlogged: Cell::new(false),
+        })
+    }
+
+    /// Whether events read from the event log for `sub` still wait.
+    fn log_waiting(&self, sub: u64) -> bool {
+        let l = self.log_frames.borrow();
+        l.0 == sub && !l.1.is_empty()
+    }
+
+    /// The next event waiting to go out as the client reads, if any.
+    fn next_waiting(&self) -> Option<Waiting> {
+        let current = self.subscriber.borrow().as_deref().map(|s| s.sub);
+        {
+            let mut l = self.log_frames.borrow_mut();
+            // Frames of a subscription that is not the current one (ended,
+            // or not started yet) wait or go.
+            if current.is_some_and(|s| s != l.0) {
+                l.1.clear();
+            }
+            if let Some(frame) = l.1.pop_front() {
+                return Some(Waiting::Logged(frame));
+            }
+        }
+        self.subscriber.borrow_mut().as_deref_mut().and_then(|s| s.waiting.pop_front()).map(Waiting::Event)
+    }
+
+    /// Whether the subscriber's waiting events pass their bound.
+    fn over_waiting(&self) -> bool {
+        self.subscriber.borrow().as_deref().is_some_and(|s| s.waiting.len() > s.max_waiting)
+    }
+}
+
+/// An event waiting in a session for the client to read.
+enum Waiting {
+    /// Read from the event log, framed with its cursor.
+    Logged(Frame),
+    /// Of this run: framed and stamped when sent.
+    Event(Arc<Published>),
+}
+
 /// Waiting events are encoded while the output holds less than this (or a
 /// quarter of max-output-buffer, if less).
 const REFILL_BELOW: usize = 64 << 10;
@@ -63,6 +155,8 @@ const REFILL_BELOW: usize = 64 << 10;
 pub struct Conn {
     pub id: u64,
     pub peer: Option<SocketAddr>,
+    /// The shard the connection lives on (its origins name it).
+    shard: u16,
     /// The socket, closed when the last reference to the connection goes
     /// (after both tasks ended). Each task borrows it only inside a poll.
     stream: RefCell<TcpStream>,
@@ -79,31 +173,29 @@ pub struct Conn {
     /// The heartbeat timeout the client asked for, in milliseconds (0:
     /// none): its reads time out after this long without a byte.
     heartbeat_ms: Cell<u32>,
-    client: RefCell<Option<(ClientType, Arc<str>)>>,
-    /// The agent logged in on this connection (set by its home shard).
-    pub agent: Cell<Option<AgentRef>>,
-    /// Number of the last unsolicited event sent (EventSequence).
-    events_sent: Cell<u64>,
-    /// A subscriber's place in the reporting stream and the events it
-    /// waits to be sent; none until it subscribes, so other connections pay
-    /// nothing for it.
-    subscriber: RefCell<Option<Box<Subscriber>>>,
-    /// Subscriptions below this one ended (RequestUnsubscribe).
-    ended_below: Cell<u64>,
-    /// Events a subscriber resuming across a restart missed, read from the
-    /// event log, as frames with their cursors, and their subscription:
-    /// sent as the client reads, ahead of every event of that subscription.
-    log_frames: RefCell<(u64, VecDeque<Frame>)>,
+    /// Its sessions by serial ([`Origin::session`]; the connection's own
+    /// is 0, there once it registered). A closed session stays until its
+    /// answers are out.
+    sessions: RefCell<AHashMap<u32, Rc<Session>>>,
+    /// Serials of the open sessions other than its own, by SessionId.
+    open: RefCell<AHashMap<u32, u32>>,
+    /// The last serial given.
+    last_serial: Cell<u32>,
+    /// Sessions with events waiting to go out as the client reads, taken
+    /// in turn.
+    backlogged: RefCell<VecDeque<Rc<Session>>>,
     max_pending: usize,
     max_output: usize,
     max_frame: usize,
+    max_sessions: usize,
 }
 
 impl Conn {
-    pub fn new(id: u64, peer: Option<SocketAddr>, stream: TcpStream, config: &Config) -> Rc<Conn> {
+    pub fn new(id: u64, shard: u16, peer: Option<SocketAddr>, stream: TcpStream, config: &Config) -> Rc<Conn> {
         Rc::new(Conn {
             id,
             peer,
+            shard,
             stream: RefCell::new(stream),
             out: RefCell::new(Vec::new()),
             writing: Cell::new(false),
@@ -114,20 +206,55 @@ impl Conn {
             dead: Cell::new(false),
             cause: Cell::new(None),
             heartbeat_ms: Cell::new(0),
-            client: RefCell::new(None),
-            agent: Cell::new(None),
-            events_sent: Cell::new(0),
-            subscriber: RefCell::new(None),
-            ended_below: Cell::new(0),
-            log_frames: RefCell::new((0, VecDeque::new())),
+            sessions: RefCell::new(AHashMap::new()),
+            open: RefCell::new(AHashMap::new()),
+            last_serial: Cell::new(0),
+            backlogged: RefCell::new(VecDeque::new()),
             max_pending: config.server.max_pending_requests,
             max_output: config.server.max_output_buffer,
             max_frame: config.server.max_frame_size,
+            max_sessions: config.server.max_sessions_per_connection,
         })
     }
 
-    /// Queues the answer to one request.
-    pub fn answer(&self, frame: &Frame) {
+    /// The session with this serial, open or closed with answers to send.
+    fn session(&self, serial: u32) -> Option<Rc<Session>> {
+        self.sessions.borrow().get(&serial).cloned()
+    }
+
+    /// The open session a request names by its SessionId.
+    fn open_session(&self, wire: u32) -> Option<Rc<Session>> {
+        let serial = if wire == 0 { 0 } else { *self.open.borrow().get(&wire)? };
+        self.session(serial).filter(|s| !s.closed.get())
+    }
+
+    /// The session at `serial`, if it is open: events for it are sent.
+    fn live_session(&self, serial: u32) -> Option<Rc<Session>> {
+        self.session(serial).filter(|s| !s.closed.get())
+    }
+
+    fn origin(&self, serial: u32) -> Origin {
+        Origin { shard: self.shard, conn: self.id, session: serial }
+    }
+
+    /// Hands a shard's answer to a request of the session at `serial`: it
+    /// goes out even if the session closed meanwhile (every request gets
+    /// exactly one answer).
+    pub fn answer_from_shard(&self, serial: u32, frame: &Frame) {
+        let Some(s) = self.session(serial) else {
+            debug_assert!(false, "an answer for session {serial}, which has no request waiting");
+            return;
+        };
+        debug_assert!(s.unanswered.get() > 0, "an answer without a request");
+        s.unanswered.set(s.unanswered.get().saturating_sub(1));
+        if s.closed.get() && s.unanswered.get() == 0 {
+            self.sessions.borrow_mut().remove(&serial);
+        }
+        self.answer(s.wire, frame);
+    }
+
+    /// Queues the answer to one request of session `wire` (its SessionId).
+    fn answer(&self, wire: u32, frame: &Frame) {
         if self.dead.get() {
             return;
         }
@@ -136,6 +263,7 @@ impl Conn {
                 msg_id = msgid::REQUEST_REFUSED,
                 conn = self.id,
                 peer = ?self.peer,
+                session = wire,
                 ref_id = frame.ref_id,
                 code = frame.get_int(attr::ERROR_CODE),
                 text = frame.get_str(attr::ERROR_TEXT),
@@ -146,7 +274,7 @@ impl Conn {
         self.unanswered.set(self.unanswered.get().saturating_sub(1));
         let len = {
             let mut out = self.out.borrow_mut();
-            frame.encode_into(&mut out);
+            encode_for(frame, wire, &mut out);
             out.len()
         };
         if len > self.max_output {
@@ -167,18 +295,26 @@ impl Conn {
         }
     }
 
-    /// Queues an unsolicited event (not an answer), numbered with
-    /// EventSequence. Bounded like answers (max-output-buffer).
-    pub fn event(&self, mut frame: Frame) {
+    /// Queues an unsolicited event (not an answer) for the session at
+    /// `serial`, numbered with its EventSequence; dropped if it closed.
+    pub fn event(&self, serial: u32, frame: Frame) {
+        if let Some(s) = self.live_session(serial) {
+            self.send_event(&s, frame);
+        }
+    }
+
+    /// Queues an event of `s`, numbered with its EventSequence. Bounded
+    /// like answers (max-output-buffer).
+    fn send_event(&self, s: &Session, mut frame: Frame) {
         if self.dead.get() || self.closing.get() {
             return;
         }
-        let seq = self.events_sent.get() + 1;
-        self.events_sent.set(seq);
+        let seq = s.events_sent.get() + 1;
+        s.events_sent.set(seq);
         frame.push(attr::EVENT_SEQUENCE, seq as i64);
         let len = {
             let mut out = self.out.borrow_mut();
-            frame.encode_into(&mut out);
+            encode_for(&frame, s.wire, &mut out);
             out.len()
         };
         if len > self.max_output {
@@ -196,11 +332,25 @@ impl Conn {
         self.out_notify.notify();
     }
 
-    /// The subscription starts at `cursor` (before any of its events).
-    /// `max_waiting`: the most events that may wait behind a replay.
-    pub fn start_cursor(&self, sub: u64, cursor: Cursor, catalog: Arc<Catalog>, max_waiting: usize) {
-        let mut current = self.subscriber.borrow_mut();
-        if sub < self.ended_below.get() || current.as_deref().is_some_and(|s| s.sub > sub) {
+    /// The session at `serial` now carries `agent` (or none). False when
+    /// it closed: its home must still hear of the close.
+    pub fn bind(&self, serial: u32, agent: Option<AgentRef>) -> bool {
+        match self.live_session(serial) {
+            Some(s) => {
+                s.agent.set(agent);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The subscription of the session at `serial` starts at `cursor`
+    /// (before any of its events). `max_waiting`: the most events that may
+    /// wait behind a replay.
+    pub fn start_cursor(&self, serial: u32, sub: u64, cursor: Cursor, catalog: Arc<Catalog>, max_waiting: usize) {
+        let Some(s) = self.live_session(serial) else { return };
+        let mut current = s.subscriber.borrow_mut();
+        if sub < s.ended_below.get() || current.as_deref().is_some_and(|c| c.sub > sub) {
             // An earlier subscription's, late: it ended, or a later one
             // has started.
             return;
@@ -208,36 +358,34 @@ impl Conn {
         *current = Some(Box::new(Subscriber { sub, cursor, catalog, waiting: VecDeque::new(), max_waiting }));
     }
 
-    /// The client unsubscribed (this comes before the answer): no event of
-    /// its subscriptions so far is sent from now on.
-    pub fn end_subscription(&self, below: u64) {
-        self.ended_below.set(self.ended_below.get().max(below));
-        *self.subscriber.borrow_mut() = None;
+    /// The session unsubscribed (this comes before the answer): no event
+    /// of its subscriptions so far is sent from now on.
+    pub fn end_subscription(&self, serial: u32, below: u64) {
+        let Some(s) = self.session(serial) else { return };
+        s.ended_below.set(s.ended_below.get().max(below));
+        *s.subscriber.borrow_mut() = None;
     }
 
     /// Queues the events of subscription `sub` read from the event log:
     /// they go out as the client reads, before any other of its events.
-    pub fn queue_log(&self, sub: u64, frames: Vec<Frame>) {
-        if sub < self.ended_below.get() {
+    pub fn queue_log(&self, serial: u32, sub: u64, frames: Vec<Frame>) {
+        let Some(s) = self.live_session(serial) else { return };
+        if sub < s.ended_below.get() {
             return;
         }
-        *self.log_frames.borrow_mut() = (sub, frames.into());
+        *s.log_frames.borrow_mut() = (sub, frames.into());
+        self.mark_backlogged(&s);
         self.refill();
-    }
-
-    /// Whether events read from the event log for `sub` still wait.
-    fn log_waiting(&self, sub: u64) -> bool {
-        let l = self.log_frames.borrow();
-        l.0 == sub && !l.1.is_empty()
     }
 
     /// Queues a reporting event: at once, or behind the events of a
     /// replay still waiting.
-    pub fn report(&self, sub_op: u64, p: Arc<Published>) {
-        let p = match self.subscriber.borrow_mut().as_deref_mut() {
-            // Of an earlier subscription of this connection: dropped.
+    pub fn report(&self, serial: u32, sub_op: u64, p: Arc<Published>) {
+        let Some(s) = self.live_session(serial) else { return };
+        let p = match s.subscriber.borrow_mut().as_deref_mut() {
+            // Of an earlier subscription of this session: dropped.
             Some(sub) if sub.sub != sub_op => return,
-            Some(sub) if !sub.waiting.is_empty() || self.log_waiting(sub_op) => {
+            Some(sub) if !sub.waiting.is_empty() || s.log_waiting(sub_op) => {
                 sub.waiting.push_back(p);
                 None
             }
@@ -246,37 +394,47 @@ impl Conn {
             None => return,
         };
         match p {
-            Some(p) => self.send_report(&p),
-            None => self.check_waiting(),
+            Some(p) => self.send_report(&s, &p),
+            None => self.check_waiting(&s),
         }
     }
 
     /// Queues the events a resuming subscriber missed: they go out as the
     /// client reads, so a long replay never fills the output buffer.
-    pub fn replay(&self, sub_op: u64, events: Vec<Arc<Published>>) {
-        match self.subscriber.borrow_mut().as_deref_mut() {
+    pub fn replay(&self, serial: u32, sub_op: u64, events: Vec<Arc<Published>>) {
+        let Some(s) = self.live_session(serial) else { return };
+        match s.subscriber.borrow_mut().as_deref_mut() {
             Some(sub) if sub.sub == sub_op => sub.waiting.extend(events),
             _ => return,
         }
-        self.check_waiting();
+        self.mark_backlogged(&s);
+        self.check_waiting(&s);
         self.refill();
     }
 
+    /// Puts `s` in the queue of sessions with events waiting.
+    fn mark_backlogged(&self, s: &Rc<Session>) {
+        if !s.backlogged.replace(true) {
+            self.backlogged.borrow_mut().push_back(s.clone());
+        }
+    }
+
     /// Disconnects a subscriber whose waiting events pass their bound.
-    fn check_waiting(&self) {
-        let over = self.subscriber.borrow().as_deref().is_some_and(|s| s.waiting.len() > s.max_waiting);
-        if over {
+    fn check_waiting(&self, s: &Session) {
+        if s.over_waiting() {
             tracing::warn!(
                 msg_id = msgid::SLOW_CLIENT,
                 conn = self.id,
                 peer = ?self.peer,
+                session = s.wire,
                 "client disconnected: it does not read the events it resumed (replay backlog exceeded)"
             );
             self.kill("max-output-buffer exceeded");
         }
     }
 
-    /// Moves waiting events into the output while it holds little.
+    /// Moves waiting events into the output while it holds little, one
+    /// event of each backlogged session in turn.
     fn refill(&self) {
         loop {
             // Well under max-output-buffer: one more event (at most half a
@@ -285,31 +443,25 @@ impl Conn {
             if self.dead.get() || self.out.borrow().len() >= below {
                 return;
             }
-            let current = self.subscriber.borrow().as_deref().map(|s| s.sub);
-            let logged = {
-                let mut l = self.log_frames.borrow_mut();
-                // Frames of a subscription that is not the current one
-                // (ended, or not started yet) wait or go.
-                if current.is_some_and(|s| s != l.0) {
-                    l.1.clear();
-                }
-                l.1.pop_front()
-            };
-            if let Some(frame) = logged {
-                self.event(frame);
+            let Some(s) = self.backlogged.borrow_mut().pop_front() else { return };
+            let next = if s.closed.get() { None } else { s.next_waiting() };
+            let Some(next) = next else {
+                s.backlogged.set(false);
                 continue;
+            };
+            self.backlogged.borrow_mut().push_back(s.clone());
+            match next {
+                Waiting::Logged(frame) => self.send_event(&s, frame),
+                Waiting::Event(p) => self.send_report(&s, &p),
             }
-            let next = self.subscriber.borrow_mut().as_deref_mut().and_then(|s| s.waiting.pop_front());
-            let Some(p) = next else { return };
-            self.send_report(&p);
         }
     }
 
     /// Encodes a reporting event, stamped with the cursor that names it and
     /// every earlier one this subscriber received.
-    fn send_report(&self, p: &Published) {
+    fn send_report(&self, s: &Session, p: &Published) {
         let frame = {
-            let mut sub = self.subscriber.borrow_mut();
+            let mut sub = s.subscriber.borrow_mut();
             let Some(sub) = sub.as_deref_mut() else { return };
             let last = &mut sub.cursor.seqs[p.shard as usize];
             debug_assert!(p.seq > *last, "event {} of shard {} after {last}", p.seq, p.shard);
@@ -320,11 +472,26 @@ impl Conn {
             frame.push(attr::EVENT_CURSOR, text);
             frame
         };
-        self.event(frame);
+        self.send_event(s, frame);
     }
 
-    fn error(&self, ref_id: u32, code: ErrorCode, text: impl Into<String>) {
-        self.answer(&event_error(ref_id, &ProtoError::new(code, text)));
+    /// Closes every session of the connection (it closed): returns each
+    /// one's origin and agent, for the shards.
+    fn close_sessions(&self) -> Vec<(Origin, Option<AgentRef>)> {
+        self.open.borrow_mut().clear();
+        self.backlogged.borrow_mut().clear();
+        let mut sessions: Vec<_> = self.sessions.borrow_mut().drain().map(|(_, s)| s).collect();
+        sessions.sort_by_key(|s| s.serial);
+        sessions
+            .into_iter()
+            // One closed by RequestCloseSession was told to the shards then.
+            .filter(|s| !s.closed.replace(true))
+            .map(|s| (self.origin(s.serial), s.agent.get()))
+            .collect()
+    }
+
+    fn error(&self, wire: u32, ref_id: u32, code: ErrorCode, text: impl Into<String>) {
+        self.answer(wire, &event_error(ref_id, &ProtoError::new(code, text)));
     }
 
     /// Whether answers are still waiting to go out.
@@ -547,8 +714,10 @@ async fn read_loop(rt: &Runtime, conn: &Conn) {
     };
     conn.close_after_flush();
     rt.remove_conn(conn.id);
-    rt.conn_closed(conn.id, conn.agent.get());
-    let client = conn.client.borrow().as_ref().map(|(_, n)| n.to_string());
+    let client = conn.session(0).map(|s| s.client_name.to_string());
+    for (origin, agent) in conn.close_sessions() {
+        rt.conn_closed(origin, agent);
+    }
     let cause = conn.cause.get().unwrap_or(if rt.stopping.get() { "shutdown" } else { "none" });
     tracing::info!(msg_id = msgid::CLIENT_DISCONNECTED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, ?client, reason, cause, "client disconnected");
 }
@@ -581,7 +750,7 @@ fn fatal_frame(conn: &Conn, e: &FatalFrameError) {
     tracing::warn!(msg_id = msgid::FATAL_FRAME, conn = conn.id, peer = ?conn.peer, error = %e, "bad frame; closing the connection");
     // Counted as a request so the answer bookkeeping stays balanced.
     conn.unanswered.set(conn.unanswered.get() + 1);
-    conn.error(0, code, format!("{e}; closing the connection"));
+    conn.error(0, 0, code, format!("{e}; closing the connection"));
 }
 
 fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
@@ -590,58 +759,183 @@ fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
     conn.unanswered.set(conn.unanswered.get() + 1);
     let frame = match decode_body(body) {
         Ok(attrs) => Frame { msg_type: header.msg_type(), ref_id, attrs, raw: Vec::new() },
-        Err(e) => return conn.error(ref_id, ErrorCode::MalformedBody, format!("malformed body: {e}")),
+        Err(e) => return conn.error(0, ref_id, ErrorCode::MalformedBody, format!("malformed body: {e}")),
+    };
+    // The session is the connection's business, as is the heartbeat: read
+    // here, before the request, so every answer carries it.
+    let wire = match session_id_of(&frame) {
+        Ok(w) => w,
+        Err(e) => return conn.answer(0, &event_error(ref_id, &e)),
     };
     let request = match Request::decode(&frame) {
         Ok(r) => r,
-        Err(e) => return conn.answer(&event_error(ref_id, &e)),
+        Err(e) => return conn.answer(wire, &event_error(ref_id, &e)),
     };
-    // The heartbeat is the connection's business, not the state machine's:
-    // read here, with the request's other attributes (errors 13 and 14).
     let heartbeat = match &request {
         Request::RegisterClient { .. } => match heartbeat_timeout_of(&frame) {
             Ok(h) => h,
-            Err(e) => return conn.answer(&event_error(ref_id, &e)),
+            Err(e) => return conn.answer(wire, &event_error(ref_id, &e)),
         },
         _ => None,
     };
-    let client = conn.client.borrow().clone();
-    match (request, client) {
-        (Request::RegisterClient { .. }, Some(_)) => {
-            conn.error(ref_id, ErrorCode::AlreadyRegistered, "this connection is already registered")
+    match request {
+        Request::RegisterClient { client_type, name, credential } => {
+            register(rt, conn, wire, ref_id, client_type, name, credential, heartbeat)
         }
-        (Request::RegisterClient { client_type, name, credential }, None) => {
-            match authenticate(&rt.config, conn.peer, client_type, &name, credential.as_deref()) {
-                Ok(()) => {
-                    tracing::info!(msg_id = msgid::CLIENT_REGISTERED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, client = %name, client_type = client_type.name(), heartbeat_ms = heartbeat.unwrap_or(0), "client registered");
-                    *conn.client.borrow_mut() = Some((client_type, name.into()));
-                    let mut ack = event_ack(ref_id)
-                        .with(attr::SERVER_NAME, rt.config.server.application_name.as_str())
-                        .with(attr::NODE_ID, rt.config.server.node_id as i64)
-                        .with(attr::PROTOCOL_VERSION, PROTOCOL_VERSION as i64)
-                        .with(attr::SHARD_COUNT, rt.shards as i64);
-                    if let Some(ms) = heartbeat {
-                        conn.start_heartbeat(ms);
-                        ack.push(attr::HEARTBEAT_TIMEOUT, ms as i64);
-                    }
-                    conn.answer(&ack);
-                }
-                Err(text) => {
-                    tracing::warn!(msg_id = msgid::AUTH_FAILED, conn = conn.id, peer = ?conn.peer, client = %name, reason = %text, "registration refused");
-                    conn.error(ref_id, ErrorCode::AuthenticationFailed, text)
-                }
+        Request::CloseSession => close_session(rt, conn, wire, ref_id),
+        request => {
+            let Some(session) = conn.open_session(wire) else {
+                let text = if conn.session(0).is_none() {
+                    format!("{} before RequestRegisterClient", request.name())
+                } else {
+                    format!("session {wire} is not open on this connection: open it with RequestRegisterClient")
+                };
+                return conn.error(wire, ref_id, ErrorCode::NotRegistered, text);
+            };
+            if let Request::Ping = request {
+                return conn.answer(wire, &event_ack(ref_id).with(attr::SERVER_TIME, now_ms()));
             }
-        }
-        (r, None) => conn.error(ref_id, ErrorCode::NotRegistered, format!("{} before RequestRegisterClient", r.name())),
-        (Request::Ping, Some(_)) => conn.answer(&event_ack(ref_id).with(attr::SERVER_TIME, now_ms())),
-        (_, Some(_)) if rt.stopping.get() => conn.error(ref_id, ErrorCode::ShuttingDown, "the server is shutting down"),
-        (request, Some((client_type, client_name))) => {
-            let origin = Origin { shard: rt.shard, conn: conn.id };
-            let caller = Caller { origin, ref_id, client_type, client_name, agent: conn.agent.get() };
+            if rt.stopping.get() {
+                return conn.error(wire, ref_id, ErrorCode::ShuttingDown, "the server is shutting down");
+            }
+            let caller = Caller {
+                origin: conn.origin(session.serial),
+                ref_id,
+                client_type: session.client_type,
+                client_name: session.client_name.clone(),
+                agent: session.agent.get(),
+            };
+            // Counted first: a shard may answer before route returns.
+            session.unanswered.set(session.unanswered.get() + 1);
             if let Err(e) = rt.route(caller, request) {
-                conn.answer(&event_error(ref_id, &e));
+                session.unanswered.set(session.unanswered.get() - 1);
+                conn.answer(wire, &event_error(ref_id, &e));
             }
         }
+    }
+}
+
+/// RequestRegisterClient: registers the connection (no SessionId), or
+/// opens session `wire` on a registered connection.
+#[allow(clippy::too_many_arguments)]
+fn register(
+    rt: &Runtime,
+    conn: &Conn,
+    wire: u32,
+    ref_id: u32,
+    client_type: ClientType,
+    name: String,
+    credential: Option<String>,
+    heartbeat: Option<u32>,
+) {
+    if wire == 0 && conn.session(0).is_some() {
+        return conn.error(wire, ref_id, ErrorCode::AlreadyRegistered, "this connection is already registered");
+    }
+    if wire != 0 {
+        if conn.session(0).is_none() {
+            return conn.error(
+                wire,
+                ref_id,
+                ErrorCode::NotRegistered,
+                "register the connection (RequestRegisterClient without SessionId) before opening sessions on it",
+            );
+        }
+        if conn.open.borrow().contains_key(&wire) {
+            return conn.error(wire, ref_id, ErrorCode::AlreadyRegistered, format!("session {wire} is already open"));
+        }
+        if heartbeat.is_some() {
+            return conn.error(
+                wire,
+                ref_id,
+                ErrorCode::InvalidValue,
+                "HeartbeatTimeout belongs to the connection: ask for it when registering the connection, not a session",
+            );
+        }
+        if conn.open.borrow().len() >= conn.max_sessions {
+            return conn.error(
+                wire,
+                ref_id,
+                ErrorCode::Overloaded,
+                format!(
+                    "this connection has max-sessions-per-connection ({}) sessions open; close one or use another \
+                     connection",
+                    conn.max_sessions
+                ),
+            );
+        }
+    }
+    if let Err(text) = authenticate(&rt.config, conn.peer, client_type, &name, credential.as_deref()) {
+        tracing::warn!(msg_id = msgid::AUTH_FAILED, conn = conn.id, peer = ?conn.peer, session = wire, client = %name, reason = %text, "registration refused");
+        return conn.error(wire, ref_id, ErrorCode::AuthenticationFailed, text);
+    }
+    let serial = if wire == 0 {
+        0
+    } else {
+        let Some(serial) = conn.last_serial.get().checked_add(1) else {
+            return conn.error(
+                wire,
+                ref_id,
+                ErrorCode::Overloaded,
+                "this connection has opened 2^32-1 sessions, the most one connection may; use another connection",
+            );
+        };
+        conn.last_serial.set(serial);
+        conn.open.borrow_mut().insert(wire, serial);
+        serial
+    };
+    tracing::info!(msg_id = msgid::CLIENT_REGISTERED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, session = wire, client = %name, client_type = client_type.name(), heartbeat_ms = heartbeat.unwrap_or(0), "client registered");
+    conn.sessions.borrow_mut().insert(serial, Session::new(wire, serial, client_type, name.into()));
+    let mut ack = event_ack(ref_id)
+        .with(attr::SERVER_NAME, rt.config.server.application_name.as_str())
+        .with(attr::NODE_ID, rt.config.server.node_id as i64)
+        .with(attr::PROTOCOL_VERSION, PROTOCOL_VERSION as i64)
+        .with(attr::SHARD_COUNT, rt.shards as i64);
+    if let Some(ms) = heartbeat {
+        conn.start_heartbeat(ms);
+        ack.push(attr::HEARTBEAT_TIMEOUT, ms as i64);
+    }
+    conn.answer(wire, &ack);
+}
+
+/// RequestCloseSession: ends session `wire` as closing a connection ends
+/// its client (its agent's login session starts, its locks, pulls,
+/// snapshots and subscription end). Answers to its requests still on
+/// their way go out; its events stop at once.
+fn close_session(rt: &Runtime, conn: &Conn, wire: u32, ref_id: u32) {
+    if wire == 0 {
+        return conn.error(
+            wire,
+            ref_id,
+            ErrorCode::MissingAttribute,
+            "RequestCloseSession needs the SessionId of the session to close; the connection's own session ends with \
+             the connection",
+        );
+    }
+    let Some(serial) = conn.open.borrow_mut().remove(&wire) else {
+        return conn.error(
+            wire,
+            ref_id,
+            ErrorCode::NotRegistered,
+            format!("session {wire} is not open on this connection"),
+        );
+    };
+    let session = conn.session(serial).expect("an open session is kept");
+    session.closed.set(true);
+    if session.unanswered.get() == 0 {
+        conn.sessions.borrow_mut().remove(&serial);
+    }
+    tracing::info!(msg_id = msgid::SESSION_CLOSED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, session = wire, client = %session.client_name, "session closed");
+    rt.conn_closed(conn.origin(serial), session.agent.get());
+    conn.answer(wire, &event_ack(ref_id));
+}
+
+/// Encodes a frame for the session `wire`: stamped with its SessionId
+/// unless it is the connection's own.
+fn encode_for(frame: &Frame, wire: u32, out: &mut Vec<u8>) {
+    if wire == 0 {
+        frame.encode_into(out);
+    } else {
+        frame.encode_into_with(out, attr::SESSION_ID, &Value::Int(wire as i64));
     }
 }
 

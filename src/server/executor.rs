@@ -35,24 +35,25 @@ use crate::config::Config;
 pub enum ShardMsg {
     /// A request about an interaction the receiver owns.
     Request { caller: Caller, request: Request },
-    /// The answer to a forwarded request, for a connection of the receiver.
-    Reply { conn: u64, frame: Frame },
+    /// The answer to a forwarded request, for a session of a connection
+    /// of the receiver.
+    Reply { to: Origin, frame: Frame },
     /// A message of the shards' own protocol (ixn_shard::peer).
     Peer { from: u16, msg: PeerMsg },
     /// An unsolicited event for a connection of the receiver.
-    Event { conn: u64, frame: Frame },
+    Event { to: Origin, frame: Frame },
     /// A reporting event for a subscribed connection of the receiver,
     /// which turns it into a frame.
     /// `sub`: the subscription it is for (see `Output::Report`).
-    Report { conn: u64, sub: u64, event: Arc<Published> },
+    Report { to: Origin, sub: u64, event: Arc<Published> },
     /// Where a subscribed connection of the receiver starts in the stream.
-    Cursor { conn: u64, sub: u64, cursor: Cursor },
+    Cursor { to: Origin, sub: u64, cursor: Cursor },
     /// A subscribed connection of the receiver unsubscribed.
-    Unsubscribed { conn: u64, below: u64 },
+    Unsubscribed { to: Origin, below: u64 },
     /// Events a resuming subscriber of the receiver missed.
-    Replay { conn: u64, sub: u64, events: Vec<Arc<Published>> },
-    /// A connection of the receiver now carries this agent (or none).
-    Bind { conn: u64, agent: Option<AgentRef> },
+    Replay { to: Origin, sub: u64, events: Vec<Arc<Published>> },
+    /// A session of the receiver now carries this agent (or none).
+    Bind { to: Origin, agent: Option<AgentRef> },
 }
 
 /// Everything a shard needs, handed to its executor thread at start.
@@ -284,18 +285,20 @@ impl Runtime {
             frame.push(ixn_shard::proto::attr::EVENT_CURSOR, text);
             frames.push(frame);
         }
-        c.queue_log(sub, frames);
+        c.queue_log(origin.session, sub, frames);
     }
 
-    /// A connection of this shard closed: its locks, pulls and snapshots end.
-    pub fn conn_closed(&self, conn: u64, agent: Option<AgentRef>) {
-        self.run_machine(Input::ConnClosed { origin: Origin { shard: self.shard, conn }, agent });
+    /// A session of a connection of this shard closed (or the connection,
+    /// for each of its sessions): its locks, pulls and snapshots end.
+    pub fn conn_closed(&self, origin: Origin, agent: Option<AgentRef>) {
+        debug_assert_eq!(origin.shard, self.shard);
+        self.run_machine(Input::ConnClosed { origin, agent });
     }
 
     fn dispatch(&self, out: &mut Vec<Output>) {
         for o in out.drain(..) {
             match o {
-                Output::Reply { origin, frame } => self.to_conn(origin, ShardMsg::Reply { conn: origin.conn, frame }),
+                Output::Reply { origin, frame } => self.to_conn(origin, ShardMsg::Reply { to: origin, frame }),
                 Output::Store { token, op, log } => {
                     self.writer.submit(WriteRequest { shard: self.shard, token, op, log })
                 }
@@ -309,24 +312,24 @@ impl Runtime {
                         self.send_peer(to, ShardMsg::Peer { from: self.shard, msg });
                     }
                 }
-                Output::Event { origin, frame } => self.to_conn(origin, ShardMsg::Event { conn: origin.conn, frame }),
+                Output::Event { origin, frame } => self.to_conn(origin, ShardMsg::Event { to: origin, frame }),
                 Output::Report { origin, sub, event } => {
-                    self.to_conn(origin, ShardMsg::Report { conn: origin.conn, sub, event })
+                    self.to_conn(origin, ShardMsg::Report { to: origin, sub, event })
                 }
                 Output::Replay { origin, sub, events } => {
-                    self.to_conn(origin, ShardMsg::Replay { conn: origin.conn, sub, events })
+                    self.to_conn(origin, ShardMsg::Replay { to: origin, sub, events })
                 }
                 Output::Unsubscribed { origin, below } => {
-                    self.to_conn(origin, ShardMsg::Unsubscribed { conn: origin.conn, below })
+                    self.to_conn(origin, ShardMsg::Unsubscribed { to: origin, below })
                 }
                 Output::ReadLog { token, after, upto } => self.read_log(token, after, upto),
                 Output::SendLog { origin, sub, token, tenant, after } => {
                     self.send_log(origin, sub, token, tenant, after)
                 }
                 Output::Cursor { origin, sub, cursor } => {
-                    self.to_conn(origin, ShardMsg::Cursor { conn: origin.conn, sub, cursor })
+                    self.to_conn(origin, ShardMsg::Cursor { to: origin, sub, cursor })
                 }
-                Output::Bind { origin, agent } => self.to_conn(origin, ShardMsg::Bind { conn: origin.conn, agent }),
+                Output::Bind { origin, agent } => self.to_conn(origin, ShardMsg::Bind { to: origin, agent }),
             }
         }
     }
@@ -347,58 +350,52 @@ impl Runtime {
         self.conns.borrow().get(&id).cloned()
     }
 
-    /// Hands an answer to a connection of this shard (dropped if it closed).
-    pub fn deliver(&self, conn: u64, frame: Frame) {
-        match self.conn(conn) {
-            Some(c) => c.answer(&frame),
-            None => tracing::debug!(conn, ref_id = frame.ref_id, "answer for a closed connection dropped"),
+    /// Hands an answer to a session of this shard (dropped if its
+    /// connection closed).
+    pub fn deliver(&self, to: Origin, frame: Frame) {
+        match self.conn(to.conn) {
+            Some(c) => c.answer_from_shard(to.session, &frame),
+            None => tracing::debug!(conn = to.conn, ref_id = frame.ref_id, "answer for a closed connection dropped"),
         }
     }
 
-    /// Hands an unsolicited event to a connection of this shard.
-    pub fn deliver_event(&self, conn: u64, frame: Frame) {
-        if let Some(c) = self.conn(conn) {
-            c.event(frame);
+    /// Hands an unsolicited event to a session of this shard.
+    pub fn deliver_event(&self, to: Origin, frame: Frame) {
+        if let Some(c) = self.conn(to.conn) {
+            c.event(to.session, frame);
         }
     }
 
-    /// Hands a reporting event to a subscribed connection of this shard, as
-    /// its frame (dropped if the connection closed).
-    fn deliver_report(&self, conn: u64, sub: u64, p: Arc<Published>) {
-        if let Some(c) = self.conn(conn) {
-            c.report(sub, p);
+    /// Hands a reporting event to a subscribed session of this shard, as
+    /// its frame (dropped if it closed).
+    fn deliver_report(&self, to: Origin, sub: u64, p: Arc<Published>) {
+        if let Some(c) = self.conn(to.conn) {
+            c.report(to.session, sub, p);
         }
     }
 
-    fn deliver_replay(&self, conn: u64, sub: u64, events: Vec<Arc<Published>>) {
-        if let Some(c) = self.conn(conn) {
-            c.replay(sub, events);
+    fn deliver_replay(&self, to: Origin, sub: u64, events: Vec<Arc<Published>>) {
+        if let Some(c) = self.conn(to.conn) {
+            c.replay(to.session, sub, events);
         }
     }
 
-    fn start_cursor(&self, conn: u64, sub: u64, cursor: Cursor) {
-        if let Some(c) = self.conn(conn) {
+    fn start_cursor(&self, to: Origin, sub: u64, cursor: Cursor) {
+        if let Some(c) = self.conn(to.conn) {
             // A whole replay from every shard, and as much again behind it.
             let keep = self.config.settings.reporting_replay_events;
             let max_waiting = keep.saturating_mul(self.shards as usize + 1).max(REPLAY_SLACK);
-            c.start_cursor(sub, cursor, self.catalog.clone(), max_waiting);
+            c.start_cursor(to.session, sub, cursor, self.catalog.clone(), max_waiting);
         }
     }
 
-    fn bind(&self, conn: u64, agent: Option<AgentRef>) {
-        match self.conn(conn) {
-            Some(c) => c.agent.set(agent),
-            // Closed meanwhile: its home hears of the close after this.
-            None => {
-                if let Some(agent) = agent {
-                    // The login completed after the connection closed: the
-                    // home must still start the login session.
-                    self.run_machine(Input::ConnClosed {
-                        origin: Origin { shard: self.shard, conn },
-                        agent: Some(agent),
-                    });
-                }
-            }
+    fn bind(&self, to: Origin, agent: Option<AgentRef>) {
+        let bound = self.conn(to.conn).is_some_and(|c| c.bind(to.session, agent));
+        // Closed meanwhile: its home hears of the close after this.
+        if let (false, Some(agent)) = (bound, agent) {
+            // The login completed after the session closed: the home must
+            // still start the login session.
+            self.run_machine(Input::ConnClosed { origin: to, agent: Some(agent) });
         }
     }
 
@@ -409,18 +406,18 @@ impl Runtime {
     fn handle_peer(&self, msg: ShardMsg) {
         match msg {
             ShardMsg::Request { caller, request } => self.run_machine(Input::Request { caller, request }),
-            ShardMsg::Reply { conn, frame } => self.deliver(conn, frame),
+            ShardMsg::Reply { to, frame } => self.deliver(to, frame),
             ShardMsg::Peer { from, msg } => self.run_machine(Input::Peer { from, msg }),
-            ShardMsg::Event { conn, frame } => self.deliver_event(conn, frame),
-            ShardMsg::Report { conn, sub, event } => self.deliver_report(conn, sub, event),
-            ShardMsg::Replay { conn, sub, events } => self.deliver_replay(conn, sub, events),
-            ShardMsg::Cursor { conn, sub, cursor } => self.start_cursor(conn, sub, cursor),
-            ShardMsg::Unsubscribed { conn, below } => {
-                if let Some(c) = self.conn(conn) {
-                    c.end_subscription(below);
+            ShardMsg::Event { to, frame } => self.deliver_event(to, frame),
+            ShardMsg::Report { to, sub, event } => self.deliver_report(to, sub, event),
+            ShardMsg::Replay { to, sub, events } => self.deliver_replay(to, sub, events),
+            ShardMsg::Cursor { to, sub, cursor } => self.start_cursor(to, sub, cursor),
+            ShardMsg::Unsubscribed { to, below } => {
+                if let Some(c) = self.conn(to.conn) {
+                    c.end_subscription(to.session, below);
                 }
             }
-            ShardMsg::Bind { conn, agent } => self.bind(conn, agent),
+            ShardMsg::Bind { to, agent } => self.bind(to, agent),
         }
     }
 
@@ -652,7 +649,7 @@ async fn accept_loop(rt: Rc<Runtime>, listener: TcpListener) {
         }
         let id = rt.next_conn.get();
         rt.next_conn.set(id + 1);
-        let conn = Conn::new(id, peer, stream, &rt.config);
+        let conn = Conn::new(id, rt.shard, peer, stream, &rt.config);
         rt.conns.borrow_mut().insert(id, conn.clone());
         conn::spawn(rt.clone(), conn);
     }

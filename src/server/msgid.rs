@@ -26,5 +26,6 @@ pub const CONNECTION_LIMIT: u32 = 1027;
 pub const ACCEPT_FAILED: u32 = 1028;
 pub const WRITE_TIMEOUT: u32 = 1029;
 pub const HEARTBEAT_TIMEOUT: u32 = 1030;
+pub const SESSION_CLOSED: u32 = 1031;
 pub const PANIC: u32 = 1090;
 pub const INTERNAL: u32 = 1099;

@@ -32,6 +32,9 @@ pub struct Pending {
     /// become any request).
     pub expect: Option<&'static [u16]>,
     pub follow: Follow,
+    /// The SessionId it carried (0: the connection's own session): its
+    /// answer must carry the same.
+    pub session: u32,
 }
 
 /// What became of the connection's byte stream.
@@ -96,6 +99,10 @@ pub struct Conn {
     pub keeps_heartbeat: bool,
     /// When bytes were last queued to send.
     pub last_sent: Instant,
+    /// The session its requests act for now (protocol 6.9; 0: its own).
+    pub session: u32,
+    /// Its sessions open as the server answered: events may name only these.
+    pub open_sessions: std::collections::BTreeSet<u32>,
 }
 
 impl Conn {
@@ -131,6 +138,8 @@ impl Conn {
             pulled: Vec::new(),
             snapshots: Vec::new(),
             subscribed: false,
+            session: 0,
+            open_sessions: Default::default(),
             reactions: Vec::new(),
             last_answer: None,
             heartbeat_ms: None,

@@ -104,6 +104,11 @@ pub enum Follow {
     Unsubscribe,
     /// Stop every interaction the answer lists (keeps the population bounded).
     Sweep,
+    /// A registration that opens this session of the connection
+    /// (protocol 6.9): open from its EventAck on.
+    OpenSession(u32),
+    /// RequestCloseSession of this session: closed from its EventAck on.
+    CloseSession(u32),
 }
 
 /// One request to send and what to do with its answer.
@@ -116,7 +121,7 @@ impl Planned {
     fn new(request: Request) -> Planned {
         Planned { request, follow: Follow::Nothing }
     }
-    fn with(request: Request, follow: Follow) -> Planned {
+    pub fn with(request: Request, follow: Follow) -> Planned {
         Planned { request, follow }
     }
 }

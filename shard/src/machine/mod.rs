@@ -44,12 +44,23 @@ use crate::value::KvList;
 pub(crate) mod indexing;
 use indexing::Index;
 
-/// Where a request came from: the shard that holds the connection and the
-/// connection's number on that shard. Replies go back there.
+/// Where a request came from: the shard that holds the connection, the
+/// connection's number on that shard and the session on that connection
+/// (0: the connection's own). Replies and events go back there. A session
+/// is a client of its own: its agent, locks, snapshots and subscription
+/// are its own, and closing it ends them as closing a connection does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Origin {
     pub shard: u16,
     pub conn: u64,
+    pub session: u32,
+}
+
+impl Origin {
+    /// The connection's own session.
+    pub fn conn(shard: u16, conn: u64) -> Origin {
+        Origin { shard, conn, session: 0 }
+    }
 }
 
 /// Who made a request.
@@ -74,7 +85,8 @@ pub enum Input {
     Peer { from: u16, msg: PeerMsg },
     /// Time passed: expire locks and waiting pulls whose time is up.
     Tick,
-    /// A connection of this shard closed: its locks, pulls, snapshots and
+    /// A session of a connection of this shard closed (or the connection,
+    /// for each of its sessions): its locks, pulls, snapshots and
     /// subscription end; the home of the agent logged in on it is told.
     ConnClosed { origin: Origin, agent: Option<AgentRef> },
 }
@@ -777,7 +789,7 @@ impl Shard {
                     Err(ProtoError::new(ErrorCode::InvalidState, "this connection is not subscribed"))
                 }
             }
-            Request::RegisterClient { .. } | Request::Ping => Err(ProtoError::new(
+            Request::RegisterClient { .. } | Request::Ping | Request::CloseSession => Err(ProtoError::new(
                 ErrorCode::Internal,
                 format!("{} is handled by the connection, not a shard", request.name()),
             )),

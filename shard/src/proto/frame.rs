@@ -173,6 +173,18 @@ impl Frame {
         out[start..start + HEADER_LEN].copy_from_slice(bytemuck::bytes_of(&header));
     }
 
+    /// Encodes the frame with one more attribute after its own (the
+    /// connection stamps a session's frames with its SessionId this way,
+    /// without copying the frame).
+    pub fn encode_into_with(&self, out: &mut Vec<u8>, id: u16, extra: &Value) {
+        let start = out.len();
+        self.encode_into(out);
+        encode_attr(id, extra, out);
+        let length = (out.len() - start) as u32;
+        let header = Header::new(length, self.msg_type, self.ref_id);
+        out[start..start + HEADER_LEN].copy_from_slice(bytemuck::bytes_of(&header));
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
         self.encode_into(&mut out);

@@ -5,6 +5,8 @@
 pub mod msg_type {
     pub const REQUEST_REGISTER_CLIENT: u16 = 1;
     pub const REQUEST_PING: u16 = 2;
+    /// Ends one session of the connection (the one its SessionId names).
+    pub const REQUEST_CLOSE_SESSION: u16 = 3;
     pub const REQUEST_SUBMIT: u16 = 16;
     pub const REQUEST_GET_INTERACTION_PROPERTIES: u16 = 17;
     pub const REQUEST_CHANGE_PROPERTIES: u16 = 18;
@@ -96,6 +98,7 @@ pub mod msg_type {
         match t {
             REQUEST_REGISTER_CLIENT => "RequestRegisterClient",
             REQUEST_PING => "RequestPing",
+            REQUEST_CLOSE_SESSION => "RequestCloseSession",
             REQUEST_SUBMIT => "RequestSubmit",
             REQUEST_GET_INTERACTION_PROPERTIES => "RequestGetInteractionProperties",
             REQUEST_CHANGE_PROPERTIES => "RequestChangeProperties",
@@ -192,6 +195,10 @@ pub mod attr {
     /// nothing from the client for this long. Echoed in the EventAck when
     /// granted. docs/protocol.md, "Heartbeats".
     pub const HEARTBEAT_TIMEOUT: u16 = 10;
+    /// int: 1 to 2^31-1. The session of the connection a request acts for
+    /// (absent: the connection's own); every answer and event for that
+    /// session carries it. docs/protocol.md, "Sessions".
+    pub const SESSION_ID: u16 = 11;
 
     /// string: interaction id.
     pub const INTERACTION_ID: u16 = 16;

@@ -50,6 +50,9 @@ pub enum Request {
         credential: Option<String>,
     },
     Ping,
+    /// Ends the session named by the frame's SessionId (the connection
+    /// handles it, as it does registration).
+    CloseSession,
     Submit(Box<Submit>),
     GetInteractionProperties {
         id: String,
@@ -229,6 +232,7 @@ impl Request {
             Request::Submit(s) => s.id.as_deref(),
             Request::RegisterClient { .. }
             | Request::Ping
+            | Request::CloseSession
             | Request::Pull { .. }
             | Request::FindInteractions { .. }
             | Request::GetWorkbinContent { .. }
@@ -267,6 +271,7 @@ impl Request {
         match self {
             Request::RegisterClient { .. } => "RequestRegisterClient",
             Request::Ping => "RequestPing",
+            Request::CloseSession => "RequestCloseSession",
             Request::Submit(_) => "RequestSubmit",
             Request::GetInteractionProperties { .. } => "RequestGetInteractionProperties",
             Request::ChangeProperties { .. } => "RequestChangeProperties",
@@ -316,6 +321,7 @@ impl Request {
                 }
             }
             REQUEST_PING => Request::Ping,
+            REQUEST_CLOSE_SESSION => Request::CloseSession,
             REQUEST_SUBMIT => Request::Submit(Box::new(Submit {
                 tenant: opt_str(f, attr::TENANT, "Tenant")?.unwrap_or_else(|| "default".into()),
                 media_type: req_str(f, attr::MEDIA_TYPE, "MediaType")?,
@@ -485,6 +491,7 @@ impl Request {
                 f
             }
             Request::Ping => Frame::new(REQUEST_PING, ref_id),
+            Request::CloseSession => Frame::new(REQUEST_CLOSE_SESSION, ref_id),
             Request::Submit(s) => {
                 let mut f = Frame::new(REQUEST_SUBMIT, ref_id)
                     .with(attr::TENANT, s.tenant.as_str())
@@ -778,6 +785,24 @@ pub fn heartbeat_timeout_of(f: &Frame) -> Result<Option<u32>, ProtoError> {
     }
 }
 
+/// Largest SessionId a client may use.
+pub const MAX_SESSION_ID: i64 = i32::MAX as i64;
+
+/// The session a request acts for (attribute SessionId): 0 when absent or
+/// 0 (the connection's own session), else 1 to 2^31-1 (error 14 outside,
+/// 13 if not an int). Read by the connection layer, which keeps the
+/// sessions; the state machine sees it only inside [`crate::machine::Origin`].
+pub fn session_id_of(f: &Frame) -> Result<u32, ProtoError> {
+    match opt_int(f, attr::SESSION_ID, "SessionId")? {
+        None => Ok(0),
+        Some(id) if (0..=MAX_SESSION_ID).contains(&id) => Ok(id as u32),
+        Some(id) => Err(ProtoError::new(
+            ErrorCode::InvalidValue,
+            format!("SessionId {id} must be 0 (the connection's own session) or 1 to {MAX_SESSION_ID}"),
+        )),
+    }
+}
+
 /// A plain EventAck.
 pub fn event_ack(ref_id: u32) -> Frame {
     Frame::new(msg_type::EVENT_ACK, ref_id)
@@ -856,6 +881,7 @@ mod tests {
         let reqs = vec![
             Request::RegisterClient { client_type: ClientType::MediaServer, name: "chat1".into(), credential: None },
             Request::Ping,
+            Request::CloseSession,
             Request::Submit(Box::new(Submit {
                 tenant: "default".into(),
                 media_type: "chat".into(),

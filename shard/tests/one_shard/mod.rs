@@ -12,9 +12,9 @@ use ixn_shard::kv;
 use ixn_shard::machine::{AgentParams, Caller, Input, Origin, Output, Shard, ShardParams};
 use ixn_shard::proto::{attr, msg_type, ClientType, Frame, Request, Submit};
 
-pub const MEDIA: Origin = Origin { shard: 0, conn: 1 };
-pub const ROUTER: Origin = Origin { shard: 0, conn: 2 };
-pub const DESK: Origin = Origin { shard: 0, conn: 3 };
+pub const MEDIA: Origin = Origin { shard: 0, conn: 1, session: 0 };
+pub const ROUTER: Origin = Origin { shard: 0, conn: 2, session: 0 };
+pub const DESK: Origin = Origin { shard: 0, conn: 3, session: 0 };
 pub const HANDLING_MS: i64 = 60_000;
 
 pub struct Driver {
