@@ -18,7 +18,8 @@
 //! - **Pipelines and crashes.** Clients that do not wait: bursts of
 //!   requests about one id (client-given ids reused after a stop), pulls
 //!   and moves racing with writes that fail or are held back for a long
-//!   time, and crashes: the node restarts from the modelled database with
+//!   time, routers' connections or sessions closing with requests in
+//!   flight (a session's are answered all the same), and crashes: the node restarts from the modelled database with
 //!   another shard count. Every request gets one answer; nothing is
 //!   visible before its submit commits; every acknowledged change survives
 //!   in memory and across crashes, and no acknowledged stop comes back.
@@ -1069,12 +1070,20 @@ impl Chaos {
                 80..=82 => {
                     let r = *self.sim.node.rng.pick(&self.routers).unwrap();
                     self.sim.input(r.shard, Input::ConnClosed { origin: r, agent: None });
-                    // Its requests die with it; answers to it are dropped.
-                    self.waiting.retain(|_, w| w.origin != r);
-                    self.closed.insert(r);
-                    self.pulled.remove(&r);
                     let i = self.routers.iter().position(|&x| x == r).unwrap();
-                    self.routers[i].conn += 10;
+                    if self.sim.node.rng.below(2) == 0 {
+                        // A connection: its requests die with it; answers
+                        // to it are dropped.
+                        self.waiting.retain(|_, w| w.origin != r);
+                        self.closed.insert(r);
+                        self.routers[i] = Origin { conn: r.conn + 10, session: 0, ..r };
+                    } else {
+                        // One session of a connection that goes on: each
+                        // of its requests still gets its one answer. The
+                        // router carries on in a new session.
+                        self.routers[i].session += 1;
+                    }
+                    self.pulled.remove(&r);
                 }
                 83..=84 => self.crash(),
                 _ => {
