@@ -14,6 +14,7 @@
 //! so a login claims them from one ledger on shard 0 (one extra round trip,
 //! at login only).
 
+use ahash::AHashMap;
 use smallvec::SmallVec;
 
 use crate::catalog::{AgentIdx, MediaIdx, PlaceIdx, TenantIdx};
@@ -24,6 +25,7 @@ use crate::peer::{Availability, PeerMsg};
 use crate::proto::frame::Frame;
 use crate::proto::msg::{attr, msg_type, ClientType, ErrorCode};
 use crate::proto::request::{event_ack, ProtoError, Request};
+use crate::timers::Timer;
 use crate::value::{KvList, Value};
 
 /// A configured agent: its tenant and its index there.
@@ -135,6 +137,30 @@ pub(crate) struct PendingLogin {
 /// RequestGetAgentState for all agents, coordinated here: the caller, the
 /// shards still to answer, the states so far (by agent index).
 pub(crate) type AgentStatesOp = (Caller, u16, Vec<(AgentIdx, KvList)>);
+
+/// The agent homes of one shard: the state of the agents homed here, the
+/// node's seat and place ledger (shard 0), and RequestGetAgentState
+/// gatherings this shard coordinates. Its fields are private to this
+/// module, so only the rules written here change them: the capacity rule,
+/// desktops and login sessions, and what the dispatcher is told.
+#[derive(Debug, Default)]
+pub(crate) struct Homes {
+    agents: AHashMap<AgentRef, AgentState>,
+    pending_logins: AHashMap<u64, PendingLogin>,
+    ledger: Ledger,
+    state_ops: AHashMap<u64, AgentStatesOp>,
+}
+
+impl Homes {
+    /// The agents homed here that have state (logged in, or holding).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&AgentRef, &AgentState)> {
+        self.agents.iter()
+    }
+
+    pub(crate) fn get(&self, a: &AgentRef) -> Option<&AgentState> {
+        self.agents.get(a)
+    }
+}
 
 /// Shard 0's node-wide ledger of logged-in agents and taken places.
 #[derive(Clone, Debug, Default)]
@@ -264,12 +290,12 @@ impl Shard {
 
     pub(crate) fn agent_state(&self, a: AgentRef) -> &AgentState {
         static EMPTY: AgentState = AgentState { login: None, held: Vec::new(), published: Vec::new() };
-        self.agents.get(&a).unwrap_or(&EMPTY)
+        self.homes.agents.get(&a).unwrap_or(&EMPTY)
     }
 
     pub(crate) fn agent_state_mut(&mut self, a: AgentRef) -> &mut AgentState {
         debug_assert_eq!(home_of(a, self.params.shards), self.params.shard, "agent state off its home shard");
-        self.agents.entry(a).or_default()
+        self.homes.agents.entry(a).or_default()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -323,7 +349,8 @@ impl Shard {
         }
         let op = self.next_op;
         self.next_op += 1;
-        self.pending_logins
+        self.homes
+            .pending_logins
             .insert(op, PendingLogin { caller: caller.clone(), agent: a, place: p, media: list, reason });
         let control = self.params.agents.agent_login_control;
         let seats = self.params.agents.agent_seats;
@@ -376,7 +403,7 @@ impl Shard {
         let login = self.agent_state_mut(a).login.as_mut().expect("checked");
         login.conns.push(caller.origin);
         login.lost_at = 0;
-        self.session_deadlines.retain(|&(_, x)| x != a);
+        self.timers.cancel(Timer::LoginSession(a));
         out.push(Output::Bind { origin: caller.origin, agent: Some(a) });
         // Back from a dropped connection: it can take work again.
         self.publish(a, out);
@@ -399,7 +426,7 @@ impl Shard {
         result: Result<(), ProtoError>,
         out: &mut Vec<Output>,
     ) {
-        let Some(p) = self.pending_logins.remove(&op) else {
+        let Some(p) = self.homes.pending_logins.remove(&op) else {
             debug_assert!(false, "a claim answer for no login");
             return;
         };
@@ -462,26 +489,26 @@ impl Shard {
         seats: u32,
         out: &mut Vec<Output>,
     ) {
-        let result = match self.ledger.seats.get(&a) {
+        let result = match self.homes.ledger.seats.get(&a) {
             Some(&p) if p == place => Ok(()),
             Some(_) => Err(err(ErrorCode::AgentAlreadyLoggedIn, "the agent is logged in on another place")),
             None => {
-                let taken = self.ledger.places.get(&(a.tenant, place)).copied();
+                let taken = self.homes.ledger.places.get(&(a.tenant, place)).copied();
                 if control && taken.is_some_and(|o| o != a) {
                     let other = self.agent_login_id(taken.expect("checked")).to_string();
                     Err(err(
                         ErrorCode::PlaceTaken,
                         format!("place '{}' is taken by agent '{other}'", self.place_name(a.tenant, place)),
                     ))
-                } else if self.ledger.seats.len() as u64 >= seats as u64 {
+                } else if self.homes.ledger.seats.len() as u64 >= seats as u64 {
                     Err(err(
                         ErrorCode::NoLicense,
                         format!("all {seats} licensed agent seats of this node are taken (agent-seats)"),
                     ))
                 } else {
-                    self.ledger.seats.insert(a, place);
+                    self.homes.ledger.seats.insert(a, place);
                     if control {
-                        self.ledger.places.insert((a.tenant, place), a);
+                        self.homes.ledger.places.insert((a.tenant, place), a);
                     }
                     Ok(())
                 }
@@ -491,9 +518,9 @@ impl Shard {
     }
 
     pub(crate) fn ledger_free(&mut self, a: AgentRef) {
-        if let Some(p) = self.ledger.seats.remove(&a) {
-            if self.ledger.places.get(&(a.tenant, p)) == Some(&a) {
-                self.ledger.places.remove(&(a.tenant, p));
+        if let Some(p) = self.homes.ledger.seats.remove(&a) {
+            if self.homes.ledger.places.get(&(a.tenant, p)) == Some(&a) {
+                self.homes.ledger.places.remove(&(a.tenant, p));
             }
         }
     }
@@ -519,7 +546,7 @@ impl Shard {
         out: &mut Vec<Output>,
     ) {
         let Some(login) = self.agent_state_mut(a).login.take() else { return };
-        self.session_deadlines.retain(|&(_, x)| x != a);
+        self.timers.cancel(Timer::LoginSession(a));
         for o in &login.conns {
             if Some(*o) == by {
                 out.push(Output::Bind { origin: *o, agent: None });
@@ -789,7 +816,7 @@ impl Shard {
             return;
         }
         login.lost_at = now_ms;
-        self.session_deadlines.insert((now_ms + timeout, a));
+        self.timers.set(Timer::LoginSession(a), now_ms + timeout);
         // No desktop: its invitations go back to their queues now, and
         // nothing can be offered to it meanwhile.
         self.revoke_invitations(a, out);
@@ -803,14 +830,6 @@ impl Shard {
         for h in st.held.iter().filter(|h| !h.accepted) {
             let to = crate::id::owner_of(&h.id, self.params.shards);
             out.push(Output::Peer { to, msg: PeerMsg::Revoke { agent: a, id: h.id.clone() } });
-        }
-    }
-
-    /// Login sessions whose time is up end.
-    pub(crate) fn expire_sessions(&mut self, now_ms: Millis, out: &mut Vec<Output>) {
-        while self.session_deadlines.first().is_some_and(|&(d, _)| d <= now_ms) {
-            let (_, a) = self.session_deadlines.pop_first().expect("checked");
-            self.logout(now_ms, a, "login-session-timeout", None, out);
         }
     }
 
@@ -880,7 +899,7 @@ impl Shard {
         let t = self.tenant_idx(tenant)?;
         let op = self.next_op;
         self.next_op += 1;
-        self.agent_state_ops.insert(op, (caller.clone(), self.params.shards, Vec::new()));
+        self.homes.state_ops.insert(op, (caller.clone(), self.params.shards, Vec::new()));
         for to in 0..self.params.shards {
             out.push(Output::Peer { to, msg: PeerMsg::AgentStates { op, tenant: t } });
         }
@@ -888,13 +907,13 @@ impl Shard {
     }
 
     pub(crate) fn agent_state_list(&mut self, op: u64, states: Vec<(AgentIdx, KvList)>, out: &mut Vec<Output>) {
-        let Some((_, waiting, all)) = self.agent_state_ops.get_mut(&op) else { return };
+        let Some((_, waiting, all)) = self.homes.state_ops.get_mut(&op) else { return };
         all.extend(states);
         *waiting -= 1;
         if *waiting > 0 {
             return;
         }
-        let (caller, _, mut all) = self.agent_state_ops.remove(&op).expect("present");
+        let (caller, _, mut all) = self.homes.state_ops.remove(&op).expect("present");
         all.sort_by_key(|(a, _)| *a);
         let total = all.len();
         // Stay well inside a frame: agents past the room are counted in

@@ -24,6 +24,7 @@ use crate::machine::Shard;
 use crate::peer::LockKind;
 use crate::routing::LinkState;
 use crate::store::Slot;
+use crate::timers::Timer;
 
 /// One agent's use of one media type, on its home shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +52,26 @@ impl Shard {
         self.audit_writes()?;
         self.audit_agents()?;
         self.audit_dispatch()?;
+        self.audit_timers()
+    }
+
+    /// Every timer belongs to what it ends: a lock with that deadline, a
+    /// link, an agent waiting out its login session, a pull that may wait.
+    /// (The owners' own rules check that each of them has its timer.)
+    fn audit_timers(&self) -> Result<(), String> {
+        for (timer, deadline) in self.timers.iter() {
+            let owned = match timer {
+                Timer::Lock(slot) => self.index.lock(slot).is_some_and(|l| l.deadline == deadline),
+                Timer::Pull(op) => self.ops.get(&op).is_some_and(|o| o.pull_deadline() == deadline),
+                Timer::Link(slot) => self.links.get(&slot).is_some_and(|l| l.deadline == deadline),
+                Timer::LoginSession(a) => {
+                    self.homes.get(&a).and_then(|st| st.login.as_ref()).is_some_and(|l| l.conns.is_empty())
+                }
+            };
+            if !owned {
+                return Err(format!("timer {timer:?} at {deadline} ends nothing this shard has"));
+            }
+        }
         Ok(())
     }
 
@@ -84,7 +105,6 @@ impl Shard {
     /// deadline listed; an interaction names the agent handling it exactly
     /// while a handling link exists.
     fn audit_links(&self, live: &BTreeSet<Slot>) -> Result<(), String> {
-        let mut deadlines = BTreeSet::new();
         for (slot, link) in &self.links {
             if !live.contains(slot) {
                 return Err(format!("a link to agent {:?} on slot {slot}, which holds no interaction", link.agent));
@@ -94,10 +114,10 @@ impl Shard {
             if kind != Some(LockKind::Agent(link.agent)) {
                 return Err(format!("{id} is linked to agent {:?} but locked {kind:?}", link.agent));
             }
-            deadlines.insert((link.deadline, *slot));
-        }
-        if deadlines != self.link_deadlines {
-            return Err(format!("link deadlines {:?} differ from the links' {deadlines:?}", self.link_deadlines));
+            let timer = self.timers.deadline(Timer::Link(*slot));
+            if timer != Some(link.deadline) {
+                return Err(format!("{id}'s link ends at {}, its timer {timer:?}", link.deadline));
+            }
         }
         for (slot, ix) in self.store.iter() {
             let assigned = ix.handling.as_deref().and_then(|h| h.assigned_to).map(|s| self.syms.name(s));
@@ -144,7 +164,7 @@ impl Shard {
     /// sent to the dispatcher is the agent's availability now.
     fn audit_agents(&self) -> Result<(), String> {
         let timeout = self.params.agents.login_session_timeout_ms;
-        for (a, st) in &self.agents {
+        for (a, st) in self.homes.iter() {
             let name = self.agent_login_id(*a);
             if home_of(*a, self.params.shards) != self.params.shard {
                 return Err(format!("agent '{name}' has state off its home shard"));
@@ -153,11 +173,12 @@ impl Shard {
             if ids.len() != st.held.len() {
                 return Err(format!("agent '{name}' holds one interaction twice: {:?}", st.held));
             }
-            let waiting = self.session_deadlines.iter().filter(|(_, x)| x == a).count();
-            let lost = st.login.as_ref().is_some_and(|l| l.conns.is_empty());
-            if waiting != usize::from(lost && timeout > 0) {
+            let waiting = self.timers.deadline(Timer::LoginSession(*a));
+            let lost = st.login.as_ref().filter(|l| l.conns.is_empty()).map(|l| l.lost_at + timeout);
+            if waiting != lost.filter(|_| timeout > 0) {
                 return Err(format!(
-                    "agent '{name}': {waiting} login sessions waiting, desktops lost: {lost} (timeout {timeout} ms)"
+                    "agent '{name}': login session ends at {waiting:?}, desktops lost with an end at {lost:?} \
+                     (timeout {timeout} ms)"
                 ));
             }
             let strategies = self.catalog.tenant_at(a.tenant).strategy_queues().next().is_some();
@@ -215,7 +236,7 @@ impl Shard {
     /// holdings and capacity per media type.
     pub fn capacity_use(&self) -> Vec<CapacityUse> {
         let mut uses = BTreeMap::new();
-        for (a, st) in &self.agents {
+        for (a, st) in self.homes.iter() {
             for h in &st.held {
                 let u = uses.entry((*a, h.media)).or_insert(CapacityUse {
                     agent: *a,

@@ -41,6 +41,7 @@ use crate::proto::frame::{encode_attr, encoded_list_len, Frame};
 use crate::proto::msg::{attr, msg_type, ClientType, ErrorCode};
 use crate::proto::request::{event_ack, event_error, ProtoError, MAX_FIND_LIMIT};
 use crate::store::Slot;
+use crate::timers::Timer;
 use crate::value::{KvList, Value};
 
 /// A pull that keeps losing races gives up after this many rounds and
@@ -238,8 +239,12 @@ impl Op {
         }
     }
 
-    pub(crate) fn has_deadline(&self) -> bool {
-        matches!(self, Op::Pull(p) if p.deadline != 0)
+    /// The deadline of a pull that may wait (`pull-hold-timeout`); 0: none.
+    pub(crate) fn pull_deadline(&self) -> Millis {
+        match self {
+            Op::Pull(p) => p.deadline,
+            _ => 0,
+        }
     }
 }
 
@@ -317,6 +322,7 @@ impl Shard {
         })?;
         let hold = self.params.pull_hold_ms;
         self.lockers.insert(caller.origin);
+        let deadline = if hold > 0 { now_ms + hold } else { 0 };
         let op = self.new_op(Op::Pull(PullOp {
             caller: caller.clone(),
             tenant: t,
@@ -327,10 +333,13 @@ impl Shard {
             outstanding: 0,
             missed: 0,
             phase: PullPhase::Reading,
-            deadline: if hold > 0 { now_ms + hold } else { 0 },
+            deadline,
             dirty: false,
             rounds: 0,
         }));
+        if deadline != 0 {
+            self.timers.set(Timer::Pull(op), deadline);
+        }
         self.pull_read(op, out);
         Ok(None)
     }
@@ -440,6 +449,7 @@ impl Shard {
     /// in one frame is unlocked again, never silently kept.
     fn pull_finish(&mut self, op: u64, out: &mut Vec<Output>) {
         let Some(Op::Pull(mut p)) = self.ops.remove(&op) else { return };
+        self.timers.cancel(Timer::Pull(op));
         self.unwatch(op, &p, out);
         p.got.sort_by(|(a, sa, _), (b, sb, _)| view_order(a, *sa, b, *sb));
         let mut f = Frame::new(msg_type::EVENT_PULLED_INTERACTIONS, p.caller.ref_id);
@@ -465,16 +475,11 @@ impl Shard {
         Self::reply(out, &p.caller, f);
     }
 
-    /// Waiting pulls whose hold time is up answer with nothing.
-    pub(crate) fn expire_ops(&mut self, now_ms: Millis, out: &mut Vec<Output>) {
-        let mut due: Vec<u64> = self
-            .ops
-            .iter()
-            .filter(|(_, o)| matches!(o, Op::Pull(p) if p.phase == PullPhase::Waiting && p.deadline <= now_ms))
-            .map(|(&id, _)| id)
-            .collect();
-        due.sort_unstable();
-        for op in due {
+    /// A pull's hold time is up: waiting, it answers with nothing. Reading
+    /// or locking, it answers when that round ends (a round that finds
+    /// nothing past the deadline does not wait again).
+    pub(crate) fn pull_expired(&mut self, op: u64, out: &mut Vec<Output>) {
+        if self.pull_op(op).is_some_and(|p| p.phase == PullPhase::Waiting) {
             self.pull_finish(op, out);
         }
     }
@@ -863,6 +868,7 @@ impl Shard {
                 Some(Op::Scan(s)) if matches!(s.what, ScanWhat::Snapshot { .. }) => s.orphaned = true,
                 _ => {
                     let Some(o) = self.ops.remove(&op) else { continue };
+                    self.timers.cancel(Timer::Pull(op));
                     Self::reply(out, o.caller(), closed_before_answer(o.caller()));
                     if let Op::Pull(p) = o {
                         self.unwatch(op, &p, out);

@@ -20,6 +20,7 @@ pub mod scan;
 pub mod store;
 pub mod symbols;
 pub mod tally;
+pub(crate) mod timers;
 pub mod value;
 pub mod view;
 

@@ -468,7 +468,7 @@ impl Shard {
             }
         }
         let agents = self
-            .agents
+            .homes
             .iter()
             .filter_map(|(a, st)| {
                 let l = st.login.as_ref()?;

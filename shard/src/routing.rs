@@ -44,6 +44,7 @@ use crate::proto::frame::Frame;
 use crate::proto::msg::{attr, msg_type, ClientType, ErrorCode};
 use crate::proto::request::{event_ack, event_error, ProtoError};
 use crate::store::Slot;
+use crate::timers::Timer;
 use crate::value::{KvList, Value};
 
 type Reply = Result<Option<Frame>, ProtoError>;
@@ -629,7 +630,7 @@ impl Shard {
         out: &mut Vec<Output>,
     ) {
         let deadline = now_ms + self.params.agents.delivering_timeout_ms;
-        self.link_deadlines.insert((deadline, slot));
+        self.timers.set(Timer::Link(slot), deadline);
         self.modify(slot, out, |ix| {
             ix.handling.get_or_insert_with(|| Box::new(HandlingTimes::default())).delivered_at = now_ms;
         });
@@ -684,7 +685,7 @@ impl Shard {
         out: &mut Vec<Output>,
     ) -> Option<Link> {
         let link = self.links.remove(&slot)?;
-        self.link_deadlines.remove(&(link.deadline, slot));
+        self.timers.cancel(Timer::Link(slot));
         let id: Box<str> = (*self.store.get(slot).id).into();
         let to = home_of(link.agent, self.params.shards);
         out.push(Output::Peer {
@@ -766,11 +767,10 @@ impl Shard {
     ) -> Reply {
         let slot = self.my_link(caller, id, LinkState::Invited, ticket)?;
         let link = self.links.get_mut(&slot).expect("checked");
-        self.link_deadlines.remove(&(link.deadline, slot));
         link.state = LinkState::Handling;
         link.deadline = now_ms + self.params.agents.handling_timeout_ms;
         let (agent, deadline, place) = (link.agent, link.deadline, link.place);
-        self.link_deadlines.insert((deadline, slot));
+        self.timers.set(Timer::Link(slot), deadline);
         let login = self.agent_login_id(agent).to_string();
         let sym = self.syms.intern(&login);
         self.modify(slot, out, |ix| {
@@ -959,21 +959,20 @@ impl Shard {
     }
 
     /// Invitations and handling whose time is up.
-    pub(crate) fn expire_links(&mut self, now_ms: Millis, out: &mut Vec<Output>) {
-        while self.link_deadlines.first().is_some_and(|&(d, _)| d <= now_ms) {
-            let (_, slot) = *self.link_deadlines.first().expect("checked");
-            let state = self.links[&slot].state;
-            match state {
-                LinkState::Invited => {
-                    let not_ready = self.params.agents.not_ready_on_invitation_timeout;
-                    self.end_link(now_ms, slot, not_ready, Some("delivering-timeout"), out);
-                }
-                LinkState::Handling => {
-                    // A new version before the unlock, as for a leave.
-                    self.modify(slot, out, |ix| ix.version += 1);
-                    self.end_link(now_ms, slot, false, Some("handling-timeout"), out);
-                    self.write_silent(slot, out);
-                }
+    /// An invitation (`delivering-timeout`) or a handling
+    /// (`handling-timeout`) ran out.
+    pub(crate) fn link_expired(&mut self, now_ms: Millis, slot: Slot, out: &mut Vec<Output>) {
+        let state = self.links.get(&slot).expect("a link's timer ends with the link").state;
+        match state {
+            LinkState::Invited => {
+                let not_ready = self.params.agents.not_ready_on_invitation_timeout;
+                self.end_link(now_ms, slot, not_ready, Some("delivering-timeout"), out);
+            }
+            LinkState::Handling => {
+                // A new version before the unlock, as for a leave.
+                self.modify(slot, out, |ix| ix.version += 1);
+                self.end_link(now_ms, slot, false, Some("handling-timeout"), out);
+                self.write_silent(slot, out);
             }
         }
     }

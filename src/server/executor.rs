@@ -592,7 +592,10 @@ pub async fn shard_main(ctx: ShardContext) {
                 async move {
                     loop {
                         glommio::timer::sleep(TICK).await;
-                        if rt.machine.borrow().has_deadlines() {
+                        // Only when something is due: a lock or an
+                        // invitation hours away costs no input meanwhile.
+                        let due = rt.machine.borrow().next_deadline().is_some_and(|d| d <= now_us() / 1000);
+                        if due {
                             rt.run_machine(Input::Tick);
                         }
                     }

@@ -24,6 +24,7 @@ use crate::interaction::{Interaction, Millis, Names, Place};
 use crate::peer::{Holder, LockKind, PeerMsg};
 use crate::store::Slot;
 use crate::symbols::Sym;
+use crate::timers::Timer;
 use crate::view::ViewIndex;
 
 use super::{views_holding, Lock, Output, QueueCount, Shard};
@@ -39,9 +40,8 @@ pub(crate) struct Index {
     views: Vec<Vec<ViewIndex>>,
     /// `depth[tenant][queue]`.
     depth: Vec<Vec<QueueCount>>,
+    /// Their deadlines are in the shard's timer table.
     locks: ahash::AHashMap<Slot, Lock>,
-    /// Routing locks by deadline.
-    deadlines: BTreeSet<(Millis, Slot)>,
 }
 
 impl Index {
@@ -50,7 +50,6 @@ impl Index {
             views: catalog.tenants.iter().map(|t| t.views.iter().map(ViewIndex::new).collect()).collect(),
             depth: catalog.tenants.iter().map(|t| vec![QueueCount::default(); t.queues.len()]).collect(),
             locks: ahash::AHashMap::new(),
-            deadlines: BTreeSet::new(),
         }
     }
 
@@ -74,11 +73,6 @@ impl Index {
 
     pub(crate) fn locks(&self) -> impl Iterator<Item = (Slot, &Lock)> {
         self.locks.iter().map(|(&s, l)| (s, l))
-    }
-
-    /// Whether a routing lock has a deadline.
-    pub(crate) fn has_deadlines(&self) -> bool {
-        !self.deadlines.is_empty()
     }
 }
 
@@ -205,7 +199,7 @@ impl Shard {
         self.before_change(slot);
         self.detach(slot);
         if deadline != 0 {
-            self.index.deadlines.insert((deadline, slot));
+            self.timers.set(Timer::Lock(slot), deadline);
         }
         self.index.locks.insert(slot, Lock { holder, kind, deadline });
         self.attach(slot, out);
@@ -223,20 +217,12 @@ impl Shard {
         self.attach(slot, out);
     }
 
-    /// Routing locks whose time is up end: the interactions go back.
-    pub(super) fn expire_locks(&mut self, now_ms: Millis, out: &mut Vec<Output>) {
-        while self.index.deadlines.first().is_some_and(|&(deadline, _)| deadline <= now_ms) {
-            let (_, slot) = self.index.deadlines.pop_first().expect("checked");
-            self.unlock(slot, out);
-        }
-    }
-
     /// Forgets the lock entry of `slot`; only between detach and attach,
     /// since the lock decides what those count and index.
     fn drop_lock(&mut self, slot: Slot) {
         if let Some(l) = self.index.locks.remove(&slot) {
             if l.deadline != 0 {
-                self.index.deadlines.remove(&(l.deadline, slot));
+                self.timers.cancel(Timer::Lock(slot));
             }
         }
     }
@@ -386,12 +372,10 @@ impl Shard {
             if !self.store.is_live(slot) {
                 return Err(format!("a lock ({:?}) on a slot that holds no interaction", lock.kind));
             }
-            if lock.deadline != 0 && !self.index.deadlines.contains(&(lock.deadline, slot)) {
-                return Err("a routing lock without its deadline entry".into());
+            let timer = self.timers.deadline(Timer::Lock(slot));
+            if timer != (lock.deadline != 0).then_some(lock.deadline) {
+                return Err(format!("a lock with deadline {} has the timer {timer:?}", lock.deadline));
             }
-        }
-        if self.index.deadlines.len() != self.index.locks.values().filter(|l| l.deadline != 0).count() {
-            return Err("routing deadlines without their locks".into());
         }
         Ok(())
     }

@@ -21,12 +21,12 @@
 //! is written with the next change, which is allowed because it was never
 //! acknowledged.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use ahash::{AHashMap, AHashSet};
 
-use crate::agent::{AgentRef, AgentState, Ledger, PendingLogin};
+use crate::agent::AgentRef;
 use crate::catalog::{AgentIdx, Catalog, QueueIdx, TenantIdx, ViewIdx, WorkbinIdx};
 use crate::coord::Op;
 use crate::event::{text, Event, What};
@@ -427,21 +427,14 @@ pub struct Shard {
     /// The last tie given to a submission (see [`tie_at`]).
     last_tie: u64,
 
-    // ----- agents (agent.rs): the agents homed here -----
-    pub(crate) agents: AHashMap<AgentRef, AgentState>,
-    pub(crate) pending_logins: AHashMap<u64, PendingLogin>,
-    /// Login sessions waiting for a reconnection, by deadline.
-    pub(crate) session_deadlines: BTreeSet<(Millis, AgentRef)>,
-    /// Shard 0 only: seats and places taken on this node.
-    pub(crate) ledger: Ledger,
-    /// RequestGetAgentState for all agents: (caller, shards to hear from,
-    /// states so far).
-    pub(crate) agent_state_ops: AHashMap<u64, crate::agent::AgentStatesOp>,
+    // ----- agents (agent.rs) -----
+    /// The agents homed here, the node's ledger (shard 0) and agent-state
+    /// gatherings: changed only by agent.rs.
+    pub(crate) homes: crate::agent::Homes,
 
     // ----- routing (routing.rs) -----
     /// Interactions of this shard offered to or handled by an agent.
     pub(crate) links: AHashMap<Slot, crate::routing::Link>,
-    pub(crate) link_deadlines: BTreeSet<(Millis, Slot)>,
     /// Reservations asked of agents' homes, by ticket; and by id.
     pub(crate) reservations: AHashMap<u64, crate::routing::Reservation>,
     pub(crate) reserving: AHashMap<Box<str>, u64>,
@@ -462,6 +455,10 @@ pub struct Shard {
     pub(crate) last_write: AHashMap<IxId, u64>,
     /// The agent that last rejected each interaction (routing.rs).
     pub(crate) rejected_by: AHashMap<IxId, AgentIdx>,
+
+    /// Every deadline of every part above, in one table (timers.rs): a
+    /// tick takes what is due, in deadline order.
+    pub(crate) timers: crate::timers::Timers,
 }
 
 /// A request's immediate answer (`Some`), or `None` when storage answers later.
@@ -505,13 +502,7 @@ impl Shard {
             held_requests: 0,
             now_us: 0,
             last_tie: 0,
-            agents: AHashMap::new(),
-            pending_logins: AHashMap::new(),
-            session_deadlines: BTreeSet::new(),
-            ledger: Ledger::default(),
-            agent_state_ops: AHashMap::new(),
             links: AHashMap::new(),
-            link_deadlines: BTreeSet::new(),
             reservations: AHashMap::new(),
             reserving: AHashMap::new(),
             dispatch,
@@ -521,6 +512,8 @@ impl Shard {
             reporter,
             last_write: AHashMap::new(),
             rejected_by: AHashMap::new(),
+            homes: Default::default(),
+            timers: Default::default(),
         }
     }
 
@@ -578,13 +571,11 @@ impl Shard {
         self.ops.len()
     }
 
-    /// Whether something will happen on a [`Input::Tick`]: a routing lock
-    /// or a waiting pull has a deadline.
-    pub fn has_deadlines(&self) -> bool {
-        self.index.has_deadlines()
-            || !self.link_deadlines.is_empty()
-            || !self.session_deadlines.is_empty()
-            || self.ops.values().any(Op::has_deadline)
+    /// When the earliest deadline is due (a routing lock, a waiting pull,
+    /// an invitation, a handling, a login session): an [`Input::Tick`] at
+    /// or after it does something, none before it does.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.timers.next()
     }
 
     pub fn get(&self, id: &str) -> Option<&Interaction> {
@@ -1509,11 +1500,17 @@ impl Shard {
         self.store.get(slot).summary(self.names(), lock)
     }
 
+    /// Ends what is due, in deadline order, each by the part that owns it.
     fn tick(&mut self, now_ms: Millis, out: &mut Vec<Output>) {
-        self.expire_locks(now_ms, out);
-        self.expire_ops(now_ms, out);
-        self.expire_links(now_ms, out);
-        self.expire_sessions(now_ms, out);
+        use crate::timers::Timer;
+        while let Some(timer) = self.timers.pop_due(now_ms) {
+            match timer {
+                Timer::Lock(slot) => self.unlock(slot, out),
+                Timer::Pull(op) => self.pull_expired(op, out),
+                Timer::Link(slot) => self.link_expired(now_ms, slot, out),
+                Timer::LoginSession(agent) => self.logout(now_ms, agent, "login-session-timeout", None, out),
+            }
+        }
     }
 }
 
