@@ -21,8 +21,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::agent::{home_of, AgentRef};
 use crate::catalog::MediaIdx;
 use crate::machine::Shard;
-use crate::peer::LockKind;
-use crate::routing::LinkState;
 use crate::store::Slot;
 use crate::timers::Timer;
 
@@ -46,12 +44,11 @@ impl Shard {
         self.audit_index()?;
         self.audit_names()?;
         let live: BTreeSet<Slot> = self.store.iter().map(|(s, _)| s).collect();
-        self.audit_locks(&live)?;
-        self.audit_links(&live)?;
-        self.audit_reservations()?;
+        // Links, reservations and the dispatchers' copies (routing.rs owns
+        // them and checks them).
+        self.audit_routing(&live)?;
         self.audit_writes()?;
         self.audit_agents()?;
-        self.audit_dispatch()?;
         self.audit_timers()
     }
 
@@ -63,7 +60,7 @@ impl Shard {
             let owned = match timer {
                 Timer::Lock(slot) => self.index.lock(slot).is_some_and(|l| l.deadline == deadline),
                 Timer::Pull(op) => self.ops.get(&op).is_some_and(|o| o.pull_deadline() == deadline),
-                Timer::Link(slot) => self.links.get(&slot).is_some_and(|l| l.deadline == deadline),
+                Timer::Link(slot) => self.routing.link_deadline(slot) == Some(deadline),
                 Timer::LoginSession(a) => {
                     self.homes.get(&a).and_then(|st| st.login.as_ref()).is_some_and(|l| l.conns.is_empty())
                 }
@@ -75,72 +72,8 @@ impl Shard {
         Ok(())
     }
 
-    fn id_at(&self, slot: Slot) -> &str {
+    pub(crate) fn id_at(&self, slot: Slot) -> &str {
         &self.store.get(slot).id
-    }
-
-    /// An agent's lock goes with a link to that agent or a strategy's
-    /// reservation for it in flight.
-    fn audit_locks(&self, live: &BTreeSet<Slot>) -> Result<(), String> {
-        for (slot, lock) in self.index.locks() {
-            if !live.contains(&slot) {
-                return Err(format!("a lock ({:?}) on slot {slot}, which holds no interaction", lock.kind));
-            }
-            let LockKind::Agent(agent) = lock.kind else { continue };
-            let id = self.id_at(slot);
-            let linked = self.links.get(&slot).is_some_and(|l| l.agent == agent);
-            let reserving = self
-                .reserving
-                .get(id)
-                .and_then(|t| self.reservations.get(t))
-                .is_some_and(|r| r.agent == agent && matches!(r.via, crate::routing::Via::Strategy { .. }));
-            if !linked && !reserving {
-                return Err(format!("{id} is locked to agent {agent:?} with no link or reservation for it"));
-            }
-        }
-        Ok(())
-    }
-
-    /// Each link is on a live interaction locked to its agent, with its
-    /// deadline listed; an interaction names the agent handling it exactly
-    /// while a handling link exists.
-    fn audit_links(&self, live: &BTreeSet<Slot>) -> Result<(), String> {
-        for (slot, link) in &self.links {
-            if !live.contains(slot) {
-                return Err(format!("a link to agent {:?} on slot {slot}, which holds no interaction", link.agent));
-            }
-            let id = self.id_at(*slot);
-            let kind = self.index.lock(*slot).map(|l| l.kind);
-            if kind != Some(LockKind::Agent(link.agent)) {
-                return Err(format!("{id} is linked to agent {:?} but locked {kind:?}", link.agent));
-            }
-            let timer = self.timers.deadline(Timer::Link(*slot));
-            if timer != Some(link.deadline) {
-                return Err(format!("{id}'s link ends at {}, its timer {timer:?}", link.deadline));
-            }
-        }
-        for (slot, ix) in self.store.iter() {
-            let assigned = ix.handling.as_deref().and_then(|h| h.assigned_to).map(|s| self.syms.name(s));
-            let handler =
-                self.links.get(&slot).filter(|l| l.state == LinkState::Handling).map(|l| self.agent_login_id(l.agent));
-            if assigned != handler {
-                return Err(format!("{} names {assigned:?} as its handler; its link says {handler:?}", ix.id));
-            }
-        }
-        Ok(())
-    }
-
-    /// Reservations in flight, by ticket and by id, are one list.
-    fn audit_reservations(&self) -> Result<(), String> {
-        if self.reservations.len() != self.reserving.len() {
-            return Err(format!("{} reservations by ticket, {} by id", self.reservations.len(), self.reserving.len()));
-        }
-        for (ticket, r) in &self.reservations {
-            if self.reserving.get(&r.id) != Some(ticket) {
-                return Err(format!("reservation {ticket} of {} is not listed under its id", r.id));
-            }
-        }
-        Ok(())
     }
 
     /// Each interaction's last write in flight is a pending write; an
@@ -205,25 +138,6 @@ impl Shard {
             .filter(|m| m.ready && st.held_for(m.media) < m.capacity)
             .map(|m| (m.media, m.capacity - st.held_for(m.media), m.idle_since))
             .collect()
-    }
-
-    /// The dispatcher's index of agents by media type matches its copy of
-    /// their availability.
-    fn audit_dispatch(&self) -> Result<(), String> {
-        for (tenant, d) in &self.dispatch {
-            let mut want: Vec<BTreeSet<(i64, u32)>> = vec![BTreeSet::new(); d.by_media.len()];
-            for (agent, avail) in &d.avail {
-                for &(m, free, idle) in avail {
-                    if free > 0 {
-                        want[m as usize].insert((idle, *agent));
-                    }
-                }
-            }
-            if want != d.by_media {
-                return Err(format!("tenant {tenant}: the dispatcher's agents by media type disagree with its copy"));
-            }
-        }
-        Ok(())
     }
 
     /// Whether a snapshot's cut holds this shard: inputs that change

@@ -35,8 +35,10 @@ use std::collections::BTreeSet;
 use ahash::AHashMap;
 
 use crate::agent::{home_of, AgentRef};
+use crate::catalog::Catalog;
 use crate::catalog::{AgentIdx, MediaIdx, PlaceIdx, TenantIdx, ViewIdx};
 use crate::event::{text, What};
+use crate::interaction::IxId;
 use crate::interaction::{HandlingTimes, Millis, Place};
 use crate::machine::{Caller, Origin, Output, Shard};
 use crate::peer::{Availability, Head, Holder, LockKind, OfferOutcome, PeerMsg, RouteHead};
@@ -46,6 +48,7 @@ use crate::proto::request::{event_ack, event_error, ProtoError};
 use crate::store::Slot;
 use crate::timers::Timer;
 use crate::value::{KvList, Value};
+use std::sync::Arc;
 
 type Reply = Result<Option<Frame>, ProtoError>;
 
@@ -265,6 +268,77 @@ pub(crate) struct Round {
 /// The holder name of agent locks (shown as `locked_by`).
 pub const AGENT_LOCK_NAME: &str = "agent-delivery";
 
+/// The routing part of a shard: the links of its interactions to agents
+/// (invited, handling) and the reservations it asked of agents' homes,
+/// and, for the tenants it dispatches, their strategies. Its fields are
+/// private to this module, so the rule that ties them to the locks (an
+/// agent's lock exactly while a link or a strategy's reservation holds the
+/// interaction) is kept, and audited ([`Shard::audit_routing`]), here alone.
+pub(crate) struct Routing {
+    /// Interactions of this shard offered to or handled by an agent.
+    links: AHashMap<Slot, Link>,
+    /// Reservations asked of agents' homes, by ticket; and by id.
+    reservations: AHashMap<u64, Reservation>,
+    reserving: AHashMap<Box<str>, u64>,
+    /// The tenants whose strategies this shard runs (their dispatcher).
+    dispatch: AHashMap<TenantIdx, Dispatch>,
+    rounds: AHashMap<u64, Round>,
+    /// Strategy views read by a round: the first entry to arrive wakes the
+    /// dispatcher (the shard named).
+    strategy_watch: AHashMap<(TenantIdx, ViewIdx), u16>,
+    agent_lock_name: Arc<str>,
+    /// The agent that last rejected each interaction.
+    rejected_by: AHashMap<IxId, AgentIdx>,
+}
+
+impl Routing {
+    pub(crate) fn new(catalog: &Catalog, shard: u16, shards: u16) -> Routing {
+        let dispatch = catalog
+            .tenants
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| {
+                crate::agent::dispatcher_of(*i as TenantIdx, shards) == shard && t.strategy_queues().next().is_some()
+            })
+            .map(|(i, t)| (i as TenantIdx, Dispatch::new(t)))
+            .collect();
+        Routing {
+            links: AHashMap::new(),
+            reservations: AHashMap::new(),
+            reserving: AHashMap::new(),
+            dispatch,
+            rounds: AHashMap::new(),
+            strategy_watch: AHashMap::new(),
+            agent_lock_name: AGENT_LOCK_NAME.into(),
+            rejected_by: AHashMap::new(),
+        }
+    }
+
+    /// Whether the interaction at `slot` is offered to or handled by an agent.
+    pub(crate) fn is_linked(&self, slot: Slot) -> bool {
+        self.links.contains_key(&slot)
+    }
+
+    /// The deadline of the link at `slot` (the audit of the timer table).
+    pub(crate) fn link_deadline(&self, slot: Slot) -> Option<Millis> {
+        self.links.get(&slot).map(|l| l.deadline)
+    }
+
+    /// An entry entered `view` of `tenant` here: the dispatcher a strategy
+    /// round asked to be woken by it, once.
+    pub(crate) fn strategy_woken(&mut self, tenant: TenantIdx, view: ViewIdx) -> Option<u16> {
+        if self.strategy_watch.is_empty() {
+            return None;
+        }
+        self.strategy_watch.remove(&(tenant, view))
+    }
+
+    /// The interaction left this shard: who rejected it no longer matters.
+    pub(crate) fn forget_rejection(&mut self, id: &IxId) {
+        self.rejected_by.remove(id);
+    }
+}
+
 /// Most entries one round reads from each shard.
 pub const MAX_ROUND_READ: u32 = 4096;
 
@@ -272,7 +346,7 @@ pub const MAX_ROUND_READ: u32 = 4096;
 
 impl Shard {
     pub(crate) fn wake_routes(&mut self, tenant: TenantIdx, view: Option<ViewIdx>, out: &mut Vec<Output>) {
-        let Some(d) = self.dispatch.get_mut(&tenant) else { return };
+        let Some(d) = self.routing.dispatch.get_mut(&tenant) else { return };
         let mut start = Vec::new();
         for (i, r) in d.routes.iter_mut().enumerate() {
             if view.is_some_and(|v| v != r.view) {
@@ -292,7 +366,7 @@ impl Shard {
     fn start_round(&mut self, tenant: TenantIdx, route: usize, out: &mut Vec<Output>) {
         let shards = self.params.shards;
         let op = self.next_op;
-        let d = self.dispatch.get_mut(&tenant).expect("a dispatcher of this tenant");
+        let d = self.routing.dispatch.get_mut(&tenant).expect("a dispatcher of this tenant");
         let free = d.total_free();
         if free == 0 {
             return;
@@ -303,7 +377,7 @@ impl Shard {
         r.running = Some(op);
         r.dirty = false;
         let view = r.view;
-        self.rounds.insert(
+        self.routing.rounds.insert(
             op,
             Round {
                 tenant,
@@ -346,16 +420,16 @@ impl Shard {
                 // Checked when set (submit, change), so a bad value here
                 // is only possible from an old row: it needs no skill.
                 let skills = ix.properties().get(prop).and_then(|v| parse_skills(v).ok()).unwrap_or_default();
-                let avoid = self.rejected_by.get(&ix.id).copied();
+                let avoid = self.routing.rejected_by.get(&ix.id).copied();
                 RouteHead { head: Head { key, tie, id: (*ix.id).into() }, media: ix.media, skills, avoid }
             })
             .collect();
-        self.strategy_watch.insert((tenant, view), from);
+        self.routing.strategy_watch.insert((tenant, view), from);
         out.push(Output::Peer { to: from, msg: PeerMsg::RouteHeads { op, heads } });
     }
 
     pub(crate) fn route_heads(&mut self, from: u16, op: u64, heads: Vec<RouteHead>, out: &mut Vec<Output>) {
-        let Some(round) = self.rounds.get_mut(&op) else { return };
+        let Some(round) = self.routing.rounds.get_mut(&op) else { return };
         round.full |= heads.len() as u32 >= round.n;
         round.heads.extend(heads.into_iter().map(|h| (h, from)));
         round.waiting -= 1;
@@ -367,13 +441,13 @@ impl Shard {
     /// Every shard's head is in: offer each, in view order, to the
     /// longest-idle agent that can take it.
     fn assign(&mut self, op: u64, out: &mut Vec<Output>) {
-        let mut round = self.rounds.remove(&op).expect("a round");
+        let mut round = self.routing.rounds.remove(&op).expect("a round");
         round.heads.sort_by(|(a, sa), (b, sb)| (&a.head.key, a.head.tie, sa).cmp(&(&b.head.key, b.head.tie, sb)));
         let tenant = round.tenant;
-        let view = self.dispatch[&tenant].routes[round.route].view;
+        let view = self.routing.dispatch[&tenant].routes[round.route].view;
         let catalog = self.catalog.clone();
         let agents = &catalog.tenant_at(tenant).agents;
-        let d = self.dispatch.get_mut(&tenant).expect("a dispatcher");
+        let d = self.routing.dispatch.get_mut(&tenant).expect("a dispatcher");
         for (h, owner) in std::mem::take(&mut round.heads) {
             let Some(set) = d.by_media.get(h.media as usize) else { continue };
             // Longest idle first; the agent that rejected it last only if
@@ -395,7 +469,7 @@ impl Shard {
         }
         round.made = round.offers;
         let done = round.offers == 0;
-        self.rounds.insert(op, round);
+        self.routing.rounds.insert(op, round);
         if done {
             self.end_round(op, out);
         }
@@ -409,14 +483,14 @@ impl Shard {
         outcome: OfferOutcome,
         out: &mut Vec<Output>,
     ) {
-        let Some(round) = self.rounds.get_mut(&op) else { return };
+        let Some(round) = self.routing.rounds.get_mut(&op) else { return };
         round.offers -= 1;
         match outcome {
             OfferOutcome::Invited => round.invited += 1,
             OfferOutcome::Missed => {
                 // Others may take what this one could not: go again.
                 round.retry = true;
-                if let Some(d) = self.dispatch.get_mut(&agent.tenant) {
+                if let Some(d) = self.routing.dispatch.get_mut(&agent.tenant) {
                     d.adjust(agent.agent, media, false);
                 }
             }
@@ -425,21 +499,21 @@ impl Shard {
                 // (asked now, so a copy is never left too low), and let
                 // another agent take the interaction.
                 round.retry = true;
-                if let Some(d) = self.dispatch.get_mut(&agent.tenant) {
+                if let Some(d) = self.routing.dispatch.get_mut(&agent.tenant) {
                     d.forget(agent.agent, media);
                 }
                 let to = home_of(agent, self.params.shards);
                 out.push(Output::Peer { to, msg: PeerMsg::Republish { agent } });
             }
         }
-        if self.rounds[&op].offers == 0 {
+        if self.routing.rounds[&op].offers == 0 {
             self.end_round(op, out);
         }
     }
 
     fn end_round(&mut self, op: u64, out: &mut Vec<Output>) {
-        let round = self.rounds.remove(&op).expect("a round");
-        let d = self.dispatch.get_mut(&round.tenant).expect("a dispatcher");
+        let round = self.routing.rounds.remove(&op).expect("a round");
+        let d = self.routing.dispatch.get_mut(&round.tenant).expect("a dispatcher");
         let r = &mut d.routes[round.route];
         r.running = None;
         let again = if round.invited > 0 || round.retry || r.dirty {
@@ -459,7 +533,7 @@ impl Shard {
     }
 
     pub(crate) fn agent_avail(&mut self, agent: AgentRef, avail: Availability, out: &mut Vec<Output>) {
-        let Some(d) = self.dispatch.get_mut(&agent.tenant) else { return };
+        let Some(d) = self.routing.dispatch.get_mut(&agent.tenant) else { return };
         let grows = !avail.is_empty();
         d.set(agent.agent, avail);
         if grows {
@@ -471,7 +545,7 @@ impl Shard {
 
     fn agent_holder(&self, dispatcher: u16) -> Holder {
         // Connection 0 is never a client's: no disconnection ends this lock.
-        Holder { origin: Origin { shard: dispatcher, conn: 0, session: 0 }, name: self.agent_lock_name.clone() }
+        Holder { origin: Origin { shard: dispatcher, conn: 0, session: 0 }, name: self.routing.agent_lock_name.clone() }
     }
 
     /// A strategy's offer, on the interaction's owner.
@@ -490,7 +564,7 @@ impl Shard {
         let slot = self.store.find(&head.id).filter(|&s| {
             self.store.get(s).tie == head.tie
                 && self.index.view(tenant, view).contains(&head.key, head.tie)
-                && !self.reserving.contains_key(&head.id)
+                && !self.routing.reserving.contains_key(&head.id)
         });
         let Some(slot) = slot else {
             out.push(Output::Peer {
@@ -507,8 +581,8 @@ impl Shard {
     fn reserve_for(&mut self, slot: Slot, agent: AgentRef, media: MediaIdx, via: Via, out: &mut Vec<Output>) {
         let id: Box<str> = (*self.store.get(slot).id).into();
         let ticket = self.new_token();
-        self.reserving.insert(id.clone(), ticket);
-        self.reservations.insert(ticket, Reservation { id: id.clone(), agent, media, via });
+        self.routing.reserving.insert(id.clone(), ticket);
+        self.routing.reservations.insert(ticket, Reservation { id: id.clone(), agent, media, via });
         let to = home_of(agent, self.params.shards);
         out.push(Output::Peer { to, msg: PeerMsg::Reserve { ticket, id, agent, media } });
     }
@@ -522,25 +596,26 @@ impl Shard {
         result: Result<(Vec<Origin>, PlaceIdx), ProtoError>,
         out: &mut Vec<Output>,
     ) {
-        let Some(r) = self.reservations.remove(&ticket) else {
+        let Some(r) = self.routing.reservations.remove(&ticket) else {
             debug_assert!(false, "an answer for no reservation");
             return;
         };
-        self.reserving.remove(&r.id);
+        self.routing.reserving.remove(&r.id);
         let slot = self.store.find(&r.id);
         let still = slot.is_some_and(|s| match &r.via {
             Via::Strategy { .. } => {
-                self.index.lock(s).is_some_and(|l| l.kind == LockKind::Agent(agent)) && !self.links.contains_key(&s)
+                self.index.lock(s).is_some_and(|l| l.kind == LockKind::Agent(agent))
+                    && !self.routing.links.contains_key(&s)
             }
             Via::Request { caller, .. } => {
-                !self.links.contains_key(&s)
+                !self.routing.links.contains_key(&s)
                     && self.index.lock(s).is_some_and(|l| {
                         l.kind == LockKind::Routing
                             && (l.holder.origin == caller.origin || caller.client_type == ClientType::Operator)
                     })
             }
             Via::Transfer { from, .. } => {
-                self.links.get(&s).is_some_and(|l| l.agent == *from && l.state == LinkState::Handling)
+                self.routing.links.get(&s).is_some_and(|l| l.agent == *from && l.state == LinkState::Handling)
             }
         });
         if !still {
@@ -655,7 +730,7 @@ impl Shard {
         let invited = || What::AgentInvited { agent: agent.agent, place, ticket, from_agent };
         self.report_ix(now_ms, slot, invited, out);
         let link = Link { agent, media, ticket, state: LinkState::Invited, desktops, place, held: false, deadline };
-        let before = self.links.insert(slot, link);
+        let before = self.routing.links.insert(slot, link);
         assert!(before.is_none(), "invariant 2: an interaction offered to two agents at once");
     }
 
@@ -684,7 +759,7 @@ impl Shard {
         tell: bool,
         out: &mut Vec<Output>,
     ) -> Option<Link> {
-        let link = self.links.remove(&slot)?;
+        let link = self.routing.links.remove(&slot)?;
         self.timers.cancel(Timer::Link(slot));
         let id: Box<str> = (*self.store.get(slot).id).into();
         let to = home_of(link.agent, self.params.shards);
@@ -739,7 +814,7 @@ impl Shard {
     /// operator) in `state`.
     fn my_link(&self, caller: &Caller, id: &str, state: LinkState, ticket: Option<u64>) -> Result<Slot, ProtoError> {
         let slot = self.live(id)?;
-        let link = self.links.get(&slot).filter(|l| l.state == state);
+        let link = self.routing.links.get(&slot).filter(|l| l.state == state);
         let mine = link.is_some_and(|l| {
             (caller.agent == Some(l.agent) || caller.client_type == ClientType::Operator)
                 && ticket.is_none_or(|t| t == l.ticket)
@@ -766,7 +841,7 @@ impl Shard {
         out: &mut Vec<Output>,
     ) -> Reply {
         let slot = self.my_link(caller, id, LinkState::Invited, ticket)?;
-        let link = self.links.get_mut(&slot).expect("checked");
+        let link = self.routing.links.get_mut(&slot).expect("checked");
         link.state = LinkState::Handling;
         link.deadline = now_ms + self.params.agents.handling_timeout_ms;
         let (agent, deadline, place) = (link.agent, link.deadline, link.place);
@@ -806,11 +881,11 @@ impl Shard {
         out: &mut Vec<Output>,
     ) -> Reply {
         let slot = self.my_link(caller, id, LinkState::Invited, ticket)?;
-        let link = self.links[&slot].clone();
+        let link = self.routing.links[&slot].clone();
         let rejected = || What::Rejected { agent: link.agent.agent, ticket: link.ticket, reason: reason.map(text) };
         self.report_ix(now_ms, slot, rejected, out);
         self.end_link(now_ms, slot, false, None, out);
-        self.rejected_by.insert(self.store.get(slot).id.clone(), link.agent.agent);
+        self.routing.rejected_by.insert(self.store.get(slot).id.clone(), link.agent.agent);
         Ok(Some(event_ack(caller.ref_id)))
     }
 
@@ -824,7 +899,7 @@ impl Shard {
         if !ix.visible {
             return Err(err(ErrorCode::UnknownInteraction, format!("no interaction {id}")));
         }
-        if self.links.contains_key(&slot) || self.reserving.contains_key(id) {
+        if self.routing.links.contains_key(&slot) || self.routing.reserving.contains_key(id) {
             return Err(err(
                 ErrorCode::InvalidState,
                 format!("interaction {id} is already offered to or handled by an agent"),
@@ -883,10 +958,10 @@ impl Shard {
 
     pub(crate) fn transfer(&mut self, caller: &Caller, id: &str, agent: &str, out: &mut Vec<Output>) -> Reply {
         let slot = self.my_link(caller, id, LinkState::Handling, None)?;
-        if self.reserving.contains_key(id) {
+        if self.routing.reserving.contains_key(id) {
             return Err(err(ErrorCode::InvalidState, format!("interaction {id} is already being transferred")));
         }
-        let link = self.links[&slot].clone();
+        let link = self.routing.links[&slot].clone();
         let tenant_name = self.catalog.tenant_at(link.agent.tenant).name.clone();
         let to = self.resolve_agent(caller, &tenant_name, Some(agent))?;
         if to == link.agent {
@@ -898,7 +973,7 @@ impl Shard {
 
     pub(crate) fn hold(&mut self, now_ms: Millis, caller: &Caller, id: &str, on: bool, out: &mut Vec<Output>) -> Reply {
         let slot = self.my_link(caller, id, LinkState::Handling, None)?;
-        let link = self.links.get_mut(&slot).expect("checked");
+        let link = self.routing.links.get_mut(&slot).expect("checked");
         if link.held == on {
             let state = if on { "already held" } else { "not held" };
             return Err(err(ErrorCode::InvalidState, format!("interaction {id} is {state}")));
@@ -931,7 +1006,7 @@ impl Shard {
         let q = queue.map(|q| self.queue_idx(self.store.get(slot).tenant, q)).transpose()?;
         // The agent's own leave tells its desktops nothing; an operator's
         // does (EventRevoked, reason `left`).
-        let own = self.links.get(&slot).is_some_and(|l| caller.agent == Some(l.agent));
+        let own = self.routing.links.get(&slot).is_some_and(|l| caller.agent == Some(l.agent));
         // Leaving changes the row (no agent any more): a new version, set
         // while the interaction is still locked, so it re-enters its views
         // under its new key.
@@ -953,7 +1028,7 @@ impl Shard {
     /// Home -> owner: the agent logged out; its invitation ends.
     pub(crate) fn revoke(&mut self, now_ms: Millis, agent: AgentRef, id: &str, out: &mut Vec<Output>) {
         let Some(slot) = self.store.find(id) else { return };
-        if self.links.get(&slot).is_some_and(|l| l.agent == agent && l.state == LinkState::Invited) {
+        if self.routing.links.get(&slot).is_some_and(|l| l.agent == agent && l.state == LinkState::Invited) {
             self.end_link(now_ms, slot, false, Some("agent logged out or disconnected"), out);
         }
     }
@@ -962,7 +1037,7 @@ impl Shard {
     /// An invitation (`delivering-timeout`) or a handling
     /// (`handling-timeout`) ran out.
     pub(crate) fn link_expired(&mut self, now_ms: Millis, slot: Slot, out: &mut Vec<Output>) {
-        let state = self.links.get(&slot).expect("a link's timer ends with the link").state;
+        let state = self.routing.links.get(&slot).expect("a link's timer ends with the link").state;
         match state {
             LinkState::Invited => {
                 let not_ready = self.params.agents.not_ready_on_invitation_timeout;
@@ -987,7 +1062,7 @@ impl Shard {
         deleted: &[String],
         out: &mut Vec<Output>,
     ) {
-        let Some(link) = self.links.get(&slot) else { return };
+        let Some(link) = self.routing.links.get(&slot) else { return };
         let mut f =
             Frame::new(msg_type::EVENT_PROPERTIES_CHANGED, 0).with(attr::INTERACTION_ID, &*self.store.get(slot).id);
         if !changed.is_empty() {
@@ -1013,6 +1088,7 @@ impl Shard {
     /// (id, agent, handling), for tests and tools.
     pub fn agent_links(&self) -> Vec<(String, AgentRef, bool)> {
         let mut v: Vec<_> = self
+            .routing
             .links
             .iter()
             .map(|(&slot, l)| (self.store.get(slot).id.to_string(), l.agent, l.state == LinkState::Handling))
@@ -1023,7 +1099,7 @@ impl Shard {
 
     /// Reservations this shard is waiting for.
     pub fn pending_reservations(&self) -> usize {
-        self.reservations.len()
+        self.routing.reservations.len()
     }
 }
 
@@ -1038,8 +1114,115 @@ impl Shard {
         reason: &str,
         out: &mut Vec<Output>,
     ) {
-        if self.links.get(&slot).is_some_and(|l| caller.agent == Some(l.agent)) {
+        if self.routing.links.get(&slot).is_some_and(|l| caller.agent == Some(l.agent)) {
             self.end_link_with(now_ms, slot, false, Some(reason), false, out);
         }
+    }
+}
+
+// ----- audit -------------------------------------------------------------------
+
+impl Shard {
+    /// The routing part's rules, recomputed (see audit.rs): every agent's
+    /// lock has its link or reservation, every link its lock and timer,
+    /// reservations are listed both ways, dispatchers' indexes match their
+    /// copies.
+    pub(crate) fn audit_routing(&self, live: &BTreeSet<Slot>) -> Result<(), String> {
+        self.audit_agent_locks(live)?;
+        self.audit_links(live)?;
+        self.audit_reservations()?;
+        self.audit_dispatch()
+    }
+
+    /// An agent's lock goes with a link to that agent or a strategy's
+    /// reservation for it in flight.
+    fn audit_agent_locks(&self, live: &BTreeSet<Slot>) -> Result<(), String> {
+        for (slot, lock) in self.index.locks() {
+            if !live.contains(&slot) {
+                return Err(format!("a lock ({:?}) on slot {slot}, which holds no interaction", lock.kind));
+            }
+            let LockKind::Agent(agent) = lock.kind else { continue };
+            let id = self.id_at(slot);
+            let linked = self.routing.links.get(&slot).is_some_and(|l| l.agent == agent);
+            let reserving = self
+                .routing
+                .reserving
+                .get(id)
+                .and_then(|t| self.routing.reservations.get(t))
+                .is_some_and(|r| r.agent == agent && matches!(r.via, Via::Strategy { .. }));
+            if !linked && !reserving {
+                return Err(format!("{id} is locked to agent {agent:?} with no link or reservation for it"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each link is on a live interaction locked to its agent, with its
+    /// deadline listed; an interaction names the agent handling it exactly
+    /// while a handling link exists.
+    fn audit_links(&self, live: &BTreeSet<Slot>) -> Result<(), String> {
+        for (slot, link) in &self.routing.links {
+            if !live.contains(slot) {
+                return Err(format!("a link to agent {:?} on slot {slot}, which holds no interaction", link.agent));
+            }
+            let id = self.id_at(*slot);
+            let kind = self.index.lock(*slot).map(|l| l.kind);
+            if kind != Some(LockKind::Agent(link.agent)) {
+                return Err(format!("{id} is linked to agent {:?} but locked {kind:?}", link.agent));
+            }
+            let timer = self.timers.deadline(Timer::Link(*slot));
+            if timer != Some(link.deadline) {
+                return Err(format!("{id}'s link ends at {}, its timer {timer:?}", link.deadline));
+            }
+        }
+        for (slot, ix) in self.store.iter() {
+            let assigned = ix.handling.as_deref().and_then(|h| h.assigned_to).map(|s| self.syms.name(s));
+            let handler = self
+                .routing
+                .links
+                .get(&slot)
+                .filter(|l| l.state == LinkState::Handling)
+                .map(|l| self.agent_login_id(l.agent));
+            if assigned != handler {
+                return Err(format!("{} names {assigned:?} as its handler; its link says {handler:?}", ix.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reservations in flight, by ticket and by id, are one list.
+    fn audit_reservations(&self) -> Result<(), String> {
+        if self.routing.reservations.len() != self.routing.reserving.len() {
+            return Err(format!(
+                "{} reservations by ticket, {} by id",
+                self.routing.reservations.len(),
+                self.routing.reserving.len()
+            ));
+        }
+        for (ticket, r) in &self.routing.reservations {
+            if self.routing.reserving.get(&r.id) != Some(ticket) {
+                return Err(format!("reservation {ticket} of {} is not listed under its id", r.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// The dispatcher's index of agents by media type matches its copy of
+    /// their availability.
+    fn audit_dispatch(&self) -> Result<(), String> {
+        for (tenant, d) in &self.routing.dispatch {
+            let mut want: Vec<BTreeSet<(i64, u32)>> = vec![BTreeSet::new(); d.by_media.len()];
+            for (agent, avail) in &d.avail {
+                for &(m, free, idle) in avail {
+                    if free > 0 {
+                        want[m as usize].insert((idle, *agent));
+                    }
+                }
+            }
+            if want != d.by_media {
+                return Err(format!("tenant {tenant}: the dispatcher's agents by media type disagree with its copy"));
+            }
+        }
+        Ok(())
     }
 }

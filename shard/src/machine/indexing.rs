@@ -231,7 +231,7 @@ impl Shard {
     /// it in the queue's views whose condition it meets. Pulls and
     /// strategies waiting on those views are told.
     fn attach(&mut self, slot: Slot, out: &mut Vec<Output>) {
-        let Shard { store, index, catalog, syms, watchers, strategy_watch, .. } = self;
+        let Shard { store, index, catalog, syms, watchers, routing, .. } = self;
         let ix = store.get(slot);
         let Place::Queue(q) = ix.place else { return };
         if !ix.visible {
@@ -252,10 +252,8 @@ impl Shard {
                     out.push(Output::Peer { to, msg: PeerMsg::ViewFilled { op } });
                 }
             }
-            if !strategy_watch.is_empty() {
-                if let Some(to) = strategy_watch.remove(&(ix.tenant, v)) {
-                    out.push(Output::Peer { to, msg: PeerMsg::StrategyWake { tenant: ix.tenant, view: v } });
-                }
+            if let Some(to) = routing.strategy_woken(ix.tenant, v) {
+                out.push(Output::Peer { to, msg: PeerMsg::StrategyWake { tenant: ix.tenant, view: v } });
             }
         }
     }

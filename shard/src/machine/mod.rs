@@ -27,7 +27,7 @@ use std::sync::Arc;
 use ahash::{AHashMap, AHashSet};
 
 use crate::agent::AgentRef;
-use crate::catalog::{AgentIdx, Catalog, QueueIdx, TenantIdx, ViewIdx, WorkbinIdx};
+use crate::catalog::{Catalog, QueueIdx, TenantIdx, ViewIdx, WorkbinIdx};
 use crate::coord::Op;
 use crate::event::{text, Event, What};
 use crate::id::{self, IdGen};
@@ -433,18 +433,9 @@ pub struct Shard {
     pub(crate) homes: crate::agent::Homes,
 
     // ----- routing (routing.rs) -----
-    /// Interactions of this shard offered to or handled by an agent.
-    pub(crate) links: AHashMap<Slot, crate::routing::Link>,
-    /// Reservations asked of agents' homes, by ticket; and by id.
-    pub(crate) reservations: AHashMap<u64, crate::routing::Reservation>,
-    pub(crate) reserving: AHashMap<Box<str>, u64>,
-    /// The tenants whose strategies this shard runs (their dispatcher).
-    pub(crate) dispatch: AHashMap<TenantIdx, crate::routing::Dispatch>,
-    pub(crate) rounds: AHashMap<u64, crate::routing::Round>,
-    /// Strategy views read by a round: the first entry to arrive wakes the
-    /// dispatcher (the shard named).
-    pub(crate) strategy_watch: AHashMap<(TenantIdx, ViewIdx), u16>,
-    pub(crate) agent_lock_name: Arc<str>,
+    /// Links, reservations and (for the tenants it dispatches) strategies:
+    /// changed only by routing.rs.
+    pub(crate) routing: crate::routing::Routing,
 
     // ----- reporting (report.rs) -----
     /// Numbers, orders, keeps and sends this shard's events.
@@ -453,8 +444,6 @@ pub struct Shard {
     /// event to an agent's desktop made now waits for that write's answer,
     /// and a submit of an id whose stop is in flight is refused.
     pub(crate) last_write: AHashMap<IxId, u64>,
-    /// The agent that last rejected each interaction (routing.rs).
-    pub(crate) rejected_by: AHashMap<IxId, AgentIdx>,
 
     /// Every deadline of every part above, in one table (timers.rs): a
     /// tick takes what is due, in deadline order.
@@ -468,17 +457,8 @@ impl Shard {
     pub fn new(params: ShardParams, catalog: Arc<Catalog>) -> Self {
         assert!(params.shard < params.shards);
         let reporter = crate::report::Reporter::new(params.shard, params.replay_events, params.event_log, &catalog);
-        let dispatch = catalog
-            .tenants
-            .iter()
-            .enumerate()
-            .filter(|(i, t)| {
-                crate::agent::dispatcher_of(*i as TenantIdx, params.shards) == params.shard
-                    && t.strategy_queues().next().is_some()
-            })
-            .map(|(i, t)| (i as TenantIdx, crate::routing::Dispatch::new(t)))
-            .collect();
         let index = Index::new(&catalog);
+        let routing = crate::routing::Routing::new(&catalog, params.shard, params.shards);
         Shard {
             params,
             catalog,
@@ -502,17 +482,10 @@ impl Shard {
             held_requests: 0,
             now_us: 0,
             last_tie: 0,
-            links: AHashMap::new(),
-            reservations: AHashMap::new(),
-            reserving: AHashMap::new(),
-            dispatch,
-            rounds: AHashMap::new(),
-            strategy_watch: AHashMap::new(),
-            agent_lock_name: crate::routing::AGENT_LOCK_NAME.into(),
             reporter,
             last_write: AHashMap::new(),
-            rejected_by: AHashMap::new(),
             homes: Default::default(),
+            routing,
             timers: Default::default(),
         }
     }
@@ -1073,7 +1046,7 @@ impl Shard {
         }
         let tenant = self.store.get(slot).tenant;
         self.check_skills(tenant, &changed)?;
-        let told = (self.links.contains_key(&slot) || self.reporting(tenant)).then(|| changed.clone());
+        let told = (self.routing.is_linked(slot) || self.reporting(tenant)).then(|| changed.clone());
         let mut properties = self.store.get(slot).properties().clone();
         // Deleting a key that is not there is not an error: the result is
         // the same, and clients retrying a change must not fail.
@@ -1219,7 +1192,7 @@ impl Shard {
             self.ix_event(now_ms, slot, || What::ProcessingStopped { reason: reason.map(text) }).into_iter().collect();
         let ixid = self.store.get(slot).id.clone();
         let ix = self.evict(slot);
-        self.rejected_by.remove(&ix.id);
+        self.routing.forget_rejection(&ix.id);
         let token = self.new_token();
         self.pending.insert(
             token,
@@ -1264,7 +1237,7 @@ impl Shard {
         let now_ms = self.now_us.div_euclid(1000);
         self.end_link(now_ms, slot, false, Some("stopped"), out);
         let ix = self.evict(slot);
-        self.rejected_by.remove(&ix.id);
+        self.routing.forget_rejection(&ix.id);
     }
 
     fn storage_done(&mut self, token: u64, ok: bool, out: &mut Vec<Output>) {
@@ -1454,7 +1427,7 @@ impl Shard {
         }
         let slot = match self.store.find_tie(before.tie) {
             Some(slot) => {
-                let linked = self.links.contains_key(&slot);
+                let linked = self.routing.is_linked(slot);
                 self.modify(slot, out, |ix| {
                     // An agent's link is not undone: what it says of the
                     // agent (handling times, assigned_to) stays.
