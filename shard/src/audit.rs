@@ -59,7 +59,7 @@ impl Shard {
         for (timer, deadline) in self.timers.iter() {
             let owned = match timer {
                 Timer::Lock(slot) => self.index.lock(slot).is_some_and(|l| l.deadline == deadline),
-                Timer::Pull(op) => self.ops.get(&op).is_some_and(|o| o.pull_deadline() == deadline),
+                Timer::Pull(op) => self.coord.pull_deadline(op) == Some(deadline),
                 Timer::Link(slot) => self.routing.link_deadline(slot) == Some(deadline),
                 Timer::LoginSession(a) => {
                     self.homes.get(&a).and_then(|st| st.login.as_ref()).is_some_and(|l| l.conns.is_empty())

@@ -32,6 +32,8 @@
 
 use std::sync::Arc;
 
+use ahash::{AHashMap, AHashSet};
+
 use crate::catalog::{TenantIdx, ViewIdx};
 use crate::condition::Condition;
 use crate::interaction::Millis;
@@ -238,13 +240,53 @@ impl Op {
             Op::Release { caller, .. } => caller,
         }
     }
+}
 
-    /// The deadline of a pull that may wait (`pull-hold-timeout`); 0: none.
-    pub(crate) fn pull_deadline(&self) -> Millis {
-        match self {
-            Op::Pull(p) => p.deadline,
-            _ => 0,
+/// The cross-shard coordinator of one shard: the requests its clients
+/// made that span every shard (pulls, searches, snapshots, depth, the
+/// releases of locking snapshots), the snapshots they hold, the clients
+/// that hold locks anywhere, and the pulls of any shard waiting on this
+/// shard's views. Its fields are private to this module: only coord.rs
+/// changes them.
+#[derive(Debug, Default)]
+pub(crate) struct Coordinator {
+    /// Requests coordinated here, by op number.
+    ops: AHashMap<u64, Op>,
+    snapshots: AHashMap<u64, Snapshot>,
+    /// Clients of this shard that have pulled or taken a locking snapshot:
+    /// only their closing sends every shard an unlock.
+    lockers: AHashSet<Origin>,
+    /// Pulls waiting for an entry in a view here: (coordinating shard, op).
+    watchers: AHashMap<(TenantIdx, ViewIdx), Vec<(u16, u64)>>,
+}
+
+impl Coordinator {
+    /// Requests coordinated here and not answered yet.
+    pub(crate) fn pending(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Pulls waiting on this shard's views.
+    pub(crate) fn watchers(&self) -> usize {
+        self.watchers.values().map(Vec::len).sum()
+    }
+
+    /// The deadline of pull `op` if it may wait (the audit of the timer
+    /// table); `None`: no such pull, or it does not wait.
+    pub(crate) fn pull_deadline(&self, op: u64) -> Option<Millis> {
+        match self.ops.get(&op) {
+            Some(Op::Pull(p)) if p.deadline != 0 => Some(p.deadline),
+            _ => None,
         }
+    }
+
+    /// An entry entered `view` of `tenant` here: the pulls waiting on it,
+    /// each told once.
+    pub(crate) fn view_filled(&mut self, tenant: TenantIdx, view: ViewIdx) -> Option<Vec<(u16, u64)>> {
+        if self.watchers.is_empty() {
+            return None;
+        }
+        self.watchers.remove(&(tenant, view))
     }
 }
 
@@ -274,7 +316,7 @@ impl Shard {
     fn new_op(&mut self, op: Op) -> u64 {
         let id = self.next_op;
         self.next_op += 1;
-        self.ops.insert(id, op);
+        self.coord.ops.insert(id, op);
         id
     }
 
@@ -321,7 +363,7 @@ impl Shard {
             ProtoError::new(ErrorCode::UnknownView, format!("unknown view '{view}' in tenant '{tenant}'"))
         })?;
         let hold = self.params.pull_hold_ms;
-        self.lockers.insert(caller.origin);
+        self.coord.lockers.insert(caller.origin);
         let deadline = if hold > 0 { now_ms + hold } else { 0 };
         let op = self.new_op(Op::Pull(PullOp {
             caller: caller.clone(),
@@ -345,7 +387,7 @@ impl Shard {
     }
 
     fn pull_op(&mut self, op: u64) -> Option<&mut PullOp> {
-        match self.ops.get_mut(&op) {
+        match self.coord.ops.get_mut(&op) {
             Some(Op::Pull(p)) => Some(p),
             _ => None,
         }
@@ -448,7 +490,7 @@ impl Shard {
     /// Answers a pull with what it locked, in view order. What does not fit
     /// in one frame is unlocked again, never silently kept.
     fn pull_finish(&mut self, op: u64, out: &mut Vec<Output>) {
-        let Some(Op::Pull(mut p)) = self.ops.remove(&op) else { return };
+        let Some(Op::Pull(mut p)) = self.coord.ops.remove(&op) else { return };
         self.timers.cancel(Timer::Pull(op));
         self.unwatch(op, &p, out);
         p.got.sort_by(|(a, sa, _), (b, sb, _)| view_order(a, *sa, b, *sb));
@@ -530,8 +572,8 @@ impl Shard {
         let condition = Arc::new(Condition::parse(condition).map_err(invalid_condition)?);
         let tenant = tenant.map(|t| self.tenant_idx(t)).transpose()?;
         let taking = |o: &Op| matches!(o, Op::Scan(s) if s.caller.origin == caller.origin && matches!(s.what, ScanWhat::Snapshot { .. }));
-        let open = self.snapshots.values().filter(|s| s.owner == caller.origin).count()
-            + self.ops.values().filter(|o| taking(o)).count();
+        let open = self.coord.snapshots.values().filter(|s| s.owner == caller.origin).count()
+            + self.coord.ops.values().filter(|o| taking(o)).count();
         if open >= MAX_SNAPSHOTS_PER_CONNECTION {
             return Err(ProtoError::new(
                 ErrorCode::InvalidValue,
@@ -543,7 +585,7 @@ impl Shard {
         let snapshot = ((self.params.shard as u64) << 40) | self.next_op;
         let holder = lock.then(|| Holder { origin: caller.origin, name: caller.client_name.clone() });
         if lock {
-            self.lockers.insert(caller.origin);
+            self.coord.lockers.insert(caller.origin);
         }
         let mode = ScanMode::Snapshot { snapshot, lock: holder };
         let filter = Filter::Condition { tenant, condition };
@@ -570,7 +612,7 @@ impl Shard {
         mode: ScanMode,
         out: &mut Vec<Output>,
     ) -> Result<(), ProtoError> {
-        let running = self.ops.values().filter(|o| matches!(o, Op::Scan(_))).count();
+        let running = self.coord.ops.values().filter(|o| matches!(o, Op::Scan(_))).count();
         if running >= MAX_SCANS_PER_SHARD {
             return Err(ProtoError::new(
                 ErrorCode::Overloaded,
@@ -597,7 +639,7 @@ impl Shard {
 
     /// A shard has taken a snapshot's cut; once all have, they may go on.
     fn cut_taken(&mut self, op: u64, out: &mut Vec<Output>) {
-        let Some(Op::Scan(s)) = self.ops.get_mut(&op) else { return };
+        let Some(Op::Scan(s)) = self.coord.ops.get_mut(&op) else { return };
         s.cuts_outstanding -= 1;
         if s.cuts_outstanding == 0 {
             self.broadcast(PeerMsg::Thaw { op }, out);
@@ -613,7 +655,7 @@ impl Shard {
         last: bool,
         out: &mut Vec<Output>,
     ) {
-        let Some(Op::Scan(s)) = self.ops.get_mut(&op) else { return };
+        let Some(Op::Scan(s)) = self.coord.ops.get_mut(&op) else { return };
         let (ties, ids, described) = part;
         assert_eq!(ties.len(), ids.len(), "one tie per id");
         let p = &mut s.parts[from as usize];
@@ -630,7 +672,7 @@ impl Shard {
     /// Merges a scan's parts for one step's worth; asks for another step if
     /// more can be merged now; answers once everything is merged.
     pub(crate) fn merge_scan(&mut self, op: u64, out: &mut Vec<Output>) {
-        let Some(Op::Scan(s)) = self.ops.get_mut(&op) else { return };
+        let Some(Op::Scan(s)) = self.coord.ops.get_mut(&op) else { return };
         if s.merge(crate::scan::MERGE_CHUNK) {
             out.push(Output::Peer { to: self.params.shard, msg: PeerMsg::ScanMerge { op } });
         } else if s.outstanding == 0 {
@@ -639,7 +681,7 @@ impl Shard {
     }
 
     fn scan_finish(&mut self, op: u64, out: &mut Vec<Output>) {
-        let Some(Op::Scan(s)) = self.ops.remove(&op) else { return };
+        let Some(Op::Scan(s)) = self.coord.ops.remove(&op) else { return };
         assert!(s.parts.iter().all(|p| p.done && p.chunks.iter().all(|c| c.next == c.ties.len())));
         match s.what {
             ScanWhat::Find | ScanWhat::Workbin => {
@@ -677,14 +719,14 @@ impl Shard {
                     .with(attr::COUNT, ids.len() as i64)
                     .with(attr::TOTAL, s.total as i64);
                 let snap = Snapshot { owner: s.caller.origin, ids, shards, locked: lock };
-                self.snapshots.insert(snapshot, snap);
+                self.coord.snapshots.insert(snapshot, snap);
                 Self::reply(out, &s.caller, f);
             }
         }
     }
 
     fn own_snapshot(&self, caller: &Caller, snapshot: u64) -> Result<&Snapshot, ProtoError> {
-        self.snapshots.get(&snapshot).filter(|s| s.owner == caller.origin).ok_or_else(|| {
+        self.coord.snapshots.get(&snapshot).filter(|s| s.owner == caller.origin).ok_or_else(|| {
             ProtoError::new(
                 ErrorCode::UnknownSnapshot,
                 format!("no snapshot {snapshot} on this connection (released, or never taken here)"),
@@ -730,7 +772,7 @@ impl Shard {
     }
 
     fn described(&mut self, from: u16, op: u64, encoded: Vec<u8>, ends: Vec<u32>, out: &mut Vec<Output>) {
-        let Some(Op::Describe(d)) = self.ops.get_mut(&op) else { return };
+        let Some(Op::Describe(d)) = self.coord.ops.get_mut(&op) else { return };
         let positions = std::mem::take(&mut d.positions[from as usize]);
         assert_eq!(positions.len(), ends.len(), "one description per id asked");
         let mut start = 0;
@@ -741,7 +783,7 @@ impl Shard {
         d.answers[from as usize] = encoded;
         d.outstanding -= 1;
         if d.outstanding == 0 {
-            let Some(Op::Describe(d)) = self.ops.remove(&op) else { unreachable!() };
+            let Some(Op::Describe(d)) = self.coord.ops.remove(&op) else { unreachable!() };
             self.page_finish(d, out);
         }
     }
@@ -781,7 +823,7 @@ impl Shard {
     /// acknowledgement sees them gone.
     pub(crate) fn release_snapshot(&mut self, caller: &Caller, snapshot: u64, out: &mut Vec<Output>) -> Reply {
         let locked = self.own_snapshot(caller, snapshot)?.locked;
-        self.snapshots.remove(&snapshot);
+        self.coord.snapshots.remove(&snapshot);
         if !locked {
             return Ok(Some(event_ack(caller.ref_id)));
         }
@@ -792,10 +834,10 @@ impl Shard {
     }
 
     fn unlocked(&mut self, op: u64, out: &mut Vec<Output>) {
-        let Some(Op::Release { outstanding, .. }) = self.ops.get_mut(&op) else { return };
+        let Some(Op::Release { outstanding, .. }) = self.coord.ops.get_mut(&op) else { return };
         *outstanding -= 1;
         if *outstanding == 0 {
-            let Some(Op::Release { caller, .. }) = self.ops.remove(&op) else { unreachable!() };
+            let Some(Op::Release { caller, .. }) = self.coord.ops.remove(&op) else { unreachable!() };
             Self::reply(out, &caller, event_ack(caller.ref_id));
         }
     }
@@ -818,7 +860,7 @@ impl Shard {
     }
 
     fn queue_depths(&mut self, op: u64, queues: Vec<QueueDepth>, out: &mut Vec<Output>) {
-        let Some(Op::Depth(d)) = self.ops.get_mut(&op) else { return };
+        let Some(Op::Depth(d)) = self.coord.ops.get_mut(&op) else { return };
         for (s, q) in d.sum.iter_mut().zip(queues) {
             s.interactions += q.interactions;
             s.locked += q.locked;
@@ -830,7 +872,7 @@ impl Shard {
         if d.outstanding > 0 {
             return;
         }
-        let Some(Op::Depth(d)) = self.ops.remove(&op) else { unreachable!() };
+        let Some(Op::Depth(d)) = self.coord.ops.remove(&op) else { unreachable!() };
         let t = self.catalog.tenant_at(d.tenant);
         let mut f = Frame::new(msg_type::EVENT_QUEUE_DEPTH, d.caller.ref_id);
         for (q, s) in t.queues.iter().zip(d.sum) {
@@ -859,15 +901,15 @@ impl Shard {
     /// connection drops: a session closes while its connection goes on.
     pub(crate) fn conn_closed(&mut self, origin: Origin, out: &mut Vec<Output>) {
         let mut mine: Vec<u64> =
-            self.ops.iter().filter(|(_, o)| o.caller().origin == origin).map(|(&i, _)| i).collect();
+            self.coord.ops.iter().filter(|(_, o)| o.caller().origin == origin).map(|(&i, _)| i).collect();
         mine.sort_unstable();
         for op in mine {
-            match self.ops.get_mut(&op) {
+            match self.coord.ops.get_mut(&op) {
                 // A snapshot's cut must still be thawed: let it finish
                 // (its answer is the error below, then).
                 Some(Op::Scan(s)) if matches!(s.what, ScanWhat::Snapshot { .. }) => s.orphaned = true,
                 _ => {
-                    let Some(o) = self.ops.remove(&op) else { continue };
+                    let Some(o) = self.coord.ops.remove(&op) else { continue };
                     self.timers.cancel(Timer::Pull(op));
                     Self::reply(out, o.caller(), closed_before_answer(o.caller()));
                     if let Op::Pull(p) = o {
@@ -876,8 +918,8 @@ impl Shard {
                 }
             }
         }
-        self.snapshots.retain(|_, s| s.owner != origin);
-        if self.lockers.remove(&origin) {
+        self.coord.snapshots.retain(|_, s| s.owner != origin);
+        if self.coord.lockers.remove(&origin) {
             self.broadcast(PeerMsg::Unlock { origin, kind: None, ids: None, confirm: None }, out);
         }
     }
@@ -897,7 +939,7 @@ impl Shard {
                     })
                     .collect();
                 if heads.is_empty() && watch {
-                    self.watchers.entry((tenant, view)).or_default().push((from, op));
+                    self.coord.watchers.entry((tenant, view)).or_default().push((from, op));
                 }
                 out.push(Output::Peer { to: from, msg: PeerMsg::PullHeads { op, heads } });
             }
@@ -923,10 +965,10 @@ impl Shard {
             PeerMsg::PullLocked { op, got, missed } => self.pull_locked(from, op, got, missed, out),
             PeerMsg::ViewFilled { op } => self.view_filled(op, out),
             PeerMsg::Unwatch { op, tenant, view } => {
-                if let Some(w) = self.watchers.get_mut(&(tenant, view)) {
+                if let Some(w) = self.coord.watchers.get_mut(&(tenant, view)) {
                     w.retain(|&(coord, o)| (coord, o) != (from, op));
                     if w.is_empty() {
-                        self.watchers.remove(&(tenant, view));
+                        self.coord.watchers.remove(&(tenant, view));
                     }
                 }
             }

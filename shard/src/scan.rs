@@ -63,9 +63,15 @@ impl PartialOrd for Hit {
     }
 }
 
+/// The scans in progress on this shard: changed only by scan.rs.
+#[derive(Debug, Default)]
+pub(crate) struct Scans {
+    sessions: Vec<ScanSession>,
+}
+
 /// A scan in progress on this shard.
 #[derive(Debug)]
-pub(crate) struct ScanSession {
+struct ScanSession {
     /// The coordinating shard and its op: where the answer goes.
     coord: u16,
     op: u64,
@@ -97,7 +103,7 @@ impl Shard {
     /// once; a snapshot when [`Shard::run_scan`] is called (at Thaw).
     pub(crate) fn open_scan(&mut self, coord: u16, op: u64, filter: Filter, limit: u32, mode: ScanMode) -> bool {
         let running = matches!(mode, ScanMode::Find);
-        self.scans.push(ScanSession {
+        self.scans.sessions.push(ScanSession {
             coord,
             op,
             filter,
@@ -120,7 +126,7 @@ impl Shard {
     /// A snapshot's cut is taken on every shard: its slicing may begin.
     /// Returns whether this shard has that session.
     pub(crate) fn run_scan(&mut self, coord: u16, op: u64) -> bool {
-        match self.scans.iter_mut().find(|s| (s.coord, s.op) == (coord, op)) {
+        match self.scans.sessions.iter_mut().find(|s| (s.coord, s.op) == (coord, op)) {
             Some(s) => {
                 s.running = true;
                 true
@@ -134,22 +140,22 @@ impl Shard {
     /// [`SEND_CHUNK`] matches to the coordinator, then asks for the next
     /// step until everything is sent.
     pub(crate) fn scan_slice(&mut self, coord: u16, op: u64, out: &mut Vec<Output>) {
-        let Some(i) = self.scans.iter().position(|s| (s.coord, s.op) == (coord, op)) else { return };
-        assert!(self.scans[i].running, "a slice of a scan whose cut is not released");
-        if self.scans[i].cursor == self.scans[i].end {
+        let Some(i) = self.scans.sessions.iter().position(|s| (s.coord, s.op) == (coord, op)) else { return };
+        assert!(self.scans.sessions[i].running, "a slice of a scan whose cut is not released");
+        if self.scans.sessions[i].cursor == self.scans.sessions[i].end {
             self.send_matches(i, out);
             return;
         }
         let (start, end) = {
-            let s = &self.scans[i];
+            let s = &self.scans.sessions[i];
             (s.cursor, s.end.min(s.cursor.saturating_add(self.params.scan_slice.max(1))))
         };
         for slot in start..end {
-            let hit = match self.scans[i].shadow.remove(&slot) {
+            let hit = match self.scans.sessions[i].shadow.remove(&slot) {
                 Some(at_cut) => at_cut,
-                None => self.verdict(&self.scans[i], slot),
+                None => self.verdict(&self.scans.sessions[i], slot),
             };
-            let s = &mut self.scans[i];
+            let s = &mut self.scans.sessions[i];
             if let Some(hit) = hit {
                 s.total += 1;
                 s.best.push(hit);
@@ -158,7 +164,7 @@ impl Shard {
                 }
             }
         }
-        self.scans[i].cursor = end;
+        self.scans.sessions[i].cursor = end;
         out.push(Output::Peer { to: self.params.shard, msg: PeerMsg::ScanSlice { coord, op } });
     }
 
@@ -194,7 +200,7 @@ impl Shard {
     /// snapshot, which keeps only those it could lock (one stopped or locked
     /// by another client since the cut is left out).
     fn send_matches(&mut self, i: usize, out: &mut Vec<Output>) {
-        let s = &mut self.scans[i];
+        let s = &mut self.scans.sessions[i];
         if s.sending.is_none() {
             s.to_order = std::mem::take(&mut s.best).into_vec();
             s.sending = Some(BinaryHeap::with_capacity(s.to_order.len()));
@@ -215,7 +221,7 @@ impl Shard {
         let last = sending.is_empty();
         let (coord, op, total, mode) = (s.coord, s.op, s.total, s.mode.clone());
         if last {
-            self.scans.swap_remove(i);
+            self.scans.sessions.swap_remove(i);
         }
         let mut ties = Vec::with_capacity(hits.len());
         let mut ids = IdList::new();
@@ -247,13 +253,13 @@ impl Shard {
     /// `slot` changes (fields, lock, or its removal): every scan that has
     /// not examined that slot yet remembers what it would have made of it.
     pub(crate) fn before_change(&mut self, slot: Slot) {
-        for i in 0..self.scans.len() {
-            let s = &self.scans[i];
+        for i in 0..self.scans.sessions.len() {
+            let s = &self.scans.sessions[i];
             if slot < s.cursor || slot >= s.end || s.shadow.contains_key(&slot) {
                 continue;
             }
             let at_cut = self.verdict(s, slot);
-            self.scans[i].shadow.insert(slot, at_cut);
+            self.scans.sessions[i].shadow.insert(slot, at_cut);
         }
     }
 
@@ -261,7 +267,7 @@ impl Shard {
     /// scans that have not examined that slot, it was not there at the cut
     /// (unless what was there then is remembered already).
     pub(crate) fn after_admit(&mut self, slot: Slot) {
-        for s in &mut self.scans {
+        for s in &mut self.scans.sessions {
             if slot >= s.cursor && slot < s.end {
                 s.shadow.entry(slot).or_insert(None);
             }
@@ -270,6 +276,6 @@ impl Shard {
 
     /// Scans in progress on this shard.
     pub fn scans_in_progress(&self) -> usize {
-        self.scans.len()
+        self.scans.sessions.len()
     }
 }

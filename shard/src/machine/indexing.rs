@@ -231,7 +231,7 @@ impl Shard {
     /// it in the queue's views whose condition it meets. Pulls and
     /// strategies waiting on those views are told.
     fn attach(&mut self, slot: Slot, out: &mut Vec<Output>) {
-        let Shard { store, index, catalog, syms, watchers, routing, .. } = self;
+        let Shard { store, index, catalog, syms, coord, routing, .. } = self;
         let ix = store.get(slot);
         let Place::Queue(q) = ix.place else { return };
         if !ix.visible {
@@ -247,7 +247,7 @@ impl Shard {
         for v in views_holding(ix, q, n) {
             let view = &mut index.views[ix.tenant as usize][v as usize];
             view.insert(view.key(ix, n), ix.tie);
-            if let Some(w) = watchers.remove(&(ix.tenant, v)) {
+            if let Some(w) = coord.view_filled(ix.tenant, v) {
                 for (to, op) in w {
                     out.push(Output::Peer { to, msg: PeerMsg::ViewFilled { op } });
                 }

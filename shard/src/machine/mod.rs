@@ -28,7 +28,6 @@ use ahash::{AHashMap, AHashSet};
 
 use crate::agent::AgentRef;
 use crate::catalog::{Catalog, QueueIdx, TenantIdx, ViewIdx, WorkbinIdx};
-use crate::coord::Op;
 use crate::event::{text, Event, What};
 use crate::id::{self, IdGen};
 use crate::interaction::{tie_at, Interaction, InteractionRecord, IxId, Millis, Names, Place};
@@ -406,17 +405,15 @@ pub struct Shard {
     /// View indexes, queue counts and locks: changed only through
     /// `indexing.rs`.
     pub(crate) index: Index,
-    /// Pulls waiting for an entry in a view: (coordinating shard, op).
-    pub(crate) watchers: AHashMap<(TenantIdx, ViewIdx), Vec<(u16, u64)>>,
-    /// Requests this shard coordinates, by op number.
-    pub(crate) ops: AHashMap<u64, Op>,
+    /// Requests this shard coordinates across the shards, the snapshots
+    /// its clients hold, and pulls of other shards waiting on its views:
+    /// changed only by coord.rs.
+    pub(crate) coord: crate::coord::Coordinator,
+    /// The last op number given: requests that span shards (coordinated
+    /// here, gathered by agent homes, subscriptions, strategy rounds).
     pub(crate) next_op: u64,
-    pub(crate) snapshots: AHashMap<u64, crate::coord::Snapshot>,
     /// Scans in progress on this shard (scan.rs).
-    pub(crate) scans: Vec<crate::scan::ScanSession>,
-    /// Connections of this shard that have pulled or taken a locking
-    /// snapshot: only their closing sends every shard an unlock.
-    pub(crate) lockers: ahash::AHashSet<Origin>,
+    pub(crate) scans: crate::scan::Scans,
     /// Snapshot cuts holding this shard, and the inputs they hold back.
     pub(crate) frozen: u32,
     held: VecDeque<Input>,
@@ -471,12 +468,9 @@ impl Shard {
             pending: AHashMap::new(),
             log_only: AHashSet::new(),
             index,
-            watchers: AHashMap::new(),
-            ops: AHashMap::new(),
+            coord: Default::default(),
             next_op: 1,
-            snapshots: AHashMap::new(),
-            scans: Vec::new(),
-            lockers: ahash::AHashSet::new(),
+            scans: Default::default(),
             frozen: 0,
             held: VecDeque::new(),
             held_requests: 0,
@@ -536,12 +530,12 @@ impl Shard {
 
     /// Pulls waiting on this shard's views (see `pull-hold-timeout`).
     pub fn watchers(&self) -> usize {
-        self.watchers.values().map(Vec::len).sum()
+        self.coord.watchers()
     }
 
     /// Requests this shard coordinates that have not been answered yet.
     pub fn pending_ops(&self) -> usize {
-        self.ops.len()
+        self.coord.pending()
     }
 
     /// When the earliest deadline is due (a routing lock, a waiting pull,
