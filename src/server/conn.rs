@@ -715,8 +715,11 @@ async fn read_loop(rt: &Runtime, conn: &Conn) {
     conn.close_after_flush();
     rt.remove_conn(conn.id);
     let client = conn.session(0).map(|s| s.client_name.to_string());
+    // A carrier may have thousands of sessions: each close is one input,
+    // and the shard may serve others between them.
     for (origin, agent) in conn.close_sessions() {
         rt.conn_closed(origin, agent);
+        glommio::yield_if_needed().await;
     }
     let cause = conn.cause.get().unwrap_or(if rt.stopping.get() { "shutdown" } else { "none" });
     tracing::info!(msg_id = msgid::CLIENT_DISCONNECTED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, ?client, reason, cause, "client disconnected");
