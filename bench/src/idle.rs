@@ -1,4 +1,7 @@
-//! `ixn-bench idle`: the server's memory per idle registered connection.
+//! `ixn-bench idle`: the server's memory per idle registered connection,
+//! or per idle session when connections carry sessions (`--sessions`:
+//! each connection registers as a proxy and opens that many sessions of
+//! `--client-type`, as the proxy carries desktops; protocol 6.9).
 //!
 //! 1. Reads the server's VmRSS (`--server-pid`, from /proc/PID/status).
 //! 2. Opens `--connections` connections, each registered as
@@ -51,6 +54,12 @@ pub struct IdleArgs {
     /// Credential, when the server lists clients.
     #[arg(long)]
     credential: Option<String>,
+    /// Sessions each connection opens (0: none; the connection itself is
+    /// the client). With sessions, each connection registers as a proxy
+    /// and its sessions as `--client-type`; the server must allow them
+    /// (`max-sessions-per-connection`).
+    #[arg(long, default_value_t = 0)]
+    sessions: u32,
     /// Seconds to wait before each VmRSS reading after the connections
     /// opened or closed.
     #[arg(long, default_value_t = 2)]
@@ -91,9 +100,16 @@ fn open(a: &IdleArgs, client_type: ClientType, n: usize) -> Result<Opened, Strin
                 let mut streams = Vec::with_capacity(share);
                 for i in 0..share {
                     let t0 = Instant::now();
-                    let c = Client::connect_as(a.server.as_str(), client_type, CLIENT_NAME, a.credential.as_deref())
+                    let own = if a.sessions > 0 { ClientType::Proxy } else { client_type };
+                    let mut c = Client::connect_as(a.server.as_str(), own, CLIENT_NAME, a.credential.as_deref())
                         .map_err(|e| format!("connection {i} of thread {t}: {e}"))?;
                     hist.record(t0.elapsed().as_micros().max(1) as u64).ok();
+                    for s in 1..=a.sessions {
+                        let t0 = Instant::now();
+                        c.open_session(s, client_type, CLIENT_NAME, a.credential.as_deref())
+                            .map_err(|e| format!("session {s} of connection {i} of thread {t}: {e}"))?;
+                        hist.record(t0.elapsed().as_micros().max(1) as u64).ok();
+                    }
                     // Keep only the socket: the server sees an idle client.
                     streams.push(c.into_parts().0);
                 }
@@ -139,6 +155,8 @@ fn spawn_helper(a: &IdleArgs, n: usize) -> Result<Child, String> {
         &n.to_string(),
         "--threads",
         &a.threads.to_string(),
+        "--sessions",
+        &a.sessions.to_string(),
     ]);
     if let Some(c) = &a.credential {
         cmd.args(["--credential", c]);
@@ -199,6 +217,9 @@ pub fn idle(a: IdleArgs) -> Result<(), String> {
     std::thread::sleep(Duration::from_secs(a.settle));
     let rss_open = rss_kib(pid)?;
     let per_conn = (rss_open as f64 - rss_before as f64) * 1024.0 / opened_total as f64;
+    // The clients: the connections, or the sessions they carry.
+    let clients = if a.sessions > 0 { opened_total * a.sessions as u64 } else { opened_total };
+    let per_client = (rss_open as f64 - rss_before as f64) * 1024.0 / clients as f64;
     let alive = probe.ping().is_ok();
     drop(opened);
     for mut h in helpers {
@@ -208,9 +229,13 @@ pub fn idle(a: IdleArgs) -> Result<(), String> {
     std::thread::sleep(Duration::from_secs(a.settle));
     let rss_closed = rss_kib(pid)?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let what = if a.sessions > 0 {
+        format!("{clients} {} sessions on {opened_total} connections", a.client_type)
+    } else {
+        format!("{opened_total} {} connections", a.client_type)
+    };
     println!(
-        "idle: {opened_total} {} connections opened in {open_s:.1} s over {processes} process(es); server VmRSS {rss_before} KiB before, {rss_open} KiB with them open = {per_conn:.0} bytes per connection; {rss_closed} KiB after they closed; registration p50 {} us, p99 {} us; server {}",
-        a.client_type,
+        "idle: {what} opened in {open_s:.1} s over {processes} process(es); server VmRSS {rss_before} KiB before, {rss_open} KiB with them open = {per_conn:.0} bytes per connection, {per_client:.0} per client; {rss_closed} KiB after they closed; registration p50 {} us, p99 {} us; server {}",
         worst[0],
         worst[1],
         if alive { "still answers" } else { "DOES NOT ANSWER" }
@@ -219,12 +244,13 @@ pub fn idle(a: IdleArgs) -> Result<(), String> {
         "scenario": "idle",
         "target": a.server,
         "duration_s": open_s,
-        "clients": opened_total,
+        "clients": clients,
         "connections": opened_total,
+        "sessions_per_connection": a.sessions,
         "client_type": a.client_type,
         "processes": processes,
         "threads": a.threads,
-        "ops_per_sec": opened_total as f64 / open_s,
+        "ops_per_sec": clients as f64 / open_s,
         "p50_us": worst[0],
         "p99_us": worst[1],
         "p999_us": worst[2],
@@ -233,6 +259,7 @@ pub fn idle(a: IdleArgs) -> Result<(), String> {
         "server_rss_open_kib": rss_open,
         "server_rss_closed_kib": rss_closed,
         "server_bytes_per_connection": per_conn,
+        "server_bytes_per_client": per_client,
         "errors": u64::from(!alive),
         "lost": null,
         "cores": cores,
