@@ -37,6 +37,10 @@ pub struct CycleArgs {
     /// into its frame once per subscriber, as their connections would.
     #[arg(long, default_value_t = 0)]
     subscribers: u32,
+    /// The subscribers ask for the state of agents and queues first
+    /// (WithState): each shard's tally then follows every event.
+    #[arg(long)]
+    with_state: bool,
     /// Reporting events each shard keeps for resuming subscribers
     /// (`reporting-replay-events`).
     #[arg(long, default_value_t = ixn_shard::machine::DEFAULT_REPLAY_EVENTS)]
@@ -177,7 +181,7 @@ pub fn run(a: CycleArgs) -> Result<(), String> {
             origin,
             next_ref,
             ClientType::ReportingEngine,
-            Request::Subscribe { tenant: None, cursor: None, with_state: false },
+            Request::Subscribe { tenant: None, cursor: None, with_state: a.with_state },
         );
         next_ref += 1;
         n.settle();
@@ -235,13 +239,14 @@ pub fn run(a: CycleArgs) -> Result<(), String> {
     let writes = (n.writes - writes0) as f64 / completed as f64;
     let reports = (n.reports - reports0) as f64 / completed as f64;
     println!(
-        "cycle (in process, one thread, {} shards, {} agents x {}, {} subscribers): {completed} cycles in {secs:.2} s \
+        "cycle (in process, one thread, {} shards, {} agents x {}, {} subscribers{}): {completed} cycles in {secs:.2} s \
          = {:.0}/s ({:.2} us each); per cycle {peer:.1} messages between shards, {writes:.1} writes, {reports:.1} \
          reporting events sent",
         a.shards,
         a.agents,
         a.capacity,
         a.subscribers,
+        if a.with_state { " with state" } else { "" },
         completed as f64 / secs,
         secs * 1e6 / completed as f64
     );
