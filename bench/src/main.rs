@@ -25,6 +25,7 @@ mod cycle;
 mod fuzz;
 mod genconfig;
 mod idle;
+mod peer;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -58,6 +59,8 @@ enum Scenario {
     GenConfig(genconfig::GenConfigArgs),
     /// Fuzz a server it starts: many connections, valid and mutated frames, resets and floods.
     Fuzz(fuzz::FuzzArgs),
+    /// The same durable workloads against a peer system (Redis), for bench/peers-report.sh.
+    Peer(peer::PeerArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -106,6 +109,7 @@ fn main() {
         Scenario::Idle(a) => idle::idle(a),
         Scenario::GenConfig(a) => genconfig::gen_config(a),
         Scenario::Fuzz(a) => fuzz::fuzz(a),
+        Scenario::Peer(a) => peer::peer(a),
     };
     if let Err(e) = result {
         eprintln!("ixn-bench: {e}");

@@ -1,0 +1,536 @@
+//! `ixn-bench peer`: the durable workloads of `submit` and `cycle`, run
+//! against a peer system instead of ixn, so `bench/peers-report.sh` can put
+//! them side by side in one run.
+//!
+//! - `enqueue`: `--producers` connections, each keeping `--window` items in
+//!   flight; an item counts once the peer acknowledged it (for Redis: the
+//!   LPUSH reply, which with `appendfsync always` comes after the fsync).
+//! - `cycle`: the same producers, and `--consumers` connections that take
+//!   items and acknowledge them (Redis: LMOVE to a processing list, then
+//!   LREM; a BLMOVE waits when the queue is empty), each keeping `--window`
+//!   takes in flight; a cycle counts when its
+//!   acknowledgement is answered.
+//!
+//! After the load the bench reads back what the peer holds and counts
+//! **lost** items (acknowledged but neither consumed nor held) and
+//! **duplicated** ones (consumed or held more than once). With
+//! `--server-pid` it also reports the peer's CPU time over the run (from
+//! /proc/PID/stat, all its threads), and always its own (getrusage), so a
+//! reader can see whether the generator was the limit.
+//!
+//! Redis is spoken directly (RESP2 over TCP, pipelined): no client
+//! library between the bench and the wire.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum System {
+    /// Redis: LPUSH; LMOVE (BLMOVE when empty) to a processing list, then LREM.
+    Redis,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    Enqueue,
+    Cycle,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PeerArgs {
+    /// The peer system.
+    #[arg(value_enum)]
+    system: System,
+    #[arg(long, value_enum, default_value = "enqueue")]
+    workload: Workload,
+    /// The peer's address.
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    addr: String,
+    /// Producer connections, one thread each.
+    #[arg(long, default_value_t = 8)]
+    producers: usize,
+    /// Consumer connections (cycle), one thread each.
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
+    /// Items (or takes) in flight per connection.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Items per second to aim for, all producers together (0: as fast as
+    /// the peer takes them): latency at a given load.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Cycle: most items enqueued and not yet consumed; producers wait
+    /// above it, so the rate is the consumers' and the queue stays short
+    /// (0: producers × window).
+    #[arg(long, default_value_t = 0)]
+    max_backlog: i64,
+    /// Bytes of payload per item besides its id.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// The peer's process id, to report its CPU time over the run.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the result object here.
+    #[arg(long)]
+    json: Option<String>,
+}
+
+/// A Redis connection with pipelined requests.
+struct Resp {
+    out: TcpStream,
+    inp: BufReader<TcpStream>,
+    line: String,
+}
+
+/// One RESP reply, as much as the bench needs of it.
+#[derive(Debug, PartialEq)]
+enum Reply {
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Vec<Reply>),
+    Status(String),
+}
+
+impl Resp {
+    fn connect(addr: &str) -> Result<Resp, String> {
+        let s = TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        let inp = BufReader::with_capacity(64 << 10, s.try_clone().map_err(|e| e.to_string())?);
+        Ok(Resp { out: s, inp, line: String::new() })
+    }
+
+    /// Appends one command to `buf` (sent by [`Resp::send`]).
+    fn command(buf: &mut Vec<u8>, args: &[&[u8]]) {
+        buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in args {
+            buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            buf.extend_from_slice(a);
+            buf.extend_from_slice(b"\r\n");
+        }
+    }
+
+    fn send(&mut self, buf: &mut Vec<u8>) -> Result<(), String> {
+        self.out.write_all(buf).map_err(|e| format!("redis write: {e}"))?;
+        buf.clear();
+        Ok(())
+    }
+
+    fn read(&mut self) -> Result<Reply, String> {
+        read_reply(&mut self.inp, &mut self.line)
+    }
+
+    fn call(&mut self, args: &[&[u8]]) -> Result<Reply, String> {
+        let mut buf = Vec::new();
+        Resp::command(&mut buf, args);
+        self.send(&mut buf)?;
+        self.read()
+    }
+}
+
+/// Reads one RESP2 reply.
+fn read_reply(inp: &mut impl BufRead, line: &mut String) -> Result<Reply, String> {
+    line.clear();
+    let n = inp.read_line(line).map_err(|e| format!("redis read: {e}"))?;
+    if n < 3 || !line.ends_with("\r\n") {
+        return Err("redis closed the connection".into());
+    }
+    let body = line[1..line.len() - 2].to_string();
+    match line.as_bytes()[0] {
+        b':' => body.parse().map(Reply::Int).map_err(|e| format!("redis integer '{body}': {e}")),
+        b'+' => Ok(Reply::Status(body)),
+        b'-' => Err(format!("redis error: {body}")),
+        b'$' => {
+            let len: i64 = body.parse().map_err(|e| format!("redis bulk length '{body}': {e}"))?;
+            if len < 0 {
+                return Ok(Reply::Bulk(None));
+            }
+            let mut data = vec![0u8; len as usize + 2];
+            inp.read_exact(&mut data).map_err(|e| format!("redis read: {e}"))?;
+            data.truncate(len as usize);
+            Ok(Reply::Bulk(Some(data)))
+        }
+        b'*' => {
+            let len: i64 = body.parse().map_err(|e| format!("redis array length '{body}': {e}"))?;
+            if len < 0 {
+                // A blocking take that timed out: a null.
+                return Ok(Reply::Bulk(None));
+            }
+            let mut items = Vec::with_capacity(len.min(1 << 20) as usize);
+            for _ in 0..len {
+                items.push(read_reply(inp, line)?);
+            }
+            Ok(Reply::Array(items))
+        }
+        other => Err(format!("redis reply of unknown type '{}'", other as char)),
+    }
+}
+
+/// Items enqueued and not yet consumed, shared by the load threads.
+struct Backlog {
+    n: std::sync::atomic::AtomicI64,
+    max: i64,
+}
+
+impl Backlog {
+    fn room(&self) -> bool {
+        self.n.load(std::sync::atomic::Ordering::Relaxed) < self.max
+    }
+
+    fn add(&self, by: i64) {
+        self.n.fetch_add(by, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+const QUEUE: &[u8] = b"ixn-bench:q";
+const PROCESSING: &[u8] = b"ixn-bench:processing";
+
+/// What one thread did.
+#[derive(Default)]
+struct Done {
+    /// Items acknowledged by the peer (producers) or taken and acknowledged
+    /// (consumers), by id.
+    ids: Vec<String>,
+    /// Of those, how many before the deadline (the rate counts these).
+    in_time: usize,
+    hist: Option<Histogram<u64>>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram")
+}
+
+/// A producer: LPUSH with `window` in flight until `deadline`.
+fn redis_producer(
+    a: &PeerArgs,
+    p: usize,
+    start: Instant,
+    deadline: Instant,
+    backlog: &Backlog,
+) -> Result<Done, String> {
+    let mut r = Resp::connect(&a.addr)?;
+    let payload = "x".repeat(a.payload);
+    let mut hist = histogram();
+    let mut ids = Vec::new();
+    let mut inflight = std::collections::VecDeque::new();
+    let mut buf = Vec::new();
+    let mut seq = 0u64;
+    loop {
+        let open = Instant::now() < deadline;
+        // Paced: this producer's share of --rate, counted from the start.
+        let allowed = if a.rate == 0 {
+            u64::MAX
+        } else {
+            (start.elapsed().as_secs_f64() * a.rate as f64 / a.producers as f64) as u64 + 1
+        };
+        while open && inflight.len() < a.window && backlog.room() && seq < allowed {
+            backlog.add(1);
+            seq += 1;
+            let id = format!("p{p}-{seq}");
+            // The time it was sent rides along: a consumer measures the
+            // whole cycle from it.
+            let item = format!("{id}|{}|{payload}", start.elapsed().as_micros());
+            Resp::command(&mut buf, &[b"LPUSH", QUEUE, item.as_bytes()]);
+            inflight.push_back((id, Instant::now()));
+        }
+        if !buf.is_empty() {
+            r.send(&mut buf)?;
+        }
+        if open && inflight.is_empty() {
+            // Waiting for the consumers to catch up.
+            std::thread::sleep(Duration::from_micros(100));
+            continue;
+        }
+        let Some((id, sent)) = inflight.pop_front() else { break };
+        match r.read()? {
+            Reply::Int(_) => {
+                hist.record(sent.elapsed().as_micros().max(1) as u64).ok();
+                ids.push(id);
+            }
+            other => return Err(format!("LPUSH answered {other:?}")),
+        }
+    }
+    let in_time = ids.len();
+    Ok(Done { ids, in_time, hist: Some(hist) })
+}
+
+/// A consumer: LMOVE to the processing list, then LREM, `window` takes in
+/// flight; when the queue is empty, one BLMOVE (50 ms) waits for the next
+/// item, since a blocking take holds the whole connection. Runs until
+/// `deadline`, then until two blocking takes in a row find nothing.
+fn redis_consumer(a: &PeerArgs, start: Instant, deadline: Instant, backlog: &Backlog) -> Result<Done, String> {
+    let mut r = Resp::connect(&a.addr)?;
+    let mut hist = histogram();
+    let mut ids = Vec::new();
+    // Replies come in the order sent: a take (blocking or not), or an
+    // acknowledgement.
+    enum Sent {
+        Take {
+            blocking: bool,
+        },
+        /// The item's id and when it was enqueued (µs since the start).
+        Ack(String, u64),
+    }
+    let mut inflight = std::collections::VecDeque::new();
+    let mut takes = 0usize;
+    let mut buf = Vec::new();
+    let mut starving = false;
+    let mut empty_waits = 0;
+    let mut in_time = 0;
+    loop {
+        let open = Instant::now() < deadline;
+        if open || empty_waits < 2 {
+            if starving && takes == 0 {
+                Resp::command(&mut buf, &[b"BLMOVE", QUEUE, PROCESSING, b"RIGHT", b"LEFT", b"0.05"]);
+                inflight.push_back(Sent::Take { blocking: true });
+                takes += 1;
+            }
+            while !starving && takes < a.window {
+                Resp::command(&mut buf, &[b"LMOVE", QUEUE, PROCESSING, b"RIGHT", b"LEFT"]);
+                inflight.push_back(Sent::Take { blocking: false });
+                takes += 1;
+            }
+        }
+        if !buf.is_empty() {
+            r.send(&mut buf)?;
+        }
+        let Some(sent) = inflight.pop_front() else { break };
+        let reply = r.read()?;
+        match (sent, reply) {
+            (Sent::Take { .. }, Reply::Bulk(Some(item))) => {
+                takes -= 1;
+                starving = false;
+                empty_waits = 0;
+                Resp::command(&mut buf, &[b"LREM", PROCESSING, b"1", &item]);
+                let mut fields = item.split(|&b| b == b'|');
+                let id = String::from_utf8_lossy(fields.next().unwrap_or(&[])).into_owned();
+                let sent_us = fields.next().and_then(|t| std::str::from_utf8(t).ok()?.parse().ok()).unwrap_or(0);
+                inflight.push_back(Sent::Ack(id, sent_us));
+            }
+            (Sent::Take { blocking }, Reply::Bulk(None)) => {
+                takes -= 1;
+                starving = true;
+                if blocking && !open {
+                    empty_waits += 1;
+                }
+            }
+            (Sent::Ack(id, sent_us), Reply::Int(1)) => {
+                // Enqueue to acknowledged consumption: the whole cycle.
+                let now_us = start.elapsed().as_micros() as u64;
+                hist.record(now_us.saturating_sub(sent_us).max(1)).ok();
+                ids.push(id);
+                backlog.add(-1);
+                if Instant::now() <= deadline {
+                    in_time += 1;
+                }
+            }
+            (_, other) => return Err(format!("unexpected redis reply {other:?}")),
+        }
+    }
+    Ok(Done { ids, in_time, hist: Some(hist) })
+}
+
+/// Every item id left in `list`.
+fn redis_left(a: &PeerArgs, list: &[u8]) -> Result<Vec<String>, String> {
+    let mut r = Resp::connect(&a.addr)?;
+    match r.call(&[b"LRANGE", list, b"0", b"-1"])? {
+        Reply::Array(items) => Ok(items
+            .into_iter()
+            .filter_map(|i| match i {
+                Reply::Bulk(Some(b)) => {
+                    Some(String::from_utf8_lossy(b.split(|&c| c == b'|').next().unwrap_or(&[])).into_owned())
+                }
+                _ => None,
+            })
+            .collect()),
+        other => Err(format!("LRANGE answered {other:?}")),
+    }
+}
+
+/// CPU seconds (user + system) process `pid` used so far, all threads.
+fn proc_cpu_s(pid: u32) -> Result<f64, String> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    // Fields after the command (in parentheses, which may hold spaces).
+    let rest = &text[text.rfind(')').ok_or("bad stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 =
+        f[11].parse::<u64>().map_err(|e| e.to_string())? + f[12].parse::<u64>().map_err(|e| e.to_string())?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks as f64 / hz)
+}
+
+/// CPU seconds this process used so far.
+fn own_cpu_s() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+pub fn peer(a: PeerArgs) -> Result<(), String> {
+    let System::Redis = a.system;
+    let mut admin = Resp::connect(&a.addr)?;
+    admin.call(&[b"DEL", QUEUE, PROCESSING])?;
+    let fsync = match admin.call(&[b"CONFIG", b"GET", b"appendfsync"])? {
+        Reply::Array(v) => match v.get(1) {
+            Some(Reply::Bulk(Some(b))) => String::from_utf8_lossy(b).into_owned(),
+            _ => "?".into(),
+        },
+        _ => "?".into(),
+    };
+    let server_cpu0 = a.server_pid.map(proc_cpu_s).transpose()?;
+    let own_cpu0 = own_cpu_s();
+    let max = match (a.workload, a.max_backlog) {
+        (Workload::Enqueue, _) => i64::MAX,
+        (Workload::Cycle, 0) => (a.producers * a.window) as i64,
+        (Workload::Cycle, m) => m,
+    };
+    let backlog = std::sync::Arc::new(Backlog { n: 0.into(), max });
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(a.duration);
+    let producers: Vec<_> = (0..a.producers)
+        .map(|p| {
+            let (a, backlog) = (a.clone(), backlog.clone());
+            std::thread::spawn(move || redis_producer(&a, p, start, deadline, &backlog))
+        })
+        .collect();
+    let consumers: Vec<_> = if a.workload == Workload::Cycle {
+        (0..a.consumers.max(1))
+            .map(|_| {
+                let (a, backlog) = (a.clone(), backlog.clone());
+                std::thread::spawn(move || redis_consumer(&a, start, deadline, &backlog))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let join = |hs: Vec<std::thread::JoinHandle<Result<Done, String>>>| -> Result<Done, String> {
+        let mut all = Done { ids: Vec::new(), in_time: 0, hist: Some(histogram()) };
+        for h in hs {
+            let d = h.join().map_err(|_| "a load thread panicked".to_string())??;
+            all.ids.extend(d.ids);
+            all.in_time += d.in_time;
+            if let (Some(h), Some(a)) = (d.hist, all.hist.as_mut()) {
+                a.add(&h).expect("same bounds");
+            }
+        }
+        Ok(all)
+    };
+    let produced = join(producers)?;
+    let produced_s = start.elapsed().as_secs_f64();
+    let consumed = join(consumers)?;
+    let server_cpu = match (a.server_pid, server_cpu0) {
+        (Some(pid), Some(c0)) => Some(proc_cpu_s(pid)? - c0),
+        _ => None,
+    };
+    let own_cpu = own_cpu_s() - own_cpu0;
+    // Every acknowledged item must be consumed or still held, once.
+    let mut seen: HashMap<String, u32> = HashMap::with_capacity(produced.ids.len());
+    for id in consumed.ids.iter().cloned().chain(redis_left(&a, QUEUE)?).chain(redis_left(&a, PROCESSING)?) {
+        *seen.entry(id).or_default() += 1;
+    }
+    let lost = produced.ids.iter().filter(|id| !seen.contains_key(*id)).count() as u64;
+    let duplicated = seen.values().filter(|&&n| n > 1).count() as u64;
+    admin.call(&[b"DEL", QUEUE, PROCESSING])?;
+    // Cycles count until the deadline; the drain after it is only checked.
+    let (count, secs, hist, what) = match a.workload {
+        Workload::Enqueue => (produced.ids.len(), produced_s, produced.hist.expect("set"), "enqueued"),
+        Workload::Cycle => (consumed.in_time, a.duration as f64, consumed.hist.expect("set"), "cycles"),
+    };
+    let rate = count as f64 / secs;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let per_op_us = |cpu: f64| cpu * 1e6 / count.max(1) as f64;
+    println!(
+        "peer redis (appendfsync {fsync}) {:?}: {count} {what} in {secs:.1} s = {rate:.0}/s; latency p50 {} us, p99 {} us; \
+         lost {lost}, duplicated {duplicated}; server CPU {}; bench CPU {own_cpu:.1} s",
+        a.workload,
+        hist.value_at_quantile(0.5),
+        hist.value_at_quantile(0.99),
+        server_cpu.map(|c| format!("{c:.1} s ({:.1} us per op)", per_op_us(c))).unwrap_or_else(|| "not measured".into()),
+    );
+    let out = json!({
+        "scenario": format!("peer-{:?}", a.workload).to_lowercase(),
+        "system": "redis",
+        "config": format!("appendfsync {fsync}; LPUSH{}", if a.workload == Workload::Cycle { ", LMOVE + LREM" } else { "" }),
+        "target": a.addr,
+        "duration_s": secs,
+        "clients": a.producers + if a.workload == Workload::Cycle { a.consumers } else { 0 },
+        "producers": a.producers,
+        "consumers": if a.workload == Workload::Cycle { a.consumers } else { 0 },
+        "window": a.window,
+        "count": count,
+        "ops_per_sec": rate,
+        "p50_us": hist.value_at_quantile(0.50),
+        "p99_us": hist.value_at_quantile(0.99),
+        "p999_us": hist.value_at_quantile(0.999),
+        "max_us": hist.max(),
+        "errors": 0,
+        "lost": lost,
+        "duplicated": duplicated,
+        "server_cpu_s": server_cpu,
+        "bench_cpu_s": own_cpu,
+        "cores": cores,
+    });
+    if let Some(path) = &a.json {
+        std::fs::write(path, format!("{out}\n")).map_err(|e| format!("cannot write {path}: {e}"))?;
+    }
+    if lost > 0 || duplicated > 0 {
+        return Err(format!("{lost} items lost, {duplicated} duplicated"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8]) -> Vec<Result<Reply, String>> {
+        let mut inp = std::io::Cursor::new(bytes.to_vec());
+        let mut line = String::new();
+        let mut all = Vec::new();
+        while (inp.position() as usize) < bytes.len() {
+            let r = read_reply(&mut inp, &mut line);
+            let stop = r.is_err();
+            all.push(r);
+            if stop {
+                break;
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn resp_replies_parse_as_redis_sends_them() {
+        let got = parse(b":12\r\n+OK\r\n$3\r\nab|\r\n$-1\r\n*-1\r\n*2\r\n$1\r\nx\r\n:-3\r\n");
+        assert_eq!(
+            got,
+            vec![
+                Ok(Reply::Int(12)),
+                Ok(Reply::Status("OK".into())),
+                Ok(Reply::Bulk(Some(b"ab|".to_vec()))),
+                Ok(Reply::Bulk(None)),
+                Ok(Reply::Bulk(None)),
+                Ok(Reply::Array(vec![Reply::Bulk(Some(b"x".to_vec())), Reply::Int(-3)])),
+            ]
+        );
+        assert_eq!(parse(b"-ERR wrong\r\n"), vec![Err("redis error: ERR wrong".into())]);
+        assert!(parse(b":1").iter().all(|r| r.is_err()), "a cut reply is an error");
+    }
+
+    #[test]
+    fn commands_are_resp_arrays_of_bulk_strings() {
+        let mut buf = Vec::new();
+        Resp::command(&mut buf, &[b"LPUSH", b"q", b"a b"]);
+        assert_eq!(buf, b"*3\r\n$5\r\nLPUSH\r\n$1\r\nq\r\n$3\r\na b\r\n");
+    }
+}
