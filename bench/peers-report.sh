@@ -15,7 +15,11 @@
 #   ixn        embedded SQLite (SyncPragma FULL), 2 shards on cores 0,1
 #   redis      Redis from the distribution, appendonly yes, appendfsync
 #              always; LPUSH, LMOVE (BLMOVE when empty) + LREM; pipelined
-# Not yet: RabbitMQ (classic, quorum) and PostgreSQL SKIP LOCKED.
+#   postgres   a throwaway PostgreSQL (.ci/pg, fsync and synchronous_commit
+#              on), through ODBC: INSERT of one row per commit; DELETE ...
+#              FOR UPDATE SKIP LOCKED LIMIT 1 RETURNING, one commit per take
+#   pg-b64     the same with 64 rows per INSERT and per take (batching)
+# Not yet: RabbitMQ (classic, quorum).
 #
 # For every system and workload: rate, latency percentiles, items lost and
 # duplicated (read back after the load), the server's CPU over the run
@@ -42,8 +46,14 @@ bench=$PWD/target/release/ixn-bench
 server=$PWD/target/release/ixn-server
 "$bench" gen-config --agents 1000 --capacity 3 > "$out/agents.toml"
 
-cpu_s() { # CPU seconds of process $1 so far, all threads
-  awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); split($0, f, " "); printf "%.2f", (f[12] + f[13]) / hz }' "/proc/$1/stat"
+cpu_s() { # CPU seconds of process $1 so far, all threads, with its children
+  # alive (PostgreSQL's backends) and those it reaped (cutime, cstime)
+  local pid=$1
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v hz="$(getconf CLK_TCK)" -v pid="$pid" '
+    { p = $1; s = $0; sub(/.*\) /, "", s); split(s, f, " ") }
+    p == pid { t += f[12] + f[13] + f[14] + f[15] }
+    f[2] == pid { t += f[12] + f[13] }
+    END { printf "%.2f", t / hz }'
 }
 wait_ready() { # file pattern
   for _ in $(seq 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
@@ -64,9 +74,18 @@ start_redis() { # dir ; sets pid and addr
   pid=$!
   wait_ready "$1/server.log" "Ready to accept connections"
 }
-stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
+start_pg() { # dir ; sets pid and conn (a fresh database each time)
+  IXN_PG_PORT=54371 .ci/pg stop
+  conn=$(IXN_PG_PORT=54371 .ci/pg start)
+  pid=$(head -1 /tmp/ixn-pg-54371/postmaster.pid)
+  pg=1
+}
+stop() {
+  if [ -n "${pg:-}" ]; then IXN_PG_PORT=54371 .ci/pg stop; pg=; pid=; return; fi
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+}
 pid=
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null' EXIT
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; IXN_PG_PORT=54371 .ci/pg stop 2>/dev/null' EXIT
 
 # One measurement: run the load command, record the server's and the
 # bench's CPU into the result JSON the bench wrote.
@@ -91,7 +110,7 @@ EOF
   tail -1 "$out/results.jsonl" | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
-print("  %-6s %-8s %9.0f/s  p50 %7d us  p99 %7d us  lost %s  dup %s  server CPU %.1f s  bench CPU %.1f s" % (
+print("  %-9s %-8s %9.0f/s  p50 %7d us  p99 %7d us  lost %s  dup %s  server CPU %.1f s  bench CPU %.1f s" % (
     r["system"], r["workload"], r["rate"], r["p50_us"], r["p99_us"], r["lost"], r["duplicated"],
     r["server_cpu_s"], r["bench_cpu_s"]))'
 }
@@ -102,7 +121,7 @@ for l in open('$out/results.jsonl'):
     if r['system']=='$1' and r['workload']=='$2' and r['round']==$3: print(int(r['rate']))"
 }
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(redis-server --version | cut -d' ' -f1-3)"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(redis-server --version | cut -d' ' -f1-3); $("$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/postgres" --version)"
 for round in $(seq "$rounds"); do
   echo "round $round"
   # ixn
@@ -130,6 +149,21 @@ for round in $(seq "$rounds"); do
   measure "$d" redis half "$bench" peer redis --addr "$addr" --workload cycle --producers 8 --window 64 \
     --duration "$secs" --rate "$half" --json "$d/r.json"
   stop
+  # PostgreSQL, one row per commit, then 64
+  for b in 1 64; do
+    name=postgres; [ "$b" = 64 ] && name=pg-b64
+    for w in enqueue cycle; do
+      d=$out/$name-$w-$round; mkdir -p "$d"; start_pg
+      measure "$d" "$name" "$w" "$bench" peer postgres --addr "$conn" --workload "$w" --producers 8 --batch "$b" \
+        --duration "$secs" --json "$d/r.json"
+      stop
+    done
+    half=$(( $(rate_of "$name" cycle "$round") / 2 ))
+    d=$out/$name-half-$round; mkdir -p "$d"; start_pg
+    measure "$d" "$name" half "$bench" peer postgres --addr "$conn" --workload cycle --producers 8 --batch "$b" \
+      --duration "$secs" --rate "$half" --json "$d/r.json"
+    stop
+  done
 done
 
 python3 - "$out" << 'EOF'
@@ -138,7 +172,7 @@ out = sys.argv[1]
 rows = [json.loads(l) for l in open(f"{out}/results.jsonl")]
 json.dump(rows, open(f"{out}/results.json", "w"), indent=1)
 print("\nmedians over the rounds (per system and workload); CPU per operation = server CPU / operations")
-print(f"{'system':<8}{'workload':<10}{'rate/s':>10}{'p50 us':>10}{'p99 us':>10}{'lost':>6}{'dup':>5}{'srv CPU us/op':>15}{'bench CPU s':>13}")
+print(f"{'system':<10}{'workload':<10}{'rate/s':>10}{'p50 us':>10}{'p99 us':>10}{'lost':>6}{'dup':>5}{'srv CPU us/op':>15}{'bench CPU s':>13}")
 for system in dict.fromkeys(r["system"] for r in rows):
     for w in ("enqueue", "cycle", "half"):
         rs = [r for r in rows if r["system"] == system and r["workload"] == w]
@@ -147,7 +181,7 @@ for system in dict.fromkeys(r["system"] for r in rows):
         med = lambda k: statistics.median(r[k] for r in rs)
         ops = [r.get("completed") or r.get("acked") or r.get("count") or 0 for r in rs]
         cpu_per_op = statistics.median(r["server_cpu_s"] * 1e6 / max(o, 1) for r, o in zip(rs, ops))
-        print(f"{system:<8}{w:<10}{med('rate'):>10.0f}{med('p50_us'):>10.0f}{med('p99_us'):>10.0f}"
+        print(f"{system:<10}{w:<10}{med('rate'):>10.0f}{med('p50_us'):>10.0f}{med('p99_us'):>10.0f}"
               f"{sum(r['lost'] or 0 for r in rs):>6}{sum(r['duplicated'] or 0 for r in rs):>5}{cpu_per_op:>15.1f}{med('bench_cpu_s'):>13.1f}")
 print(f"\nevery measurement: {out}/results.json")
 EOF

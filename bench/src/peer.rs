@@ -27,12 +27,17 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use odbc_api::Cursor;
 use serde_json::json;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum System {
     /// Redis: LPUSH; LMOVE (BLMOVE when empty) to a processing list, then LREM.
     Redis,
+    /// PostgreSQL through ODBC (`--addr` is the connection string): INSERT
+    /// of `--batch` rows per commit; DELETE ... FOR UPDATE SKIP LOCKED
+    /// LIMIT `--batch` RETURNING, one commit per take.
+    Postgres,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +68,9 @@ pub struct PeerArgs {
     /// Seconds of load.
     #[arg(long, default_value_t = 10)]
     duration: u64,
+    /// PostgreSQL: rows per INSERT (one commit) and per take.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Items per second to aim for, all producers together (0: as fast as
     /// the peer takes them): latency at a given load.
     #[arg(long, default_value_t = 0)]
@@ -378,7 +386,13 @@ fn own_cpu_s() -> f64 {
 }
 
 pub fn peer(a: PeerArgs) -> Result<(), String> {
-    let System::Redis = a.system;
+    match a.system {
+        System::Redis => redis(a),
+        System::Postgres => postgres(a),
+    }
+}
+
+fn redis(a: PeerArgs) -> Result<(), String> {
     let mut admin = Resp::connect(&a.addr)?;
     admin.call(&[b"DEL", QUEUE, PROCESSING])?;
     let fsync = match admin.call(&[b"CONFIG", b"GET", b"appendfsync"])? {
@@ -388,11 +402,40 @@ pub fn peer(a: PeerArgs) -> Result<(), String> {
         },
         _ => "?".into(),
     };
+    let peer = Peer {
+        name: "redis",
+        config: format!(
+            "appendfsync {fsync}; LPUSH{}; pipelined, window {}",
+            if a.workload == Workload::Cycle { ", LMOVE + LREM" } else { "" },
+            a.window
+        ),
+        produce: redis_producer,
+        consume: redis_consumer,
+        left: |a| Ok(redis_left(a, QUEUE)?.into_iter().chain(redis_left(a, PROCESSING)?).collect()),
+    };
+    let r = run(&a, &peer);
+    admin.call(&[b"DEL", QUEUE, PROCESSING])?;
+    r
+}
+
+/// A peer system's side of the workloads.
+struct Peer {
+    name: &'static str,
+    /// How it was configured, for the report.
+    config: String,
+    produce: fn(&PeerArgs, usize, Instant, Instant, &Backlog) -> Result<Done, String>,
+    consume: fn(&PeerArgs, Instant, Instant, &Backlog) -> Result<Done, String>,
+    /// The ids of every item the peer still holds.
+    left: fn(&PeerArgs) -> Result<Vec<String>, String>,
+}
+
+/// Runs the workload against `peer`, checks what it holds after, reports.
+fn run(a: &PeerArgs, peer: &Peer) -> Result<(), String> {
     let server_cpu0 = a.server_pid.map(proc_cpu_s).transpose()?;
     let own_cpu0 = own_cpu_s();
     let max = match (a.workload, a.max_backlog) {
         (Workload::Enqueue, _) => i64::MAX,
-        (Workload::Cycle, 0) => (a.producers * a.window) as i64,
+        (Workload::Cycle, 0) => (a.producers * a.window.max(a.batch)) as i64,
         (Workload::Cycle, m) => m,
     };
     let backlog = std::sync::Arc::new(Backlog { n: 0.into(), max });
@@ -400,15 +443,15 @@ pub fn peer(a: PeerArgs) -> Result<(), String> {
     let deadline = start + Duration::from_secs(a.duration);
     let producers: Vec<_> = (0..a.producers)
         .map(|p| {
-            let (a, backlog) = (a.clone(), backlog.clone());
-            std::thread::spawn(move || redis_producer(&a, p, start, deadline, &backlog))
+            let (a, backlog, produce) = (a.clone(), backlog.clone(), peer.produce);
+            std::thread::spawn(move || produce(&a, p, start, deadline, &backlog))
         })
         .collect();
     let consumers: Vec<_> = if a.workload == Workload::Cycle {
         (0..a.consumers.max(1))
             .map(|_| {
-                let (a, backlog) = (a.clone(), backlog.clone());
-                std::thread::spawn(move || redis_consumer(&a, start, deadline, &backlog))
+                let (a, backlog, consume) = (a.clone(), backlog.clone(), peer.consume);
+                std::thread::spawn(move || consume(&a, start, deadline, &backlog))
             })
             .collect()
     } else {
@@ -436,12 +479,11 @@ pub fn peer(a: PeerArgs) -> Result<(), String> {
     let own_cpu = own_cpu_s() - own_cpu0;
     // Every acknowledged item must be consumed or still held, once.
     let mut seen: HashMap<String, u32> = HashMap::with_capacity(produced.ids.len());
-    for id in consumed.ids.iter().cloned().chain(redis_left(&a, QUEUE)?).chain(redis_left(&a, PROCESSING)?) {
+    for id in consumed.ids.iter().cloned().chain((peer.left)(a)?) {
         *seen.entry(id).or_default() += 1;
     }
     let lost = produced.ids.iter().filter(|id| !seen.contains_key(*id)).count() as u64;
     let duplicated = seen.values().filter(|&&n| n > 1).count() as u64;
-    admin.call(&[b"DEL", QUEUE, PROCESSING])?;
     // Cycles count until the deadline; the drain after it is only checked.
     let (count, secs, hist, what) = match a.workload {
         Workload::Enqueue => (produced.ids.len(), produced_s, produced.hist.expect("set"), "enqueued"),
@@ -451,17 +493,21 @@ pub fn peer(a: PeerArgs) -> Result<(), String> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let per_op_us = |cpu: f64| cpu * 1e6 / count.max(1) as f64;
     println!(
-        "peer redis (appendfsync {fsync}) {:?}: {count} {what} in {secs:.1} s = {rate:.0}/s; latency p50 {} us, p99 {} us; \
+        "peer {} ({}) {:?}: {count} {what} in {secs:.1} s = {rate:.0}/s; latency p50 {} us, p99 {} us; \
          lost {lost}, duplicated {duplicated}; server CPU {}; bench CPU {own_cpu:.1} s",
+        peer.name,
+        peer.config,
         a.workload,
         hist.value_at_quantile(0.5),
         hist.value_at_quantile(0.99),
-        server_cpu.map(|c| format!("{c:.1} s ({:.1} us per op)", per_op_us(c))).unwrap_or_else(|| "not measured".into()),
+        server_cpu
+            .map(|c| format!("{c:.1} s ({:.1} us per op)", per_op_us(c)))
+            .unwrap_or_else(|| "not measured".into()),
     );
     let out = json!({
         "scenario": format!("peer-{:?}", a.workload).to_lowercase(),
-        "system": "redis",
-        "config": format!("appendfsync {fsync}; LPUSH{}", if a.workload == Workload::Cycle { ", LMOVE + LREM" } else { "" }),
+        "system": peer.name,
+        "config": peer.config,
         "target": a.addr,
         "duration_s": secs,
         "clients": a.producers + if a.workload == Workload::Cycle { a.consumers } else { 0 },
@@ -488,6 +534,169 @@ pub fn peer(a: PeerArgs) -> Result<(), String> {
         return Err(format!("{lost} items lost, {duplicated} duplicated"));
     }
     Ok(())
+}
+
+// ----- PostgreSQL ---------------------------------------------------------------
+
+const PG_TABLE: &str = "ixn_bench_q";
+
+fn pg_connect(a: &PeerArgs) -> Result<odbc_api::Connection<'static>, String> {
+    let env = odbc_api::environment().map_err(|e| format!("ODBC environment: {e}"))?;
+    env.connect_with_connection_string(&a.addr, odbc_api::ConnectionOptions::default())
+        .map_err(|e| format!("cannot connect to PostgreSQL ({}): {e}", a.addr))
+}
+
+fn pg_exec(conn: &odbc_api::Connection<'_>, sql: &str) -> Result<(), String> {
+    conn.execute(sql, (), None).map(drop).map_err(|e| format!("{sql}: {e}"))
+}
+
+/// The text of the first column of every row `sql` returns.
+fn pg_texts(conn: &odbc_api::Connection<'_>, sql: &str) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    let Some(mut cursor) = conn.execute(sql, (), None).map_err(|e| format!("{sql}: {e}"))? else {
+        return Ok(out);
+    };
+    let mut buf = Vec::new();
+    while let Some(mut row) = cursor.next_row().map_err(|e| format!("{sql}: {e}"))? {
+        buf.clear();
+        row.get_text(1, &mut buf).map_err(|e| format!("{sql}: {e}"))?;
+        out.push(buf.clone());
+    }
+    Ok(out)
+}
+
+fn pg_setting(conn: &odbc_api::Connection<'_>, name: &str) -> String {
+    pg_texts(conn, &format!("SHOW {name}"))
+        .ok()
+        .and_then(|v| v.into_iter().next())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The id before the first `|` of an item.
+fn item_id(item: &[u8]) -> (String, u64) {
+    let mut fields = item.split(|&b| b == b'|');
+    let id = String::from_utf8_lossy(fields.next().unwrap_or(&[])).into_owned();
+    let sent_us = fields.next().and_then(|t| std::str::from_utf8(t).ok()?.parse().ok()).unwrap_or(0);
+    (id, sent_us)
+}
+
+/// A producer: INSERT of `--batch` rows per statement, each one commit
+/// (autocommit), until `deadline`. One statement in flight: ODBC waits.
+fn pg_producer(a: &PeerArgs, p: usize, start: Instant, deadline: Instant, backlog: &Backlog) -> Result<Done, String> {
+    let conn = pg_connect(a)?;
+    let batch = a.batch.max(1);
+    let values = vec!["(?)"; batch].join(",");
+    let mut insert = conn
+        .prepare(&format!("INSERT INTO {PG_TABLE} (item) VALUES {values}"))
+        .map_err(|e| format!("prepare INSERT: {e}"))?;
+    let payload = "x".repeat(a.payload);
+    let mut hist = histogram();
+    let mut ids = Vec::new();
+    let mut seq = 0u64;
+    while Instant::now() < deadline {
+        let allowed = if a.rate == 0 {
+            u64::MAX
+        } else {
+            (start.elapsed().as_secs_f64() * a.rate as f64 / a.producers as f64) as u64 + batch as u64
+        };
+        if !backlog.room() || seq + batch as u64 > allowed {
+            std::thread::sleep(Duration::from_micros(100));
+            continue;
+        }
+        backlog.add(batch as i64);
+        let mut batch_ids = Vec::with_capacity(batch);
+        let params: Vec<odbc_api::parameter::VarCharBox> = (0..batch)
+            .map(|_| {
+                seq += 1;
+                let id = format!("p{p}-{seq}");
+                let item = format!("{id}|{}|{payload}", start.elapsed().as_micros());
+                batch_ids.push(id);
+                odbc_api::parameter::VarCharBox::from_string(item)
+            })
+            .collect();
+        let sent = Instant::now();
+        insert.execute(&params[..]).map_err(|e| format!("INSERT: {e}"))?;
+        let us = sent.elapsed().as_micros().max(1) as u64;
+        for _ in 0..batch {
+            hist.record(us).ok();
+        }
+        ids.extend(batch_ids);
+    }
+    let in_time = ids.len();
+    Ok(Done { ids, in_time, hist: Some(hist) })
+}
+
+/// A consumer: DELETE of up to `--batch` rows taken with FOR UPDATE SKIP
+/// LOCKED, RETURNING them: the take and its acknowledgement in one commit.
+fn pg_consumer(a: &PeerArgs, start: Instant, deadline: Instant, backlog: &Backlog) -> Result<Done, String> {
+    let conn = pg_connect(a)?;
+    // As a query (WITH ... SELECT): psqlODBC gives no cursor over a bare
+    // DELETE ... RETURNING ("invalid cursor state").
+    let sql = format!(
+        "WITH taken AS (DELETE FROM {PG_TABLE} WHERE id IN (SELECT id FROM {PG_TABLE} ORDER BY id FOR UPDATE SKIP \
+         LOCKED LIMIT {}) RETURNING item) SELECT item FROM taken",
+        a.batch.max(1)
+    );
+    let mut hist = histogram();
+    let mut ids = Vec::new();
+    let mut in_time = 0;
+    let mut empty_after = 0;
+    loop {
+        let items = pg_texts(&conn, &sql)?;
+        let now_us = start.elapsed().as_micros() as u64;
+        let open = Instant::now() <= deadline;
+        if items.is_empty() {
+            if !open {
+                empty_after += 1;
+                if empty_after >= 20 {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        empty_after = 0;
+        for item in items {
+            let (id, sent_us) = item_id(&item);
+            hist.record(now_us.saturating_sub(sent_us).max(1)).ok();
+            ids.push(id);
+            backlog.add(-1);
+            if open {
+                in_time += 1;
+            }
+        }
+    }
+    Ok(Done { ids, in_time, hist: Some(hist) })
+}
+
+fn postgres(a: PeerArgs) -> Result<(), String> {
+    let admin = pg_connect(&a)?;
+    pg_exec(&admin, &format!("CREATE TABLE IF NOT EXISTS {PG_TABLE} (id bigserial PRIMARY KEY, item text NOT NULL)"))?;
+    pg_exec(&admin, &format!("TRUNCATE {PG_TABLE}"))?;
+    let peer = Peer {
+        name: "postgres",
+        config: format!(
+            "fsync {}, synchronous_commit {}; INSERT of {} row(s) per commit{}",
+            pg_setting(&admin, "fsync"),
+            pg_setting(&admin, "synchronous_commit"),
+            a.batch.max(1),
+            if a.workload == Workload::Cycle {
+                format!("; DELETE ... FOR UPDATE SKIP LOCKED LIMIT {} RETURNING", a.batch.max(1))
+            } else {
+                String::new()
+            }
+        ),
+        produce: pg_producer,
+        consume: pg_consumer,
+        left: |a| {
+            let conn = pg_connect(a)?;
+            Ok(pg_texts(&conn, &format!("SELECT item FROM {PG_TABLE}"))?.iter().map(|i| item_id(i).0).collect())
+        },
+    };
+    let r = run(&a, &peer);
+    pg_exec(&admin, &format!("DROP TABLE {PG_TABLE}"))?;
+    r
 }
 
 #[cfg(test)]
