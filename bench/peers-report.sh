@@ -19,7 +19,12 @@
 #              on), through ODBC: INSERT of one row per commit; DELETE ...
 #              FOR UPDATE SKIP LOCKED LIMIT 1 RETURNING, one commit per take
 #   pg-b64     the same with 64 rows per INSERT and per take (batching)
-# Not yet: RabbitMQ (classic, quorum).
+#   rabbitmq-classic, rabbitmq-quorum
+#              RabbitMQ from the distribution, one broker per round on
+#              loopback, the queue deleted and declared again for each
+#              measurement: durable queue, persistent messages, publisher
+#              confirms (64 unconfirmed per producer), manual acks with
+#              prefetch 64
 #
 # For every system and workload: rate, latency percentiles, items lost and
 # duplicated (read back after the load), the server's CPU over the run
@@ -37,10 +42,12 @@ secs=${SECS:-10}
 out=${OUT:-/tmp/ixn-peers}
 rm -rf "$out" && mkdir -p "$out"
 
-if ! command -v redis-server > /dev/null; then
-  echo "installing redis-server (apt-get)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server > "$out/apt.log" 2>&1
-fi
+for pkg in redis-server rabbitmq-server; do
+  if ! command -v "$pkg" > /dev/null; then
+    echo "installing $pkg (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg" >> "$out/apt.log" 2>&1
+  fi
+done
 cargo build --release -q -p ixn -p ixn-bench
 bench=$PWD/target/release/ixn-bench
 server=$PWD/target/release/ixn-server
@@ -74,6 +81,20 @@ start_redis() { # dir ; sets pid and addr
   pid=$!
   wait_ready "$1/server.log" "Ready to accept connections"
 }
+rmq=$out/rabbitmq
+start_rabbitmq() { # one broker for the round; sets rpid and amqp
+  rm -rf "$rmq" && mkdir -p "$rmq"
+  echo "[]." > "$rmq/enabled_plugins"
+  echo "listeners.tcp.default = 127.0.0.1:5681" > "$rmq/rabbitmq.conf"
+  HOME=$rmq RABBITMQ_NODENAME=ixnbench@localhost RABBITMQ_DIST_PORT=25681 RABBITMQ_MNESIA_BASE=$rmq/mnesia \
+    RABBITMQ_LOG_BASE=$rmq/log RABBITMQ_CONFIG_FILE=$rmq/rabbitmq RABBITMQ_ENABLED_PLUGINS_FILE=$rmq/enabled_plugins \
+    /usr/lib/rabbitmq/bin/rabbitmq-server > "$rmq/server.log" 2>&1 &
+  wait_ready "$rmq/server.log" "completed with"
+  rpid=$(pgrep -f "beam.*-home $rmq" | head -1)
+  amqp=amqp://guest:guest@127.0.0.1:5681/%2f
+}
+stop_rabbitmq() { kill "$rpid" 2>/dev/null; for _ in $(seq 100); do kill -0 "$rpid" 2>/dev/null || break; sleep 0.1; done; }
+
 start_pg() { # dir ; sets pid and conn (a fresh database each time)
   IXN_PG_PORT=54371 .ci/pg stop
   conn=$(IXN_PG_PORT=54371 .ci/pg start)
@@ -85,7 +106,8 @@ stop() {
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
 }
 pid=
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; IXN_PG_PORT=54371 .ci/pg stop 2>/dev/null' EXIT
+rpid=
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -n "$rpid" ] && kill "$rpid" 2>/dev/null; IXN_PG_PORT=54371 .ci/pg stop 2>/dev/null' EXIT
 
 # One measurement: run the load command, record the server's and the
 # bench's CPU into the result JSON the bench wrote.
@@ -102,9 +124,14 @@ path, system, workload, c0, c1, t, rnd = sys.argv[1:]
 r = json.load(open(path))
 user, sys_ = (float(x) for x in t.split())
 rate = r.get("cycles_per_sec") or r.get("ops_per_sec")
+# The load phase's CPU where the bench measured it (not its read-back);
+# else the whole command's.
 r.update(system=system, workload=workload, round=int(rnd), rate=rate,
-         server_cpu_s=float(c1) - float(c0), bench_cpu_s=user + sys_,
          duplicated=r.get("duplicated", 0))
+if r.get("server_cpu_s") is None:
+    r["server_cpu_s"] = float(c1) - float(c0)
+if r.get("bench_cpu_s") is None:
+    r["bench_cpu_s"] = user + sys_
 print(json.dumps(r))
 EOF
   tail -1 "$out/results.jsonl" | python3 -c '
@@ -121,34 +148,50 @@ for l in open('$out/results.jsonl'):
     if r['system']=='$1' and r['workload']=='$2' and r['round']==$3: print(int(r['rate']))"
 }
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(redis-server --version | cut -d' ' -f1-3); $("$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/postgres" --version)"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(redis-server --version | cut -d' ' -f1-3); RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server); $("$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/postgres" --version)"
 for round in $(seq "$rounds"); do
   echo "round $round"
   # ixn
   d=$out/ixn-enqueue-$round; mkdir -p "$d"; start_ixn "$d"
-  measure "$d" ixn enqueue "$bench" submit --server "$addr" --clients 8 --window 64 --duration "$secs" --json "$d/r.json"
+  measure "$d" ixn enqueue "$bench" submit --server "$addr" --server-pid "$pid" --clients 8 --window 64 --duration "$secs" --json "$d/r.json"
   stop
   d=$out/ixn-cycle-$round; mkdir -p "$d"; start_ixn "$d" --config "$out/agents.toml"
-  measure "$d" ixn cycle "$bench" cycle --server "$addr" --agents 1000 --media-servers 4 --window 64 \
+  measure "$d" ixn cycle "$bench" cycle --server "$addr" --server-pid "$pid" --agents 1000 --media-servers 4 --window 64 \
     --duration "$secs" --handle-ms 0 --json "$d/r.json"
   stop
   half=$(( $(rate_of ixn cycle "$round") / 2 ))
   d=$out/ixn-half-$round; mkdir -p "$d"; start_ixn "$d" --config "$out/agents.toml"
-  measure "$d" ixn half "$bench" cycle --server "$addr" --agents 1000 --media-servers 4 --window 64 \
+  measure "$d" ixn half "$bench" cycle --server "$addr" --server-pid "$pid" --agents 1000 --media-servers 4 --window 64 \
     --duration "$secs" --handle-ms 0 --rate "$half" --json "$d/r.json"
   stop
   # Redis
   for w in enqueue cycle; do
     d=$out/redis-$w-$round; mkdir -p "$d"; start_redis "$d"
-    measure "$d" redis "$w" "$bench" peer redis --addr "$addr" --workload "$w" --producers 8 --window 64 \
+    measure "$d" redis "$w" "$bench" peer redis --addr "$addr" --server-pid "$pid" --workload "$w" --producers 8 --window 64 \
       --duration "$secs" --json "$d/r.json"
     stop
   done
   half=$(( $(rate_of redis cycle "$round") / 2 ))
   d=$out/redis-half-$round; mkdir -p "$d"; start_redis "$d"
-  measure "$d" redis half "$bench" peer redis --addr "$addr" --workload cycle --producers 8 --window 64 \
+  measure "$d" redis half "$bench" peer redis --addr "$addr" --server-pid "$pid" --workload cycle --producers 8 --window 64 \
     --duration "$secs" --rate "$half" --json "$d/r.json"
   stop
+  # RabbitMQ, classic then quorum, on one broker
+  start_rabbitmq
+  for kind in classic quorum; do
+    for w in enqueue cycle; do
+      d=$out/rabbitmq-$kind-$w-$round; mkdir -p "$d"; pid=$rpid
+      measure "$d" "rabbitmq-$kind" "$w" "$bench" peer "rabbitmq-$kind" --addr "$amqp" --server-pid "$rpid" --workload "$w" --producers 8 \
+        --window 64 --duration "$secs" --json "$d/r.json"
+    done
+    half=$(( $(rate_of "rabbitmq-$kind" cycle "$round") / 2 ))
+    d=$out/rabbitmq-$kind-half-$round; mkdir -p "$d"; pid=$rpid
+    measure "$d" "rabbitmq-$kind" half "$bench" peer "rabbitmq-$kind" --addr "$amqp" --server-pid "$rpid" --workload cycle --producers 8 \
+      --window 64 --duration "$secs" --rate "$half" --json "$d/r.json"
+  done
+  pid=
+  stop_rabbitmq
+  rpid=
   # PostgreSQL, one row per commit, then 64
   for b in 1 64; do
     name=postgres; [ "$b" = 64 ] && name=pg-b64

@@ -123,6 +123,10 @@ pub struct CycleArgs {
     /// Write the result object here.
     #[arg(long)]
     json: Option<String>,
+    /// The server's process id (on this machine): its CPU time over the
+    /// load and the drain is reported (`server_cpu_s`), with the bench's.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -888,6 +892,7 @@ pub fn cycle(a: CycleArgs) -> Result<(), String> {
     }
     let max_open = a.max_open.unwrap_or(capacity_total).max(1) as i64;
 
+    let cpu0 = (a.server_pid.map(crate::peer::proc_cpu_s).transpose()?, crate::peer::own_cpu_s());
     let start = Instant::now();
     let deadline = start + Duration::from_secs(a.duration);
     let media: Vec<_> = media_connections(&a, server_shards.unwrap_or(1).max(1) as u16)?
@@ -951,6 +956,11 @@ pub fn cycle(a: CycleArgs) -> Result<(), String> {
         return Err(e);
     }
     errors += counts.errors;
+    let server_cpu_s = match (a.server_pid, cpu0.0) {
+        (Some(pid), Some(c0)) => Some(crate::peer::proc_cpu_s(pid)? - c0),
+        _ => None,
+    };
+    let bench_cpu_s = crate::peer::own_cpu_s() - cpu0.1;
 
     let acked = shared.acked.load(Ordering::Relaxed);
     let completed = shared.acked_completed.load(Ordering::Relaxed);
@@ -979,6 +989,8 @@ pub fn cycle(a: CycleArgs) -> Result<(), String> {
         "handle_ms": a.handle_ms,
         "agent_threads": threads,
         "setup_s": setup_s,
+        "server_cpu_s": server_cpu_s,
+        "bench_cpu_s": bench_cpu_s,
         "submitted": acked,
         "completed": completed,
         "cycles_per_sec": cycles,

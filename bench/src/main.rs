@@ -95,6 +95,11 @@ struct SubmitArgs {
     /// Skip the read-back of acknowledged ids.
     #[arg(long)]
     no_verify: bool,
+    /// The server's process id (on this machine): its CPU time over the
+    /// load (not the read-back) is reported (`server_cpu_s`), with the
+    /// bench's.
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Write the result object here.
     #[arg(long)]
     json: Option<String>,
@@ -128,6 +133,7 @@ fn submit(a: SubmitArgs) -> Result<(), String> {
     let mut probe = Client::connect_as(a.server.as_str(), ClientType::MediaServer, "bench", a.credential.as_deref())
         .map_err(|e| format!("cannot register at {}: {e}", a.server))?;
     probe.ping().map_err(|e| format!("ping failed: {e}"))?;
+    let cpu0 = (a.server_pid.map(peer::proc_cpu_s).transpose()?, peer::own_cpu_s());
     let start = Instant::now();
     let deadline = start + Duration::from_secs(a.duration);
     let threads: Vec<_> = (0..a.clients)
@@ -148,6 +154,11 @@ fn submit(a: SubmitArgs) -> Result<(), String> {
         first_error = first_error.or(r.first_error);
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let server_cpu_s = match (a.server_pid, cpu0.0) {
+        (Some(pid), Some(c0)) => Some(peer::proc_cpu_s(pid)? - c0),
+        _ => None,
+    };
+    let bench_cpu_s = peer::own_cpu_s() - cpu0.1;
     let acked = ids.len() as u64;
     let lost = if a.no_verify { None } else { Some(read_back(&mut probe, &ids)?) };
     let ops = acked as f64 / elapsed;
@@ -167,6 +178,8 @@ fn submit(a: SubmitArgs) -> Result<(), String> {
         "max_us": hist.max(),
         "errors": errors,
         "lost": lost,
+        "server_cpu_s": server_cpu_s,
+        "bench_cpu_s": bench_cpu_s,
         "cores": cores,
     });
     println!(

@@ -34,6 +34,11 @@ use serde_json::json;
 pub enum System {
     /// Redis: LPUSH; LMOVE (BLMOVE when empty) to a processing list, then LREM.
     Redis,
+    /// RabbitMQ, a durable classic queue: persistent messages, publisher
+    /// confirms, manual acks (`--addr` is an amqp:// URI).
+    RabbitmqClassic,
+    /// RabbitMQ, a quorum queue: the same otherwise.
+    RabbitmqQuorum,
     /// PostgreSQL through ODBC (`--addr` is the connection string): INSERT
     /// of `--batch` rows per commit; DELETE ... FOR UPDATE SKIP LOCKED
     /// LIMIT `--batch` RETURNING, one commit per take.
@@ -186,6 +191,8 @@ struct Backlog {
     n: std::sync::atomic::AtomicI64,
     max: i64,
 }
+
+mod rabbitmq;
 
 impl Backlog {
     fn room(&self) -> bool {
@@ -363,7 +370,7 @@ fn redis_left(a: &PeerArgs, list: &[u8]) -> Result<Vec<String>, String> {
 }
 
 /// CPU seconds (user + system) process `pid` used so far, all threads.
-fn proc_cpu_s(pid: u32) -> Result<f64, String> {
+pub(crate) fn proc_cpu_s(pid: u32) -> Result<f64, String> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
     // Fields after the command (in parentheses, which may hold spaces).
@@ -377,7 +384,7 @@ fn proc_cpu_s(pid: u32) -> Result<f64, String> {
 }
 
 /// CPU seconds this process used so far.
-fn own_cpu_s() -> f64 {
+pub(crate) fn own_cpu_s() -> f64 {
     // SAFETY: getrusage fills the struct it is given.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
@@ -389,7 +396,26 @@ pub fn peer(a: PeerArgs) -> Result<(), String> {
     match a.system {
         System::Redis => redis(a),
         System::Postgres => postgres(a),
+        System::RabbitmqClassic => rabbitmq(a, false),
+        System::RabbitmqQuorum => rabbitmq(a, true),
     }
+}
+
+fn rabbitmq(a: PeerArgs, quorum: bool) -> Result<(), String> {
+    rabbitmq::reset(&a, quorum)?;
+    let peer = Peer {
+        name: if quorum { "rabbitmq-quorum" } else { "rabbitmq-classic" },
+        config: format!(
+            "{} durable queue, persistent messages, publisher confirms with {} unconfirmed per producer{}",
+            if quorum { "quorum" } else { "classic" },
+            a.window,
+            if a.workload == Workload::Cycle { format!("; manual acks, prefetch {}", a.window) } else { String::new() }
+        ),
+        produce: rabbitmq::producer,
+        consume: rabbitmq::consumer,
+        left: rabbitmq::left,
+    };
+    run(&a, &peer)
 }
 
 fn redis(a: PeerArgs) -> Result<(), String> {
