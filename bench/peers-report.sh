@@ -137,7 +137,7 @@ EOF
   tail -1 "$out/results.jsonl" | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
-print("  %-9s %-8s %9.0f/s  p50 %7d us  p99 %7d us  lost %s  dup %s  server CPU %.1f s  bench CPU %.1f s" % (
+print("  %-17s %-8s %9.0f/s  p50 %7d us  p99 %7d us  lost %s  dup %s  server CPU %.1f s  bench CPU %.1f s" % (
     r["system"], r["workload"], r["rate"], r["p50_us"], r["p99_us"], r["lost"], r["duplicated"],
     r["server_cpu_s"], r["bench_cpu_s"]))'
 }
@@ -215,7 +215,7 @@ out = sys.argv[1]
 rows = [json.loads(l) for l in open(f"{out}/results.jsonl")]
 json.dump(rows, open(f"{out}/results.json", "w"), indent=1)
 print("\nmedians over the rounds (per system and workload); CPU per operation = server CPU / operations")
-print(f"{'system':<10}{'workload':<10}{'rate/s':>10}{'p50 us':>10}{'p99 us':>10}{'lost':>6}{'dup':>5}{'srv CPU us/op':>15}{'bench CPU s':>13}")
+print(f"{'system':<18}{'workload':<10}{'rate/s':>10}{'p50 us':>10}{'p99 us':>10}{'lost':>6}{'dup':>5}{'srv CPU us/op':>15}{'bench CPU s':>13}")
 for system in dict.fromkeys(r["system"] for r in rows):
     for w in ("enqueue", "cycle", "half"):
         rs = [r for r in rows if r["system"] == system and r["workload"] == w]
@@ -224,7 +224,7 @@ for system in dict.fromkeys(r["system"] for r in rows):
         med = lambda k: statistics.median(r[k] for r in rs)
         ops = [r.get("completed") or r.get("acked") or r.get("count") or 0 for r in rs]
         cpu_per_op = statistics.median(r["server_cpu_s"] * 1e6 / max(o, 1) for r, o in zip(rs, ops))
-        print(f"{system:<10}{w:<10}{med('rate'):>10.0f}{med('p50_us'):>10.0f}{med('p99_us'):>10.0f}"
+        print(f"{system:<18}{w:<10}{med('rate'):>10.0f}{med('p50_us'):>10.0f}{med('p99_us'):>10.0f}"
               f"{sum(r['lost'] or 0 for r in rs):>6}{sum(r['duplicated'] or 0 for r in rs):>5}{cpu_per_op:>15.1f}{med('bench_cpu_s'):>13.1f}")
 print(f"\nevery measurement: {out}/results.json")
 EOF
