@@ -239,19 +239,11 @@ fn redis_producer(
     let mut seq = 0u64;
     loop {
         let open = Instant::now() < deadline;
-        // Paced: this producer's share of --rate, counted from the start.
-        let allowed = if a.rate == 0 {
-            u64::MAX
-        } else {
-            (start.elapsed().as_secs_f64() * a.rate as f64 / a.producers as f64) as u64 + 1
-        };
+        let allowed = allowance(a, start);
         while open && inflight.len() < a.window && backlog.room() && seq < allowed {
             backlog.add(1);
             seq += 1;
-            let id = format!("p{p}-{seq}");
-            // The time it was sent rides along: a consumer measures the
-            // whole cycle from it.
-            let item = format!("{id}|{}|{payload}", start.elapsed().as_micros());
+            let (id, item) = new_item(p, seq, start, &payload);
             Resp::command(&mut buf, &[b"LPUSH", QUEUE, item.as_bytes()]);
             inflight.push_back((id, Instant::now()));
         }
@@ -324,9 +316,7 @@ fn redis_consumer(a: &PeerArgs, start: Instant, deadline: Instant, backlog: &Bac
                 starving = false;
                 empty_waits = 0;
                 Resp::command(&mut buf, &[b"LREM", PROCESSING, b"1", &item]);
-                let mut fields = item.split(|&b| b == b'|');
-                let id = String::from_utf8_lossy(fields.next().unwrap_or(&[])).into_owned();
-                let sent_us = fields.next().and_then(|t| std::str::from_utf8(t).ok()?.parse().ok()).unwrap_or(0);
+                let (id, sent_us) = item_id(&item);
                 inflight.push_back(Sent::Ack(id, sent_us));
             }
             (Sent::Take { blocking }, Reply::Bulk(None)) => {
@@ -359,9 +349,7 @@ fn redis_left(a: &PeerArgs, list: &[u8]) -> Result<Vec<String>, String> {
         Reply::Array(items) => Ok(items
             .into_iter()
             .filter_map(|i| match i {
-                Reply::Bulk(Some(b)) => {
-                    Some(String::from_utf8_lossy(b.split(|&c| c == b'|').next().unwrap_or(&[])).into_owned())
-                }
+                Reply::Bulk(Some(b)) => Some(item_id(&b).0),
                 _ => None,
             })
             .collect()),
@@ -599,7 +587,25 @@ fn pg_setting(conn: &odbc_api::Connection<'_>, name: &str) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// The id before the first `|` of an item.
+/// The items producer `p` may have sent by now: its share of `--rate`
+/// since the start, plus one (no bound without `--rate`).
+fn allowance(a: &PeerArgs, start: Instant) -> u64 {
+    if a.rate == 0 {
+        return u64::MAX;
+    }
+    (start.elapsed().as_secs_f64() * a.rate as f64 / a.producers as f64) as u64 + 1
+}
+
+/// Producer `p`'s item number `seq`: its id, and the item, which carries
+/// the time it was made (µs since the start) so a consumer measures the
+/// whole cycle from it.
+fn new_item(p: usize, seq: u64, start: Instant, payload: &str) -> (String, String) {
+    let id = format!("p{p}-{seq}");
+    let item = format!("{id}|{}|{payload}", start.elapsed().as_micros());
+    (id, item)
+}
+
+/// An item's id and the time it was made (µs since the start).
 fn item_id(item: &[u8]) -> (String, u64) {
     let mut fields = item.split(|&b| b == b'|');
     let id = String::from_utf8_lossy(fields.next().unwrap_or(&[])).into_owned();
@@ -621,12 +627,7 @@ fn pg_producer(a: &PeerArgs, p: usize, start: Instant, deadline: Instant, backlo
     let mut ids = Vec::new();
     let mut seq = 0u64;
     while Instant::now() < deadline {
-        let allowed = if a.rate == 0 {
-            u64::MAX
-        } else {
-            (start.elapsed().as_secs_f64() * a.rate as f64 / a.producers as f64) as u64 + batch as u64
-        };
-        if !backlog.room() || seq + batch as u64 > allowed {
+        if !backlog.room() || seq >= allowance(a, start) {
             std::thread::sleep(Duration::from_micros(100));
             continue;
         }
@@ -635,8 +636,7 @@ fn pg_producer(a: &PeerArgs, p: usize, start: Instant, deadline: Instant, backlo
         let params: Vec<odbc_api::parameter::VarCharBox> = (0..batch)
             .map(|_| {
                 seq += 1;
-                let id = format!("p{p}-{seq}");
-                let item = format!("{id}|{}|{payload}", start.elapsed().as_micros());
+                let (id, item) = new_item(p, seq, start, &payload);
                 batch_ids.push(id);
                 odbc_api::parameter::VarCharBox::from_string(item)
             })

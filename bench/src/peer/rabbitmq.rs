@@ -19,7 +19,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
-use super::{histogram, item_id, Backlog, Done, PeerArgs};
+use super::{allowance, histogram, item_id, new_item, Backlog, Done, PeerArgs};
 
 const QUEUE: &str = "ixn-bench-q";
 
@@ -75,16 +75,11 @@ pub(super) fn producer(
         let mut seq = 0u64;
         loop {
             let open = Instant::now() < deadline;
-            let allowed = if a.rate == 0 {
-                u64::MAX
-            } else {
-                (start.elapsed().as_secs_f64() * a.rate as f64 / a.producers as f64) as u64 + 1
-            };
+            let allowed = allowance(a, start);
             while open && inflight.len() < a.window && backlog.room() && seq < allowed {
                 backlog.add(1);
                 seq += 1;
-                let id = format!("p{p}-{seq}");
-                let item = format!("{id}|{}|{payload}", start.elapsed().as_micros());
+                let (id, item) = new_item(p, seq, start, &payload);
                 let confirm = ch
                     .basic_publish(
                         "".into(),
