@@ -176,7 +176,7 @@ pub struct Settings {
     pub number_of_database_connections: Spanned<usize>,
     /// Most changes committed in one transaction.
     pub database_batch_size: Spanned<usize>,
-    /// "array" or "multirow"; absent: the engine's measured default.
+    /// "array", "multirow" or "json"; absent: the engine's measured default.
     pub insert_strategy: Option<Spanned<String>>,
     /// Seconds a pulled interaction stays locked to its routing client
     /// before it goes back to its place in its queue.
@@ -561,10 +561,10 @@ impl Config {
             return Err(at(s.database_batch_size.span(), "database-batch-size must be 1 to 100000".into()));
         }
         if let Some(st) = &s.insert_strategy {
-            if !matches!(st.get_ref().as_str(), "array" | "multirow") {
+            if !matches!(st.get_ref().as_str(), "array" | "multirow" | "json") {
                 return Err(at(
                     st.span(),
-                    format!("insert-strategy '{}' must be \"array\" or \"multirow\"", st.get_ref()),
+                    format!("insert-strategy '{}' must be \"array\", \"multirow\" or \"json\"", st.get_ref()),
                 ));
             }
         }

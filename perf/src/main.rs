@@ -80,7 +80,7 @@ struct StorageArgs {
     /// Writer threads (number-of-database-connections; SQLite forces 1).
     #[arg(long, default_value_t = 5)]
     writers: usize,
-    /// array or multirow (default: the engine's default).
+    /// array, multirow or json (default: the engine's default).
     #[arg(long)]
     strategy: Option<String>,
     /// Op mix: insert (N inserts) or upsert (N inserts, then N upserts of
@@ -281,7 +281,9 @@ fn run(storage: Storage, ops: Vec<StoreOp>) -> Result<Run, String> {
 fn storage(a: StorageArgs) -> Result<(), String> {
     let strategy = match &a.strategy {
         None => None,
-        Some(s) => Some(InsertStrategy::parse(s).ok_or_else(|| format!("unknown strategy '{s}' (array or multirow)"))?),
+        Some(s) => {
+            Some(InsertStrategy::parse(s).ok_or_else(|| format!("unknown strategy '{s}' (array, multirow or json)"))?)
+        }
     };
     let mut tmp = None;
     let (connection_string, sqlite) = match (&a.connection_string, &a.sqlite_dir) {

@@ -67,6 +67,7 @@ pub fn run(config: Config) -> Result<(), String> {
         create_schema: embedded,
         insert_strategy: config.settings.insert_strategy.as_ref().map(|s| match s.get_ref().as_str() {
             "multirow" => InsertStrategy::MultiRow,
+            "json" => InsertStrategy::Json,
             _ => InsertStrategy::Array,
         }),
     })

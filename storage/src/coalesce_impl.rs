@@ -144,6 +144,15 @@ impl Coalescer {
         Plan { deletes, inserts }
     }
 
+    /// The statements to execute where rows are written in place
+    /// ([`Coalescer::plan_in_place`]): `inserts` are upserts.
+    pub fn plan_in_place_all(&self) -> Plan<'_> {
+        let mut deletes = Vec::new();
+        let mut inserts = Vec::new();
+        self.plan_in_place(false, None, &mut deletes, &mut inserts);
+        Plan { deletes, inserts }
+    }
+
     /// Like [`Coalescer::plan`], into reused vectors (cleared first),
     /// without refused entries, for the entries `only` names (all when
     /// `None`). With `rows_may_exist`, ids whose first op was an Insert are
@@ -167,6 +176,39 @@ impl Coalescer {
             }
             if let Some(r) = &e.last {
                 inserts.push(r);
+            }
+        };
+        match only {
+            None => self.entries.iter().for_each(add),
+            Some(only) => only.iter().for_each(|&i| add(&self.entries[i as usize])),
+        }
+    }
+
+    /// The plan when changed rows are written in place (an upsert inserts
+    /// a missing row and overwrites an existing one): `deletes` names only
+    /// ids whose row the batch removes, `upserts` the rows it leaves, each
+    /// written once whatever the batch did before. Cleared first; refused
+    /// entries and those `only` does not name are left out. With
+    /// `rows_may_exist`, an id inserted and deleted within the batch is
+    /// deleted too, as [`Coalescer::plan_with`] does.
+    pub(crate) fn plan_in_place<'a>(
+        &'a self,
+        rows_may_exist: bool,
+        only: Option<&[u32]>,
+        deletes: &mut Vec<&'a str>,
+        upserts: &mut Vec<&'a InteractionRecord>,
+    ) {
+        deletes.clear();
+        upserts.clear();
+        let mut add = |e: &'a Entry| {
+            if e.refused || !e.changes_row {
+                return;
+            }
+            match &e.last {
+                Some(r) => upserts.push(r),
+                // Inserted and deleted within the batch: nothing to write.
+                None if e.absent_before && !rows_may_exist => {}
+                None => deletes.push(&e.id),
             }
         };
         match only {

@@ -48,9 +48,11 @@ struct Stmt<'c> {
     inserter: Inserter<'c>,
 }
 
-fn insert_sql(k: usize) -> String {
+/// `in_place`: an existing row is overwritten (SQLite and PostgreSQL).
+fn insert_sql(k: usize, in_place: bool) -> String {
     let row = format!("({})", vec!["?"; NCOLS].join(", "));
-    format!("INSERT INTO interactions ({}) VALUES {}", COLUMNS.join(", "), vec![row; k].join(", "))
+    let tail = if in_place { crate::json_rows::on_conflict() } else { String::new() };
+    format!("INSERT INTO interactions ({}) VALUES {}{tail}", COLUMNS.join(", "), vec![row; k].join(", "))
 }
 
 fn delete_sql(k: usize) -> String {
@@ -111,12 +113,30 @@ pub(crate) struct Statements<'c> {
     props_max: usize,
     /// The event log's outbox (prepared on first use: with the log on).
     pub(crate) outbox: crate::event_statements::EventTable<'c>,
+    /// With the `json` strategy: its two statements.
+    pub(crate) json: Option<crate::json_rows::JsonStatements<'c>>,
+    /// Inserts overwrite an existing row (the engines whose SQL for that
+    /// is known): a changed row is written in place, not deleted first.
+    pub(crate) in_place: bool,
 }
 
 impl<'c> Statements<'c> {
-    pub(crate) fn new(conn: &'c Connection<'static>, strategy: InsertStrategy, batch_max: usize) -> Self {
+    pub(crate) fn new(
+        conn: &'c Connection<'static>,
+        engine: &crate::Engine,
+        strategy: InsertStrategy,
+        batch_max: usize,
+    ) -> Self {
+        let dialect = crate::json_rows::Dialect::of(engine);
+        let json = match strategy {
+            InsertStrategy::Json => {
+                let dialect = dialect.expect("json strategy checked at open");
+                Some(crate::json_rows::JsonStatements::new(conn, dialect))
+            }
+            _ => None,
+        };
         let sizes: Vec<usize> = match strategy {
-            InsertStrategy::Array => vec![1],
+            InsertStrategy::Array | InsertStrategy::Json => vec![1],
             InsertStrategy::MultiRow => MULTI_ROW_SIZES.iter().copied().filter(|&k| k <= batch_max.max(1)).collect(),
         };
         let n = sizes.len();
@@ -129,6 +149,8 @@ impl<'c> Statements<'c> {
             deletes: (0..n).map(|_| None).collect(),
             props_max: INITIAL_PROPERTIES,
             outbox: crate::event_statements::EventTable::new(conn, "ixn_event_outbox", &crate::events::ALL_COLUMNS),
+            json,
+            in_place: dialect.is_some(),
         }
     }
 
@@ -138,7 +160,7 @@ impl<'c> Statements<'c> {
         // psqlODBC ran 256-row statements with parameter arrays at about
         // half the rate of one set per execution (see docs/storage.md).
         match self.strategy {
-            InsertStrategy::Array => self.batch_max,
+            InsertStrategy::Array | InsertStrategy::Json => self.batch_max,
             InsertStrategy::MultiRow => 1,
         }
     }
@@ -147,8 +169,10 @@ impl<'c> Statements<'c> {
         if self.inserts[i].is_none() {
             let k = self.sizes[i];
             let capacity = self.capacity();
-            let inserter =
-                self.conn.prepare(&insert_sql(k))?.into_column_inserter(capacity, insert_descs(k, self.props_max))?;
+            let inserter = self
+                .conn
+                .prepare(&insert_sql(k, self.in_place))?
+                .into_column_inserter(capacity, insert_descs(k, self.props_max))?;
             self.inserts[i] = Some(Stmt { k, capacity, inserter });
         }
         Ok(self.inserts[i].as_mut().unwrap())
@@ -221,7 +245,8 @@ impl<'c> Statements<'c> {
     }
 
     fn insert_large(&mut self, row: &InteractionRecord, props: &[u8]) -> Result<(), odbc_api::Error> {
-        let inserter = self.conn.prepare(&insert_sql(1))?.into_column_inserter(1, insert_descs(1, props.len()))?;
+        let inserter =
+            self.conn.prepare(&insert_sql(1, self.in_place))?.into_column_inserter(1, insert_descs(1, props.len()))?;
         let mut stmt = Stmt { k: 1, capacity: 1, inserter };
         let mut data = RowData::default();
         data.prepare(&[row]);
@@ -304,7 +329,7 @@ mod tests {
 
     #[test]
     fn insert_names_every_column_and_binds_assigned_to_last() {
-        let sql = insert_sql(2);
+        let sql = insert_sql(2, false);
         assert!(
             sql.starts_with(
                 "INSERT INTO interactions (id, tenant, media_type, interaction_type, interaction_subtype, queue, \

@@ -484,7 +484,7 @@ impl Writer {
             self.failed(Failure::Lost(format!("could not turn autocommit off: {}", diag(&e))));
             return SessionEnd::Reconnect;
         }
-        let mut stmts = Statements::new(conn, self.strategy, self.batch_max);
+        let mut stmts = Statements::new(conn, &self.engine, self.strategy, self.batch_max);
         let mut scratch = Scratch::default();
         loop {
             if self.abandoned() {
@@ -517,8 +517,9 @@ impl Writer {
     ///
     /// After a failure the same batch is applied again on a new connection,
     /// whether or not an earlier attempt committed: every statement writes
-    /// a whole row (an id is deleted before its insert on every retry) or
-    /// deletes one, so applying twice leaves what applying once does. That
+    /// a whole row (in place on SQLite and PostgreSQL; elsewhere an id is
+    /// deleted before its insert on every retry) or deletes one, so
+    /// applying twice leaves what applying once does. That
     /// is safe because no other write can reach these ids meanwhile: every
     /// write of an interaction goes to this one writer, in order, and this
     /// writer takes nothing new until the batch is resolved. (On
@@ -628,8 +629,17 @@ impl Writer {
     ) -> Result<(), Failure> {
         let mut deletes: Vec<&str> = reuse(std::mem::take(&mut scratch.deletes));
         let mut inserts: Vec<&InteractionRecord> = reuse(std::mem::take(&mut scratch.inserts));
-        self.batch.coalescer.plan_with(rows_may_exist, only, &mut deletes, &mut inserts);
-        let mut executed = execute(stmts, &mut scratch.data, &deletes, &inserts);
+        let mut executed = if let Some(json) = &mut stmts.json {
+            // Changed rows in place: `inserts` holds every row left.
+            self.batch.coalescer.plan_in_place(rows_may_exist, only, &mut deletes, &mut inserts);
+            json.delete(&deletes).and_then(|()| json.upsert(&inserts))
+        } else if stmts.in_place {
+            self.batch.coalescer.plan_in_place(rows_may_exist, only, &mut deletes, &mut inserts);
+            execute(stmts, &mut scratch.data, &deletes, &inserts)
+        } else {
+            self.batch.coalescer.plan_with(rows_may_exist, only, &mut deletes, &mut inserts);
+            execute(stmts, &mut scratch.data, &deletes, &inserts)
+        };
         let mut empty = deletes.is_empty() && inserts.is_empty();
         if executed.is_ok() && !self.batch.events.is_empty() {
             let rows = self.events_of(only);

@@ -27,6 +27,36 @@ fn plan(ops: Vec<StoreOp>) -> (Vec<String>, Vec<(String, i64)>) {
     (deletes.iter().map(|s| s.to_string()).collect(), inserts.iter().map(|r| (r.id.clone(), r.version)).collect())
 }
 
+/// The same, for rows written in place (SQLite, PostgreSQL).
+fn plan_in_place(ops: Vec<StoreOp>) -> (Vec<String>, Vec<(String, i64)>) {
+    let mut c = Coalescer::new();
+    for op in ops {
+        c.push(op);
+    }
+    let Plan { deletes, inserts } = c.plan_in_place_all();
+    (deletes.iter().map(|s| s.to_string()).collect(), inserts.iter().map(|r| (r.id.clone(), r.version)).collect())
+}
+
+#[test]
+fn in_place_a_changed_row_is_one_upsert_and_never_deleted_first() {
+    let one = |id: &str, v| vec![(id.to_string(), v)];
+    // An accept (Upsert of a stored row): one upsert, no delete.
+    assert_eq!(plan_in_place(vec![ups("a", 2)]), (vec![], one("a", 2)));
+    // Submitted and accepted in one batch: the last record, once.
+    assert_eq!(plan_in_place(vec![ins("a", 1), ups("a", 2), ups("a", 3)]), (vec![], one("a", 3)));
+    // Submitted and stopped in one batch: nothing at all.
+    assert_eq!(plan_in_place(vec![ins("a", 1), ups("a", 2), del("a")]), (vec![], vec![]));
+    // A stored row changed then stopped: its delete only.
+    assert_eq!(plan_in_place(vec![ups("a", 2), del("a")]), (s(&["a"]), vec![]));
+    // Deleted then submitted again under the same id: one upsert.
+    assert_eq!(plan_in_place(vec![del("a"), ins("a", 5)]), (vec![], one("a", 5)));
+    // Ids keep their first-seen order.
+    assert_eq!(
+        plan_in_place(vec![ups("b", 1), del("c"), ins("a", 1)]),
+        (s(&["c"]), vec![("b".to_string(), 1), ("a".to_string(), 1)])
+    );
+}
+
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }

@@ -14,7 +14,7 @@ use ixn_storage::{
     StoreOp, WriteRequest, Writers,
 };
 
-const STRATEGIES: [InsertStrategy; 2] = [InsertStrategy::MultiRow, InsertStrategy::Array];
+const STRATEGIES: [InsertStrategy; 3] = [InsertStrategy::MultiRow, InsertStrategy::Array, InsertStrategy::Json];
 
 /// One writer with a fault injector, and what it has committed so far.
 struct Rig {

@@ -246,7 +246,7 @@ fn assigned_to_round_trip(connection_string: &str, strategy: InsertStrategy) {
 #[test]
 fn sqlite_assigned_to_round_trip() {
     init_logs();
-    for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow] {
+    for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow, InsertStrategy::Json] {
         let dir = TempDir::new("rt-assigned");
         assigned_to_round_trip(&sqlite_connection_string(&dir.0.join("ixn.db")), strategy);
     }
@@ -257,7 +257,7 @@ fn postgres_assigned_to_round_trip() {
     init_logs();
     let Some(cs) = pg_connection_string() else { return };
     let cs = pg_private_db(&cs, "ixn_storage_assigned");
-    for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow] {
+    for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow, InsertStrategy::Json] {
         run_script(&cs, "postgresql/isdb_drop.sql", false);
         assigned_to_round_trip(&cs, strategy);
     }
@@ -267,7 +267,7 @@ fn postgres_assigned_to_round_trip() {
 #[test]
 fn sqlite_nullable_columns_round_trip() {
     init_logs();
-    for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow] {
+    for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow, InsertStrategy::Json] {
         let dir = TempDir::new("rt-workbin");
         nullable_columns_round_trip(&sqlite_connection_string(&dir.0.join("ixn.db")), strategy);
     }
@@ -278,7 +278,7 @@ fn postgres_nullable_columns_round_trip() {
     init_logs();
     let Some(cs) = pg_connection_string() else { return };
     let cs = pg_private_db(&cs, "ixn_storage_workbin");
-    for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow] {
+    for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow, InsertStrategy::Json] {
         run_script(&cs, "postgresql/isdb_drop.sql", false);
         nullable_columns_round_trip(&cs, strategy);
     }
@@ -300,6 +300,13 @@ fn sqlite_round_trip_multirow() {
 }
 
 #[test]
+fn sqlite_round_trip_json() {
+    init_logs();
+    let dir = TempDir::new("rt-json");
+    round_trip(&sqlite_connection_string(&dir.0.join("ixn.db")), true, InsertStrategy::Json, 1000, Engine::Sqlite);
+}
+
+#[test]
 fn sqlite_round_trip_small_batches() {
     // batch_max 7: every batch is split, multi-row uses only its 1-row
     // statements, and ops of one id land in different batches.
@@ -307,6 +314,8 @@ fn sqlite_round_trip_small_batches() {
     round_trip(&sqlite_connection_string(&dir.0.join("ixn.db")), true, InsertStrategy::MultiRow, 7, Engine::Sqlite);
     let dir = TempDir::new("rt-small-a");
     round_trip(&sqlite_connection_string(&dir.0.join("ixn.db")), true, InsertStrategy::Array, 7, Engine::Sqlite);
+    let dir = TempDir::new("rt-small-j");
+    round_trip(&sqlite_connection_string(&dir.0.join("ixn.db")), true, InsertStrategy::Json, 7, Engine::Sqlite);
 }
 
 #[test]
@@ -328,7 +337,7 @@ fn postgres_round_trip() {
     init_logs();
     let Some(cs) = pg_connection_string() else { return };
     let cs = pg_private_db(&cs, "ixn_storage_roundtrip");
-    for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow] {
+    for strategy in [InsertStrategy::Array, InsertStrategy::MultiRow, InsertStrategy::Json] {
         run_script(&cs, "postgresql/isdb_drop.sql", false);
         round_trip(&cs, true, strategy, 1000, Engine::Postgres);
     }

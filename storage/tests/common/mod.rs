@@ -106,6 +106,8 @@ pub fn record(id: &str, version: i64) -> InteractionRecord {
 pub fn rich_record(id: &str, big_props: usize) -> InteractionRecord {
     let mut r = record(id, 7);
     r.queue = "Müller – Warteschlange ✓".into();
+    // Quotes, a backslash and control characters: escaped in JSON.
+    r.interaction_subtype = "say \"hi\" \\ tab\t bell\u{7}".into();
     r.submitted_by = "".into();
     r.priority = -3;
     r.moved_to_queue_at = Some(1);
