@@ -141,103 +141,146 @@ fn submit() -> Request {
     }))
 }
 
-pub fn run(a: CycleArgs) -> Result<(), String> {
-    let catalog = Arc::new(catalog(a.agents, a.capacity)?);
-    let params = |s: u16| ShardParams { replay_events: a.keep, ..ShardParams::new(1, s, a.shards) };
-    let shards = (0..a.shards).map(|s| Shard::new(params(s), catalog.clone())).collect();
-    let mut n = Node {
-        shards,
-        queue: VecDeque::new(),
-        now_us: 1_800_000_000_000_000,
-        bound: HashMap::new(),
-        events: Vec::new(),
-        replies: Vec::new(),
-        out: Vec::new(),
-        peer_msgs: 0,
-        writes: 0,
-        reports: 0,
-    };
-    let desk = |i: u32| Origin { shard: (i % a.shards as u32) as u16, conn: 1 + i as u64, session: 0 };
-    let mut next_ref = 1u32;
-    for i in 1..=a.agents {
-        let login = Request::AgentLogin {
-            tenant: "default".into(),
-            agent: format!("agent{i}"),
-            place: format!("place{i}"),
-            media: vec![],
-            reason: None,
+/// Shards with agents logged in and ready (and subscribers, if asked),
+/// driven by one thread: whole cycles on demand.
+pub struct Rig {
+    n: Node,
+    shards: u16,
+    next_ref: u32,
+}
+
+/// What `cycles` cycles cost in messages between shards, writes and
+/// reporting events.
+pub struct Counts {
+    pub peer_msgs: u64,
+    pub writes: u64,
+    pub reports: u64,
+}
+
+impl Rig {
+    /// `agents` agents of chat capacity `capacity` on `shards` shards, each
+    /// logged in and ready; `subscribers` reporting subscribers (asking for
+    /// state first with `with_state`); `keep` replay events per shard.
+    pub fn new(
+        agents: u32,
+        capacity: i64,
+        shards: u16,
+        subscribers: u32,
+        with_state: bool,
+        keep: usize,
+    ) -> Result<Rig, String> {
+        let catalog = Arc::new(catalog(agents, capacity)?);
+        let params = |s: u16| ShardParams { replay_events: keep, ..ShardParams::new(1, s, shards) };
+        let machines = (0..shards).map(|s| Shard::new(params(s), catalog.clone())).collect();
+        let n = Node {
+            shards: machines,
+            queue: VecDeque::new(),
+            now_us: 1_800_000_000_000_000,
+            bound: HashMap::new(),
+            events: Vec::new(),
+            replies: Vec::new(),
+            out: Vec::new(),
+            peer_msgs: 0,
+            writes: 0,
+            reports: 0,
         };
-        n.send(desk(i), next_ref, ClientType::AgentDesktop, login);
-        next_ref += 1;
-        n.settle();
-        let ready = Request::SetReady { tenant: "default".into(), agent: None, media: None, ready: true, reason: None };
-        n.send(desk(i), next_ref, ClientType::AgentDesktop, ready);
-        next_ref += 1;
-        n.settle();
-    }
-    for s in 0..a.subscribers {
-        let origin = Origin { shard: (s % a.shards as u32) as u16, conn: 2_000_000 + s as u64, session: 0 };
-        n.send(
-            origin,
-            next_ref,
-            ClientType::ReportingEngine,
-            Request::Subscribe { tenant: None, cursor: None, with_state: a.with_state },
-        );
-        next_ref += 1;
-        n.settle();
-    }
-    if let Some(e) = n.replies.iter().find_map(error_of) {
-        return Err(format!("setting up the agents and subscribers: {e}"));
-    }
-    n.replies.clear();
-    let (peer0, writes0, reports0) = (n.peer_msgs, n.writes, n.reports);
-    // What each outstanding request is: accept (of id by desk) or stop.
-    let mut accepts: HashMap<u32, (Origin, String)> = HashMap::new();
-    let mut stops: HashMap<u32, ()> = HashMap::new();
-    let (mut submitted, mut completed, mut open) = (0u64, 0u64, 0u64);
-    let started = Instant::now();
-    while completed < a.cycles {
-        let before = (submitted, completed, next_ref);
-        while open < a.window && submitted < a.cycles {
-            let ms = Origin { shard: (submitted % a.shards as u64) as u16, conn: 1_000_000, session: 0 };
-            n.send(ms, next_ref, ClientType::MediaServer, submit());
-            next_ref = next_ref.wrapping_add(1).max(1);
-            submitted += 1;
-            open += 1;
+        let mut rig = Rig { n, shards, next_ref: 1 };
+        let desk = |i: u32| Origin { shard: (i % shards as u32) as u16, conn: 1 + i as u64, session: 0 };
+        for i in 1..=agents {
+            let login = Request::AgentLogin {
+                tenant: "default".into(),
+                agent: format!("agent{i}"),
+                place: format!("place{i}"),
+                media: vec![],
+                reason: None,
+            };
+            rig.request(desk(i), ClientType::AgentDesktop, login);
+            let ready =
+                Request::SetReady { tenant: "default".into(), agent: None, media: None, ready: true, reason: None };
+            rig.request(desk(i), ClientType::AgentDesktop, ready);
         }
-        n.settle();
-        for (origin, f) in std::mem::take(&mut n.events) {
-            if f.msg_type != msg_type::EVENT_INVITE {
-                continue;
-            }
-            let id = f.get_str(attr::INTERACTION_ID).ok_or("EventInvite without id")?.to_string();
-            let ticket = f.get_int(attr::TICKET).map(|t| t as u64);
-            accepts.insert(next_ref, (origin, id.clone()));
-            n.send(origin, next_ref, ClientType::AgentDesktop, Request::Accept { id, ticket });
-            next_ref = next_ref.wrapping_add(1).max(1);
+        for s in 0..subscribers {
+            let origin = Origin { shard: (s % shards as u32) as u16, conn: 2_000_000 + s as u64, session: 0 };
+            let subscribe = Request::Subscribe { tenant: None, cursor: None, with_state };
+            rig.request(origin, ClientType::ReportingEngine, subscribe);
         }
-        n.settle();
-        for f in std::mem::take(&mut n.replies) {
-            if let Some(e) = error_of(&f) {
-                return Err(format!("request {} refused: {e}", f.ref_id));
-            }
-            if let Some((origin, id)) = accepts.remove(&f.ref_id) {
-                stops.insert(next_ref, ());
-                n.send(origin, next_ref, ClientType::AgentDesktop, Request::StopProcessing { id, reason: None });
+        if let Some(e) = rig.n.replies.iter().find_map(error_of) {
+            return Err(format!("setting up the agents and subscribers: {e}"));
+        }
+        rig.n.replies.clear();
+        Ok(rig)
+    }
+
+    /// Sends one request and settles everything it causes.
+    fn request(&mut self, origin: Origin, client_type: ClientType, request: Request) {
+        self.n.send(origin, self.next_ref, client_type, request);
+        self.next_ref = self.next_ref.wrapping_add(1).max(1);
+        self.n.settle();
+    }
+
+    /// Completes `cycles` whole cycles (submit, invitation, accept, stop),
+    /// `window` submissions in flight at a time.
+    pub fn run(&mut self, cycles: u64, window: u64) -> Result<Counts, String> {
+        let (peer0, writes0, reports0) = (self.n.peer_msgs, self.n.writes, self.n.reports);
+        let shards = self.shards as u64;
+        let n = &mut self.n;
+        let mut next_ref = self.next_ref;
+        // What each outstanding request is: accept (of id by desk) or stop.
+        let mut accepts: HashMap<u32, (Origin, String)> = HashMap::new();
+        let mut stops: HashMap<u32, ()> = HashMap::new();
+        let (mut submitted, mut completed, mut open) = (0u64, 0u64, 0u64);
+        while completed < cycles {
+            let before = (submitted, completed, next_ref);
+            while open < window && submitted < cycles {
+                let ms = Origin { shard: (submitted % shards) as u16, conn: 1_000_000, session: 0 };
+                n.send(ms, next_ref, ClientType::MediaServer, submit());
                 next_ref = next_ref.wrapping_add(1).max(1);
-            } else if stops.remove(&f.ref_id).is_some() {
-                completed += 1;
-                open -= 1;
+                submitted += 1;
+                open += 1;
+            }
+            n.settle();
+            for (origin, f) in std::mem::take(&mut n.events) {
+                if f.msg_type != msg_type::EVENT_INVITE {
+                    continue;
+                }
+                let id = f.get_str(attr::INTERACTION_ID).ok_or("EventInvite without id")?.to_string();
+                let ticket = f.get_int(attr::TICKET).map(|t| t as u64);
+                accepts.insert(next_ref, (origin, id.clone()));
+                n.send(origin, next_ref, ClientType::AgentDesktop, Request::Accept { id, ticket });
+                next_ref = next_ref.wrapping_add(1).max(1);
+            }
+            n.settle();
+            for f in std::mem::take(&mut n.replies) {
+                if let Some(e) = error_of(&f) {
+                    return Err(format!("request {} refused: {e}", f.ref_id));
+                }
+                if let Some((origin, id)) = accepts.remove(&f.ref_id) {
+                    stops.insert(next_ref, ());
+                    n.send(origin, next_ref, ClientType::AgentDesktop, Request::StopProcessing { id, reason: None });
+                    next_ref = next_ref.wrapping_add(1).max(1);
+                } else if stops.remove(&f.ref_id).is_some() {
+                    completed += 1;
+                    open -= 1;
+                }
+            }
+            if (submitted, completed, next_ref) == before {
+                return Err(format!("stalled after {completed} cycles with {open} open"));
             }
         }
-        if (submitted, completed, next_ref) == before {
-            return Err(format!("stalled after {completed} cycles with {open} open"));
-        }
+        self.next_ref = next_ref;
+        Ok(Counts { peer_msgs: n.peer_msgs - peer0, writes: n.writes - writes0, reports: n.reports - reports0 })
     }
+}
+
+pub fn run(a: CycleArgs) -> Result<(), String> {
+    let mut rig = Rig::new(a.agents, a.capacity, a.shards, a.subscribers, a.with_state, a.keep)?;
+    let started = Instant::now();
+    let counts = rig.run(a.cycles, a.window)?;
     let secs = started.elapsed().as_secs_f64();
-    let peer = (n.peer_msgs - peer0) as f64 / completed as f64;
-    let writes = (n.writes - writes0) as f64 / completed as f64;
-    let reports = (n.reports - reports0) as f64 / completed as f64;
+    let completed = a.cycles.max(1);
+    let peer = counts.peer_msgs as f64 / completed as f64;
+    let writes = counts.writes as f64 / completed as f64;
+    let reports = counts.reports as f64 / completed as f64;
     println!(
         "cycle (in process, one thread, {} shards, {} agents x {}, {} subscribers{}): {completed} cycles in {secs:.2} s \
          = {:.0}/s ({:.2} us each); per cycle {peer:.1} messages between shards, {writes:.1} writes, {reports:.1} \

@@ -17,7 +17,7 @@
 //! heaviest requests a client may send (see `worst.rs`).
 
 mod backlog;
-mod cycle;
+use ixn_perf::cycle;
 mod worst;
 
 use std::path::PathBuf;

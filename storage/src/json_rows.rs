@@ -24,6 +24,8 @@
 //! * delete: `DELETE FROM interactions WHERE id IN (<elements of ?>)`; the
 //!   parameter is `["id", ...]`.
 
+use std::io::Write;
+
 use ixn_shard::interaction::InteractionRecord;
 use odbc_api::handles::StatementImpl;
 use odbc_api::parameter::VarCharSlice;
@@ -108,7 +110,7 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(&bytes[from..i]);
         match escape {
             Some(e) => out.extend_from_slice(e),
-            None => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+            None => write!(out, "\\u{b:04x}").expect("write to a Vec"),
         }
         from = i + 1;
     }
@@ -125,7 +127,8 @@ fn push_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
 
 fn push_opt_int(out: &mut Vec<u8>, v: Option<i64>) {
     match v {
-        Some(v) => out.extend_from_slice(v.to_string().as_bytes()),
+        // Writing into a Vec cannot fail.
+        Some(v) => write!(out, "{v}").expect("write to a Vec"),
         None => out.extend_from_slice(b"null"),
     }
 }
