@@ -12,7 +12,8 @@
 #             cycle: latency at a load it carries
 #
 # Systems (durability: acknowledged = fsync'd):
-#   ixn        embedded SQLite (SyncPragma FULL), 2 shards on cores 0,1
+#   ixn        embedded SQLite (SyncPragma FULL), a shard on every core but
+#              the last (IXN_CORES overrides: on 2 cores one shard, on core 0)
 #   ixn-pg     the same server on a fresh throwaway PostgreSQL (.ci/pg,
 #              the json insert strategy, 5 writers); PostgreSQL's CPU
 #              counts as the server's
@@ -49,6 +50,10 @@ rounds=${ROUNDS:-3}
 secs=${SECS:-10}
 out=${OUT:-/tmp/ixn-peers}
 systems=" ${SYSTEMS:-ixn ixn-pg redis rabbitmq postgres} "
+# Every core but one, the rule of tuning.md ("Cores"): the last one is left
+# to the writers, the database and the bench.
+ncores=$(nproc)
+ixn_cores=${IXN_CORES:-$([ "$ncores" -le 2 ] && echo 0 || echo "0-$((ncores - 2))")}
 want() { [[ $systems == *" $1 "* ]]; }
 rm -rf "$out" && mkdir -p "$out"
 
@@ -80,7 +85,7 @@ wait_ready() { # file pattern
 port=7460
 start_ixn() { # dir config... ; sets pid and addr
   port=$((port + 1)); addr=127.0.0.1:$port
-  "$server" "${@:2}" --listen "$addr" --data-dir "$1/data" --cores 0,1 > "$1/server.log" 2>&1 &
+  "$server" "${@:2}" --listen "$addr" --data-dir "$1/data" --cores "$ixn_cores" > "$1/server.log" 2>&1 &
   pid=$!
   wait_ready "$1/server.log" "ixn-server ready"
 }
@@ -183,7 +188,7 @@ for l in open('$out/results.jsonl'):
     if r['system']=='$1' and r['workload']=='$2' and r['round']==$3: print(int(r['rate']))"
 }
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(redis-server --version | cut -d' ' -f1-3); RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server); $("$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/postgres" --version)"
+echo "machine: $(nproc) cores (ixn on cores $ixn_cores), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(redis-server --version | cut -d' ' -f1-3); RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server); $("$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/postgres" --version)"
 for round in $(seq "$rounds"); do
   echo "round $round"
   if want ixn; then

@@ -178,6 +178,9 @@ pub struct Settings {
     pub database_batch_size: Spanned<usize>,
     /// "array", "multirow" or "json"; absent: the engine's measured default.
     pub insert_strategy: Option<Spanned<String>>,
+    /// Milliseconds a writer waits, after the first write of a batch, for
+    /// more before it commits (0: commits whatever is queued at once).
+    pub database_commit_delay_ms: f64,
     /// Seconds a pulled interaction stays locked to its routing client
     /// before it goes back to its place in its queue.
     pub routing_timeout: f64,
@@ -255,6 +258,7 @@ impl Default for Settings {
             number_of_database_connections: Spanned::new(0..0, 5),
             database_batch_size: Spanned::new(0..0, 1000),
             insert_strategy: None,
+            database_commit_delay_ms: 0.0,
             routing_timeout: 720.0 * 60.0,
             pull_hold_timeout: 0.0,
             max_interactions_per_snapshot: 500,
@@ -571,6 +575,12 @@ impl Config {
         let key_at = |key: &str, msg: String| ConfigError(format!("{source}:{}: {msg}", line_of_key(text, key)));
         if !(s.routing_timeout > 0.0 && s.routing_timeout <= 1e9) {
             return Err(key_at("routing-timeout", "[settings] routing-timeout must be more than 0 seconds".into()));
+        }
+        if !(0.0..=1000.0).contains(&s.database_commit_delay_ms) {
+            return Err(key_at(
+                "database-commit-delay-ms",
+                "[settings] database-commit-delay-ms must be 0 to 1000 milliseconds".into(),
+            ));
         }
         if !(0.0..=3600.0).contains(&s.pull_hold_timeout) {
             return Err(key_at("pull-hold-timeout", "[settings] pull-hold-timeout must be 0 to 3600 seconds".into()));
@@ -929,6 +939,15 @@ mod tests {
     }
 
     #[test]
+    fn the_commit_delay_is_checked_and_read() {
+        let ok = Config::parse("[settings]\ndatabase-commit-delay-ms = 1.5\n", "delay.toml").unwrap();
+        assert_eq!(ok.settings.database_commit_delay_ms, 1.5);
+        assert_eq!(Config::embedded_default().settings.database_commit_delay_ms, 0.0);
+        let err = Config::parse("[settings]\ndatabase-commit-delay-ms = 1001\n", "delay.toml").unwrap_err();
+        assert_eq!(err.0, "delay.toml:2: [settings] database-commit-delay-ms must be 0 to 1000 milliseconds");
+    }
+
+    #[test]
     fn the_documented_embedded_default_is_the_embedded_default() {
         let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md"));
         let section = &doc[doc.find("## The embedded default").expect("section")..];
@@ -944,6 +963,7 @@ mod tests {
         assert_eq!(a.number_of_database_connections.get_ref(), b.number_of_database_connections.get_ref());
         assert_eq!(a.database_batch_size.get_ref(), b.database_batch_size.get_ref());
         assert_eq!(a.insert_strategy.is_none(), b.insert_strategy.is_none());
+        assert_eq!(a.database_commit_delay_ms, b.database_commit_delay_ms);
         assert_eq!(a.routing_timeout, b.routing_timeout);
         assert_eq!(a.pull_hold_timeout, b.pull_hold_timeout);
         assert_eq!(a.max_interactions_per_snapshot, b.max_interactions_per_snapshot);

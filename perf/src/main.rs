@@ -318,6 +318,7 @@ fn storage(a: StorageArgs) -> Result<(), String> {
         batch_max: a.batch,
         create_schema: true,
         insert_strategy: strategy,
+        commit_delay: Duration::ZERO,
     };
     let storage = Storage::open(cfg.clone()).map_err(|e| e.message)?;
     empty_table(&connection_string)?;

@@ -70,6 +70,7 @@ pub fn run(config: Config) -> Result<(), String> {
             "json" => InsertStrategy::Json,
             _ => InsertStrategy::Array,
         }),
+        commit_delay: Duration::from_secs_f64(config.settings.database_commit_delay_ms / 1000.0),
     })
     .map_err(|e| e.to_string())?;
     let records = storage.load_live().map_err(|e| e.to_string())?;

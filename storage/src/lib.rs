@@ -41,6 +41,7 @@ mod writer;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use ixn_shard::interaction::InteractionRecord;
 pub use ixn_shard::machine::StoreOp;
@@ -144,6 +145,10 @@ pub struct StorageConfig {
     pub create_schema: bool,
     /// `None`: the engine's measured default (see [`Engine::default_strategy`]).
     pub insert_strategy: Option<InsertStrategy>,
+    /// How long a writer waits, after the first write of a batch, for more
+    /// before it commits (fewer commits at low load, each write later by
+    /// up to this much). Zero (the default): whatever is queued at once.
+    pub commit_delay: Duration,
 }
 
 impl StorageConfig {
@@ -156,6 +161,7 @@ impl StorageConfig {
             batch_max: 1000,
             create_schema: false,
             insert_strategy: None,
+            commit_delay: Duration::ZERO,
         }
     }
 }
@@ -439,6 +445,7 @@ impl Storage {
                 strategy: self.strategy,
                 writers: self.writers,
                 batch_max: self.cfg.batch_max.max(1),
+                commit_delay: self.cfg.commit_delay,
                 first: (self.conn, self.conn_id),
                 faults: self.faults,
                 log: self.log,

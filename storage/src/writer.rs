@@ -58,6 +58,7 @@ pub(crate) struct Setup {
     pub strategy: InsertStrategy,
     pub writers: usize,
     pub batch_max: usize,
+    pub commit_delay: Duration,
     pub first: (Connection<'static>, u64),
     pub faults: Option<Arc<Faults>>,
     /// With the event log on: how to make event rows, and the outbox's
@@ -200,7 +201,8 @@ fn wait_finished(threads: &[JoinHandle<()>], deadline: Instant) -> bool {
 }
 
 pub(crate) fn start(setup: Setup, sinks: Vec<Arc<dyn CompletionSink>>) -> Result<Writers, StorageError> {
-    let Setup { connection_string, target, engine, strategy, writers, batch_max, first, faults, log } = setup;
+    let Setup { connection_string, target, engine, strategy, writers, batch_max, commit_delay, first, faults, log } =
+        setup;
     // Connect every writer here, so a database that refuses connections
     // fails the start instead of the first writes.
     let mut conns = vec![first];
@@ -223,6 +225,7 @@ pub(crate) fn start(setup: Setup, sinks: Vec<Arc<dyn CompletionSink>>) -> Result
             engine: engine.clone(),
             strategy,
             batch_max,
+            commit_delay,
             batch: Batch::default(),
             stopping: false,
             faults: faults.clone(),
@@ -289,6 +292,8 @@ struct Writer {
     engine: Engine,
     strategy: InsertStrategy,
     batch_max: usize,
+    /// After a batch's first write, how long to wait for more.
+    commit_delay: Duration,
     batch: Batch,
     stopping: bool,
     faults: Option<Arc<Faults>>,
@@ -420,7 +425,9 @@ impl Writer {
     }
 
     /// Takes the next batch: blocks for the first message, then whatever
-    /// else is queued, up to batch_max ops. False when stopped and empty.
+    /// else is queued, up to batch_max ops, and with a commit delay what
+    /// else arrives until the delay has passed since the first. False when
+    /// stopped and empty.
     fn gather(&mut self) -> bool {
         if self.stopping {
             return false;
@@ -435,14 +442,20 @@ impl Writer {
         if let Some(f) = &self.faults {
             f.wait_while_held();
         }
+        let deadline = (!self.commit_delay.is_zero()).then(|| Instant::now() + self.commit_delay);
         while self.batch.tokens.len() < self.batch_max {
-            match self.rx.try_recv() {
-                Ok(Msg::Write(req)) => self.add(req),
-                Ok(Msg::Stop) => {
+            let next = match deadline {
+                None => self.rx.try_recv().ok(),
+                Some(d) => self.rx.recv_deadline(d).ok(),
+            };
+            match next {
+                Some(Msg::Write(req)) => self.add(req),
+                // A stop commits what is gathered at once.
+                Some(Msg::Stop) => {
                     self.stopping = true;
                     break;
                 }
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+                None => break,
             }
         }
         true

@@ -36,6 +36,7 @@ impl Rig {
             create_schema: true,
             writers: 1,
             insert_strategy: Some(strategy),
+            commit_delay: std::time::Duration::ZERO,
             ..StorageConfig::new(cs)
         };
         let mut storage = Storage::open(cfg).unwrap();

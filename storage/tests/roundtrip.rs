@@ -24,6 +24,7 @@ fn round_trip(connection_string: &str, create: bool, strategy: InsertStrategy, b
         batch_max,
         create_schema: create,
         insert_strategy: Some(strategy),
+        commit_delay: std::time::Duration::ZERO,
     };
     let storage = Storage::open(cfg.clone()).unwrap();
     assert_eq!(storage.engine(), &expect);

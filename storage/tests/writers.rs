@@ -214,3 +214,36 @@ fn a_nul_in_text_is_refused_not_stored_cut() {
     writers.shutdown();
     assert_eq!(live_ids(&cs), vec!["0007good".to_string()]);
 }
+
+#[test]
+fn a_commit_delay_gathers_writes_that_arrive_within_it_into_one_commit() {
+    init_logs();
+    let dir = TempDir::new("delay");
+    let cs = sqlite_connection_string(&dir.0.join("ixn.db"));
+    let delay = Duration::from_millis(400);
+    let cfg = StorageConfig { create_schema: true, commit_delay: delay, ..StorageConfig::new(cs.clone()) };
+    let sink = Collect::new();
+    let writers = Storage::open(cfg).unwrap().start(vec![sink.clone() as Arc<dyn CompletionSink>]).unwrap();
+    let h = writers.handle();
+    let first = std::time::Instant::now();
+    // Five writes 20 ms apart: all within the delay of the first.
+    for t in 0..5u64 {
+        let op = StoreOp::Insert(Box::new(record(&format!("0020d{t:010}"), 0)));
+        h.submit(WriteRequest { shard: 0, token: t, op, log: Vec::new() });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let done = sink.wait(5, 30);
+    assert!(first.elapsed() >= delay, "committed before the delay passed: {:?}", first.elapsed());
+    assert!(done.values().all(|&ok| ok));
+    assert_eq!(sink.calls(), 1, "the five writes were not one commit");
+    // A shutdown does not wait for the delay: what is gathered commits.
+    h.submit(WriteRequest {
+        shard: 0,
+        token: 9,
+        op: StoreOp::Insert(Box::new(record("0020dlast", 0))),
+        log: Vec::new(),
+    });
+    assert!(writers.shutdown());
+    assert!(sink.wait(6, 1)[&9]);
+    assert_eq!(live_ids(&cs).len(), 6);
+}

@@ -51,6 +51,12 @@ impl Collect {
         Arc::new(Collect::default())
     }
 
+    /// How often the writers called `complete` (once per batch and shard).
+    #[allow(dead_code)] // not every test file asks
+    pub fn calls(&self) -> usize {
+        *self.calls.lock().unwrap()
+    }
+
     /// Waits until `n` tokens completed (panics after `secs`); returns them.
     pub fn wait(&self, n: usize, secs: u64) -> HashMap<u64, bool> {
         let deadline = Instant::now() + Duration::from_secs(secs);
