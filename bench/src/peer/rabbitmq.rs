@@ -118,13 +118,35 @@ pub(super) fn consumer(a: &PeerArgs, start: Instant, deadline: Instant, backlog:
 /// Takes and acknowledges deliveries until the deadline has passed and
 /// every item produced is consumed (`backlog` at 0), or, with `count`,
 /// until that many came. A watcher thread cancels the consumer then, which
-/// ends its stream.
+/// ends its stream: it checks the deadline and the backlog itself, since a
+/// paced load may leave nothing to deliver after the deadline (no delivery
+/// would then wake the loop below to notice it is finished).
 fn consume(
     a: &PeerArgs,
     start: Instant,
     deadline: Instant,
     backlog: &Backlog,
     count: Option<usize>,
+) -> Result<Done, String> {
+    std::thread::scope(|scope| consume_in(a, start, deadline, backlog, count, scope))
+}
+
+/// Sets the flag when dropped: the watcher ends on every way out.
+struct SetOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn consume_in<'s>(
+    a: &PeerArgs,
+    start: Instant,
+    deadline: Instant,
+    backlog: &'s Backlog,
+    count: Option<usize>,
+    scope: &'s std::thread::Scope<'s, '_>,
 ) -> Result<Done, String> {
     block_on(async {
         let (_conn, ch) = channel(a).await?;
@@ -136,16 +158,22 @@ fn consume(
             .await
             .map_err(|e| format!("basic.consume: {e}"))?;
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let watcher = {
+        let _ends_watcher = SetOnDrop(done.clone());
+        {
             let (ch, done) = (ch.clone(), done.clone());
-            let drained = move || done.load(std::sync::atomic::Ordering::Relaxed);
-            std::thread::spawn(move || {
+            let drained = move || {
+                done.load(std::sync::atomic::Ordering::Relaxed)
+                    || (count.is_none()
+                        && Instant::now() > deadline
+                        && backlog.n.load(std::sync::atomic::Ordering::Relaxed) <= 0)
+            };
+            scope.spawn(move || {
                 while !drained() {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 let _ = block_on(ch.basic_cancel("ixn-bench".into(), Default::default()));
-            })
-        };
+            });
+        }
         let mut hist = histogram();
         let mut ids = Vec::new();
         let mut in_time = 0;
@@ -171,7 +199,6 @@ fn consume(
                 done.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        let _ = watcher.join();
         Ok(Done { ids, in_time, hist: Some(hist) })
     })
 }
