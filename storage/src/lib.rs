@@ -10,8 +10,9 @@
 //! ```text
 //! executor threads ──submit──▶ crossbeam channel per writer (by id hash)
 //!                                   │
-//!                      ixn-db-writer-N: take ≤ batch_max, coalesce,
-//!                      DELETE array, INSERT array, COMMIT
+//!                      ixn-db-writer-N: take ≤ batch_max (waiting up to
+//!                      commit_delay for more), coalesce, DELETEs,
+//!                      INSERTs (upserts on SQLite and PostgreSQL), COMMIT
 //!                                   │
 //!                 CompletionSink (per shard) ◀── (token, ok) for every op
 //! ```
