@@ -1,8 +1,9 @@
 -- ixn Interaction Server database (isdb), PostgreSQL.
 -- Run once: psql -d <database> -f storage/sql/postgresql/isdb.sql (or let ixn
 -- create it: create_schema; the test suite does that).
--- Live interactions only: a row is replaced (DELETE then INSERT) on every
--- acknowledged change and deleted when the interaction completes. Times are
+-- Live interactions only: a row is written in place (INSERT ... ON CONFLICT
+-- DO UPDATE) on every acknowledged change and deleted when the interaction
+-- completes. Times are
 -- epoch milliseconds; properties hold the hex of the protocol's key-value
 -- list encoding. workbin_owner is set while the interaction is in a workbin
 -- (queue then names the workbin): the agent, place or group owning that
@@ -38,6 +39,13 @@ CREATE TABLE interactions (
   submit_order        BIGINT,
   assigned_to         VARCHAR(255)
 );
+-- The table holds few live rows but every change leaves a dead row version
+-- (an update or a delete): hundreds of thousands a minute at a few thousand
+-- cycles a second. PostgreSQL's defaults wait for a fifth of the table and
+-- pause between pages; vacuum it after a thousand dead rows, without pauses.
+-- (autovacuum_naptime, server-wide, bounds how soon: see tuning.md.)
+ALTER TABLE interactions SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
+  autovacuum_vacuum_cost_delay = 0);
 CREATE TABLE ixn_schema (
   name    VARCHAR(64) NOT NULL PRIMARY KEY,
   version INT NOT NULL
