@@ -9,8 +9,9 @@
 //!
 //! On SQLite and PostgreSQL every strategy writes a changed row in place
 //! ([`on_conflict`]: `INSERT ... ON CONFLICT (id) DO UPDATE`), not
-//! deleted and inserted again: one statement row per change, no dead row
-//! per change on PostgreSQL. Applying a batch twice leaves what applying it
+//! deleted and inserted again: one row written per change instead of two
+//! (PostgreSQL still leaves the old row version for vacuum, but no index
+//! entry when the update is HOT). Applying a batch twice leaves what applying it
 //! once does (an upsert writes the whole row), which the writer's retry
 //! after an unknown commit outcome relies on.
 //!
