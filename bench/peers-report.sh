@@ -125,7 +125,8 @@ start_ixn_pg() { # dir ; ixn on a fresh PostgreSQL: sets pid (ixn), extra (Postg
   start_ixn "$1" --config "$1/ixn-pg.toml"
 }
 stop() {
-  if [ -n "${extra:-}" ]; then kill "$pid"; wait "$pid" 2>/dev/null || true; extra=; pid=; pg=1; fi
+  # ixn on PostgreSQL: ixn first, then PostgreSQL (start_pg set pg).
+  if [ -n "${extra:-}" ]; then kill "$pid"; wait "$pid" 2>/dev/null || true; extra=; pid=; fi
   if [ -n "${pg:-}" ]; then IXN_PG_PORT=54371 .ci/pg stop; pg=; pid=; return; fi
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
 }

@@ -231,19 +231,15 @@ fn redis_producer(
     backlog: &Backlog,
 ) -> Result<Done, String> {
     let mut r = Resp::connect(&a.addr)?;
-    let payload = "x".repeat(a.payload);
+    let mut items = Items::new(a, p, start);
     let mut hist = histogram();
     let mut ids = Vec::new();
     let mut inflight = std::collections::VecDeque::new();
     let mut buf = Vec::new();
-    let mut seq = 0u64;
     loop {
         let open = Instant::now() < deadline;
-        let allowed = allowance(a, start);
-        while open && inflight.len() < a.window && backlog.room() && seq < allowed {
-            backlog.add(1);
-            seq += 1;
-            let (id, item) = new_item(p, seq, start, &payload);
+        while open && inflight.len() < a.window {
+            let Some((id, item)) = items.take(a, backlog) else { break };
             Resp::command(&mut buf, &[b"LPUSH", QUEUE, item.as_bytes()]);
             inflight.push_back((id, Instant::now()));
         }
@@ -587,22 +583,52 @@ fn pg_setting(conn: &odbc_api::Connection<'_>, name: &str) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// The items producer `p` may have sent by now: its share of `--rate`
-/// since the start, plus one (no bound without `--rate`).
-fn allowance(a: &PeerArgs, start: Instant) -> u64 {
-    if a.rate == 0 {
-        return u64::MAX;
-    }
-    (start.elapsed().as_secs_f64() * a.rate as f64 / a.producers as f64) as u64 + 1
+/// The items of producer `p`, and the one pacing rule every producer
+/// follows: it sends while the backlog has room and, with `--rate`, while
+/// it is within its share of the rate.
+struct Items {
+    p: usize,
+    /// Items made so far.
+    seq: u64,
+    start: Instant,
+    payload: String,
 }
 
-/// Producer `p`'s item number `seq`: its id, and the item, which carries
-/// the time it was made (µs since the start) so a consumer measures the
-/// whole cycle from it.
-fn new_item(p: usize, seq: u64, start: Instant, payload: &str) -> (String, String) {
-    let id = format!("p{p}-{seq}");
-    let item = format!("{id}|{}|{payload}", start.elapsed().as_micros());
-    (id, item)
+impl Items {
+    fn new(a: &PeerArgs, p: usize, start: Instant) -> Items {
+        Items { p, seq: 0, start, payload: "x".repeat(a.payload) }
+    }
+
+    /// Whether the next item may be sent now: the backlog has room and
+    /// fewer items were made than its share of `--rate` since the start,
+    /// plus one (no bound without `--rate`).
+    fn may_send(&self, a: &PeerArgs, backlog: &Backlog) -> bool {
+        let allowed = if a.rate == 0 {
+            u64::MAX
+        } else {
+            (self.start.elapsed().as_secs_f64() * a.rate as f64 / a.producers as f64) as u64 + 1
+        };
+        backlog.room() && self.seq < allowed
+    }
+
+    /// The next item: its id, and the item, which carries the time it was
+    /// made (µs since the start) so a consumer measures the whole cycle
+    /// from it. The caller counts it in the backlog.
+    fn make(&mut self) -> (String, String) {
+        self.seq += 1;
+        let id = format!("p{}-{}", self.p, self.seq);
+        let item = format!("{id}|{}|{}", self.start.elapsed().as_micros(), self.payload);
+        (id, item)
+    }
+
+    /// The next item, counted in the backlog, when it may be sent now.
+    fn take(&mut self, a: &PeerArgs, backlog: &Backlog) -> Option<(String, String)> {
+        if !self.may_send(a, backlog) {
+            return None;
+        }
+        backlog.add(1);
+        Some(self.make())
+    }
 }
 
 /// An item's id and the time it was made (µs since the start).
@@ -622,12 +648,11 @@ fn pg_producer(a: &PeerArgs, p: usize, start: Instant, deadline: Instant, backlo
     let mut insert = conn
         .prepare(&format!("INSERT INTO {PG_TABLE} (item) VALUES {values}"))
         .map_err(|e| format!("prepare INSERT: {e}"))?;
-    let payload = "x".repeat(a.payload);
+    let mut items = Items::new(a, p, start);
     let mut hist = histogram();
     let mut ids = Vec::new();
-    let mut seq = 0u64;
     while Instant::now() < deadline {
-        if !backlog.room() || seq >= allowance(a, start) {
+        if !items.may_send(a, backlog) {
             std::thread::sleep(Duration::from_micros(100));
             continue;
         }
@@ -635,8 +660,7 @@ fn pg_producer(a: &PeerArgs, p: usize, start: Instant, deadline: Instant, backlo
         let mut batch_ids = Vec::with_capacity(batch);
         let params: Vec<odbc_api::parameter::VarCharBox> = (0..batch)
             .map(|_| {
-                seq += 1;
-                let (id, item) = new_item(p, seq, start, &payload);
+                let (id, item) = items.make();
                 batch_ids.push(id);
                 odbc_api::parameter::VarCharBox::from_string(item)
             })

@@ -14,9 +14,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ixn_perf::cycle::Rig;
+use ixn_perf::cycle::{submit, Rig};
 use ixn_shard::proto::frame::decode_frame;
-use ixn_shard::proto::{attr, msg_type, Frame, Request, Submit};
+use ixn_shard::proto::{attr, msg_type, Frame, Request};
 use ixn_shard::{KvList, Value};
 
 /// Frames larger than this are refused by the server's default.
@@ -33,18 +33,7 @@ fn properties() -> KvList {
 }
 
 fn submit_bytes() -> Vec<u8> {
-    let submit = Submit {
-        tenant: "default".into(),
-        media_type: "chat".into(),
-        interaction_type: "Inbound".into(),
-        interaction_subtype: "InboundNew".into(),
-        queue: "inbound".into(),
-        priority: 0,
-        properties: properties(),
-        id: None,
-        received_at_ms: None,
-    };
-    Request::Submit(Box::new(submit)).encode(7).encode()
+    submit(properties()).encode(7).encode()
 }
 
 fn invite_frame() -> Frame {

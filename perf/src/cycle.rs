@@ -127,7 +127,8 @@ fn catalog(agents: u32, capacity: i64) -> Result<Catalog, String> {
     Catalog::new(vec![t], true)
 }
 
-fn submit() -> Request {
+/// A chat submitted to queue `inbound` of tenant `default`.
+pub fn submit(properties: KvList) -> Request {
     Request::Submit(Box::new(Submit {
         tenant: "default".into(),
         media_type: "chat".into(),
@@ -135,7 +136,7 @@ fn submit() -> Request {
         interaction_subtype: "InboundNew".into(),
         queue: "inbound".into(),
         priority: 0,
-        properties: KvList::new(),
+        properties,
         id: None,
         received_at_ms: None,
     }))
@@ -233,7 +234,7 @@ impl Rig {
             let before = (submitted, completed, next_ref);
             while open < window && submitted < cycles {
                 let ms = Origin { shard: (submitted % shards) as u16, conn: 1_000_000, session: 0 };
-                n.send(ms, next_ref, ClientType::MediaServer, submit());
+                n.send(ms, next_ref, ClientType::MediaServer, submit(KvList::new()));
                 next_ref = next_ref.wrapping_add(1).max(1);
                 submitted += 1;
                 open += 1;

@@ -140,26 +140,34 @@ impl Coalescer {
     pub fn plan(&self) -> Plan<'_> {
         let mut deletes = Vec::new();
         let mut inserts = Vec::new();
-        self.plan_with(false, None, &mut deletes, &mut inserts);
+        self.plan_into(false, false, None, &mut deletes, &mut inserts);
         Plan { deletes, inserts }
     }
 
-    /// The statements to execute where rows are written in place
-    /// ([`Coalescer::plan_in_place`]): `inserts` are upserts.
+    /// The statements to execute where rows are written in place: `inserts`
+    /// are upserts (see [`Coalescer::plan_into`]).
     pub fn plan_in_place_all(&self) -> Plan<'_> {
         let mut deletes = Vec::new();
         let mut inserts = Vec::new();
-        self.plan_in_place(false, None, &mut deletes, &mut inserts);
+        self.plan_into(true, false, None, &mut deletes, &mut inserts);
         Plan { deletes, inserts }
     }
 
-    /// Like [`Coalescer::plan`], into reused vectors (cleared first),
-    /// without refused entries, for the entries `only` names (all when
-    /// `None`). With `rows_may_exist`, ids whose first op was an Insert are
-    /// deleted too: a retry after an attempt whose commit may have reached
-    /// the database must not fail on the rows it wrote.
-    pub(crate) fn plan_with<'a>(
+    /// The plan into reused vectors (cleared first), without refused
+    /// entries, for the entries `only` names (all when `None`).
+    ///
+    /// `in_place`: an insert overwrites an existing row (an upsert), so an
+    /// id the batch leaves a row for is written once, never deleted first;
+    /// only ids whose row the batch removes are deleted. Otherwise an id
+    /// whose row may exist before the batch is deleted before its insert.
+    ///
+    /// `rows_may_exist`: a retry after an attempt whose commit may have
+    /// reached the database: ids whose first op was an Insert are treated
+    /// as if their row may exist (deleted too), so the retry neither fails
+    /// on nor leaves behind the rows that attempt wrote.
+    pub(crate) fn plan_into<'a>(
         &'a self,
+        in_place: bool,
         rows_may_exist: bool,
         only: Option<&[u32]>,
         deletes: &mut Vec<&'a str>,
@@ -171,44 +179,13 @@ impl Coalescer {
             if e.refused || !e.changes_row {
                 return;
             }
-            if !e.absent_before || rows_may_exist {
+            let may_exist = !e.absent_before || rows_may_exist;
+            let written = e.last.as_deref();
+            if may_exist && !(in_place && written.is_some()) {
                 deletes.push(&e.id);
             }
-            if let Some(r) = &e.last {
+            if let Some(r) = written {
                 inserts.push(r);
-            }
-        };
-        match only {
-            None => self.entries.iter().for_each(add),
-            Some(only) => only.iter().for_each(|&i| add(&self.entries[i as usize])),
-        }
-    }
-
-    /// The plan when changed rows are written in place (an upsert inserts
-    /// a missing row and overwrites an existing one): `deletes` names only
-    /// ids whose row the batch removes, `upserts` the rows it leaves, each
-    /// written once whatever the batch did before. Cleared first; refused
-    /// entries and those `only` does not name are left out. With
-    /// `rows_may_exist`, an id inserted and deleted within the batch is
-    /// deleted too, as [`Coalescer::plan_with`] does.
-    pub(crate) fn plan_in_place<'a>(
-        &'a self,
-        rows_may_exist: bool,
-        only: Option<&[u32]>,
-        deletes: &mut Vec<&'a str>,
-        upserts: &mut Vec<&'a InteractionRecord>,
-    ) {
-        deletes.clear();
-        upserts.clear();
-        let mut add = |e: &'a Entry| {
-            if e.refused || !e.changes_row {
-                return;
-            }
-            match &e.last {
-                Some(r) => upserts.push(r),
-                // Inserted and deleted within the batch: nothing to write.
-                None if e.absent_before && !rows_may_exist => {}
-                None => deletes.push(&e.id),
             }
         };
         match only {

@@ -8,7 +8,7 @@
 //! one bind whatever the batch holds; the database parses the JSON in C.
 //!
 //! On SQLite and PostgreSQL every strategy writes a changed row in place
-//! ([`on_conflict`]: `INSERT ... ON CONFLICT (id) DO UPDATE`), not
+//! (`records::on_conflict`: `INSERT ... ON CONFLICT (id) DO UPDATE`), not
 //! deleted and inserted again: one row written per change instead of two
 //! (PostgreSQL still leaves the old row version for vacuum, but no index
 //! entry when the update is HOT). Applying a batch twice leaves what applying it
@@ -76,15 +76,8 @@ pub(crate) fn upsert_sql(d: Dialect) -> String {
         "INSERT INTO interactions ({}) SELECT {} FROM {source}{}",
         COLUMNS.join(", "),
         values.join(", "),
-        on_conflict()
+        records::on_conflict()
     )
-}
-
-/// What turns an INSERT of whole rows into a write in place: a row whose
-/// id exists gets every other column of the new one.
-pub(crate) fn on_conflict() -> String {
-    let set: Vec<String> = COLUMNS[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
-    format!(" ON CONFLICT (id) DO UPDATE SET {}", set.join(", "))
 }
 
 pub(crate) fn delete_sql(d: Dialect) -> &'static str {

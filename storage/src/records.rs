@@ -48,6 +48,14 @@ pub(crate) mod col {
     pub const ASSIGNED_TO: usize = 20;
 }
 
+/// What turns an INSERT of whole rows into a write in place (SQLite and
+/// PostgreSQL): a row whose id exists gets every other column of the new
+/// one.
+pub(crate) fn on_conflict() -> String {
+    let set: Vec<String> = COLUMNS[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
+    format!(" ON CONFLICT (id) DO UPDATE SET {}", set.join(", "))
+}
+
 /// Longest id the schema holds (VARCHAR(64)), in bytes.
 pub(crate) const MAX_ID: usize = 64;
 /// Longest name the schema holds (VARCHAR(255)), in bytes (so it fits

@@ -51,7 +51,7 @@ struct Stmt<'c> {
 /// `in_place`: an existing row is overwritten (SQLite and PostgreSQL).
 fn insert_sql(k: usize, in_place: bool) -> String {
     let row = format!("({})", vec!["?"; NCOLS].join(", "));
-    let tail = if in_place { crate::json_rows::on_conflict() } else { String::new() };
+    let tail = if in_place { records::on_conflict() } else { String::new() };
     format!("INSERT INTO interactions ({}) VALUES {}{tail}", COLUMNS.join(", "), vec![row; k].join(", "))
 }
 

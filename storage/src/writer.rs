@@ -642,17 +642,8 @@ impl Writer {
     ) -> Result<(), Failure> {
         let mut deletes: Vec<&str> = reuse(std::mem::take(&mut scratch.deletes));
         let mut inserts: Vec<&InteractionRecord> = reuse(std::mem::take(&mut scratch.inserts));
-        let mut executed = if let Some(json) = &mut stmts.json {
-            // Changed rows in place: `inserts` holds every row left.
-            self.batch.coalescer.plan_in_place(rows_may_exist, only, &mut deletes, &mut inserts);
-            json.delete(&deletes).and_then(|()| json.upsert(&inserts))
-        } else if stmts.in_place {
-            self.batch.coalescer.plan_in_place(rows_may_exist, only, &mut deletes, &mut inserts);
-            execute(stmts, &mut scratch.data, &deletes, &inserts)
-        } else {
-            self.batch.coalescer.plan_with(rows_may_exist, only, &mut deletes, &mut inserts);
-            execute(stmts, &mut scratch.data, &deletes, &inserts)
-        };
+        self.batch.coalescer.plan_into(stmts.in_place, rows_may_exist, only, &mut deletes, &mut inserts);
+        let mut executed = execute(stmts, &mut scratch.data, &deletes, &inserts);
         let mut empty = deletes.is_empty() && inserts.is_empty();
         if executed.is_ok() && !self.batch.events.is_empty() {
             let rows = self.events_of(only);
@@ -840,6 +831,10 @@ fn execute(
     deletes: &[&str],
     inserts: &[&InteractionRecord],
 ) -> Result<(), odbc_api::Error> {
+    if let Some(json) = &mut stmts.json {
+        // Deletes and upserts, each one statement (empty lists send none).
+        return json.delete(deletes).and_then(|()| json.upsert(inserts));
+    }
     if !deletes.is_empty() {
         stmts.delete(deletes)?;
     }

@@ -19,7 +19,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
-use super::{allowance, histogram, item_id, new_item, Backlog, Done, PeerArgs};
+use super::{histogram, item_id, Backlog, Done, Items, PeerArgs};
 
 const QUEUE: &str = "ixn-bench-q";
 
@@ -67,19 +67,15 @@ pub(super) fn producer(
     block_on(async {
         let (_conn, ch) = channel(a).await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| format!("confirm.select: {e}"))?;
-        let payload = "x".repeat(a.payload);
+        let mut items = Items::new(a, p, start);
         let props = BasicProperties::default().with_delivery_mode(2);
         let mut hist = histogram();
         let mut ids = Vec::new();
         let mut inflight = VecDeque::new();
-        let mut seq = 0u64;
         loop {
             let open = Instant::now() < deadline;
-            let allowed = allowance(a, start);
-            while open && inflight.len() < a.window && backlog.room() && seq < allowed {
-                backlog.add(1);
-                seq += 1;
-                let (id, item) = new_item(p, seq, start, &payload);
+            while open && inflight.len() < a.window {
+                let Some((id, item)) = items.take(a, backlog) else { break };
                 let confirm = ch
                     .basic_publish(
                         "".into(),
