@@ -74,6 +74,37 @@ pub struct ServerSection {
     /// Seconds a connection's writes may make no progress before the
     /// server closes it; 0: no limit.
     pub write_timeout: u64,
+    /// The management HTTP listener (metrics, health, readiness, the
+    /// dashboard): an address, or "off". Default: loopback, on the port
+    /// after `listen`'s (an ephemeral one when `listen`'s port is 0).
+    #[serde(deserialize_with = "de_management")]
+    pub management_listen: ManagementListen,
+}
+
+/// `management-listen`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManagementListen {
+    /// Loopback, on the port after `listen`'s.
+    Default,
+    Off,
+    At(SocketAddr),
+}
+
+impl ServerSection {
+    /// Where the management listener listens, if it is on.
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        match self.management_listen {
+            ManagementListen::Off => None,
+            ManagementListen::At(a) => Some(a),
+            ManagementListen::Default => {
+                let port = match self.listen.port() {
+                    0 => 0,
+                    p => p.checked_add(1).unwrap_or(0),
+                };
+                Some(SocketAddr::from(([127, 0, 0, 1], port)))
+            }
+        }
+    }
 }
 
 impl Default for ServerSection {
@@ -95,6 +126,7 @@ impl Default for ServerSection {
             max_shard_queue: 16384,
             tcp_keepalive: 60,
             write_timeout: 60,
+            management_listen: ManagementListen::Default,
         }
     }
 }
@@ -454,6 +486,16 @@ struct FileConfig {
 fn de_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     let s = String::deserialize(d)?;
     s.parse().map_err(|_| serde::de::Error::custom(format!("'{s}' is not an address such as 0.0.0.0:7120")))
+}
+
+fn de_management<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ManagementListen, D::Error> {
+    let s = String::deserialize(d)?;
+    if s == "off" {
+        return Ok(ManagementListen::Off);
+    }
+    s.parse().map(ManagementListen::At).map_err(|_| {
+        serde::de::Error::custom(format!("'{s}' is neither \"off\" nor an address such as 127.0.0.1:7121"))
+    })
 }
 
 fn de_cores<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CoreList, D::Error> {

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod condition;
 pub mod coord;
 pub mod event;
+pub mod gauges;
 pub mod id;
 pub mod interaction;
 pub mod machine;

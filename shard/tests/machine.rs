@@ -646,3 +646,52 @@ fn a_connection_holds_a_bounded_number_of_snapshots() {
     assert_eq!(run_alone(&mut s, T0, release).pop().unwrap().msg_type, msg_type::EVENT_ACK);
     assert_eq!(run_alone(&mut s, T0, take(1002)).pop().unwrap().msg_type, msg_type::EVENT_SNAPSHOT_TAKEN);
 }
+
+#[test]
+fn gauges_count_waiting_and_locked_and_know_the_oldest_waiting() {
+    let mut s = shard(0, 1);
+    assert_eq!(s.gauges().queues[0], ixn_shard::gauges::QueueGauge::default());
+    let first = submitted(&mut s);
+    // A second one five seconds later.
+    let mut out = Vec::new();
+    s.handle(
+        T0 + 5000,
+        Input::Request { caller: caller(2, ClientType::MediaServer), request: submit("inbound", "chat", kv![]) },
+        &mut out,
+    );
+    let (token, _) = only_store(&out);
+    done(&mut s, token, true);
+
+    let g = s.gauges();
+    assert_eq!((g.interactions, g.pending_writes), (2, 0));
+    // Queue 0 of the embedded default is `inbound`, view 0 `inbound-by-priority`.
+    assert_eq!(g.queues[0], ixn_shard::gauges::QueueGauge { waiting: 2, locked: 0, oldest_waiting_at: Some(T0) });
+    assert_eq!(g.views[0], 2);
+
+    // A pull locks the first (same priority, submitted first): the oldest
+    // waiting is now the second.
+    let caller = Caller {
+        origin: Origin { shard: 0, conn: 9, session: 0 },
+        ref_id: 3,
+        client_type: ClientType::Operator,
+        client_name: "op".into(),
+        agent: None,
+    };
+    let mut out = Vec::new();
+    let pull = Request::Pull { tenant: "default".into(), view: "inbound-by-priority".into(), count: 1 };
+    s.handle(T0 + 6000, Input::Request { caller, request: pull }, &mut out);
+    while let Some(o) = out.pop() {
+        if let Output::Peer { msg, .. } = o {
+            s.handle(T0 + 6000, Input::Peer { from: 0, msg }, &mut out);
+        }
+    }
+    assert!(s.lock_of(&first).is_some(), "the pull locked the first interaction");
+    let g = s.gauges();
+    assert_eq!(
+        g.queues[0],
+        ixn_shard::gauges::QueueGauge { waiting: 1, locked: 1, oldest_waiting_at: Some(T0 + 5000) }
+    );
+    assert_eq!(g.views[0], 1);
+    assert_eq!(g.agents.len(), 1);
+    assert_eq!(g.agents[0], ixn_shard::gauges::AgentGauge::default());
+}

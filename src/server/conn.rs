@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -38,6 +38,7 @@ use ixn_shard::report::{Cursor, Published};
 use ixn_shard::value::Value;
 
 use super::executor::{now_ms, Runtime};
+use super::metrics::ShardStats;
 use super::msgid;
 use super::notify::LocalNotify;
 use crate::config::Config;
@@ -188,10 +189,24 @@ pub struct Conn {
     max_output: usize,
     max_frame: usize,
     max_sessions: usize,
+    /// The shard's counters: answers by type and latency, errors by code.
+    stats: Rc<ShardStats>,
+    /// When each unanswered request arrived, by (SessionId, reference id),
+    /// with its message type: its answer's latency is counted from there.
+    /// Bounded by max-pending-requests (a reused reference id replaces
+    /// the entry).
+    arrived: RefCell<AHashMap<(u32, u32), (u16, Instant)>>,
 }
 
 impl Conn {
-    pub fn new(id: u64, shard: u16, peer: Option<SocketAddr>, stream: TcpStream, config: &Config) -> Rc<Conn> {
+    pub fn new(
+        id: u64,
+        shard: u16,
+        peer: Option<SocketAddr>,
+        stream: TcpStream,
+        config: &Config,
+        stats: Rc<ShardStats>,
+    ) -> Rc<Conn> {
         Rc::new(Conn {
             id,
             peer,
@@ -214,7 +229,14 @@ impl Conn {
             max_output: config.server.max_output_buffer,
             max_frame: config.server.max_frame_size,
             max_sessions: config.server.max_sessions_per_connection,
+            stats,
+            arrived: RefCell::new(AHashMap::new()),
         })
+    }
+
+    /// Sessions open on the connection, its own included.
+    pub fn sessions_open(&self) -> usize {
+        self.sessions.borrow().values().filter(|s| !s.closed.get()).count()
     }
 
     /// The session with this serial, open or closed with answers to send.
@@ -258,7 +280,11 @@ impl Conn {
         if self.dead.get() {
             return;
         }
+        if let Some((t, at)) = self.arrived.borrow_mut().remove(&(wire, frame.ref_id)) {
+            self.stats.answered(t, at.elapsed().as_micros() as u64);
+        }
         if frame.msg_type == msg_type::EVENT_ERROR {
+            self.stats.error(frame.get_int(attr::ERROR_CODE).unwrap_or(0));
             tracing::info!(
                 msg_id = msgid::REQUEST_REFUSED,
                 conn = self.id,
@@ -759,6 +785,7 @@ fn fatal_frame(conn: &Conn, e: &FatalFrameError) {
 fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
     debug_assert_eq!(header.version, PROTOCOL_VERSION);
     let ref_id = header.ref_id();
+    let arrived = Instant::now();
     conn.unanswered.set(conn.unanswered.get() + 1);
     let frame = match decode_body(body) {
         Ok(attrs) => Frame { msg_type: header.msg_type(), ref_id, attrs, raw: Vec::new() },
@@ -770,6 +797,7 @@ fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
         Ok(w) => w,
         Err(e) => return conn.answer(0, &event_error(ref_id, &e)),
     };
+    conn.arrived.borrow_mut().insert((wire, ref_id), (frame.msg_type, arrived));
     let request = match Request::decode(&frame) {
         Ok(r) => r,
         Err(e) => return conn.answer(wire, &event_error(ref_id, &e)),

@@ -27,6 +27,7 @@ use ixn_shard::report::{Cursor, Published};
 use ixn_storage::{WriteRequest, WriterHandle};
 
 use super::conn::{self, Conn};
+use super::metrics::{MetricsInbox, ShardReport, ShardStats};
 use super::msgid;
 use super::notify::CompletionInbox;
 use crate::config::Config;
@@ -66,6 +67,8 @@ pub struct ShardContext {
     pub mesh: Option<MeshBuilder<ShardMsg, Full>>,
     pub writer: WriterHandle,
     pub inbox: Arc<CompletionInbox>,
+    /// Scrapes of the management listener.
+    pub metrics: Arc<MetricsInbox>,
     pub records: Vec<InteractionRecord>,
     pub stop: Arc<AtomicBool>,
     pub drained: Arc<AtomicUsize>,
@@ -112,6 +115,8 @@ pub struct Runtime {
     /// `max-shard-queue`: the bound of each queue to another shard that
     /// client requests respect.
     max_shard_queue: usize,
+    /// Counters the management listener reads (metrics.rs).
+    pub stats: Rc<ShardStats>,
     /// The event log's outbox and its bound (`max-queue-size`).
     outbox: Option<(Arc<ixn_storage::Outbox>, u64)>,
     log_reader: Option<ixn_storage::LogReader>,
@@ -400,7 +405,22 @@ impl Runtime {
     }
 
     pub fn remove_conn(&self, id: u64) {
-        self.conns.borrow_mut().remove(&id);
+        if self.conns.borrow_mut().remove(&id).is_some() {
+            self.stats.closed.set(self.stats.closed.get() + 1);
+        }
+    }
+
+    /// This shard's answer to a scrape: its counters, connections, queues
+    /// to the other shards and its state machine's gauges.
+    fn report(&self) -> ShardReport {
+        let mut r = ShardReport::from_stats(self.shard, &self.stats);
+        let conns = self.conns.borrow();
+        r.connections = conns.len() as u64;
+        r.sessions = conns.values().map(|c| c.sessions_open() as u64).sum();
+        r.to_peers =
+            (0..self.shards).filter_map(|p| self.peers[p as usize].as_ref().map(|tx| (p, tx.len() as u64))).collect();
+        r.gauges = self.machine.borrow().gauges();
+        r
     }
 
     fn handle_peer(&self, msg: ShardMsg) {
@@ -492,6 +512,7 @@ pub async fn shard_main(ctx: ShardContext) {
         max_conns,
         read_buf: RefCell::new(vec![0; READ_BUF_LEN]),
         max_shard_queue: ctx.config.server.max_shard_queue,
+        stats: Rc::new(ShardStats::default()),
         outbox: ctx.outbox.clone().zip(ctx.config.logger.as_ref().map(|l| l.max_queue_size)),
         log_reader: ctx.log_reader.clone(),
     });
@@ -550,6 +571,28 @@ pub async fn shard_main(ctx: ShardContext) {
                         inbox.take(&mut done).await;
                         for (token, ok) in done.drain(..) {
                             rt.run_machine(Input::StorageDone { token, ok });
+                        }
+                    }
+                },
+                queue,
+            )
+            .expect("spawn"),
+        );
+    }
+
+    // Scrapes: each answered between two inputs.
+    {
+        let rt = rt.clone();
+        let inbox = ctx.metrics.clone();
+        tasks.push(
+            glommio::spawn_local_into(
+                async move {
+                    let mut asks = Vec::new();
+                    loop {
+                        inbox.take(&mut asks).await;
+                        for reply in asks.drain(..) {
+                            // The asker may have given up waiting.
+                            let _ = reply.try_send(rt.report());
                         }
                     }
                 },
@@ -648,11 +691,13 @@ async fn accept_loop(rt: Rc<Runtime>, listener: TcpListener) {
                 limit = rt.max_conns,
                 "connection refused: limit reached"
             );
+            rt.stats.refused.set(rt.stats.refused.get() + 1);
             continue;
         }
         let id = rt.next_conn.get();
         rt.next_conn.set(id + 1);
-        let conn = Conn::new(id, rt.shard, peer, stream, &rt.config);
+        rt.stats.accepted.set(rt.stats.accepted.get() + 1);
+        let conn = Conn::new(id, rt.shard, peer, stream, &rt.config, rt.stats.clone());
         rt.conns.borrow_mut().insert(id, conn.clone());
         conn::spawn(rt.clone(), conn);
     }

@@ -9,8 +9,11 @@
 
 pub mod conn;
 pub mod executor;
+pub mod exposition;
 pub mod fatal;
 pub mod faults;
+pub mod management;
+pub mod metrics;
 pub mod msgid;
 pub mod notify;
 pub mod watchdog;
@@ -90,6 +93,7 @@ pub fn run(config: Config) -> Result<(), String> {
         None => None,
     };
     let inboxes: Vec<_> = (0..shards).map(|_| notify::inbox()).collect();
+    let metrics: Vec<Arc<metrics::MetricsInbox>> = (0..shards).map(|_| Arc::default()).collect();
     let sinks: Vec<Arc<dyn CompletionSink>> = inboxes.iter().map(|i| i.clone() as Arc<dyn CompletionSink>).collect();
     // Subscribers resuming across a restart read the event log back.
     let log_reader = match &config.logger {
@@ -105,6 +109,7 @@ pub fn run(config: Config) -> Result<(), String> {
         None => None,
     };
 
+    let management_listener = config.server.management_addr().map(management::bind).transpose()?;
     let (listeners, addr) = bind_listeners(config.server.listen, shards as usize, config.server.listen_backlog)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -131,6 +136,7 @@ pub fn run(config: Config) -> Result<(), String> {
             mesh: mesh.clone(),
             writer: writers.handle(),
             inbox: inboxes[shard].clone(),
+            metrics: metrics[shard].clone(),
             records,
             stop: stop.clone(),
             drained: drained.clone(),
@@ -163,6 +169,23 @@ pub fn run(config: Config) -> Result<(), String> {
     // SAFETY: mi_collect only walks this thread's own heap.
     unsafe { libmimalloc_sys::mi_collect(true) };
 
+    let management = match management_listener {
+        Some(listener) => Some(management::start(
+            listener,
+            management::Sources {
+                catalog: catalog.clone(),
+                shards: metrics,
+                writers: writers.handle(),
+                outbox: shipper.as_ref().map(|s| s.outbox()),
+                node_id: config.server.node_id,
+                started: Instant::now(),
+            },
+        )?),
+        None => None,
+    };
+    if let Some(at) = management {
+        println!("ixn-server management: http://{at}/ (dashboard; /metrics, /health, /ready)");
+    }
     let data = if embedded {
         format!("SQLite database {}", config.sqlite_path().display())
     } else {

@@ -37,6 +37,7 @@ pub mod logger;
 mod records;
 mod schema;
 mod statements;
+pub mod stats;
 mod writer;
 
 use std::fmt;

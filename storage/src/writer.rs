@@ -25,6 +25,7 @@ use crate::load::read_one;
 use crate::logger::Outbox;
 use crate::records::refuse_reason;
 use crate::statements::{RowData, Statements};
+use crate::stats::WriterStats;
 use crate::{msg_id, CompletionSink, Engine, Faults, InsertStrategy, StorageError, StoreOp, WriteRequest};
 
 /// Waits between attempts of a batch the database does not take: 50, 200,
@@ -72,6 +73,8 @@ struct Shared {
     /// Write-locked by shutdown to close submission: a submit either lands
     /// in a channel before the Stop, or sees `true` and fails at once.
     closed: RwLock<bool>,
+    /// Each writer's counters, in writer order.
+    stats: Vec<Arc<WriterStats>>,
 }
 
 /// Submits writes from any thread (executor threads included); never blocks.
@@ -114,6 +117,16 @@ impl WriterHandle {
     /// Number of writer threads.
     pub fn writers(&self) -> usize {
         self.shared.senders.len()
+    }
+
+    /// Each writer's counters, in writer order.
+    pub fn stats(&self) -> &[Arc<WriterStats>] {
+        &self.shared.stats
+    }
+
+    /// Writes queued for each writer and not yet taken into a batch.
+    pub fn queued(&self) -> Vec<usize> {
+        self.shared.senders.iter().map(Sender::len).collect()
     }
 }
 
@@ -213,6 +226,7 @@ pub(crate) fn start(setup: Setup, sinks: Vec<Arc<dyn CompletionSink>>) -> Result
     let (abandon_tx, abandon_rx) = crossbeam_channel::bounded(0);
     let mut senders = Vec::with_capacity(writers);
     let mut threads = Vec::with_capacity(writers);
+    let stats: Vec<Arc<WriterStats>> = (0..writers).map(|_| Arc::default()).collect();
     for (n, (c, id)) in conns.into_iter().enumerate() {
         let (tx, rx) = crossbeam_channel::unbounded();
         senders.push(tx);
@@ -231,6 +245,7 @@ pub(crate) fn start(setup: Setup, sinks: Vec<Arc<dyn CompletionSink>>) -> Result
             faults: faults.clone(),
             abandon: abandon_rx.clone(),
             log: log.clone(),
+            stats: stats[n].clone(),
         };
         let t = std::thread::Builder::new()
             .name(format!("ixn-db-writer-{n}"))
@@ -239,7 +254,7 @@ pub(crate) fn start(setup: Setup, sinks: Vec<Arc<dyn CompletionSink>>) -> Result
         threads.push(t);
     }
     Ok(Writers {
-        shared: Arc::new(Shared { senders, sinks, closed: RwLock::new(false) }),
+        shared: Arc::new(Shared { senders, sinks, closed: RwLock::new(false), stats }),
         threads,
         abandon: abandon_tx,
     })
@@ -300,6 +315,7 @@ struct Writer {
     /// Disconnected when shutdown's limit has passed: stop retrying.
     abandon: Receiver<()>,
     log: Option<(Arc<EventLogSetup>, Arc<Outbox>)>,
+    stats: Arc<WriterStats>,
 }
 
 enum SessionEnd {
@@ -515,6 +531,7 @@ impl Writer {
                         us = started.elapsed().as_micros() as u64,
                         "batch committed"
                     );
+                    self.stats.committed(self.batch.tokens.len(), started.elapsed().as_micros() as u64);
                     self.complete_batch();
                 }
                 Err(failure) => {
@@ -700,6 +717,7 @@ impl Writer {
 
     /// Counts a failed attempt and logs it (rate-limited while it lasts).
     fn failed(&mut self, failure: Failure) {
+        self.stats.attempt_failed();
         if let Some(f) = &self.faults {
             f.note_failed_attempt();
         }

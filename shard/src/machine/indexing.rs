@@ -40,6 +40,9 @@ pub(crate) struct Index {
     views: Vec<Vec<ViewIndex>>,
     /// `depth[tenant][queue]`.
     depth: Vec<Vec<QueueCount>>,
+    /// `waiting[tenant][queue]`: the unlocked interactions of each queue by
+    /// (placed_in_queue_at, tie), for the age of the oldest waiting.
+    waiting: Vec<Vec<BTreeSet<(Millis, u64)>>>,
     /// Their deadlines are in the shard's timer table.
     locks: ahash::AHashMap<Slot, Lock>,
 }
@@ -49,6 +52,7 @@ impl Index {
         Index {
             views: catalog.tenants.iter().map(|t| t.views.iter().map(ViewIndex::new).collect()).collect(),
             depth: catalog.tenants.iter().map(|t| vec![QueueCount::default(); t.queues.len()]).collect(),
+            waiting: catalog.tenants.iter().map(|t| vec![BTreeSet::new(); t.queues.len()]).collect(),
             locks: ahash::AHashMap::new(),
         }
     }
@@ -61,6 +65,12 @@ impl Index {
     /// The counts of each queue of `tenant` on this shard.
     pub(crate) fn queue_counts(&self, tenant: TenantIdx) -> &[QueueCount] {
         &self.depth[tenant as usize]
+    }
+
+    /// When the longest-waiting unlocked interaction of a queue on this
+    /// shard was placed in it.
+    pub(crate) fn oldest_waiting(&self, tenant: TenantIdx, queue: crate::catalog::QueueIdx) -> Option<Millis> {
+        self.waiting[tenant as usize][queue as usize].first().map(|&(at, _)| at)
     }
 
     pub(crate) fn lock(&self, slot: Slot) -> Option<&Lock> {
@@ -243,6 +253,8 @@ impl Shard {
             count.locked += 1;
             return;
         }
+        let fresh = index.waiting[ix.tenant as usize][q as usize].insert((ix.placed_in_queue_at, ix.tie));
+        assert!(fresh, "interaction {} attached twice", ix.id);
         let n = Names { catalog, syms };
         for v in views_holding(ix, q, n) {
             let view = &mut index.views[ix.tenant as usize][v as usize];
@@ -275,6 +287,8 @@ impl Shard {
             count.locked -= 1;
             return;
         }
+        let was = index.waiting[ix.tenant as usize][q as usize].remove(&(ix.placed_in_queue_at, ix.tie));
+        assert!(was, "interaction {} missing from its queue's waiting set", ix.id);
         let n = Names { catalog, syms };
         for v in views_holding(ix, q, n) {
             let view = &mut index.views[ix.tenant as usize][v as usize];
