@@ -75,8 +75,8 @@ pub struct ServerSection {
     /// server closes it; 0: no limit.
     pub write_timeout: u64,
     /// The management HTTP listener (metrics, health, readiness, the
-    /// dashboard): an address, or "off". Default: loopback, on the port
-    /// after `listen`'s (an ephemeral one when `listen`'s port is 0).
+    /// dashboard): an address, or "off". Default: loopback, on `listen`'s
+    /// port + 1000 (an ephemeral one when `listen`'s port is 0).
     #[serde(deserialize_with = "de_management")]
     pub management_listen: ManagementListen,
 }
@@ -84,10 +84,25 @@ pub struct ServerSection {
 /// `management-listen`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ManagementListen {
-    /// Loopback, on the port after `listen`'s.
+    /// Loopback, on `listen`'s port + 1000.
     Default,
     Off,
     At(SocketAddr),
+}
+
+/// The default management port is the client port plus this (7120: 8120).
+pub const MANAGEMENT_PORT_OFFSET: u16 = 1000;
+
+impl ManagementListen {
+    /// "off" or an address.
+    pub fn parse(s: &str) -> Result<ManagementListen, String> {
+        if s == "off" {
+            return Ok(ManagementListen::Off);
+        }
+        s.parse()
+            .map(ManagementListen::At)
+            .map_err(|_| format!("'{s}' is neither \"off\" nor an address such as 127.0.0.1:8120"))
+    }
 }
 
 impl ServerSection {
@@ -99,7 +114,7 @@ impl ServerSection {
             ManagementListen::Default => {
                 let port = match self.listen.port() {
                     0 => 0,
-                    p => p.checked_add(1).unwrap_or(0),
+                    p => p.checked_add(MANAGEMENT_PORT_OFFSET).unwrap_or(0),
                 };
                 Some(SocketAddr::from(([127, 0, 0, 1], port)))
             }
@@ -490,12 +505,7 @@ fn de_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Erro
 
 fn de_management<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ManagementListen, D::Error> {
     let s = String::deserialize(d)?;
-    if s == "off" {
-        return Ok(ManagementListen::Off);
-    }
-    s.parse().map(ManagementListen::At).map_err(|_| {
-        serde::de::Error::custom(format!("'{s}' is neither \"off\" nor an address such as 127.0.0.1:7121"))
-    })
+    ManagementListen::parse(&s).map_err(serde::de::Error::custom)
 }
 
 fn de_cores<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CoreList, D::Error> {
@@ -1024,6 +1034,22 @@ mod tests {
         assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(*c.settings.number_of_database_connections.get_ref(), 5);
         assert!(c.catalog.tenant("default").is_some());
+    }
+
+    #[test]
+    fn the_management_listener_defaults_to_loopback_on_the_client_port_plus_1000() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert_eq!(c.server.management_addr(), Some("127.0.0.1:8120".parse().unwrap()));
+        let c = Config::parse("[server]\nlisten = \"0.0.0.0:0\"\n", "t.toml").unwrap();
+        assert_eq!(c.server.management_addr(), Some("127.0.0.1:0".parse().unwrap()));
+        let c = Config::parse("[server]\nlisten = \"0.0.0.0:65000\"\n", "t.toml").unwrap();
+        assert_eq!(c.server.management_addr(), Some("127.0.0.1:0".parse().unwrap()), "past the last port");
+        let c = Config::parse("[server]\nmanagement-listen = \"off\"\n", "t.toml").unwrap();
+        assert_eq!(c.server.management_addr(), None);
+        let c = Config::parse("[server]\nmanagement-listen = \"0.0.0.0:9100\"\n", "t.toml").unwrap();
+        assert_eq!(c.server.management_addr(), Some("0.0.0.0:9100".parse().unwrap()));
+        let e = Config::parse("[server]\nmanagement-listen = \"x\"\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("t.toml") && e.contains("neither \"off\" nor an address"), "{e}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `ixn-server [--config FILE] [--listen ADDR] [--data-dir DIR] [--cores LIST]`
+//! `ixn-server [--config FILE] [--listen ADDR] [--data-dir DIR] [--cores LIST] [--management-listen ADDR|off]`
 //!
 //! With no `--config`, runs on the embedded default configuration (README,
 //! "Quick start") and prints where its data and port are.
@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use ixn::config::{Config, CoreList};
+use ixn::config::{Config, CoreList, ManagementListen};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -26,6 +26,10 @@ struct Args {
     /// Cores to run one shard on each: "all" or a list such as "0-3,6"; overrides [server] cores.
     #[arg(long)]
     cores: Option<String>,
+    /// Management HTTP listener (metrics, health, readiness, dashboard): an address or "off";
+    /// overrides [server] management-listen (default 127.0.0.1 on the client port + 1000).
+    #[arg(long)]
+    management_listen: Option<String>,
 }
 
 fn main() {
@@ -52,6 +56,10 @@ fn run(args: Args) -> Result<(), String> {
     }
     if let Some(c) = &args.cores {
         config.server.cores = CoreList::parse(c).map_err(|e| format!("--cores: {e}"))?;
+    }
+    if let Some(m) = &args.management_listen {
+        config.server.management_listen =
+            ManagementListen::parse(m).map_err(|e| format!("--management-listen: {e}"))?;
     }
     ixn::server::run(config)
 }

@@ -41,6 +41,11 @@ pub struct Sample {
     pub p99_ms: Option<f64>,
 }
 
+/// A series per shard: name, help, how to read it from a report.
+type ShardSeries = (&'static str, &'static str, fn(&ShardReport) -> u64);
+/// A series per writer, likewise.
+type WriterSeries = (&'static str, &'static str, fn(&WriterStats) -> u64);
+
 /// Escapes a label value (backslash, quote, newline).
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -130,7 +135,7 @@ pub fn prometheus(catalog: &Catalog, s: &Scrape) -> String {
         }
     }
 
-    let gauges: [(&str, &str, fn(&ShardReport) -> u64); 6] = [
+    let gauges: [ShardSeries; 6] = [
         ("ixn_connections", "Client connections open.", |r| r.connections),
         ("ixn_sessions", "Client sessions open (a connection's own included).", |r| r.sessions),
         ("ixn_interactions", "Live interactions the shard owns.", |r| r.gauges.interactions),
@@ -148,7 +153,7 @@ pub fn prometheus(catalog: &Catalog, s: &Scrape) -> String {
             let _ = writeln!(o, "{name}{{shard=\"{}\"}} {}", r.shard, get(r));
         }
     }
-    let counters: [(&str, &str, fn(&ShardReport) -> u64); 3] = [
+    let counters: [ShardSeries; 3] = [
         ("ixn_connections_accepted_total", "Client connections accepted.", |r| r.accepted),
         ("ixn_connections_refused_total", "Client connections refused at max-connections.", |r| r.refused),
         ("ixn_connections_closed_total", "Client connections closed.", |r| r.closed),
@@ -234,7 +239,7 @@ pub fn prometheus(catalog: &Catalog, s: &Scrape) -> String {
 }
 
 fn writers(o: &mut String, s: &Scrape) {
-    let counters: [(&str, &str, fn(&WriterStats) -> u64); 3] = [
+    let counters: [WriterSeries; 3] = [
         ("ixn_writer_batches_total", "Batches a database writer committed.", |w| w.batches.load(Ordering::Relaxed)),
         ("ixn_writer_writes_total", "Writes a database writer committed.", |w| w.writes.load(Ordering::Relaxed)),
         (

@@ -72,8 +72,19 @@ struct Shared {
 
 /// Binds the listener (before the shards start, so a busy address fails
 /// the start early).
+/// A server that is still stopping holds the address until its process
+/// ends: wait for it, as for the client port.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr} (management-listen): {e}"))
+    let started = Instant::now();
+    loop {
+        match TcpListener::bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && started.elapsed() < super::LISTEN_RELEASE_WAIT => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("cannot listen on {addr} (management-listen): {e}")),
+        }
+    }
 }
 
 /// Starts the listener's threads; returns the address bound (port 0
@@ -163,6 +174,9 @@ fn read_head(stream: &mut TcpStream) -> Result<String, u16> {
     let mut chunk = [0u8; 1024];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if end > MAX_HEAD {
+                return Err(431);
+            }
             buf.truncate(end);
             return String::from_utf8(buf).map_err(|_| 400);
         }

@@ -90,6 +90,8 @@ fn fresh_pg_database(conn: &str, tag: &str) -> String {
 pub struct Server {
     pub child: Child,
     pub addr: String,
+    /// The management listener's address, when it is on.
+    pub management: Option<String>,
     pub config_path: PathBuf,
     pub dir: PathBuf,
 }
@@ -147,16 +149,23 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            // The management line comes before the ready line.
+            let mut management = None;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("ixn-server management: http://") {
+                    management = rest.split('/').next().map(str::to_string);
+                }
                 if let Some(rest) = line.strip_prefix("ixn-server ready: listening on ") {
                     let addr = rest.split(';').next().unwrap().to_string();
-                    let _ = tx.send(addr);
+                    let _ = tx.send((addr, management.take()));
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => Ok(Server { child, addr, config_path: config_path.to_path_buf(), dir }),
+            Ok((addr, management)) => {
+                Ok(Server { child, addr, management, config_path: config_path.to_path_buf(), dir })
+            }
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
