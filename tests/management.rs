@@ -391,3 +391,66 @@ fn the_dashboard_shows_a_queue_filling_in_a_real_browser() {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
     server.terminate();
 }
+
+/// Holds the write lock of the server's SQLite database (an uncommitted
+/// write) until dropped: to the writers, the database is unavailable.
+struct DatabaseHeld {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DatabaseHeld {
+    fn hold(db: &std::path::Path) -> DatabaseHeld {
+        let cs = ixn_storage::sqlite_connection_string(db);
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let env = odbc_api::environment().unwrap();
+            let conn = env.connect_with_connection_string(&cs, Default::default()).unwrap();
+            conn.set_autocommit(false).unwrap();
+            conn.execute("UPDATE ixn_schema SET version = version WHERE name = 'isdb'", (), None).unwrap();
+            held_tx.send(()).unwrap();
+            let _ = stop_rx.recv();
+            conn.rollback().unwrap();
+        });
+        held_rx.recv().unwrap();
+        DatabaseHeld { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for DatabaseHeld {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn readiness_follows_the_database() {
+    let dir = TempDir::new("mgmt-ready");
+    let (mut server, m) = start(&dir);
+    assert_eq!(get(&m, "/ready").0, 200);
+    let held = DatabaseHeld::hold(&dir.0.join("data").join("ixn.db"));
+    let addr = server.addr.clone();
+    let submitter = std::thread::spawn(move || {
+        let mut media = ixn::client::Client::connect_as(addr.as_str(), ClientType::MediaServer, "media", None).unwrap();
+        media.submit(submit_request("default", "inbound", "chat", 0, kv![]))
+    });
+    let why = eventually("not ready while the database is held", Duration::from_secs(30), || match get(&m, "/ready") {
+        (503, body) => Ok(body),
+        (s, body) => Err(format!("{s} {body}")),
+    });
+    assert!(why.contains("database writer 0 is failing to commit"), "{why}");
+    assert!(metric(&get(&m, "/metrics").1, "ixn_writer_failing", &[]) >= 1.0);
+    assert_eq!(get(&m, "/health").0, 200, "alive all the same");
+    drop(held);
+    submitter.join().unwrap().expect("the submission is acknowledged once the database is back");
+    eventually("ready again", Duration::from_secs(30), || match get(&m, "/ready").0 {
+        200 => Ok(()),
+        s => Err(format!("status {s}")),
+    });
+    assert!(metric(&get(&m, "/metrics").1, "ixn_writer_failed_attempts_total", &[]) >= 1.0);
+    server.terminate();
+}
