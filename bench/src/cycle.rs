@@ -137,6 +137,27 @@ fn record(h: &mut Histogram<u64>, d: Duration) {
     h.saturating_record(d.as_micros().max(1) as u64);
 }
 
+/// Submit-to-invite latencies of one thread: all of them, and by the
+/// second of the load they were measured in (for the report's timeline).
+pub(crate) struct Latencies {
+    pub hist: Histogram<u64>,
+    pub timeline: Option<crate::report::Timeline>,
+}
+
+impl Latencies {
+    fn new() -> Latencies {
+        Latencies { hist: histogram(), timeline: None }
+    }
+
+    /// `load_start`: when the load began (none yet: the timeline skips it).
+    fn record(&mut self, load_start: Option<Instant>, at: Instant, d: Duration) {
+        record(&mut self.hist, d);
+        if let Some(s) = load_start {
+            self.timeline.get_or_insert_with(|| crate::report::Timeline::new(s)).record(at, d);
+        }
+    }
+}
+
 // ----- what every thread shares ------------------------------------------------
 
 /// One interaction as the bench has seen it.
@@ -165,6 +186,8 @@ struct Shared {
     /// Microseconds from `base` to the last stop's EventAck.
     last_completion_us: AtomicU64,
     base: Instant,
+    /// When the media servers started submitting.
+    load_start: std::sync::OnceLock<Instant>,
     /// Media servers waiting for room under --max-open.
     room: (Mutex<()>, Condvar),
     stop_agents: AtomicBool,
@@ -180,6 +203,7 @@ impl Shared {
             duplicates: AtomicU64::new(0),
             last_completion_us: AtomicU64::new(0),
             base: Instant::now(),
+            load_start: std::sync::OnceLock::new(),
             room: (Mutex::new(()), Condvar::new()),
             stop_agents: AtomicBool::new(false),
         }
@@ -197,13 +221,14 @@ impl Shared {
     }
 
     /// A submit's EventAck.
-    fn acked(&self, id: &str, sent: Instant, submit_to_invite: &mut Histogram<u64>) {
+    fn acked(&self, id: &str, sent: Instant, submit_to_invite: &mut Latencies) {
         self.with(id, |t| {
             t.acked = true;
             t.sent = Some(sent);
             if !t.measured {
                 if let Some(inv) = t.invited {
-                    record(submit_to_invite, inv.saturating_duration_since(sent));
+                    let d = inv.saturating_duration_since(sent);
+                    submit_to_invite.record(self.load_start.get().copied(), Instant::now(), d);
                     t.measured = true;
                 }
             }
@@ -214,7 +239,7 @@ impl Shared {
         });
     }
 
-    fn invited(&self, id: &str, agent: u32, now: Instant, submit_to_invite: &mut Histogram<u64>) {
+    fn invited(&self, id: &str, agent: u32, now: Instant, submit_to_invite: &mut Latencies) {
         self.with(id, |t| {
             if t.completed > 0 || t.holder.is_some_and(|h| h != agent) {
                 self.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -223,7 +248,8 @@ impl Shared {
             if !t.measured {
                 match t.sent {
                     Some(sent) => {
-                        record(submit_to_invite, now.saturating_duration_since(sent));
+                        let d = now.saturating_duration_since(sent);
+                        submit_to_invite.record(self.load_start.get().copied(), now, d);
                         t.measured = true;
                     }
                     None => {
@@ -278,7 +304,7 @@ impl Shared {
 // ----- media servers -------------------------------------------------------------
 
 struct MediaResult {
-    submit_to_invite: Histogram<u64>,
+    submit_to_invite: Latencies,
     ack: Histogram<u64>,
     errors: u64,
     first_error: Option<String>,
@@ -335,7 +361,7 @@ fn media_server(
     deadline: Instant,
     max_open: i64,
 ) -> Result<MediaResult, String> {
-    let mut r = MediaResult { submit_to_invite: histogram(), ack: histogram(), errors: 0, first_error: None };
+    let mut r = MediaResult { submit_to_invite: Latencies::new(), ack: histogram(), errors: 0, first_error: None };
     let mut inflight: HashMap<u32, Instant> = HashMap::with_capacity(a.window * 2);
     let interval = (a.rate > 0).then(|| Duration::from_secs_f64(a.media_servers as f64 / a.rate as f64));
     let mut next_send = Instant::now();
@@ -508,7 +534,7 @@ struct AgentCounts {
 }
 
 struct AgentResult {
-    submit_to_invite: Histogram<u64>,
+    submit_to_invite: Latencies,
     invite_to_accept: Histogram<u64>,
     counts: AgentCounts,
 }
@@ -572,7 +598,7 @@ struct AgentLoop {
     handle: Duration,
     /// When to stop an accepted interaction: (when, desk, id).
     timers: BinaryHeap<Reverse<(Instant, usize, Box<str>)>>,
-    submit_to_invite: Histogram<u64>,
+    submit_to_invite: Latencies,
     invite_to_accept: Histogram<u64>,
     counts: AgentCounts,
 }
@@ -812,7 +838,7 @@ fn agent_thread(
         shared,
         handle: Duration::from_millis(a.handle_ms),
         timers: BinaryHeap::new(),
-        submit_to_invite: histogram(),
+        submit_to_invite: Latencies::new(),
         invite_to_accept: histogram(),
         counts: AgentCounts::default(),
     };
@@ -894,7 +920,14 @@ pub fn cycle(a: CycleArgs) -> Result<(), String> {
 
     let cpu0 = (a.server_pid.map(crate::peer::proc_cpu_s).transpose()?, crate::peer::own_cpu_s());
     let start = Instant::now();
+    let _ = shared.load_start.set(start);
     let deadline = start + Duration::from_secs(a.duration);
+    let progress = {
+        let shared = shared.clone();
+        crate::report::Progress::start("cycles completed", Duration::from_secs(a.duration), move || {
+            shared.acked_completed.load(Ordering::Relaxed)
+        })
+    };
     let media: Vec<_> = media_connections(&a, server_shards.unwrap_or(1).max(1) as u16)?
         .into_iter()
         .enumerate()
@@ -904,13 +937,15 @@ pub fn cycle(a: CycleArgs) -> Result<(), String> {
         })
         .collect();
     let mut submit_to_invite = histogram();
+    let mut timeline = crate::report::Timeline::new(start);
     let mut ack = histogram();
     let (mut errors, mut first_error) = (0u64, None::<String>);
     let mut media_failure = None;
     for t in media {
         match t.join().map_err(|_| "a media-server thread panicked".to_string()).and_then(|r| r) {
             Ok(r) => {
-                submit_to_invite.add(&r.submit_to_invite).expect("same bounds");
+                submit_to_invite.add(&r.submit_to_invite.hist).expect("same bounds");
+                r.submit_to_invite.timeline.iter().for_each(|t| timeline.merge(t));
                 ack.add(&r.ack).expect("same bounds");
                 errors += r.errors;
                 first_error = first_error.or(r.first_error);
@@ -928,6 +963,7 @@ pub fn cycle(a: CycleArgs) -> Result<(), String> {
     {
         std::thread::sleep(Duration::from_millis(10));
     }
+    let per_second = progress.finish();
     shared.stop_agents.store(true, Ordering::Relaxed);
     let mut invite_to_accept = histogram();
     let mut counts = AgentCounts::default();
@@ -935,7 +971,8 @@ pub fn cycle(a: CycleArgs) -> Result<(), String> {
     for t in agent_threads {
         match t.join().map_err(|_| "an agent thread panicked".to_string()).and_then(|r| r) {
             Ok(r) => {
-                submit_to_invite.add(&r.submit_to_invite).expect("same bounds");
+                submit_to_invite.add(&r.submit_to_invite.hist).expect("same bounds");
+                r.submit_to_invite.timeline.iter().for_each(|t| timeline.merge(t));
                 invite_to_accept.add(&r.invite_to_accept).expect("same bounds");
                 let c = r.counts;
                 counts.invites += c.invites;
@@ -1016,6 +1053,8 @@ pub fn cycle(a: CycleArgs) -> Result<(), String> {
         "server_shards": server_shards,
         "cores": cores,
     });
+    let mut out = out;
+    out["timeline"] = serde_json::Value::Array(timeline.to_json(&per_second));
     println!(
         "cycle: {completed} cycles in {elapsed:.1} s = {cycles:.0}/s ({} agents x {}, {} media servers, handle {} ms, setup {setup_s:.1} s); \
          submit->invite p50 {} us, p99 {} us, p99.9 {} us; invite->accept-ack p50 {} us, p99 {} us, p99.9 {} us; \
@@ -1042,7 +1081,7 @@ pub fn cycle(a: CycleArgs) -> Result<(), String> {
         );
     }
     if let Some(path) = &a.json {
-        std::fs::write(path, format!("{out}\n")).map_err(|e| format!("cannot write {path}: {e}"))?;
+        crate::report::write(path, "ixn-bench cycle", &out, "cycles completed", "submit to EventInvite")?;
     }
     Ok(())
 }
@@ -1054,7 +1093,7 @@ mod tests {
     #[test]
     fn submit_to_invite_is_measured_whichever_comes_first() {
         let s = Shared::new();
-        let mut h = histogram();
+        let mut h = Latencies::new();
         let sent = Instant::now();
         // Ack first, then the invitation.
         s.acked("A", sent, &mut h);
@@ -1062,15 +1101,15 @@ mod tests {
         // The invitation first (its ack not read yet).
         s.invited("B", 2, sent + Duration::from_millis(3), &mut h);
         s.acked("B", sent, &mut h);
-        assert_eq!(h.len(), 2);
-        assert!(h.min() >= 1900 && h.max() <= 3100, "{} {}", h.min(), h.max());
+        assert_eq!(h.hist.len(), 2);
+        assert!(h.hist.min() >= 1900 && h.hist.max() <= 3100, "{} {}", h.hist.min(), h.hist.max());
         assert_eq!(s.duplicates.load(Ordering::Relaxed), 0);
     }
 
     #[test]
     fn completions_and_duplicates_are_counted() {
         let s = Shared::new();
-        let mut h = histogram();
+        let mut h = Latencies::new();
         let t = Instant::now();
         s.open.store(3, Ordering::Relaxed);
         // Completed before its ack was read: still one acked completion.

@@ -26,8 +26,11 @@ mod fuzz;
 mod genconfig;
 mod idle;
 mod peer;
+mod report;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -124,6 +127,7 @@ fn main() {
 
 struct ClientResult {
     hist: Histogram<u64>,
+    timeline: report::Timeline,
     ids: Vec<String>,
     errors: u64,
     first_error: Option<String>,
@@ -136,24 +140,32 @@ fn submit(a: SubmitArgs) -> Result<(), String> {
     let cpu0 = (a.server_pid.map(peer::proc_cpu_s).transpose()?, peer::own_cpu_s());
     let start = Instant::now();
     let deadline = start + Duration::from_secs(a.duration);
+    let acked_so_far = Arc::new(AtomicU64::new(0));
+    let progress = {
+        let counter = acked_so_far.clone();
+        report::Progress::start("acked", Duration::from_secs(a.duration), move || counter.load(Ordering::Relaxed))
+    };
     let threads: Vec<_> = (0..a.clients)
         .map(|i| {
-            let a = a.clone();
-            std::thread::spawn(move || submit_client(i, &a, deadline))
+            let (a, counter) = (a.clone(), acked_so_far.clone());
+            std::thread::spawn(move || submit_client(i, &a, start, deadline, &counter))
         })
         .collect();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut timeline = report::Timeline::new(start);
     let mut ids = Vec::new();
     let mut errors = 0;
     let mut first_error = None;
     for t in threads {
         let r = t.join().map_err(|_| "a client thread panicked".to_string())??;
         hist.add(&r.hist).expect("same bounds");
+        timeline.merge(&r.timeline);
         ids.extend(r.ids);
         errors += r.errors;
         first_error = first_error.or(r.first_error);
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let per_second = progress.finish();
     let server_cpu_s = match (a.server_pid, cpu0.0) {
         (Some(pid), Some(c0)) => Some(peer::proc_cpu_s(pid)? - c0),
         _ => None,
@@ -181,6 +193,7 @@ fn submit(a: SubmitArgs) -> Result<(), String> {
         "server_cpu_s": server_cpu_s,
         "bench_cpu_s": bench_cpu_s,
         "cores": cores,
+        "timeline": timeline.to_json(&per_second),
     });
     println!(
         "submit: {acked} acked in {elapsed:.1} s = {ops:.0}/s; ack latency p50 {} us, p99 {} us, p99.9 {} us, max {} us; errors {errors}; lost {}",
@@ -194,7 +207,7 @@ fn submit(a: SubmitArgs) -> Result<(), String> {
         println!("first error: {e}");
     }
     if let Some(path) = &a.json {
-        std::fs::write(path, format!("{out}\n")).map_err(|e| format!("cannot write {path}: {e}"))?;
+        report::write(path, "ixn-bench submit", &out, "acknowledged submissions", "submit to EventAck")?;
     }
     Ok(())
 }
@@ -207,11 +220,18 @@ fn properties(n: usize, seq: u64) -> KvList {
     l
 }
 
-fn submit_client(i: usize, a: &SubmitArgs, deadline: Instant) -> Result<ClientResult, String> {
+fn submit_client(
+    i: usize,
+    a: &SubmitArgs,
+    start: Instant,
+    deadline: Instant,
+    acked_so_far: &AtomicU64,
+) -> Result<ClientResult, String> {
     let name = "bench";
     let mut c = Client::connect_as(a.server.as_str(), ClientType::MediaServer, name, a.credential.as_deref())
         .map_err(|e| format!("client {i}: {e}"))?;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut timeline = report::Timeline::new(start);
     let mut inflight: HashMap<u32, Instant> = HashMap::with_capacity(a.window * 2);
     let mut ids = Vec::new();
     let (mut errors, mut first_error) = (0u64, None);
@@ -244,10 +264,15 @@ fn submit_client(i: usize, a: &SubmitArgs, deadline: Instant) -> Result<ClientRe
         let Some(sent) = inflight.remove(&f.ref_id) else {
             return Err(format!("client {i}: answer for unknown reference id {}", f.ref_id));
         };
-        hist.record(sent.elapsed().as_micros().max(1) as u64).ok();
+        let now = Instant::now();
+        hist.record(now.saturating_duration_since(sent).as_micros().max(1) as u64).ok();
+        timeline.record(now, now.saturating_duration_since(sent));
         match (f.msg_type, error_of(&f)) {
             (msg_type::EVENT_ACK, _) => match f.get_str(attr::INTERACTION_ID) {
-                Some(id) => ids.push(id.to_string()),
+                Some(id) => {
+                    ids.push(id.to_string());
+                    acked_so_far.fetch_add(1, Ordering::Relaxed);
+                }
                 None => return Err(format!("client {i}: EventAck without InteractionId")),
             },
             (_, Some(e)) => {
@@ -257,7 +282,7 @@ fn submit_client(i: usize, a: &SubmitArgs, deadline: Instant) -> Result<ClientRe
             (t, None) => return Err(format!("client {i}: unexpected {}", msg_type::name(t))),
         }
     }
-    Ok(ClientResult { hist, ids, errors, first_error })
+    Ok(ClientResult { hist, timeline, ids, errors, first_error })
 }
 
 /// Reads every acknowledged id back (pipelined); returns how many are gone.
