@@ -406,6 +406,21 @@ pub struct ClientEntry {
     #[serde(rename = "type", deserialize_with = "de_client_type")]
     pub client_type: ClientType,
     pub password: String,
+    /// The tenants the client may act on; absent: every tenant.
+    #[serde(default)]
+    pub tenants: Option<Vec<Spanned<String>>>,
+}
+
+impl ClientEntry {
+    /// Its `tenants` as catalog indexes (checked at load: each exists).
+    pub fn tenant_scope(&self, catalog: &Catalog) -> ixn_shard::machine::TenantScope {
+        match &self.tenants {
+            None => ixn_shard::machine::TenantScope::all(),
+            Some(names) => ixn_shard::machine::TenantScope::only(
+                names.iter().filter_map(|n| catalog.tenant(n.get_ref())).collect(),
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -723,6 +738,21 @@ impl Config {
             if file.client[..i].iter().any(|o| o.name == c.name) {
                 return Err(ConfigError(format!(
                     "{source}:{}: client '{}' is listed twice",
+                    line_of_value(text, &c.name),
+                    c.name
+                )));
+            }
+            for t in c.tenants.iter().flatten() {
+                if catalog.tenant(t.get_ref()).is_none() {
+                    return Err(at(
+                        t.span(),
+                        format!("client '{}': no tenant '{}' is configured", c.name, t.get_ref()),
+                    ));
+                }
+            }
+            if c.tenants.as_ref().is_some_and(Vec::is_empty) {
+                return Err(ConfigError(format!(
+                    "{source}:{}: client '{}': tenants must list at least one tenant (leave it out for every tenant)",
                     line_of_value(text, &c.name),
                     c.name
                 )));

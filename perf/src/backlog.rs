@@ -283,7 +283,14 @@ struct PullRun {
 }
 
 fn caller(shard: u16, conn: u64, ref_id: u32, client_type: ClientType, name: &Arc<str>) -> Caller {
-    Caller { origin: Origin { shard, conn, session: 0 }, ref_id, client_type, client_name: name.clone(), agent: None }
+    Caller {
+        origin: Origin { shard, conn, session: 0 },
+        ref_id,
+        client_type,
+        client_name: name.clone(),
+        agent: None,
+        tenants: ixn_shard::machine::TenantScope::all(),
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

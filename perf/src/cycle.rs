@@ -108,8 +108,14 @@ impl Node {
     }
 
     fn send(&mut self, origin: Origin, ref_id: u32, client_type: ClientType, request: Request) {
-        let caller =
-            Caller { origin, ref_id, client_type, client_name: "perf".into(), agent: self.bound.get(&origin).copied() };
+        let caller = Caller {
+            origin,
+            ref_id,
+            client_type,
+            client_name: "perf".into(),
+            agent: self.bound.get(&origin).copied(),
+            tenants: ixn_shard::machine::TenantScope::all(),
+        };
         let to = target_shard(self.shards[0].catalog(), self.shards.len() as u16, origin.shard, &caller, &request);
         self.deliver(to, Input::Request { caller, request });
     }

@@ -88,6 +88,7 @@ impl Bench {
             client_type,
             client_name: "perf".into(),
             agent: None,
+            tenants: ixn_shard::machine::TenantScope::all(),
         };
         let mut inputs = VecDeque::from([Input::Request { caller, request }]);
         let mut cost = Cost::default();

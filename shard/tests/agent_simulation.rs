@@ -498,6 +498,7 @@ impl Sim {
             client_type,
             client_name: format!("client-{}", origin.conn).into(),
             agent: self.bound.get(&origin).copied(),
+            tenants: ixn_shard::machine::TenantScope::all(),
         };
         let target = target_shard(self.node.catalog(), self.n(), origin.shard, &caller, &request);
         let id = request.interaction_id().map(str::to_string);
@@ -1300,6 +1301,7 @@ fn the_routing_check_fails_without_a_strategy() {
         client_type: ClientType::AgentDesktop,
         client_name: "d".into(),
         agent,
+        tenants: ixn_shard::machine::TenantScope::all(),
     };
     let login = Request::AgentLogin {
         tenant: "default".into(),
@@ -1343,6 +1345,7 @@ fn the_routing_check_fails_without_a_strategy() {
         client_type: ClientType::MediaServer,
         client_name: "m".into(),
         agent: None,
+        tenants: ixn_shard::machine::TenantScope::all(),
     };
     shard.handle(T0, Input::Request { caller: ms, request: Request::Submit(Box::new(s)) }, &mut out);
     drain(&mut shard, &mut out, &mut pending);

@@ -60,6 +60,7 @@ impl T {
             client_type: ClientType::MediaServer,
             client_name: "m".into(),
             agent: None,
+            tenants: ixn_shard::machine::TenantScope::all(),
         };
         let got = self.feed(Input::Request { caller, request });
         assert!(got.answers.is_empty(), "answered before its write: {got:?}");

@@ -28,6 +28,7 @@ fn caller(ref_id: u32, client_type: ClientType) -> Caller {
         client_type,
         client_name: "media".into(),
         agent: None,
+        tenants: ixn_shard::machine::TenantScope::all(),
     }
 }
 
@@ -451,6 +452,7 @@ fn properties_leave_room_to_be_listed_in_answers() {
         client_type: ClientType::Operator,
         client_name: "op".into(),
         agent: None,
+        tenants: ixn_shard::machine::TenantScope::all(),
     };
     let mut out = Vec::new();
     s.handle(
@@ -598,6 +600,7 @@ fn operator(ref_id: u32) -> Caller {
         client_type: ClientType::Operator,
         client_name: "op".into(),
         agent: None,
+        tenants: ixn_shard::machine::TenantScope::all(),
     }
 }
 
@@ -676,6 +679,7 @@ fn gauges_count_waiting_and_locked_and_know_the_oldest_waiting() {
         client_type: ClientType::Operator,
         client_name: "op".into(),
         agent: None,
+        tenants: ixn_shard::machine::TenantScope::all(),
     };
     let mut out = Vec::new();
     let pull = Request::Pull { tenant: "default".into(), view: "inbound-by-priority".into(), count: 1 };

@@ -47,6 +47,7 @@ impl T {
             client_type: ClientType::MediaServer,
             client_name: "media".into(),
             agent: None,
+            tenants: ixn_shard::machine::TenantScope::all(),
         };
         self.feed(Input::Request { caller, request })
     }

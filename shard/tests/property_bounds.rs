@@ -31,6 +31,7 @@ fn ask(s: &mut Shard, request: Request) -> Frame {
         client_type: ClientType::MediaServer,
         client_name: "m".into(),
         agent: None,
+        tenants: ixn_shard::machine::TenantScope::all(),
     };
     let mut out = Vec::new();
     s.handle(1000, Input::Request { caller, request }, &mut out);

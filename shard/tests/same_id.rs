@@ -25,6 +25,7 @@ fn caller(ref_id: u32) -> Caller {
         client_type: ClientType::MediaServer,
         client_name: "media".into(),
         agent: None,
+        tenants: ixn_shard::machine::TenantScope::all(),
     }
 }
 

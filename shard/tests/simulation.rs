@@ -203,8 +203,14 @@ impl Sim {
     fn send(&mut self, origin: Origin, client_type: ClientType, request: Request) -> u32 {
         let ref_id = self.next_ref;
         self.next_ref += 1;
-        let caller =
-            Caller { origin, ref_id, client_type, client_name: format!("client-{}", origin.conn).into(), agent: None };
+        let caller = Caller {
+            origin,
+            ref_id,
+            client_type,
+            client_name: format!("client-{}", origin.conn).into(),
+            agent: None,
+            tenants: ixn_shard::machine::TenantScope::all(),
+        };
         let target = target_shard(self.node.catalog(), self.n(), origin.shard, &caller, &request);
         self.input(target, Input::Request { caller, request });
         ref_id

@@ -68,6 +68,7 @@ impl One {
             client_type,
             client_name: "op".into(),
             agent: None,
+            tenants: ixn_shard::machine::TenantScope::all(),
         };
         self.feed(Input::Request { caller, request });
         ref_id
@@ -307,6 +308,7 @@ fn requests_held_during_a_cut_are_bounded() {
             client_type: ClientType::Operator,
             client_name: "op".into(),
             agent: None,
+            tenants: ixn_shard::machine::TenantScope::all(),
         };
         let mut out = Vec::new();
         s.handle(2, Input::Request { caller, request: Request::GetQueueDepth { tenant: "default".into() } }, &mut out);

@@ -30,7 +30,7 @@ use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use ixn_shard::agent::AgentRef;
 use ixn_shard::catalog::Catalog;
-use ixn_shard::machine::{Caller, Origin};
+use ixn_shard::machine::{Caller, Origin, TenantScope};
 use ixn_shard::proto::frame::{decode_body, split_frame, FatalFrameError, Header, PROTOCOL_VERSION};
 use ixn_shard::proto::request::{event_ack, event_error, heartbeat_timeout_of, session_id_of, ProtoError};
 use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame, Request};
@@ -85,6 +85,8 @@ struct Session {
     /// event log, as frames with their cursors, and their subscription:
     /// sent as the client reads, ahead of every event of that subscription.
     log_frames: RefCell<(u64, VecDeque<Frame>)>,
+    /// The tenants it may act on.
+    tenants: TenantScope,
     /// Its requests with a shard, not answered yet.
     unanswered: Cell<usize>,
     /// Closed (RequestCloseSession, or its connection's close): its events
@@ -95,12 +97,19 @@ struct Session {
 }
 
 impl Session {
-    fn new(wire: u32, serial: u32, client_type: ClientType, client_name: Arc<str>) -> Rc<Session> {
+    fn new(
+        wire: u32,
+        serial: u32,
+        client_type: ClientType,
+        client_name: Arc<str>,
+        tenants: TenantScope,
+    ) -> Rc<Session> {
         Rc::new(Session {
             wire,
             serial,
             client_type,
             client_name,
+            tenants,
             agent: Cell::new(None),
             events_sent: Cell::new(0),
             subscriber: RefCell::new(None),
@@ -835,6 +844,7 @@ fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
                 client_type: session.client_type,
                 client_name: session.client_name.clone(),
                 agent: session.agent.get(),
+                tenants: session.tenants.clone(),
             };
             // Counted first: a shard may answer before route returns.
             session.unanswered.set(session.unanswered.get() + 1);
@@ -895,10 +905,13 @@ fn register(
             );
         }
     }
-    if let Err(text) = authenticate(&rt.config, conn.peer, client_type, &name, credential.as_deref()) {
-        tracing::warn!(msg_id = msgid::AUTH_FAILED, conn = conn.id, peer = ?conn.peer, session = wire, client = %name, reason = %text, "registration refused");
-        return conn.error(wire, ref_id, ErrorCode::AuthenticationFailed, text);
-    }
+    let tenants = match authenticate(&rt.config, conn.peer, client_type, &name, credential.as_deref()) {
+        Ok(t) => t,
+        Err(text) => {
+            tracing::warn!(msg_id = msgid::AUTH_FAILED, conn = conn.id, peer = ?conn.peer, session = wire, client = %name, reason = %text, "registration refused");
+            return conn.error(wire, ref_id, ErrorCode::AuthenticationFailed, text);
+        }
+    };
     let serial = if wire == 0 {
         0
     } else {
@@ -915,7 +928,7 @@ fn register(
         serial
     };
     tracing::info!(msg_id = msgid::CLIENT_REGISTERED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, session = wire, client = %name, client_type = client_type.name(), heartbeat_ms = heartbeat.unwrap_or(0), "client registered");
-    conn.sessions.borrow_mut().insert(serial, Session::new(wire, serial, client_type, name.into()));
+    conn.sessions.borrow_mut().insert(serial, Session::new(wire, serial, client_type, name.into(), tenants));
     let mut ack = event_ack(ref_id)
         .with(attr::SERVER_NAME, rt.config.server.application_name.as_str())
         .with(attr::NODE_ID, rt.config.server.node_id as i64)
@@ -978,13 +991,13 @@ fn authenticate(
     client_type: ClientType,
     name: &str,
     credential: Option<&str>,
-) -> Result<(), String> {
+) -> Result<TenantScope, String> {
     if name.is_empty() || name.len() > ixn_shard::machine::MAX_NAME_LEN {
         return Err(format!("ClientName must be 1 to {} bytes", ixn_shard::machine::MAX_NAME_LEN));
     }
     if config.clients.is_empty() {
         return match peer {
-            Some(p) if p.ip().is_loopback() => Ok(()),
+            Some(p) if p.ip().is_loopback() => Ok(TenantScope::all()),
             _ => Err("no clients are configured, so only loopback connections may register (protected mode); \
                       list the client under [[client]] in the configuration"
                 .into()),
@@ -1003,7 +1016,7 @@ fn authenticate(
     if !constant_time_eq(entry.password.as_bytes(), credential.unwrap_or("").as_bytes()) {
         return Err(format!("wrong credential for client '{name}'"));
     }
-    Ok(())
+    Ok(entry.tenant_scope(&config.catalog))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

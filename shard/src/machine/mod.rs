@@ -71,6 +71,31 @@ pub struct Caller {
     pub client_name: Arc<str>,
     /// The agent logged in on the caller's connection, if any.
     pub agent: Option<AgentRef>,
+    /// The tenants the client may act on (its `[[client]] tenants`).
+    pub tenants: TenantScope,
+}
+
+/// The tenants a client may act on: every one, or those listed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TenantScope(Option<Arc<[TenantIdx]>>);
+
+impl TenantScope {
+    /// Every tenant (no `tenants` list, or protected mode).
+    pub fn all() -> Self {
+        TenantScope(None)
+    }
+
+    pub fn only(tenants: Vec<TenantIdx>) -> Self {
+        TenantScope(Some(tenants.into()))
+    }
+
+    pub fn is_all(&self) -> bool {
+        self.0.is_none()
+    }
+
+    pub fn allows(&self, tenant: TenantIdx) -> bool {
+        self.0.as_ref().is_none_or(|l| l.contains(&tenant))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -683,6 +708,45 @@ impl Shard {
         }
     }
 
+    /// A client bound to some tenants acts on nothing else: a request
+    /// naming another tenant is refused (23), one asking for every tenant
+    /// must name one (23), and an interaction of another tenant is, to it,
+    /// no interaction at all (34), so its existence does not leak. A
+    /// tenant that does not exist is left to the request's own check (30).
+    fn check_tenant(&self, caller: &Caller, request: &Request) -> Result<(), ProtoError> {
+        if caller.tenants.is_all() {
+            return Ok(());
+        }
+        match request.tenant_named() {
+            Some(Some(name)) => {
+                if let Some(t) = self.catalog.tenant(name) {
+                    if !caller.tenants.allows(t) {
+                        return Err(ProtoError::new(
+                            ErrorCode::NotPermitted,
+                            format!("client '{}' may not act on tenant '{name}'", caller.client_name),
+                        ));
+                    }
+                }
+            }
+            Some(None) => {
+                return Err(ProtoError::new(
+                    ErrorCode::NotPermitted,
+                    format!(
+                        "client '{}' may act only on the tenants it is configured for: name one (attribute Tenant)",
+                        caller.client_name
+                    ),
+                ))
+            }
+            None => {}
+        }
+        if let (Some(id), false) = (request.interaction_id(), matches!(request, Request::Submit(_))) {
+            if self.get(id).is_some_and(|ix| !caller.tenants.allows(ix.tenant)) {
+                return Err(ProtoError::new(ErrorCode::UnknownInteraction, format!("no interaction {id}")));
+            }
+        }
+        Ok(())
+    }
+
     fn handle_request(&mut self, now_ms: Millis, caller: Caller, request: Request, out: &mut Vec<Output>) {
         let origin = caller.origin;
         let ref_id = caller.ref_id;
@@ -693,6 +757,10 @@ impl Shard {
                 out.push(Output::Reply { origin, frame: event_error(ref_id, &err) });
                 return;
             }
+        }
+        if let Err(e) = self.check_tenant(&caller, &request) {
+            out.push(Output::Reply { origin, frame: event_error(ref_id, &e) });
+            return;
         }
         let result = match request {
             Request::Submit(s) => self.submit(now_ms, &caller, *s, out),

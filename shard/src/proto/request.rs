@@ -252,6 +252,47 @@ impl Request {
         }
     }
 
+    /// The tenant a request names: `Some(Some(t))`; `Some(None)` for a
+    /// request over every tenant (a find, snapshot or subscription without
+    /// one); `None` for a request that names none (it is about an
+    /// interaction, a snapshot, or the connection).
+    pub fn tenant_named(&self) -> Option<Option<&str>> {
+        match self {
+            Request::Submit(s) => Some(Some(&s.tenant)),
+            Request::Pull { tenant, .. }
+            | Request::GetWorkbinContent { tenant, .. }
+            | Request::GetQueueDepth { tenant }
+            | Request::AgentLogin { tenant, .. }
+            | Request::AgentLogout { tenant, .. }
+            | Request::SetReady { tenant, .. }
+            | Request::AddMedia { tenant, .. }
+            | Request::RemoveMedia { tenant, .. }
+            | Request::SetDoNotDisturb { tenant, .. }
+            | Request::GetAgentState { tenant, .. } => Some(Some(tenant)),
+            Request::FindInteractions { tenant, .. }
+            | Request::TakeSnapshot { tenant, .. }
+            | Request::Subscribe { tenant, .. } => Some(tenant.as_deref()),
+            Request::RegisterClient { .. }
+            | Request::Ping
+            | Request::CloseSession
+            | Request::GetInteractionProperties { .. }
+            | Request::ChangeProperties { .. }
+            | Request::PlaceInQueue { .. }
+            | Request::StopProcessing { .. }
+            | Request::PlaceInWorkbin { .. }
+            | Request::GetSnapshotInteractions { .. }
+            | Request::ReleaseSnapshot { .. }
+            | Request::Accept { .. }
+            | Request::Reject { .. }
+            | Request::Deliver { .. }
+            | Request::Hold { .. }
+            | Request::Resume { .. }
+            | Request::TransferToAgent { .. }
+            | Request::LeaveInteraction { .. }
+            | Request::Unsubscribe => None,
+        }
+    }
+
     /// The agent a request about an agent names: (tenant, login id; `None`
     /// for the agent of the caller's connection). Decides the home shard.
     pub fn agent(&self) -> Option<(&str, Option<&str>)> {

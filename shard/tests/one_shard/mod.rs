@@ -87,8 +87,14 @@ impl Driver {
     pub fn ask(&mut self, origin: Origin, client_type: ClientType, request: Request) -> Frame {
         let ref_id = self.next_ref;
         self.next_ref += 1;
-        let caller =
-            Caller { origin, ref_id, client_type, client_name: "test".into(), agent: self.agent.get(&origin).copied() };
+        let caller = Caller {
+            origin,
+            ref_id,
+            client_type,
+            client_name: "test".into(),
+            agent: self.agent.get(&origin).copied(),
+            tenants: ixn_shard::machine::TenantScope::all(),
+        };
         self.feed(Input::Request { caller, request });
         let got = self.got.get(&origin).map(Vec::as_slice).unwrap_or_default();
         let answer = got.iter().rev().find(|f| f.ref_id == ref_id).unwrap_or_else(|| panic!("no answer to {ref_id}"));
