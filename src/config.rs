@@ -742,6 +742,13 @@ impl Config {
                     c.name
                 )));
             }
+            if let Err(e) = crate::credentials::Stored::parse(&c.password) {
+                return Err(ConfigError(format!(
+                    "{source}:{}: client '{}': password {e}; make one with `ixnctl hash-password`",
+                    line_of_value(text, &c.name),
+                    c.name
+                )));
+            }
             for t in c.tenants.iter().flatten() {
                 if catalog.tenant(t.get_ref()).is_none() {
                     return Err(at(

@@ -1,6 +1,7 @@
 //! ixn: a thread-per-core Interaction Server.
 //!
 //! - `config`: the TOML configuration and the embedded default.
+//! - `credentials`: client passwords, hashed or in clear text.
 //! - `server`: executors, connections, start-up and shutdown.
 //! - `client`: the Rust client library (used by ixnctl, ixn-bench, tests).
 //!
@@ -9,6 +10,7 @@
 
 pub mod client;
 pub mod config;
+pub mod credentials;
 pub mod logging;
 pub mod server;
 

@@ -53,6 +53,9 @@ struct Args {
 enum Command {
     /// Check the server answers; prints the round trip time.
     Ping,
+    /// Print a salted Argon2id hash of a password, for `[[client]] password`. Reads the password from
+    /// the first line of standard input; connects to no server.
+    HashPassword,
     /// Submit a new interaction; prints its id.
     Submit {
         #[arg(long, default_value = "default")]
@@ -355,6 +358,23 @@ fn main() {
     }
 }
 
+/// `hash-password`: the first line of stdin (without its line end) hashed.
+fn hash_password(args: &Args) -> Result<(), String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    let password = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
+    if password.is_empty() {
+        return Err("no password on stdin: give it as the first line (e.g. `ixnctl hash-password < file`)".into());
+    }
+    let phc = ixn::credentials::hash_password(password)?;
+    if args.json {
+        println!("{}", json!({ "ok": true, "hash": phc }));
+    } else {
+        println!("{phc}");
+    }
+    Ok(())
+}
+
 /// Registers as `--name` with `--credential`, with heartbeats if given.
 fn register(c: &mut Client, args: &Args, t: ClientType, hb: Option<Heartbeat>) -> Result<Frame, ClientError> {
     match hb {
@@ -377,6 +397,9 @@ fn err(e: ClientError) -> String {
 }
 
 fn run(args: &Args) -> Result<(), String> {
+    if let Command::HashPassword = &args.command {
+        return hash_password(args);
+    }
     if let Command::Agent { command: AgentCommand::Work { agent, place, auto_accept, handle_ms, media, tenant } } =
         &args.command
     {
@@ -399,6 +422,7 @@ fn run(args: &Args) -> Result<(), String> {
     let hb = heartbeat(args)?.filter(|_| matches!(args.command, Command::Watch { .. }));
     let reg = register(&mut c, args, ClientType::Operator, hb).map_err(err)?;
     match &args.command {
+        Command::HashPassword => unreachable!("handled before connecting"),
         Command::Ping => {
             let t = std::time::Instant::now();
             c.ping().map_err(err)?;

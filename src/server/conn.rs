@@ -37,11 +37,13 @@ use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame, Request};
 use ixn_shard::report::{Cursor, Published};
 use ixn_shard::value::Value;
 
+use super::auth::{Check, Verdict, MAX_WAITING};
 use super::executor::{now_ms, Runtime};
 use super::metrics::ShardStats;
 use super::msgid;
 use super::notify::LocalNotify;
 use crate::config::Config;
+use crate::credentials::{constant_time_eq, fingerprint, Stored};
 
 /// A subscribed session's part of the reporting stream.
 struct Subscriber {
@@ -198,6 +200,9 @@ pub struct Conn {
     max_output: usize,
     max_frame: usize,
     max_sessions: usize,
+    /// A registration waits for the verifier (auth.rs): nothing more is
+    /// read from the connection until it is answered.
+    registering: Cell<bool>,
     /// The shard's counters: answers by type and latency, errors by code.
     stats: Rc<ShardStats>,
     /// When each unanswered request arrived, by (SessionId, reference id),
@@ -238,6 +243,7 @@ impl Conn {
             max_output: config.server.max_output_buffer,
             max_frame: config.server.max_frame_size,
             max_sessions: config.server.max_sessions_per_connection,
+            registering: Cell::new(false),
             stats,
             arrived: RefCell::new(AHashMap::new()),
         })
@@ -695,11 +701,25 @@ async fn write_loop(conn: &Conn) {
 async fn read_loop(rt: &Runtime, conn: &Conn) {
     let mut partial: Vec<u8> = Vec::new();
     let reason = 'conn: loop {
-        while conn.unanswered.get() >= conn.max_pending && !conn.dead.get() && !conn.closing.get() {
+        while (conn.unanswered.get() >= conn.max_pending || conn.registering.get())
+            && !conn.dead.get()
+            && !conn.closing.get()
+        {
             conn.read_resume.wait().await;
         }
         if conn.dead.get() || conn.closing.get() {
             break 'conn "closed by server";
+        }
+        // Frames that arrived behind a registration waiting for its
+        // credential check go first.
+        if !partial.is_empty() {
+            match handle_frames(rt, conn, &partial) {
+                Ok(used) => drop(partial.drain(..used)),
+                Err(()) => break 'conn "framing error",
+            }
+            if conn.registering.get() {
+                continue 'conn;
+            }
         }
         let got = poll_fn(|cx| {
             let mut buf = rt.read_buf.borrow_mut();
@@ -774,6 +794,10 @@ fn handle_frames(rt: &Runtime, conn: &Conn, bytes: &[u8]) -> Result<usize, ()> {
             Ok(Some((header, body, total))) => {
                 handle_frame(rt, conn, &header, body);
                 pos += total;
+                if conn.registering.get() {
+                    // The rest waits for the registration's answer.
+                    return Ok(pos);
+                }
             }
         }
     }
@@ -905,13 +929,57 @@ fn register(
             );
         }
     }
-    let tenants = match authenticate(&rt.config, conn.peer, client_type, &name, credential.as_deref()) {
-        Ok(t) => t,
-        Err(text) => {
-            tracing::warn!(msg_id = msgid::AUTH_FAILED, conn = conn.id, peer = ?conn.peer, session = wire, client = %name, reason = %text, "registration refused");
-            return conn.error(wire, ref_id, ErrorCode::AuthenticationFailed, text);
+    match authenticate(rt, conn.peer, client_type, &name, credential.as_deref()) {
+        Auth::Refused(text) => refuse_registration(conn, wire, ref_id, &name, text),
+        Auth::Granted(tenants) => open_registration(rt, conn, wire, ref_id, client_type, name, heartbeat, tenants),
+        Auth::Verify { phc, tenants } => {
+            let check = Check {
+                shard: rt.shard,
+                conn: conn.id,
+                wire,
+                ref_id,
+                client_type,
+                name,
+                credential: credential.unwrap_or_default(),
+                heartbeat,
+                phc,
+                tenants,
+            };
+            match rt.verifier.submit(check) {
+                // The connection reads nothing more until the verdict.
+                Ok(()) => conn.registering.set(true),
+                Err(_) => conn.error(
+                    wire,
+                    ref_id,
+                    ErrorCode::Overloaded,
+                    format!(
+                        "{MAX_WAITING} registrations are already waiting for their credential check; register again \
+                         later"
+                    ),
+                ),
+            }
         }
-    };
+    }
+}
+
+fn refuse_registration(conn: &Conn, wire: u32, ref_id: u32, name: &str, text: String) {
+    tracing::warn!(msg_id = msgid::AUTH_FAILED, conn = conn.id, peer = ?conn.peer, session = wire, client = %name, reason = %text, "registration refused");
+    conn.error(wire, ref_id, ErrorCode::AuthenticationFailed, text);
+}
+
+/// Opens the connection's own session (`wire` 0) or session `wire`, and
+/// acknowledges the registration.
+#[allow(clippy::too_many_arguments)]
+fn open_registration(
+    rt: &Runtime,
+    conn: &Conn,
+    wire: u32,
+    ref_id: u32,
+    client_type: ClientType,
+    name: String,
+    heartbeat: Option<u32>,
+    tenants: TenantScope,
+) {
     let serial = if wire == 0 {
         0
     } else {
@@ -939,6 +1007,23 @@ fn register(
         ack.push(attr::HEARTBEAT_TIMEOUT, ms as i64);
     }
     conn.answer(wire, &ack);
+}
+
+/// The verifier's answer for a registration of a connection of this
+/// shard: completes or refuses it, then lets the connection read again.
+pub fn verified(rt: &Runtime, verdict: Verdict) {
+    let Verdict { check: c, ok } = verdict;
+    // Closed meanwhile: nothing to answer.
+    let Some(conn) = rt.conn(c.conn) else { return };
+    if ok {
+        rt.verified.borrow_mut().insert(c.name.clone(), fingerprint(&c.phc, &c.credential));
+        open_registration(rt, &conn, c.wire, c.ref_id, c.client_type, c.name, c.heartbeat, c.tenants);
+    } else {
+        let text = format!("wrong credential for client '{}'", c.name);
+        refuse_registration(&conn, c.wire, c.ref_id, &c.name, text);
+    }
+    conn.registering.set(false);
+    conn.read_resume.notify();
 }
 
 /// RequestCloseSession: ends session `wire` as closing a connection ends
@@ -985,40 +1070,63 @@ fn encode_for(frame: &Frame, wire: u32, out: &mut Vec<u8>) {
 
 /// Checks a registration against `[[client]]`, or protected mode when no
 /// client is configured: then only loopback peers may register.
+/// What a registration's credentials come to.
+enum Auth {
+    Granted(TenantScope),
+    Refused(String),
+    /// A hashed password this shard has not seen the credential for: the
+    /// verifier thread decides.
+    Verify {
+        phc: Arc<str>,
+        tenants: TenantScope,
+    },
+}
+
 fn authenticate(
-    config: &Config,
+    rt: &Runtime,
     peer: Option<SocketAddr>,
     client_type: ClientType,
     name: &str,
     credential: Option<&str>,
-) -> Result<TenantScope, String> {
+) -> Auth {
+    let config = &rt.config;
     if name.is_empty() || name.len() > ixn_shard::machine::MAX_NAME_LEN {
-        return Err(format!("ClientName must be 1 to {} bytes", ixn_shard::machine::MAX_NAME_LEN));
+        return Auth::Refused(format!("ClientName must be 1 to {} bytes", ixn_shard::machine::MAX_NAME_LEN));
     }
     if config.clients.is_empty() {
         return match peer {
-            Some(p) if p.ip().is_loopback() => Ok(TenantScope::all()),
-            _ => Err("no clients are configured, so only loopback connections may register (protected mode); \
-                      list the client under [[client]] in the configuration"
-                .into()),
+            Some(p) if p.ip().is_loopback() => Auth::Granted(TenantScope::all()),
+            _ => Auth::Refused(
+                "no clients are configured, so only loopback connections may register (protected mode); \
+                 list the client under [[client]] in the configuration"
+                    .into(),
+            ),
         };
     }
     let Some(entry) = config.clients.iter().find(|c| c.name == name) else {
-        return Err(format!("client '{name}' is not configured"));
+        return Auth::Refused(format!("client '{name}' is not configured"));
     };
     if entry.client_type != client_type {
-        return Err(format!(
+        return Auth::Refused(format!(
             "client '{name}' is configured as {}, not {}",
             entry.client_type.name(),
             client_type.name()
         ));
     }
-    if !constant_time_eq(entry.password.as_bytes(), credential.unwrap_or("").as_bytes()) {
-        return Err(format!("wrong credential for client '{name}'"));
+    let credential = credential.unwrap_or("");
+    let tenants = entry.tenant_scope(&config.catalog);
+    match Stored::parse(&entry.password) {
+        Ok(Stored::Clear(p)) if constant_time_eq(p.as_bytes(), credential.as_bytes()) => Auth::Granted(tenants),
+        Ok(Stored::Hashed(phc)) => {
+            let known = rt.verified.borrow().get(name).copied();
+            if known.is_some_and(|f| constant_time_eq(&f, &fingerprint(&phc, credential))) {
+                Auth::Granted(tenants)
+            } else {
+                Auth::Verify { phc: phc.into(), tenants }
+            }
+        }
+        // A malformed hash is refused at start; this is a clear text
+        // password that does not match.
+        _ => Auth::Refused(format!("wrong credential for client '{name}'")),
     }
-    Ok(entry.tenant_scope(&config.catalog))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -26,6 +26,7 @@ use ixn_shard::proto::{ErrorCode, Frame, ProtoError, Request};
 use ixn_shard::report::{Cursor, Published};
 use ixn_storage::{WriteRequest, WriterHandle};
 
+use super::auth::{AuthInbox, Verifier};
 use super::conn::{self, Conn};
 use super::metrics::{MetricsInbox, ShardReport, ShardStats};
 use super::msgid;
@@ -69,6 +70,9 @@ pub struct ShardContext {
     pub inbox: Arc<CompletionInbox>,
     /// Scrapes of the management listener.
     pub metrics: Arc<MetricsInbox>,
+    /// Verdicts of the credential verifier, and the verifier.
+    pub auth: Arc<AuthInbox>,
+    pub verifier: Verifier,
     pub records: Vec<InteractionRecord>,
     pub stop: Arc<AtomicBool>,
     pub drained: Arc<AtomicUsize>,
@@ -117,6 +121,10 @@ pub struct Runtime {
     max_shard_queue: usize,
     /// Counters the management listener reads (metrics.rs).
     pub stats: Rc<ShardStats>,
+    /// Checks hashed client passwords off the shards (auth.rs).
+    pub verifier: Verifier,
+    /// A fingerprint of the last credential verified per client name.
+    pub verified: RefCell<AHashMap<String, [u8; 32]>>,
     /// The event log's outbox and its bound (`max-queue-size`).
     outbox: Option<(Arc<ixn_storage::Outbox>, u64)>,
     log_reader: Option<ixn_storage::LogReader>,
@@ -351,7 +359,7 @@ impl Runtime {
     }
 
     /// The connection `id` of this shard, unless it closed.
-    fn conn(&self, id: u64) -> Option<Rc<Conn>> {
+    pub fn conn(&self, id: u64) -> Option<Rc<Conn>> {
         self.conns.borrow().get(&id).cloned()
     }
 
@@ -513,6 +521,8 @@ pub async fn shard_main(ctx: ShardContext) {
         read_buf: RefCell::new(vec![0; READ_BUF_LEN]),
         max_shard_queue: ctx.config.server.max_shard_queue,
         stats: Rc::new(ShardStats::default()),
+        verifier: ctx.verifier.clone(),
+        verified: RefCell::new(AHashMap::new()),
         outbox: ctx.outbox.clone().zip(ctx.config.logger.as_ref().map(|l| l.max_queue_size)),
         log_reader: ctx.log_reader.clone(),
     });
@@ -571,6 +581,27 @@ pub async fn shard_main(ctx: ShardContext) {
                         inbox.take(&mut done).await;
                         for (token, ok) in done.drain(..) {
                             rt.run_machine(Input::StorageDone { token, ok });
+                        }
+                    }
+                },
+                queue,
+            )
+            .expect("spawn"),
+        );
+    }
+
+    // Credential checks done by the verifier thread.
+    {
+        let rt = rt.clone();
+        let inbox = ctx.auth.clone();
+        tasks.push(
+            glommio::spawn_local_into(
+                async move {
+                    let mut verdicts = Vec::new();
+                    loop {
+                        inbox.take(&mut verdicts).await;
+                        for v in verdicts.drain(..) {
+                            conn::verified(&rt, v);
                         }
                     }
                 },

@@ -10,15 +10,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::future::poll_fn;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
-use atomic_waker::AtomicWaker;
 use crossbeam_channel::Sender;
-use crossbeam_queue::SegQueue;
 use ixn_shard::gauges::Gauges;
+
+use super::notify::Inbox;
 
 /// Upper bounds (µs) of the request latency buckets; a last bucket takes
 /// the rest.
@@ -136,46 +134,16 @@ impl ShardReport {
     }
 }
 
-/// Asks for a shard's report, from the management thread to the shard.
-/// Lock-free: a segmented queue and an atomic waker, like the storage
-/// completions' inbox.
-#[derive(Default)]
-pub struct MetricsInbox {
-    asks: SegQueue<Sender<ShardReport>>,
-    waker: AtomicWaker,
-}
-
-impl MetricsInbox {
-    /// Asks the shard for a report, sent on `reply`.
-    pub fn ask(&self, reply: Sender<ShardReport>) {
-        self.asks.push(reply);
-        self.waker.wake();
-    }
-
-    /// Waits for asks, then takes them all.
-    pub async fn take(&self, into: &mut Vec<Sender<ShardReport>>) {
-        poll_fn(|cx| {
-            if self.asks.is_empty() {
-                self.waker.register(cx.waker());
-                if self.asks.is_empty() {
-                    return Poll::Pending;
-                }
-            }
-            while let Some(a) = self.asks.pop() {
-                into.push(a);
-            }
-            Poll::Ready(())
-        })
-        .await
-    }
-}
+/// Asks for a shard's report (the channel to answer on), from the
+/// management thread to the shard.
+pub type MetricsInbox = Inbox<Sender<ShardReport>>;
 
 /// Asks every shard for its report and waits up to `limit` for them all:
 /// `None` for a shard that did not answer in time.
 pub fn collect(inboxes: &[Arc<MetricsInbox>], limit: Duration) -> Vec<Option<ShardReport>> {
     let (tx, rx) = crossbeam_channel::bounded(inboxes.len());
     for inbox in inboxes {
-        inbox.ask(tx.clone());
+        inbox.push(tx.clone());
     }
     drop(tx);
     let deadline = std::time::Instant::now() + limit;

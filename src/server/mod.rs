@@ -7,6 +7,7 @@
 //! writes to commit and its answers to go out, then ends; the writers drain
 //! and close last. A panic on any thread ends the process at once (`fatal`).
 
+pub mod auth;
 pub mod conn;
 pub mod executor;
 pub mod exposition;
@@ -94,6 +95,8 @@ pub fn run(config: Config) -> Result<(), String> {
     };
     let inboxes: Vec<_> = (0..shards).map(|_| notify::inbox()).collect();
     let metrics: Vec<Arc<metrics::MetricsInbox>> = (0..shards).map(|_| Arc::default()).collect();
+    let auth_inboxes: Vec<Arc<auth::AuthInbox>> = (0..shards).map(|_| Arc::default()).collect();
+    let verifier = auth::Verifier::start(auth_inboxes.clone())?;
     let sinks: Vec<Arc<dyn CompletionSink>> = inboxes.iter().map(|i| i.clone() as Arc<dyn CompletionSink>).collect();
     // Subscribers resuming across a restart read the event log back.
     let log_reader = match &config.logger {
@@ -137,6 +140,8 @@ pub fn run(config: Config) -> Result<(), String> {
             writer: writers.handle(),
             inbox: inboxes[shard].clone(),
             metrics: metrics[shard].clone(),
+            auth: auth_inboxes[shard].clone(),
+            verifier: verifier.clone(),
             records,
             stop: stop.clone(),
             drained: drained.clone(),
@@ -193,6 +198,19 @@ pub fn run(config: Config) -> Result<(), String> {
     };
     tracing::info!(msg_id = msgid::LISTENING, %addr, shards, "listening");
     println!("ixn-server ready: listening on {addr}; {shards} shard(s) on cores {cores:?}; data: {data}; {loaded} live interaction(s) loaded");
+    let clear: Vec<&str> = config
+        .clients
+        .iter()
+        .filter(|c| !c.password.is_empty() && !c.password.starts_with("$argon2"))
+        .map(|c| c.name.as_str())
+        .collect();
+    if !clear.is_empty() {
+        tracing::warn!(
+            msg_id = msgid::CLEAR_PASSWORDS,
+            clients = ?clear,
+            "client passwords kept in clear text in the configuration: store `ixnctl hash-password` output instead"
+        );
+    }
     if config.clients.is_empty() {
         tracing::warn!(
             msg_id = msgid::PROTECTED_MODE,

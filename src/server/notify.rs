@@ -78,6 +78,46 @@ impl CompletionSink for CompletionInbox {
     }
 }
 
+/// Items for one shard from other threads (scrapes, credential checks):
+/// pushed from any thread, taken by one task of the shard. Lock-free (a
+/// segmented queue and an atomic waker), like [`CompletionInbox`].
+pub struct Inbox<T> {
+    queue: SegQueue<T>,
+    waker: AtomicWaker,
+}
+
+impl<T> Default for Inbox<T> {
+    fn default() -> Self {
+        Inbox { queue: SegQueue::new(), waker: AtomicWaker::new() }
+    }
+}
+
+impl<T> Inbox<T> {
+    pub fn push(&self, item: T) {
+        self.queue.push(item);
+        self.waker.wake();
+    }
+
+    /// Waits until at least one item is queued, then takes them all.
+    pub async fn take(&self, into: &mut Vec<T>) {
+        poll_fn(|cx| {
+            if self.queue.is_empty() {
+                self.waker.register(cx.waker());
+                // Re-check: a push between the check and the register would
+                // otherwise be missed.
+                if self.queue.is_empty() {
+                    return Poll::Pending;
+                }
+            }
+            while let Some(item) = self.queue.pop() {
+                into.push(item);
+            }
+            Poll::Ready(())
+        })
+        .await
+    }
+}
+
 /// Shared handle, as the storage crate wants it.
 pub fn inbox() -> Arc<CompletionInbox> {
     Arc::new(CompletionInbox::default())
