@@ -622,8 +622,11 @@ pub async fn shard_main(ctx: ShardContext) {
                     loop {
                         inbox.take(&mut asks).await;
                         for reply in asks.drain(..) {
+                            let started = Instant::now();
+                            let mut report = rt.report();
+                            report.took_us = started.elapsed().as_micros() as u64;
                             // The asker may have given up waiting.
-                            let _ = reply.try_send(rt.report());
+                            let _ = reply.try_send(report);
                         }
                     }
                 },

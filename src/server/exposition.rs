@@ -104,6 +104,10 @@ pub fn prometheus(catalog: &Catalog, s: &Scrape) -> String {
         let _ = writeln!(o, "ixn_shard_up{{shard=\"{i}\"}} {}", u8::from(r.is_some()));
     }
 
+    header(&mut o, "ixn_scrape_shard_seconds", "gauge", "How long the shard took to make its part of this scrape.");
+    for r in live() {
+        let _ = writeln!(o, "ixn_scrape_shard_seconds{{shard=\"{}\"}} {}", r.shard, r.took_us as f64 / 1e6);
+    }
     header(&mut o, "ixn_requests_total", "counter", "Requests answered, by shard and message type.");
     for r in live() {
         for c in &r.requests {

@@ -117,6 +117,9 @@ pub struct ShardReport {
     /// Messages waiting in this shard's queue to each other shard.
     pub to_peers: Vec<(u16, u64)>,
     pub gauges: Gauges,
+    /// How long the shard took to make this report (it serves nothing
+    /// else meanwhile).
+    pub took_us: u64,
 }
 
 impl ShardReport {
