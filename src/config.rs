@@ -22,6 +22,8 @@ pub const DEFAULT_DATA_DIR: &str = "ixn-data";
 /// The whole configuration, after defaults and validation.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The file it was read from (`None`: the embedded default, or text).
+    pub file: Option<PathBuf>,
     /// Where it came from, for messages ("embedded default" or a path).
     pub source: String,
     pub server: ServerSection,
@@ -590,6 +592,7 @@ impl Config {
     /// The embedded default: no file. See README, "Quick start".
     pub fn embedded_default() -> Config {
         Config {
+            file: None,
             source: "embedded default".into(),
             server: ServerSection::default(),
             settings: Settings::default(),
@@ -603,7 +606,17 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("{}: cannot read the configuration: {e}", path.display())))?;
-        Config::parse(&text, &path.display().to_string())
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        config.file = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// What of the file a reload may not change: the whole file as TOML,
+    /// without its `[[client]]` tables (compared, not interpreted).
+    pub fn fixed_part(text: &str) -> Option<toml::Table> {
+        let mut t: toml::Table = text.parse().ok()?;
+        t.remove("client");
+        Some(t)
     }
 
     /// Parses configuration text; `source` names it in errors.
@@ -766,6 +779,7 @@ impl Config {
             }
         }
         Ok(Config {
+            file: None,
             source: source.to_string(),
             server: file.server,
             settings: file.settings,

@@ -53,6 +53,13 @@ struct Args {
 enum Command {
     /// Check the server answers; prints the round trip time.
     Ping,
+    /// Reload the server's configuration file (its [[client]] entries) through its management
+    /// listener; prints what changed, or why nothing did.
+    Reload {
+        /// The server's management listener.
+        #[arg(long, default_value = "127.0.0.1:8120")]
+        management: String,
+    },
     /// Print a salted Argon2id hash of a password, for `[[client]] password`. Reads the password from
     /// the first line of standard input; connects to no server.
     HashPassword,
@@ -358,6 +365,29 @@ fn main() {
     }
 }
 
+/// `reload`: POST /reload to the management listener.
+fn reload(args: &Args, management: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(management)
+        .map_err(|e| format!("cannot connect to the management listener at {management}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let req = format!("POST /reload HTTP/1.1\r\nHost: {management}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    let status: u16 = answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.trim_end()).unwrap_or("").to_string();
+    if status != 200 {
+        return Err(format!("reload refused: {body}"));
+    }
+    if args.json {
+        println!("{}", json!({ "ok": true, "result": body }));
+    } else {
+        println!("{body}");
+    }
+    Ok(())
+}
+
 /// `hash-password`: the first line of stdin (without its line end) hashed.
 fn hash_password(args: &Args) -> Result<(), String> {
     let mut line = String::new();
@@ -400,6 +430,9 @@ fn run(args: &Args) -> Result<(), String> {
     if let Command::HashPassword = &args.command {
         return hash_password(args);
     }
+    if let Command::Reload { management } = &args.command {
+        return reload(args, management);
+    }
     if let Command::Agent { command: AgentCommand::Work { agent, place, auto_accept, handle_ms, media, tenant } } =
         &args.command
     {
@@ -422,7 +455,7 @@ fn run(args: &Args) -> Result<(), String> {
     let hb = heartbeat(args)?.filter(|_| matches!(args.command, Command::Watch { .. }));
     let reg = register(&mut c, args, ClientType::Operator, hb).map_err(err)?;
     match &args.command {
-        Command::HashPassword => unreachable!("handled before connecting"),
+        Command::HashPassword | Command::Reload { .. } => unreachable!("handled before connecting"),
         Command::Ping => {
             let t = std::time::Instant::now();
             c.ping().map_err(err)?;

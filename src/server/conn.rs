@@ -42,7 +42,7 @@ use super::executor::{now_ms, Runtime};
 use super::metrics::ShardStats;
 use super::msgid;
 use super::notify::LocalNotify;
-use crate::config::Config;
+use crate::config::{ClientEntry, Config};
 use crate::credentials::{constant_time_eq, fingerprint, Stored};
 
 /// A subscribed session's part of the reporting stream.
@@ -87,8 +87,8 @@ struct Session {
     /// event log, as frames with their cursors, and their subscription:
     /// sent as the client reads, ahead of every event of that subscription.
     log_frames: RefCell<(u64, VecDeque<Frame>)>,
-    /// The tenants it may act on.
-    tenants: TenantScope,
+    /// The tenants it may act on (a reload may change them).
+    tenants: RefCell<TenantScope>,
     /// Its requests with a shard, not answered yet.
     unanswered: Cell<usize>,
     /// Closed (RequestCloseSession, or its connection's close): its events
@@ -111,7 +111,7 @@ impl Session {
             serial,
             client_type,
             client_name,
-            tenants,
+            tenants: RefCell::new(tenants),
             agent: Cell::new(None),
             events_sent: Cell::new(0),
             subscriber: RefCell::new(None),
@@ -247,6 +247,36 @@ impl Conn {
             stats,
             arrived: RefCell::new(AHashMap::new()),
         })
+    }
+
+    /// A reload's client list: the sessions of clients it no longer has
+    /// end (the connection, when its own registration is one), the others
+    /// take their client's tenant list. With no client listed (protected
+    /// mode) sessions stay as they are.
+    pub fn apply_clients(&self, rt: &Runtime, clients: &[ClientEntry]) {
+        if clients.is_empty() || self.dead.get() {
+            return;
+        }
+        let open: Vec<Rc<Session>> = self.sessions.borrow().values().filter(|s| !s.closed.get()).cloned().collect();
+        for s in open {
+            match clients.iter().find(|c| *c.name == *s.client_name && c.client_type == s.client_type) {
+                Some(entry) => *s.tenants.borrow_mut() = entry.tenant_scope(&rt.config.catalog),
+                None if s.serial == 0 => {
+                    tracing::warn!(msg_id = msgid::CLIENT_REMOVED, conn = self.id, peer = ?self.peer, client = %s.client_name, "client removed from the configuration: connection closed");
+                    self.kill("client removed from the configuration");
+                    return;
+                }
+                None => {
+                    self.open.borrow_mut().remove(&s.wire);
+                    s.closed.set(true);
+                    if s.unanswered.get() == 0 {
+                        self.sessions.borrow_mut().remove(&s.serial);
+                    }
+                    tracing::warn!(msg_id = msgid::CLIENT_REMOVED, conn = self.id, peer = ?self.peer, session = s.wire, client = %s.client_name, "client removed from the configuration: session closed");
+                    rt.conn_closed(self.origin(s.serial), s.agent.get());
+                }
+            }
+        }
     }
 
     /// Sessions open on the connection, its own included.
@@ -868,7 +898,7 @@ fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
                 client_type: session.client_type,
                 client_name: session.client_name.clone(),
                 agent: session.agent.get(),
-                tenants: session.tenants.clone(),
+                tenants: session.tenants.borrow().clone(),
             };
             // Counted first: a shard may answer before route returns.
             session.unanswered.set(session.unanswered.get() + 1);
@@ -1089,11 +1119,11 @@ fn authenticate(
     name: &str,
     credential: Option<&str>,
 ) -> Auth {
-    let config = &rt.config;
+    let clients = rt.clients.borrow().clone();
     if name.is_empty() || name.len() > ixn_shard::machine::MAX_NAME_LEN {
         return Auth::Refused(format!("ClientName must be 1 to {} bytes", ixn_shard::machine::MAX_NAME_LEN));
     }
-    if config.clients.is_empty() {
+    if clients.is_empty() {
         return match peer {
             Some(p) if p.ip().is_loopback() => Auth::Granted(TenantScope::all()),
             _ => Auth::Refused(
@@ -1103,7 +1133,7 @@ fn authenticate(
             ),
         };
     }
-    let Some(entry) = config.clients.iter().find(|c| c.name == name) else {
+    let Some(entry) = clients.iter().find(|c| c.name == name) else {
         return Auth::Refused(format!("client '{name}' is not configured"));
     };
     if entry.client_type != client_type {
@@ -1114,7 +1144,7 @@ fn authenticate(
         ));
     }
     let credential = credential.unwrap_or("");
-    let tenants = entry.tenant_scope(&config.catalog);
+    let tenants = entry.tenant_scope(&rt.config.catalog);
     match Stored::parse(&entry.password) {
         Ok(Stored::Clear(p)) if constant_time_eq(p.as_bytes(), credential.as_bytes()) => Auth::Granted(tenants),
         Ok(Stored::Hashed(phc)) => {

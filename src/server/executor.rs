@@ -30,7 +30,8 @@ use super::auth::{AuthInbox, Verifier};
 use super::conn::{self, Conn};
 use super::metrics::{MetricsInbox, ShardReport, ShardStats};
 use super::msgid;
-use super::notify::CompletionInbox;
+use super::notify::{CompletionInbox, Inbox};
+use super::reload::ClientsInbox;
 use crate::config::Config;
 
 /// What one shard sends another.
@@ -70,6 +71,8 @@ pub struct ShardContext {
     pub inbox: Arc<CompletionInbox>,
     /// Scrapes of the management listener.
     pub metrics: Arc<MetricsInbox>,
+    /// Client lists of reloads.
+    pub reloads: Arc<ClientsInbox>,
     /// Verdicts of the credential verifier, and the verifier.
     pub auth: Arc<AuthInbox>,
     pub verifier: Verifier,
@@ -125,6 +128,8 @@ pub struct Runtime {
     pub verifier: Verifier,
     /// A fingerprint of the last credential verified per client name.
     pub verified: RefCell<AHashMap<String, [u8; 32]>>,
+    /// The `[[client]]` entries in force (a reload replaces them).
+    pub clients: RefCell<Arc<Vec<crate::config::ClientEntry>>>,
     /// The event log's outbox and its bound (`max-queue-size`).
     outbox: Option<(Arc<ixn_storage::Outbox>, u64)>,
     log_reader: Option<ixn_storage::LogReader>,
@@ -418,6 +423,17 @@ impl Runtime {
         }
     }
 
+    /// A reload's client list: used for the registrations from now on;
+    /// each connection ends or re-scopes its sessions (conn.rs).
+    fn apply_clients(&self, clients: Arc<Vec<crate::config::ClientEntry>>) {
+        *self.clients.borrow_mut() = clients.clone();
+        self.verified.borrow_mut().clear();
+        let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
+        for c in conns {
+            c.apply_clients(self, &clients);
+        }
+    }
+
     /// This shard's answer to a scrape: its counters, connections, queues
     /// to the other shards and its state machine's gauges.
     fn report(&self) -> ShardReport {
@@ -523,6 +539,7 @@ pub async fn shard_main(ctx: ShardContext) {
         stats: Rc::new(ShardStats::default()),
         verifier: ctx.verifier.clone(),
         verified: RefCell::new(AHashMap::new()),
+        clients: RefCell::new(Arc::new(ctx.config.clients.clone())),
         outbox: ctx.outbox.clone().zip(ctx.config.logger.as_ref().map(|l| l.max_queue_size)),
         log_reader: ctx.log_reader.clone(),
     });
@@ -590,50 +607,34 @@ pub async fn shard_main(ctx: ShardContext) {
         );
     }
 
-    // Credential checks done by the verifier thread.
+    // What other threads hand this shard through its inboxes: the newest
+    // client list of a reload, credential verdicts, scrapes (each answered
+    // between two inputs).
     {
-        let rt = rt.clone();
-        let inbox = ctx.auth.clone();
-        tasks.push(
-            glommio::spawn_local_into(
-                async move {
-                    let mut verdicts = Vec::new();
-                    loop {
-                        inbox.take(&mut verdicts).await;
-                        for v in verdicts.drain(..) {
-                            conn::verified(&rt, v);
-                        }
-                    }
-                },
-                queue,
-            )
-            .expect("spawn"),
-        );
-    }
-
-    // Scrapes: each answered between two inputs.
-    {
-        let rt = rt.clone();
-        let inbox = ctx.metrics.clone();
-        tasks.push(
-            glommio::spawn_local_into(
-                async move {
-                    let mut asks = Vec::new();
-                    loop {
-                        inbox.take(&mut asks).await;
-                        for reply in asks.drain(..) {
-                            let started = Instant::now();
-                            let mut report = rt.report();
-                            report.took_us = started.elapsed().as_micros() as u64;
-                            // The asker may have given up waiting.
-                            let _ = reply.try_send(report);
-                        }
-                    }
-                },
-                queue,
-            )
-            .expect("spawn"),
-        );
+        let rt2 = rt.clone();
+        tasks.push(serve_inbox(queue, ctx.reloads.clone(), move |lists| {
+            // Only the newest list matters.
+            if let Some(clients) = lists.pop() {
+                rt2.apply_clients(clients);
+            }
+            lists.clear();
+        }));
+        let rt2 = rt.clone();
+        tasks.push(serve_inbox(queue, ctx.auth.clone(), move |verdicts| {
+            for v in verdicts.drain(..) {
+                conn::verified(&rt2, v);
+            }
+        }));
+        let rt2 = rt.clone();
+        tasks.push(serve_inbox(queue, ctx.metrics.clone(), move |asks| {
+            for reply in asks.drain(..) {
+                let started = Instant::now();
+                let mut report = rt2.report();
+                report.took_us = started.elapsed().as_micros() as u64;
+                // The asker may have given up waiting.
+                let _ = reply.try_send(report);
+            }
+        }));
     }
 
     // Scans, one slice at a time, each behind whatever else is ready: in a
@@ -701,6 +702,26 @@ pub async fn shard_main(ctx: ShardContext) {
     accept.cancel().await;
     drain(&rt, &ctx.drained).await;
     drop(tasks);
+}
+
+/// A task that hands everything arriving in `inbox` to `handle`, batch by
+/// batch (it leaves the batch empty).
+fn serve_inbox<T: 'static>(
+    queue: TaskQueueHandle,
+    inbox: Arc<Inbox<T>>,
+    mut handle: impl FnMut(&mut Vec<T>) + 'static,
+) -> glommio::Task<()> {
+    glommio::spawn_local_into(
+        async move {
+            let mut batch = Vec::new();
+            loop {
+                inbox.take(&mut batch).await;
+                handle(&mut batch);
+            }
+        },
+        queue,
+    )
+    .expect("spawn")
 }
 
 async fn accept_loop(rt: Rc<Runtime>, listener: TcpListener) {

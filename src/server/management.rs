@@ -6,6 +6,8 @@
 //! - `GET /ready`: 200 when every shard answers a scrape in time and no
 //!   database writer is failing; 503 with the reasons otherwise.
 //! - `GET /`: the live dashboard page, which polls `GET /api/state` (JSON).
+//! - `POST /reload`: reloads the configuration's clients (reload.rs); 200
+//!   with what changed, or 409 with why nothing did.
 //!
 //! Every answer is read from the shards by asking them (metrics.rs), so a
 //! scrape costs the hot path nothing but a few copies between two inputs.
@@ -48,6 +50,7 @@ pub struct Sources {
     pub outbox: Option<Arc<Outbox>>,
     pub node_id: u8,
     pub started: Instant,
+    pub reloader: Arc<super::reload::Reloader>,
 }
 
 impl Sources {
@@ -197,12 +200,24 @@ fn serve(stream: &mut TcpStream, shared: &Shared) {
         Err(status) => return refuse(stream, status),
     };
     let Ok(req) = parse_head(&head) else { return refuse(stream, 400) };
+    let s = &shared.sources;
+    if req.path == "/reload" {
+        if req.method != "POST" {
+            return refuse(stream, 405);
+        }
+        let outcome = s.reloader.reload();
+        super::reload::log_outcome(&outcome, "management listener");
+        let _ = match outcome {
+            Ok(summary) => respond(stream, 200, "text/plain", (summary + "\n").as_bytes(), true),
+            Err(why) => respond(stream, 409, "text/plain", (why + "\n").as_bytes(), true),
+        };
+        return;
+    }
     let body_too = match req.method {
         "GET" => true,
         "HEAD" => false,
         _ => return refuse(stream, 405),
     };
-    let s = &shared.sources;
     let result = match req.path {
         "/" | "/dashboard" => respond(stream, 200, "text/html; charset=utf-8", DASHBOARD.as_bytes(), body_too),
         "/health" => respond(stream, 200, "text/plain", b"alive\n", body_too),
@@ -235,7 +250,7 @@ fn refuse(stream: &mut TcpStream, status: u16) {
     let text = match status {
         400 => "bad request: expected 'GET /path HTTP/1.1'\n",
         404 => "not found: try /metrics, /health, /ready or / (the dashboard)\n",
-        405 => "method not allowed: only GET and HEAD\n",
+        405 => "method not allowed: GET and HEAD, and POST on /reload\n",
         431 => "request head larger than 8 KiB\n",
         _ => "error\n",
     };
@@ -249,6 +264,7 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",
@@ -256,7 +272,7 @@ fn reason(status: u16) -> &'static str {
 }
 
 fn respond(stream: &mut TcpStream, status: u16, kind: &str, body: &[u8], with_body: bool) -> std::io::Result<()> {
-    let allow = if status == 405 { "Allow: GET, HEAD\r\n" } else { "" };
+    let allow = if status == 405 { "Allow: GET, HEAD, POST\r\n" } else { "" };
     let head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{allow}Connection: close\r\n\r\n",
         reason(status),

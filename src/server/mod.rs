@@ -17,6 +17,7 @@ pub mod management;
 pub mod metrics;
 pub mod msgid;
 pub mod notify;
+pub mod reload;
 pub mod watchdog;
 
 use std::net::SocketAddr;
@@ -97,6 +98,8 @@ pub fn run(config: Config) -> Result<(), String> {
     let metrics: Vec<Arc<metrics::MetricsInbox>> = (0..shards).map(|_| Arc::default()).collect();
     let auth_inboxes: Vec<Arc<auth::AuthInbox>> = (0..shards).map(|_| Arc::default()).collect();
     let verifier = auth::Verifier::start(auth_inboxes.clone())?;
+    let reload_inboxes: Vec<Arc<reload::ClientsInbox>> = (0..shards).map(|_| Arc::default()).collect();
+    let reloader = Arc::new(reload::Reloader::new(&config, reload_inboxes.clone()));
     let sinks: Vec<Arc<dyn CompletionSink>> = inboxes.iter().map(|i| i.clone() as Arc<dyn CompletionSink>).collect();
     // Subscribers resuming across a restart read the event log back.
     let log_reader = match &config.logger {
@@ -115,6 +118,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let management_listener = config.server.management_addr().map(management::bind).transpose()?;
     let (listeners, addr) = bind_listeners(config.server.listen, shards as usize, config.server.listen_backlog)?;
     let stop = Arc::new(AtomicBool::new(false));
+    reload::on_sighup(reloader.clone())?;
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         // A second signal while draining ends the process at once.
         signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone()).map_err(|e| e.to_string())?;
@@ -141,6 +145,7 @@ pub fn run(config: Config) -> Result<(), String> {
             inbox: inboxes[shard].clone(),
             metrics: metrics[shard].clone(),
             auth: auth_inboxes[shard].clone(),
+            reloads: reload_inboxes[shard].clone(),
             verifier: verifier.clone(),
             records,
             stop: stop.clone(),
@@ -184,6 +189,7 @@ pub fn run(config: Config) -> Result<(), String> {
                 outbox: shipper.as_ref().map(|s| s.outbox()),
                 node_id: config.server.node_id,
                 started: Instant::now(),
+                reloader: reloader.clone(),
             },
         )?),
         None => None,
