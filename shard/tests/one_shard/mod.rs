@@ -85,6 +85,17 @@ impl Driver {
 
     /// Sends `request` from `origin` and returns its answer.
     pub fn ask(&mut self, origin: Origin, client_type: ClientType, request: Request) -> Frame {
+        self.ask_as(origin, client_type, ixn_shard::machine::TenantScope::all(), request)
+    }
+
+    /// [`Driver::ask`] from a client that may act on `tenants` only.
+    pub fn ask_as(
+        &mut self,
+        origin: Origin,
+        client_type: ClientType,
+        tenants: ixn_shard::machine::TenantScope,
+        request: Request,
+    ) -> Frame {
         let ref_id = self.next_ref;
         self.next_ref += 1;
         let caller = Caller {
@@ -93,7 +104,7 @@ impl Driver {
             client_type,
             client_name: "test".into(),
             agent: self.agent.get(&origin).copied(),
-            tenants: ixn_shard::machine::TenantScope::all(),
+            tenants,
         };
         self.feed(Input::Request { caller, request });
         let got = self.got.get(&origin).map(Vec::as_slice).unwrap_or_default();
