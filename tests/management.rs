@@ -454,3 +454,48 @@ fn readiness_follows_the_database() {
     assert!(metric(&get(&m, "/metrics").1, "ixn_writer_failed_attempts_total", &[]) >= 1.0);
     server.terminate();
 }
+
+/// Runs `sql` on the PostgreSQL database of `conn` but in the base
+/// database (`IXN_TEST_PG`'s), as its owner.
+fn pg_admin(sql: &str) {
+    let base = std::env::var("IXN_TEST_PG").expect("IXN_TEST_PG");
+    let env = odbc_api::environment().unwrap();
+    let c = env.connect_with_connection_string(&base, Default::default()).expect("connect to the base database");
+    c.execute(sql, (), None).unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+#[test]
+fn readiness_follows_a_postgresql_outage_without_writes() {
+    // The idle writers' probe sees the database go and come back: no
+    // write is needed for /ready to tell.
+    let Some(Engine::Postgres(conn)) = common::engines("mgmt-pg-ready").into_iter().nth(1) else {
+        return;
+    };
+    let db = conn
+        .split(';')
+        .find_map(|kv| kv.trim().strip_prefix("Database="))
+        .expect("Database= in the connection string")
+        .to_string();
+    let dir = TempDir::new("mgmt-pg-ready");
+    let config = write_config(&dir.0, &Engine::Postgres(conn), two_cores(), "");
+    let mut server = Server::start(&config);
+    let m = server.management.clone().unwrap();
+    assert_eq!(get(&m, "/ready").0, 200);
+    pg_admin(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"));
+    pg_admin(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"));
+    let why = eventually("not ready while the database refuses connections", Duration::from_secs(30), || {
+        match get(&m, "/ready") {
+            (503, body) => Ok(body),
+            (s, body) => Err(format!("{s} {body}")),
+        }
+    });
+    assert!(why.contains("is failing to commit"), "{why}");
+    pg_admin(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"));
+    eventually("ready again", Duration::from_secs(30), || match get(&m, "/ready") {
+        (200, _) => Ok(()),
+        (s, body) => Err(format!("{s} {body}")),
+    });
+    let mut media = server.media_server();
+    media.submit(submit_request("default", "inbound", "chat", 0, kv![])).expect("writes go on");
+    server.terminate();
+}

@@ -128,6 +128,8 @@ pub mod msg_id {
     /// Reading the event log back for a resuming subscriber failed, or it
     /// holds more than a resume may send: the subscription is refused (56).
     pub const EVENT_LOG_READ_FAILED: u32 = 27161;
+    /// An idle writer's check of its connection failed: it reconnects.
+    pub const PROBE_FAILED: u32 = 27162;
 }
 
 /// Storage settings (the DAP's `connection-string` and the server's

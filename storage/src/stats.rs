@@ -94,6 +94,11 @@ impl WriterStats {
         self.failing.store(false, Ordering::Relaxed);
     }
 
+    /// An idle writer's probe passed.
+    pub(crate) fn reachable(&self) {
+        self.failing.store(false, Ordering::Relaxed);
+    }
+
     pub(crate) fn attempt_failed(&self) {
         self.failed_attempts.fetch_add(1, Ordering::Relaxed);
         self.failing.store(true, Ordering::Relaxed);

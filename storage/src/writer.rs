@@ -51,6 +51,23 @@ enum Msg {
     Stop,
 }
 
+/// How long an idle writer waits before it checks its connection with
+/// [`PROBE`]: a broken connection or a database gone shows (in the
+/// writer's counters, and so in the server's readiness) without a write.
+pub const PROBE_EVERY: Duration = Duration::from_secs(5);
+const PROBE: &str = "SELECT 1";
+
+/// What `gather` came back with.
+#[derive(Debug, PartialEq, Eq)]
+enum Gathered {
+    /// Writes to commit.
+    Batch,
+    /// A stop: nothing more comes.
+    Stopped,
+    /// Nothing arrived within the idle time.
+    Idle,
+}
+
 /// What a writer thread needs, minus its channel.
 pub(crate) struct Setup {
     pub connection_string: String,
@@ -418,7 +435,8 @@ impl Writer {
     /// with nothing left to write, or abandoned.
     fn reconnect(&mut self) -> Result<(Connection<'static>, u64), SessionEnd> {
         loop {
-            if self.batch.is_empty() && !self.gather() {
+            // With nothing to write, an attempt to connect is the probe.
+            if self.batch.is_empty() && self.gather(Some(PROBE_EVERY)) == Gathered::Stopped {
                 return Err(SessionEnd::Stopped);
             }
             // Woken early when shutdown's limit passes.
@@ -444,15 +462,22 @@ impl Writer {
     /// else is queued, up to batch_max ops, and with a commit delay what
     /// else arrives until the delay has passed since the first. False when
     /// stopped and empty.
-    fn gather(&mut self) -> bool {
+    /// With `idle_after`, gives up waiting for the first write after
+    /// that long (`Idle`).
+    fn gather(&mut self, idle_after: Option<Duration>) -> Gathered {
         if self.stopping {
-            return false;
+            return Gathered::Stopped;
         }
-        match self.rx.recv() {
+        let first = match idle_after {
+            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(t) => self.rx.recv_timeout(t),
+        };
+        match first {
             Ok(Msg::Write(req)) => self.add(req),
-            Ok(Msg::Stop) | Err(_) => {
+            Err(RecvTimeoutError::Timeout) => return Gathered::Idle,
+            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
                 self.stopping = true;
-                return false;
+                return Gathered::Stopped;
             }
         }
         if let Some(f) = &self.faults {
@@ -474,7 +499,26 @@ impl Writer {
                 None => break,
             }
         }
-        true
+        Gathered::Batch
+    }
+
+    /// An idle writer's probe passed: the database takes its connection,
+    /// and what failed while nothing was waiting is over.
+    fn idle_and_reachable(&mut self) {
+        debug_assert!(self.batch.is_empty());
+        if self.batch.failures > 0 {
+            tracing::info!(
+                msg_id = msg_id::BATCH_RECOVERED,
+                writer = self.n,
+                ops = 0,
+                failures = self.batch.failures,
+                "Database writer {} reaches the database again after {} failed attempts",
+                self.n,
+                self.batch.failures
+            );
+        }
+        self.batch = Batch::default();
+        self.stats.reachable();
     }
 
     fn add(&mut self, req: WriteRequest) {
@@ -519,8 +563,30 @@ impl Writer {
             if self.abandoned() {
                 return SessionEnd::Abandoned;
             }
-            if self.batch.is_empty() && !self.gather() {
-                return SessionEnd::Stopped;
+            if self.batch.is_empty() {
+                match self.gather(Some(PROBE_EVERY)) {
+                    Gathered::Batch => {}
+                    Gathered::Stopped => return SessionEnd::Stopped,
+                    // Autocommit is off: the probe's transaction is ended
+                    // at once, so it holds no snapshot (vacuum, checkpoints).
+                    Gathered::Idle => match conn.execute(PROBE, (), None).map(drop).and_then(|()| conn.rollback()) {
+                        Ok(()) => {
+                            self.idle_and_reachable();
+                            continue;
+                        }
+                        Err(e) => {
+                            self.stats.attempt_failed();
+                            tracing::warn!(
+                                msg_id = msg_id::PROBE_FAILED,
+                                writer = self.n,
+                                "Database writer {} found its connection broken while idle ({}); reconnecting",
+                                self.n,
+                                diag(&e)
+                            );
+                            return SessionEnd::Reconnect;
+                        }
+                    },
+                }
             }
             let started = Instant::now();
             match self.commit_batch(conn, &mut stmts, &mut scratch) {
