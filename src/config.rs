@@ -81,6 +81,14 @@ pub struct ServerSection {
     /// port + 1000 (an ephemeral one when `listen`'s port is 0).
     #[serde(deserialize_with = "de_management")]
     pub management_listen: ManagementListen,
+    /// A second client listener, TLS only (beside `listen`, plain).
+    #[serde(deserialize_with = "de_opt_addr")]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM files: the server's certificate chain and its private key.
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// PEM file of the CA that issues client certificates: mutual TLS.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// `management-listen`.
@@ -144,6 +152,10 @@ impl Default for ServerSection {
             tcp_keepalive: 60,
             write_timeout: 60,
             management_listen: ManagementListen::Default,
+            tls_listen: None,
+            tls_certificate: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -520,6 +532,11 @@ fn de_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Erro
     s.parse().map_err(|_| serde::de::Error::custom(format!("'{s}' is not an address such as 0.0.0.0:7120")))
 }
 
+fn de_opt_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(|_| serde::de::Error::custom(format!("'{s}' is not an address such as 0.0.0.0:7443")))
+}
+
 fn de_management<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ManagementListen, D::Error> {
     let s = String::deserialize(d)?;
     ManagementListen::parse(&s).map_err(serde::de::Error::custom)
@@ -729,6 +746,20 @@ impl Config {
         }
         if sv.write_timeout > 86_400 {
             return Err(key_at("write-timeout", "[server] write-timeout must be 0 to 86400 seconds".into()));
+        }
+        let tls_files = sv.tls_certificate.is_some() && sv.tls_key.is_some();
+        if sv.tls_listen.is_some() && !tls_files {
+            return Err(key_at("tls-listen", "[server] tls-listen needs tls-certificate and tls-key".into()));
+        }
+        for key in ["tls-certificate", "tls-key", "tls-client-ca"] {
+            let set = match key {
+                "tls-certificate" => sv.tls_certificate.is_some(),
+                "tls-key" => sv.tls_key.is_some(),
+                _ => sv.tls_client_ca.is_some(),
+            };
+            if set && sv.tls_listen.is_none() {
+                return Err(key_at(key, format!("[server] {key} is set but tls-listen is not")));
+            }
         }
         if sv.listen_backlog < 1 {
             return Err(key_at("listen-backlog", "[server] listen-backlog must be at least 1".into()));

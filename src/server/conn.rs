@@ -26,6 +26,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
+use std::io::{Read as _, Write as _};
+
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use ixn_shard::agent::AgentRef;
@@ -203,6 +205,9 @@ pub struct Conn {
     /// A registration waits for the verifier (auth.rs): nothing more is
     /// read from the connection until it is answered.
     registering: Cell<bool>,
+    /// TLS (a connection of `tls-listen`): the record layer between the
+    /// socket and the frames (tls.rs).
+    tls: Option<RefCell<rustls::ServerConnection>>,
     /// The shard's counters: answers by type and latency, errors by code.
     stats: Rc<ShardStats>,
     /// When each unanswered request arrived, by (SessionId, reference id),
@@ -220,6 +225,7 @@ impl Conn {
         stream: TcpStream,
         config: &Config,
         stats: Rc<ShardStats>,
+        tls: Option<rustls::ServerConnection>,
     ) -> Rc<Conn> {
         Rc::new(Conn {
             id,
@@ -244,6 +250,7 @@ impl Conn {
             max_frame: config.server.max_frame_size,
             max_sessions: config.server.max_sessions_per_connection,
             registering: Cell::new(false),
+            tls: tls.map(RefCell::new),
             stats,
             arrived: RefCell::new(AHashMap::new()),
         })
@@ -622,19 +629,131 @@ impl Conn {
 /// reader task and one writer task can share it; each poll borrows briefly.
 impl AsyncRead for &Conn {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, buf)
+        match &self.tls {
+            None => Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, buf),
+            Some(tls) => self.poll_read_tls(tls, cx, buf),
+        }
     }
 }
 
 impl AsyncWrite for &Conn {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, buf)
+        match &self.tls {
+            None => Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, buf),
+            Some(tls) => {
+                // What rustls holds goes out first, so it holds one
+                // write's worth at most (the output is bounded before it).
+                match self.poll_flush_tls(tls, cx) {
+                    Poll::Ready(Ok(())) => Poll::Ready(tls.borrow_mut().writer().write(buf)),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if let Some(tls) = &self.tls {
+            match self.poll_flush_tls(tls, cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+        }
         Pin::new(&mut *self.stream.borrow_mut()).poll_flush(cx)
     }
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut *self.stream.borrow_mut()).poll_close(cx)
+    }
+}
+
+/// The socket as a plain `io::Write` for rustls, inside one poll: a write
+/// that would wait is `WouldBlock` (the poll's waker is registered).
+struct PollWriter<'a, 'b> {
+    stream: &'a RefCell<TcpStream>,
+    cx: &'a mut Context<'b>,
+}
+
+impl std::io::Write for PollWriter<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match Pin::new(&mut *self.stream.borrow_mut()).poll_write(self.cx, buf) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Conn {
+    /// Plaintext from the TLS session: what rustls holds, else more
+    /// ciphertext read from the socket and decrypted. Records the peer's
+    /// messages call for (the handshake) are left for the writer task,
+    /// which alone writes to the socket.
+    fn poll_read_tls(
+        &self,
+        tls: &RefCell<rustls::ServerConnection>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            match tls.borrow_mut().reader().read(buf) {
+                // 0: the peer closed the session (close_notify).
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            let mut cipher = [0u8; 17 * 1024];
+            let n = match Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, &mut cipher) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            if n == 0 {
+                return Poll::Ready(Ok(0));
+            }
+            let mut t = tls.borrow_mut();
+            let mut rest = &cipher[..n];
+            while !rest.is_empty() {
+                t.read_tls(&mut rest)?;
+                if let Err(e) = t.process_new_packets() {
+                    // rustls has an alert queued for the peer.
+                    self.out_notify.notify();
+                    return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)));
+                }
+            }
+            if t.wants_write() {
+                self.out_notify.notify();
+            }
+        }
+    }
+
+    /// Writes what rustls holds to the socket; Ready once it is all out.
+    fn poll_flush_tls(
+        &self,
+        tls: &RefCell<rustls::ServerConnection>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let mut t = tls.borrow_mut();
+        while t.wants_write() {
+            let mut w = PollWriter { stream: &self.stream, cx };
+            match t.write_tls(&mut w) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Poll::Pending,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// TLS records wait to be written (a handshake message, an alert).
+    fn tls_wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.borrow().wants_write())
+    }
+
+    /// The client certificate of a mutual TLS connection.
+    fn client_certificate(&self) -> Option<rustls::pki_types::CertificateDer<'static>> {
+        let t = self.tls.as_ref()?.borrow();
+        t.peer_certificates()?.first().map(|c| c.clone().into_owned())
     }
 }
 
@@ -687,6 +806,15 @@ async fn write_loop(conn: &Conn) {
         // A resuming subscriber's missed events, as the output drains.
         conn.refill();
         if conn.out.borrow().is_empty() {
+            if conn.tls_wants_write() {
+                // Records of the TLS session itself (the handshake).
+                let mut w = conn;
+                if w.flush().await.is_err() {
+                    conn.kill("write error");
+                    break;
+                }
+                continue;
+            }
             if conn.closing.get() {
                 break;
             }
@@ -698,7 +826,10 @@ async fn write_loop(conn: &Conn) {
         std::mem::swap(&mut *conn.out.borrow_mut(), &mut sending);
         conn.writing.set(true);
         let mut w = conn;
-        let res = w.write_all(&sending).await;
+        let mut res = w.write_all(&sending).await;
+        if res.is_ok() && conn.tls.is_some() {
+            res = w.flush().await;
+        }
         conn.writing.set(false);
         if let Err(e) = res {
             if e.kind() == std::io::ErrorKind::TimedOut {
@@ -959,7 +1090,7 @@ fn register(
             );
         }
     }
-    match authenticate(rt, conn.peer, client_type, &name, credential.as_deref()) {
+    match authenticate(rt, conn.peer, conn.client_certificate(), client_type, &name, credential.as_deref()) {
         Auth::Refused(text) => refuse_registration(conn, wire, ref_id, &name, text),
         Auth::Granted(tenants) => open_registration(rt, conn, wire, ref_id, client_type, name, heartbeat, tenants),
         Auth::Verify { phc, tenants } => {
@@ -1115,6 +1246,7 @@ enum Auth {
 fn authenticate(
     rt: &Runtime,
     peer: Option<SocketAddr>,
+    client_certificate: Option<rustls::pki_types::CertificateDer<'static>>,
     client_type: ClientType,
     name: &str,
     credential: Option<&str>,
@@ -1122,6 +1254,13 @@ fn authenticate(
     let clients = rt.clients.borrow().clone();
     if name.is_empty() || name.len() > ixn_shard::machine::MAX_NAME_LEN {
         return Auth::Refused(format!("ClientName must be 1 to {} bytes", ixn_shard::machine::MAX_NAME_LEN));
+    }
+    // Mutual TLS: the certificate (verified against tls-client-ca in the
+    // handshake) must name the client.
+    if let Some(cert) = client_certificate {
+        if !super::tls::certificate_names(&cert, name) {
+            return Auth::Refused(format!("the client certificate is not valid for client name '{name}'"));
+        }
     }
     if clients.is_empty() {
         return match peer {

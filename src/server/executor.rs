@@ -66,6 +66,8 @@ pub struct ShardContext {
     pub config: Arc<Config>,
     pub catalog: Arc<Catalog>,
     pub listener: OwnedFd,
+    /// The TLS listener's socket for this shard, and the TLS configuration.
+    pub tls_listener: Option<(OwnedFd, Arc<rustls::ServerConfig>)>,
     pub mesh: Option<MeshBuilder<ShardMsg, Full>>,
     pub writer: WriterHandle,
     pub inbox: Arc<CompletionInbox>,
@@ -689,8 +691,14 @@ pub async fn shard_main(ctx: ShardContext) {
     let listener = unsafe { TcpListener::from_raw_fd(ctx.listener.into_raw_fd()) };
     let accept = {
         let rt = rt.clone();
-        glommio::spawn_local_into(async move { accept_loop(rt, listener).await }, queue).expect("spawn")
+        glommio::spawn_local_into(async move { accept_loop(rt, listener, None).await }, queue).expect("spawn")
     };
+    let accept_tls = ctx.tls_listener.map(|(fd, config)| {
+        // SAFETY: as for the plain listener.
+        let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        let rt = rt.clone();
+        glommio::spawn_local_into(async move { accept_loop(rt, listener, Some(config)).await }, queue).expect("spawn")
+    });
 
     ctx.started.fetch_add(1, Ordering::SeqCst);
     while !ctx.stop.load(Ordering::Relaxed) {
@@ -700,6 +708,9 @@ pub async fn shard_main(ctx: ShardContext) {
         tracing::info!(msg_id = msgid::SHUTDOWN_REQUESTED, "stop requested: draining writes and answers");
     }
     accept.cancel().await;
+    if let Some(a) = accept_tls {
+        a.cancel().await;
+    }
     drain(&rt, &ctx.drained).await;
     drop(tasks);
 }
@@ -724,7 +735,8 @@ fn serve_inbox<T: 'static>(
     .expect("spawn")
 }
 
-async fn accept_loop(rt: Rc<Runtime>, listener: TcpListener) {
+/// Accepts the connections of one listener: plain, or TLS with `tls`.
+async fn accept_loop(rt: Rc<Runtime>, listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) {
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
@@ -752,7 +764,17 @@ async fn accept_loop(rt: Rc<Runtime>, listener: TcpListener) {
         let id = rt.next_conn.get();
         rt.next_conn.set(id + 1);
         rt.stats.accepted.set(rt.stats.accepted.get() + 1);
-        let conn = Conn::new(id, rt.shard, peer, stream, &rt.config, rt.stats.clone());
+        let session = match &tls {
+            None => None,
+            Some(config) => match rustls::ServerConnection::new(config.clone()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(msg_id = msgid::ACCEPT_FAILED, shard = rt.shard, error = %e, "TLS session not started");
+                    continue;
+                }
+            },
+        };
+        let conn = Conn::new(id, rt.shard, peer, stream, &rt.config, rt.stats.clone(), session);
         rt.conns.borrow_mut().insert(id, conn.clone());
         conn::spawn(rt.clone(), conn);
     }

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod msgid;
 pub mod notify;
 pub mod reload;
+pub mod tls;
 pub mod watchdog;
 
 use std::net::SocketAddr;
@@ -115,7 +116,26 @@ pub fn run(config: Config) -> Result<(), String> {
         None => None,
     };
 
+    let tls_config = match (&config.server.tls_listen, &config.server.tls_certificate, &config.server.tls_key) {
+        (Some(_), Some(cert), Some(key)) => {
+            Some(tls::server_config(cert, key, config.server.tls_client_ca.as_deref())?)
+        }
+        _ => None,
+    };
     let management_listener = config.server.management_addr().map(management::bind).transpose()?;
+    let tls_listeners = match config.server.tls_listen {
+        Some(at) => {
+            wait_for_address(at)?;
+            let (fds, bound) = bind_listeners(at, shards as usize, config.server.listen_backlog)?;
+            Some((fds, bound))
+        }
+        None => None,
+    };
+    let tls_addr = tls_listeners.as_ref().map(|(_, a)| *a);
+    let mut tls_fds: Vec<Option<OwnedFd>> = match tls_listeners {
+        Some((fds, _)) => fds.into_iter().map(Some).collect(),
+        None => (0..shards).map(|_| None).collect(),
+    };
     let (listeners, addr) = bind_listeners(config.server.listen, shards as usize, config.server.listen_backlog)?;
     let stop = Arc::new(AtomicBool::new(false));
     reload::on_sighup(reloader.clone())?;
@@ -140,6 +160,7 @@ pub fn run(config: Config) -> Result<(), String> {
             config: config.clone(),
             catalog: catalog.clone(),
             listener,
+            tls_listener: tls_fds[shard].take().zip(tls_config.clone()),
             mesh: mesh.clone(),
             writer: writers.handle(),
             inbox: inboxes[shard].clone(),
@@ -196,6 +217,10 @@ pub fn run(config: Config) -> Result<(), String> {
     };
     if let Some(at) = management {
         println!("ixn-server management: http://{at}/ (dashboard; /metrics, /health, /ready)");
+    }
+    if let Some(at) = tls_addr {
+        let mutual = if config.server.tls_client_ca.is_some() { ", client certificates required" } else { "" };
+        println!("ixn-server tls: listening on {at}{mutual}");
     }
     let data = if embedded {
         format!("SQLite database {}", config.sqlite_path().display())

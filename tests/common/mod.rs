@@ -92,6 +92,8 @@ pub struct Server {
     pub addr: String,
     /// The management listener's address, when it is on.
     pub management: Option<String>,
+    /// The TLS listener's address, when there is one.
+    pub tls: Option<String>,
     pub config_path: PathBuf,
     pub dir: PathBuf,
 }
@@ -150,21 +152,24 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             // The management line comes before the ready line.
-            let mut management = None;
+            let (mut management, mut tls) = (None, None);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.strip_prefix("ixn-server management: http://") {
                     management = rest.split('/').next().map(str::to_string);
                 }
+                if let Some(rest) = line.strip_prefix("ixn-server tls: listening on ") {
+                    tls = rest.split(',').next().map(str::to_string);
+                }
                 if let Some(rest) = line.strip_prefix("ixn-server ready: listening on ") {
                     let addr = rest.split(';').next().unwrap().to_string();
-                    let _ = tx.send((addr, management.take()));
+                    let _ = tx.send((addr, management.take(), tls.take()));
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok((addr, management)) => {
-                Ok(Server { child, addr, management, config_path: config_path.to_path_buf(), dir })
+            Ok((addr, management, tls)) => {
+                Ok(Server { child, addr, management, tls, config_path: config_path.to_path_buf(), dir })
             }
             Err(_) => {
                 let _ = child.kill();
