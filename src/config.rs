@@ -1135,6 +1135,23 @@ mod tests {
     }
 
     #[test]
+    fn tls_options_go_together() {
+        let c = Config::parse(
+            "[server]\ntls-listen = \"127.0.0.1:7443\"\ntls-certificate = \"c.pem\"\ntls-key = \"k.pem\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.server.tls_listen, Some("127.0.0.1:7443".parse().unwrap()));
+        let e = Config::parse("[server]\ntls-listen = \"127.0.0.1:7443\"\n", "t.toml").unwrap_err().to_string();
+        assert_eq!(e, "t.toml:2: [server] tls-listen needs tls-certificate and tls-key");
+        let e =
+            Config::parse("[server]\nlisten = \"0.0.0.0:1\"\ntls-key = \"k.pem\"\n", "t.toml").unwrap_err().to_string();
+        assert_eq!(e, "t.toml:3: [server] tls-key is set but tls-listen is not");
+        let e = Config::parse("[server]\ntls-listen = \"x\"\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("'x' is not an address"), "{e}");
+    }
+
+    #[test]
     fn logger_settings_turn_the_event_log_on_with_their_defaults_and_filters() {
         assert!(Config::parse("", "t.toml").unwrap().logger.is_none(), "off unless the section is there");
         let c = Config::parse("[logger-settings]\n", "t.toml").unwrap();

@@ -246,3 +246,42 @@ fn a_handshake_flood_does_not_stall_the_shards() {
     assert!(slowest < Duration::from_millis(750), "a ping waited {slowest:?} during the handshakes");
     server.terminate();
 }
+
+#[test]
+fn a_reload_reads_renewed_certificate_files() {
+    let dir = TempDir::new("tls-reload");
+    let pki = Pki::new(&dir.0);
+    let mut server = start(&dir, &pki, false, "");
+    let mut before = connect(&server, pki.client_config(None));
+    assert_eq!(call(&mut before, 1, &register("a", ClientType::Operator, None)).unwrap().msg_type, msg_type::EVENT_ACK);
+
+    // A new CA issues the server a new certificate, into the same files.
+    let renewed_dir = dir.0.join("renewed").tap_mkdir();
+    let renewed = Pki::new(&renewed_dir);
+    renewed.issue("server", &["localhost", "127.0.0.1"], false);
+    let mut fresh = connect(&server, renewed.client_config(None));
+    assert!(call(&mut fresh, 1, &register("b", ClientType::Operator, None)).is_err(), "not yet");
+    let reload = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ixnctl"))
+            .args(["reload", "--management", server.management.as_deref().unwrap()])
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    // A key file that does not load refuses the reload; TLS goes on as before.
+    std::fs::copy(renewed_dir.join("server.pem"), pki.dir.join("server.pem")).unwrap();
+    std::fs::write(pki.dir.join("server.key"), "not a key").unwrap();
+    let (ok, text) = reload();
+    assert!(!ok && text.contains("tls-key"), "{text}");
+    let mut still = connect(&server, pki.client_config(None));
+    assert_eq!(call(&mut still, 1, &register("c", ClientType::Operator, None)).unwrap().msg_type, msg_type::EVENT_ACK);
+
+    std::fs::copy(renewed_dir.join("server.key"), pki.dir.join("server.key")).unwrap();
+    let (ok, text) = reload();
+    assert!(ok && text.contains("TLS certificate files read again"), "{text}");
+    let mut fresh = connect(&server, renewed.client_config(None));
+    assert_eq!(call(&mut fresh, 1, &register("d", ClientType::Operator, None)).unwrap().msg_type, msg_type::EVENT_ACK);
+    // A session opened before keeps working.
+    assert_eq!(call(&mut before, 2, &Request::Ping).unwrap().msg_type, msg_type::EVENT_ACK);
+    server.terminate();
+}

@@ -132,6 +132,8 @@ pub struct Runtime {
     pub verified: RefCell<AHashMap<String, [u8; 32]>>,
     /// The `[[client]]` entries in force (a reload replaces them).
     pub clients: RefCell<Arc<Vec<crate::config::ClientEntry>>>,
+    /// The TLS listener's configuration (a reload reads its files again).
+    pub tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
     /// The event log's outbox and its bound (`max-queue-size`).
     outbox: Option<(Arc<ixn_storage::Outbox>, u64)>,
     log_reader: Option<ixn_storage::LogReader>,
@@ -542,6 +544,7 @@ pub async fn shard_main(ctx: ShardContext) {
         verifier: ctx.verifier.clone(),
         verified: RefCell::new(AHashMap::new()),
         clients: RefCell::new(Arc::new(ctx.config.clients.clone())),
+        tls: RefCell::new(ctx.tls_listener.as_ref().map(|(_, c)| c.clone())),
         outbox: ctx.outbox.clone().zip(ctx.config.logger.as_ref().map(|l| l.max_queue_size)),
         log_reader: ctx.log_reader.clone(),
     });
@@ -615,9 +618,12 @@ pub async fn shard_main(ctx: ShardContext) {
     {
         let rt2 = rt.clone();
         tasks.push(serve_inbox(queue, ctx.reloads.clone(), move |lists| {
-            // Only the newest list matters.
-            if let Some(clients) = lists.pop() {
-                rt2.apply_clients(clients);
+            // Only the newest matters.
+            if let Some(reloaded) = lists.pop() {
+                if reloaded.tls.is_some() {
+                    *rt2.tls.borrow_mut() = reloaded.tls;
+                }
+                rt2.apply_clients(reloaded.clients);
             }
             lists.clear();
         }));
@@ -691,13 +697,13 @@ pub async fn shard_main(ctx: ShardContext) {
     let listener = unsafe { TcpListener::from_raw_fd(ctx.listener.into_raw_fd()) };
     let accept = {
         let rt = rt.clone();
-        glommio::spawn_local_into(async move { accept_loop(rt, listener, None).await }, queue).expect("spawn")
+        glommio::spawn_local_into(async move { accept_loop(rt, listener, false).await }, queue).expect("spawn")
     };
-    let accept_tls = ctx.tls_listener.map(|(fd, config)| {
+    let accept_tls = ctx.tls_listener.map(|(fd, _)| {
         // SAFETY: as for the plain listener.
         let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
         let rt = rt.clone();
-        glommio::spawn_local_into(async move { accept_loop(rt, listener, Some(config)).await }, queue).expect("spawn")
+        glommio::spawn_local_into(async move { accept_loop(rt, listener, true).await }, queue).expect("spawn")
     });
 
     ctx.started.fetch_add(1, Ordering::SeqCst);
@@ -735,8 +741,9 @@ fn serve_inbox<T: 'static>(
     .expect("spawn")
 }
 
-/// Accepts the connections of one listener: plain, or TLS with `tls`.
-async fn accept_loop(rt: Rc<Runtime>, listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) {
+/// Accepts the connections of one listener: plain, or TLS (with the
+/// shard's TLS configuration at the time of each accept).
+async fn accept_loop(rt: Rc<Runtime>, listener: TcpListener, tls: bool) {
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
@@ -764,9 +771,10 @@ async fn accept_loop(rt: Rc<Runtime>, listener: TcpListener, tls: Option<Arc<rus
         let id = rt.next_conn.get();
         rt.next_conn.set(id + 1);
         rt.stats.accepted.set(rt.stats.accepted.get() + 1);
-        let session = match &tls {
+        let config = if tls { rt.tls.borrow().clone() } else { None };
+        let session = match config {
             None => None,
-            Some(config) => match rustls::ServerConnection::new(config.clone()) {
+            Some(config) => match rustls::ServerConnection::new(config) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     tracing::warn!(msg_id = msgid::ACCEPT_FAILED, shard = rt.shard, error = %e, "TLS session not started");

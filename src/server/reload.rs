@@ -12,6 +12,10 @@
 //! queues, views) is refused: those still need a restart, and the reload
 //! says which sections differ.
 //!
+//! The TLS certificate, key and client CA files (same paths) are read
+//! again: new connections of the TLS listener use them, those already
+//! open keep their session.
+//!
 //! The shards hear of the new list through their inbox (lock-free), and
 //! each applies it between two inputs.
 
@@ -23,8 +27,15 @@ use crate::config::{ClientEntry, Config};
 use super::msgid;
 use super::notify::Inbox;
 
-/// The client list a shard is to use from now on.
-pub type ClientsInbox = Inbox<Arc<Vec<ClientEntry>>>;
+/// What a shard is to use from now on: the client list, and the TLS
+/// configuration made from the certificate files read again.
+#[derive(Clone)]
+pub struct Reloaded {
+    pub clients: Arc<Vec<ClientEntry>>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+pub type ClientsInbox = Inbox<Reloaded>;
 
 pub struct Reloader {
     file: Option<PathBuf>,
@@ -62,10 +73,22 @@ impl Reloader {
                 ));
             }
         }
+        // The certificate files are read again (a renewed certificate or
+        // key, or CA): a file that does not load refuses the whole reload.
+        let sv = &config.server;
+        let tls = match (&sv.tls_listen, &sv.tls_certificate, &sv.tls_key) {
+            (Some(_), Some(cert), Some(key)) => {
+                Some(super::tls::server_config(cert, key, sv.tls_client_ca.as_deref())?)
+            }
+            _ => None,
+        };
         let mut current = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let summary = describe(&current, &config.clients);
-        let new = Arc::new(config.clients);
-        *current = new.clone();
+        let mut summary = describe(&current, &config.clients);
+        if tls.is_some() {
+            summary.push_str("; TLS certificate files read again");
+        }
+        let new = Reloaded { clients: Arc::new(config.clients), tls };
+        *current = new.clients.clone();
         for shard in &self.shards {
             shard.push(new.clone());
         }
