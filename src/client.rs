@@ -59,6 +59,36 @@ impl From<io::Error> for ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// A TLS client configuration: the server's CA certificates (PEM), and a
+/// client certificate with its key (PEM) for mutual TLS.
+pub fn tls_config(
+    ca: &std::path::Path,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+) -> std::result::Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
+        roots.add(c.map_err(|e| format!("{}: {e}", ca.display()))?).map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| format!("{}: {e}", cert.display()))?
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| format!("{}: {e}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
 /// The reference id of the client's own heartbeat pings: never given to
 /// a request of the application, and answers carrying it are dropped.
 pub const HEARTBEAT_REF: u32 = u32::MAX;
@@ -193,6 +223,9 @@ fn ping_loop(shared: &PingShared, interval: Duration) {
 
 pub struct Client {
     stream: TcpStream,
+    /// TLS over `stream` ([`Client::connect_tls`]); the handshake runs on
+    /// the first write or read.
+    tls: Option<Box<rustls::ClientConnection>>,
     /// The read timeout the application set (reads with heartbeats wait in
     /// shorter slices to watch the server's silence).
     read_timeout: Option<Duration>,
@@ -222,6 +255,7 @@ impl Client {
                     stream.set_read_timeout(read_timeout)?;
                     return Ok(Client {
                         stream,
+                        tls: None,
                         read_timeout,
                         pinger: None,
                         next_ref: 1,
@@ -236,6 +270,23 @@ impl Client {
             }
         }
         Err(ClientError::Io(last))
+    }
+
+    /// Connects over TLS: `config` from [`tls_config`], `server_name` the
+    /// name (or IP address) the server's certificate must be valid for.
+    /// Heartbeats are not available on a TLS connection of this library.
+    pub fn connect_tls(
+        addr: impl ToSocketAddrs,
+        config: Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> Result<Client> {
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| ClientError::Protocol(format!("TLS server name '{server_name}': {e}")))?;
+        let session = rustls::ClientConnection::new(config, name)
+            .map_err(|e| ClientError::Protocol(format!("TLS session not started: {e}")))?;
+        let mut c = Client::connect(addr)?;
+        c.tls = Some(Box::new(session));
+        Ok(c)
     }
 
     /// Connects and registers in one step.
@@ -316,6 +367,9 @@ impl Client {
         let ms = i64::try_from(heartbeat.remote_timeout.as_millis()).unwrap_or(i64::MAX);
         req.encode(r).with(attr::HEARTBEAT_TIMEOUT, ms).encode_into(&mut self.wbuf);
         self.flush()?;
+        if self.tls.is_some() {
+            return Err(ClientError::Protocol("heartbeats are not available over TLS in this client library".into()));
+        }
         let ack = self.answer_to(r)?;
         self.pinger = Some(Pinger::start(&self.stream, heartbeat)?);
         Ok(ack)
@@ -379,9 +433,14 @@ impl Client {
 
     pub fn flush(&mut self) -> Result<()> {
         if !self.wbuf.is_empty() {
-            match &self.pinger {
-                Some(p) => p.shared.write_all(&self.wbuf)?,
-                None => self.stream.write_all(&self.wbuf)?,
+            match (&self.pinger, &mut self.tls) {
+                (Some(p), _) => p.shared.write_all(&self.wbuf)?,
+                (None, Some(t)) => {
+                    let mut s = rustls::Stream::new(t.as_mut(), &mut self.stream);
+                    s.write_all(&self.wbuf)?;
+                    s.flush()?;
+                }
+                (None, None) => self.stream.write_all(&self.wbuf)?,
             }
             self.wbuf.clear();
         }
@@ -406,7 +465,11 @@ impl Client {
         let Some(p) = &self.pinger else {
             // A signal (a stopped and continued process) is not an error.
             loop {
-                match self.stream.read(&mut self.rbuf[from..]) {
+                let r = match &mut self.tls {
+                    Some(t) => rustls::Stream::new(t.as_mut(), &mut self.stream).read(&mut self.rbuf[from..]),
+                    None => self.stream.read(&mut self.rbuf[from..]),
+                };
+                match r {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     r => return r,
                 }
@@ -853,6 +916,7 @@ impl Client {
     /// frames in time, and skip the answers with reference id
     /// [`HEARTBEAT_REF`] that may still arrive.
     pub fn into_parts(self) -> (TcpStream, Vec<u8>, Vec<Frame>) {
+        assert!(self.tls.is_none(), "into_parts takes a plain connection apart, not a TLS one");
         let Client { stream, read_timeout, pinger, rbuf, rpos, events, .. } = self;
         if pinger.is_some() {
             drop(pinger);

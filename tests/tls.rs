@@ -285,3 +285,38 @@ fn a_reload_reads_renewed_certificate_files() {
     assert_eq!(call(&mut before, 2, &Request::Ping).unwrap().msg_type, msg_type::EVENT_ACK);
     server.terminate();
 }
+
+#[test]
+fn the_client_library_and_ixnctl_speak_tls() {
+    let dir = TempDir::new("tls-client");
+    let pki = Pki::new(&dir.0);
+    let clients = "[[client]]\nname = \"ops\"\ntype = \"operator\"\npassword = \"p\"\n";
+    let mut server = start(&dir, &pki, true, clients);
+    pki.issue("ops", &["ops"], true);
+    let d = &pki.dir;
+    let config = ixn::client::tls_config(&d.join("ca.pem"), Some((&d.join("ops.pem"), &d.join("ops.key")))).unwrap();
+    let tls = server.tls.clone().unwrap();
+    let mut c = ixn::client::Client::connect_tls(tls.as_str(), config, "localhost").unwrap();
+    c.register(ClientType::Operator, "ops", Some("p")).expect("registration over TLS");
+    let id = c.submit(submit_request("default", "inbound", "chat", 0, kv![])).expect("a submission over TLS");
+    c.get(&id).expect("read back");
+
+    let ixnctl = |extra: &[&str]| {
+        let port = tls.rsplit_once(':').unwrap().1;
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ixnctl"))
+            .args(["--server", &format!("localhost:{port}"), "--name", "ops", "--credential", "p"])
+            .arg("--tls-ca")
+            .arg(d.join("ca.pem"))
+            .args(extra)
+            .arg("ping")
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (ok, text) =
+        ixnctl(&["--tls-cert", d.join("ops.pem").to_str().unwrap(), "--tls-key", d.join("ops.key").to_str().unwrap()]);
+    assert!(ok && text.starts_with("pong"), "{text}");
+    let (ok, text) = ixnctl(&[]);
+    assert!(!ok, "no client certificate under mutual TLS: {text}");
+    server.terminate();
+}

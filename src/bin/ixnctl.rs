@@ -45,6 +45,18 @@ struct Args {
     /// it closes the connection (1 to 86400; 0 turns them off).
     #[arg(long, default_value_t = 30, global = true)]
     heartbeat: u64,
+    /// Connect over TLS (the server's tls-listen port), trusting the CA certificates in this PEM
+    /// file. Heartbeats are off over TLS.
+    #[arg(long, global = true)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    #[arg(long, global = true, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    #[arg(long, global = true, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// The name the server's certificate must be valid for; default: the host part of --server.
+    #[arg(long, global = true)]
+    tls_name: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -405,6 +417,19 @@ fn hash_password(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Connects to `--server`, over TLS with `--tls-ca`.
+fn connect(args: &Args) -> Result<Client, String> {
+    let failed = |e: ClientError| format!("cannot connect to {}: {e}", args.server);
+    let Some(ca) = &args.tls_ca else {
+        return Client::connect(args.server.as_str()).map_err(failed);
+    };
+    let client = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
+    let config = ixn::client::tls_config(ca, client)?;
+    let host = args.server.rsplit_once(':').map_or(args.server.as_str(), |(h, _)| h).trim_matches(['[', ']']);
+    let name = args.tls_name.as_deref().unwrap_or(host);
+    Client::connect_tls(args.server.as_str(), config, name).map_err(failed)
+}
+
 /// Registers as `--name` with `--credential`, with heartbeats if given.
 fn register(c: &mut Client, args: &Args, t: ClientType, hb: Option<Heartbeat>) -> Result<Frame, ClientError> {
     match hb {
@@ -415,6 +440,9 @@ fn register(c: &mut Client, args: &Args, t: ClientType, hb: Option<Heartbeat>) -
 
 /// The heartbeat `--heartbeat` asks for: the same bound both ways.
 fn heartbeat(args: &Args) -> Result<Option<Heartbeat>, String> {
+    if args.tls_ca.is_some() {
+        return Ok(None);
+    }
     match args.heartbeat {
         0 => Ok(None),
         s @ 1..=86_400 => Ok(Some(Heartbeat::new(Duration::from_secs(s)))),
@@ -449,7 +477,7 @@ fn run(args: &Args) -> Result<(), String> {
         };
         return agent_work(args, &w);
     }
-    let mut c = Client::connect(args.server.as_str()).map_err(|e| format!("cannot connect to {}: {e}", args.server))?;
+    let mut c = connect(args)?;
     // Only `watch` stays connected; one-shot commands end long before a
     // heartbeat would matter.
     let hb = heartbeat(args)?.filter(|_| matches!(args.command, Command::Watch { .. }));
@@ -1089,7 +1117,7 @@ fn watch(args: &Args, c: &mut Client, tenant: Option<&str>, count: Option<u64>) 
 /// restarted, or too far behind), subscribes from now and says so.
 fn resume(args: &Args, tenant: Option<&str>, cursor: Option<&str>) -> Result<Client, String> {
     loop {
-        match Client::connect(args.server.as_str()) {
+        match connect(args) {
             Ok(mut c) => {
                 if let Err(e) = register(&mut c, args, ClientType::Operator, heartbeat(args)?) {
                     eprintln!("ixnctl: cannot register again: {}", err(e));
@@ -1109,7 +1137,7 @@ fn resume(args: &Args, tenant: Option<&str>, cursor: Option<&str>) -> Result<Cli
                     }
                 }
             }
-            Err(e) => eprintln!("ixnctl: cannot connect to {}: {}", args.server, err(e)),
+            Err(e) => eprintln!("ixnctl: {e}"),
         }
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -1157,7 +1185,7 @@ fn agent_work(args: &Args, w: &Work) -> Result<(), String> {
         signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone()).map_err(|e| e.to_string())?;
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
     }
-    let mut c = Client::connect(args.server.as_str()).map_err(|e| format!("cannot connect to {}: {e}", args.server))?;
+    let mut c = connect(args)?;
     register(&mut c, args, ClientType::AgentDesktop, heartbeat(args)?).map_err(err)?;
     let login = Request::AgentLogin {
         tenant: w.tenant.clone(),
