@@ -106,6 +106,27 @@ struct SubmitArgs {
     /// Write the result object here.
     #[arg(long)]
     json: Option<String>,
+    /// Connect over TLS (the server's tls-listen port), trusting the CA certificates in this PEM file.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The name the server's certificate must be valid for.
+    #[arg(long, default_value = "localhost")]
+    tls_name: String,
+}
+
+/// A registered media-server connection, over TLS with `--tls-ca`.
+fn media_connection(a: &SubmitArgs, name: &str) -> Result<Client, String> {
+    let mut c = match &a.tls_ca {
+        None => Client::connect(a.server.as_str()),
+        Some(ca) => {
+            let config = ixn::client::tls_config(ca, None)?;
+            Client::connect_tls(a.server.as_str(), config, &a.tls_name)
+        }
+    }
+    .map_err(|e| format!("cannot connect to {}: {e}", a.server))?;
+    c.register(ClientType::MediaServer, name, a.credential.as_deref())
+        .map_err(|e| format!("cannot register at {}: {e}", a.server))?;
+    Ok(c)
 }
 
 fn main() {
@@ -134,8 +155,7 @@ struct ClientResult {
 }
 
 fn submit(a: SubmitArgs) -> Result<(), String> {
-    let mut probe = Client::connect_as(a.server.as_str(), ClientType::MediaServer, "bench", a.credential.as_deref())
-        .map_err(|e| format!("cannot register at {}: {e}", a.server))?;
+    let mut probe = media_connection(&a, "bench")?;
     probe.ping().map_err(|e| format!("ping failed: {e}"))?;
     let cpu0 = (a.server_pid.map(peer::proc_cpu_s).transpose()?, peer::own_cpu_s());
     let start = Instant::now();
@@ -182,6 +202,7 @@ fn submit(a: SubmitArgs) -> Result<(), String> {
         "clients": a.clients,
         "window": a.window,
         "rate_target": a.rate,
+        "tls": a.tls_ca.is_some(),
         "acked": acked,
         "ops_per_sec": ops,
         "p50_us": hist.value_at_quantile(0.50),
@@ -228,8 +249,7 @@ fn submit_client(
     acked_so_far: &AtomicU64,
 ) -> Result<ClientResult, String> {
     let name = "bench";
-    let mut c = Client::connect_as(a.server.as_str(), ClientType::MediaServer, name, a.credential.as_deref())
-        .map_err(|e| format!("client {i}: {e}"))?;
+    let mut c = media_connection(a, name).map_err(|e| format!("client {i}: {e}"))?;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let mut timeline = report::Timeline::new(start);
     let mut inflight: HashMap<u32, Instant> = HashMap::with_capacity(a.window * 2);
