@@ -673,22 +673,8 @@ fn gauges_count_waiting_and_locked_and_know_the_oldest_waiting() {
 
     // A pull locks the first (same priority, submitted first): the oldest
     // waiting is now the second.
-    let caller = Caller {
-        origin: Origin { shard: 0, conn: 9, session: 0 },
-        ref_id: 3,
-        client_type: ClientType::Operator,
-        client_name: "op".into(),
-        agent: None,
-        tenants: ixn_shard::machine::TenantScope::all(),
-    };
-    let mut out = Vec::new();
     let pull = Request::Pull { tenant: "default".into(), view: "inbound-by-priority".into(), count: 1 };
-    s.handle(T0 + 6000, Input::Request { caller, request: pull }, &mut out);
-    while let Some(o) = out.pop() {
-        if let Output::Peer { msg, .. } = o {
-            s.handle(T0 + 6000, Input::Peer { from: 0, msg }, &mut out);
-        }
-    }
+    run_alone(&mut s, T0 + 6000, Input::Request { caller: operator(3), request: pull });
     assert!(s.lock_of(&first).is_some(), "the pull locked the first interaction");
     let g = s.gauges();
     assert_eq!(

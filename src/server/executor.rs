@@ -593,23 +593,12 @@ pub async fn shard_main(ctx: ShardContext) {
 
     // Storage completions.
     {
-        let rt = rt.clone();
-        let inbox = ctx.inbox.clone();
-        tasks.push(
-            glommio::spawn_local_into(
-                async move {
-                    let mut done = Vec::new();
-                    loop {
-                        inbox.take(&mut done).await;
-                        for (token, ok) in done.drain(..) {
-                            rt.run_machine(Input::StorageDone { token, ok });
-                        }
-                    }
-                },
-                queue,
-            )
-            .expect("spawn"),
-        );
+        let rt2 = rt.clone();
+        tasks.push(serve_inbox(queue, ctx.inbox.clone(), move |done| {
+            for (token, ok) in done.drain(..) {
+                rt2.run_machine(Input::StorageDone { token, ok });
+            }
+        }));
     }
 
     // What other threads hand this shard through its inboxes: the newest

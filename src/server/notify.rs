@@ -1,5 +1,6 @@
-//! Wake-ups: a one-thread notifier for tasks of one executor, and the inbox
-//! through which storage writer threads hand completions to a shard.
+//! Wake-ups: a one-thread notifier for tasks of one executor, and the
+//! inboxes through which other threads (storage writers, the management
+//! listener, the credential verifier, reloads) hand a shard their items.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -38,49 +39,10 @@ impl LocalNotify {
     }
 }
 
-/// Storage completions for one shard: writer threads push, the shard's
-/// completion task drains. Lock-free (a segmented queue and an atomic
-/// waker); a waker fired from a writer thread wakes a parked executor.
-#[derive(Default)]
-pub struct CompletionInbox {
-    queue: SegQueue<(u64, bool)>,
-    waker: AtomicWaker,
-}
-
-impl CompletionInbox {
-    /// Waits until at least one completion is queued, then takes them all.
-    pub async fn take(&self, into: &mut Vec<(u64, bool)>) {
-        poll_fn(|cx| {
-            if self.queue.is_empty() {
-                self.waker.register(cx.waker());
-                // Re-check: a push between the check and the register would
-                // otherwise be missed.
-                if self.queue.is_empty() {
-                    return Poll::Pending;
-                }
-            }
-            while let Some(c) = self.queue.pop() {
-                into.push(c);
-            }
-            Poll::Ready(())
-        })
-        .await
-    }
-}
-
-impl CompletionSink for CompletionInbox {
-    fn complete(&self, done: &mut Vec<(u64, bool)>) {
-        super::faults::writer_point();
-        for c in done.drain(..) {
-            self.queue.push(c);
-        }
-        self.waker.wake();
-    }
-}
-
-/// Items for one shard from other threads (scrapes, credential checks):
-/// pushed from any thread, taken by one task of the shard. Lock-free (a
-/// segmented queue and an atomic waker), like [`CompletionInbox`].
+/// Items for one shard from other threads (storage completions, scrapes,
+/// credential checks, reloads): pushed from any thread, taken by one task
+/// of the shard. Lock-free: a segmented queue and an atomic waker; a waker
+/// fired from a plain thread wakes a parked executor.
 pub struct Inbox<T> {
     queue: SegQueue<T>,
     waker: AtomicWaker,
@@ -95,6 +57,14 @@ impl<T> Default for Inbox<T> {
 impl<T> Inbox<T> {
     pub fn push(&self, item: T) {
         self.queue.push(item);
+        self.waker.wake();
+    }
+
+    /// Pushes them all, then wakes the shard once.
+    pub fn push_all(&self, items: impl IntoIterator<Item = T>) {
+        for item in items {
+            self.queue.push(item);
+        }
         self.waker.wake();
     }
 
@@ -115,6 +85,17 @@ impl<T> Inbox<T> {
             Poll::Ready(())
         })
         .await
+    }
+}
+
+/// Storage completions for one shard: writer threads push, the shard's
+/// completion task drains.
+pub type CompletionInbox = Inbox<(u64, bool)>;
+
+impl CompletionSink for CompletionInbox {
+    fn complete(&self, done: &mut Vec<(u64, bool)>) {
+        super::faults::writer_point();
+        self.push_all(done.drain(..));
     }
 }
 
