@@ -26,17 +26,23 @@ use super::notify::Inbox;
 /// Registrations waiting for the verifier, all shards together.
 pub const MAX_WAITING: usize = 1024;
 
-/// A registration waiting for its credential check.
-pub struct Check {
-    pub shard: u16,
-    pub conn: u64,
-    /// SessionId and reference id of the RequestRegisterClient.
+/// A RequestRegisterClient as the connection answers it, whether at once
+/// or after the verifier's check.
+pub struct Registration {
+    /// SessionId (0: the connection's own) and reference id.
     pub wire: u32,
     pub ref_id: u32,
     pub client_type: ClientType,
     pub name: String,
-    pub credential: String,
     pub heartbeat: Option<u32>,
+}
+
+/// A registration waiting for its credential check.
+pub struct Check {
+    pub shard: u16,
+    pub conn: u64,
+    pub reg: Registration,
+    pub credential: String,
     /// The configured hash, and the tenants the client may act on.
     pub phc: Arc<str>,
     pub tenants: TenantScope,

@@ -17,6 +17,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::pin::Pin;
@@ -26,8 +27,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
-use std::io::{Read as _, Write as _};
-
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use ixn_shard::agent::AgentRef;
@@ -39,7 +38,7 @@ use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame, Request};
 use ixn_shard::report::{Cursor, Published};
 use ixn_shard::value::Value;
 
-use super::auth::{Check, Verdict, MAX_WAITING};
+use super::auth::{Check, Registration, Verdict, MAX_WAITING};
 use super::executor::{now_ms, Runtime};
 use super::metrics::ShardStats;
 use super::msgid;
@@ -274,16 +273,25 @@ impl Conn {
                     return;
                 }
                 None => {
-                    self.open.borrow_mut().remove(&s.wire);
-                    s.closed.set(true);
-                    if s.unanswered.get() == 0 {
-                        self.sessions.borrow_mut().remove(&s.serial);
-                    }
                     tracing::warn!(msg_id = msgid::CLIENT_REMOVED, conn = self.id, peer = ?self.peer, session = s.wire, client = %s.client_name, "client removed from the configuration: session closed");
-                    rt.conn_closed(self.origin(s.serial), s.agent.get());
+                    self.end_session(rt, &s);
                 }
             }
         }
+    }
+
+    /// Ends the open session `s` (one opened with a SessionId): the answers
+    /// to its requests still go out; its client is gone as if its
+    /// connection had closed (agent's desktop, locks, snapshots,
+    /// subscription).
+    fn end_session(&self, rt: &Runtime, s: &Session) {
+        debug_assert_ne!(s.serial, 0, "the connection's own session ends with the connection");
+        self.open.borrow_mut().remove(&s.wire);
+        s.closed.set(true);
+        if s.unanswered.get() == 0 {
+            self.sessions.borrow_mut().remove(&s.serial);
+        }
+        rt.conn_closed(self.origin(s.serial), s.agent.get());
     }
 
     /// Sessions open on the connection, its own included.
@@ -1005,7 +1013,7 @@ fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
     };
     match request {
         Request::RegisterClient { client_type, name, credential } => {
-            register(rt, conn, wire, ref_id, client_type, name, credential, heartbeat)
+            register(rt, conn, Registration { wire, ref_id, client_type, name, heartbeat }, credential)
         }
         Request::CloseSession => close_session(rt, conn, wire, ref_id),
         request => {
@@ -1043,17 +1051,8 @@ fn handle_frame(rt: &Runtime, conn: &Conn, header: &Header, body: &[u8]) {
 
 /// RequestRegisterClient: registers the connection (no SessionId), or
 /// opens session `wire` on a registered connection.
-#[allow(clippy::too_many_arguments)]
-fn register(
-    rt: &Runtime,
-    conn: &Conn,
-    wire: u32,
-    ref_id: u32,
-    client_type: ClientType,
-    name: String,
-    credential: Option<String>,
-    heartbeat: Option<u32>,
-) {
+fn register(rt: &Runtime, conn: &Conn, reg: Registration, credential: Option<String>) {
+    let (wire, ref_id) = (reg.wire, reg.ref_id);
     if wire == 0 && conn.session(0).is_some() {
         return conn.error(wire, ref_id, ErrorCode::AlreadyRegistered, "this connection is already registered");
     }
@@ -1069,7 +1068,7 @@ fn register(
         if conn.open.borrow().contains_key(&wire) {
             return conn.error(wire, ref_id, ErrorCode::AlreadyRegistered, format!("session {wire} is already open"));
         }
-        if heartbeat.is_some() {
+        if reg.heartbeat.is_some() {
             return conn.error(
                 wire,
                 ref_id,
@@ -1090,22 +1089,12 @@ fn register(
             );
         }
     }
-    match authenticate(rt, conn.peer, conn.client_certificate(), client_type, &name, credential.as_deref()) {
-        Auth::Refused(text) => refuse_registration(conn, wire, ref_id, &name, text),
-        Auth::Granted(tenants) => open_registration(rt, conn, wire, ref_id, client_type, name, heartbeat, tenants),
+    match authenticate(rt, conn.peer, conn.client_certificate(), reg.client_type, &reg.name, credential.as_deref()) {
+        Auth::Refused(text) => refuse_registration(conn, &reg, text),
+        Auth::Granted(tenants) => open_registration(rt, conn, reg, tenants),
         Auth::Verify { phc, tenants } => {
-            let check = Check {
-                shard: rt.shard,
-                conn: conn.id,
-                wire,
-                ref_id,
-                client_type,
-                name,
-                credential: credential.unwrap_or_default(),
-                heartbeat,
-                phc,
-                tenants,
-            };
+            let check =
+                Check { shard: rt.shard, conn: conn.id, reg, credential: credential.unwrap_or_default(), phc, tenants };
             match rt.verifier.submit(check) {
                 // The connection reads nothing more until the verdict.
                 Ok(()) => conn.registering.set(true),
@@ -1123,24 +1112,15 @@ fn register(
     }
 }
 
-fn refuse_registration(conn: &Conn, wire: u32, ref_id: u32, name: &str, text: String) {
-    tracing::warn!(msg_id = msgid::AUTH_FAILED, conn = conn.id, peer = ?conn.peer, session = wire, client = %name, reason = %text, "registration refused");
-    conn.error(wire, ref_id, ErrorCode::AuthenticationFailed, text);
+fn refuse_registration(conn: &Conn, reg: &Registration, text: String) {
+    tracing::warn!(msg_id = msgid::AUTH_FAILED, conn = conn.id, peer = ?conn.peer, session = reg.wire, client = %reg.name, reason = %text, "registration refused");
+    conn.error(reg.wire, reg.ref_id, ErrorCode::AuthenticationFailed, text);
 }
 
 /// Opens the connection's own session (`wire` 0) or session `wire`, and
 /// acknowledges the registration.
-#[allow(clippy::too_many_arguments)]
-fn open_registration(
-    rt: &Runtime,
-    conn: &Conn,
-    wire: u32,
-    ref_id: u32,
-    client_type: ClientType,
-    name: String,
-    heartbeat: Option<u32>,
-    tenants: TenantScope,
-) {
+fn open_registration(rt: &Runtime, conn: &Conn, reg: Registration, tenants: TenantScope) {
+    let Registration { wire, ref_id, client_type, name, heartbeat } = reg;
     let serial = if wire == 0 {
         0
     } else {
@@ -1177,11 +1157,11 @@ pub fn verified(rt: &Runtime, verdict: Verdict) {
     // Closed meanwhile: nothing to answer.
     let Some(conn) = rt.conn(c.conn) else { return };
     if ok {
-        rt.verified.borrow_mut().insert(c.name.clone(), fingerprint(&c.phc, &c.credential));
-        open_registration(rt, &conn, c.wire, c.ref_id, c.client_type, c.name, c.heartbeat, c.tenants);
+        rt.verified.borrow_mut().insert(c.reg.name.clone(), fingerprint(&c.phc, &c.credential));
+        open_registration(rt, &conn, c.reg, c.tenants);
     } else {
-        let text = format!("wrong credential for client '{}'", c.name);
-        refuse_registration(&conn, c.wire, c.ref_id, &c.name, text);
+        let text = format!("wrong credential for client '{}'", c.reg.name);
+        refuse_registration(&conn, &c.reg, text);
     }
     conn.registering.set(false);
     conn.read_resume.notify();
@@ -1201,7 +1181,7 @@ fn close_session(rt: &Runtime, conn: &Conn, wire: u32, ref_id: u32) {
              the connection",
         );
     }
-    let Some(serial) = conn.open.borrow_mut().remove(&wire) else {
+    let Some(serial) = conn.open.borrow().get(&wire).copied() else {
         return conn.error(
             wire,
             ref_id,
@@ -1210,12 +1190,8 @@ fn close_session(rt: &Runtime, conn: &Conn, wire: u32, ref_id: u32) {
         );
     };
     let session = conn.session(serial).expect("an open session is kept");
-    session.closed.set(true);
-    if session.unanswered.get() == 0 {
-        conn.sessions.borrow_mut().remove(&serial);
-    }
     tracing::info!(msg_id = msgid::SESSION_CLOSED, shard = rt.shard, conn = conn.id, peer = ?conn.peer, session = wire, client = %session.client_name, "session closed");
-    rt.conn_closed(conn.origin(serial), session.agent.get());
+    conn.end_session(rt, &session);
     conn.answer(wire, &event_ack(ref_id));
 }
 

@@ -116,12 +116,7 @@ pub fn run(config: Config) -> Result<(), String> {
         None => None,
     };
 
-    let tls_config = match (&config.server.tls_listen, &config.server.tls_certificate, &config.server.tls_key) {
-        (Some(_), Some(cert), Some(key)) => {
-            Some(tls::server_config(cert, key, config.server.tls_client_ca.as_deref())?)
-        }
-        _ => None,
-    };
+    let tls_config = tls::from_section(&config.server)?;
     let management_listener = config.server.management_addr().map(management::bind).transpose()?;
     let tls_listeners = match config.server.tls_listen {
         Some(at) => {

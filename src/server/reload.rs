@@ -75,13 +75,7 @@ impl Reloader {
         }
         // The certificate files are read again (a renewed certificate or
         // key, or CA): a file that does not load refuses the whole reload.
-        let sv = &config.server;
-        let tls = match (&sv.tls_listen, &sv.tls_certificate, &sv.tls_key) {
-            (Some(_), Some(cert), Some(key)) => {
-                Some(super::tls::server_config(cert, key, sv.tls_client_ca.as_deref())?)
-            }
-            _ => None,
-        };
+        let tls = super::tls::from_section(&config.server)?;
         let mut current = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         let mut summary = describe(&current, &config.clients);
         if tls.is_some() {

@@ -20,6 +20,15 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The TLS listener's configuration, when `[server] tls-listen` is set,
+/// from the files the section names (read now: at start, at a reload).
+pub fn from_section(sv: &crate::config::ServerSection) -> Result<Option<Arc<ServerConfig>>, String> {
+    match (&sv.tls_listen, &sv.tls_certificate, &sv.tls_key) {
+        (Some(_), Some(cert), Some(key)) => server_config(cert, key, sv.tls_client_ca.as_deref()).map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// The server side's configuration from the files named in `[server]`.
 pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Arc<ServerConfig>, String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
