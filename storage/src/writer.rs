@@ -436,7 +436,7 @@ impl Writer {
     fn reconnect(&mut self) -> Result<(Connection<'static>, u64), SessionEnd> {
         loop {
             // With nothing to write, an attempt to connect is the probe.
-            if self.batch.is_empty() && self.gather(Some(PROBE_EVERY)) == Gathered::Stopped {
+            if self.batch.is_empty() && self.gather() == Gathered::Stopped {
                 return Err(SessionEnd::Stopped);
             }
             // Woken early when shutdown's limit passes.
@@ -462,17 +462,12 @@ impl Writer {
     /// else is queued, up to batch_max ops, and with a commit delay what
     /// else arrives until the delay has passed since the first. False when
     /// stopped and empty.
-    /// With `idle_after`, gives up waiting for the first write after
-    /// that long (`Idle`).
-    fn gather(&mut self, idle_after: Option<Duration>) -> Gathered {
+    /// Gives up waiting for the first write after [`PROBE_EVERY`] (`Idle`).
+    fn gather(&mut self) -> Gathered {
         if self.stopping {
             return Gathered::Stopped;
         }
-        let first = match idle_after {
-            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(t) => self.rx.recv_timeout(t),
-        };
-        match first {
+        match self.rx.recv_timeout(PROBE_EVERY) {
             Ok(Msg::Write(req)) => self.add(req),
             Err(RecvTimeoutError::Timeout) => return Gathered::Idle,
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
@@ -500,6 +495,29 @@ impl Writer {
             }
         }
         Gathered::Batch
+    }
+
+    /// An idle writer checks its connection; false: it is broken (the
+    /// writer reconnects). Autocommit is off: the probe's transaction is
+    /// ended at once, so it holds no snapshot (vacuum, checkpoints).
+    fn probe(&mut self, conn: &Connection<'static>) -> bool {
+        match conn.execute(PROBE, (), None).map(drop).and_then(|()| conn.rollback()) {
+            Ok(()) => {
+                self.idle_and_reachable();
+                true
+            }
+            Err(e) => {
+                self.stats.attempt_failed();
+                tracing::warn!(
+                    msg_id = msg_id::PROBE_FAILED,
+                    writer = self.n,
+                    "Database writer {} found its connection broken while idle ({}); reconnecting",
+                    self.n,
+                    diag(&e)
+                );
+                false
+            }
+        }
     }
 
     /// An idle writer's probe passed: the database takes its connection,
@@ -564,28 +582,11 @@ impl Writer {
                 return SessionEnd::Abandoned;
             }
             if self.batch.is_empty() {
-                match self.gather(Some(PROBE_EVERY)) {
+                match self.gather() {
                     Gathered::Batch => {}
                     Gathered::Stopped => return SessionEnd::Stopped,
-                    // Autocommit is off: the probe's transaction is ended
-                    // at once, so it holds no snapshot (vacuum, checkpoints).
-                    Gathered::Idle => match conn.execute(PROBE, (), None).map(drop).and_then(|()| conn.rollback()) {
-                        Ok(()) => {
-                            self.idle_and_reachable();
-                            continue;
-                        }
-                        Err(e) => {
-                            self.stats.attempt_failed();
-                            tracing::warn!(
-                                msg_id = msg_id::PROBE_FAILED,
-                                writer = self.n,
-                                "Database writer {} found its connection broken while idle ({}); reconnecting",
-                                self.n,
-                                diag(&e)
-                            );
-                            return SessionEnd::Reconnect;
-                        }
-                    },
+                    Gathered::Idle if self.probe(conn) => continue,
+                    Gathered::Idle => return SessionEnd::Reconnect,
                 }
             }
             let started = Instant::now();
