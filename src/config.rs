@@ -629,10 +629,13 @@ impl Config {
     }
 
     /// What of the file a reload may not change: the whole file as TOML,
-    /// without its `[[client]]` tables (compared, not interpreted).
+    /// without its `[[client]]` and `[[tenant]]` tables (compared, not
+    /// interpreted; what of a tenant a reload may change is checked by
+    /// `Catalog::evolve`).
     pub fn fixed_part(text: &str) -> Option<toml::Table> {
         let mut t: toml::Table = text.parse().ok()?;
         t.remove("client");
+        t.remove("tenant");
         Some(t)
     }
 

@@ -1,8 +1,10 @@
-//! Live reconfiguration of clients: `ixnctl reload` (POST /reload on the
-//! management listener) and SIGHUP. Added clients register at once, a
-//! changed password holds at once, a removed client's connection and
-//! sessions end; a file that fails a check, or changes anything but
-//! clients, is refused and the running configuration stays.
+//! Live reconfiguration: `ixnctl reload` (POST /reload on the management
+//! listener) and SIGHUP. Added clients register at once, a changed
+//! password holds at once, a removed client's connection and sessions end;
+//! agents, places, queues and views are added, changed and removed on a
+//! running node with logged-in agents, queued interactions and a
+//! reporting subscriber; a file that fails a check, or changes what only a
+//! restart applies, is refused and the running configuration stays.
 
 mod common;
 
@@ -10,8 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{eventually, write_config, Engine, Server, TempDir};
-use ixn::client::{Client, ClientError};
-use ixn_shard::proto::{ClientType, ErrorCode};
+use ixn::client::{submit_request, Client, ClientError};
+use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame};
+use ixn_shard::{KvList, Value};
 
 fn clients(ops_password: &str, with_old: bool, extra: &str) -> String {
     let mut s = format!(
@@ -57,7 +60,11 @@ fn clients_are_reloaded_without_a_restart() {
     write_config(&dir.0, &Engine::Sqlite, common::two_cores(), &clients("b", false, new_client));
     let (ok, text) = reload(&server);
     assert!(ok, "{text}");
-    assert_eq!(text.trim(), "clients reloaded: 1 added (new), 1 removed (old), 1 changed (ops), 1 unchanged");
+    assert_eq!(
+        text.trim(),
+        "clients reloaded: 1 added (new), 1 removed (old), 1 changed (ops), 1 unchanged; \
+         agents, places, queues and views unchanged"
+    );
 
     register(&server, "new", "n").expect("an added client registers at once");
     match register(&server, "ops", "a") {
@@ -92,7 +99,7 @@ fn clients_are_reloaded_without_a_restart() {
     write_config(&dir.0, &Engine::Sqlite, common::two_cores(), &other);
     let (ok, text) = reload(&server);
     assert!(!ok, "{text}");
-    assert!(text.contains("only [[client]] entries are reloaded; [settings] changed"), "{text}");
+    assert!(text.contains("[settings] changed since the start: a restart applies that"), "{text}");
     register(&server, "ops", "b").expect("the password of before the refused reload");
 
     // SIGHUP does the same.
@@ -121,4 +128,144 @@ fn clients_are_reloaded_without_a_restart() {
     let log = std::fs::read_to_string(server.dir.join("server.log")).unwrap();
     assert!(log.contains("1018") && log.contains("1019") && log.contains("1032"), "reloads and removals are logged");
     server.terminate();
+}
+
+/// Tenant `default` with queues `inbound` (and a view `by-age` on it) and
+/// the given others, the given agents (a place `p-<agent>` each) and `more`
+/// after (whole `[[tenant.…]]` tables).
+fn tenant(queues: &[&str], agents: &[&str], more: &str) -> String {
+    let mut s = String::from(
+        "[[tenant]]\nname = \"default\"\nmedia-types = { chat = true }\n\n\
+         [[tenant.business-process]]\nname = \"bp\"\n\n\
+         [[tenant.business-process.queue]]\nname = \"inbound\"\n\n\
+         [[tenant.business-process.queue.view]]\nname = \"by-age\"\n\n",
+    );
+    for q in queues {
+        s.push_str(&format!("[[tenant.business-process.queue]]\nname = \"{q}\"\n\n"));
+    }
+    s.push_str(more);
+    for a in agents {
+        s.push_str(&format!(
+            "\n[[tenant.agent]]\nlogin-id = \"{a}\"\ncapacity = {{ chat = 1 }}\n\n[[tenant.place]]\nname = \"p-{a}\"\n"
+        ));
+    }
+    s
+}
+
+fn refusal<T: std::fmt::Debug>(r: ixn::client::Result<T>) -> ErrorCode {
+    match r {
+        Err(ClientError::Server(e)) => e.code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn depth_of(depths: &[KvList], queue: &str) -> Option<KvList> {
+    depths.iter().find(|l| l.get("queue").and_then(Value::as_str) == Some(queue)).cloned()
+}
+
+fn ids(listed: &[KvList]) -> Vec<String> {
+    listed.iter().filter_map(|l| l.get("id").and_then(Value::as_str).map(str::to_string)).collect()
+}
+
+fn placed_in(f: &Frame, queue: &str) -> bool {
+    f.msg_type == msg_type::EVENT_PLACED_IN_QUEUE && f.get_str(attr::QUEUE) == Some(queue)
+}
+
+#[test]
+fn agents_places_queues_and_views_are_reloaded_without_a_restart() {
+    let dir = TempDir::new("reload-catalog");
+    let cfg = write_config(&dir.0, &Engine::Sqlite, common::two_cores(), &tenant(&["done"], &["a1", "a2"], ""));
+    let mut server = Server::start(&cfg);
+    let mut ms = server.media_server();
+    let mut reporter = server.client_as(ClientType::ReportingEngine, "reporter");
+    reporter.subscribe(Some("default")).expect("subscribe");
+    let parked = ms.submit(submit_request("default", "done", "chat", 0, KvList::new())).expect("submit to done");
+    let queued: Vec<String> = (1..=6)
+        .map(|p| ms.submit(submit_request("default", "inbound", "chat", p, KvList::new())).expect("submit"))
+        .collect();
+    let mut a1 = server.client_as(ClientType::AgentDesktop, "desk-a1");
+    a1.login("a1", "p-a1", &[]).expect("a1 logs in");
+
+    // Remove a1 and the queue done; add a3, a queue vip with the built-in
+    // strategy, and a view on inbound by priority.
+    let more = "[[tenant.business-process.queue]]\nname = \"vip\"\nstrategy = \"longest-idle\"\n\n";
+    let urgent = "[[tenant.business-process.queue.view]]\nname = \"urgent\"\norder = \"priority DESC\"\n\n";
+    let next = tenant(&[], &["a2", "a3"], more).replacen(
+        "[[tenant.business-process.queue.view]]\nname = \"by-age\"\n\n",
+        &format!("[[tenant.business-process.queue.view]]\nname = \"by-age\"\n\n{urgent}"),
+        1,
+    );
+    write_config(&dir.0, &Engine::Sqlite, common::two_cores(), &next);
+    let (ok, text) = reload(&server);
+    assert!(ok, "{text}");
+    assert!(text.contains("queues: 1 added (vip), 1 removed (done), 0 changed"), "{text}");
+    assert!(text.contains("views: 2 added (urgent, vip), 1 removed (done), 0 changed"), "{text}");
+    assert!(text.contains("agents: 1 added (a3), 1 removed (a1), 0 changed"), "{text}");
+    assert!(text.contains("places: 1 added (p-a3), 1 removed (p-a1)"), "{text}");
+
+    // a1 is logged out, and may not log in again.
+    let out = a1.wait_event(msg_type::EVENT_LOGGED_OUT, Duration::from_secs(10)).unwrap().expect("a1 logged out");
+    assert_eq!(out.get_str(attr::REASON), Some("the agent was removed from the configuration"));
+    assert_eq!(refusal(a1.login("a1", "p-a1", &[])), ErrorCode::UnknownAgent);
+
+    // The added view holds what was queued before it, from both shards, in its order.
+    let mut router = server.client_as(ClientType::RoutingEngine, "router");
+    let mut want = queued.clone();
+    want.reverse();
+    assert_eq!(ids(&router.pull("urgent", 10).expect("pull the added view")), want);
+
+    // The added agent takes what the added strategy offers.
+    let mut a3 = server.client_as(ClientType::AgentDesktop, "desk-a3");
+    a3.login("a3", "p-a3", &[]).expect("an added agent logs in");
+    a3.ready().expect("ready");
+    let vip = ms.submit(submit_request("default", "vip", "chat", 0, KvList::new())).expect("submit to an added queue");
+    let invite = a3.wait_event(msg_type::EVENT_INVITE, Duration::from_secs(10)).unwrap().expect("an invitation");
+    assert_eq!(invite.get_str(attr::INTERACTION_ID), Some(vip.as_str()));
+
+    // The removed queue keeps its interaction, reachable by id; nothing new enters it.
+    assert_eq!(ms.get(&parked).unwrap().get_str(attr::QUEUE), Some("done"));
+    assert_eq!(
+        refusal(ms.submit(submit_request("default", "done", "chat", 0, KvList::new()))),
+        ErrorCode::UnknownQueue
+    );
+    let depths = router.queue_depth().unwrap();
+    assert_eq!(depth_of(&depths, "done").and_then(|d| d.get("removed").and_then(Value::as_int)), Some(1));
+    assert!(depth_of(&depths, "vip").is_some());
+    ms.place(&parked, "vip").expect("moved out of the removed queue");
+    assert!(depth_of(&router.queue_depth().unwrap(), "done").is_none(), "an empty removed queue is not listed");
+
+    // The reporting stream names what the reload added.
+    eventually("EventPlacedInQueue for vip", Duration::from_secs(10), || {
+        match reporter.next_event(Duration::from_millis(200)) {
+            Ok(Some(f)) if placed_in(&f, "vip") => Ok(()),
+            Ok(_) => Err("not yet".into()),
+            Err(e) => panic!("{e}"),
+        }
+    });
+    // And so do the metrics.
+    let metrics = http_get(server.management.as_deref().unwrap(), "/metrics");
+    assert!(metrics.contains("queue=\"vip\"") && metrics.contains("view=\"urgent\""), "{metrics}");
+
+    // What only a restart applies is refused; nothing changes.
+    let media = next.replace("media-types = { chat = true }", "media-types = { chat = true, email = true }");
+    write_config(&dir.0, &Engine::Sqlite, common::two_cores(), &media);
+    let (ok, text) = reload(&server);
+    assert!(!ok && text.contains("its media types changed: a restart applies that"), "{text}");
+    assert!(depth_of(&router.queue_depth().unwrap(), "vip").is_some(), "the running configuration stays");
+    ms.submit(submit_request("default", "vip", "chat", 0, KvList::new())).expect("submit to vip after the refusal");
+
+    let log = std::fs::read_to_string(server.dir.join("server.log")).unwrap();
+    assert!(log.contains("1033"), "a removed queue still holding interactions is logged");
+    server.terminate();
+}
+
+/// The body of a GET on the management listener.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the management listener");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
 }

@@ -15,7 +15,9 @@
 //! that sets that many keys and deletes that many; the same submit at a
 //! raised bound of 40,000 keys (the size a client could send before the
 //! bound existed); a pull of 1000 from a view of the backlog; a find and a
-//! snapshot over the whole backlog (sliced scans).
+//! snapshot over the whole backlog (sliced scans); a configuration reload
+//! that adds a view on the backlog's queue (its index is built in the one
+//! step that applies the reload), and one that adds an agent only.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -119,6 +121,21 @@ impl Bench {
             }
         }
         (answer, cost)
+    }
+
+    /// A reload's catalog built from `tenant` (laid over the running one),
+    /// applied: the one step it takes, timed.
+    fn reconfigure(&mut self, tenant: ixn_shard::catalog::Tenant) -> Cost {
+        let next = Catalog::new(vec![tenant], true).expect("a valid catalog");
+        let (catalog, _) = self.s.catalog().evolve(&next).expect("a reloadable change");
+        self.now_us += 1;
+        let mut out = Vec::new();
+        let t = Instant::now();
+        self.s.handle_at(self.now_us, Input::Reconfigure { catalog: Arc::new(catalog) }, &mut out);
+        let mut cost = Cost::default();
+        cost.add(t.elapsed());
+        cost.longest_input = "reload".into();
+        cost
     }
 
     fn submit(&mut self, properties: KvList, priority: i64) -> (String, Cost) {
@@ -237,6 +254,24 @@ pub fn run(a: WorstArgs) -> Result<(), String> {
         costs.push(b.run(ClientType::Operator, r).1);
     }
     report("snapshot of the whole backlog (cut, then sliced)", costs);
+
+    // Reloads: the embedded default plus views (each repeat one more, each
+    // over the whole backlog), then plus an agent only.
+    let default_tenant = || Catalog::embedded_default().tenants[0].clone();
+    let mut tenant = default_tenant();
+    let mut costs = Vec::new();
+    for r in 0..a.repeat {
+        let name = format!("english-by-priority-{r}");
+        tenant.add_view("inbound", &name, Some("lang = 'en'"), Some("priority DESC, lang")).expect("a valid view");
+        costs.push(b.reconfigure(tenant.clone()));
+    }
+    report("reload adding a view on the backlog's queue (index built)", costs);
+    let mut costs = Vec::new();
+    for r in 0..a.repeat {
+        tenant.add_agent(&format!("new-agent-{r}"), &[], &[("chat", 1)], &[]).expect("a valid agent");
+        costs.push(b.reconfigure(tenant.clone()));
+    }
+    report("reload adding an agent", costs);
 
     // An operator may allow snapshots of everything: each shard then sends
     // its whole list, and the coordinator merges them.

@@ -45,6 +45,11 @@ pub fn dispatcher_of(tenant: TenantIdx, shards: u16) -> u16 {
     tenant % shards
 }
 
+/// The reason of the logout of an agent a reload removed.
+pub const REMOVED_AGENT: &str = "the agent was removed from the configuration";
+/// The reason of the logout of an agent whose place a reload removed.
+pub const REMOVED_PLACE: &str = "the place was removed from the configuration";
+
 /// The shard that keeps the node's seat and place ledger.
 pub const LEDGER_SHARD: u16 = 0;
 
@@ -434,6 +439,12 @@ impl Shard {
         let origin = p.caller.origin;
         let reply = match result {
             Err(e) => Err(e),
+            // A reload removed the agent or the place meanwhile.
+            Ok(()) if self.removed(p.agent, p.place).is_some() => {
+                out.push(Output::Peer { to: LEDGER_SHARD, msg: PeerMsg::LoginFree { agent: p.agent } });
+                let why = self.removed(p.agent, p.place).expect("checked");
+                Err(err(ErrorCode::UnknownAgent, why))
+            }
             // Another login of this agent finished first: join it.
             Ok(()) if self.agent_state(p.agent).login.is_some() => self.login_again(&p.caller, p.agent, p.place, out),
             Ok(()) => {
@@ -521,6 +532,38 @@ impl Shard {
         if let Some(p) = self.homes.ledger.seats.remove(&a) {
             if self.homes.ledger.places.get(&(a.tenant, p)) == Some(&a) {
                 self.homes.ledger.places.remove(&(a.tenant, p));
+            }
+        }
+    }
+
+    /// Why `a` may not be logged in on `place` any more: a reload removed
+    /// one of them.
+    fn removed(&self, a: AgentRef, place: PlaceIdx) -> Option<&'static str> {
+        let t = self.catalog.tenant_at(a.tenant);
+        if t.agents[a.agent as usize].retired {
+            Some(REMOVED_AGENT)
+        } else if t.places[place as usize].retired {
+            Some(REMOVED_PLACE)
+        } else {
+            None
+        }
+    }
+
+    /// A reload's catalog is in force: agents it removed, and agents
+    /// logged in on a place it removed, are logged out (reason
+    /// [`REMOVED_AGENT`] or [`REMOVED_PLACE`]; what they handle stays with
+    /// them until it ends, as at any logout); the dispatcher hears every
+    /// other logged-in agent's availability again (its skills or its
+    /// tenant's strategies may have changed).
+    pub(crate) fn reconfigure_agents(&mut self, now_ms: Millis, out: &mut Vec<Output>) {
+        let mut logged_in: Vec<(AgentRef, PlaceIdx)> =
+            self.homes.agents.iter().filter_map(|(a, s)| s.login.as_ref().map(|l| (*a, l.place))).collect();
+        // The map's order is not the same from run to run; the outputs must be.
+        logged_in.sort_unstable();
+        for (a, place) in logged_in {
+            match self.removed(a, place) {
+                Some(reason) => self.logout(now_ms, a, reason, None, out),
+                None => self.republish(a, out),
             }
         }
     }
@@ -887,6 +930,7 @@ impl Shard {
         (0..n)
             .map(|agent| AgentRef { tenant, agent })
             .filter(|&a| home_of(a, self.params.shards) == self.params.shard)
+            .filter(|a| !self.catalog.tenant_at(tenant).agents[a.agent as usize].retired)
             .map(|a| (a.agent, self.describe_agent(a)))
             .collect()
     }

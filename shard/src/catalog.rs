@@ -35,6 +35,10 @@ pub struct Queue {
     /// The built-in routing strategy that delivers from this queue to
     /// agents, if any.
     pub strategy: Option<Strategy>,
+    /// Removed by a reload: no name finds it, nothing new enters it; the
+    /// interactions still in it stay, reachable by id (see
+    /// [`Catalog::evolve`]).
+    pub retired: bool,
 }
 
 /// Built-in routing on a queue: deliver the interactions of one of its
@@ -108,12 +112,16 @@ pub struct Agent {
     /// type not listed: none.
     pub capacity: Vec<(MediaIdx, u16)>,
     pub groups: Vec<GroupIdx>,
+    /// Removed by a reload: its login id no longer finds it.
+    pub retired: bool,
 }
 
 /// Where an agent works (a desk, a seat): agents log in on a place.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Place {
     pub name: String,
+    /// Removed by a reload: its name no longer finds it.
+    pub retired: bool,
 }
 
 /// Personal or group storage for interactions outside any queue.
@@ -135,6 +143,11 @@ pub struct View {
     /// queue can be pulled from: named like the queue, no condition,
     /// submission order.
     pub implicit: bool,
+    /// Removed (or replaced by a changed view of the same name) by a
+    /// reload: no name finds it. Its index is still kept in step, so that
+    /// every queue's view list stays what its interactions were indexed
+    /// under.
+    pub retired: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -203,7 +216,14 @@ impl Tenant {
                 return Err(format!("queue '{q}' is defined twice in tenant '{}'", self.name));
             }
             let idx = self.queues.len() as QueueIdx;
-            self.queues.push(Queue { name: (*q).into(), process, next: None, views: Vec::new(), strategy: None });
+            self.queues.push(Queue {
+                name: (*q).into(),
+                process,
+                next: None,
+                views: Vec::new(),
+                strategy: None,
+                retired: false,
+            });
             self.queue_by_name.insert((*q).into(), idx);
         }
         Ok(process)
@@ -237,7 +257,7 @@ impl Tenant {
             .transpose()?
             .unwrap_or_default();
         self.queues[q as usize].views.push(self.views.len() as ViewIdx);
-        self.views.push(View { name: name.into(), queue: q, condition, order, implicit: false });
+        self.views.push(View { name: name.into(), queue: q, condition, order, implicit: false, retired: false });
         Ok(())
     }
 
@@ -342,7 +362,7 @@ impl Tenant {
             gs.push(idx as GroupIdx);
         }
         let idx = self.agents.len() as AgentIdx;
-        self.agents.push(Agent { login_id: login_id.into(), skills: sk, capacity: cap, groups: gs });
+        self.agents.push(Agent { login_id: login_id.into(), skills: sk, capacity: cap, groups: gs, retired: false });
         self.agent_by_login.insert(login_id.into(), idx);
         Ok(idx)
     }
@@ -355,7 +375,7 @@ impl Tenant {
             return Err(format!("place '{name}' is defined twice in tenant '{}'", self.name));
         }
         let idx = self.places.len() as PlaceIdx;
-        self.places.push(Place { name: name.into() });
+        self.places.push(Place { name: name.into(), retired: false });
         self.place_by_name.insert(name.into(), idx);
         Ok(idx)
     }
@@ -375,18 +395,57 @@ impl Tenant {
             let name = self.queues[q].name.clone();
             if self.queues[q].views.is_empty() && self.view(&name).is_none() {
                 self.queues[q].views.push(self.views.len() as ViewIdx);
-                let view = View { name, queue: q as QueueIdx, condition: None, order: Vec::new(), implicit: true };
+                let view = View {
+                    name,
+                    queue: q as QueueIdx,
+                    condition: None,
+                    order: Vec::new(),
+                    implicit: true,
+                    retired: false,
+                };
                 self.views.push(view);
             }
         }
     }
 
+    /// The view named `name` (a removed one is not found).
     pub fn view(&self, name: &str) -> Option<&View> {
-        self.views.iter().find(|v| v.name == name)
+        self.views.iter().find(|v| v.name == name && !v.retired)
     }
 
     pub fn view_idx(&self, name: &str) -> Option<ViewIdx> {
-        self.views.iter().position(|v| v.name == name).map(|i| i as ViewIdx)
+        self.views.iter().position(|v| v.name == name && !v.retired).map(|i| i as ViewIdx)
+    }
+
+    /// The views of `queue` that a name finds (not removed ones).
+    pub fn live_views(&self, queue: QueueIdx) -> impl Iterator<Item = ViewIdx> + '_ {
+        self.queues[queue as usize].views.iter().copied().filter(|&v| !self.views[v as usize].retired)
+    }
+
+    /// Makes the name lookups again from the objects not removed (after
+    /// a reload laid a new configuration over this tenant).
+    pub(crate) fn rebuild_lookups(&mut self) {
+        self.queue_by_name = self
+            .queues
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| !q.retired)
+            .map(|(i, q)| (q.name.clone(), i as QueueIdx))
+            .collect();
+        self.agent_by_login = self
+            .agents
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| !a.retired)
+            .map(|(i, a)| (a.login_id.clone(), i as AgentIdx))
+            .collect();
+        self.place_by_name = self
+            .places
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.retired)
+            .map(|(i, p)| (p.name.clone(), i as PlaceIdx))
+            .collect();
     }
 
     pub fn workbin(&self, name: &str) -> Option<WorkbinIdx> {

@@ -876,12 +876,22 @@ impl Shard {
         let t = self.catalog.tenant_at(d.tenant);
         let mut f = Frame::new(msg_type::EVENT_QUEUE_DEPTH, d.caller.ref_id);
         for (q, s) in t.queues.iter().zip(d.sum) {
+            // A queue a reload removed is listed while it still holds
+            // interactions (reachable by id), so they are not forgotten.
+            if q.retired && s.interactions == 0 {
+                continue;
+            }
             let mut views = KvList::new();
             for (&v, n) in q.views.iter().zip(s.views) {
-                views.push(t.views[v as usize].name.as_str(), Value::Int(n as i64));
+                if !t.views[v as usize].retired {
+                    views.push(t.views[v as usize].name.as_str(), Value::Int(n as i64));
+                }
             }
             let mut l = KvList::new();
             l.push("queue", Value::Str(q.name.clone()));
+            if q.retired {
+                l.push("removed", Value::Int(1));
+            }
             l.push("interactions", Value::Int(s.interactions as i64));
             l.push("locked", Value::Int(s.locked as i64));
             l.push("views", Value::List(views));

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod condition;
 pub mod coord;
 pub mod event;
+pub mod evolve;
 pub mod gauges;
 pub mod id;
 pub mod interaction;
@@ -23,6 +24,7 @@ pub mod symbols;
 pub mod tally;
 pub(crate) mod timers;
 pub mod value;
+pub mod versioned;
 pub mod view;
 
 pub use value::{KvList, Value};

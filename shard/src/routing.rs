@@ -163,6 +163,9 @@ pub(crate) struct Route {
     pub dirty: bool,
     /// Entries read per shard next round (0: from the free capacity).
     pub n: u32,
+    /// Its queue lost its strategy (or the strategy its view) in a reload:
+    /// no round starts any more. Kept so rounds in flight keep their index.
+    pub retired: bool,
 }
 
 /// A tenant's strategies and its copy of agent availability.
@@ -184,7 +187,7 @@ impl Dispatch {
             by_media: vec![BTreeSet::new(); t.media.len()],
             routes: t
                 .strategy_queues()
-                .map(|(_, s)| Route { view: s.view, running: None, dirty: false, n: 0 })
+                .map(|(_, s)| Route { view: s.view, running: None, dirty: false, n: 0, retired: false })
                 .collect(),
             free: 0,
         }
@@ -314,6 +317,31 @@ impl Routing {
         }
     }
 
+    /// A reload's catalog: the strategies of the tenants this shard
+    /// dispatches follow it (a new strategy gets a route, a removed one's
+    /// route retires; routes keep their index for the rounds in flight).
+    pub(crate) fn reconfigure(&mut self, catalog: &Catalog, shard: u16, shards: u16) {
+        for (i, t) in catalog.tenants.iter().enumerate() {
+            let tenant = i as TenantIdx;
+            if crate::agent::dispatcher_of(tenant, shards) != shard {
+                continue;
+            }
+            let views: Vec<ViewIdx> = t.strategy_queues().map(|(_, s)| s.view).collect();
+            if views.is_empty() && !self.dispatch.contains_key(&tenant) {
+                continue;
+            }
+            let d = self.dispatch.entry(tenant).or_insert_with(|| Dispatch { routes: Vec::new(), ..Dispatch::new(t) });
+            for r in &mut d.routes {
+                r.retired = !views.contains(&r.view);
+            }
+            for v in views {
+                if !d.routes.iter().any(|r| r.view == v) {
+                    d.routes.push(Route { view: v, running: None, dirty: false, n: 0, retired: false });
+                }
+            }
+        }
+    }
+
     /// Whether the interaction at `slot` is offered to or handled by an agent.
     pub(crate) fn is_linked(&self, slot: Slot) -> bool {
         self.links.contains_key(&slot)
@@ -373,6 +401,9 @@ impl Shard {
         }
         self.next_op += 1;
         let r = &mut d.routes[route];
+        if r.retired {
+            return;
+        }
         let n = r.n.max(free.clamp(1, 512) as u32).min(MAX_ROUND_READ);
         r.running = Some(op);
         r.dirty = false;

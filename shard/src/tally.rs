@@ -53,6 +53,10 @@ impl ShardState {
             self.depth = other.depth;
         } else {
             for (mine, theirs) in self.depth.iter_mut().zip(other.depth) {
+                // A part made after a reload added queues is longer.
+                if mine.len() < theirs.len() {
+                    mine.resize(theirs.len(), 0);
+                }
                 for (a, b) in mine.iter_mut().zip(theirs) {
                     *a += b;
                 }
@@ -106,6 +110,13 @@ impl Tally {
     /// event log on: loaded interactions are counted as they load).
     pub fn start_empty(&mut self) {
         self.active = true;
+    }
+
+    /// Room for the queues a reload's catalog added (counted from 0).
+    pub fn extend(&mut self, catalog: &Catalog) {
+        for (d, t) in self.depth.iter_mut().zip(&catalog.tenants) {
+            d.resize(t.queues.len().max(d.len()), 0);
+        }
     }
 
     /// An interaction loaded at start into `queue`.

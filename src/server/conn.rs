@@ -31,6 +31,9 @@ use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use ixn_shard::agent::AgentRef;
 use ixn_shard::catalog::Catalog;
+
+/// A shard's catalog, replaced by a reload (shared by its connections).
+pub type CatalogNow = Rc<RefCell<Arc<Catalog>>>;
 use ixn_shard::machine::{Caller, Origin, TenantScope};
 use ixn_shard::proto::frame::{decode_body, split_frame, FatalFrameError, Header, PROTOCOL_VERSION};
 use ixn_shard::proto::request::{event_ack, event_error, heartbeat_timeout_of, session_id_of, ProtoError};
@@ -56,7 +59,9 @@ struct Subscriber {
     /// Where it is: moved on by each event sent, and stamped on it.
     cursor: Cursor,
     /// Names the events' catalog indexes in their frames.
-    catalog: Arc<Catalog>,
+    /// The shard's catalog now (a reload may replace it; a newer one
+    /// names every event an older one could).
+    catalog: CatalogNow,
     /// Events not yet encoded: a replay, and what came behind it.
     waiting: VecDeque<Arc<Published>>,
     max_waiting: usize,
@@ -433,7 +438,7 @@ impl Conn {
     /// The subscription of the session at `serial` starts at `cursor`
     /// (before any of its events). `max_waiting`: the most events that may
     /// wait behind a replay.
-    pub fn start_cursor(&self, serial: u32, sub: u64, cursor: Cursor, catalog: Arc<Catalog>, max_waiting: usize) {
+    pub fn start_cursor(&self, serial: u32, sub: u64, cursor: Cursor, catalog: CatalogNow, max_waiting: usize) {
         let Some(s) = self.live_session(serial) else { return };
         let mut current = s.subscriber.borrow_mut();
         if sub < s.ended_below.get() || current.as_deref().is_some_and(|c| c.sub > sub) {
@@ -552,7 +557,7 @@ impl Conn {
             let last = &mut sub.cursor.seqs[p.shard as usize];
             debug_assert!(p.seq > *last, "event {} of shard {} after {last}", p.seq, p.shard);
             *last = p.seq;
-            let mut frame = p.event.frame(&sub.catalog);
+            let mut frame = p.event.frame(&sub.catalog.borrow());
             let mut text = String::with_capacity(16 + 8 * sub.cursor.seqs.len());
             sub.cursor.write(&mut text);
             frame.push(attr::EVENT_CURSOR, text);

@@ -19,6 +19,8 @@ use glommio::net::TcpListener;
 use glommio::{Latency, Shares, TaskQueueHandle};
 use ixn_shard::agent::AgentRef;
 use ixn_shard::catalog::Catalog;
+
+use super::conn::CatalogNow;
 use ixn_shard::interaction::InteractionRecord;
 use ixn_shard::machine::{Caller, Input, Origin, Output, Shard, ShardParams};
 use ixn_shard::peer::PeerMsg;
@@ -31,8 +33,9 @@ use super::conn::{self, Conn};
 use super::metrics::{MetricsInbox, ShardReport, ShardStats};
 use super::msgid;
 use super::notify::{CompletionInbox, Inbox};
-use super::reload::ClientsInbox;
+use super::reload::{ReloadInbox, Reloaded};
 use crate::config::Config;
+use ixn_shard::versioned::Versioned;
 
 /// What one shard sends another.
 pub enum ShardMsg {
@@ -73,8 +76,9 @@ pub struct ShardContext {
     pub inbox: Arc<CompletionInbox>,
     /// Scrapes of the management listener.
     pub metrics: Arc<MetricsInbox>,
-    /// Client lists of reloads.
-    pub reloads: Arc<ClientsInbox>,
+    /// Wake-ups for a published reload, and what reloads publish.
+    pub reloads: Arc<ReloadInbox>,
+    pub board: Arc<Versioned<Reloaded>>,
     /// Verdicts of the credential verifier, and the verifier.
     pub auth: Arc<AuthInbox>,
     pub verifier: Verifier,
@@ -100,8 +104,12 @@ pub struct Runtime {
     pub shard: u16,
     pub shards: u16,
     pub config: Arc<Config>,
-    /// Names events by their catalog indexes when they become frames.
-    catalog: Arc<Catalog>,
+    /// Names events by their catalog indexes when they become frames: the
+    /// catalog the state machine runs with (a reload replaces both at once).
+    catalog: CatalogNow,
+    /// What reloads publish, and the generation of it this shard runs with.
+    board: Arc<Versioned<Reloaded>>,
+    board_seen: Cell<u64>,
     machine: RefCell<Shard>,
     scratch: RefCell<Vec<Output>>,
     /// Messages this shard sent itself, handled after the current input.
@@ -240,6 +248,56 @@ impl Runtime {
     }
 
     fn run_machine(&self, input: Input) {
+        if self.board.generation() != self.board_seen.get() {
+            self.follow_reload();
+        }
+        self.run_inputs(input);
+    }
+
+    /// Takes what the last reload published: the TLS configuration, the
+    /// client list and the catalog (which the state machine then runs
+    /// with). Called before any input once it is published, so this shard
+    /// knows every object a message from a shard that took it may name.
+    fn follow_reload(&self) {
+        self.board_seen.set(self.board.generation());
+        let reloaded = self.board.get();
+        if let Some(tls) = &reloaded.tls {
+            *self.tls.borrow_mut() = Some(tls.clone());
+        }
+        if !Arc::ptr_eq(&reloaded.clients, &self.clients.borrow()) {
+            self.apply_clients(reloaded.clients.clone());
+        }
+        if !Arc::ptr_eq(&reloaded.catalog, &self.catalog.borrow()) {
+            *self.catalog.borrow_mut() = reloaded.catalog.clone();
+            self.run_inputs(Input::Reconfigure { catalog: reloaded.catalog.clone() });
+            self.warn_removed_queues(&reloaded.catalog);
+        }
+    }
+
+    /// Logs the interactions this shard still holds in queues a reload
+    /// removed: they stay there, reachable by id, until moved or stopped,
+    /// and a restart refuses to start while any remain.
+    fn warn_removed_queues(&self, catalog: &Catalog) {
+        let gauges = self.machine.borrow().gauges();
+        let queues = catalog.tenants.iter().flat_map(|t| t.queues.iter().map(move |q| (t, q)));
+        for ((t, q), g) in queues.zip(&gauges.queues) {
+            let n = g.waiting + g.locked;
+            if q.retired && n > 0 {
+                tracing::warn!(
+                    msg_id = msgid::REMOVED_QUEUE_HOLDS,
+                    shard = self.shard,
+                    tenant = %t.name,
+                    queue = %q.name,
+                    interactions = n,
+                    "queue '{}' was removed from the configuration and still holds {n} interaction(s) on this \
+                     shard: move or stop them (a restart refuses to start while any remain)",
+                    q.name
+                );
+            }
+        }
+    }
+
+    fn run_inputs(&self, input: Input) {
         // One output buffer per shard, reused input after input.
         let mut out = std::mem::take(&mut *self.scratch.borrow_mut());
         let mut input = Some(input);
@@ -282,7 +340,8 @@ impl Runtime {
         debug_assert_eq!(origin.shard, self.shard);
         let rows = self.log_reader.as_ref().and_then(|r| r.take(self.shard, token)).and_then(Result::ok);
         let Some(c) = self.conn(origin.conn) else { return };
-        let tenant = tenant.map(|t| self.catalog.tenant_at(t).name.as_str());
+        // A reload never changes the tenants.
+        let tenant = tenant.map(|t| self.config.catalog.tenant_at(t).name.as_str());
         // Each event carries the cursor of its run: the one resumed from,
         // moved on, for that run's events; then each later run's own.
         let mut run: Option<(i64, Vec<u64>)> = Some((after.generation as i64, after.seqs));
@@ -526,7 +585,9 @@ pub async fn shard_main(ctx: ShardContext) {
         shard: ctx.shard,
         shards: ctx.shards,
         config: ctx.config.clone(),
-        catalog: ctx.catalog.clone(),
+        catalog: Rc::new(RefCell::new(ctx.catalog.clone())),
+        board_seen: Cell::new(ctx.board.generation()),
+        board: ctx.board.clone(),
         machine: RefCell::new(machine),
         scratch: RefCell::new(Vec::with_capacity(16)),
         to_self: RefCell::new(VecDeque::new()),
@@ -606,15 +667,11 @@ pub async fn shard_main(ctx: ShardContext) {
     // between two inputs).
     {
         let rt2 = rt.clone();
-        tasks.push(serve_inbox(queue, ctx.reloads.clone(), move |lists| {
-            // Only the newest matters.
-            if let Some(reloaded) = lists.pop() {
-                if reloaded.tls.is_some() {
-                    *rt2.tls.borrow_mut() = reloaded.tls;
-                }
-                rt2.apply_clients(reloaded.clients);
+        tasks.push(serve_inbox(queue, ctx.reloads.clone(), move |wakes| {
+            wakes.clear();
+            if rt2.board.generation() != rt2.board_seen.get() {
+                rt2.follow_reload();
             }
-            lists.clear();
         }));
         let rt2 = rt.clone();
         tasks.push(serve_inbox(queue, ctx.auth.clone(), move |verdicts| {

@@ -64,13 +64,17 @@ fn queue_names(catalog: &Catalog) -> Vec<(&str, &str)> {
     catalog.tenants.iter().flat_map(|t| t.queues.iter().map(move |q| (t.name.as_str(), q.name.as_str()))).collect()
 }
 
-/// Each view likewise: (tenant, view, its queue).
-fn view_names(catalog: &Catalog) -> Vec<(&str, &str, &str)> {
+/// Each view likewise: (tenant, view, its queue), `None` for a view a
+/// reload removed or replaced (a changed view has a new index under the
+/// same name: two series must not share one name).
+fn view_names(catalog: &Catalog) -> Vec<Option<(&str, &str, &str)>> {
     catalog
         .tenants
         .iter()
         .flat_map(|t| {
-            t.views.iter().map(move |v| (t.name.as_str(), v.name.as_str(), t.queues[v.queue as usize].name.as_str()))
+            t.views.iter().map(move |v| {
+                (!v.retired).then(|| (t.name.as_str(), v.name.as_str(), t.queues[v.queue as usize].name.as_str()))
+            })
         })
         .collect()
 }
@@ -205,7 +209,7 @@ pub fn prometheus(catalog: &Catalog, s: &Scrape) -> String {
     header(&mut o, "ixn_view_interactions", "gauge", "Waiting interactions a view holds, by shard.");
     for r in live() {
         for (k, n) in r.gauges.views.iter().enumerate() {
-            let (t, v, q) = views[k];
+            let Some((t, v, q)) = views[k] else { continue };
             let _ = writeln!(
                 o,
                 "ixn_view_interactions{{shard=\"{}\",tenant=\"{}\",view=\"{}\",queue=\"{}\"}} {n}",
@@ -383,6 +387,7 @@ pub fn state_json(catalog: &Catalog, s: &Scrape, history: &[Sample]) -> String {
     let views: Vec<Value> = view_names(catalog)
         .iter()
         .enumerate()
+        .filter_map(|(k, names)| names.map(|n| (k, n)))
         .map(|(k, (t, v, q))| {
             let depth: u64 = live().filter_map(|r| r.gauges.views.get(k)).sum();
             json!({"tenant": t, "view": v, "queue": q, "depth": depth})
@@ -476,6 +481,7 @@ mod tests {
             next: None,
             views: Vec::new(),
             strategy: None,
+            retired: false,
         });
         Catalog::new(vec![t], true).unwrap()
     }

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ixn_shard::catalog::Catalog;
+use ixn_shard::versioned::Versioned;
 use ixn_storage::{Outbox, WriterHandle};
 
 use super::exposition::{self, Sample, Scrape};
@@ -44,7 +45,8 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// What the listener reads from.
 pub struct Sources {
-    pub catalog: Arc<Catalog>,
+    /// The catalog in force (a reload replaces it before the shards use it).
+    pub catalog: Arc<Versioned<Catalog>>,
     pub shards: Vec<Arc<MetricsInbox>>,
     pub writers: WriterHandle,
     pub outbox: Option<Arc<Outbox>>,
@@ -64,6 +66,25 @@ impl Sources {
             queued: self.writers.queued(),
             outbox: self.outbox.as_ref().map(|o| (o.backlog(), o.shipped())),
         }
+    }
+
+    /// A scrape and the catalog that names its queues and views. The
+    /// catalog is read after the shards answered, so it is at least as new
+    /// as theirs; a shard that answered before a reload reached it has
+    /// fewer queues or views, and its queue and view gauges are left out
+    /// of this one scrape rather than put under the wrong names.
+    fn scrape_named(&self) -> (Arc<Catalog>, Scrape) {
+        let mut scrape = self.scrape();
+        let catalog = self.catalog.get();
+        let queues: usize = catalog.tenants.iter().map(|t| t.queues.len()).sum();
+        let views: usize = catalog.tenants.iter().map(|t| t.views.len()).sum();
+        for r in scrape.reports.iter_mut().flatten() {
+            if r.gauges.queues.len() != queues || r.gauges.views.len() != views {
+                r.gauges.queues.clear();
+                r.gauges.views.clear();
+            }
+        }
+        (catalog, scrape)
     }
 }
 
@@ -230,13 +251,15 @@ fn serve(stream: &mut TcpStream, shared: &Shared) {
             }
         }
         "/metrics" => {
-            let text = exposition::prometheus(&s.catalog, &s.scrape());
+            let (catalog, scrape) = s.scrape_named();
+            let text = exposition::prometheus(&catalog, &scrape);
             respond(stream, 200, "text/plain; version=0.0.4; charset=utf-8", text.as_bytes(), body_too)
         }
         "/api/state" => {
             let history: Vec<Sample> =
                 shared.history.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
-            let json = exposition::state_json(&s.catalog, &s.scrape(), &history);
+            let (catalog, scrape) = s.scrape_named();
+            let json = exposition::state_json(&catalog, &scrape, &history);
             respond(stream, 200, "application/json", json.as_bytes(), body_too)
         }
         _ => return refuse(stream, 404),

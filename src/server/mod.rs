@@ -31,6 +31,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use ixn_shard::id::owner_of;
 use ixn_shard::interaction::InteractionRecord;
+use ixn_shard::versioned::Versioned;
 use ixn_storage::{CompletionSink, InsertStrategy, Storage, StorageConfig};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -87,10 +88,12 @@ pub fn run(config: Config) -> Result<(), String> {
     // Names this run in reporting cursors and event log keys: a cursor of
     // another run names events that were not kept across the restart.
     let generation = executor::now_ms().max(1) as u64;
+    // The catalog in force: a reload replaces it (reload.rs).
+    let catalog_now = Arc::new(Versioned::new(Arc::new(config.catalog.clone())));
     let event_log = match &config.logger {
         Some(l) => Some(
             storage
-                .enable_event_log(l.storage_config(embedded), Arc::new(config.catalog.clone()), generation)
+                .enable_event_log(l.storage_config(embedded), catalog_now.clone(), generation)
                 .map_err(|e| e.to_string())?,
         ),
         None => None,
@@ -99,8 +102,6 @@ pub fn run(config: Config) -> Result<(), String> {
     let metrics: Vec<Arc<metrics::MetricsInbox>> = (0..shards).map(|_| Arc::default()).collect();
     let auth_inboxes: Vec<Arc<auth::AuthInbox>> = (0..shards).map(|_| Arc::default()).collect();
     let verifier = auth::Verifier::start(auth_inboxes.clone())?;
-    let reload_inboxes: Vec<Arc<reload::ClientsInbox>> = (0..shards).map(|_| Arc::default()).collect();
-    let reloader = Arc::new(reload::Reloader::new(&config, reload_inboxes.clone()));
     let sinks: Vec<Arc<dyn CompletionSink>> = inboxes.iter().map(|i| i.clone() as Arc<dyn CompletionSink>).collect();
     // Subscribers resuming across a restart read the event log back.
     let log_reader = match &config.logger {
@@ -117,6 +118,9 @@ pub fn run(config: Config) -> Result<(), String> {
     };
 
     let tls_config = tls::from_section(&config.server)?;
+    let reload_inboxes: Vec<Arc<reload::ReloadInbox>> = (0..shards).map(|_| Arc::default()).collect();
+    let reloader =
+        Arc::new(reload::Reloader::new(&config, catalog_now.clone(), tls_config.clone(), reload_inboxes.clone()));
     let management_listener = config.server.management_addr().map(management::bind).transpose()?;
     let tls_listeners = match config.server.tls_listen {
         Some(at) => {
@@ -141,7 +145,7 @@ pub fn run(config: Config) -> Result<(), String> {
     }
 
     let config = Arc::new(config);
-    let catalog = Arc::new(config.catalog.clone());
+    let catalog = catalog_now.get();
     let mesh = (shards > 1).then(|| MeshBuilder::full(shards as usize, 4096));
     let drained = Arc::new(AtomicUsize::new(0));
     let mesh_ids = Arc::new((0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect::<Vec<_>>());
@@ -162,6 +166,7 @@ pub fn run(config: Config) -> Result<(), String> {
             metrics: metrics[shard].clone(),
             auth: auth_inboxes[shard].clone(),
             reloads: reload_inboxes[shard].clone(),
+            board: reloader.board.clone(),
             verifier: verifier.clone(),
             records,
             stop: stop.clone(),
@@ -199,7 +204,7 @@ pub fn run(config: Config) -> Result<(), String> {
         Some(listener) => Some(management::start(
             listener,
             management::Sources {
-                catalog: catalog.clone(),
+                catalog: catalog_now.clone(),
                 shards: metrics,
                 writers: writers.handle(),
                 outbox: shipper.as_ref().map(|s| s.outbox()),

@@ -21,6 +21,7 @@ pub const CLEAR_PASSWORDS: u32 = 1017;
 pub const RELOADED: u32 = 1018;
 pub const RELOAD_REFUSED: u32 = 1019;
 pub const CLIENT_REMOVED: u32 = 1032;
+pub const REMOVED_QUEUE_HOLDS: u32 = 1033;
 pub const CLIENT_CONNECTED: u32 = 1020;
 pub const CLIENT_REGISTERED: u32 = 1021;
 pub const CLIENT_DISCONNECTED: u32 = 1022;

@@ -1,5 +1,6 @@
-//! Live reconfiguration of the `[[client]]` entries (SIGHUP, or `POST
-//! /reload` on the management listener, which `ixnctl reload` uses).
+//! Live reconfiguration (SIGHUP, or `POST /reload` on the management
+//! listener, which `ixnctl reload` uses): the `[[client]]` entries and the
+//! agents, places, queues and views of the tenants.
 //!
 //! A reload reads the configuration file again and checks all of it as a
 //! start would; a file that fails any check is refused with its file:line
@@ -8,56 +9,93 @@
 //! tenant list holds for the next registrations (and the tenant list for
 //! the sessions already registered, at once), and a removed client's
 //! sessions end (a connection whose own registration names it is closed).
-//! Any other change in the file (server, settings, tenants, agents,
-//! queues, views) is refused: those still need a restart, and the reload
-//! says which sections differ.
+//! The tenants' agents, places, queues and views are laid over the running
+//! catalog so every object keeps its index (ixn_shard::evolve): added ones
+//! work at once, changed ones hold at once, removed agents (and agents on
+//! removed places) are logged out, and interactions in a removed queue stay
+//! there, reachable by id. Any other change in the file (server, settings,
+//! the tenants themselves, their media types and workbins) is refused:
+//! those still need a restart, and the reload says what differs.
 //!
 //! The TLS certificate, key and client CA files (same paths) are read
 //! again: new connections of the TLS listener use them, those already
 //! open keep their session.
 //!
-//! The shards hear of the new list through their inbox (lock-free), and
-//! each applies it between two inputs.
+//! The shards follow a published value (one atomic load per input, the lock
+//! only when it changed) and each applies a new one before its next input,
+//! so no shard handles a message that names an object it does not know
+//! yet: the sender took the value after it was published, and so does the
+//! receiver before it reads the message.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+use ixn_shard::catalog::Catalog;
+use ixn_shard::versioned::Versioned;
 
 use crate::config::{ClientEntry, Config};
 
 use super::msgid;
 use super::notify::Inbox;
 
-/// What a shard is to use from now on: the client list, and the TLS
-/// configuration made from the certificate files read again.
-#[derive(Clone)]
+/// What the shards run with: the client list, the TLS configuration made
+/// from the certificate files, and the catalog. A reload publishes a new
+/// one; a shard takes it before its next input.
 pub struct Reloaded {
     pub clients: Arc<Vec<ClientEntry>>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub catalog: Arc<Catalog>,
 }
 
-pub type ClientsInbox = Inbox<Reloaded>;
+/// Wakes a shard to take a published reload at once (it would take it
+/// before its next input anyway).
+pub type ReloadInbox = Inbox<()>;
 
 pub struct Reloader {
     file: Option<PathBuf>,
     /// The file's fixed part as the server started with it.
     fixed: Option<toml::Table>,
-    clients: Mutex<Arc<Vec<ClientEntry>>>,
-    shards: Vec<Arc<ClientsInbox>>,
+    /// Two reloads at once (SIGHUP and the management listener) run one
+    /// after the other.
+    one_at_a_time: Mutex<()>,
+    /// What the shards follow.
+    pub board: Arc<Versioned<Reloaded>>,
+    /// The catalog alone, for the event log's writers and the management
+    /// listener: published before the shards', so that they name
+    /// everything a shard may have made under the new one.
+    pub catalog: Arc<Versioned<Catalog>>,
+    wake: Vec<Arc<ReloadInbox>>,
 }
 
 impl Reloader {
-    pub fn new(config: &Config, shards: Vec<Arc<ClientsInbox>>) -> Reloader {
+    /// `catalog`: the catalog in force (the event log's writers already
+    /// follow it).
+    pub fn new(
+        config: &Config,
+        catalog: Arc<Versioned<Catalog>>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        wake: Vec<Arc<ReloadInbox>>,
+    ) -> Reloader {
         let fixed =
             config.file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()).and_then(|t| Config::fixed_part(&t));
-        Reloader { file: config.file.clone(), fixed, clients: Mutex::new(Arc::new(config.clients.clone())), shards }
+        let first = Reloaded { clients: Arc::new(config.clients.clone()), tls, catalog: catalog.get() };
+        Reloader {
+            file: config.file.clone(),
+            fixed,
+            one_at_a_time: Mutex::new(()),
+            board: Arc::new(Versioned::new(Arc::new(first))),
+            catalog,
+            wake,
+        }
     }
 
-    /// Reads and checks the file; applies its clients. Ok: what changed.
-    /// Err: why nothing did.
+    /// Reads and checks the file; applies its clients, agents, places,
+    /// queues and views. Ok: what changed. Err: why nothing did.
     pub fn reload(&self) -> Result<String, String> {
         let Some(file) = &self.file else {
             return Err("the server runs on the embedded default: there is no configuration file to reload".into());
         };
+        let _one = self.one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
         let text = std::fs::read_to_string(file)
             .map_err(|e| format!("{}: cannot read the configuration: {e}", file.display()))?;
         let config = Config::parse(&text, &file.display().to_string()).map_err(|e| e.to_string())?;
@@ -66,25 +104,39 @@ impl Reloader {
             let changed = changed_sections(started, &fixed);
             if !changed.is_empty() {
                 return Err(format!(
-                    "{}: only [[client]] entries are reloaded; {} changed since the start: restart to apply that \
-                     (nothing was changed)",
+                    "{}: {} changed since the start: a restart applies that (only [[client]] and the agents, \
+                     places, queues and views of [[tenant]] are reloaded; nothing was changed)",
                     file.display(),
                     changed.join(", ")
                 ));
             }
         }
+        let current = self.board.get();
+        let (catalog, evolution) = current
+            .catalog
+            .evolve(&config.catalog)
+            .map_err(|e| format!("{}: {e} (nothing was changed)", file.display()))?;
         // The certificate files are read again (a renewed certificate or
         // key, or CA): a file that does not load refuses the whole reload.
         let tls = super::tls::from_section(&config.server)?;
-        let mut current = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let mut summary = describe(&current, &config.clients);
+        let mut summary = describe(&current.clients, &config.clients);
+        if evolution.is_empty() {
+            summary.push_str("; agents, places, queues and views unchanged");
+        } else {
+            summary.push_str("; ");
+            summary.push_str(&evolution.describe());
+        }
         if tls.is_some() {
             summary.push_str("; TLS certificate files read again");
         }
-        let new = Reloaded { clients: Arc::new(config.clients), tls };
-        *current = new.clients.clone();
-        for shard in &self.shards {
-            shard.push(new.clone());
+        let catalog = if evolution.is_empty() { current.catalog.clone() } else { Arc::new(catalog) };
+        if !evolution.is_empty() {
+            self.catalog.publish(catalog.clone());
+        }
+        let tls = tls.or_else(|| current.tls.clone());
+        self.board.publish(Arc::new(Reloaded { clients: Arc::new(config.clients), tls, catalog }));
+        for shard in &self.wake {
+            shard.push(());
         }
         Ok(summary)
     }
@@ -164,8 +216,9 @@ mod tests {
         let b =
             Config::fixed_part("[server]\nnode-id = 2\n[[client]]\nname = \"b\"\n[[tenant]]\nname = \"t\"\n").unwrap();
         assert_eq!(changed_sections(&a, &b), vec!["[server]".to_string()]);
+        // Tenants are compared by the catalog's evolution, not here.
         let c = Config::fixed_part("[server]\nnode-id = 1\n[[tenant]]\nname = \"u\"\n[settings]\n").unwrap();
-        assert_eq!(changed_sections(&a, &c), vec!["[settings]".to_string(), "[[tenant]]".to_string()]);
+        assert_eq!(changed_sections(&a, &c), vec!["[settings]".to_string()]);
         assert!(changed_sections(&a, &a).is_empty());
     }
 

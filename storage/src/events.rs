@@ -16,6 +16,7 @@ use ixn_shard::proto::frame::Frame;
 use ixn_shard::proto::msg::{attr, msg_type};
 use ixn_shard::report::Published;
 use ixn_shard::value::{KvList, Value};
+use ixn_shard::versioned::Versioned;
 
 use crate::records::hex_into;
 
@@ -325,7 +326,9 @@ impl EventFilter {
 /// What the writers need to turn events into rows.
 #[derive(Debug)]
 pub struct EventLogSetup {
-    pub catalog: Arc<Catalog>,
+    /// The catalog in force (a reload replaces it before any shard makes
+    /// an event that names what it added).
+    pub catalog: Arc<Versioned<Catalog>>,
     /// This run of the server (its start, ms): the first part of every key.
     pub generation: u64,
     pub filter: EventFilter,
@@ -333,9 +336,9 @@ pub struct EventLogSetup {
 
 impl EventLogSetup {
     /// The row of `p`, or `None` if the filter leaves it out.
-    pub fn row(&self, p: &Published) -> Option<EventRow> {
+    pub fn row(&self, catalog: &Catalog, p: &Published) -> Option<EventRow> {
         let msg = p.event.what.msg_type();
-        let row = row_of(&p.event, &self.catalog, self.generation, p.shard, p.seq);
+        let row = row_of(&p.event, catalog, self.generation, p.shard, p.seq);
         self.filter.keeps(&row, msg).then_some(row)
     }
 }
@@ -530,16 +533,17 @@ mod tests {
             what: What::ReadyForMedia { media: 1, reason: None },
         };
         let logout = Event { what: What::AgentLogout { place: 0, reason: text("bye") }, ..ready.clone() };
-        let setup = |filter| EventLogSetup { catalog: Arc::new(c.clone()), generation: 1, filter };
+        let setup =
+            |filter| EventLogSetup { catalog: Arc::new(Versioned::new(Arc::new(c.clone()))), generation: 1, filter };
         let p = |e: &Event| Published { shard: 0, seq: 1, event: e.clone() };
         let all = setup(EventFilter::default());
-        assert!(all.row(&p(&ready)).is_some() && all.row(&p(&logout)).is_some());
+        assert!(all.row(&c, &p(&ready)).is_some() && all.row(&c, &p(&logout)).is_some());
         let chat = setup(EventFilter { event_types: None, media_types: Some(vec!["chat".into()]) });
-        assert!(chat.row(&p(&ready)).is_none(), "email is left out");
-        assert!(chat.row(&p(&logout)).is_some(), "names no media type");
+        assert!(chat.row(&c, &p(&ready)).is_none(), "email is left out");
+        assert!(chat.row(&c, &p(&logout)).is_some(), "names no media type");
         let t = EventFilter::event_type_of("eventagentlogout").unwrap();
         let logouts = setup(EventFilter { event_types: Some(vec![t]), media_types: None });
-        assert!(logouts.row(&p(&ready)).is_none() && logouts.row(&p(&logout)).is_some());
+        assert!(logouts.row(&c, &p(&ready)).is_none() && logouts.row(&c, &p(&logout)).is_some());
         assert_eq!(EventFilter::event_type_of("RequestSubmit"), None);
     }
 }

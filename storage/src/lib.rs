@@ -423,7 +423,7 @@ impl Storage {
     pub fn enable_event_log(
         &mut self,
         cfg: LoggerConfig,
-        catalog: Arc<ixn_shard::catalog::Catalog>,
+        catalog: Arc<ixn_shard::versioned::Versioned<ixn_shard::catalog::Catalog>>,
         generation: u64,
     ) -> Result<EventLog, StorageError> {
         let log = EventLog::open(

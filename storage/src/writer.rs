@@ -262,6 +262,7 @@ pub(crate) fn start(setup: Setup, sinks: Vec<Arc<dyn CompletionSink>>) -> Result
             faults: faults.clone(),
             abandon: abandon_rx.clone(),
             log: log.clone(),
+            catalog: log.as_ref().map(|(setup, _)| setup.catalog.copy()),
             stats: stats[n].clone(),
         };
         let t = std::thread::Builder::new()
@@ -332,6 +333,8 @@ struct Writer {
     /// Disconnected when shutdown's limit has passed: stop retrying.
     abandon: Receiver<()>,
     log: Option<(Arc<EventLogSetup>, Arc<Outbox>)>,
+    /// This writer's copy of the catalog that names events (event log on).
+    catalog: Option<ixn_shard::versioned::Copy<ixn_shard::catalog::Catalog>>,
     stats: Arc<WriterStats>,
 }
 
@@ -558,8 +561,9 @@ impl Writer {
         }
         let entry = self.batch.coalescer.push(req.op) as u32;
         self.batch.tokens.push(Token { shard: req.shard, token: req.token, entry });
-        if let Some((setup, _)) = &self.log {
-            self.batch.events.extend(req.log.iter().filter_map(|p| setup.row(p)).map(|row| (entry, row)));
+        if let (Some((setup, _)), Some(copy)) = (&self.log, &mut self.catalog) {
+            let catalog = setup.catalog.refresh(copy);
+            self.batch.events.extend(req.log.iter().filter_map(|p| setup.row(catalog, p)).map(|row| (entry, row)));
         }
     }
 

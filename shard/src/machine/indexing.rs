@@ -302,6 +302,38 @@ impl Shard {
         }
     }
 
+    /// A reload's catalog added queues and views: their counts start
+    /// empty, and each new view's index is built from the interactions now
+    /// in its queue (one pass over this shard's interactions, only when a
+    /// view was added). Views already there keep their index: a reload
+    /// never changes a view in place (see evolve.rs).
+    pub(super) fn index_added_objects(&mut self) {
+        let Shard { store, index, catalog, syms, .. } = self;
+        let mut first_new = Vec::with_capacity(catalog.tenants.len());
+        for (t, tenant) in catalog.tenants.iter().enumerate() {
+            assert!(index.depth[t].len() <= tenant.queues.len(), "a reload never drops a queue");
+            index.depth[t].resize(tenant.queues.len(), QueueCount::default());
+            index.waiting[t].resize_with(tenant.queues.len(), BTreeSet::new);
+            let first = index.views[t].len();
+            first_new.push(first);
+            index.views[t].extend(tenant.views[first..].iter().map(ViewIndex::new));
+        }
+        if first_new.iter().zip(&index.views).all(|(&f, v)| f == v.len()) {
+            return;
+        }
+        let n = Names { catalog, syms };
+        for (slot, ix) in store.iter() {
+            let Place::Queue(q) = ix.place else { continue };
+            if !ix.visible || index.locks.contains_key(&slot) {
+                continue;
+            }
+            for v in views_holding(ix, q, n).filter(|&v| v as usize >= first_new[ix.tenant as usize]) {
+                let view = &mut index.views[ix.tenant as usize][v as usize];
+                view.insert(view.key(ix, n), ix.tie);
+            }
+        }
+    }
+
     /// Checks that every name's count of users is the number of interactions
     /// using it (and of copies pinned by writes in flight), and that every
     /// name an interaction uses is held.

@@ -113,6 +113,10 @@ pub enum Input {
     /// for each of its sessions): its locks, pulls, snapshots and
     /// subscription end; the home of the agent logged in on it is told.
     ConnClosed { origin: Origin, agent: Option<AgentRef> },
+    /// A reload's catalog ([`Catalog::evolve`]): it keeps every object's
+    /// index. Applied at once, even during a snapshot's cut: it changes no
+    /// interaction (a new view's index is built beside the others).
+    Reconfigure { catalog: Arc<Catalog> },
 }
 
 impl Input {
@@ -121,6 +125,7 @@ impl Input {
     fn changes_interactions(&self) -> bool {
         match self {
             Input::Request { .. } | Input::StorageDone { .. } | Input::Tick | Input::ConnClosed { .. } => true,
+            Input::Reconfigure { .. } => false,
             Input::Peer { msg, .. } => matches!(
                 msg,
                 PeerMsg::PullLock { .. }
@@ -705,6 +710,24 @@ impl Shard {
                     out.push(Output::Peer { to, msg: PeerMsg::DesktopGone { origin, agent } });
                 }
             }
+            Input::Reconfigure { catalog } => self.reconfigure(now_ms, catalog, out),
+        }
+    }
+
+    /// Runs with a reload's catalog from now on. Added queues and views
+    /// get their (built) indexes, strategies follow the new configuration,
+    /// agents removed from it (or whose place was) are logged out, and the
+    /// dispatchers hear every other logged-in agent's availability again.
+    /// Interactions in a removed queue stay there, reachable by id.
+    fn reconfigure(&mut self, now_ms: Millis, catalog: Arc<Catalog>, out: &mut Vec<Output>) {
+        assert!(catalog.extends(&self.catalog), "a reload's catalog keeps every object at its index");
+        self.catalog = catalog;
+        self.index_added_objects();
+        self.reporter.tally.extend(&self.catalog);
+        self.routing.reconfigure(&self.catalog, self.params.shard, self.params.shards);
+        self.reconfigure_agents(now_ms, out);
+        for t in 0..self.catalog.tenants.len() as TenantIdx {
+            self.wake_routes(t, None, out);
         }
     }
 
