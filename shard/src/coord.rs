@@ -996,6 +996,7 @@ impl Shard {
             PeerMsg::CutTaken { op } => self.cut_taken(op, out),
             PeerMsg::ScanSlice { coord, op } => self.scan_slice(coord, op, out),
             PeerMsg::ScanMerge { op } => self.merge_scan(op, out),
+            PeerMsg::BuildViews => self.build_views(out),
             PeerMsg::Scanned { op, ties, ids, described, total, last } => {
                 self.scanned(from, op, (ties, ids, described), total, last, out)
             }

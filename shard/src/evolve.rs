@@ -103,6 +103,38 @@ impl Catalog {
         Ok((catalog, evolution))
     }
 
+    /// What a reload runs with while the shards build the indexes of the
+    /// views `next` adds: `self` (the catalog in force) with `next`'s added
+    /// queues and views at their indexes, none of them found by name yet
+    /// (nothing enters an added queue, no one pulls from an added view),
+    /// and nothing else changed. Once every shard has built them, `next`
+    /// follows, and they hold everything already.
+    pub fn staged(&self, next: &Catalog) -> Catalog {
+        debug_assert!(next.extends(self));
+        let mut c = self.clone();
+        for (t, n) in c.tenants.iter_mut().zip(&next.tenants) {
+            t.processes = n.processes.clone();
+            let first_queue = t.queues.len();
+            for q in &n.queues[first_queue..] {
+                t.queues.push(Queue { retired: true, next: None, strategy: None, views: Vec::new(), ..q.clone() });
+            }
+            let first_view = t.views.len();
+            for (i, v) in n.views[first_view..].iter().enumerate() {
+                t.views.push(View { retired: true, ..v.clone() });
+                t.queues[v.queue as usize].views.push((first_view + i) as ViewIdx);
+            }
+        }
+        debug_assert!(c.extends(self) && next.extends(&c));
+        c
+    }
+
+    /// Whether `self` has view indexes `before` has not (a reload that
+    /// adds or changes a view: their indexes are built before they are
+    /// used).
+    pub fn adds_views(&self, before: &Catalog) -> bool {
+        self.tenants.iter().zip(&before.tenants).any(|(t, b)| t.views.len() > b.views.len())
+    }
+
     /// Whether every object of `before` is in `self` at the same index
     /// (what a shard checks before it takes a reloaded catalog).
     pub fn extends(&self, before: &Catalog) -> bool {
@@ -436,5 +468,25 @@ mod tests {
         t.add_workbin("personal", crate::catalog::WorkbinKind::Agent).unwrap();
         let workbin = Catalog::new(vec![t], true).unwrap();
         assert!(old.evolve(&workbin).unwrap_err().contains("workbins"));
+    }
+
+    #[test]
+    fn the_staged_catalog_hides_what_the_reload_adds_and_changes_nothing_else() {
+        let old = catalog(&["in", "done"], &[("v", "in", "priority")], &[("a1", 1)], &["p1"]);
+        let new = catalog(&["in", "vip"], &[("v", "in", "priority DESC")], &[("a2", 1)], &[]);
+        let (next, _) = old.evolve(&new).unwrap();
+        assert!(next.adds_views(&old));
+        let staged = old.staged(&next);
+        assert!(staged.extends(&old) && next.extends(&staged));
+        let t = staged.tenant_at(0);
+        assert_eq!(t.view_idx("v"), old.tenant_at(0).view_idx("v"), "the old 'v' is still the one found");
+        assert_eq!(t.queue("vip"), None, "an added queue is not found yet");
+        assert_eq!(t.queue("done"), Some(1), "a removed queue is still there");
+        assert_eq!(t.agent("a1"), Some(0));
+        assert_eq!(t.agent("a2"), None, "agents change with the final catalog");
+        assert_eq!(t.views.len(), next.tenant_at(0).views.len(), "every added view has its index, to build");
+        assert!(t.views[old.tenant_at(0).views.len()..].iter().all(|v| v.retired));
+        assert_eq!(t.queues[0].views, next.tenant_at(0).queues[0].views);
+        assert!(!next.evolve(&new).unwrap().0.adds_views(&next), "the same file again adds nothing");
     }
 }

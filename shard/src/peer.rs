@@ -233,6 +233,9 @@ pub enum PeerMsg {
     ScanMerge {
         op: u64,
     },
+    /// The next slice of building the indexes of views a reload added (a
+    /// shard sends it to itself, like [`PeerMsg::ScanSlice`]).
+    BuildViews,
 
     /// Describe these interactions (a snapshot page).
     Describe {

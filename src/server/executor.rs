@@ -79,6 +79,7 @@ pub struct ShardContext {
     /// Wake-ups for a published reload, and what reloads publish.
     pub reloads: Arc<ReloadInbox>,
     pub board: Arc<Versioned<Reloaded>>,
+    pub built: Arc<[std::sync::atomic::AtomicU64]>,
     /// Verdicts of the credential verifier, and the verifier.
     pub auth: Arc<AuthInbox>,
     pub verifier: Verifier,
@@ -110,6 +111,10 @@ pub struct Runtime {
     /// What reloads publish, and the generation of it this shard runs with.
     board: Arc<Versioned<Reloaded>>,
     board_seen: Cell<u64>,
+    /// Where this shard says which generation of `board` it has applied
+    /// with every added view's index built (the reloader waits on it).
+    built: Arc<[std::sync::atomic::AtomicU64]>,
+    built_said: Cell<u64>,
     machine: RefCell<Shard>,
     scratch: RefCell<Vec<Output>>,
     /// Messages this shard sent itself, handled after the current input.
@@ -252,6 +257,18 @@ impl Runtime {
             self.follow_reload();
         }
         self.run_inputs(input);
+        if self.built_said.get() != self.board_seen.get() {
+            self.say_built();
+        }
+    }
+
+    /// Tells the reloader this shard runs with the last publication it took
+    /// and has built the index of every view it added.
+    fn say_built(&self) {
+        if self.machine.borrow().building_views() == 0 {
+            self.built_said.set(self.board_seen.get());
+            self.built[self.shard as usize].store(self.board_seen.get(), Ordering::Release);
+        }
     }
 
     /// Takes what the last reload published: the TLS configuration, the
@@ -272,6 +289,7 @@ impl Runtime {
             self.run_inputs(Input::Reconfigure { catalog: reloaded.catalog.clone() });
             self.warn_removed_queues(&reloaded.catalog);
         }
+        self.say_built();
     }
 
     /// Logs the interactions this shard still holds in queues a reload
@@ -384,8 +402,11 @@ impl Runtime {
                     self.writer.submit(WriteRequest { shard: self.shard, token, op, log })
                 }
                 Output::Peer { to, msg } => {
-                    if to == self.shard && matches!(msg, PeerMsg::ScanSlice { .. } | PeerMsg::ScanMerge { .. }) {
-                        // Unbounded: one slice at a time per scan, and scans are bounded.
+                    if to == self.shard
+                        && matches!(msg, PeerMsg::ScanSlice { .. } | PeerMsg::ScanMerge { .. } | PeerMsg::BuildViews)
+                    {
+                        // Unbounded: one slice at a time per scan (and for
+                        // the view builds), and scans are bounded.
                         let _ = self.slices.try_send(msg);
                     } else if to == self.shard {
                         self.to_self.borrow_mut().push_back(msg);
@@ -588,6 +609,8 @@ pub async fn shard_main(ctx: ShardContext) {
         catalog: Rc::new(RefCell::new(ctx.catalog.clone())),
         board_seen: Cell::new(ctx.board.generation()),
         board: ctx.board.clone(),
+        built: ctx.built.clone(),
+        built_said: Cell::new(0),
         machine: RefCell::new(machine),
         scratch: RefCell::new(Vec::with_capacity(16)),
         to_self: RefCell::new(VecDeque::new()),

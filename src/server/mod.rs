@@ -167,6 +167,7 @@ pub fn run(config: Config) -> Result<(), String> {
             auth: auth_inboxes[shard].clone(),
             reloads: reload_inboxes[shard].clone(),
             board: reloader.board.clone(),
+            built: reloader.built.clone(),
             verifier: verifier.clone(),
             records,
             stop: stop.clone(),

@@ -28,7 +28,9 @@
 //! receiver before it reads the message.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ixn_shard::catalog::Catalog;
 use ixn_shard::versioned::Versioned;
@@ -65,7 +67,15 @@ pub struct Reloader {
     /// everything a shard may have made under the new one.
     pub catalog: Arc<Versioned<Catalog>>,
     wake: Vec<Arc<ReloadInbox>>,
+    /// Per shard: the generation of `board` it has applied with every
+    /// view index built.
+    pub built: Arc<[AtomicU64]>,
 }
+
+/// How long a reload waits for the shards to build the indexes of the views
+/// it adds before it gives up (the views then stay unusable, nothing else
+/// changes; a later reload finds their indexes built).
+const BUILD_LIMIT: Duration = Duration::from_secs(600);
 
 impl Reloader {
     /// `catalog`: the catalog in force (the event log's writers already
@@ -85,6 +95,7 @@ impl Reloader {
             one_at_a_time: Mutex::new(()),
             board: Arc::new(Versioned::new(Arc::new(first))),
             catalog,
+            built: wake.iter().map(|_| AtomicU64::new(0)).collect(),
             wake,
         }
     }
@@ -130,15 +141,48 @@ impl Reloader {
             summary.push_str("; TLS certificate files read again");
         }
         let catalog = if evolution.is_empty() { current.catalog.clone() } else { Arc::new(catalog) };
+        if catalog.adds_views(&current.catalog) {
+            // First the added views, hidden, so every shard builds their
+            // indexes (in slices) while nothing uses them yet.
+            let staged = Arc::new(current.catalog.staged(&catalog));
+            self.catalog.publish(staged.clone());
+            let reloaded = Reloaded { clients: current.clients.clone(), tls: current.tls.clone(), catalog: staged };
+            self.publish(reloaded);
+            self.wait_for_views(file)?;
+        }
         if !evolution.is_empty() {
             self.catalog.publish(catalog.clone());
         }
         let tls = tls.or_else(|| current.tls.clone());
-        self.board.publish(Arc::new(Reloaded { clients: Arc::new(config.clients), tls, catalog }));
+        self.publish(Reloaded { clients: Arc::new(config.clients), tls, catalog });
+        Ok(summary)
+    }
+
+    /// Publishes what the shards are to run with, and wakes them.
+    fn publish(&self, reloaded: Reloaded) {
+        self.board.publish(Arc::new(reloaded));
         for shard in &self.wake {
             shard.push(());
         }
-        Ok(summary)
+    }
+
+    /// Waits until every shard has applied the last publication and built
+    /// the indexes of the views it added.
+    fn wait_for_views(&self, file: &std::path::Path) -> Result<(), String> {
+        let generation = self.board.generation();
+        let started = Instant::now();
+        while self.built.iter().any(|b| b.load(Ordering::Acquire) < generation) {
+            if started.elapsed() > BUILD_LIMIT {
+                return Err(format!(
+                    "{}: the shards did not build the indexes of the added views within {} s; nothing else was \
+                     changed (reload again to apply it)",
+                    file.display(),
+                    BUILD_LIMIT.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
     }
 }
 

@@ -45,6 +45,18 @@ pub(crate) struct Index {
     waiting: Vec<Vec<BTreeSet<(Millis, u64)>>>,
     /// Their deadlines are in the shard's timer table.
     locks: ahash::AHashMap<Slot, Lock>,
+    /// Views a reload added whose index is being built, slice by slice,
+    /// with the slot the build has reached: such a view holds exactly the
+    /// interactions of its queue at slots below it that meet its condition
+    /// (attach and detach skip the others; the build takes them in turn).
+    building: Vec<Build>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Build {
+    tenant: TenantIdx,
+    view: ViewIdx,
+    below: Slot,
 }
 
 impl Index {
@@ -54,7 +66,19 @@ impl Index {
             depth: catalog.tenants.iter().map(|t| vec![QueueCount::default(); t.queues.len()]).collect(),
             waiting: catalog.tenants.iter().map(|t| vec![BTreeSet::new(); t.queues.len()]).collect(),
             locks: ahash::AHashMap::new(),
+            building: Vec::new(),
         }
+    }
+
+    /// Whether `slot` is in the part of view `v` built so far (all of it
+    /// unless a build is under way).
+    fn built(&self, tenant: TenantIdx, v: ViewIdx, slot: Slot) -> bool {
+        self.building.iter().all(|b| b.tenant != tenant || b.view != v || slot < b.below)
+    }
+
+    /// Views whose index is still being built.
+    pub(crate) fn building(&self) -> usize {
+        self.building.len()
     }
 
     /// One view's index on this shard.
@@ -257,6 +281,9 @@ impl Shard {
         assert!(fresh, "interaction {} attached twice", ix.id);
         let n = Names { catalog, syms };
         for v in views_holding(ix, q, n) {
+            if !index.built(ix.tenant, v, slot) {
+                continue;
+            }
             let view = &mut index.views[ix.tenant as usize][v as usize];
             view.insert(view.key(ix, n), ix.tie);
             if let Some(w) = coord.view_filled(ix.tenant, v) {
@@ -291,6 +318,9 @@ impl Shard {
         assert!(was, "interaction {} missing from its queue's waiting set", ix.id);
         let n = Names { catalog, syms };
         for v in views_holding(ix, q, n) {
+            if !index.built(ix.tenant, v, slot) {
+                continue;
+            }
             let view = &mut index.views[ix.tenant as usize][v as usize];
             let removed = view.remove(view.key(ix, n), ix.tie);
             assert!(
@@ -304,33 +334,65 @@ impl Shard {
 
     /// A reload's catalog added queues and views: their counts start
     /// empty, and each new view's index is built from the interactions now
-    /// in its queue (one pass over this shard's interactions, only when a
-    /// view was added). Views already there keep their index: a reload
-    /// never changes a view in place (see evolve.rs).
-    pub(super) fn index_added_objects(&mut self) {
-        let Shard { store, index, catalog, syms, .. } = self;
-        let mut first_new = Vec::with_capacity(catalog.tenants.len());
+    /// in its queue, a sixteenth of [`SCAN_SLICE`](crate::scan::SCAN_SLICE)
+    /// slots a step ([`PeerMsg::BuildViews`], which the shard sends itself;
+    /// entering a view's ordered index costs microseconds an entry on a
+    /// large backlog, far more than a scan's test), so a view added over a
+    /// large backlog never holds the shard long. Views already there
+    /// keep their index: a reload never changes a view in place (see
+    /// evolve.rs).
+    pub(super) fn index_added_objects(&mut self, out: &mut Vec<Output>) {
+        let Shard { index, catalog, .. } = self;
+        let was_building = !index.building.is_empty();
         for (t, tenant) in catalog.tenants.iter().enumerate() {
             assert!(index.depth[t].len() <= tenant.queues.len(), "a reload never drops a queue");
             index.depth[t].resize(tenant.queues.len(), QueueCount::default());
             index.waiting[t].resize_with(tenant.queues.len(), BTreeSet::new);
             let first = index.views[t].len();
-            first_new.push(first);
             index.views[t].extend(tenant.views[first..].iter().map(ViewIndex::new));
-        }
-        if first_new.iter().zip(&index.views).all(|(&f, v)| f == v.len()) {
-            return;
-        }
-        let n = Names { catalog, syms };
-        for (slot, ix) in store.iter() {
-            let Place::Queue(q) = ix.place else { continue };
-            if !ix.visible || index.locks.contains_key(&slot) {
-                continue;
+            for v in first..tenant.views.len() {
+                index.building.push(Build { tenant: t as TenantIdx, view: v as ViewIdx, below: 0 });
             }
-            for v in views_holding(ix, q, n).filter(|&v| v as usize >= first_new[ix.tenant as usize]) {
-                let view = &mut index.views[ix.tenant as usize][v as usize];
-                view.insert(view.key(ix, n), ix.tie);
+        }
+        if !was_building && !index.building.is_empty() {
+            out.push(Output::Peer { to: self.params.shard, msg: PeerMsg::BuildViews });
+        }
+    }
+
+    /// One slice of the first view being built: the interactions at the
+    /// next slots enter it. Asks for the next slice while any is left; a
+    /// finished view wakes the strategies and pulls waiting on it.
+    pub(crate) fn build_views(&mut self, out: &mut Vec<Output>) {
+        let Some(&Build { tenant, view, below }) = self.index.building.first() else { return };
+        let end = self.store.slot_end().min(below.saturating_add((self.params.scan_slice / 16).max(1)));
+        {
+            let Shard { store, index, catalog, syms, .. } = self;
+            let n = Names { catalog, syms };
+            let queue = catalog.tenant_at(tenant).views[view as usize].queue;
+            for slot in below..end {
+                let Some(ix) = store.try_get(slot) else { continue };
+                if ix.tenant != tenant
+                    || ix.place != Place::Queue(queue)
+                    || !ix.visible
+                    || index.locks.contains_key(&slot)
+                {
+                    continue;
+                }
+                if views_holding(ix, queue, n).any(|v| v == view) {
+                    let index = &mut index.views[tenant as usize][view as usize];
+                    index.insert(index.key(ix, n), ix.tie);
+                }
             }
+            index.building[0].below = end;
+        }
+        if end >= self.store.slot_end() {
+            self.index.building.remove(0);
+            if let Some(to) = self.routing.strategy_woken(tenant, view) {
+                out.push(Output::Peer { to, msg: PeerMsg::StrategyWake { tenant, view } });
+            }
+        }
+        if !self.index.building.is_empty() {
+            out.push(Output::Peer { to: self.params.shard, msg: PeerMsg::BuildViews });
         }
     }
 
@@ -387,7 +449,7 @@ impl Shard {
                 count.locked += 1;
                 continue;
             }
-            for v in views_holding(ix, q, n) {
+            for v in views_holding(ix, q, n).filter(|&v| self.index.built(ix.tenant, v, slot)) {
                 let key = self.index.views[ix.tenant as usize][v as usize].key(ix, n);
                 want[ix.tenant as usize][v as usize].insert((key, ix.tie));
             }

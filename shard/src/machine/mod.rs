@@ -524,6 +524,11 @@ impl Shard {
         self.params
     }
 
+    /// Views a reload added whose index this shard is still building.
+    pub fn building_views(&self) -> usize {
+        self.index.building()
+    }
+
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
     }
@@ -722,7 +727,7 @@ impl Shard {
     fn reconfigure(&mut self, now_ms: Millis, catalog: Arc<Catalog>, out: &mut Vec<Output>) {
         assert!(catalog.extends(&self.catalog), "a reload's catalog keeps every object at its index");
         self.catalog = catalog;
-        self.index_added_objects();
+        self.index_added_objects(out);
         self.reporter.tally.extend(&self.catalog);
         self.routing.reconfigure(&self.catalog, self.params.shard, self.params.shards);
         self.reconfigure_agents(now_ms, out);
