@@ -549,19 +549,29 @@ impl Shard {
         }
     }
 
+    /// The agents homed here that are logged in, and their places.
+    pub fn logged_in_agents(&self) -> Vec<(AgentRef, PlaceIdx)> {
+        let mut l: Vec<(AgentRef, PlaceIdx)> =
+            self.homes.agents.iter().filter_map(|(a, s)| s.login.as_ref().map(|l| (*a, l.place))).collect();
+        l.sort_unstable();
+        l
+    }
+
     /// A reload's catalog is in force: agents it removed, and agents
     /// logged in on a place it removed, are logged out (reason
     /// [`REMOVED_AGENT`] or [`REMOVED_PLACE`]; what they handle stays with
     /// them until it ends, as at any logout); the dispatcher hears every
-    /// other logged-in agent's availability again (its skills or its
-    /// tenant's strategies may have changed).
+    /// other homed agent's availability again (its skills or its tenant's
+    /// strategies may have changed, and while a tenant had no strategy its
+    /// agents told no one).
     pub(crate) fn reconfigure_agents(&mut self, now_ms: Millis, out: &mut Vec<Output>) {
-        let mut logged_in: Vec<(AgentRef, PlaceIdx)> =
-            self.homes.agents.iter().filter_map(|(a, s)| s.login.as_ref().map(|l| (*a, l.place))).collect();
-        // The map's order is not the same from run to run; the outputs must be.
-        logged_in.sort_unstable();
-        for (a, place) in logged_in {
-            match self.removed(a, place) {
+        // In order: the map's order is not the same from run to run, and
+        // the outputs must be.
+        let mut homed: Vec<(AgentRef, Option<PlaceIdx>)> =
+            self.homes.agents.iter().map(|(a, s)| (*a, s.login.as_ref().map(|l| l.place))).collect();
+        homed.sort_unstable();
+        for (a, place) in homed {
+            match place.and_then(|p| self.removed(a, p)) {
                 Some(reason) => self.logout(now_ms, a, reason, None, out),
                 None => self.republish(a, out),
             }

@@ -182,6 +182,8 @@ impl Runtime {
     /// the mesh. Refused (error 52, nothing queued, nothing changed) while
     /// a queue it could add to holds `max-shard-queue` messages.
     pub fn route(&self, caller: Caller, request: Request) -> Result<(), ProtoError> {
+        // The owner of an agent a reload added is found in the new catalog.
+        self.catch_up();
         let target = {
             let m = self.machine.borrow();
             ixn_shard::machine::target_shard(m.catalog(), self.shards, self.shard, &caller, &request)
@@ -253,9 +255,7 @@ impl Runtime {
     }
 
     fn run_machine(&self, input: Input) {
-        if self.board.generation() != self.board_seen.get() {
-            self.follow_reload();
-        }
+        self.catch_up();
         self.run_inputs(input);
         if self.built_said.get() != self.board_seen.get() {
             self.say_built();
@@ -268,6 +268,14 @@ impl Runtime {
         if self.machine.borrow().building_views() == 0 {
             self.built_said.set(self.board_seen.get());
             self.built[self.shard as usize].store(self.board_seen.get(), Ordering::Release);
+        }
+    }
+
+    /// Takes a reload published since the last look, if any (one atomic
+    /// load when there is none).
+    fn catch_up(&self) {
+        if self.board.generation() != self.board_seen.get() {
+            self.follow_reload();
         }
     }
 
@@ -692,9 +700,7 @@ pub async fn shard_main(ctx: ShardContext) {
         let rt2 = rt.clone();
         tasks.push(serve_inbox(queue, ctx.reloads.clone(), move |wakes| {
             wakes.clear();
-            if rt2.board.generation() != rt2.board_seen.get() {
-                rt2.follow_reload();
-            }
+            rt2.catch_up();
         }));
         let rt2 = rt.clone();
         tasks.push(serve_inbox(queue, ctx.auth.clone(), move |verdicts| {

@@ -269,6 +269,9 @@ pub struct Node {
     pub logged: BTreeMap<(u32, u16, u64), Arc<Published>>,
     /// Every event a subscriber received, by the same key.
     pub released: BTreeMap<(u32, u16, u64), Arc<Published>>,
+    /// A reload's catalog each shard takes before its next input, as the
+    /// server's shards do (see [`Node::publish`]).
+    reloads: Vec<Option<Arc<Catalog>>>,
 }
 
 impl Node {
@@ -307,7 +310,31 @@ impl Node {
             log_reads: HashMap::new(),
             logged: BTreeMap::new(),
             released: BTreeMap::new(),
+            reloads: vec![None; n as usize],
         }
+    }
+
+    /// A reload publishes `catalog`: every shard takes it before its next
+    /// input (or when woken, [`Node::wake`]); events are named with it
+    /// from now on (it names everything an older one does).
+    pub fn publish(&mut self, catalog: Arc<Catalog>) {
+        self.remember(format!("reload published: {} views", catalog.tenants[0].views.len()));
+        self.reloads = vec![Some(catalog.clone()); self.n() as usize];
+        self.catalog = catalog;
+    }
+
+    /// The server wakes a shard when a reload is published: it takes it
+    /// even with nothing else to do.
+    pub fn wake(&mut self, shard: u16) {
+        if let Some(catalog) = self.reloads[shard as usize].take() {
+            self.input(shard, Input::Reconfigure { catalog });
+        }
+    }
+
+    /// Whether every shard took the last reload and built every view it
+    /// added (what the reloader waits for).
+    pub fn reload_done(&self) -> bool {
+        self.reloads.iter().all(Option::is_none) && self.shards.iter().all(|s| s.building_views() == 0)
     }
 
     pub fn n(&self) -> u16 {
@@ -350,6 +377,9 @@ impl Node {
     /// then audits that shard and routes what came out. Returns whether it
     /// answered a request with EventAck.
     pub fn input(&mut self, shard: u16, input: Input) -> bool {
+        if let Some(catalog) = self.reloads[shard as usize].take() {
+            self.input(shard, Input::Reconfigure { catalog });
+        }
         self.tick_us += 1;
         let at_us = self.now * 1000 + self.tick_us;
         self.remember(format!("{at_us} -> shard {shard}: {}", describe(&input)));
@@ -700,6 +730,7 @@ impl Node {
         self.shards = (0..shards)
             .map(|s| Shard::new(ShardParams { generation, ..(self.params)(s, shards) }, self.catalog.clone()))
             .collect();
+        self.reloads = vec![None; shards as usize];
         for row in self.db.values() {
             let owner = owner_of(&row.id, shards) as usize;
             if let Err(e) = self.shards[owner].load(row.clone()) {
