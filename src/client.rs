@@ -121,10 +121,62 @@ impl Heartbeat {
     }
 }
 
+/// The sending side of a connection with heartbeats: the socket, and the
+/// TLS session over it if any. The session's state is shared by both
+/// directions (records are numbered), so the reads take it here too, only
+/// to decrypt what they read from the socket without it.
+struct Wire {
+    stream: TcpStream,
+    tls: Option<Box<rustls::ClientConnection>>,
+}
+
+impl Wire {
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &mut self.tls {
+            None => self.stream.write_all(bytes),
+            Some(t) => {
+                t.writer().write_all(bytes)?;
+                Self::send_records(t, &mut self.stream)
+            }
+        }
+    }
+
+    /// Writes the TLS records the session has ready.
+    fn send_records(t: &mut rustls::ClientConnection, stream: &mut TcpStream) -> io::Result<()> {
+        while t.wants_write() {
+            t.write_tls(stream)?;
+        }
+        Ok(())
+    }
+
+    /// Plaintext the TLS session already holds; `None` when it holds none
+    /// (or there is no TLS session).
+    fn buffered(&mut self, into: &mut [u8]) -> Option<io::Result<usize>> {
+        let t = self.tls.as_mut()?;
+        match t.reader().read(into) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            r => Some(r),
+        }
+    }
+
+    /// Bytes read from the socket, decrypted into `into`: the plaintext
+    /// they complete (possibly none yet: `WouldBlock`).
+    fn decrypt(&mut self, mut raw: &[u8], into: &mut [u8]) -> io::Result<usize> {
+        let t = self.tls.as_mut().expect("a TLS session");
+        while !raw.is_empty() {
+            t.read_tls(&mut raw)?;
+            t.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
+        // Answers to what the server sent (a key update) go out now.
+        Self::send_records(t, &mut self.stream)?;
+        t.reader().read(into)
+    }
+}
+
 /// What the client and its pinger thread share.
 struct PingShared {
     /// Every write goes through here, so pings never cut into a request.
-    writer: Mutex<TcpStream>,
+    writer: Mutex<Wire>,
     state: Mutex<PingState>,
     wake: Condvar,
 }
@@ -158,14 +210,20 @@ impl PingShared {
 }
 
 impl Pinger {
-    fn start(stream: &TcpStream, heartbeat: Heartbeat) -> io::Result<Pinger> {
+    /// `tls`: the connection's TLS session (its handshake done), which
+    /// moves into the shared wire.
+    fn start(
+        stream: &TcpStream,
+        tls: Option<Box<rustls::ClientConnection>>,
+        heartbeat: Heartbeat,
+    ) -> io::Result<Pinger> {
         let writer = stream.try_clone()?;
         // A server that takes nothing for addp-timeout is as good as gone:
         // a write must not block the application (or the pinger) forever.
         writer.set_write_timeout(Some(heartbeat.timeout))?;
         let now = Instant::now();
         let shared = Arc::new(PingShared {
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Wire { stream: writer, tls }),
             state: Mutex::new(PingState { last_sent: now, last_received: now, last_ping: now, stop: false }),
             wake: Condvar::new(),
         });
@@ -274,7 +332,7 @@ impl Client {
 
     /// Connects over TLS: `config` from [`tls_config`], `server_name` the
     /// name (or IP address) the server's certificate must be valid for.
-    /// Heartbeats are not available on a TLS connection of this library.
+    /// Heartbeats work over TLS as over plain TCP ([`Client::register_with_heartbeat`]).
     pub fn connect_tls(
         addr: impl ToSocketAddrs,
         config: Arc<rustls::ClientConfig>,
@@ -367,11 +425,10 @@ impl Client {
         let ms = i64::try_from(heartbeat.remote_timeout.as_millis()).unwrap_or(i64::MAX);
         req.encode(r).with(attr::HEARTBEAT_TIMEOUT, ms).encode_into(&mut self.wbuf);
         self.flush()?;
-        if self.tls.is_some() {
-            return Err(ClientError::Protocol("heartbeats are not available over TLS in this client library".into()));
-        }
         let ack = self.answer_to(r)?;
-        self.pinger = Some(Pinger::start(&self.stream, heartbeat)?);
+        // The handshake is done (the answer came over it): from now on the
+        // session is shared with the pinger's writes.
+        self.pinger = Some(Pinger::start(&self.stream, self.tls.take(), heartbeat)?);
         Ok(ack)
     }
 
@@ -477,7 +534,15 @@ impl Client {
         };
         let (shared, timeout) = (p.shared.clone(), p.heartbeat.timeout);
         let give_up = self.read_timeout.map(|t| Instant::now() + t);
+        let tls = shared.writer.lock().unwrap_or_else(|e| e.into_inner()).tls.is_some();
+        let mut raw = if tls { vec![0u8; 17 << 10] } else { Vec::new() };
         loop {
+            if tls {
+                let mut wire = shared.writer.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(r) = wire.buffered(&mut self.rbuf[from..]) {
+                    return r;
+                }
+            }
             let now = Instant::now();
             let silent_until = shared.state().last_received + timeout;
             let mut wait = silent_until.saturating_duration_since(now);
@@ -485,7 +550,17 @@ impl Client {
                 wait = wait.min(g.saturating_duration_since(now));
             }
             self.stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
-            match self.stream.read(&mut self.rbuf[from..]) {
+            let read = if tls { self.stream.read(&mut raw) } else { self.stream.read(&mut self.rbuf[from..]) };
+            match read {
+                Ok(n) if tls && n > 0 => {
+                    shared.state().last_received = Instant::now();
+                    let mut wire = shared.writer.lock().unwrap_or_else(|e| e.into_inner());
+                    match wire.decrypt(&raw[..n], &mut self.rbuf[from..]) {
+                        // Only part of a record so far.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        r => return r,
+                    }
+                }
                 Ok(n) => {
                     shared.state().last_received = Instant::now();
                     return Ok(n);
@@ -918,6 +993,10 @@ impl Client {
     pub fn into_parts(self) -> (TcpStream, Vec<u8>, Vec<Frame>) {
         assert!(self.tls.is_none(), "into_parts takes a plain connection apart, not a TLS one");
         let Client { stream, read_timeout, pinger, rbuf, rpos, events, .. } = self;
+        assert!(
+            pinger.as_ref().is_none_or(|p| p.shared.writer.lock().unwrap_or_else(|e| e.into_inner()).tls.is_none()),
+            "into_parts takes a plain connection apart, not a TLS one"
+        );
         if pinger.is_some() {
             drop(pinger);
             // Reads with heartbeats left a slice as the socket's timeout.

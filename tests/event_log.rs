@@ -612,3 +612,40 @@ fn resume_across_a_restart(engine: &Engine) {
         got.len()
     );
 }
+
+/// A reload that adds a queue and an agent: the writers name the events of
+/// the added objects (they take the reload's catalog before any shard can
+/// make such an event), and the log says who and where by name.
+#[test]
+fn events_of_objects_a_reload_added_are_logged_by_name() {
+    let dir = TempDir::new("eventlog-reload");
+    let cfg = config(&dir, None);
+    let mut s = Server::start(&cfg);
+    let added = "\n[[tenant.business-process.queue]]\nname = \"vip\"\n\n\
+                 [[tenant.agent]]\nlogin-id = \"late\"\ncapacity = { chat = 1 }\n\n\
+                 [[tenant.place]]\nname = \"late-desk\"\n";
+    let logger = "[logger-settings]\nstoring-timeout = 50\nbatch-size = 200\n";
+    write_config_with(&dir.0, &Engine::Sqlite, two_cores(), "", &format!("{logger}{}{added}", tenant()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ixnctl"))
+        .args(["reload", "--management", s.management.as_deref().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("queues: 1 added (vip)"), "{text}");
+
+    let mut ms = s.media_server();
+    let id = ms.submit(submit_request("default", "vip", "chat", 0, KvList::new())).expect("submit to the added queue");
+    let mut desk = s.client_as(ClientType::AgentDesktop, "desk-late");
+    desk.login("late", "late-desk", &[]).expect("the added agent logs in");
+    let rows = settled_log(&main_cs(&dir), 3);
+    let placed = rows
+        .iter()
+        .find(|r| r.text(Col::InteractionId) == Some(id.as_str()) && r.text(Col::Queue).is_some())
+        .expect("an event of the submission");
+    assert_eq!(placed.text(Col::Queue), Some("vip"));
+    assert!(
+        rows.iter().any(|r| r.text(Col::Agent) == Some("late") && r.text(Col::Place) == Some("late-desk")),
+        "the added agent's login is logged by name"
+    );
+    s.terminate();
+}

@@ -301,6 +301,22 @@ fn the_client_library_and_ixnctl_speak_tls() {
     let id = c.submit(submit_request("default", "inbound", "chat", 0, kv![])).expect("a submission over TLS");
     c.get(&id).expect("read back");
 
+    // Heartbeats over TLS: the server drops a connection silent for 1 s;
+    // the library's pings keep this one through 3 s of idleness, and large
+    // answers (several TLS records) still read whole between pings.
+    let config = ixn::client::tls_config(&d.join("ca.pem"), Some((&d.join("ops.pem"), &d.join("ops.key")))).unwrap();
+    let mut h = ixn::client::Client::connect_tls(tls.as_str(), config, "localhost").unwrap();
+    let beat = ixn::client::Heartbeat::new(Duration::from_secs(1));
+    h.register_with_heartbeat(ClientType::Operator, "ops", Some("p"), beat).expect("registration with heartbeats");
+    let big: String = "x".repeat(60_000);
+    let id = h.submit(submit_request("default", "inbound", "chat", 0, kv![("big", big.as_str())])).unwrap();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_secs(1));
+        let got = h.get(&id).expect("still connected after a silent second");
+        let props = got.get_list(ixn_shard::proto::attr::PROPERTIES).expect("properties");
+        assert_eq!(props.get("big").and_then(|v| v.as_str()).map(str::len), Some(60_000));
+    }
+
     let ixnctl = |extra: &[&str]| {
         let port = tls.rsplit_once(':').unwrap().1;
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ixnctl"))
