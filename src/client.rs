@@ -991,11 +991,27 @@ impl Client {
     /// frames in time, and skip the answers with reference id
     /// [`HEARTBEAT_REF`] that may still arrive.
     pub fn into_parts(self) -> (TcpStream, Vec<u8>, Vec<Frame>) {
-        assert!(self.tls.is_none(), "into_parts takes a plain connection apart, not a TLS one");
+        let (stream, tls, rest, events) = self.into_session_parts();
+        assert!(tls.is_none(), "into_parts takes a plain connection apart, not a TLS one");
+        (stream, rest, events)
+    }
+
+    /// [`Client::into_parts`] for a plain or a TLS connection (not one with
+    /// heartbeats): also its TLS session, which then carries what the
+    /// caller writes and decrypts what it reads.
+    #[allow(clippy::type_complexity)]
+    pub fn into_session_parts(mut self) -> (TcpStream, Option<Box<rustls::ClientConnection>>, Vec<u8>, Vec<Frame>) {
+        let session = self.tls.take();
+        let (stream, rest, events) = self.into_plain_parts();
+        (stream, session, rest, events)
+    }
+
+    fn into_plain_parts(self) -> (TcpStream, Vec<u8>, Vec<Frame>) {
+        assert!(self.tls.is_none(), "a TLS session is taken out first");
         let Client { stream, read_timeout, pinger, rbuf, rpos, events, .. } = self;
         assert!(
             pinger.as_ref().is_none_or(|p| p.shared.writer.lock().unwrap_or_else(|e| e.into_inner()).tls.is_none()),
-            "into_parts takes a plain connection apart, not a TLS one"
+            "a connection with heartbeats over TLS is not taken apart (its pinger holds the session)"
         );
         if pinger.is_some() {
             drop(pinger);

@@ -127,6 +127,33 @@ pub struct CycleArgs {
     /// load and the drain is reported (`server_cpu_s`), with the bench's.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Connect every media server and desktop over TLS (the server's
+    /// tls-listen port), trusting the CA certificates in this PEM file.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The name the server's certificate must be valid for.
+    #[arg(long, default_value = "localhost")]
+    tls_name: String,
+}
+
+/// A connection registered as `t` (named `name`), over TLS with `--tls-ca`.
+fn connect(a: &CycleArgs, t: ClientType, name: &str) -> Result<Client, String> {
+    registered(a, t, name).map(|(c, _)| c)
+}
+
+/// [`connect`], with the registration's answer.
+fn registered(a: &CycleArgs, t: ClientType, name: &str) -> Result<(Client, Frame), String> {
+    let mut c = match &a.tls_ca {
+        None => Client::connect(a.server.as_str()),
+        Some(ca) => {
+            let config = ixn::client::tls_config(ca, None)?;
+            Client::connect_tls(a.server.as_str(), config, &a.tls_name)
+        }
+    }
+    .map_err(|e| format!("cannot connect to {}: {e}", a.server))?;
+    let ack =
+        c.register(t, name, a.credential.as_deref()).map_err(|e| format!("cannot register at {}: {e}", a.server))?;
+    Ok((c, ack))
 }
 
 fn histogram() -> Histogram<u64> {
@@ -319,10 +346,7 @@ struct MediaResult {
 /// Without a `done` queue, or with one shard, the connections are taken
 /// as they come.
 fn media_connections(a: &CycleArgs, shards: u16) -> Result<Vec<Client>, String> {
-    let connect = || {
-        Client::connect_as(a.server.as_str(), ClientType::MediaServer, MEDIA_CLIENT, a.credential.as_deref())
-            .map_err(|e| format!("media server: {e}"))
-    };
+    let connect = || connect(a, ClientType::MediaServer, MEDIA_CLIENT).map_err(|e| format!("media server: {e}"));
     let n = a.media_servers;
     let want = |s: usize| n / shards as usize + usize::from(s < n % shards as usize);
     let mut by_shard: Vec<Vec<Client>> = (0..shards).map(|_| Vec::new()).collect();
@@ -432,6 +456,8 @@ enum Pending {
 struct Desk {
     agent: u32,
     stream: TcpStream,
+    /// The TLS session over `stream` (with `--tls-ca`).
+    tls: Option<Box<rustls::ClientConnection>>,
     rbuf: Vec<u8>,
     rpos: usize,
     wbuf: Vec<u8>,
@@ -456,11 +482,28 @@ impl Desk {
     }
 
     fn wants_write(&self) -> bool {
-        self.wpos < self.wbuf.len()
+        self.wpos < self.wbuf.len() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// Writes what it can. Err: the connection is broken.
     fn flush(&mut self) -> io::Result<()> {
+        if let Some(t) = &mut self.tls {
+            // The session takes all the plaintext (its buffer is not
+            // bounded), then as many records as the socket takes.
+            t.writer().write_all(&self.wbuf[self.wpos..])?;
+            self.wbuf.clear();
+            self.wpos = 0;
+            while t.wants_write() {
+                match t.write_tls(&mut self.stream) {
+                    Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote nothing")),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(());
+        }
         while self.wpos < self.wbuf.len() {
             match (&self.stream).write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote nothing")),
@@ -480,7 +523,11 @@ impl Desk {
     fn read(&mut self, scratch: &mut [u8], frames: &mut Vec<Frame>) -> Result<(), String> {
         let mut ended = None;
         loop {
-            match (&self.stream).read(scratch) {
+            let got = match &mut self.tls {
+                None => (&self.stream).read(scratch),
+                Some(t) => read_tls(t, &mut self.stream, scratch),
+            };
+            match got {
                 Ok(0) => {
                     ended = Some("the server closed the connection".to_string());
                     break;
@@ -544,9 +591,7 @@ struct AgentResult {
 fn set_up(a: &CycleArgs, k: u32) -> Result<Desk, String> {
     let name = format!("agent{k}");
     let what = |step: &str, e: ixn::client::ClientError| format!("{name}: {step}: {e}");
-    let mut c =
-        Client::connect_as(a.server.as_str(), ClientType::AgentDesktop, DESKTOP_CLIENT, a.credential.as_deref())
-            .map_err(|e| what("register", e))?;
+    let mut c = connect(a, ClientType::AgentDesktop, DESKTOP_CLIENT).map_err(|e| format!("{name}: {e}"))?;
     let login = Request::AgentLogin {
         tenant: a.tenant.clone(),
         agent: name.clone(),
@@ -572,11 +617,16 @@ fn set_up(a: &CycleArgs, k: u32) -> Result<Desk, String> {
         reason: None,
     };
     c.call(&ready).map_err(|e| what("ready", e))?;
-    let (stream, rest, early) = c.into_parts();
+    let (stream, tls, rest, early) = c.into_session_parts();
     stream.set_nonblocking(true).map_err(|e| format!("{name}: {e}"))?;
+    let mut tls = tls;
+    if let Some(t) = &mut tls {
+        t.set_buffer_limit(None);
+    }
     Ok(Desk {
         agent: k,
         stream,
+        tls,
         rbuf: rest,
         rpos: 0,
         wbuf: Vec::new(),
@@ -589,6 +639,23 @@ fn set_up(a: &CycleArgs, k: u32) -> Result<Desk, String> {
         logged_out: false,
         early,
     })
+}
+
+/// Plaintext from a TLS session over a non-blocking socket: what the
+/// session holds, else records read from the socket and decrypted.
+/// `WouldBlock` when nothing is to be had now; `Ok(0)` when the server
+/// closed the session.
+fn read_tls(t: &mut rustls::ClientConnection, stream: &mut TcpStream, into: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match t.reader().read(into) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            r => return r,
+        }
+        if t.read_tls(stream)? == 0 {
+            return Ok(0);
+        }
+        t.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    }
 }
 
 struct AgentLoop {
@@ -855,10 +922,7 @@ pub fn cycle(a: CycleArgs) -> Result<(), String> {
     if a.agents == 0 || a.capacity == 0 || a.media_servers == 0 || a.window == 0 || a.agent_threads == 0 {
         return Err("--agents, --capacity, --media-servers, --window and --agent-threads must be at least 1".into());
     }
-    let mut probe = Client::connect(a.server.as_str()).map_err(|e| format!("cannot connect to {}: {e}", a.server))?;
-    let reg = probe
-        .register(ClientType::MediaServer, MEDIA_CLIENT, a.credential.as_deref())
-        .map_err(|e| format!("cannot register at {}: {e}", a.server))?;
+    let (mut probe, reg) = registered(&a, ClientType::MediaServer, MEDIA_CLIENT)?;
     let server_shards = reg.get_int(attr::SHARD_COUNT);
     if let Ok(queues) = probe.queue_depth_in(&a.tenant) {
         let before = queues
@@ -1054,6 +1118,7 @@ pub fn cycle(a: CycleArgs) -> Result<(), String> {
         "cores": cores,
     });
     let mut out = out;
+    out["tls"] = serde_json::Value::Bool(a.tls_ca.is_some());
     out["timeline"] = serde_json::Value::Array(timeline.to_json(&per_second));
     println!(
         "cycle: {completed} cycles in {elapsed:.1} s = {cycles:.0}/s ({} agents x {}, {} media servers, handle {} ms, setup {setup_s:.1} s); \

@@ -46,7 +46,7 @@ struct Args {
     #[arg(long, default_value_t = 30, global = true)]
     heartbeat: u64,
     /// Connect over TLS (the server's tls-listen port), trusting the CA certificates in this PEM
-    /// file. Heartbeats are off over TLS.
+    /// file.
     #[arg(long, global = true)]
     tls_ca: Option<std::path::PathBuf>,
     /// Client certificate and key (PEM) for mutual TLS.
@@ -440,9 +440,6 @@ fn register(c: &mut Client, args: &Args, t: ClientType, hb: Option<Heartbeat>) -
 
 /// The heartbeat `--heartbeat` asks for: the same bound both ways.
 fn heartbeat(args: &Args) -> Result<Option<Heartbeat>, String> {
-    if args.tls_ca.is_some() {
-        return Ok(None);
-    }
     match args.heartbeat {
         0 => Ok(None),
         s @ 1..=86_400 => Ok(Some(Heartbeat::new(Duration::from_secs(s)))),

@@ -900,6 +900,10 @@ async fn read_loop(rt: &Runtime, conn: &Conn) {
             Pin::new(&mut &*conn).poll_read(cx, &mut buf)
         })
         .await;
+        // A reload published while the read waited holds for what it read
+        // (its clients, its catalog), though the shard's wake-up for it
+        // may not have run yet; it may also have removed this client.
+        rt.catch_up();
         if conn.dead.get() || conn.closing.get() {
             // The server dropped or closed it while the read waited.
             break 'conn "closed by server";

@@ -273,7 +273,7 @@ impl Runtime {
 
     /// Takes a reload published since the last look, if any (one atomic
     /// load when there is none).
-    fn catch_up(&self) {
+    pub fn catch_up(&self) {
         if self.board.generation() != self.board_seen.get() {
             self.follow_reload();
         }
@@ -846,6 +846,9 @@ async fn accept_loop(rt: Rc<Runtime>, listener: TcpListener, tls: bool) {
         let id = rt.next_conn.get();
         rt.next_conn.set(id + 1);
         rt.stats.accepted.set(rt.stats.accepted.get() + 1);
+        // A connection accepted after a reload published renewed
+        // certificate files uses them.
+        rt.catch_up();
         let config = if tls { rt.tls.borrow().clone() } else { None };
         let session = match config {
             None => None,
