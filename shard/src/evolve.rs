@@ -194,7 +194,7 @@ fn evolve_queues(t: &mut Tenant, new: &Tenant, ch: &mut Changes) -> Vec<QueueIdx
         let process = process.expect("every process of the new catalog was added") as u16;
         let idx = match t.queues.iter().position(|q| q.name == nq.name) {
             Some(i) => {
-                if !was_live[i] {
+                if was_live.get(i) != Some(&true) {
                     ch.added.push(nq.name.clone());
                 }
                 i
@@ -247,7 +247,7 @@ fn evolve_views(t: &mut Tenant, new: &Tenant, queue_map: &[QueueIdx], ch: &mut C
         };
         let live_before = |name: &str| t.views.iter().zip(&was_live).any(|(v, &l)| l && v.name == name);
         let idx = match t.views.iter().position(same) {
-            Some(i) if was_live[i] => i,
+            Some(i) if was_live.get(i) == Some(&true) => i,
             found => {
                 if live_before(&nv.name) {
                     ch.changed.push(nv.name.clone());
@@ -315,7 +315,7 @@ fn evolve_agents(t: &mut Tenant, new: &Tenant, ch: &mut Changes) {
         let agent = Agent { groups, ..na.clone() };
         match t.agents.iter().position(|a| a.login_id == na.login_id) {
             Some(i) => {
-                if !was_live[i] {
+                if was_live.get(i) != Some(&true) {
                     ch.added.push(na.login_id.clone());
                 } else if t.agents[i] != (Agent { retired: true, ..agent.clone() }) {
                     ch.changed.push(na.login_id.clone());
@@ -343,7 +343,7 @@ fn evolve_places(t: &mut Tenant, new: &Tenant, ch: &mut Changes) {
     for np in &new.places {
         match t.places.iter().position(|p| p.name == np.name) {
             Some(i) => {
-                if !was_live[i] {
+                if was_live.get(i) != Some(&true) {
                     ch.added.push(np.name.clone());
                 }
                 t.places[i].retired = false;
