@@ -15,6 +15,7 @@ use common::{eventually, write_config, Engine, Server, TempDir};
 use ixn::client::{submit_request, Client, ClientError};
 use ixn_shard::proto::{attr, msg_type, ClientType, ErrorCode, Frame};
 use ixn_shard::{KvList, Value};
+use serde_json::json;
 
 fn clients(ops_password: &str, with_old: bool, extra: &str) -> String {
     let mut s = format!(
@@ -231,7 +232,20 @@ fn agents_places_queues_and_views_are_reloaded_without_a_restart() {
     let depths = router.queue_depth().unwrap();
     assert_eq!(depth_of(&depths, "done").and_then(|d| d.get("removed").and_then(Value::as_int)), Some(1));
     assert!(depth_of(&depths, "vip").is_some());
+    let state = http_get(server.management.as_deref().unwrap(), "/api/state");
+    let body = state.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_str(body).expect("the dashboard's JSON");
+    let done = json["queues"].as_array().unwrap().iter().find(|q| q["queue"] == "done").cloned();
+    assert_eq!(done.as_ref().map(|q| (&q["removed"], &q["waiting"])), Some((&json!(true), &json!(1))), "{json}");
     ms.place(&parked, "vip").expect("moved out of the removed queue");
+    let state = http_get(server.management.as_deref().unwrap(), "/api/state");
+    let body = state.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_str(body).expect("the dashboard's JSON");
+    let queues: Vec<&str> = json["queues"].as_array().unwrap().iter().filter_map(|q| q["queue"].as_str()).collect();
+    assert!(
+        queues.contains(&"vip") && !queues.contains(&"done"),
+        "an emptied removed queue leaves the dashboard: {queues:?}"
+    );
     assert!(depth_of(&router.queue_depth().unwrap(), "done").is_none(), "an empty removed queue is not listed");
 
     // The reporting stream names what the reload added.

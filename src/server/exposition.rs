@@ -375,13 +375,18 @@ fn quantile_ms(buckets: &[u64], q: f64) -> Option<f64> {
 /// The dashboard's JSON.
 pub fn state_json(catalog: &Catalog, s: &Scrape, history: &[Sample]) -> String {
     let live = || s.reports.iter().flatten();
+    // A queue a reload removed is shown while it still holds interactions.
+    let removed: Vec<bool> = catalog.tenants.iter().flat_map(|t| t.queues.iter().map(|q| q.retired)).collect();
     let queues: Vec<Value> = queue_names(catalog)
         .iter()
         .enumerate()
-        .map(|(k, (t, q))| {
+        .filter_map(|(k, (t, q))| {
             let (waiting, locked) = live()
                 .fold((0, 0), |(w, l), r| r.gauges.queues.get(k).map_or((w, l), |g| (w + g.waiting, l + g.locked)));
-            json!({"tenant": t, "queue": q, "waiting": waiting, "locked": locked, "oldest_age_ms": oldest_age_ms(s, k)})
+            (!removed[k] || waiting + locked > 0).then(|| {
+                json!({"tenant": t, "queue": q, "waiting": waiting, "locked": locked,
+                       "oldest_age_ms": oldest_age_ms(s, k), "removed": removed[k]})
+            })
         })
         .collect();
     let views: Vec<Value> = view_names(catalog)
