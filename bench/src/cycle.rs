@@ -143,17 +143,8 @@ fn connect(a: &CycleArgs, t: ClientType, name: &str) -> Result<Client, String> {
 
 /// [`connect`], with the registration's answer.
 fn registered(a: &CycleArgs, t: ClientType, name: &str) -> Result<(Client, Frame), String> {
-    let mut c = match &a.tls_ca {
-        None => Client::connect(a.server.as_str()),
-        Some(ca) => {
-            let config = ixn::client::tls_config(ca, None)?;
-            Client::connect_tls(a.server.as_str(), config, &a.tls_name)
-        }
-    }
-    .map_err(|e| format!("cannot connect to {}: {e}", a.server))?;
-    let ack =
-        c.register(t, name, a.credential.as_deref()).map_err(|e| format!("cannot register at {}: {e}", a.server))?;
-    Ok((c, ack))
+    let tls = a.tls_ca.as_deref().map(|ca| (ca, a.tls_name.as_str()));
+    crate::registered(&a.server, tls, t, name, a.credential.as_deref())
 }
 
 fn histogram() -> Histogram<u64> {

@@ -116,17 +116,30 @@ struct SubmitArgs {
 
 /// A registered media-server connection, over TLS with `--tls-ca`.
 fn media_connection(a: &SubmitArgs, name: &str) -> Result<Client, String> {
-    let mut c = match &a.tls_ca {
-        None => Client::connect(a.server.as_str()),
-        Some(ca) => {
+    let tls = a.tls_ca.as_deref().map(|ca| (ca, a.tls_name.as_str()));
+    registered(&a.server, tls, ClientType::MediaServer, name, a.credential.as_deref()).map(|(c, _)| c)
+}
+
+/// A connection to `server`, over TLS with `tls` (the CA file and the
+/// name the server's certificate must be valid for), registered as `t`
+/// named `name`; with the registration's answer.
+fn registered(
+    server: &str,
+    tls: Option<(&std::path::Path, &str)>,
+    t: ClientType,
+    name: &str,
+    credential: Option<&str>,
+) -> Result<(Client, ixn_shard::proto::Frame), String> {
+    let mut c = match tls {
+        None => Client::connect(server),
+        Some((ca, server_name)) => {
             let config = ixn::client::tls_config(ca, None)?;
-            Client::connect_tls(a.server.as_str(), config, &a.tls_name)
+            Client::connect_tls(server, config, server_name)
         }
     }
-    .map_err(|e| format!("cannot connect to {}: {e}", a.server))?;
-    c.register(ClientType::MediaServer, name, a.credential.as_deref())
-        .map_err(|e| format!("cannot register at {}: {e}", a.server))?;
-    Ok(c)
+    .map_err(|e| format!("cannot connect to {server}: {e}"))?;
+    let ack = c.register(t, name, credential).map_err(|e| format!("cannot register at {server}: {e}"))?;
+    Ok((c, ack))
 }
 
 fn main() {

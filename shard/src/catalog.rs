@@ -417,35 +417,12 @@ impl Tenant {
         self.views.iter().position(|v| v.name == name && !v.retired).map(|i| i as ViewIdx)
     }
 
-    /// The views of `queue` that a name finds (not removed ones).
-    pub fn live_views(&self, queue: QueueIdx) -> impl Iterator<Item = ViewIdx> + '_ {
-        self.queues[queue as usize].views.iter().copied().filter(|&v| !self.views[v as usize].retired)
-    }
-
     /// Makes the name lookups again from the objects not removed (after
     /// a reload laid a new configuration over this tenant).
     pub(crate) fn rebuild_lookups(&mut self) {
-        self.queue_by_name = self
-            .queues
-            .iter()
-            .enumerate()
-            .filter(|(_, q)| !q.retired)
-            .map(|(i, q)| (q.name.clone(), i as QueueIdx))
-            .collect();
-        self.agent_by_login = self
-            .agents
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| !a.retired)
-            .map(|(i, a)| (a.login_id.clone(), i as AgentIdx))
-            .collect();
-        self.place_by_name = self
-            .places
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| !p.retired)
-            .map(|(i, p)| (p.name.clone(), i as PlaceIdx))
-            .collect();
+        self.queue_by_name = by_name(&self.queues, |q| (&q.name, q.retired));
+        self.agent_by_login = by_name(&self.agents, |a| (&a.login_id, a.retired));
+        self.place_by_name = by_name(&self.places, |p| (&p.name, p.retired));
     }
 
     pub fn workbin(&self, name: &str) -> Option<WorkbinIdx> {
@@ -459,6 +436,18 @@ impl Tenant {
     pub fn queue(&self, name: &str) -> Option<QueueIdx> {
         self.queue_by_name.get(name).copied()
     }
+}
+
+/// The index of each object not removed, by its name.
+fn by_name<T>(objects: &[T], name_and_retired: impl Fn(&T) -> (&String, bool)) -> AHashMap<String, u32> {
+    objects
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match name_and_retired(o) {
+            (name, false) => Some((name.clone(), i as u32)),
+            (_, true) => None,
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug)]

@@ -12,7 +12,7 @@ pub struct Versioned<T> {
 }
 
 /// A reader's copy of a [`Versioned`] value and the generation it is of.
-pub struct Copy<T> {
+pub struct Cached<T> {
     generation: u64,
     value: Arc<T>,
 }
@@ -39,14 +39,14 @@ impl<T> Versioned<T> {
     }
 
     /// A reader's copy of the value now.
-    pub fn copy(&self) -> Copy<T> {
+    pub fn cached(&self) -> Cached<T> {
         let generation = self.generation();
-        Copy { generation, value: self.get() }
+        Cached { generation, value: self.get() }
     }
 
     /// `copy` brought up to date if the value changed since it was taken
     /// (one atomic load when it did not); returns the value.
-    pub fn refresh<'a>(&self, copy: &'a mut Copy<T>) -> &'a Arc<T> {
+    pub fn refresh<'a>(&self, copy: &'a mut Cached<T>) -> &'a Arc<T> {
         let now = self.generation();
         if now != copy.generation {
             // The value read may be newer still than `now`: the next look
@@ -58,7 +58,7 @@ impl<T> Versioned<T> {
     }
 }
 
-impl<T> Copy<T> {
+impl<T> Cached<T> {
     pub fn value(&self) -> &Arc<T> {
         &self.value
     }
@@ -77,7 +77,7 @@ mod tests {
     #[test]
     fn a_copy_follows_each_publication() {
         let v = Versioned::new(Arc::new(1));
-        let mut c = v.copy();
+        let mut c = v.cached();
         assert_eq!(**v.refresh(&mut c), 1);
         v.publish(Arc::new(2));
         assert_eq!(**c.value(), 1, "a copy changes only when refreshed");

@@ -262,7 +262,7 @@ pub(crate) fn start(setup: Setup, sinks: Vec<Arc<dyn CompletionSink>>) -> Result
             faults: faults.clone(),
             abandon: abandon_rx.clone(),
             log: log.clone(),
-            catalog: log.as_ref().map(|(setup, _)| setup.catalog.copy()),
+            catalog: log.as_ref().map(|(setup, _)| setup.catalog.cached()),
             stats: stats[n].clone(),
         };
         let t = std::thread::Builder::new()
@@ -334,7 +334,7 @@ struct Writer {
     abandon: Receiver<()>,
     log: Option<(Arc<EventLogSetup>, Arc<Outbox>)>,
     /// This writer's copy of the catalog that names events (event log on).
-    catalog: Option<ixn_shard::versioned::Copy<ixn_shard::catalog::Catalog>>,
+    catalog: Option<ixn_shard::versioned::Cached<ixn_shard::catalog::Catalog>>,
     stats: Arc<WriterStats>,
 }
 
