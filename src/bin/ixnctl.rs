@@ -65,8 +65,9 @@ struct Args {
 enum Command {
     /// Check the server answers; prints the round trip time.
     Ping,
-    /// Reload the server's configuration file (its [[client]] entries) through its management
-    /// listener; prints what changed, or why nothing did.
+    /// Reload the server's configuration file (its [[client]] entries and the agents, places,
+    /// queues and views of its tenants) through its management listener; prints what changed,
+    /// or why nothing did.
     Reload {
         /// The server's management listener.
         #[arg(long, default_value = "127.0.0.1:8120")]
