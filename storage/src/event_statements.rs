@@ -4,9 +4,10 @@
 //!
 //! Inserts are multi-row statements (`VALUES (..),(..)`) prepared for
 //! [`ROWS`] = 64, 8 and 1 rows, each executed with one parameter set, as
-//! often as the rows need (the SQLite ODBC driver parses a statement again
-//! for every parameter set of an array: profiled, that was most of a
-//! writer's time with the event log on). Deletes use one single-row
+//! often as the rows need (the SQLite ODBC driver runs an array one
+//! parameter set at a time, and before statements were kept compiled
+//! (`Engine::compile_once_prefix`) it parsed each again: profiled, that was
+//! most of a writer's time with the event log on). Deletes use one single-row
 //! statement with an array of up to [`CHUNK`] parameter sets. Buffers are
 //! bound once and reused. The details column's buffer grows (by powers of
 //! two) to the widest value met, up to [`LARGE_DETAILS`]; a row with wider
@@ -38,17 +39,32 @@ pub(crate) struct EventTable<'c> {
     inserts: [Option<Inserter<'c>>; 3],
     delete: Option<Inserter<'c>>,
     details_max: usize,
+    /// Before every statement's text: [`crate::Engine::compile_once_prefix`].
+    prefix: &'static str,
 }
 
 impl<'c> EventTable<'c> {
-    pub(crate) fn new(conn: &'c Connection<'static>, table: &'static str, cols: &'static [Col]) -> Self {
-        EventTable { conn, table, cols, inserts: [None, None, None], delete: None, details_max: INITIAL_DETAILS }
+    pub(crate) fn new(
+        conn: &'c Connection<'static>,
+        engine: &crate::Engine,
+        table: &'static str,
+        cols: &'static [Col],
+    ) -> Self {
+        EventTable {
+            conn,
+            table,
+            cols,
+            inserts: [None, None, None],
+            delete: None,
+            details_max: INITIAL_DETAILS,
+            prefix: engine.compile_once_prefix(),
+        }
     }
 
     fn insert_sql(&self, k: usize) -> String {
         let names: Vec<&str> = self.cols.iter().map(|c| c.name()).collect();
         let row = format!("({})", vec!["?"; names.len()].join(", "));
-        format!("INSERT INTO {} ({}) VALUES {}", self.table, names.join(", "), vec![row; k].join(", "))
+        format!("{}INSERT INTO {} ({}) VALUES {}", self.prefix, self.table, names.join(", "), vec![row; k].join(", "))
     }
 
     fn descs(&self, k: usize, details: usize) -> Vec<BindParamDesc> {
@@ -104,7 +120,8 @@ impl<'c> EventTable<'c> {
     pub(crate) fn delete(&mut self, keys: &[(i64, i64, i64)]) -> Result<(), odbc_api::Error> {
         for chunk in keys.chunks(CHUNK) {
             if self.delete.is_none() {
-                let sql = format!("DELETE FROM {} WHERE generation = ? AND shard = ? AND seq = ?", self.table);
+                let sql =
+                    format!("{}DELETE FROM {} WHERE generation = ? AND shard = ? AND seq = ?", self.prefix, self.table);
                 let descs = [BindParamDesc::i64(false), BindParamDesc::i64(false), BindParamDesc::i64(false)];
                 self.delete = Some(self.conn.prepare(&sql)?.into_column_inserter(CHUNK, descs)?);
             }

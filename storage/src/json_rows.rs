@@ -190,11 +190,13 @@ pub(crate) struct JsonStatements<'c> {
     delete: Option<Prepared<StatementImpl<'c>>>,
     text: Vec<u8>,
     hex: Vec<u8>,
+    /// Before both statements' text: [`crate::Engine::compile_once_prefix`].
+    prefix: &'static str,
 }
 
 impl<'c> JsonStatements<'c> {
-    pub(crate) fn new(conn: &'c Connection<'static>, dialect: Dialect) -> Self {
-        JsonStatements { conn, dialect, upsert: None, delete: None, text: Vec::new(), hex: Vec::new() }
+    pub(crate) fn new(conn: &'c Connection<'static>, dialect: Dialect, prefix: &'static str) -> Self {
+        JsonStatements { conn, dialect, upsert: None, delete: None, text: Vec::new(), hex: Vec::new(), prefix }
     }
 
     /// Writes every record of `rows` in place (inserted when missing).
@@ -204,7 +206,7 @@ impl<'c> JsonStatements<'c> {
             return Ok(());
         }
         if self.upsert.is_none() {
-            self.upsert = Some(self.conn.prepare(&upsert_sql(self.dialect))?);
+            self.upsert = Some(self.conn.prepare(&format!("{}{}", self.prefix, upsert_sql(self.dialect)))?);
         }
         encode_rows(rows, &mut self.text, &mut self.hex);
         let stmt = self.upsert.as_mut().expect("prepared above");
@@ -218,7 +220,7 @@ impl<'c> JsonStatements<'c> {
             return Ok(());
         }
         if self.delete.is_none() {
-            self.delete = Some(self.conn.prepare(delete_sql(self.dialect))?);
+            self.delete = Some(self.conn.prepare(&format!("{}{}", self.prefix, delete_sql(self.dialect)))?);
         }
         encode_ids(ids, &mut self.text);
         let stmt = self.delete.as_mut().expect("prepared above");

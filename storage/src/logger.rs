@@ -272,9 +272,10 @@ impl EventLog {
         if other.is_none() && moves_in_database(&self.main.engine) {
             return self.move_in_database(main, st, stop, deadline);
         }
-        let mut outbox = EventTable::new(main, "ixn_event_outbox", &ALL_COLUMNS);
-        let mut interactions = EventTable::new(log_conn, "rpt_interaction", &ALL_COLUMNS);
-        let mut agents = EventTable::new(log_conn, "rpt_agent", &AGENT_COLUMNS);
+        let log_engine = self.log.as_ref().map_or(&self.main.engine, |l| &l.engine);
+        let mut outbox = EventTable::new(main, &self.main.engine, "ixn_event_outbox", &ALL_COLUMNS);
+        let mut interactions = EventTable::new(log_conn, log_engine, "rpt_interaction", &ALL_COLUMNS);
+        let mut agents = EventTable::new(log_conn, log_engine, "rpt_agent", &AGENT_COLUMNS);
         let select = select_sql(&self.main.engine, self.cfg.batch_size);
         loop {
             let rows = read_outbox(main, &select).map_err(|d| format!("reading the outbox: {d}"))?;

@@ -49,17 +49,18 @@ struct Stmt<'c> {
 }
 
 /// `in_place`: an existing row is overwritten (SQLite and PostgreSQL).
-fn insert_sql(k: usize, in_place: bool) -> String {
+/// `prefix`: the engine's [`crate::Engine::compile_once_prefix`].
+fn insert_sql(prefix: &str, k: usize, in_place: bool) -> String {
     let row = format!("({})", vec!["?"; NCOLS].join(", "));
     let tail = if in_place { records::on_conflict() } else { String::new() };
-    format!("INSERT INTO interactions ({}) VALUES {}{tail}", COLUMNS.join(", "), vec![row; k].join(", "))
+    format!("{prefix}INSERT INTO interactions ({}) VALUES {}{tail}", COLUMNS.join(", "), vec![row; k].join(", "))
 }
 
-fn delete_sql(k: usize) -> String {
+fn delete_sql(prefix: &str, k: usize) -> String {
     if k == 1 {
-        "DELETE FROM interactions WHERE id = ?".to_string()
+        format!("{prefix}DELETE FROM interactions WHERE id = ?")
     } else {
-        format!("DELETE FROM interactions WHERE id IN ({})", vec!["?"; k].join(", "))
+        format!("{prefix}DELETE FROM interactions WHERE id IN ({})", vec!["?"; k].join(", "))
     }
 }
 
@@ -118,6 +119,8 @@ pub(crate) struct Statements<'c> {
     /// Inserts overwrite an existing row (the engines whose SQL for that
     /// is known): a changed row is written in place, not deleted first.
     pub(crate) in_place: bool,
+    /// Before every statement's text: [`crate::Engine::compile_once_prefix`].
+    prefix: &'static str,
 }
 
 impl<'c> Statements<'c> {
@@ -131,7 +134,7 @@ impl<'c> Statements<'c> {
         let json = match strategy {
             InsertStrategy::Json => {
                 let dialect = dialect.expect("json strategy checked at open");
-                Some(crate::json_rows::JsonStatements::new(conn, dialect))
+                Some(crate::json_rows::JsonStatements::new(conn, dialect, engine.compile_once_prefix()))
             }
             _ => None,
         };
@@ -148,9 +151,15 @@ impl<'c> Statements<'c> {
             inserts: (0..n).map(|_| None).collect(),
             deletes: (0..n).map(|_| None).collect(),
             props_max: INITIAL_PROPERTIES,
-            outbox: crate::event_statements::EventTable::new(conn, "ixn_event_outbox", &crate::events::ALL_COLUMNS),
+            outbox: crate::event_statements::EventTable::new(
+                conn,
+                engine,
+                "ixn_event_outbox",
+                &crate::events::ALL_COLUMNS,
+            ),
             json,
             in_place: dialect.is_some(),
+            prefix: engine.compile_once_prefix(),
         }
     }
 
@@ -171,7 +180,7 @@ impl<'c> Statements<'c> {
             let capacity = self.capacity();
             let inserter = self
                 .conn
-                .prepare(&insert_sql(k, self.in_place))?
+                .prepare(&insert_sql(self.prefix, k, self.in_place))?
                 .into_column_inserter(capacity, insert_descs(k, self.props_max))?;
             self.inserts[i] = Some(Stmt { k, capacity, inserter });
         }
@@ -184,7 +193,7 @@ impl<'c> Statements<'c> {
             let capacity = self.capacity();
             let inserter = self
                 .conn
-                .prepare(&delete_sql(k))?
+                .prepare(&delete_sql(self.prefix, k))?
                 .into_column_inserter(capacity, (0..k).map(|_| BindParamDesc::text(MAX_ID)))?;
             self.deletes[i] = Some(Stmt { k, capacity, inserter });
         }
@@ -245,8 +254,10 @@ impl<'c> Statements<'c> {
     }
 
     fn insert_large(&mut self, row: &InteractionRecord, props: &[u8]) -> Result<(), odbc_api::Error> {
-        let inserter =
-            self.conn.prepare(&insert_sql(1, self.in_place))?.into_column_inserter(1, insert_descs(1, props.len()))?;
+        let inserter = self
+            .conn
+            .prepare(&insert_sql(self.prefix, 1, self.in_place))?
+            .into_column_inserter(1, insert_descs(1, props.len()))?;
         let mut stmt = Stmt { k: 1, capacity: 1, inserter };
         let mut data = RowData::default();
         data.prepare(&[row]);
@@ -329,7 +340,7 @@ mod tests {
 
     #[test]
     fn insert_names_every_column_and_binds_assigned_to_last() {
-        let sql = insert_sql(2, false);
+        let sql = insert_sql("", 2, false);
         assert!(
             sql.starts_with(
                 "INSERT INTO interactions (id, tenant, media_type, interaction_type, interaction_subtype, queue, \
@@ -341,6 +352,13 @@ mod tests {
         );
         assert_eq!(sql.matches('?').count(), 2 * 21);
         assert_eq!(insert_descs(3, 512).len(), 3 * NCOLS);
+        // SQLite's statements begin with the prefix that keeps them
+        // compiled in its ODBC driver; the others' with the statement.
+        let prefix = crate::Engine::Sqlite.compile_once_prefix();
+        assert!(prefix.starts_with("WITH "));
+        assert!(insert_sql(prefix, 8, true).starts_with(&format!("{prefix}INSERT INTO interactions (id, ")));
+        assert!(delete_sql(prefix, 1).starts_with(&format!("{prefix}DELETE FROM interactions")));
+        assert!(delete_sql(crate::Engine::Postgres.compile_once_prefix(), 8).starts_with("DELETE FROM"));
         // The largest multi-row statement stays well below the 9216
         // parameters psqlODBC 13.02 could not prepare.
         assert_eq!(MULTI_ROW_SIZES[0] * NCOLS, 5376);
