@@ -6,8 +6,8 @@
 //!    C (the server caps it at the configured capacity; the bench reads
 //!    the capacity it got back with RequestGetAgentState) and become ready
 //!    for chat. The agent connections are then driven in non-blocking mode
-//!    by a few threads (`--agent-threads`), each polling its share of the
-//!    sockets with poll(2) and buffering frames itself, so a thousand
+//!    by a few threads (`--agent-threads`), each waiting on its share of
+//!    the sockets with epoll(7) and buffering frames itself, so a thousand
 //!    agents cost four threads, not a thousand.
 //! 2. Load, for `--duration` seconds: `--media-servers` media-server
 //!    connections (one thread each) submit chat interactions to `inbound`
@@ -52,6 +52,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::epoll::{self, Epoll};
 
 use hdrhistogram::Histogram;
 use ixn::client::{submit_request, Client};
@@ -773,11 +775,9 @@ impl AgentLoop {
                 self.on_frame(i, f, Instant::now());
             }
         }
-        let mut fds: Vec<libc::pollfd> = self
-            .desks
-            .iter()
-            .map(|d| libc::pollfd { fd: d.stream.as_raw_fd(), events: libc::POLLIN, revents: 0 })
-            .collect();
+        let mut ready = Epoll::new(self.desks.len()).map_err(|e| format!("epoll: {e}"))?;
+        // What each desk's socket is watched for now (0: nothing).
+        let mut watched = vec![0u32; self.desks.len()];
         let mut logout_deadline: Option<Instant> = None;
         loop {
             let now = Instant::now();
@@ -813,10 +813,10 @@ impl AgentLoop {
                     }
                 }
             }
-            for (fd, d) in fds.iter_mut().zip(&self.desks) {
-                fd.fd = if d.closed { -1 } else { d.stream.as_raw_fd() };
-                fd.events = if d.wants_write() { libc::POLLIN | libc::POLLOUT } else { libc::POLLIN };
-                fd.revents = 0;
+            for (i, d) in self.desks.iter().enumerate() {
+                let want = if d.closed { 0 } else { epoll::interest(d.wants_write()) };
+                ready.watch(d.stream.as_raw_fd(), i as u64, watched[i], want).map_err(|e| format!("epoll: {e}"))?;
+                watched[i] = want;
             }
             let wait = match (logout_deadline, self.timers.peek()) {
                 (None, Some(Reverse((when, _, _)))) => when.saturating_duration_since(now),
@@ -825,25 +825,12 @@ impl AgentLoop {
             .min(Duration::from_millis(50));
             // Round up: a timer due in 0.3 ms must not spin.
             let ms = wait.as_micros().div_ceil(1000) as libc::c_int;
-            // SAFETY: `fds` is a valid array of pollfd of this length for
-            // the duration of the call.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
+            for (token, rev) in ready.wait(ms).map_err(|e| format!("epoll: {e}"))? {
+                let i = token as usize;
+                if self.desks[i].closed {
                     continue;
                 }
-                return Err(format!("poll: {e}"));
-            }
-            if n == 0 {
-                continue;
-            }
-            for (i, fd) in fds.iter().enumerate() {
-                let rev = fd.revents;
-                if rev == 0 || self.desks[i].closed {
-                    continue;
-                }
-                if rev & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                if rev & epoll::READABLE != 0 {
                     let read = self.desks[i].read(&mut scratch, &mut frames);
                     let now = Instant::now();
                     for f in frames.drain(..) {
@@ -854,7 +841,7 @@ impl AgentLoop {
                         continue;
                     }
                 }
-                if rev & libc::POLLOUT != 0 {
+                if rev & epoll::WRITABLE != 0 {
                     if let Err(e) = self.desks[i].flush() {
                         self.closed(i, format!("write error: {e}"));
                     }

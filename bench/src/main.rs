@@ -22,6 +22,7 @@
 
 mod backlog;
 mod cycle;
+mod epoll;
 mod fuzz;
 mod genconfig;
 mod idle;
