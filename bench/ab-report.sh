@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two server builds side by side in one run, alternating, so drift on a
 # shared machine hits both alike (and which goes first alternates too): for each round and each kind, a fresh
-# ixn-server of build A, then of build B (embedded SQLite, 2 shards on cores
+# ixn-server of build A, then of build B (embedded SQLite, by default 2 shards on cores
 # 0,1), each loaded by the same ixn-bench.
 #   submit:    ixn-bench submit --clients 8 --window 64
 #   cycle:     ixn-bench cycle, 1000 agents of chat capacity 3, 4 media
@@ -10,7 +10,7 @@
 #   submit-log, cycle-log: submit and cycle with the event log on (an empty
 #              [logger-settings]: the main database, batch-size 500,
 #              storing-timeout 1000 ms); both builds must know the section
-# Usage: A=DIR B=DIR [KINDS="submit cycle cycle-sub"] [ROUNDS=3] [SECS=8]
+# Usage: A=DIR B=DIR [KINDS="submit cycle cycle-sub"] [ROUNDS=3] [SECS=8] [CORES=0,1]
 #        bench/ab-report.sh
 # where DIR holds a release ixn-server (e.g. a worktree's target/release).
 # The bench and ixnctl are this checkout's release builds.
@@ -39,7 +39,7 @@ run() { # build dir kind round
     cycle-log) cfg=(--config "$out/agents-log.toml") ;;
     *) cfg=(--config "$out/agents.toml") ;;
   esac
-  "$bin" "${cfg[@]}" --listen "127.0.0.1:$port" --data-dir "$dir/data" --cores 0,1 > "$dir/server.log" 2>&1 &
+  "$bin" "${cfg[@]}" --listen "127.0.0.1:$port" --data-dir "$dir/data" --cores "${CORES:-0,1}" > "$dir/server.log" 2>&1 &
   local pid=$!
   for _ in $(seq 200); do grep -q 'ready' "$dir/server.log" 2>/dev/null && break; sleep 0.1; done
   if [ "$kind" = cycle-sub ]; then
