@@ -239,8 +239,10 @@ pub struct Settings {
     pub database_batch_size: Spanned<usize>,
     /// "array", "multirow" or "json"; absent: the engine's measured default.
     pub insert_strategy: Option<Spanned<String>>,
-    /// Milliseconds a writer waits, after the first write of a batch, for
-    /// more before it commits (0: commits whatever is queued at once).
+    /// Milliseconds a writer that has caught up with the load waits, after
+    /// the first write of a batch, for more before it commits (0: commits
+    /// whatever is queued at once). Default 1: at low load that halves the
+    /// commits, and a writer kept busy never waits.
     pub database_commit_delay_ms: f64,
     /// Seconds a pulled interaction stays locked to its routing client
     /// before it goes back to its place in its queue.
@@ -319,7 +321,7 @@ impl Default for Settings {
             number_of_database_connections: Spanned::new(0..0, 5),
             database_batch_size: Spanned::new(0..0, 1000),
             insert_strategy: None,
-            database_commit_delay_ms: 0.0,
+            database_commit_delay_ms: 1.0,
             routing_timeout: 720.0 * 60.0,
             pull_hold_timeout: 0.0,
             max_interactions_per_snapshot: 500,
@@ -1079,7 +1081,7 @@ mod tests {
     fn the_commit_delay_is_checked_and_read() {
         let ok = Config::parse("[settings]\ndatabase-commit-delay-ms = 1.5\n", "delay.toml").unwrap();
         assert_eq!(ok.settings.database_commit_delay_ms, 1.5);
-        assert_eq!(Config::embedded_default().settings.database_commit_delay_ms, 0.0);
+        assert_eq!(Config::embedded_default().settings.database_commit_delay_ms, 1.0);
         let err = Config::parse("[settings]\ndatabase-commit-delay-ms = 1001\n", "delay.toml").unwrap_err();
         assert_eq!(err.0, "delay.toml:2: [settings] database-commit-delay-ms must be 0 to 1000 milliseconds");
     }

@@ -11,8 +11,9 @@
 //! executor threads ──submit──▶ crossbeam channel per writer (by id hash)
 //!                                   │
 //!                      ixn-db-writer-N: take ≤ batch_max (waiting up to
-//!                      commit_delay for more), coalesce, DELETEs,
-//!                      INSERTs (upserts on SQLite and PostgreSQL), COMMIT
+//!                      commit_delay for more when caught up), coalesce,
+//!                      DELETEs, INSERTs (upserts on SQLite and
+//!                      PostgreSQL), COMMIT
 //!                                   │
 //!                 CompletionSink (per shard) ◀── (token, ok) for every op
 //! ```
@@ -149,9 +150,11 @@ pub struct StorageConfig {
     pub create_schema: bool,
     /// `None`: the engine's measured default (see [`Engine::default_strategy`]).
     pub insert_strategy: Option<InsertStrategy>,
-    /// How long a writer waits, after the first write of a batch, for more
-    /// before it commits (fewer commits at low load, each write later by
-    /// up to this much). Zero (the default): whatever is queued at once.
+    /// How long a writer waits, after the first write of a batch that
+    /// found nothing queued behind it, for more before it commits (fewer
+    /// commits at low load, each such write later by up to this much; a
+    /// writer kept busy by the load never waits). Zero (the default):
+    /// whatever is queued at once.
     pub commit_delay: Duration,
 }
 

@@ -462,9 +462,10 @@ impl Writer {
     }
 
     /// Takes the next batch: blocks for the first message, then whatever
-    /// else is queued, up to batch_max ops, and with a commit delay what
-    /// else arrives until the delay has passed since the first. False when
-    /// stopped and empty.
+    /// else is queued, up to batch_max ops. With a commit delay, when the
+    /// first write found nothing queued behind it (the writer had caught
+    /// up), also what else arrives until the delay has passed since the
+    /// first. False when stopped and empty.
     /// Gives up waiting for the first write after [`PROBE_EVERY`] (`Idle`).
     fn gather(&mut self) -> Gathered {
         if self.stopping {
@@ -481,7 +482,12 @@ impl Writer {
         if let Some(f) = &self.faults {
             f.wait_while_held();
         }
-        let deadline = (!self.commit_delay.is_zero()).then(|| Instant::now() + self.commit_delay);
+        // The delay only gathers what a lone write would otherwise commit
+        // by itself (low load: one fsync and one wake-up per write). Writes
+        // already queued mean the load keeps the writer busy: batches form
+        // while each commit runs, and waiting would only cost throughput.
+        let caught_up = self.rx.is_empty();
+        let deadline = (caught_up && !self.commit_delay.is_zero()).then(|| Instant::now() + self.commit_delay);
         while self.batch.tokens.len() < self.batch_max {
             let next = match deadline {
                 None => self.rx.try_recv().ok(),

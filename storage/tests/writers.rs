@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use ixn_storage::{sqlite_connection_string, CompletionSink, Storage, StorageConfig, StoreOp, WriteRequest, Writers};
+use ixn_storage::{
+    sqlite_connection_string, CompletionSink, Faults, Storage, StorageConfig, StoreOp, WriteRequest, Writers,
+};
 
 fn start_sqlite(tag: &str, shards: usize) -> (TempDir, String, Writers, Vec<Arc<Collect>>) {
     init_logs();
@@ -213,6 +215,38 @@ fn a_nul_in_text_is_refused_not_stored_cut() {
     assert_eq!((done[&1], done[&2], done[&3], done[&4]), (false, false, true, false));
     writers.shutdown();
     assert_eq!(live_ids(&cs), vec!["0007good".to_string()]);
+}
+
+#[test]
+fn a_commit_delay_is_not_waited_when_writes_are_already_queued() {
+    init_logs();
+    let dir = TempDir::new("delay-busy");
+    let cs = sqlite_connection_string(&dir.0.join("ixn.db"));
+    let delay = Duration::from_secs(20);
+    let cfg = StorageConfig { create_schema: true, commit_delay: delay, ..StorageConfig::new(cs.clone()) };
+    let sink = Collect::new();
+    let mut storage = Storage::open(cfg).unwrap();
+    let faults = Faults::new();
+    storage.inject_faults(faults.clone());
+    let writers = storage.start(vec![sink.clone() as Arc<dyn CompletionSink>]).unwrap();
+    let h = writers.handle();
+    // The writer takes the first write and is held; four more queue up
+    // behind it meanwhile, as under load.
+    faults.hold_batches(true);
+    let first = std::time::Instant::now();
+    for t in 0..5u64 {
+        let op = StoreOp::Insert(Box::new(record(&format!("0021b{t:010}"), 0)));
+        h.submit(WriteRequest { shard: 0, token: t, op, log: Vec::new() });
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    faults.hold_batches(false);
+    let done = sink.wait(5, 15);
+    assert_eq!(done.len(), 5, "the queued writes waited for the commit delay");
+    assert!(first.elapsed() < delay, "waited for the delay: {:?}", first.elapsed());
+    assert!(done.values().all(|&ok| ok));
+    assert_eq!(sink.calls(), 1, "the five writes were not one commit");
+    assert!(writers.shutdown());
+    assert_eq!(live_ids(&cs).len(), 5);
 }
 
 #[test]
