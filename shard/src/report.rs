@@ -38,7 +38,7 @@ use ahash::{AHashMap, AHashSet};
 use crate::agent::AgentRef;
 use crate::catalog::TenantIdx;
 use crate::event::{text, Event, Location, Subject, What};
-use crate::interaction::{Millis, Place};
+use crate::interaction::{Interaction, IxId, Millis, Place};
 use crate::machine::{Caller, Origin, Output, Shard, StoreOp};
 use crate::peer::PeerMsg;
 use crate::proto::frame::Frame;
@@ -233,6 +233,25 @@ impl Reporter {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The events write `token` carries of interaction `id` say it is at
+    /// `at`: they were made after a change that has since failed, where
+    /// that change had put the interaction.
+    pub(crate) fn relocate(&mut self, token: u64, id: &IxId, at: &Location) {
+        let Some(seqs) = self.by_token.get(&token) else { return };
+        for seq in seqs.clone() {
+            let Unreleased::Waiting(p) = &mut self.unreleased[(seq - self.released - 1) as usize] else { continue };
+            let Subject::Interaction { id: of, at: was, .. } = &p.event.subject else { continue };
+            if of != id || was == at {
+                continue;
+            }
+            let mut event = p.event.clone();
+            if let Subject::Interaction { at: was, .. } = &mut event.subject {
+                *was = at.clone();
+            }
+            *p = Arc::new(Published { shard: p.shard, seq: p.seq, event });
+        }
     }
 
     /// The events write `from` carries wait for write `to` instead.
@@ -576,16 +595,21 @@ impl Shard {
         self.emit(Event { time: now_ms, tenant: a.tenant, subject: Subject::Agent(a.agent), what: what() }, out);
     }
 
+    /// Where an event says `ix` is.
+    pub(crate) fn location_of(&self, ix: &Interaction) -> Location {
+        match ix.place {
+            Place::Queue(q) => Location::Queue(q),
+            Place::Workbin { workbin, owner } => Location::Workbin { workbin, owner: text(self.syms.name(owner)) },
+        }
+    }
+
     /// An interaction event, made only if events are wanted.
     pub(crate) fn ix_event(&self, now_ms: Millis, slot: Slot, what: impl FnOnce() -> What) -> Option<Event> {
         let ix = self.store.get(slot);
         if !self.reporting(ix.tenant) {
             return None;
         }
-        let at = match ix.place {
-            Place::Queue(q) => Location::Queue(q),
-            Place::Workbin { workbin, owner } => Location::Workbin { workbin, owner: text(self.syms.name(owner)) },
-        };
+        let at = self.location_of(ix);
         Some(Event {
             time: now_ms,
             tenant: ix.tenant,

@@ -2,11 +2,13 @@
 //! was definitely not applied) is answered with error 50 and undone in
 //! memory, so memory, answers and the database agree. Writes of the same
 //! interaction made on top of it fail with it, and one more write puts the
-//! row back as it was.
+//! row back as it was. A stop made after it stands, and says it stopped the
+//! interaction from where it was before the failed change.
 
 use std::sync::Arc;
 
 use ixn_shard::catalog::Catalog;
+use ixn_shard::event::{Location, Subject, What};
 use ixn_shard::kv;
 use ixn_shard::machine::{Caller, Input, Origin, Output, Shard, ShardParams, StoreOp};
 use ixn_shard::proto::request::error_of;
@@ -166,6 +168,51 @@ fn a_stop_made_after_a_failed_change_stands() {
     assert!(t.s.get(&id).is_none(), "still being stopped");
     assert_eq!(t.done(w2, true).answers, vec![(r2, None)], "the stop stands");
     assert!(t.s.get(&id).is_none());
+    assert_eq!(t.s.pending_writes(), 0);
+}
+
+#[test]
+fn a_stop_made_after_a_failed_move_stands_and_says_it_stopped_from_where_it_was() {
+    // With the event log on: the stop's event goes to the log once the
+    // stop has committed, and says the queue the database had it in, not
+    // the one the refused move named.
+    let mut t = T::new();
+    let mut params = ShardParams::new(1, 0, 1);
+    params.event_log = true;
+    t.s = Shard::new(params, Arc::new(Catalog::embedded_default()));
+    let id = t.submitted();
+    let (r1, w1) = t.send(Request::PlaceInQueue { id: id.clone(), queue: Some("done".into()) });
+    let (r2, w2) = t.send(Request::StopProcessing { id: id.clone(), reason: None });
+    assert_eq!(t.done(w1, false).answers, vec![(r1, Some(ErrorCode::StorageFailure))]);
+    let mut out = Vec::new();
+    t.now += 1;
+    t.s.handle(t.now, Input::StorageDone { token: w2, ok: true }, &mut out);
+    let answers: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Reply { frame, .. } => Some((frame.ref_id, error_of(frame).map(|e| e.code))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, vec![(r2, None)], "the stop stands");
+    assert!(t.s.get(&id).is_none());
+    let logged: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Store { token, op: StoreOp::Log(_), log } => Some((*token, log.clone())),
+            _ => None,
+        })
+        .collect();
+    let [(w3, log)] = logged.as_slice() else { panic!("the stop's events logged by a write of their own: {out:?}") };
+    let [stopped] = log.as_slice() else { panic!("one event: {log:?}") };
+    assert!(matches!(stopped.event.what, What::ProcessingStopped { .. }), "{stopped:?}");
+    let inbound = t.s.catalog().tenants[0].queue("inbound").unwrap();
+    assert!(
+        matches!(&stopped.event.subject, Subject::Interaction { at: Location::Queue(q), .. } if *q == inbound),
+        "stopped from inbound, where the database had it: {stopped:?}"
+    );
+    let w3 = *w3;
+    t.done(w3, true);
     assert_eq!(t.s.pending_writes(), 0);
 }
 

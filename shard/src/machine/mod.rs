@@ -243,6 +243,11 @@ pub(crate) struct Pending {
     /// with doomed writes in between: if the stop fails, the restored row
     /// is written again (a doomed write may have stored the refused change).
     put_back: bool,
+    /// A stop made while an earlier write of its interaction was in flight:
+    /// its events go to the event log only once it has committed, by a
+    /// write of their own. Until then the earlier write may fail, and the
+    /// events change with it (see `revert`).
+    log_after: bool,
     /// Names this write's copy of an interaction uses, counted as in use
     /// until it completes: set when a failed change's copy moves to a later
     /// stop, past the writes the names' retirement waits for.
@@ -883,6 +888,7 @@ impl Shard {
                 reveal: None,
                 doomed: false,
                 put_back: false,
+                log_after: false,
                 pinned: None,
                 after: Vec::new(),
                 id,
@@ -1281,6 +1287,7 @@ impl Shard {
         let reports =
             self.ix_event(now_ms, slot, || What::ProcessingStopped { reason: reason.map(text) }).into_iter().collect();
         let ixid = self.store.get(slot).id.clone();
+        let behind = self.last_write.contains_key(&ixid);
         let ix = self.evict(slot);
         self.routing.forget_rejection(&ix.id);
         let token = self.new_token();
@@ -1293,6 +1300,7 @@ impl Shard {
                 reveal: None,
                 doomed: false,
                 put_back: false,
+                log_after: behind,
                 pinned: None,
                 after: Vec::new(),
                 id: ixid.clone(),
@@ -1300,7 +1308,10 @@ impl Shard {
             },
         );
         self.last_write.insert(ixid, token);
-        let log = self.reporter.hold(token, reports);
+        let mut log = self.reporter.hold(token, reports);
+        if behind {
+            log.clear();
+        }
         out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()), log });
         Ok(None)
     }
@@ -1439,7 +1450,11 @@ impl Shard {
     /// request is acknowledged.
     fn committed(&mut self, p: Pending, out: &mut Vec<Output>) {
         // Its events (a submission's too, stopped meanwhile or not): out
-        // ahead of the wake-ups its views send.
+        // ahead of the wake-ups its views send. A stop that was made behind
+        // another write logs them first, and they go out after that.
+        if p.log_after {
+            self.log_again(&p, out);
+        }
         self.reporter.settle(p.token, Settle::Release, out);
         if let Some(tie) = p.reveal {
             // Stopped before its submit committed: if the stop fails, it
@@ -1476,6 +1491,7 @@ impl Shard {
                 reveal: None,
                 doomed: false,
                 put_back: false,
+                log_after: false,
                 pinned: None,
                 after: Vec::new(),
                 id: id.clone(),
@@ -1489,7 +1505,8 @@ impl Shard {
     /// writes of it carry the change in their rows, so they fail too and,
     /// if there were any, one more write puts the row back as it was. A
     /// later stop carries nothing of it: it stands, and if it fails it
-    /// brings back the interaction as it was before the failed change.
+    /// brings back the interaction as it was before the failed change; its
+    /// events say it was stopped from where it was before the change.
     fn revert(&mut self, token: u64, mut before: Interaction, out: &mut Vec<Output>) {
         let later = self.doom_later_writes(&before.id, token, false);
         // Writes of one interaction complete in order: its submit has
@@ -1499,7 +1516,14 @@ impl Shard {
         if self.store.find_tie(before.tie).is_none() {
             // Stopped since, by a stop still in flight (the id's last write).
             let stop = *self.last_write.get(&before.id).expect("a stop in flight");
+            // The stop's events were made where the failed change had put
+            // the interaction: it is stopped from where it was before. They
+            // are not in the event log yet (the stop was made behind this
+            // write), so the log gets them as corrected.
+            let at = self.location_of(&before);
+            self.reporter.relocate(stop, &before.id, &at);
             let p = self.pending.get_mut(&stop).expect("in flight");
+            assert!(p.log_after, "a stop made behind a write logs its events after it");
             let Undo::Restore(ix) = &mut p.undo else {
                 unreachable!("interaction {} gone with no stop in flight", before.id)
             };
