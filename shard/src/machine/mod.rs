@@ -243,10 +243,10 @@ pub(crate) struct Pending {
     /// with doomed writes in between: if the stop fails, the restored row
     /// is written again (a doomed write may have stored the refused change).
     put_back: bool,
-    /// A stop made while an earlier write of its interaction was in flight:
-    /// its events go to the event log only once it has committed, by a
-    /// write of their own. Until then the earlier write may fail, and the
-    /// events change with it (see `revert`).
+    /// A stop made while a move of its interaction was in flight: its
+    /// events go to the event log only once it has committed, by a write
+    /// of their own. Until then the move may fail, and the events change
+    /// with it (see `revert`).
     log_after: bool,
     /// Names this write's copy of an interaction uses, counted as in use
     /// until it completes: set when a failed change's copy moves to a later
@@ -1287,7 +1287,7 @@ impl Shard {
         let reports =
             self.ix_event(now_ms, slot, || What::ProcessingStopped { reason: reason.map(text) }).into_iter().collect();
         let ixid = self.store.get(slot).id.clone();
-        let behind = self.last_write.contains_key(&ixid);
+        let behind = self.moved_in_flight(&ixid, self.store.get(slot).place);
         let ix = self.evict(slot);
         self.routing.forget_rejection(&ix.id);
         let token = self.new_token();
@@ -1314,6 +1314,16 @@ impl Shard {
         }
         out.push(Output::Store { token, op: StoreOp::Delete(id.to_string()), log });
         Ok(None)
+    }
+
+    /// Whether a write in flight moved interaction `id` to `place` (from
+    /// another queue or workbin): if it fails, the interaction was never
+    /// there, and a stop made meanwhile is reported from where it was.
+    fn moved_in_flight(&self, id: &IxId, place: Place) -> bool {
+        if !self.last_write.contains_key(id) {
+            return false;
+        }
+        self.pending.values().any(|p| &p.id == id && matches!(&p.undo, Undo::Revert(before) if before.place != place))
     }
 
     /// The ties of the submissions whose writes are in flight.
@@ -1517,13 +1527,15 @@ impl Shard {
             // Stopped since, by a stop still in flight (the id's last write).
             let stop = *self.last_write.get(&before.id).expect("a stop in flight");
             // The stop's events were made where the failed change had put
-            // the interaction: it is stopped from where it was before. They
-            // are not in the event log yet (the stop was made behind this
-            // write), so the log gets them as corrected.
+            // the interaction: it is stopped from where it was before. If
+            // the change moved it, they are not in the event log yet (the
+            // stop was made behind a move), so the log gets them corrected.
             let at = self.location_of(&before);
+            let p = &self.pending[&stop];
+            let Undo::Restore(stopped) = &p.undo else { unreachable!("a stop in flight") };
+            assert!(p.log_after || stopped.place == before.place, "a stop made behind a move logs its events after it");
             self.reporter.relocate(stop, &before.id, &at);
             let p = self.pending.get_mut(&stop).expect("in flight");
-            assert!(p.log_after, "a stop made behind a write logs its events after it");
             let Undo::Restore(ix) = &mut p.undo else {
                 unreachable!("interaction {} gone with no stop in flight", before.id)
             };
