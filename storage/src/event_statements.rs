@@ -16,9 +16,10 @@
 use odbc_api::buffers::BoxColumnBuffer;
 use odbc_api::handles::StatementImpl;
 use odbc_api::parameter::WithDataType;
-use odbc_api::{BindParamDesc, ColumnarBulkInserter, Connection};
+use odbc_api::{BindParamDesc, ColumnarBulkInserter};
 
 use crate::events::{Col, EventRow, Kind};
+use crate::Writing;
 
 type Inserter<'c> = ColumnarBulkInserter<StatementImpl<'c>, WithDataType<BoxColumnBuffer>>;
 
@@ -32,39 +33,24 @@ const INITIAL_DETAILS: usize = 256;
 
 /// The statements of one event table on one connection.
 pub(crate) struct EventTable<'c> {
-    conn: &'c Connection<'static>,
+    conn: Writing<'c>,
     table: &'static str,
     cols: &'static [Col],
     /// One per entry of [`ROWS`], prepared on first use.
     inserts: [Option<Inserter<'c>>; 3],
     delete: Option<Inserter<'c>>,
     details_max: usize,
-    /// Before every statement's text: [`crate::Engine::compile_once_prefix`].
-    prefix: &'static str,
 }
 
 impl<'c> EventTable<'c> {
-    pub(crate) fn new(
-        conn: &'c Connection<'static>,
-        engine: &crate::Engine,
-        table: &'static str,
-        cols: &'static [Col],
-    ) -> Self {
-        EventTable {
-            conn,
-            table,
-            cols,
-            inserts: [None, None, None],
-            delete: None,
-            details_max: INITIAL_DETAILS,
-            prefix: engine.compile_once_prefix(),
-        }
+    pub(crate) fn new(conn: Writing<'c>, table: &'static str, cols: &'static [Col]) -> Self {
+        EventTable { conn, table, cols, inserts: [None, None, None], delete: None, details_max: INITIAL_DETAILS }
     }
 
     fn insert_sql(&self, k: usize) -> String {
         let names: Vec<&str> = self.cols.iter().map(|c| c.name()).collect();
         let row = format!("({})", vec!["?"; names.len()].join(", "));
-        format!("{}INSERT INTO {} ({}) VALUES {}", self.prefix, self.table, names.join(", "), vec![row; k].join(", "))
+        format!("INSERT INTO {} ({}) VALUES {}", self.table, names.join(", "), vec![row; k].join(", "))
     }
 
     fn descs(&self, k: usize, details: usize) -> Vec<BindParamDesc> {
@@ -120,8 +106,7 @@ impl<'c> EventTable<'c> {
     pub(crate) fn delete(&mut self, keys: &[(i64, i64, i64)]) -> Result<(), odbc_api::Error> {
         for chunk in keys.chunks(CHUNK) {
             if self.delete.is_none() {
-                let sql =
-                    format!("{}DELETE FROM {} WHERE generation = ? AND shard = ? AND seq = ?", self.prefix, self.table);
+                let sql = format!("DELETE FROM {} WHERE generation = ? AND shard = ? AND seq = ?", self.table);
                 let descs = [BindParamDesc::i64(false), BindParamDesc::i64(false), BindParamDesc::i64(false)];
                 self.delete = Some(self.conn.prepare(&sql)?.into_column_inserter(CHUNK, descs)?);
             }

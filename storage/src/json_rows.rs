@@ -30,10 +30,10 @@ use std::io::Write;
 use ixn_shard::interaction::InteractionRecord;
 use odbc_api::handles::StatementImpl;
 use odbc_api::parameter::VarCharSlice;
-use odbc_api::{Connection, Prepared};
+use odbc_api::Prepared;
 
 use crate::records::{self, col, COLUMNS, NCOLS, TEXT_COLUMNS};
-use crate::Engine;
+use crate::{Engine, Writing};
 
 /// The SQL dialects the statements are written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,19 +184,17 @@ pub(crate) fn encode_ids(ids: &[&str], out: &mut Vec<u8>) {
 /// The two prepared statements of one writer connection, with the buffers
 /// their parameters are encoded into (reused batch after batch).
 pub(crate) struct JsonStatements<'c> {
-    conn: &'c Connection<'static>,
+    conn: Writing<'c>,
     dialect: Dialect,
     upsert: Option<Prepared<StatementImpl<'c>>>,
     delete: Option<Prepared<StatementImpl<'c>>>,
     text: Vec<u8>,
     hex: Vec<u8>,
-    /// Before both statements' text: [`crate::Engine::compile_once_prefix`].
-    prefix: &'static str,
 }
 
 impl<'c> JsonStatements<'c> {
-    pub(crate) fn new(conn: &'c Connection<'static>, dialect: Dialect, prefix: &'static str) -> Self {
-        JsonStatements { conn, dialect, upsert: None, delete: None, text: Vec::new(), hex: Vec::new(), prefix }
+    pub(crate) fn new(conn: Writing<'c>, dialect: Dialect) -> Self {
+        JsonStatements { conn, dialect, upsert: None, delete: None, text: Vec::new(), hex: Vec::new() }
     }
 
     /// Writes every record of `rows` in place (inserted when missing).
@@ -206,7 +204,7 @@ impl<'c> JsonStatements<'c> {
             return Ok(());
         }
         if self.upsert.is_none() {
-            self.upsert = Some(self.conn.prepare(&format!("{}{}", self.prefix, upsert_sql(self.dialect)))?);
+            self.upsert = Some(self.conn.prepare(&upsert_sql(self.dialect))?);
         }
         encode_rows(rows, &mut self.text, &mut self.hex);
         let stmt = self.upsert.as_mut().expect("prepared above");
@@ -220,7 +218,7 @@ impl<'c> JsonStatements<'c> {
             return Ok(());
         }
         if self.delete.is_none() {
-            self.delete = Some(self.conn.prepare(&format!("{}{}", self.prefix, delete_sql(self.dialect)))?);
+            self.delete = Some(self.conn.prepare(delete_sql(self.dialect))?);
         }
         encode_ids(ids, &mut self.text);
         let stmt = self.delete.as_mut().expect("prepared above");

@@ -40,6 +40,7 @@ mod schema;
 mod statements;
 pub mod stats;
 mod writer;
+mod writing;
 
 use std::fmt;
 use std::path::Path;
@@ -54,6 +55,7 @@ pub use faults::Faults;
 pub use log_reader::{LogRange, LogReader};
 pub use logger::{EventLog, LoggerConfig, Outbox, Shipper};
 pub use writer::{WriterHandle, Writers, DEFAULT_SHUTDOWN_LIMIT};
+pub(crate) use writing::Writing;
 
 /// The coalescing rules of a writer batch, exposed for tests and tools.
 pub mod coalesce {

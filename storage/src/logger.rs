@@ -31,6 +31,7 @@ use odbc_api::{Connection, Cursor, CursorRow, Nullable};
 use crate::conn::{self, diag};
 use crate::event_statements::EventTable;
 use crate::events::{Col, EventFilter, EventRow, Kind, AGENT_COLUMNS, ALL_COLUMNS, EVENT_COLUMNS};
+use crate::Writing;
 use crate::{msg_id, Engine, StorageError};
 
 /// `[logger-settings]`.
@@ -273,9 +274,11 @@ impl EventLog {
             return self.move_in_database(main, st, stop, deadline);
         }
         let log_engine = self.log.as_ref().map_or(&self.main.engine, |l| &l.engine);
-        let mut outbox = EventTable::new(main, &self.main.engine, "ixn_event_outbox", &ALL_COLUMNS);
-        let mut interactions = EventTable::new(log_conn, log_engine, "rpt_interaction", &ALL_COLUMNS);
-        let mut agents = EventTable::new(log_conn, log_engine, "rpt_agent", &AGENT_COLUMNS);
+        let outbox_conn = Writing::new(main, &self.main.engine);
+        let log_writing = Writing::new(log_conn, log_engine);
+        let mut outbox = EventTable::new(outbox_conn, "ixn_event_outbox", &ALL_COLUMNS);
+        let mut interactions = EventTable::new(log_writing, "rpt_interaction", &ALL_COLUMNS);
+        let mut agents = EventTable::new(log_writing, "rpt_agent", &AGENT_COLUMNS);
         let select = select_sql(&self.main.engine, self.cfg.batch_size);
         loop {
             let rows = read_outbox(main, &select).map_err(|d| format!("reading the outbox: {d}"))?;

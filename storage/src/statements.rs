@@ -23,7 +23,7 @@ use odbc_api::parameter::WithDataType;
 use odbc_api::{BindParamDesc, ColumnarBulkInserter, Connection};
 
 use crate::records::{self, col, COLUMNS, MAX_ID, MAX_NAME, NCOLS, TEXT_COLUMNS};
-use crate::InsertStrategy;
+use crate::{InsertStrategy, Writing};
 
 type Inserter<'c> = ColumnarBulkInserter<StatementImpl<'c>, WithDataType<BoxColumnBuffer>>;
 
@@ -49,18 +49,17 @@ struct Stmt<'c> {
 }
 
 /// `in_place`: an existing row is overwritten (SQLite and PostgreSQL).
-/// `prefix`: the engine's [`crate::Engine::compile_once_prefix`].
-fn insert_sql(prefix: &str, k: usize, in_place: bool) -> String {
+fn insert_sql(k: usize, in_place: bool) -> String {
     let row = format!("({})", vec!["?"; NCOLS].join(", "));
     let tail = if in_place { records::on_conflict() } else { String::new() };
-    format!("{prefix}INSERT INTO interactions ({}) VALUES {}{tail}", COLUMNS.join(", "), vec![row; k].join(", "))
+    format!("INSERT INTO interactions ({}) VALUES {}{tail}", COLUMNS.join(", "), vec![row; k].join(", "))
 }
 
-fn delete_sql(prefix: &str, k: usize) -> String {
+fn delete_sql(k: usize) -> String {
     if k == 1 {
-        format!("{prefix}DELETE FROM interactions WHERE id = ?")
+        "DELETE FROM interactions WHERE id = ?".to_string()
     } else {
-        format!("{prefix}DELETE FROM interactions WHERE id IN ({})", vec!["?"; k].join(", "))
+        format!("DELETE FROM interactions WHERE id IN ({})", vec!["?"; k].join(", "))
     }
 }
 
@@ -104,7 +103,7 @@ impl RowData {
 }
 
 pub(crate) struct Statements<'c> {
-    conn: &'c Connection<'static>,
+    conn: Writing<'c>,
     strategy: InsertStrategy,
     batch_max: usize,
     sizes: Vec<usize>,
@@ -119,8 +118,6 @@ pub(crate) struct Statements<'c> {
     /// Inserts overwrite an existing row (the engines whose SQL for that
     /// is known): a changed row is written in place, not deleted first.
     pub(crate) in_place: bool,
-    /// Before every statement's text: [`crate::Engine::compile_once_prefix`].
-    prefix: &'static str,
 }
 
 impl<'c> Statements<'c> {
@@ -131,10 +128,11 @@ impl<'c> Statements<'c> {
         batch_max: usize,
     ) -> Self {
         let dialect = crate::json_rows::Dialect::of(engine);
+        let conn = Writing::new(conn, engine);
         let json = match strategy {
             InsertStrategy::Json => {
                 let dialect = dialect.expect("json strategy checked at open");
-                Some(crate::json_rows::JsonStatements::new(conn, dialect, engine.compile_once_prefix()))
+                Some(crate::json_rows::JsonStatements::new(conn, dialect))
             }
             _ => None,
         };
@@ -151,15 +149,9 @@ impl<'c> Statements<'c> {
             inserts: (0..n).map(|_| None).collect(),
             deletes: (0..n).map(|_| None).collect(),
             props_max: INITIAL_PROPERTIES,
-            outbox: crate::event_statements::EventTable::new(
-                conn,
-                engine,
-                "ixn_event_outbox",
-                &crate::events::ALL_COLUMNS,
-            ),
+            outbox: crate::event_statements::EventTable::new(conn, "ixn_event_outbox", &crate::events::ALL_COLUMNS),
             json,
             in_place: dialect.is_some(),
-            prefix: engine.compile_once_prefix(),
         }
     }
 
@@ -180,7 +172,7 @@ impl<'c> Statements<'c> {
             let capacity = self.capacity();
             let inserter = self
                 .conn
-                .prepare(&insert_sql(self.prefix, k, self.in_place))?
+                .prepare(&insert_sql(k, self.in_place))?
                 .into_column_inserter(capacity, insert_descs(k, self.props_max))?;
             self.inserts[i] = Some(Stmt { k, capacity, inserter });
         }
@@ -193,7 +185,7 @@ impl<'c> Statements<'c> {
             let capacity = self.capacity();
             let inserter = self
                 .conn
-                .prepare(&delete_sql(self.prefix, k))?
+                .prepare(&delete_sql(k))?
                 .into_column_inserter(capacity, (0..k).map(|_| BindParamDesc::text(MAX_ID)))?;
             self.deletes[i] = Some(Stmt { k, capacity, inserter });
         }
@@ -254,10 +246,8 @@ impl<'c> Statements<'c> {
     }
 
     fn insert_large(&mut self, row: &InteractionRecord, props: &[u8]) -> Result<(), odbc_api::Error> {
-        let inserter = self
-            .conn
-            .prepare(&insert_sql(self.prefix, 1, self.in_place))?
-            .into_column_inserter(1, insert_descs(1, props.len()))?;
+        let inserter =
+            self.conn.prepare(&insert_sql(1, self.in_place))?.into_column_inserter(1, insert_descs(1, props.len()))?;
         let mut stmt = Stmt { k: 1, capacity: 1, inserter };
         let mut data = RowData::default();
         data.prepare(&[row]);
@@ -340,7 +330,7 @@ mod tests {
 
     #[test]
     fn insert_names_every_column_and_binds_assigned_to_last() {
-        let sql = insert_sql("", 2, false);
+        let sql = insert_sql(2, false);
         assert!(
             sql.starts_with(
                 "INSERT INTO interactions (id, tenant, media_type, interaction_type, interaction_subtype, queue, \
@@ -356,9 +346,12 @@ mod tests {
         // compiled in its ODBC driver; the others' with the statement.
         let prefix = crate::Engine::Sqlite.compile_once_prefix();
         assert!(prefix.starts_with("WITH "));
-        assert!(insert_sql(prefix, 8, true).starts_with(&format!("{prefix}INSERT INTO interactions (id, ")));
-        assert!(delete_sql(prefix, 1).starts_with(&format!("{prefix}DELETE FROM interactions")));
-        assert!(delete_sql(crate::Engine::Postgres.compile_once_prefix(), 8).starts_with("DELETE FROM"));
+        let sent =
+            |engine: crate::Engine, sql: String| crate::writing::compiled_once(engine.compile_once_prefix(), &sql);
+        assert!(sent(crate::Engine::Sqlite, insert_sql(8, true))
+            .starts_with(&format!("{prefix}INSERT INTO interactions (id, ")));
+        assert!(sent(crate::Engine::Sqlite, delete_sql(1)).starts_with(&format!("{prefix}DELETE FROM interactions")));
+        assert!(sent(crate::Engine::Postgres, delete_sql(8)).starts_with("DELETE FROM"));
         // The largest multi-row statement stays well below the 9216
         // parameters psqlODBC 13.02 could not prepare.
         assert_eq!(MULTI_ROW_SIZES[0] * NCOLS, 5376);
