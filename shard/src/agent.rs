@@ -85,6 +85,9 @@ pub(crate) struct Held {
     pub id: Box<str>,
     pub media: MediaIdx,
     pub accepted: bool,
+    /// The offer's ticket: a release names it, so the release of an
+    /// earlier offer of the same interaction never frees a later one.
+    pub ticket: u64,
 }
 
 /// The state of one agent on its home shard.
@@ -771,6 +774,7 @@ impl Shard {
         out: &mut Vec<Output>,
     ) {
         let result = self.check_available(a, media);
+        let mut replaced = false;
         let result = result.map(|()| {
             let st = self.agent_state_mut(a);
             let login = st.login.as_ref().expect("checked available");
@@ -780,11 +784,21 @@ impl Shard {
             // exceed it only when the capacity was lowered below them.
             assert!(st.held_for(media) < m.capacity, "invariant 3: an offer to an agent at or over its capacity");
             let granted = (login.conns.to_vec(), login.place);
-            st.held.push(Held { id: id.clone(), media, accepted: false });
+            // An earlier offer of the same interaction whose release is
+            // still on its way (it waits until the desktops are told that
+            // offer ended) gives its unit to this one: the desktops hear
+            // of the end of the earlier offer before they hear of this one.
+            let before = st.held.len();
+            st.held.retain(|h| h.id != id);
+            replaced = st.held.len() < before;
+            st.held.push(Held { id: id.clone(), media, accepted: false, ticket });
             granted
         });
         out.push(Output::Peer { to: from, msg: PeerMsg::Reserved { ticket, id, agent: a, result } });
-        self.publish(a, out);
+        // The dispatcher took a unit for this offer from its copy; with
+        // one handed over, the home's count is unchanged and the copy
+        // must hear it anyway.
+        self.publish_availability(a, replaced, out);
     }
 
     fn check_available(&self, a: AgentRef, media: MediaIdx) -> Result<(), ProtoError> {
@@ -815,19 +829,20 @@ impl Shard {
         Ok(())
     }
 
-    /// The agent no longer holds `id`.
+    /// The agent no longer holds `id` by the offer `ticket` (a later offer
+    /// of it may have taken that one's unit meanwhile: see `reserve`).
     pub(crate) fn release(
         &mut self,
         now_ms: Millis,
         a: AgentRef,
         media: MediaIdx,
-        id: &str,
+        (id, ticket): (&str, u64),
         not_ready: bool,
         out: &mut Vec<Output>,
     ) {
         let st = self.agent_state_mut(a);
         let before = st.held.len();
-        st.held.retain(|h| &*h.id != id);
+        st.held.retain(|h| (&*h.id, h.ticket) != (id, ticket));
         let released = st.held.len() < before;
         let mut set_not_ready = false;
         if let Some(login) = st.login.as_mut() {
@@ -1003,8 +1018,8 @@ pub struct AgentView {
     pub dnd: bool,
     /// Media logged in on: (media, capacity, ready).
     pub media: Vec<(MediaIdx, u16, bool)>,
-    /// Interactions held: (id, media, accepted).
-    pub held: Vec<(String, MediaIdx, bool)>,
+    /// Interactions held: (id, media, accepted, ticket of the offer).
+    pub held: Vec<(String, MediaIdx, bool, u64)>,
 }
 
 impl Shard {
@@ -1020,7 +1035,7 @@ impl Shard {
             connections: login.map_or(0, |l| l.conns.len()),
             dnd: login.is_some_and(|l| l.dnd),
             media: login.map_or(Vec::new(), |l| l.media.iter().map(|m| (m.media, m.capacity, m.ready)).collect()),
-            held: st.held.iter().map(|h| (h.id.to_string(), h.media, h.accepted)).collect(),
+            held: st.held.iter().map(|h| (h.id.to_string(), h.media, h.accepted, h.ticket)).collect(),
         })
     }
 }

@@ -1051,7 +1051,9 @@ impl Shard {
             PeerMsg::OfferDone { op, agent, media, outcome } => self.offer_done(op, agent, media, outcome, out),
             PeerMsg::Reserve { ticket, id, agent, media } => self.reserve(from, ticket, id, agent, media, out),
             PeerMsg::Reserved { ticket, id: _, agent, result } => self.reserved(now_ms, ticket, agent, result, out),
-            PeerMsg::Release { agent, media, id, not_ready } => self.release(now_ms, agent, media, &id, not_ready, out),
+            PeerMsg::Release { agent, media, id, ticket, not_ready } => {
+                self.release(now_ms, agent, media, (&id, ticket), not_ready, out)
+            }
             PeerMsg::Accepted { agent, id } => self.accepted(agent, &id),
             PeerMsg::Republish { agent } => self.republish(agent, out),
             PeerMsg::Revoke { agent, id } => self.revoke(now_ms, agent, &id, out),

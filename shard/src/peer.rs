@@ -334,13 +334,15 @@ pub enum PeerMsg {
         agent: AgentRef,
         result: Result<(Vec<Origin>, PlaceIdx), ProtoError>,
     },
-    /// Owner -> home: the agent no longer holds `id` (rejected, revoked,
-    /// left, moved, stopped). `not_ready`: set the agent not ready for
-    /// `media` (an invitation timed out with not-ready-on-invitation-timeout).
+    /// Owner -> home: the agent no longer holds `id` by the offer
+    /// `ticket` (rejected, revoked, left, moved, stopped). `not_ready`: set
+    /// the agent not ready for `media` (an invitation timed out with
+    /// not-ready-on-invitation-timeout).
     Release {
         agent: AgentRef,
         media: MediaIdx,
         id: Box<str>,
+        ticket: u64,
         not_ready: bool,
     },
     /// Owner -> home: the agent accepted `id`.

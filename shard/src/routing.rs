@@ -654,7 +654,7 @@ impl Shard {
                 let to = home_of(agent, self.params.shards);
                 out.push(Output::Peer {
                     to,
-                    msg: PeerMsg::Release { agent, media: r.media, id: r.id.clone(), not_ready: false },
+                    msg: PeerMsg::Release { agent, media: r.media, id: r.id.clone(), ticket, not_ready: false },
                 });
             }
             let e = err(
@@ -793,11 +793,6 @@ impl Shard {
         let link = self.routing.links.remove(&slot)?;
         self.timers.cancel(Timer::Link(slot));
         let id: Box<str> = (*self.store.get(slot).id).into();
-        let to = home_of(link.agent, self.params.shards);
-        out.push(Output::Peer {
-            to,
-            msg: PeerMsg::Release { agent: link.agent, media: link.media, id: id.clone(), not_ready },
-        });
         let login = self.agent_login_id(link.agent).to_string();
         match (link.state, revoke) {
             (LinkState::Invited, Some(reason)) => {
@@ -835,6 +830,14 @@ impl Shard {
                 self.report_ix(now_ms, slot, removed, out);
             }
         }
+        // The agent's unit is freed only once its desktops have been told
+        // the link ended (after the interaction's writes in flight), so a
+        // desktop is never invited anew while it still holds the old
+        // invitation as far as it knows: invariant 3 as the desktop sees it.
+        let to = home_of(link.agent, self.params.shards);
+        let (agent, media, ticket) = (link.agent, link.media, link.ticket);
+        let release = PeerMsg::Release { agent, media, id, ticket, not_ready };
+        self.send_ordered(slot, Output::Peer { to, msg: release }, out);
         if self.index.lock(slot).is_some_and(|l| l.kind == LockKind::Agent(link.agent)) {
             self.unlock(slot, out);
         }
@@ -1083,17 +1086,16 @@ impl Shard {
         }
     }
 
-    /// Tells the other parties of a linked interaction that its properties
-    /// changed.
-    pub(crate) fn notify_parties(
-        &mut self,
+    /// EventPropertiesChanged for the other parties of a linked interaction,
+    /// to send once the change has committed.
+    pub(crate) fn party_notices(
+        &self,
         slot: Slot,
         caller: &Caller,
         changed: &KvList,
         deleted: &[String],
-        out: &mut Vec<Output>,
-    ) {
-        let Some(link) = self.routing.links.get(&slot) else { return };
+    ) -> Vec<Output> {
+        let Some(link) = self.routing.links.get(&slot) else { return Vec::new() };
         let mut f =
             Frame::new(msg_type::EVENT_PROPERTIES_CHANGED, 0).with(attr::INTERACTION_ID, &*self.store.get(slot).id);
         if !changed.is_empty() {
@@ -1106,11 +1108,8 @@ impl Shard {
             }
             f.push(attr::DELETED_KEYS, l);
         }
-        let to: Vec<Origin> = link.desktops.iter().copied().filter(|&o| o != caller.origin).collect();
-        // Behind the interaction's write in flight, like its EventInvite.
-        for o in to {
-            self.send_ordered(slot, Output::Event { origin: o, frame: f.clone() }, out);
-        }
+        let to = link.desktops.iter().copied().filter(|&o| o != caller.origin);
+        to.map(|origin| Output::Event { origin, frame: f.clone() }).collect()
     }
 }
 
@@ -1128,6 +1127,25 @@ impl Shard {
         v
     }
 
+    /// Ended links whose agent's unit is not freed yet: the release waits
+    /// for the interaction's writes in flight, with the desktops' news of
+    /// the end. (id, agent, ticket of the offer), for tests and tools.
+    pub fn releases_in_flight(&self) -> Vec<(String, AgentRef, u64)> {
+        let mut v: Vec<_> = self
+            .pending
+            .values()
+            .flat_map(|p| &p.after)
+            .filter_map(|o| match o {
+                Output::Peer { msg: PeerMsg::Release { agent, id, ticket, .. }, .. } => {
+                    Some((id.to_string(), *agent, *ticket))
+                }
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Reservations this shard is waiting for.
     pub fn pending_reservations(&self) -> usize {
         self.routing.reservations.len()
@@ -1136,7 +1154,10 @@ impl Shard {
 
 impl Shard {
     /// A request from the agent an interaction is linked to ends the link
-    /// without telling that agent's desktops (it asked).
+    /// without telling that agent's desktops (it asked). Returns what they
+    /// are to be told if the request's write fails: the link stays ended
+    /// (the interaction goes back to where it was, unlinked), and a desktop
+    /// that heard only "not applied" would go on holding it.
     pub(crate) fn end_own_link(
         &mut self,
         now_ms: Millis,
@@ -1144,10 +1165,19 @@ impl Shard {
         caller: &Caller,
         reason: &str,
         out: &mut Vec<Output>,
-    ) {
-        if self.routing.links.get(&slot).is_some_and(|l| caller.agent == Some(l.agent)) {
-            self.end_link_with(now_ms, slot, false, Some(reason), false, out);
+    ) -> Vec<Output> {
+        if self.routing.links.get(&slot).is_none_or(|l| caller.agent != Some(l.agent)) {
+            return Vec::new();
         }
+        let id: Box<str> = (*self.store.get(slot).id).into();
+        let link = self.end_link_with(now_ms, slot, false, Some(reason), false, out).expect("checked linked");
+        let login = self.agent_login_id(link.agent).to_string();
+        let f = Frame::new(msg_type::EVENT_REVOKED, 0)
+            .with(attr::INTERACTION_ID, &*id)
+            .with(attr::TICKET, link.ticket as i64)
+            .with(attr::AGENT_ID, login.as_str())
+            .with(attr::REASON, "storage-failure");
+        link.desktops.iter().map(|o| Output::Event { origin: *o, frame: f.clone() }).collect()
     }
 }
 

@@ -143,6 +143,10 @@ struct Sim {
     /// answer, and the interaction it names.
     waiting: BTreeMap<u32, (Pending, Option<String>)>,
     answered: BTreeSet<u32>,
+    /// Property changes (by their `change` number) a desktop was told of:
+    /// none may be one that is then answered as failed.
+    told_changes: BTreeSet<i64>,
+    next_change: i64,
     desks: Vec<Desk>,
     /// Interactions known to exist (acknowledged submissions, or loaded
     /// after a crash), and their media type.
@@ -199,6 +203,10 @@ enum Pending {
     },
     Stop {
         id: String,
+    },
+    /// A property change, numbered by its `change` property.
+    Change {
+        change: i64,
     },
     Pull,
     Leave,
@@ -363,6 +371,8 @@ impl Sim {
             open: HashSet::new(),
             waiting: BTreeMap::new(),
             answered: BTreeSet::new(),
+            told_changes: BTreeSet::new(),
+            next_change: 1,
             desks: (0..AGENTS).map(|_| Desk::default()).collect(),
             live: BTreeMap::new(),
             reported: BTreeMap::new(),
@@ -538,6 +548,14 @@ impl Sim {
         }
         match (p, error) {
             (Pending::ReporterSubscribe, _) => self.reporter_live = true,
+            (Pending::Change { change }, Some(_)) => {
+                assert!(
+                    !self.told_changes.contains(&change),
+                    "{}\n{}: a desktop was told of property change {change}, which failed",
+                    self.node.history(),
+                    self.ctx()
+                );
+            }
             (Pending::Resubscribe { conn }, None) if conn == self.reporter => {
                 let cursor = self.reporter_cursor.clone();
                 let subscribe = Request::Subscribe { tenant: None, cursor, with_state: false };
@@ -644,15 +662,9 @@ impl Sim {
                 assert!(!desk.invites.contains_key(&id), "{}: {id} offered twice to a{d}", self.node.ctx);
                 desk.invites.insert(id, (ticket, media.clone()));
                 // Invariant 3 as the desktop sees it: never more than the
-                // configured capacity (a login may lower it, never raise it).
-                // Only while no write is held back for long: an end of an
-                // invitation or handling is told to the desktop after the
-                // interaction's write in flight, while the agent's unit is
-                // free at once, so a desktop may be invited anew before it
-                // hears that an earlier one ended.
-                if self.node.faults.hold > 0 {
-                    return;
-                }
+                // configured capacity (a login may lower it, never raise it),
+                // even while writes are held back: the agent's unit is freed
+                // only once the desktop has been told the earlier link ended.
                 let held = desk.invites.values().filter(|(_, m)| *m == media).count()
                     + desk.handling.iter().filter(|h| self.live.get(*h).is_some_and(|m| *m == media)).count();
                 let cap = configured(d, &media);
@@ -674,7 +686,10 @@ impl Sim {
                 self.desks[d].logged_in = false;
                 self.desks[d].invites.clear();
             }
-            msg_type::EVENT_PROPERTIES_CHANGED => {}
+            msg_type::EVENT_PROPERTIES_CHANGED => {
+                let change = frame.get_list(attr::PROPERTIES).and_then(|l| l.get("change")?.as_int());
+                self.told_changes.extend(change);
+            }
             other => panic!("{}: unexpected event {} to a desktop", self.ctx(), msg_type::name(other)),
         }
     }
@@ -739,8 +754,12 @@ impl Sim {
         } else {
             deleted.push("mark".to_string());
         }
+        // Numbered, so a desktop's EventPropertiesChanged names the change.
+        let change = self.next_change;
+        self.next_change += 1;
+        changed.push("change", Value::Int(change));
         let r = Request::ChangeProperties { id, changed, deleted };
-        self.send(from, client_type, r, Pending::Other);
+        self.send(from, client_type, r, Pending::Change { change });
     }
 
     /// A media server sends requests about one client-given id without
@@ -1184,11 +1203,19 @@ impl Sim {
                 assert!(linked.insert(id.clone(), (agent, handling)).is_none(), "{ctx}: {id} linked twice");
             }
         }
+        // A link that ended still holds the agent's unit until its desktops
+        // are told, behind the interaction's writes in flight.
+        let releasing: BTreeSet<(String, AgentRef, u64)> =
+            self.node.shards.iter().flat_map(|s| s.releases_in_flight()).collect();
         let mut held: BTreeMap<String, (AgentRef, bool)> = BTreeMap::new();
         for i in 0..AGENTS {
             let a = AgentRef { tenant: 0, agent: i };
             let v = self.node.shards[home_of(a, self.n()) as usize].agent_view(a).expect("its home");
-            for (id, _, accepted) in &v.held {
+            for (id, _, accepted, ticket) in &v.held {
+                if releasing.contains(&(id.clone(), a, *ticket)) {
+                    cover("an agent's unit freed only after its desktop is told");
+                    continue;
+                }
                 // Invariant 2: one agent at a time.
                 assert!(held.insert(id.clone(), (a, *accepted)).is_none(), "{ctx}: {id} held by two agents");
             }
@@ -1196,7 +1223,7 @@ impl Sim {
             // capacity of the current login (the harness checks after
             // every input that holdings grow only below it).
             for (m, media) in ["chat", "email"].into_iter().enumerate() {
-                let n = v.held.iter().filter(|(_, hm, _)| *hm == m as u16).count() as i64;
+                let n = v.held.iter().filter(|(_, hm, _, _)| *hm == m as u16).count() as i64;
                 assert!(n <= configured(i as usize, media), "{ctx}: a{i} holds {n} {media}");
                 if v.media.iter().any(|&(lm, cap, _)| lm == m as u16 && (cap as i64) < n) {
                     cover("an agent holds more than its capacity now");
@@ -1227,7 +1254,7 @@ impl Sim {
                     let a = AgentRef { tenant: 0, agent: i };
                     let v = self.node.shards[home_of(a, self.n()) as usize].agent_view(a).unwrap();
                     let free = v.media.iter().any(|&(m, cap, ready)| {
-                        m == ix.media && ready && (v.held.iter().filter(|(_, hm, _)| *hm == m).count() as u16) < cap
+                        m == ix.media && ready && (v.held.iter().filter(|(_, hm, _, _)| *hm == m).count() as u16) < cap
                     });
                     let able = v.logged_in
                         && v.connections > 0

@@ -256,6 +256,14 @@ pub(crate) struct Pending {
     /// subscribers, to the agent's desktops), sent after its answer and its
     /// own events whether it commits or not, so they keep their order.
     pub(crate) after: Vec<Output>,
+    /// What the caller's desktops are told if this change is answered as
+    /// failed: the change ended the caller's own link without telling them
+    /// (they asked for it), and the link stays ended whatever storage says
+    /// (see `end_own_link`). Sent before the error.
+    told_if_failed: Vec<Output>,
+    /// What the parties' desktops are told once this change commits (and
+    /// never if it fails): sent after its answer.
+    told_if_committed: Vec<Output>,
     /// The interaction written.
     id: IxId,
     /// This write's token: later writes have larger ones.
@@ -891,6 +899,8 @@ impl Shard {
                 log_after: false,
                 pinned: None,
                 after: Vec::new(),
+                told_if_failed: Vec::new(),
+                told_if_committed: Vec::new(),
                 id,
                 token,
             },
@@ -907,6 +917,7 @@ impl Shard {
 
     /// [`Shard::write_reporting`] for a change that is undone if its write
     /// fails: `before` is the interaction as it was before the change.
+    /// Returns the write's token.
     pub(crate) fn write_revertible(
         &mut self,
         slot: Slot,
@@ -914,8 +925,20 @@ impl Shard {
         reports: Vec<Event>,
         before: Box<Interaction>,
         out: &mut Vec<Output>,
-    ) {
-        self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Revert(before), reports, out);
+    ) -> u64 {
+        self.write(slot, Some(caller.origin), event_ack(caller.ref_id), Undo::Revert(before), reports, out)
+    }
+
+    /// What the desktops of the parties are told once write `token`
+    /// commits, and not if it fails: news of the change it writes.
+    pub(crate) fn tell_if_committed(&mut self, token: u64, told: Vec<Output>) {
+        self.pending.get_mut(&token).expect("a write in flight").told_if_committed = told;
+    }
+
+    /// What the caller's desktops are told if write `token` fails (see
+    /// `end_own_link`).
+    pub(crate) fn tell_if_failed(&mut self, token: u64, told: Vec<Output>) {
+        self.pending.get_mut(&token).expect("a write in flight").told_if_failed = told;
     }
 
     /// Writes `slot` with no one to answer (a time-out's change).
@@ -1162,12 +1185,14 @@ impl Shard {
             ix.version += 1;
         });
         let mut reports = Vec::new();
+        let mut notices = Vec::new();
         if let Some(changed) = told {
-            self.notify_parties(slot, caller, &changed, &deleted, out);
+            notices = self.party_notices(slot, caller, &changed, &deleted);
             let now_ms = self.now_us.div_euclid(1000);
             reports.extend(self.ix_event(now_ms, slot, || What::PropertiesChanged { changed }));
         }
-        self.write_revertible(slot, caller, reports, before, out);
+        let token = self.write_revertible(slot, caller, reports, before, out);
+        self.tell_if_committed(token, notices);
         Ok(None)
     }
 
@@ -1216,7 +1241,7 @@ impl Shard {
         };
         self.check_lock(slot, caller)?;
         let before = Box::new(self.store.get(slot).clone());
-        self.end_own_link(now_ms, slot, caller, "moved", out);
+        let told_if_failed = self.end_own_link(now_ms, slot, caller, "moved", out);
         let mut reports = Vec::new();
         if matches!(self.store.get(slot).place, Place::Workbin { .. }) {
             reports.extend(self.ix_event(now_ms, slot, || What::TakenFromWorkbin { by: None }));
@@ -1224,7 +1249,8 @@ impl Shard {
         let from = self.store.get(slot).queue();
         self.move_to(slot, Place::Queue(q), now_ms, out);
         reports.extend(self.ix_event(now_ms, slot, || What::PlacedInQueue { from }));
-        self.write_revertible(slot, caller, reports, before, out);
+        let token = self.write_revertible(slot, caller, reports, before, out);
+        self.tell_if_failed(token, told_if_failed);
         Ok(None)
     }
 
@@ -1243,12 +1269,13 @@ impl Shard {
         self.check_name_room(&[owner])?;
         self.check_lock(slot, caller)?;
         let before = Box::new(self.store.get(slot).clone());
-        self.end_own_link(now_ms, slot, caller, "moved", out);
+        let told_if_failed = self.end_own_link(now_ms, slot, caller, "moved", out);
         let owner = self.syms.intern(owner);
         let from = self.store.get(slot).queue();
         self.move_to(slot, Place::Workbin { workbin: w, owner }, now_ms, out);
         let reports = self.ix_event(now_ms, slot, || What::PlacedInWorkbin { from });
-        self.write_revertible(slot, caller, reports.into_iter().collect(), before, out);
+        let token = self.write_revertible(slot, caller, reports.into_iter().collect(), before, out);
+        self.tell_if_failed(token, told_if_failed);
         Ok(None)
     }
 
@@ -1282,7 +1309,7 @@ impl Shard {
         if !ended_by_media {
             self.check_lock(slot, caller)?;
         }
-        self.end_own_link(now_ms, slot, caller, "stopped", out);
+        let told_if_failed = self.end_own_link(now_ms, slot, caller, "stopped", out);
         self.end_link(now_ms, slot, false, Some("stopped"), out);
         let reports =
             self.ix_event(now_ms, slot, || What::ProcessingStopped { reason: reason.map(text) }).into_iter().collect();
@@ -1303,6 +1330,8 @@ impl Shard {
                 log_after: behind,
                 pinned: None,
                 after: Vec::new(),
+                told_if_failed,
+                told_if_committed: Vec::new(),
                 id: ixid.clone(),
                 token,
             },
@@ -1400,6 +1429,7 @@ impl Shard {
         }
         if p.doomed {
             self.reporter.settle(p.token, events, out);
+            out.extend(p.told_if_failed);
             if let Some(origin) = p.reply_to {
                 let err = ProtoError::new(
                     ErrorCode::StorageFailure,
@@ -1416,6 +1446,7 @@ impl Shard {
         }
         let ref_id = p.reply.ref_id;
         self.reporter.settle(p.token, events, out);
+        out.extend(p.told_if_failed);
         match p.undo {
             Undo::Nothing => {}
             Undo::ForgetSubmitted { id, tie } => self.forget_submitted(p.token, id, tie, out),
@@ -1479,6 +1510,7 @@ impl Shard {
         if let Some(origin) = p.reply_to {
             out.push(Output::Reply { origin, frame: p.reply });
         }
+        out.extend(p.told_if_committed);
     }
 
     /// A submit failed: its interaction is dropped, every later write of it
@@ -1504,6 +1536,8 @@ impl Shard {
                 log_after: false,
                 pinned: None,
                 after: Vec::new(),
+                told_if_failed: Vec::new(),
+                told_if_committed: Vec::new(),
                 id: id.clone(),
                 token,
             },
