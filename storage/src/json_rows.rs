@@ -22,8 +22,9 @@
 //!   <every other column> = excluded.<column>`; the parameter is
 //!   `[[id, tenant, ..., assigned_to], ...]`, one array per row in
 //!   [`COLUMNS`] order, numbers as JSON numbers, NULL as `null`.
-//! * delete: `DELETE FROM interactions WHERE id IN (<elements of ?>)`; the
-//!   parameter is `["id", ...]`.
+//! * delete: `DELETE FROM interactions WHERE id IN (<elements of ?>)`
+//!   (on PostgreSQL `id = ANY (ARRAY(<elements of ?>))`, which its planner
+//!   looks up in the primary key); the parameter is `["id", ...]`.
 
 use std::io::Write;
 
@@ -83,8 +84,12 @@ pub(crate) fn upsert_sql(d: Dialect) -> String {
 pub(crate) fn delete_sql(d: Dialect) -> &'static str {
     match d {
         Dialect::Sqlite => "DELETE FROM interactions WHERE id IN (SELECT value FROM json_each(?))",
+        // Not `id IN (SELECT ...)`: PostgreSQL guesses a set-returning
+        // function yields 100 rows and plans a hash join over a scan of the
+        // whole table (every dead row version too); `= ANY (ARRAY(...))`
+        // is looked up in the primary key whatever the statistics say.
         Dialect::Postgres => {
-            "DELETE FROM interactions WHERE id IN (SELECT jsonb_array_elements_text(CAST(? AS jsonb)))"
+            "DELETE FROM interactions WHERE id = ANY (ARRAY(SELECT jsonb_array_elements_text(CAST(? AS jsonb))))"
         }
     }
 }

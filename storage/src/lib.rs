@@ -261,6 +261,17 @@ impl Engine {
         }
     }
 
+    /// The `json` strategy's DELETE as this engine is sent it, with its one
+    /// parameter (a JSON array of ids); `None` where the strategy is not
+    /// available. For tests and tools that look at its plan.
+    pub fn json_delete_sql(&self) -> Option<&'static str> {
+        match self {
+            Engine::Sqlite => Some(json_rows::delete_sql(json_rows::Dialect::Sqlite)),
+            Engine::Postgres => Some(json_rows::delete_sql(json_rows::Dialect::Postgres)),
+            _ => None,
+        }
+    }
+
     /// Folder of this engine's scripts under storage/sql/.
     pub fn script_dir(&self) -> &str {
         match self {

@@ -580,6 +580,10 @@ impl Writer {
                 // A safety net for the next start, not needed to write.
                 tracing::warn!(writer = self.n, error = %diag(&e), "could not take the writer advisory lock");
             }
+            if let Err(e) = conn::no_table_scans(conn) {
+                // Slower as the table grows, still correct.
+                tracing::warn!(writer = self.n, error = %diag(&e), "could not turn table scans off");
+            }
         }
         if let Err(e) = conn.set_autocommit(false) {
             self.failed(Failure::Lost(format!("could not turn autocommit off: {}", diag(&e))));
