@@ -15,8 +15,9 @@
 #   ixn        embedded SQLite (SyncPragma FULL), a shard on every core but
 #              the last (IXN_CORES overrides: on 2 cores one shard, on core 0)
 #   ixn-pg     the same server on a fresh throwaway PostgreSQL (.ci/pg,
-#              the json insert strategy, 5 writers); PostgreSQL's CPU
-#              counts as the server's
+#              the json insert strategy, IXN_PG_WRITERS writers: by
+#              default 1 on 2 cores, where PostgreSQL shares them, else
+#              5); PostgreSQL's CPU counts as the server's
 #   redis      Redis from the distribution, appendonly yes, appendfsync
 #              always; LPUSH, LMOVE (BLMOVE when empty) + LREM; pipelined
 #   postgres   a throwaway PostgreSQL (.ci/pg, fsync and synchronous_commit
@@ -54,6 +55,7 @@ systems=" ${SYSTEMS:-ixn ixn-pg redis rabbitmq postgres} "
 # to the writers, the database and the bench.
 ncores=$(nproc)
 ixn_cores=${IXN_CORES:-$([ "$ncores" -le 2 ] && echo 0 || echo "0-$((ncores - 2))")}
+pg_writers=${IXN_PG_WRITERS:-$([ "$ncores" -le 2 ] && echo 1 || echo 5)}
 want() { [[ $systems == *" $1 "* ]]; }
 rm -rf "$out" && mkdir -p "$out"
 
@@ -121,7 +123,8 @@ start_ixn_pg() { # dir ; ixn on a fresh PostgreSQL: sets pid (ixn), extra (Postg
   extra=$pid
   "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/psql" -q -h 127.0.0.1 -p 54371 -U postgres -d ixn_test \
     -f storage/sql/postgresql/isdb.sql > "$1/schema.log" 2>&1
-  sed "s|^\[settings\]|[settings]\nconnection-string = \"$conn\"|" "$out/agents.toml" > "$1/ixn-pg.toml"
+  sed "s|^\[settings\]|[settings]\nconnection-string = \"$conn\"\nnumber-of-database-connections = $pg_writers|" \
+    "$out/agents.toml" > "$1/ixn-pg.toml"
   start_ixn "$1" --config "$1/ixn-pg.toml"
 }
 stop() {
@@ -189,7 +192,7 @@ for l in open('$out/results.jsonl'):
     if r['system']=='$1' and r['workload']=='$2' and r['round']==$3: print(int(r['rate']))"
 }
 
-echo "machine: $(nproc) cores (ixn on cores $ixn_cores), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(redis-server --version | cut -d' ' -f1-3); RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server); $("$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/postgres" --version)"
+echo "machine: $(nproc) cores (ixn on cores $ixn_cores, $pg_writers writer(s) on PostgreSQL), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(redis-server --version | cut -d' ' -f1-3); RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server); $("$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/postgres" --version)"
 for round in $(seq "$rounds"); do
   echo "round $round"
   if want ixn; then
