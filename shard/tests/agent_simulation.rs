@@ -658,6 +658,10 @@ impl Sim {
                 let id = id.expect("an invite names its interaction");
                 let ticket = frame.get_int(attr::TICKET).expect("an invite has a ticket");
                 let media = frame.get_str(attr::MEDIA_TYPE).expect("an invite names its media").to_string();
+                // The interaction as the invitation describes it: its
+                // latest property change is one the desktop is told of.
+                let described = frame.get_list(attr::INTERACTION).and_then(|l| l.get("properties")?.as_list().cloned());
+                self.told_changes.extend(described.and_then(|p| p.get("change")?.as_int()));
                 let desk = &mut self.desks[d];
                 assert!(!desk.invites.contains_key(&id), "{}: {id} offered twice to a{d}", self.node.ctx);
                 desk.invites.insert(id, (ticket, media.clone()));

@@ -267,3 +267,41 @@ fn a_party_hears_of_a_property_change_only_once_it_has_committed() {
         Some("de")
     );
 }
+
+#[test]
+fn an_invitation_never_describes_a_change_that_failed() {
+    let mut t = T::new(1);
+    // Not ready yet: x waits in its queue.
+    let t_ = || "default".to_string();
+    let login =
+        Request::AgentLogin { tenant: t_(), agent: "a1".into(), place: "p1".into(), media: vec![], reason: None };
+    t.ask(DESK, ClientType::AgentDesktop, login);
+    t.complete_all();
+    let x = t.submit();
+    t.ask(
+        MEDIA,
+        ClientType::MediaServer,
+        Request::ChangeProperties { id: x.clone(), changed: kv![("lang", "fr")], deleted: vec![] },
+    );
+    assert_eq!(t.writes.len(), 1, "the change in flight");
+    let ready = Request::SetReady { tenant: t_(), agent: None, media: None, ready: true, reason: None };
+    t.ask(DESK, ClientType::AgentDesktop, ready);
+    while t.writes.len() > 1 {
+        // The readiness's own writes (event log off: none) commit.
+        let token = t.writes.pop().unwrap();
+        t.feed(Input::StorageDone { token, ok: true });
+    }
+    t.complete(false);
+    t.complete_all();
+    let lang_told = |t: &T| {
+        t.desk
+            .iter()
+            .filter(|f| f.msg_type == msg_type::EVENT_INVITE)
+            .filter_map(|f| {
+                f.get_list(attr::INTERACTION)?.get("properties")?.as_list()?.get("lang")?.as_str().map(str::to_string)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(t.s.get(&x).unwrap().properties().get("lang").and_then(|v| v.as_str()), Some("en"), "the change undone");
+    assert!(!lang_told(&t).contains(&"fr".to_string()), "invited with a change that failed: {:?}", lang_told(&t));
+}

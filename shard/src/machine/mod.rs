@@ -1402,9 +1402,15 @@ impl Shard {
         if self.last_write.get(&p.id) == Some(&token) {
             self.last_write.remove(&p.id);
         }
-        let after = std::mem::take(&mut p.after);
+        let mut after = std::mem::take(&mut p.after);
         let pinned = p.pinned.take();
+        let id = p.id.clone();
         self.complete(p, ok, out);
+        if !ok {
+            // Undone: the invitations still waiting to go out described
+            // the change that failed.
+            self.redescribe_waiting_invites(&id, &mut after);
+        }
         // Every write's events are settled by now; this is a guard, which
         // finds none left (an unsettled event would hold every later one).
         debug_assert!(!self.reporter.holds(token), "write {token} completed with its events unsettled");
