@@ -765,26 +765,6 @@ impl Shard {
         assert!(before.is_none(), "invariant 2: an interaction offered to two agents at once");
     }
 
-    /// The invitations to interaction `id` still waiting behind its writes
-    /// (in `after`, and behind the writes in flight) describe it anew, as
-    /// it is now. Called when a write of it failed and was undone: they were
-    /// made while that change was in memory, and a desktop must not be told
-    /// of a change that was never committed.
-    pub(crate) fn redescribe_waiting_invites(&mut self, id: &IxId, after: &mut [Output]) {
-        let Some(slot) = self.store.find(id) else { return };
-        let now = self.describe(slot);
-        let waiting = after.iter_mut().chain(self.pending.values_mut().flat_map(|p| p.after.iter_mut()));
-        for o in waiting {
-            let Output::Event { frame, .. } = o else { continue };
-            if frame.msg_type != msg_type::EVENT_INVITE || frame.get_str(attr::INTERACTION_ID) != Some(&**id) {
-                continue;
-            }
-            for a in frame.attrs.iter_mut().filter(|a| a.id == attr::INTERACTION) {
-                a.value = Value::List(now.clone());
-            }
-        }
-    }
-
     /// Ends the link of `slot`, if any: the agent's home releases the unit,
     /// the agent's desktops get EventRevoked (with `revoke`'s reason, if
     /// any), the interaction is unlocked (back at its place in its views).

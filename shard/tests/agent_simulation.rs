@@ -146,6 +146,8 @@ struct Sim {
     /// Property changes (by their `change` number) a desktop was told of:
     /// none may be one that is then answered as failed.
     told_changes: BTreeSet<i64>,
+    /// Property changes answered as failed.
+    failed_changes: BTreeSet<i64>,
     next_change: i64,
     desks: Vec<Desk>,
     /// Interactions known to exist (acknowledged submissions, or loaded
@@ -372,6 +374,7 @@ impl Sim {
             waiting: BTreeMap::new(),
             answered: BTreeSet::new(),
             told_changes: BTreeSet::new(),
+            failed_changes: BTreeSet::new(),
             next_change: 1,
             desks: (0..AGENTS).map(|_| Desk::default()).collect(),
             live: BTreeMap::new(),
@@ -549,6 +552,7 @@ impl Sim {
         match (p, error) {
             (Pending::ReporterSubscribe, _) => self.reporter_live = true,
             (Pending::Change { change }, Some(_)) => {
+                self.failed_changes.insert(change);
                 assert!(
                     !self.told_changes.contains(&change),
                     "{}\n{}: a desktop was told of property change {change}, which failed",
@@ -597,6 +601,19 @@ impl Sim {
             }
             _ => {}
         }
+    }
+
+    /// A desktop is told of property change `change` (by its number): it
+    /// must not be one that failed, before or after.
+    fn told_change(&mut self, change: Option<i64>) {
+        let Some(change) = change else { return };
+        assert!(
+            !self.failed_changes.contains(&change),
+            "{}\n{}: a desktop was told of property change {change}, which failed",
+            self.node.history(),
+            self.ctx()
+        );
+        self.told_changes.insert(change);
     }
 
     fn desk_of(&self, origin: Origin) -> Option<usize> {
@@ -661,7 +678,7 @@ impl Sim {
                 // The interaction as the invitation describes it: its
                 // latest property change is one the desktop is told of.
                 let described = frame.get_list(attr::INTERACTION).and_then(|l| l.get("properties")?.as_list().cloned());
-                self.told_changes.extend(described.and_then(|p| p.get("change")?.as_int()));
+                self.told_change(described.and_then(|p| p.get("change")?.as_int()));
                 let desk = &mut self.desks[d];
                 assert!(!desk.invites.contains_key(&id), "{}: {id} offered twice to a{d}", self.node.ctx);
                 desk.invites.insert(id, (ticket, media.clone()));
@@ -692,7 +709,7 @@ impl Sim {
             }
             msg_type::EVENT_PROPERTIES_CHANGED => {
                 let change = frame.get_list(attr::PROPERTIES).and_then(|l| l.get("change")?.as_int());
-                self.told_changes.extend(change);
+                self.told_change(change);
             }
             other => panic!("{}: unexpected event {} to a desktop", self.ctx(), msg_type::name(other)),
         }
@@ -1013,10 +1030,28 @@ impl Sim {
                 }
             }
             74..=77 => {
-                let ids: Vec<String> = self.live.keys().cloned().collect();
+                // Half the time one waiting in the strategy's view, with an
+                // agent turning ready at once: it is then offered while the
+                // change is in flight, and its invitation must not describe
+                // the change if that fails.
+                let waiting = if self.rng().chance(50) { self.waiting_in_strategy_view() } else { Vec::new() };
+                let ids: Vec<String> =
+                    if waiting.is_empty() { self.live.keys().cloned().collect() } else { waiting.clone() };
                 let Some(id) = self.rng().pick(&ids).cloned() else { return };
                 let o = self.media_server();
                 self.mark(id, o, ClientType::MediaServer);
+                let desks: Vec<Origin> = self.desks.iter().filter(|d| d.logged_in).filter_map(|d| d.conn).collect();
+                if let (false, Some(&desk)) = (waiting.is_empty(), self.rng().pick(&desks)) {
+                    cover("an agent turns ready while a waiting interaction's change is in flight");
+                    let r = Request::SetReady {
+                        tenant: "default".into(),
+                        agent: None,
+                        media: None,
+                        ready: true,
+                        reason: None,
+                    };
+                    self.send(desk, ClientType::AgentDesktop, r, Pending::Other);
+                }
             }
             78..=83 => self.route(),
             // Some of what is in flight moves on; the rest waits.
@@ -1034,6 +1069,13 @@ impl Sim {
                 self.node.release_held(25);
             }
         }
+    }
+
+    /// The interactions waiting in the view the built-in strategy routes.
+    fn waiting_in_strategy_view(&self) -> Vec<String> {
+        let catalog = self.node.catalog().clone();
+        let view = catalog.tenant_at(0).view_idx(self.strategy_view).expect("the strategy's view");
+        self.node.shards.iter().flat_map(|s| s.view_ids(0, view)).map(|id| id.to_string()).collect()
     }
 
     /// The Stat Server (re)subscribes on a new connection, with the state
@@ -1094,6 +1136,9 @@ impl Sim {
         }
         self.live.clear();
         self.reported.clear();
+        // A change answered as failed may be in the database after a crash
+        // (protocol.md 6.3): what the restart loads is what desktops see.
+        self.failed_changes.clear();
         // Events are not kept in memory across a restart: without the event
         // log the reporter starts afresh; with it, it resumes from the log.
         let resume = self.reporter_cursor.take().filter(|_| self.node.shards[0].params().event_log);

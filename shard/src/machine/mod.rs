@@ -1424,6 +1424,35 @@ impl Shard {
         }
     }
 
+    /// The invitations to interaction `id` still waiting behind its writes
+    /// (in `after`, and behind the writes in flight) describe it anew, as
+    /// it is now. Called when a write of it failed and was undone: they were
+    /// made while that change was in memory, and a desktop must not be told
+    /// of a change that was never committed. Stopped meanwhile by a stop
+    /// still in flight, it is described as that stop would restore it.
+    fn redescribe_waiting_invites(&mut self, id: &IxId, after: &mut [Output]) {
+        let now = match self.store.find(id) {
+            Some(slot) => self.describe(slot),
+            None => match self.last_write.get(id).and_then(|t| self.pending.get(t)).map(|p| &p.undo) {
+                // The invitation's lock, which the stop ended.
+                Some(Undo::Restore(ix)) => ix.summary(self.names(), Some(crate::routing::AGENT_LOCK_NAME)),
+                _ => return,
+            },
+        };
+        let queued = self.pending.values_mut().flat_map(|p| p.after.iter_mut());
+        for o in after.iter_mut().chain(queued) {
+            let Output::Event { frame, .. } = o else { continue };
+            if frame.msg_type != crate::proto::msg::msg_type::EVENT_INVITE
+                || frame.get_str(attr::INTERACTION_ID) != Some(&**id)
+            {
+                continue;
+            }
+            for a in frame.attrs.iter_mut().filter(|a| a.id == attr::INTERACTION) {
+                a.value = crate::value::Value::List(now.clone());
+            }
+        }
+    }
+
     /// A write's answer, its events and, if it failed, its undoing.
     fn complete(&mut self, p: Pending, ok: bool, out: &mut Vec<Output>) {
         // A change that stays applied in memory whatever storage says
