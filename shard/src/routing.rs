@@ -796,11 +796,7 @@ impl Shard {
         let login = self.agent_login_id(link.agent).to_string();
         match (link.state, revoke) {
             (LinkState::Invited, Some(reason)) => {
-                let f = Frame::new(msg_type::EVENT_REVOKED, 0)
-                    .with(attr::INTERACTION_ID, &*id)
-                    .with(attr::TICKET, link.ticket as i64)
-                    .with(attr::AGENT_ID, login.as_str())
-                    .with(attr::REASON, reason);
+                let f = revoked_frame(&id, &link, &login, reason);
                 for o in link.desktops.iter().filter(|_| tell) {
                     self.send_ordered(slot, Output::Event { origin: *o, frame: f.clone() }, out);
                 }
@@ -817,11 +813,7 @@ impl Shard {
                 });
                 if let Some(reason) = reason {
                     // The agent's desktops learn it is no longer theirs.
-                    let f = Frame::new(msg_type::EVENT_REVOKED, 0)
-                        .with(attr::INTERACTION_ID, &*id)
-                        .with(attr::TICKET, link.ticket as i64)
-                        .with(attr::AGENT_ID, login.as_str())
-                        .with(attr::REASON, reason);
+                    let f = revoked_frame(&id, &link, &login, reason);
                     for o in link.desktops.iter().filter(|_| tell) {
                         self.send_ordered(slot, Output::Event { origin: *o, frame: f.clone() }, out);
                     }
@@ -1152,6 +1144,15 @@ impl Shard {
     }
 }
 
+/// EventRevoked for the desktops of `link` to interaction `id`.
+fn revoked_frame(id: &str, link: &Link, login: &str, reason: &str) -> Frame {
+    Frame::new(msg_type::EVENT_REVOKED, 0)
+        .with(attr::INTERACTION_ID, id)
+        .with(attr::TICKET, link.ticket as i64)
+        .with(attr::AGENT_ID, login)
+        .with(attr::REASON, reason)
+}
+
 impl Shard {
     /// A request from the agent an interaction is linked to ends the link
     /// without telling that agent's desktops (it asked). Returns what they
@@ -1172,11 +1173,7 @@ impl Shard {
         let id: Box<str> = (*self.store.get(slot).id).into();
         let link = self.end_link_with(now_ms, slot, false, Some(reason), false, out).expect("checked linked");
         let login = self.agent_login_id(link.agent).to_string();
-        let f = Frame::new(msg_type::EVENT_REVOKED, 0)
-            .with(attr::INTERACTION_ID, &*id)
-            .with(attr::TICKET, link.ticket as i64)
-            .with(attr::AGENT_ID, login.as_str())
-            .with(attr::REASON, "storage-failure");
+        let f = revoked_frame(&id, &link, &login, "storage-failure");
         link.desktops.iter().map(|o| Output::Event { origin: *o, frame: f.clone() }).collect()
     }
 }

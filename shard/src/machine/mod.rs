@@ -1404,9 +1404,10 @@ impl Shard {
         }
         let mut after = std::mem::take(&mut p.after);
         let pinned = p.pinned.take();
-        let id = p.id.clone();
+        // Only a failed write needs its id past `complete`.
+        let failed = (!ok).then(|| p.id.clone());
         self.complete(p, ok, out);
-        if !ok {
+        if let Some(id) = failed {
             // Undone: the invitations still waiting to go out described
             // the change that failed.
             self.redescribe_waiting_invites(&id, &mut after);
