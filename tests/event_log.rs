@@ -431,6 +431,64 @@ fn a_server_killed_under_load_loses_and_repeats_no_logged_event() {
     );
 }
 
+/// With the event log in the main database, a change's events are in the
+/// log's tables when the change is acknowledged (stored in its
+/// transaction, not left in the outbox for the shipper), and what an
+/// earlier run left in the outbox is shipped at start without waiting
+/// for storing-timeout.
+#[test]
+fn in_the_main_database_events_are_stored_with_their_change() {
+    let dir = TempDir::new("eventlog-direct");
+    let log_db = dir.0.join("eventlog.db");
+    // A long storing-timeout: nothing in this test may wait for it.
+    let logger = |to: Option<&std::path::Path>| {
+        let mut l = String::from("[logger-settings]\nstoring-timeout = 60000\nbatch-size = 500\n");
+        if let Some(p) = to {
+            l.push_str(&format!("connection-string = \"{}\"\n", sqlite_cs(p)));
+        }
+        write_config_with(&dir.0, &Engine::Sqlite, two_cores(), "", &format!("{l}{}", tenant()))
+    };
+    let submit =
+        |ms: &mut ixn::client::Client| ms.submit(submit_request("default", "inbound", "chat", 0, KvList::new()));
+    // A run logging to another database, killed before its shipper ran:
+    // its events stay in the main database's outbox.
+    let mut earlier = Server::start(&logger(Some(&log_db)));
+    let mut ms = earlier.media_server();
+    let left: Vec<String> = (0..5).map(|_| submit(&mut ms).unwrap()).collect();
+    drop(ms);
+    earlier.kill9();
+    let cs = main_cs(&dir);
+    let waiting = outbox_count(&cs);
+    assert!(waiting >= 10, "the earlier run's events wait in the outbox: {waiting}");
+
+    let server = Server::start(&logger(None));
+    let _log = LogOnPanic(&server);
+    let mut ms = server.media_server();
+    for _ in 0..20 {
+        let id = submit(&mut ms).unwrap();
+        let logged = read_event_log(&cs, false).unwrap();
+        let of_it: Vec<&EventRow> = logged.iter().filter(|r| r.interaction_id() == Some(id.as_str())).collect();
+        assert!(!of_it.is_empty(), "{id}: acknowledged, and its events are not in the event log");
+    }
+    let started = Instant::now();
+    loop {
+        let logged = read_event_log(&cs, false).unwrap();
+        let shipped = left.iter().all(|id| logged.iter().any(|r| r.interaction_id() == Some(id.as_str())));
+        if shipped && outbox_count(&cs) == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "what the earlier run left in the outbox is not shipped: {} waiting",
+            outbox_count(&cs)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rows = log_rows(&cs);
+    let keys: BTreeSet<_> = rows.iter().map(EventRow::key).collect();
+    assert_eq!(keys.len(), rows.len(), "a key stored twice");
+}
+
 #[test]
 fn submissions_are_refused_while_the_outbox_is_full_and_taken_again_once_it_drains() {
     let dir = TempDir::new("eventlog-bound");

@@ -240,7 +240,12 @@ pub fn prometheus(catalog: &Catalog, s: &Scrape) -> String {
     if let Some((waiting, shipped)) = s.outbox {
         header(&mut o, "ixn_event_log_outbox_events", "gauge", "Events in the event log's outbox, not yet shipped.");
         let _ = writeln!(o, "ixn_event_log_outbox_events {waiting}");
-        header(&mut o, "ixn_event_log_shipped_total", "counter", "Events shipped to the event log.");
+        header(
+            &mut o,
+            "ixn_event_log_shipped_total",
+            "counter",
+            "Events stored in the event log (shipped from the outbox, or stored with their change).",
+        );
         let _ = writeln!(o, "ixn_event_log_shipped_total {shipped}");
     }
     o

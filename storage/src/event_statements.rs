@@ -1,6 +1,6 @@
 //! Inserting and deleting event rows (events.rs) in one table: the outbox
-//! on a writer's connection, `rpt_interaction` / `rpt_agent` on the event
-//! log's.
+//! or the event log's own tables on a writer's connection (see
+//! [`EventSink`]), `rpt_interaction` / `rpt_agent` on the shipper's.
 //!
 //! Inserts are multi-row statements (`VALUES (..),(..)`) prepared for
 //! [`ROWS`] = 64, 8 and 1 rows, each executed with one parameter set, as
@@ -18,7 +18,7 @@ use odbc_api::handles::StatementImpl;
 use odbc_api::parameter::WithDataType;
 use odbc_api::{BindParamDesc, ColumnarBulkInserter};
 
-use crate::events::{Col, EventRow, Kind};
+use crate::events::{Col, EventRow, Kind, AGENT_COLUMNS, ALL_COLUMNS};
 use crate::Writing;
 
 type Inserter<'c> = ColumnarBulkInserter<StatementImpl<'c>, WithDataType<BoxColumnBuffer>>;
@@ -30,6 +30,50 @@ const ROWS: [usize; 3] = [64, 8, 1];
 /// Details (hex) wider than this are inserted one row at a time.
 const LARGE_DETAILS: usize = 16 * 1024;
 const INITIAL_DETAILS: usize = 256;
+
+/// Where a writer puts the event rows of its changes, in the change's
+/// transaction. (One per writer connection, made once: its size does not
+/// matter.)
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum EventSink<'c> {
+    /// The event log is another database: the outbox, which the shipper
+    /// drains into it.
+    Outbox(EventTable<'c>),
+    /// The event log is the main database: its own tables, at once. The
+    /// same guarantee (an event is stored if and only if its change
+    /// committed) with a third of the row work (no insert into the
+    /// outbox, then a copy and a delete) and no second thread taking the
+    /// database's write lock (on SQLite the shipper and the writer made
+    /// each other sleep in the busy handler).
+    Log { interactions: EventTable<'c>, agents: EventTable<'c> },
+}
+
+impl<'c> EventSink<'c> {
+    pub(crate) fn new(conn: Writing<'c>, direct: bool) -> Self {
+        if direct {
+            EventSink::Log {
+                interactions: EventTable::new(conn, "rpt_interaction", &ALL_COLUMNS),
+                agents: EventTable::new(conn, "rpt_agent", &AGENT_COLUMNS),
+            }
+        } else {
+            EventSink::Outbox(EventTable::new(conn, "ixn_event_outbox", &ALL_COLUMNS))
+        }
+    }
+
+    /// Inserts the rows of one attempt; after an attempt whose outcome is
+    /// unknown (`may_exist`), each key is deleted first (its row may be
+    /// committed), so no event is stored twice.
+    pub(crate) fn write(&mut self, rows: &[&EventRow], may_exist: bool) -> Result<(), odbc_api::Error> {
+        match self {
+            EventSink::Outbox(t) => t.replace(rows, may_exist),
+            EventSink::Log { interactions, agents } => {
+                let (ag, ix): (Vec<&EventRow>, Vec<&EventRow>) = rows.iter().partition(|r| r.is_agent_event());
+                interactions.replace(&ix, may_exist)?;
+                agents.replace(&ag, may_exist)
+            }
+        }
+    }
+}
 
 /// The statements of one event table on one connection.
 pub(crate) struct EventTable<'c> {
@@ -100,6 +144,18 @@ impl<'c> EventTable<'c> {
         }
         debug_assert_eq!(done, small.len());
         Ok(())
+    }
+
+    /// Inserts `rows`, deleting their keys first when they may be stored.
+    fn replace(&mut self, rows: &[&EventRow], may_exist: bool) -> Result<(), odbc_api::Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if may_exist {
+            let keys: Vec<(i64, i64, i64)> = rows.iter().map(|r| r.key()).collect();
+            self.delete(&keys)?;
+        }
+        self.insert(rows)
     }
 
     /// Deletes the rows with these keys, if present.

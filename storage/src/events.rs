@@ -332,6 +332,10 @@ pub struct EventLogSetup {
     /// This run of the server (its start, ms): the first part of every key.
     pub generation: u64,
     pub filter: EventFilter,
+    /// The event log is the main database: the writers insert each event
+    /// into `rpt_interaction` / `rpt_agent` in its change's transaction
+    /// (else into the outbox, which the shipper drains).
+    pub direct: bool,
 }
 
 impl EventLogSetup {
@@ -533,8 +537,12 @@ mod tests {
             what: What::ReadyForMedia { media: 1, reason: None },
         };
         let logout = Event { what: What::AgentLogout { place: 0, reason: text("bye") }, ..ready.clone() };
-        let setup =
-            |filter| EventLogSetup { catalog: Arc::new(Versioned::new(Arc::new(c.clone()))), generation: 1, filter };
+        let setup = |filter| EventLogSetup {
+            catalog: Arc::new(Versioned::new(Arc::new(c.clone()))),
+            generation: 1,
+            filter,
+            direct: false,
+        };
         let p = |e: &Event| Published { shard: 0, seq: 1, event: e.clone() };
         let all = setup(EventFilter::default());
         assert!(all.row(&c, &p(&ready)).is_some() && all.row(&c, &p(&logout)).is_some());

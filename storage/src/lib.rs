@@ -454,9 +454,10 @@ impl Storage {
 
     /// Turns the event log on: checks the outbox here (creating it with
     /// the schema when this database's schema is created) and the eldb
-    /// tables where `cfg` says, and makes the writers put every event of a
-    /// write in the outbox. Start the returned log's shipper once the
-    /// writers run.
+    /// tables where `cfg` says, and makes the writers store every event of
+    /// a write with it: in the event log's tables when they are in this
+    /// database, else in the outbox. Start the returned log's shipper once
+    /// the writers run.
     pub fn enable_event_log(
         &mut self,
         cfg: LoggerConfig,
@@ -471,7 +472,7 @@ impl Storage {
             &self.engine,
             self.cfg.create_schema,
         )?;
-        let setup = EventLogSetup { catalog, generation, filter: log.filter().clone() };
+        let setup = EventLogSetup { catalog, generation, filter: log.filter().clone(), direct: log.is_direct() };
         self.log = Some((Arc::new(setup), log.outbox()));
         Ok(log)
     }

@@ -1,24 +1,32 @@
-//! The Event Logger: ships events from the outbox to the event log.
+//! The Event Logger: where the events of committed changes are stored.
 //!
-//! Every change's events are written to `ixn_event_outbox` in the main
-//! database in the same transaction as the change (writer.rs), so an event
-//! is in the outbox if and only if its change committed. This thread,
-//! `ixn-event-logger`, moves them in batches to `rpt_interaction` and
-//! `rpt_agent` in the event log's database (`[logger-settings]
-//! connection-string`; the main database when absent) and deletes them
-//! from the outbox:
+//! When the event log is the main database (`[logger-settings]` without a
+//! `connection-string` of another database), the writers insert every
+//! change's events into `rpt_interaction` / `rpt_agent` in the same
+//! transaction as the change (writer.rs, [`EventSink`]), and nothing
+//! else is needed: an event is stored if and only if its change
+//! committed. This thread then only ships what an earlier run left in the
+//! outbox (a run that logged to another database, or one killed before it
+//! shipped), and ends.
 //!
-//! * same database: insert and delete in one transaction;
-//! * another database: insert and commit there, then delete and commit in
-//!   the main one. A crash between the two leaves shipped rows in the
-//!   outbox; the next batch after a start or a failure deletes each key in
-//!   the event log before inserting it, so a row is never stored twice.
+//! When the event log is another database, every change's events are
+//! written to `ixn_event_outbox` in the main database in the same
+//! transaction as the change, and this thread, `ixn-event-logger`, moves
+//! them in batches to `rpt_interaction` and `rpt_agent` there and deletes
+//! them from the outbox: it inserts and commits in the event log, then
+//! deletes and commits in the main one. A crash between the two leaves
+//! shipped rows in the outbox; the next batch after a start or a failure
+//! deletes each key in the event log before inserting it, so a row is
+//! never stored twice. (Leftovers in the main database itself move in one
+//! transaction: insert and delete.)
 //!
 //! While the event log's database is down the outbox grows (the writers
 //! never wait for the event log) and nothing is lost: the thread retries
 //! with a backoff and logs the outage, rate-limited. The outbox is bounded
 //! by `max-queue-size`: past it the server refuses new submissions (the
 //! executors read [`Outbox::backlog`]), and this thread warns.
+//!
+//! [`EventSink`]: crate::event_statements::EventSink
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -82,7 +90,8 @@ pub struct Outbox {
     /// a writer counts its events just after its commit, so the shipper
     /// may take them off first, for a moment below zero.
     backlog: AtomicI64,
-    /// Events shipped to the event log since the start.
+    /// Events stored in the event log since the start (shipped from the
+    /// outbox, or stored with their change).
     shipped: AtomicU64,
     /// Wakes the shipper after a commit added events.
     nudge: Sender<()>,
@@ -95,12 +104,19 @@ impl Outbox {
         let _ = self.nudge.try_send(());
     }
 
+    /// A commit stored `n` events in the event log itself (the event log
+    /// is the main database): nothing waits.
+    pub(crate) fn stored(&self, n: u64) {
+        self.shipped.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Events waiting in the outbox.
     pub fn backlog(&self) -> u64 {
         self.backlog.load(Ordering::Relaxed).max(0) as u64
     }
 
-    /// Events shipped to the event log since the start.
+    /// Events stored in the event log since the start (shipped from the
+    /// outbox, or stored with their change).
     pub fn shipped(&self) -> u64 {
         self.shipped.load(Ordering::Relaxed)
     }
@@ -165,19 +181,35 @@ impl EventLog {
         })?;
         let (nudge, nudged) = crossbeam_channel::bounded(1);
         let outbox = Arc::new(Outbox { backlog: AtomicI64::new(waiting as i64), shipped: AtomicU64::new(0), nudge });
-        tracing::info!(
-            msg_id = msg_id::EVENT_LOG_READY,
-            waiting,
-            target = log.as_ref().map_or(main_target, |l| l.target.as_str()),
-            "Event log ready: {waiting} event(s) waiting in the outbox, shipping to {}",
-            log.as_ref().map_or("the main database", |l| l.target.as_str())
-        );
+        match &log {
+            Some(l) => tracing::info!(
+                msg_id = msg_id::EVENT_LOG_READY,
+                waiting,
+                target = l.target.as_str(),
+                "Event log ready: {waiting} event(s) waiting in the outbox, shipping to {}",
+                l.target
+            ),
+            None => tracing::info!(
+                msg_id = msg_id::EVENT_LOG_READY,
+                waiting,
+                target = main_target,
+                "Event log ready: events are stored in the main database with their changes; {waiting} event(s) \
+                 an earlier run left in the outbox are shipped first"
+            ),
+        }
         let main = Target {
             connection_string: main_cs.to_string(),
             target: main_target.to_string(),
             engine: main_engine.clone(),
         };
         Ok(EventLog { cfg, main, log, outbox, nudged })
+    }
+
+    /// Whether the event log is the main database, whose writers store
+    /// the events themselves (the outbox then only holds what an earlier
+    /// run left).
+    pub fn is_direct(&self) -> bool {
+        self.log.is_none()
     }
 
     /// The outbox's counters (for the writers and for metrics).
@@ -223,6 +255,15 @@ impl EventLog {
             }
         }
         let left = self.outbox.backlog();
+        if self.is_direct() && deadline.is_none() {
+            tracing::info!(
+                msg_id = msg_id::EVENT_LOG_STOPPED,
+                shipped = self.outbox.shipped(),
+                "Event logger stopped: the outbox is empty (what an earlier run left in it is shipped) and the \
+                 writers store every event with its change"
+            );
+            return;
+        }
         tracing::info!(
             msg_id = msg_id::EVENT_LOG_STOPPED,
             shipped = self.outbox.shipped(),
@@ -286,7 +327,7 @@ impl EventLog {
             // SQLite's WAL and PostgreSQL's snapshot.
             main.commit().map_err(|e| diag(&e))?;
             if rows.is_empty() {
-                if deadline.is_some() {
+                if deadline.is_some() || self.is_direct() {
                     return Ok(());
                 }
                 self.wait(stop, deadline);
@@ -308,7 +349,7 @@ impl EventLog {
             main.commit().map_err(|e| format!("committing the outbox: {}", diag(&e)))?;
             st.shipped(rows.len() as u64, &self.outbox);
             st.check_backlog(&self.outbox, self.cfg.max_queue_size);
-            if rows.len() < self.cfg.batch_size && deadline.is_none() {
+            if rows.len() < self.cfg.batch_size && deadline.is_none() && !self.is_direct() {
                 self.wait(stop, deadline);
             }
         }
@@ -347,7 +388,7 @@ impl EventLog {
             // then holds the write lock from the first statement on).
             main.commit().map_err(|e| diag(&e))?;
             let Some((g, s, q)) = bound else {
-                if deadline.is_some() {
+                if deadline.is_some() || self.is_direct() {
                     return Ok(());
                 }
                 self.wait(stop, deadline);
@@ -378,7 +419,7 @@ impl EventLog {
             main.commit().map_err(|e| format!("committing the event log: {}", diag(&e)))?;
             st.shipped(moved as u64, &self.outbox);
             st.check_backlog(&self.outbox, self.cfg.max_queue_size);
-            if moved < self.cfg.batch_size && deadline.is_none() {
+            if moved < self.cfg.batch_size && deadline.is_none() && !self.is_direct() {
                 self.wait(stop, deadline);
             }
         }

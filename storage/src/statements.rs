@@ -111,8 +111,9 @@ pub(crate) struct Statements<'c> {
     inserts: Vec<Option<Stmt<'c>>>,
     deletes: Vec<Option<Stmt<'c>>>,
     props_max: usize,
-    /// The event log's outbox (prepared on first use: with the log on).
-    pub(crate) outbox: crate::event_statements::EventTable<'c>,
+    /// Where the events of the batch's changes go (prepared on first use:
+    /// with the log on).
+    pub(crate) events: crate::event_statements::EventSink<'c>,
     /// With the `json` strategy: its two statements.
     pub(crate) json: Option<crate::json_rows::JsonStatements<'c>>,
     /// Inserts overwrite an existing row (the engines whose SQL for that
@@ -121,11 +122,14 @@ pub(crate) struct Statements<'c> {
 }
 
 impl<'c> Statements<'c> {
+    /// `direct_log`: the event log is this database (events go to its
+    /// tables, not to the outbox).
     pub(crate) fn new(
         conn: &'c Connection<'static>,
         engine: &crate::Engine,
         strategy: InsertStrategy,
         batch_max: usize,
+        direct_log: bool,
     ) -> Self {
         let dialect = crate::json_rows::Dialect::of(engine);
         let conn = Writing::new(conn, engine);
@@ -149,7 +153,7 @@ impl<'c> Statements<'c> {
             inserts: (0..n).map(|_| None).collect(),
             deletes: (0..n).map(|_| None).collect(),
             props_max: INITIAL_PROPERTIES,
-            outbox: crate::event_statements::EventTable::new(conn, "ixn_event_outbox", &crate::events::ALL_COLUMNS),
+            events: crate::event_statements::EventSink::new(conn, direct_log),
             json,
             in_place: dialect.is_some(),
         }

@@ -19,7 +19,6 @@ use odbc_api::Connection;
 
 use crate::coalesce_impl::Coalescer;
 use crate::conn::{self, diag};
-use crate::event_statements::EventTable;
 use crate::events::{EventLogSetup, EventRow};
 use crate::load::read_one;
 use crate::logger::Outbox;
@@ -589,7 +588,8 @@ impl Writer {
             self.failed(Failure::Lost(format!("could not turn autocommit off: {}", diag(&e))));
             return SessionEnd::Reconnect;
         }
-        let mut stmts = Statements::new(conn, &self.engine, self.strategy, self.batch_max);
+        let direct_log = self.log.as_ref().is_some_and(|(setup, _)| setup.direct);
+        let mut stmts = Statements::new(conn, &self.engine, self.strategy, self.batch_max, direct_log);
         let mut scratch = Scratch::default();
         loop {
             if self.abandoned() {
@@ -746,7 +746,7 @@ impl Writer {
         if executed.is_ok() && !self.batch.events.is_empty() {
             let rows = self.events_of(only);
             empty &= rows.is_empty();
-            executed = write_outbox(&mut stmts.outbox, &rows, rows_may_exist);
+            executed = stmts.events.write(&rows, rows_may_exist);
         }
         // Keep the vectors' storage for the next attempt, without keeping
         // borrows of this batch.
@@ -861,10 +861,12 @@ impl Writer {
                 b.failures
             );
         }
-        if let Some((_, outbox)) = &self.log {
-            let logged = b.events.iter().filter(|(e, _)| !b.coalescer.is_refused(*e as usize)).count();
-            if logged > 0 {
-                outbox.added(logged as u64);
+        if let Some((setup, outbox)) = &self.log {
+            let logged = b.events.iter().filter(|(e, _)| !b.coalescer.is_refused(*e as usize)).count() as u64;
+            if logged > 0 && setup.direct {
+                outbox.stored(logged);
+            } else if logged > 0 {
+                outbox.added(logged);
             }
         }
         self.answer(
@@ -908,19 +910,6 @@ impl Writer {
 fn reuse<'b, T: ?Sized>(mut v: Vec<&T>) -> Vec<&'b T> {
     v.clear();
     v.into_iter().map(|_| unreachable!()).collect()
-}
-
-/// The outbox rows of one attempt; after an attempt whose outcome is
-/// unknown, each key is deleted first (its row may be committed).
-fn write_outbox(outbox: &mut EventTable<'_>, rows: &[&EventRow], may_exist: bool) -> Result<(), odbc_api::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    if may_exist {
-        let keys: Vec<(i64, i64, i64)> = rows.iter().map(|r| r.key()).collect();
-        outbox.delete(&keys)?;
-    }
-    outbox.insert(rows)
 }
 
 /// The statements of one attempt, before its COMMIT.
