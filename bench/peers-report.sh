@@ -14,6 +14,9 @@
 # Systems (durability: acknowledged = fsync'd):
 #   ixn        embedded SQLite (SyncPragma FULL), a shard on every core but
 #              the last (IXN_CORES overrides: on 2 cores one shard, on core 0)
+#   ixn-log    the same with the event log on (an empty [logger-settings]:
+#              every reporting event stored in the main database with its
+#              change)
 #   ixn-pg     the same server on a fresh throwaway PostgreSQL (.ci/pg,
 #              the json insert strategy, IXN_PG_WRITERS writers: by
 #              default 1 on 2 cores, where PostgreSQL shares them, else
@@ -40,7 +43,7 @@
 # "acknowledged = flushed" can be checked (operations per flush).
 #
 # Usage: [ROUNDS=3] [SECS=10] [OUT=/tmp/ixn-peers]
-#        [SYSTEMS="ixn ixn-pg redis rabbitmq postgres"] bench/peers-report.sh
+#        [SYSTEMS="ixn ixn-log ixn-pg redis rabbitmq postgres"] bench/peers-report.sh
 # Installs redis-server, rabbitmq-server and linux-perf with apt-get when
 # missing (needs root), never at test time. Writes $OUT/results.json (one
 # object per system, workload and round) and $OUT/report.html (bars of the
@@ -50,7 +53,7 @@ cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-3}
 secs=${SECS:-10}
 out=${OUT:-/tmp/ixn-peers}
-systems=" ${SYSTEMS:-ixn ixn-pg redis rabbitmq postgres} "
+systems=" ${SYSTEMS:-ixn ixn-log ixn-pg redis rabbitmq postgres} "
 # Every core but one, the rule of tuning.md ("Cores"): the last one is left
 # to the writers, the database and the bench.
 ncores=$(nproc)
@@ -69,6 +72,8 @@ cargo build --release -q -p ixn -p ixn-bench
 bench=$PWD/target/release/ixn-bench
 server=$PWD/target/release/ixn-server
 "$bench" gen-config --agents 1000 --capacity 3 > "$out/agents.toml"
+printf '\n[logger-settings]\n' > "$out/log.toml"
+cat "$out/agents.toml" "$out/log.toml" > "$out/agents-log.toml"
 
 cpu_s() { # CPU seconds of process $1 so far, all threads, with its children
   # alive (PostgreSQL's backends) and those it reaped (cutime, cstime)
@@ -195,20 +200,23 @@ for l in open('$out/results.jsonl'):
 echo "machine: $(nproc) cores (ixn on cores $ixn_cores, $pg_writers writer(s) on PostgreSQL), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(redis-server --version | cut -d' ' -f1-3); RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server); $("$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/postgres" --version)"
 for round in $(seq "$rounds"); do
   echo "round $round"
-  if want ixn; then
-  d=$out/ixn-enqueue-$round; mkdir -p "$d"; start_ixn "$d"
-  measure "$d" ixn enqueue "$bench" submit --server "$addr" --server-pid "$pid" --clients 8 --window 64 --duration "$secs" --json "$d/r.json"
+  for sys in ixn ixn-log; do
+  want "$sys" || continue
+  if [ "$sys" = ixn ]; then enq=(); cyc=(--config "$out/agents.toml")
+  else enq=(--config "$out/log.toml"); cyc=(--config "$out/agents-log.toml"); fi
+  d=$out/$sys-enqueue-$round; mkdir -p "$d"; start_ixn "$d" "${enq[@]}"
+  measure "$d" "$sys" enqueue "$bench" submit --server "$addr" --server-pid "$pid" --clients 8 --window 64 --duration "$secs" --json "$d/r.json"
   stop
-  d=$out/ixn-cycle-$round; mkdir -p "$d"; start_ixn "$d" --config "$out/agents.toml"
-  measure "$d" ixn cycle "$bench" cycle --server "$addr" --server-pid "$pid" --agents 1000 --media-servers 4 --window 64 \
+  d=$out/$sys-cycle-$round; mkdir -p "$d"; start_ixn "$d" "${cyc[@]}"
+  measure "$d" "$sys" cycle "$bench" cycle --server "$addr" --server-pid "$pid" --agents 1000 --media-servers 4 --window 64 \
     --duration "$secs" --handle-ms 0 --json "$d/r.json"
   stop
-  half=$(( $(rate_of ixn cycle "$round") / 2 ))
-  d=$out/ixn-half-$round; mkdir -p "$d"; start_ixn "$d" --config "$out/agents.toml"
-  measure "$d" ixn half "$bench" cycle --server "$addr" --server-pid "$pid" --agents 1000 --media-servers 4 --window 64 \
+  half=$(( $(rate_of "$sys" cycle "$round") / 2 ))
+  d=$out/$sys-half-$round; mkdir -p "$d"; start_ixn "$d" "${cyc[@]}"
+  measure "$d" "$sys" half "$bench" cycle --server "$addr" --server-pid "$pid" --agents 1000 --media-servers 4 --window 64 \
     --duration "$secs" --handle-ms 0 --rate "$half" --json "$d/r.json"
   stop
-  fi
+  done
   if want ixn-pg; then
   d=$out/ixn-pg-enqueue-$round; mkdir -p "$d"; start_ixn_pg "$d"
   measure "$d" ixn-pg enqueue "$bench" submit --server "$addr" --clients 8 --window 64 --duration "$secs" --json "$d/r.json"
