@@ -10,6 +10,10 @@
 #   submit-log, cycle-log: submit and cycle with the event log on (an empty
 #              [logger-settings]: the main database, batch-size 500,
 #              storing-timeout 1000 ms); both builds must know the section
+#   submit-logdb, cycle-logdb: the same with the event log in a SQLite
+#              database of its own (another file), shipped from the outbox;
+#              the line also says how many events were left in the outbox
+#              when the load ended (the shipper behind)
 # Usage: A=DIR B=DIR [KINDS="submit cycle cycle-sub"] [ROUNDS=3] [SECS=8] [CORES=0,1]
 #        bench/ab-report.sh
 # where DIR holds a release ixn-server (e.g. a worktree's target/release).
@@ -37,6 +41,11 @@ run() { # build dir kind round
     submit) ;;
     submit-log) cfg=(--config "$out/log.toml") ;;
     cycle-log) cfg=(--config "$out/agents-log.toml") ;;
+    submit-logdb | cycle-logdb)
+      local cs="Driver=SQLite3;Database=$dir/eventlog.db;JournalMode=WAL;SyncPragma=FULL;Timeout=10000;StepAPI=1;"
+      if [ "$kind" = submit-logdb ]; then cat "$out/log.toml" > "$dir/cfg.toml"; else cat "$out/agents-log.toml" > "$dir/cfg.toml"; fi
+      echo "connection-string = \"$cs\"" >> "$dir/cfg.toml"
+      cfg=(--config "$dir/cfg.toml") ;;
     *) cfg=(--config "$out/agents.toml") ;;
   esac
   "$bin" "${cfg[@]}" --listen "127.0.0.1:$port" --data-dir "$dir/data" --cores "${CORES:-0,1}" > "$dir/server.log" 2>&1 &
@@ -47,15 +56,19 @@ run() { # build dir kind round
     w=$!
     sleep 0.5
   fi
-  if [ "${kind%-log}" = submit ]; then
+  if [ "${kind%-log*}" = submit ]; then
     "$bench" submit --server "127.0.0.1:$port" --clients 8 --window 64 --duration "$secs" --json "$dir/r.json" > "$dir/bench.txt" 2>&1
   else
     "$bench" cycle --server "127.0.0.1:$port" --agents 1000 --media-servers 4 --window 64 --duration "$secs" \
       --handle-ms 0 --json "$dir/r.json" > "$dir/bench.txt" 2>&1
   fi
   [ -n "$w" ] && kill "$w"
+  local left=""
+  if [ "${kind%-logdb}" != "$kind" ]; then
+    left="; outbox at the end: $(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM ixn_event_outbox").fetchone()[0])' "$dir/data/ixn.db" 2>&1)"
+  fi
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  printf '%-2s %-9s round %s: %s\n' "$name" "$kind" "$round" "$(grep -E '^(submit|cycle):' "$dir/bench.txt" | sed -E 's/ \(1000 agents.*//; s/; ack latency.*//')"
+  printf '%-2s %-9s round %s: %s%s\n' "$name" "$kind" "$round" "$(grep -E '^(submit|cycle):' "$dir/bench.txt" | sed -E 's/ \(1000 agents[^;]*;/;/; s/, p99\.9.*//; s/ack latency //; s/submit->invite //')" "$left"
 }
 # A first in odd rounds, B first in even ones: what runs second on a warm
 # machine gains nothing over the other.

@@ -39,6 +39,7 @@ mod records;
 mod schema;
 mod statements;
 pub mod stats;
+mod write_gate;
 mod writer;
 mod writing;
 
@@ -391,6 +392,8 @@ pub struct Storage {
     conn_id: u64,
     faults: Option<Arc<Faults>>,
     log: Option<(Arc<EventLogSetup>, Arc<Outbox>)>,
+    /// Shared by the writer and the event log's shipper (SQLite).
+    gate: write_gate::WriteGate,
 }
 
 impl Storage {
@@ -424,7 +427,8 @@ impl Storage {
                 "insert-strategy \"json\" is written for SQLite and PostgreSQL only, not {engine}: use \"array\" or \"multirow\""
             )));
         }
-        Ok(Storage { cfg, engine, strategy, writers, target, conn, conn_id, faults: None, log: None })
+        let gate = write_gate::WriteGate::for_engine(&engine);
+        Ok(Storage { cfg, engine, strategy, writers, target, conn, conn_id, faults: None, log: None, gate })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -471,6 +475,7 @@ impl Storage {
             &self.target,
             &self.engine,
             self.cfg.create_schema,
+            self.gate.clone(),
         )?;
         let setup = EventLogSetup { catalog, generation, filter: log.filter().clone(), direct: log.is_direct() };
         self.log = Some((Arc::new(setup), log.outbox()));
@@ -491,6 +496,7 @@ impl Storage {
                 first: (self.conn, self.conn_id),
                 faults: self.faults,
                 log: self.log,
+                gate: self.gate,
             },
             sinks,
         )

@@ -39,6 +39,7 @@ use odbc_api::{Connection, Cursor, CursorRow, Nullable};
 use crate::conn::{self, diag};
 use crate::event_statements::EventTable;
 use crate::events::{Col, EventFilter, EventRow, Kind, AGENT_COLUMNS, ALL_COLUMNS, EVENT_COLUMNS};
+use crate::write_gate::WriteGate;
 use crate::Writing;
 use crate::{msg_id, Engine, StorageError};
 
@@ -142,6 +143,9 @@ pub struct EventLog {
     log: Option<Target>,
     outbox: Arc<Outbox>,
     nudged: Receiver<()>,
+    /// Taken around every write to the main database (SQLite: shared with
+    /// the writer).
+    gate: WriteGate,
 }
 
 impl EventLog {
@@ -155,6 +159,7 @@ impl EventLog {
         main_target: &str,
         main_engine: &Engine,
         create_main: bool,
+        gate: WriteGate,
     ) -> Result<EventLog, StorageError> {
         crate::schema::ensure_outbox(main_conn, main_engine, main_target, create_main)?;
         let log = match &cfg.connection_string {
@@ -202,7 +207,7 @@ impl EventLog {
             target: main_target.to_string(),
             engine: main_engine.clone(),
         };
-        Ok(EventLog { cfg, main, log, outbox, nudged })
+        Ok(EventLog { cfg, main, log, outbox, nudged, gate })
     }
 
     /// Whether the event log is the main database, whose writers store
@@ -306,6 +311,17 @@ impl EventLog {
         stop: &Receiver<Instant>,
         deadline: &mut Option<Instant>,
     ) -> Result<(), String> {
+        if self.main.engine == Engine::Sqlite {
+            // The shipper's commits in the main database (outbox rows
+            // deleted, leftovers moved) need not reach the disk at once:
+            // one a power failure loses puts its events back in the outbox,
+            // and they are shipped again (the first batch after a start
+            // deletes each key in the event log before inserting it). In
+            // WAL mode the writer's next commit, synced, makes them durable
+            // too. A sync per shipment held the database's write lock (and
+            // the gate) as long as a writer's commit.
+            main.execute("PRAGMA synchronous = OFF", (), None).map_err(|e| diag(&e))?;
+        }
         main.set_autocommit(false).map_err(|e| diag(&e))?;
         let log_conn = other.unwrap_or(main);
         if other.is_some() {
@@ -345,8 +361,11 @@ impl EventLog {
             if other.is_some() {
                 log_conn.commit().map_err(|e| format!("committing to the event log: {}", diag(&e)))?;
             }
+            // The main database's write, to its COMMIT, under the gate.
+            let gate = self.gate.enter();
             outbox.delete(&keys).map_err(|e| format!("deleting shipped events from the outbox: {}", diag(&e)))?;
             main.commit().map_err(|e| format!("committing the outbox: {}", diag(&e)))?;
+            drop(gate);
             st.shipped(rows.len() as u64, &self.outbox);
             st.check_backlog(&self.outbox, self.cfg.max_queue_size);
             if rows.len() < self.cfg.batch_size && deadline.is_none() && !self.is_direct() {
@@ -395,6 +414,7 @@ impl EventLog {
                 continue;
             };
             let upto = format!("(generation, shard, seq) <= ({g}, {s}, {q})");
+            let gate = self.gate.enter();
             let cols = EVENT_COLUMNS.join(", ");
             let agent_cols: Vec<&str> = AGENT_COLUMNS.iter().map(|c| c.name()).collect();
             let agent_cols = agent_cols.join(", ");
@@ -417,6 +437,7 @@ impl EventLog {
             let moved = del.row_count().map_err(|e| diag(&e))?.unwrap_or(0);
             drop(del);
             main.commit().map_err(|e| format!("committing the event log: {}", diag(&e)))?;
+            drop(gate);
             st.shipped(moved as u64, &self.outbox);
             st.check_backlog(&self.outbox, self.cfg.max_queue_size);
             if moved < self.cfg.batch_size && deadline.is_none() && !self.is_direct() {

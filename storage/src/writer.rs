@@ -25,6 +25,7 @@ use crate::logger::Outbox;
 use crate::records::refuse_reason;
 use crate::statements::{RowData, Statements};
 use crate::stats::WriterStats;
+use crate::write_gate::WriteGate;
 use crate::{msg_id, CompletionSink, Engine, Faults, InsertStrategy, StorageError, StoreOp, WriteRequest};
 
 /// Waits between attempts of a batch the database does not take: 50, 200,
@@ -81,6 +82,8 @@ pub(crate) struct Setup {
     /// With the event log on: how to make event rows, and the outbox's
     /// counters (each commit adds its events and wakes the shipper).
     pub log: Option<(Arc<EventLogSetup>, Arc<Outbox>)>,
+    /// Taken from the first write of an attempt to its COMMIT.
+    pub gate: WriteGate,
 }
 
 struct Shared {
@@ -230,8 +233,19 @@ fn wait_finished(threads: &[JoinHandle<()>], deadline: Instant) -> bool {
 }
 
 pub(crate) fn start(setup: Setup, sinks: Vec<Arc<dyn CompletionSink>>) -> Result<Writers, StorageError> {
-    let Setup { connection_string, target, engine, strategy, writers, batch_max, commit_delay, first, faults, log } =
-        setup;
+    let Setup {
+        connection_string,
+        target,
+        engine,
+        strategy,
+        writers,
+        batch_max,
+        commit_delay,
+        first,
+        faults,
+        log,
+        gate,
+    } = setup;
     // Connect every writer here, so a database that refuses connections
     // fails the start instead of the first writes.
     let mut conns = vec![first];
@@ -263,6 +277,7 @@ pub(crate) fn start(setup: Setup, sinks: Vec<Arc<dyn CompletionSink>>) -> Result
             log: log.clone(),
             catalog: log.as_ref().map(|(setup, _)| setup.catalog.cached()),
             stats: stats[n].clone(),
+            gate: gate.clone(),
         };
         let t = std::thread::Builder::new()
             .name(format!("ixn-db-writer-{n}"))
@@ -335,6 +350,7 @@ struct Writer {
     /// This writer's copy of the catalog that names events (event log on).
     catalog: Option<ixn_shard::versioned::Cached<ixn_shard::catalog::Catalog>>,
     stats: Arc<WriterStats>,
+    gate: WriteGate,
 }
 
 enum SessionEnd {
@@ -738,6 +754,8 @@ impl Writer {
         only: Option<&[u32]>,
         rows_may_exist: bool,
     ) -> Result<(), Failure> {
+        // Held to the COMMIT or ROLLBACK (the end of this call).
+        let _gate = self.gate.enter();
         let mut deletes: Vec<&str> = reuse(std::mem::take(&mut scratch.deletes));
         let mut inserts: Vec<&InteractionRecord> = reuse(std::mem::take(&mut scratch.inserts));
         self.batch.coalescer.plan_into(stmts.in_place, rows_may_exist, only, &mut deletes, &mut inserts);
