@@ -402,9 +402,17 @@ fn an_event_log_outage_under_load_loses_nothing() {
 
 #[test]
 fn a_server_killed_under_load_loses_and_repeats_no_logged_event() {
+    killed_under_load(true);
+    killed_under_load(false);
+}
+
+/// `own_database`: the event log in a SQLite file of its own (through the
+/// outbox), else in the main database (stored with each change).
+fn killed_under_load(own_database: bool) {
     let dir = TempDir::new("eventlog-kill9");
     let log_db = dir.0.join("eventlog.db");
-    let cfg = config(&dir, Some(&log_db));
+    let cfg = config(&dir, own_database.then_some(log_db.as_path()));
+    let log_cs = if own_database { sqlite_cs(&log_db) } else { main_cs(&dir) };
     let mut server = Server::start(&cfg);
     let stop = Arc::new(AtomicBool::new(false));
     let (acked, threads) = run_load(&server, stop.clone());
@@ -418,13 +426,14 @@ fn a_server_killed_under_load_loses_and_repeats_no_logged_event() {
     let server = Server::start(&cfg);
     let _log = LogOnPanic(&server);
     let acked = acked.lock().unwrap();
-    let rows = settled_log(&sqlite_cs(&log_db), acked.submitted.len());
+    let rows = settled_log(&log_cs, acked.submitted.len());
     let keys: BTreeSet<_> = rows.iter().map(EventRow::key).collect();
     assert_eq!(keys.len(), rows.len(), "a key stored twice");
     check_lives(&rows, &acked);
     assert_eq!(outbox_count(&main_cs(&dir)), 0, "the outbox drained after the restart");
     eprintln!(
-        "killed under load: {} submitted and {} stopped acknowledged; {} events logged",
+        "killed under load (event log in its own database: {own_database}): {} submitted and {} stopped \
+         acknowledged; {} events logged",
         acked.submitted.len(),
         acked.stopped.len(),
         rows.len()
