@@ -217,6 +217,14 @@ impl EventLog {
         self.log.is_none()
     }
 
+    /// Whether the thread ships what the outbox holds and ends when it is
+    /// empty, without waiting for batches to fill: at shutdown (a
+    /// deadline), and always when the writers store the events themselves
+    /// (only an earlier run's leftovers are there).
+    fn draining(&self, deadline: &Option<Instant>) -> bool {
+        deadline.is_some() || self.is_direct()
+    }
+
     /// The outbox's counters (for the writers and for metrics).
     pub fn outbox(&self) -> Arc<Outbox> {
         self.outbox.clone()
@@ -343,7 +351,7 @@ impl EventLog {
             // SQLite's WAL and PostgreSQL's snapshot.
             main.commit().map_err(|e| diag(&e))?;
             if rows.is_empty() {
-                if deadline.is_some() || self.is_direct() {
+                if self.draining(deadline) {
                     return Ok(());
                 }
                 self.wait(stop, deadline);
@@ -368,7 +376,7 @@ impl EventLog {
             drop(gate);
             st.shipped(rows.len() as u64, &self.outbox);
             st.check_backlog(&self.outbox, self.cfg.max_queue_size);
-            if rows.len() < self.cfg.batch_size && deadline.is_none() && !self.is_direct() {
+            if rows.len() < self.cfg.batch_size && !self.draining(deadline) {
                 self.wait(stop, deadline);
             }
         }
@@ -407,7 +415,7 @@ impl EventLog {
             // then holds the write lock from the first statement on).
             main.commit().map_err(|e| diag(&e))?;
             let Some((g, s, q)) = bound else {
-                if deadline.is_some() || self.is_direct() {
+                if self.draining(deadline) {
                     return Ok(());
                 }
                 self.wait(stop, deadline);
@@ -440,7 +448,7 @@ impl EventLog {
             drop(gate);
             st.shipped(moved as u64, &self.outbox);
             st.check_backlog(&self.outbox, self.cfg.max_queue_size);
-            if moved < self.cfg.batch_size && deadline.is_none() && !self.is_direct() {
+            if moved < self.cfg.batch_size && !self.draining(deadline) {
                 self.wait(stop, deadline);
             }
         }

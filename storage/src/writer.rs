@@ -881,10 +881,10 @@ impl Writer {
         }
         if let Some((setup, outbox)) = &self.log {
             let logged = b.events.iter().filter(|(e, _)| !b.coalescer.is_refused(*e as usize)).count() as u64;
-            if logged > 0 && setup.direct {
-                outbox.stored(logged);
-            } else if logged > 0 {
-                outbox.added(logged);
+            match (logged, setup.direct) {
+                (0, _) => {}
+                (n, true) => outbox.stored(n),
+                (n, false) => outbox.added(n),
             }
         }
         self.answer(
