@@ -198,7 +198,7 @@ fn record(id: String, version: i64) -> InteractionRecord {
         assigned_at: None,
         held_at: None,
         completed_at: None,
-        properties: props,
+        properties: (&props).into(),
         version,
         workbin_owner: None,
         submit_order: None,

@@ -2,10 +2,11 @@
 
 use crate::catalog::{Catalog, MediaIdx, QueueIdx, TenantIdx, WorkbinIdx};
 use crate::condition::{Condition, Scalar};
+use crate::packed::{PackedList, PackedScalar};
 use crate::proto::frame::Frame;
 use crate::proto::msg::{attr, msg_type};
 use crate::symbols::{Sym, Symbols};
-use crate::value::{KvList, Value, EMPTY_LIST};
+use crate::value::{KvList, Value};
 
 /// Milliseconds since the Unix epoch; 0 means "not set".
 pub type Millis = i64;
@@ -74,13 +75,16 @@ impl std::fmt::Display for IxId {
 ///
 /// Kept small because a backlog holds millions (target: under 200 bytes
 /// per queued interaction, view index included; measured by
-/// `ixn-perf backlog`): names are interned [`Sym`]s, properties and
-/// handling times are boxed and absent when empty, and the lock, if any,
-/// lives in the shard's lock table.
+/// `ixn-perf backlog`): names are interned [`Sym`]s, properties are
+/// packed in one allocation ([`PackedList`]), handling times are boxed,
+/// both absent when empty, and the lock, if any, lives in the shard's
+/// lock table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Interaction {
     pub id: IxId,
-    pub properties: Option<Box<KvList>>,
+    /// Shared with the records of writes in flight (a write carries the
+    /// properties without copying them); a change replaces them whole.
+    pub properties: PackedList,
     pub handling: Option<Box<HandlingTimes>>,
     pub priority: i64,
     pub received_at: Millis,
@@ -240,7 +244,9 @@ pub struct InteractionRecord {
     pub assigned_at: Option<i64>,
     pub held_at: Option<i64>,
     pub completed_at: Option<i64>,
-    pub properties: KvList,
+    /// Shared with the interaction it was made from (see
+    /// [`Interaction::properties`]).
+    pub properties: PackedList,
     pub version: i64,
     /// Set when the interaction is in a workbin: who owns that workbin's
     /// content (an agent, place or group name); `queue` then names the
@@ -271,8 +277,11 @@ impl InteractionRecord {
 }
 
 impl Interaction {
-    pub fn properties(&self) -> &KvList {
-        self.properties.as_deref().unwrap_or(&EMPTY_LIST)
+    /// The properties decoded (a copy: allocates). What reads one
+    /// property uses [`PackedList::scalar`] or [`PackedList::value`] on
+    /// the field instead.
+    pub fn properties(&self) -> KvList {
+        self.properties.unpack()
     }
 
     /// Forgets which agent handles it (the agent's link has ended).
@@ -282,9 +291,9 @@ impl Interaction {
         }
     }
 
-    /// Sets the properties, keeping no allocation when they are empty.
-    pub fn set_properties(&mut self, p: KvList) {
-        self.properties = (!p.is_empty()).then(|| Box::new(p));
+    /// Sets the properties (packed; no allocation when they are empty).
+    pub fn set_properties(&mut self, p: &KvList) {
+        self.properties = PackedList::pack(p);
     }
 
     pub fn queue(&self) -> Option<QueueIdx> {
@@ -343,10 +352,9 @@ impl Interaction {
     }
 
     fn property(&self, key: &str) -> Option<Scalar<'_>> {
-        match self.properties().get(key)? {
-            Value::Int(i) => Some(Scalar::Int(*i)),
-            Value::Str(s) => Some(Scalar::Str(s)),
-            Value::Bin(_) | Value::List(_) => None,
+        match self.properties.scalar(key)? {
+            PackedScalar::Int(i) => Some(Scalar::Int(i)),
+            PackedScalar::Str(s) => Some(Scalar::Str(s)),
         }
     }
 
@@ -376,7 +384,7 @@ impl Interaction {
             assigned_at: opt(self.handling_time(|h| h.assigned_at)),
             held_at: opt(self.handling_time(|h| h.held_at)),
             completed_at: None,
-            properties: self.properties().clone(),
+            properties: self.properties.clone(),
             version: self.version as i64,
             workbin_owner,
             submit_order: Some(self.tie as i64),
@@ -405,7 +413,7 @@ impl Interaction {
             assigned_to: r.assigned_to.as_deref().map(|a| syms.intern(a)),
         };
         let submitted_at = r.submitted_at.unwrap_or(0);
-        let mut ix = Interaction {
+        let ix = Interaction {
             tie: match r.submit_order {
                 Some(t) => u64::try_from(t).map_err(|_| format!("submit_order {t} out of range"))?,
                 None => tie_of(&r.id, submitted_at),
@@ -414,7 +422,7 @@ impl Interaction {
             // the database, and what a shard keeps should be its own
             // allocation so that thread's memory can all be given back.
             id: IxId::new(&r.id),
-            properties: None,
+            properties: r.properties.deep_copy(),
             handling: (handling != HandlingTimes::default()).then(|| Box::new(handling)),
             priority: r.priority,
             received_at: r.received_at.unwrap_or(0),
@@ -431,7 +439,6 @@ impl Interaction {
             stored: true,
             visible: true,
         };
-        ix.set_properties(r.properties.clone());
         Ok(ix)
     }
 
@@ -477,7 +484,7 @@ impl Interaction {
                 f.push(a, ms);
             }
         }
-        f.push(attr::PROPERTIES, self.properties().clone());
+        f.push(attr::PROPERTIES, self.properties());
     }
 
     /// The interaction as one entry of an interaction list (attribute
@@ -523,7 +530,7 @@ impl Interaction {
         if let Some(who) = locked_by {
             l.push("locked_by", Value::Str(who.into()));
         }
-        l.push("properties", Value::List(self.properties().clone()));
+        l.push("properties", Value::List(self.properties()));
         l
     }
 }

@@ -14,6 +14,7 @@ pub mod gauges;
 pub mod id;
 pub mod interaction;
 pub mod machine;
+pub mod packed;
 pub mod peer;
 pub mod proto;
 pub mod report;

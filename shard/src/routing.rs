@@ -450,7 +450,7 @@ impl Shard {
                 let ix = self.store.get(slot);
                 // Checked when set (submit, change), so a bad value here
                 // is only possible from an old row: it needs no skill.
-                let skills = ix.properties().get(prop).and_then(|v| parse_skills(v).ok()).unwrap_or_default();
+                let skills = ix.properties.value(prop).and_then(|v| parse_skills(&v).ok()).unwrap_or_default();
                 let avoid = self.routing.rejected_by.get(&ix.id).copied();
                 RouteHead { head: Head { key, tie, id: (*ix.id).into() }, media: ix.media, skills, avoid }
             })

@@ -157,7 +157,7 @@ fn a_failed_stop_restores_the_interaction() {
     let (token, _) = only_store(&req(&mut s, 4, Request::StopProcessing { id: id.clone(), reason: None }));
     let reply = only_reply(&done(&mut s, token, false));
     assert_eq!(error_of(&reply).unwrap().code, ErrorCode::StorageFailure);
-    assert_eq!(*s.get(&id).unwrap().properties(), kv![("lang", "en")]);
+    assert_eq!(s.get(&id).unwrap().properties(), kv![("lang", "en")]);
 }
 
 #[test]

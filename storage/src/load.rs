@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use ixn_shard::interaction::InteractionRecord;
+use ixn_shard::packed::PackedList;
 use odbc_api::{Connection, Cursor, CursorRow, IntoParameter, Nullable};
 
 use crate::conn::diag;
@@ -102,7 +103,7 @@ fn read_record(row: &mut CursorRow<'_>, bufs: &mut Buffers, target: &str) -> Res
                             r.id
                         ))
                     })?;
-                    r.properties = ixn_shard::proto::frame::decode_list(&bytes).map_err(|e| {
+                    r.properties = PackedList::from_encoded(&bytes).map_err(|e| {
                         StorageError::new(format!(
                             "interaction {} in the database at {target} has properties that do not decode: {e:?}",
                             r.id

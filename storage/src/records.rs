@@ -1,7 +1,6 @@
 //! The interactions table's columns and how a record maps onto them.
 
 use ixn_shard::interaction::InteractionRecord;
-use ixn_shard::KvList;
 
 /// Columns of `interactions`, in the order every statement uses (the
 /// order of storage/sql/*/isdb.sql, schema version 3).
@@ -156,7 +155,7 @@ pub(crate) fn empty_record() -> InteractionRecord {
         assigned_at: None,
         held_at: None,
         completed_at: None,
-        properties: KvList::new(),
+        properties: Default::default(),
         version: 0,
         workbin_owner: None,
         submit_order: None,
@@ -224,8 +223,7 @@ pub(crate) fn unhex(s: &[u8]) -> Option<Vec<u8>> {
 /// The properties column of a record: hex of the encoded key-value list.
 pub(crate) fn properties_hex(r: &InteractionRecord, out: &mut Vec<u8>) {
     out.clear();
-    let encoded = ixn_shard::proto::frame::encode_list(&r.properties);
-    hex_into(&encoded, out);
+    hex_into(r.properties.bytes(), out);
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use crate::catalog::{Catalog, QueueIdx, TenantIdx, ViewIdx, WorkbinIdx};
 use crate::event::{text, Event, What};
 use crate::id::{self, IdGen};
 use crate::interaction::{tie_at, Interaction, InteractionRecord, IxId, Millis, Names, Place};
+use crate::packed::PackedList;
 use crate::peer::{Holder, LockKind, PeerMsg};
 use crate::proto::frame::Frame;
 use crate::proto::msg::{attr, ClientType, ErrorCode};
@@ -1000,9 +1001,9 @@ impl Shard {
             }
         };
         let tie = self.next_tie();
-        let mut ix = Interaction {
+        let ix = Interaction {
             id: IxId::new(&id),
-            properties: None,
+            properties: PackedList::pack(&s.properties),
             handling: None,
             priority: s.priority,
             received_at: s.received_at_ms.unwrap_or(now_ms),
@@ -1020,7 +1021,6 @@ impl Shard {
             stored: false,
             visible: false,
         };
-        ix.set_properties(s.properties);
         // Not visible until committed: in no view yet.
         let slot = self.admit(ix, out);
         let reply = event_ack(caller.ref_id).with(attr::INTERACTION_ID, &*id);
@@ -1166,22 +1166,21 @@ impl Shard {
         let tenant = self.store.get(slot).tenant;
         self.check_skills(tenant, &changed)?;
         let told = (self.routing.is_linked(slot) || self.reporting(tenant)).then(|| changed.clone());
-        let mut properties = self.store.get(slot).properties().clone();
+        let mut properties = self.store.get(slot).properties();
         // Deleting a key that is not there is not an error: the result is
         // the same, and clients retrying a change must not fail.
         properties.apply(changed, &deleted);
         // An interaction loaded with more keys than the bound allows (the
         // option was lowered) may still change without growing.
-        let current = self.store.get(slot).properties();
         if properties.entries_up_to(self.params.max_property_keys).is_none()
-            && properties.entries_up_to(usize::MAX) > current.entries_up_to(usize::MAX)
+            && properties.entries_up_to(usize::MAX) > self.store.get(slot).properties().entries_up_to(usize::MAX)
         {
             self.check_properties_count(&properties)?;
         }
         self.check_size(&properties)?;
         let before = Box::new(self.store.get(slot).clone());
         self.modify(slot, out, |ix| {
-            ix.set_properties(properties);
+            ix.set_properties(&properties);
             ix.version += 1;
         });
         let mut reports = Vec::new();

@@ -253,6 +253,31 @@ pub fn decode_list(bytes: &[u8]) -> Result<KvList, BodyError> {
     read_list_entries(&mut r, 0)
 }
 
+/// The encoded value of `key` in a list's entries as [`encode_list`] wrote
+/// them: its type tag and payload, without decoding anything else (keys
+/// are compared as bytes). `None` when the key is absent or the bytes end
+/// early.
+pub fn find_in_list<'a>(bytes: &'a [u8], key: &str) -> Option<(u8, &'a [u8])> {
+    let mut r = Reader { buf: bytes, pos: 0 };
+    while !r.at_end() {
+        let klen = r.u16().ok()? as usize;
+        let k = r.take(klen).ok()?;
+        let tag = r.u8().ok()?;
+        let len = r.u32().ok()? as usize;
+        let payload = r.take(len).ok()?;
+        if k == key.as_bytes() {
+            return Some((tag, payload));
+        }
+    }
+    None
+}
+
+/// Decodes one value of a list's entries from its tag and payload (as
+/// [`find_in_list`] gives them), with the checks of [`decode_list`].
+pub fn decode_list_value(tag: u8, payload: &[u8]) -> Result<Value, BodyError> {
+    value_of(tag, payload, 0)
+}
+
 /// A whole frame at the start of a buffer: its header, its body, and its
 /// total length in bytes.
 pub type SplitFrame<'a> = (Header, &'a [u8], usize);
@@ -362,6 +387,13 @@ fn read_value(r: &mut Reader<'_>, depth: usize) -> Result<Value, BodyError> {
     let tag = r.u8()?;
     let len = r.u32()? as usize;
     let payload = r.take(len)?;
+    value_of(tag, payload, depth)
+}
+
+/// The value a type tag and its payload encode (`depth`: of the list the
+/// value is in).
+fn value_of(tag: u8, payload: &[u8], depth: usize) -> Result<Value, BodyError> {
+    let len = payload.len();
     match tag {
         TAG_INT => {
             let b: [u8; 8] =

@@ -99,7 +99,7 @@ pub fn record(id: &str, version: i64) -> InteractionRecord {
         assigned_at: None,
         held_at: None,
         completed_at: None,
-        properties: props,
+        properties: (&props).into(),
         version,
         workbin_owner: None,
         submit_order: None,
@@ -126,9 +126,11 @@ pub fn rich_record(id: &str, big_props: usize) -> InteractionRecord {
     let mut inner = KvList::new();
     inner.push("n", Value::Int(-42));
     inner.push("b", Value::Bin(vec![0, 1, 2, 255, 0]));
-    r.properties.push("Nested", Value::List(inner));
-    r.properties.push("Big", Value::Str("x".repeat(big_props)));
-    r.properties.push("Émoji", Value::Str("😀 ünïcödé".into()));
+    let mut props = r.properties.unpack();
+    props.push("Nested", Value::List(inner));
+    props.push("Big", Value::Str("x".repeat(big_props)));
+    props.push("Émoji", Value::Str("😀 ünïcödé".into()));
+    r.properties = (&props).into();
     r
 }
 
