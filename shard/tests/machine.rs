@@ -150,6 +150,29 @@ fn change_place_and_stop_write_full_rows() {
     only_reply(&done(&mut s, token, true));
 }
 
+/// A write carries the interaction's properties without copying them: the
+/// record and the stored interaction hold the same bytes, and a change
+/// gives the interaction new ones while the record in flight keeps its own.
+#[test]
+fn a_write_shares_the_properties_it_stores() {
+    let mut s = shard(0, 1);
+    let out = req(&mut s, 11, submit("inbound", "chat", kv![("lang", "en"), ("n", 3)]));
+    let (token, op) = only_store(&out);
+    let StoreOp::Insert(rec) = op else { panic!("first write is an insert") };
+    let id = rec.id.clone();
+    let stored = &s.get(&id).unwrap().properties;
+    assert_eq!(rec.properties, kv![("lang", "en"), ("n", 3)]);
+    assert_eq!(rec.properties.bytes().as_ptr(), stored.bytes().as_ptr(), "the record copied the properties");
+    only_reply(&done(&mut s, token, true));
+
+    let changed = Request::ChangeProperties { id: id.clone(), changed: kv![("lang", "fr")], deleted: vec![] };
+    let (_, op) = only_store(&req(&mut s, 12, changed));
+    let StoreOp::Upsert(after) = op else { panic!("later writes are upserts") };
+    assert_eq!(rec.properties, kv![("lang", "en"), ("n", 3)], "a change altered a record in flight");
+    assert_eq!(after.properties, kv![("lang", "fr"), ("n", 3)]);
+    assert_eq!(s.get(&id).unwrap().properties.bytes().as_ptr(), after.properties.bytes().as_ptr());
+}
+
 #[test]
 fn a_failed_stop_restores_the_interaction() {
     let mut s = shard(0, 1);
