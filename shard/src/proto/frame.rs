@@ -392,6 +392,7 @@ fn read_value(r: &mut Reader<'_>, depth: usize) -> Result<Value, BodyError> {
 
 /// The value a type tag and its payload encode (`depth`: of the list the
 /// value is in).
+#[inline]
 fn value_of(tag: u8, payload: &[u8], depth: usize) -> Result<Value, BodyError> {
     let len = payload.len();
     match tag {
