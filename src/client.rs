@@ -603,6 +603,15 @@ impl Client {
         }
     }
 
+    /// Whether a whole frame has been read and waits, so that the next
+    /// [`Client::recv`] returns it without reading the socket (unless it
+    /// answers a heartbeat ping: recv skips those). A pipelining client
+    /// takes every waiting answer before it writes again, so the requests
+    /// that replace them go out in one write.
+    pub fn has_buffered_frame(&self) -> bool {
+        matches!(split_frame(&self.rbuf[self.rpos..], ABSOLUTE_MAX_FRAME), Ok(Some(_)))
+    }
+
     /// Reads the next frame from the server, whatever it answers (but the
     /// answers to the client's own heartbeat pings).
     pub fn recv(&mut self) -> Result<Frame> {

@@ -178,3 +178,24 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
     let mut c = first.client();
     c.ping().unwrap();
 }
+
+/// A pipelining client can take every answer it has already read before it
+/// writes again: `has_buffered_frame` says whether `recv` has one waiting
+/// without reading the socket.
+#[test]
+fn answers_already_read_are_known_to_be_waiting() {
+    let dir = TempDir::new("buffered");
+    let cfg = write_config(&dir.0, &Engine::Sqlite, "0", "");
+    let server = Server::start(&cfg);
+    let mut c = server.client();
+    assert!(!c.has_buffered_frame());
+    let refs: Vec<u32> =
+        (0..3).map(|i| c.queue(&Request::GetInteractionProperties { id: format!("missing-{i}") })).collect();
+    c.flush().unwrap();
+    // All three answers are in the socket when the first read happens.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for (i, r) in refs.iter().enumerate() {
+        assert_eq!(c.recv().unwrap().ref_id, *r);
+        assert_eq!(c.has_buffered_frame(), i < 2, "after answer {i}");
+    }
+}

@@ -416,22 +416,30 @@ fn media_server(
             }
             continue;
         }
-        let f = c.recv().map_err(|e| format!("media server {i}: {e}"))?;
-        let Some(sent) = inflight.remove(&f.ref_id) else {
-            return Err(format!("media server {i}: answer for unknown reference id {}", f.ref_id));
-        };
-        record(&mut r.ack, sent.elapsed());
-        match (f.msg_type, error_of(&f)) {
-            (msg_type::EVENT_ACK, _) => match f.get_str(attr::INTERACTION_ID) {
-                Some(id) => shared.acked(id, sent, &mut r.submit_to_invite),
-                None => return Err(format!("media server {i}: EventAck without InteractionId")),
-            },
-            (_, Some(e)) => {
-                shared.open.fetch_sub(1, Ordering::Relaxed);
-                r.errors += 1;
-                r.first_error.get_or_insert_with(|| format!("submit: {e}"));
+        // Every answer already read is taken before the window is filled
+        // again, so the submissions that replace them go out in one write
+        // (a pipelining media server's way; see `submit` in main.rs).
+        loop {
+            let f = c.recv().map_err(|e| format!("media server {i}: {e}"))?;
+            let Some(sent) = inflight.remove(&f.ref_id) else {
+                return Err(format!("media server {i}: answer for unknown reference id {}", f.ref_id));
+            };
+            record(&mut r.ack, sent.elapsed());
+            match (f.msg_type, error_of(&f)) {
+                (msg_type::EVENT_ACK, _) => match f.get_str(attr::INTERACTION_ID) {
+                    Some(id) => shared.acked(id, sent, &mut r.submit_to_invite),
+                    None => return Err(format!("media server {i}: EventAck without InteractionId")),
+                },
+                (_, Some(e)) => {
+                    shared.open.fetch_sub(1, Ordering::Relaxed);
+                    r.errors += 1;
+                    r.first_error.get_or_insert_with(|| format!("submit: {e}"));
+                }
+                (t, None) => return Err(format!("media server {i}: unexpected {}", msg_type::name(t))),
             }
-            (t, None) => return Err(format!("media server {i}: unexpected {}", msg_type::name(t))),
+            if inflight.is_empty() || !c.has_buffered_frame() {
+                break;
+            }
         }
     }
     Ok(r)

@@ -294,26 +294,35 @@ fn submit_client(
             std::thread::sleep(next_send.saturating_duration_since(Instant::now()));
             continue;
         }
-        let f = c.recv().map_err(|e| format!("client {i}: {e}"))?;
-        let Some(sent) = inflight.remove(&f.ref_id) else {
-            return Err(format!("client {i}: answer for unknown reference id {}", f.ref_id));
-        };
-        let now = Instant::now();
-        hist.record(now.saturating_duration_since(sent).as_micros().max(1) as u64).ok();
-        timeline.record(now, now.saturating_duration_since(sent));
-        match (f.msg_type, error_of(&f)) {
-            (msg_type::EVENT_ACK, _) => match f.get_str(attr::INTERACTION_ID) {
-                Some(id) => {
-                    ids.push(id.to_string());
-                    acked_so_far.fetch_add(1, Ordering::Relaxed);
+        // Every answer already read is taken before the window is filled
+        // again, so the submissions that replace them go out in one write,
+        // as a pipelining media server sends them (one write per answer
+        // cost the generator most of its CPU in the kernel).
+        loop {
+            let f = c.recv().map_err(|e| format!("client {i}: {e}"))?;
+            let Some(sent) = inflight.remove(&f.ref_id) else {
+                return Err(format!("client {i}: answer for unknown reference id {}", f.ref_id));
+            };
+            let now = Instant::now();
+            hist.record(now.saturating_duration_since(sent).as_micros().max(1) as u64).ok();
+            timeline.record(now, now.saturating_duration_since(sent));
+            match (f.msg_type, error_of(&f)) {
+                (msg_type::EVENT_ACK, _) => match f.get_str(attr::INTERACTION_ID) {
+                    Some(id) => {
+                        ids.push(id.to_string());
+                        acked_so_far.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => return Err(format!("client {i}: EventAck without InteractionId")),
+                },
+                (_, Some(e)) => {
+                    errors += 1;
+                    first_error.get_or_insert_with(|| e.to_string());
                 }
-                None => return Err(format!("client {i}: EventAck without InteractionId")),
-            },
-            (_, Some(e)) => {
-                errors += 1;
-                first_error.get_or_insert_with(|| e.to_string());
+                (t, None) => return Err(format!("client {i}: unexpected {}", msg_type::name(t))),
             }
-            (t, None) => return Err(format!("client {i}: unexpected {}", msg_type::name(t))),
+            if inflight.is_empty() || !c.has_buffered_frame() {
+                break;
+            }
         }
     }
     Ok(ClientResult { hist, timeline, ids, errors, first_error })
