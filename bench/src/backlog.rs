@@ -177,18 +177,25 @@ fn fill_client(i: usize, a: &BacklogArgs) -> Result<FillResult, String> {
         if inflight.is_empty() {
             break;
         }
-        let f = c.recv().map_err(|e| format!("fill client {i}: {e}"))?;
-        let Some(sent) = inflight.remove(&f.ref_id) else {
-            return Err(format!("fill client {i}: answer for unknown reference id {}", f.ref_id));
-        };
-        hist.record(sent.elapsed().as_micros().max(1) as u64).ok();
-        match (f.msg_type, error_of(&f)) {
-            (msg_type::EVENT_ACK, _) => acked += 1,
-            (_, Some(e)) => {
-                errors += 1;
-                first_error.get_or_insert_with(|| e.to_string());
+        // Every answer already read is taken before the window is filled
+        // again: the replacements go out in one write (as `submit` does).
+        loop {
+            let f = c.recv().map_err(|e| format!("fill client {i}: {e}"))?;
+            let Some(sent) = inflight.remove(&f.ref_id) else {
+                return Err(format!("fill client {i}: answer for unknown reference id {}", f.ref_id));
+            };
+            hist.record(sent.elapsed().as_micros().max(1) as u64).ok();
+            match (f.msg_type, error_of(&f)) {
+                (msg_type::EVENT_ACK, _) => acked += 1,
+                (_, Some(e)) => {
+                    errors += 1;
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
+                (t, None) => return Err(format!("fill client {i}: unexpected {}", msg_type::name(t))),
             }
-            (t, None) => return Err(format!("fill client {i}: unexpected {}", msg_type::name(t))),
+            if inflight.is_empty() || !c.has_buffered_frame() {
+                break;
+            }
         }
     }
     Ok(FillResult { hist, acked, errors, first_error })
