@@ -612,6 +612,18 @@ impl Client {
         matches!(split_frame(&self.rbuf[self.rpos..], ABSOLUTE_MAX_FRAME), Ok(Some(_)))
     }
 
+    /// Reads the next frame (waiting for it), then every frame already read
+    /// behind it, into `out` (cleared first): what a pipelining client
+    /// handles before it writes again.
+    pub fn recv_waiting(&mut self, out: &mut Vec<Frame>) -> Result<()> {
+        out.clear();
+        out.push(self.recv()?);
+        while self.has_buffered_frame() {
+            out.push(self.recv()?);
+        }
+        Ok(())
+    }
+
     /// Reads the next frame from the server, whatever it answers (but the
     /// answers to the client's own heartbeat pings).
     pub fn recv(&mut self) -> Result<Frame> {

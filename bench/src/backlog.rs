@@ -163,6 +163,7 @@ fn fill_client(i: usize, a: &BacklogArgs) -> Result<FillResult, String> {
     let mut c = connect(a, ClientType::MediaServer, "bench")?;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let mut inflight: HashMap<u32, Instant> = HashMap::with_capacity(a.window * 2);
+    let mut answers = Vec::with_capacity(a.window);
     let (mut acked, mut errors, mut first_error) = (0u64, 0u64, None);
     let mut k = i as u64;
     loop {
@@ -179,8 +180,8 @@ fn fill_client(i: usize, a: &BacklogArgs) -> Result<FillResult, String> {
         }
         // Every answer already read is taken before the window is filled
         // again: the replacements go out in one write (as `submit` does).
-        loop {
-            let f = c.recv().map_err(|e| format!("fill client {i}: {e}"))?;
+        c.recv_waiting(&mut answers).map_err(|e| format!("fill client {i}: {e}"))?;
+        for f in answers.drain(..) {
             let Some(sent) = inflight.remove(&f.ref_id) else {
                 return Err(format!("fill client {i}: answer for unknown reference id {}", f.ref_id));
             };
@@ -192,9 +193,6 @@ fn fill_client(i: usize, a: &BacklogArgs) -> Result<FillResult, String> {
                     first_error.get_or_insert_with(|| e.to_string());
                 }
                 (t, None) => return Err(format!("fill client {i}: unexpected {}", msg_type::name(t))),
-            }
-            if inflight.is_empty() || !c.has_buffered_frame() {
-                break;
             }
         }
     }

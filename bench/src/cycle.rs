@@ -380,6 +380,7 @@ fn media_server(
 ) -> Result<MediaResult, String> {
     let mut r = MediaResult { submit_to_invite: Latencies::new(), ack: histogram(), errors: 0, first_error: None };
     let mut inflight: HashMap<u32, Instant> = HashMap::with_capacity(a.window * 2);
+    let mut answers = Vec::with_capacity(a.window);
     let interval = (a.rate > 0).then(|| Duration::from_secs_f64(a.media_servers as f64 / a.rate as f64));
     let mut next_send = Instant::now();
     loop {
@@ -419,8 +420,8 @@ fn media_server(
         // Every answer already read is taken before the window is filled
         // again, so the submissions that replace them go out in one write
         // (a pipelining media server's way; see `submit` in main.rs).
-        loop {
-            let f = c.recv().map_err(|e| format!("media server {i}: {e}"))?;
+        c.recv_waiting(&mut answers).map_err(|e| format!("media server {i}: {e}"))?;
+        for f in answers.drain(..) {
             let Some(sent) = inflight.remove(&f.ref_id) else {
                 return Err(format!("media server {i}: answer for unknown reference id {}", f.ref_id));
             };
@@ -436,9 +437,6 @@ fn media_server(
                     r.first_error.get_or_insert_with(|| format!("submit: {e}"));
                 }
                 (t, None) => return Err(format!("media server {i}: unexpected {}", msg_type::name(t))),
-            }
-            if inflight.is_empty() || !c.has_buffered_frame() {
-                break;
             }
         }
     }

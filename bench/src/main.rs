@@ -267,6 +267,7 @@ fn submit_client(
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let mut timeline = report::Timeline::new(start);
     let mut inflight: HashMap<u32, Instant> = HashMap::with_capacity(a.window * 2);
+    let mut answers = Vec::with_capacity(a.window);
     let mut ids = Vec::new();
     let (mut errors, mut first_error) = (0u64, None);
     let interval = (a.rate > 0).then(|| Duration::from_secs_f64(a.clients as f64 / a.rate as f64));
@@ -298,8 +299,8 @@ fn submit_client(
         // again, so the submissions that replace them go out in one write,
         // as a pipelining media server sends them (one write per answer
         // cost the generator most of its CPU in the kernel).
-        loop {
-            let f = c.recv().map_err(|e| format!("client {i}: {e}"))?;
+        c.recv_waiting(&mut answers).map_err(|e| format!("client {i}: {e}"))?;
+        for f in answers.drain(..) {
             let Some(sent) = inflight.remove(&f.ref_id) else {
                 return Err(format!("client {i}: answer for unknown reference id {}", f.ref_id));
             };
@@ -319,9 +320,6 @@ fn submit_client(
                     first_error.get_or_insert_with(|| e.to_string());
                 }
                 (t, None) => return Err(format!("client {i}: unexpected {}", msg_type::name(t))),
-            }
-            if inflight.is_empty() || !c.has_buffered_frame() {
-                break;
             }
         }
     }
